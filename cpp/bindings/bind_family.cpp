@@ -1,0 +1,86 @@
+// Gaussian families: initialisation, moments, sampling and single ELBO-gradient estimates.
+#include <pybind11/eigen.h>
+#include <pybind11/stl.h>
+
+#include "bindings.hpp"
+#include "fastvi/elbo.hpp"
+#include "fastvi/rng.hpp"
+
+namespace py = pybind11;
+
+namespace fastvi::bindings {
+namespace {
+
+void check_phi(const GaussianFamily& f, const Eigen::Ref<const Vector>& phi) {
+  if (phi.size() != f.num_params())
+    throw std::invalid_argument("phi must have length " + std::to_string(f.num_params()) + " for the " + f.name() +
+                                " family, got " + std::to_string(phi.size()));
+}
+
+}  // namespace
+
+void bind_family(py::module_& m) {
+  py::class_<GaussianFamily>(m, "Family")
+      .def(py::init([](const std::string& name, Index dim) { return make_family(name, dim); }), py::arg("name"),
+           py::arg("dim"))
+      .def_property_readonly("name", &GaussianFamily::name)
+      .def_property_readonly("dim", &GaussianFamily::dim)
+      .def_property_readonly("num_params", &GaussianFamily::num_params)
+      .def("initialise",
+           [](const GaussianFamily& self, const Eigen::Ref<const Vector>& mean, double scale) {
+             if (mean.size() != self.dim()) throw std::invalid_argument("mean must have length " + std::to_string(self.dim()));
+             if (!(scale > 0) || !std::isfinite(scale)) throw std::invalid_argument("init_scale must be a positive finite number");
+             Vector phi(self.num_params());
+             self.initialise(phi, mean, scale);
+             return phi;
+           },
+           py::arg("mean"), py::arg("scale"))
+      .def("mean",
+           [](const GaussianFamily& self, const Eigen::Ref<const Vector>& phi) {
+             check_phi(self, phi);
+             return self.mean(phi);
+           })
+      .def("covariance",
+           [](const GaussianFamily& self, const Eigen::Ref<const Vector>& phi) {
+             check_phi(self, phi);
+             return self.covariance(phi);
+           })
+      .def("entropy",
+           [](const GaussianFamily& self, const Eigen::Ref<const Vector>& phi) {
+             check_phi(self, phi);
+             return self.entropy(phi);
+           })
+      .def("sample",
+           [](GaussianFamily& self, const Eigen::Ref<const Vector>& phi, Index n, std::uint64_t seed) {
+             check_phi(self, phi);
+             if (n < 1) throw std::invalid_argument("n must be >= 1");
+             Matrix eps(self.dim(), n), zeta(self.dim(), n);
+             py::gil_scoped_release release;
+             fill_standard_normal(eps, seed, Stream::Sample, 0);
+             self.reserve(n);
+             self.draw(phi, eps, zeta);
+             return zeta;
+           },
+           py::arg("phi"), py::arg("n"), py::arg("seed"), "Unconstrained draws (D x n).");
+
+  m.def("elbo_gradient",
+        [](Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi, Index draws, std::uint64_t seed,
+           std::uint64_t step, int threads) {
+          check_phi(family, phi);
+          ElboEstimator est(model, family, draws);
+          Vector grad(family.num_params());
+          double elbo = kNaN;
+          bool ok;
+          {
+            py::gil_scoped_release release;
+            ok = est.estimate(phi, seed, Stream::Evaluate, step, grad, elbo, threads);
+          }
+          if (!ok) grad.setConstant(kNaN);
+          return py::make_tuple(ok ? elbo : kNaN, grad);
+        },
+        py::arg("model"), py::arg("family"), py::arg("phi"), py::arg("draws"), py::arg("seed"), py::arg("step"),
+        py::arg("threads") = 1,
+        "One reparameterised estimate of the ELBO and its gradient with respect to phi (NaN if not finite).");
+}
+
+}  // namespace fastvi::bindings

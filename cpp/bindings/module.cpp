@@ -1,0 +1,14 @@
+// The private extension module fastvi._core. Python code wraps it in python/fastvi/.
+#include <omp.h>
+
+#include "bindings.hpp"
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastvi's C++ engine (private: use the fastvi package)";
+  m.def("max_threads", [] { return omp_get_max_threads(); },
+        "Threads OpenMP would use by default (OMP_NUM_THREADS or the number of cores).");
+  fastvi::bindings::bind_kernels(m);
+  fastvi::bindings::bind_model(m);
+  fastvi::bindings::bind_family(m);
+  fastvi::bindings::bind_fit(m);
+}

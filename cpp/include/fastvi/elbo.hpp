@@ -1,0 +1,34 @@
+// The batched reparameterised ELBO gradient estimator: one step's draws, log density, gradient.
+#pragma once
+
+#include <cstdint>
+
+#include "fastvi/family.hpp"
+#include "fastvi/model.hpp"
+#include "fastvi/rng.hpp"
+
+namespace fastvi {
+
+class ElboEstimator {
+ public:
+  // Sizes every buffer once for `draws` draws per step.
+  ElboEstimator(Model& model, GaussianFamily& family, Index draws);
+
+  // Estimates the ELBO and its gradient (ascent direction) with respect to phi from the draws of
+  // (seed, stream, step). Returns false, leaving grad_phi unspecified, if any draw's log density or
+  // gradient is not finite.
+  bool estimate(const Eigen::Ref<const Vector>& phi, std::uint64_t seed, Stream stream, std::uint64_t step,
+                Eigen::Ref<Vector> grad_phi, double& elbo, int threads);
+
+  Index draws() const { return eps_.cols(); }
+  const Vector& log_density() const { return lp_; }  // of the last estimate, per draw
+
+ private:
+  Model& model_;
+  GaussianFamily& family_;
+  Matrix eps_, zeta_, grad_zeta_;
+  Vector lp_;
+  ModelWorkspace ws_;
+};
+
+}  // namespace fastvi

@@ -1,0 +1,91 @@
+// Gaussian variational families q(zeta) = Normal(mu, L L^T) in the unconstrained space.
+//
+// Every family draws a batch as zeta = mu + L eps (eps: D x S standard normals) and turns the log
+// density gradient g = d log p / d zeta (D x S) into the reparameterised ELBO gradient
+//   d ELBO / d mu = mean_s g_s,   d ELBO / d L = tril(g eps^T) / S + d entropy / d L.
+// Scales are stored as logs (sigma = exp(omega)), so a collapsing scale drives omega towards
+// -inf with a constant entropy gradient of 1: it can underflow to zero but never produce NaN.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "fastvi/types.hpp"
+
+namespace fastvi {
+
+class GaussianFamily {
+ public:
+  explicit GaussianFamily(Index dim) : dim_(dim) {}
+  virtual ~GaussianFamily() = default;
+
+  virtual std::string name() const = 0;
+  Index dim() const { return dim_; }
+  virtual Index num_params() const = 0;
+
+  // phi for mean `mean` and every marginal sd equal to `scale`.
+  virtual void initialise(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& mean, double scale) const = 0;
+  // zeta = mu + L eps for every column of eps.
+  virtual void draw(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
+                    Eigen::Ref<Matrix> zeta) = 0;
+  // grad_phi = d/d phi [mean_s log p(zeta_s) + entropy], given g = d log p / d zeta at zeta = draw(eps).
+  virtual void elbo_gradient(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
+                             const Eigen::Ref<const Matrix>& g, Eigen::Ref<Vector> grad_phi) = 0;
+  // Closed-form entropy of q.
+  virtual double entropy(const Eigen::Ref<const Vector>& phi) const = 0;
+  virtual Matrix covariance(const Eigen::Ref<const Vector>& phi) const = 0;
+  // Prepares scratch space for batches of `draws` columns.
+  virtual void reserve(Index draws) { (void)draws; }
+
+  Vector mean(const Eigen::Ref<const Vector>& phi) const { return phi.head(dim_); }
+
+ protected:
+  // Entropy of a D-dimensional Gaussian whose Cholesky factor has log-diagonal `log_diag`.
+  double gaussian_entropy(const Eigen::Ref<const Vector>& log_diag) const;
+
+ private:
+  Index dim_;
+};
+
+// Independent normals: phi = [mu (D), omega (D)], sd = exp(omega).
+class MeanFieldGaussian final : public GaussianFamily {
+ public:
+  using GaussianFamily::GaussianFamily;
+  std::string name() const override { return "meanfield"; }
+  Index num_params() const override { return 2 * dim(); }
+  void initialise(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& mean, double scale) const override;
+  void draw(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps, Eigen::Ref<Matrix> zeta) override;
+  void elbo_gradient(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
+                     const Eigen::Ref<const Matrix>& g, Eigen::Ref<Vector> grad_phi) override;
+  double entropy(const Eigen::Ref<const Vector>& phi) const override;
+  Matrix covariance(const Eigen::Ref<const Vector>& phi) const override;
+};
+
+// Full covariance through a lower-triangular Cholesky factor L:
+// phi = [mu (D), L (D x D, column-major)] with L's diagonal stored as log values and its upper
+// triangle unused (always zero).
+class FullRankGaussian final : public GaussianFamily {
+ public:
+  using GaussianFamily::GaussianFamily;
+  std::string name() const override { return "fullrank"; }
+  Index num_params() const override { return dim() + dim() * dim(); }
+  void initialise(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& mean, double scale) const override;
+  void draw(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps, Eigen::Ref<Matrix> zeta) override;
+  void elbo_gradient(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
+                     const Eigen::Ref<const Matrix>& g, Eigen::Ref<Vector> grad_phi) override;
+  double entropy(const Eigen::Ref<const Vector>& phi) const override;
+  Matrix covariance(const Eigen::Ref<const Vector>& phi) const override;
+  void reserve(Index draws) override;
+
+  // The Cholesky factor with its diagonal exponentiated.
+  Matrix cholesky(const Eigen::Ref<const Vector>& phi) const;
+
+ private:
+  Matrix chol_;  // scratch: L for the current phi
+  Matrix outer_; // scratch: g eps^T
+};
+
+// "meanfield" or "fullrank"; throws std::invalid_argument otherwise.
+std::unique_ptr<GaussianFamily> make_family(const std::string& name, Index dim);
+
+}  // namespace fastvi

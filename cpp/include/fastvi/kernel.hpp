@@ -1,0 +1,51 @@
+// The kernel contract: a registered log-density term that works on a whole batch of draws.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fastvi/operand.hpp"
+
+namespace fastvi {
+
+// Where the values of an input must lie. Checked for data when a factor is bound, and against a
+// parameter's constraint (e.g. a `scale` parameter must be declared with lower >= 0).
+enum class Support { Real, Positive, NonNegative, UnitInterval, Binary, Count };
+
+const char* support_name(Support s);
+bool in_support(Support s, double x);
+
+struct InputInfo {
+  std::string name;
+  Support support = Support::Real;
+  bool data_only = false;                // e.g. a GLM's design matrix or a count outcome
+  std::optional<double> default_value;   // used when the input is omitted
+  std::string doc;
+};
+
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  // Called once the number of draws per step is known, before evaluate: size scratch space here.
+  virtual void reserve(Index draws) { (void)draws; }
+  // Adds each draw's log density to batch.lp[s] and its partials to batch.grad for every parameter
+  // operand. Must not allocate.
+  virtual void evaluate(const Batch& batch) = 0;
+};
+
+// Builds a kernel from its operands, ordered as KernelInfo::inputs (variate first). For an
+// element-wise kernel the operands are already broadcast to `size` elements.
+using KernelFactory = std::function<std::unique_ptr<Kernel>(std::vector<Operand> operands, Index size)>;
+
+struct KernelInfo {
+  std::string name;
+  std::string doc;
+  std::vector<InputInfo> inputs;  // inputs[0] is the variate (the first argument of Model.add)
+  bool elementwise = true;        // operands broadcast together (numpy rules)
+  KernelFactory factory;
+};
+
+}  // namespace fastvi

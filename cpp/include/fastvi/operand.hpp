@@ -1,0 +1,60 @@
+// What a kernel reads: a bound input (data or parameter) and the batch of draws it lives in.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "fastvi/types.hpp"
+
+namespace fastvi {
+
+// Constrained values and log-density gradients for S draws. Row r of `value` is one scalar of
+// the model (parameter elements first); column s is draw s. Both matrices are column-major with
+// leading dimension `ld`. Kernels add to `lp` and to `grad`; they never overwrite.
+struct Batch {
+  const double* value = nullptr;
+  double* grad = nullptr;
+  double* lp = nullptr;
+  Index ld = 0;
+  Index draws = 0;
+  int threads = 1;  // upper bound on OpenMP threads a kernel may use
+};
+
+// One input of a bound factor: either data (a fixed array) or a slice of the model's rows.
+//
+// Element-wise kernels see every operand broadcast (numpy rules) to the factor's shape: element n
+// of the broadcast result reads element `element(n)` of the operand's own values.
+struct Operand {
+  std::string name;          // the kernel's name for this input, e.g. "scale"
+  std::string source;        // what the user passed, for messages: a parameter name or "data"
+  std::vector<Index> shape;  // the operand's own shape (before broadcasting)
+  bool is_param = false;
+  Vector data;               // data values, row-major (numpy order); empty for parameters
+  Index row = 0;             // first row of a parameter operand in Batch::value
+  double lower = -kInf;      // every value the operand can take lies in [lower, upper]
+  double upper = kInf;
+
+  // Broadcasting, set when the factor is bound. index_map empty: element n reads n * stride.
+  std::vector<Index> index_map;
+  Index stride = 1;
+
+  Index size() const {
+    Index n = 1;
+    for (Index d : shape) n *= d;
+    return n;
+  }
+  Index element(Index n) const { return index_map.empty() ? n * stride : index_map[size_t(n)]; }
+
+  // Value of broadcast element n in draw s.
+  double value(const Batch& b, Index n, Index s) const {
+    const Index e = element(n);
+    return is_param ? b.value[s * b.ld + row + e] : data[e];
+  }
+  // Adds g to d log p / d(element n, draw s). Only call for parameter operands.
+  void add_grad(const Batch& b, Index n, Index s, double g) const { b.grad[s * b.ld + row + element(n)] += g; }
+
+  // The operand is one number for every element (a scalar constant or scalar parameter).
+  bool is_scalar() const { return size() == 1; }
+};
+
+}  // namespace fastvi

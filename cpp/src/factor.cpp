@@ -1,0 +1,178 @@
+// Model::add_factor: matching a kernel's declared inputs to what the user passed, numpy
+// broadcasting for element-wise kernels, and support checks, all before any fit starts.
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+#include "fastvi/model.hpp"
+#include "fastvi/registry.hpp"
+
+namespace fastvi {
+namespace {
+
+std::string shape_str(const std::vector<Index>& shape) {
+  std::ostringstream out;
+  out << "(";
+  for (size_t i = 0; i < shape.size(); ++i) out << shape[i] << (shape.size() == 1 || i + 1 < shape.size() ? "," : "");
+  out << ")";
+  return out.str();
+}
+
+std::string number_str(double x) {
+  std::ostringstream out;
+  out << x;
+  return out.str();
+}
+
+// numpy broadcasting of all operand shapes; throws naming the operand that does not fit.
+std::vector<Index> broadcast_shape(const std::vector<Operand>& ops, const std::string& label) {
+  size_t ndim = 0;
+  for (const auto& op : ops) ndim = std::max(ndim, op.shape.size());
+  std::vector<Index> out(ndim, 1);
+  for (const auto& op : ops) {
+    const size_t pad = ndim - op.shape.size();
+    for (size_t i = 0; i < op.shape.size(); ++i) {
+      const Index d = op.shape[i];
+      Index& o = out[pad + i];
+      if (d == o || d == 1) continue;
+      if (o == 1) {
+        o = d;
+        continue;
+      }
+      std::string shapes;
+      for (const auto& q : ops) shapes += " " + q.name + shape_str(q.shape);
+      throw std::invalid_argument(label + ": input '" + op.name + "' with shape " + shape_str(op.shape) +
+                                  " does not broadcast with the other inputs:" + shapes);
+    }
+  }
+  return out;
+}
+
+// Sets op's index map so that element n of `shape` (row-major) reads the right element of op.
+void set_broadcast(Operand& op, const std::vector<Index>& shape) {
+  Index total = 1;
+  for (Index d : shape) total *= d;
+  op.index_map.clear();
+  if (op.size() == 1) {
+    op.stride = 0;
+    return;
+  }
+  const size_t pad = shape.size() - op.shape.size();
+  bool same = op.size() == total;
+  if (same) {
+    op.stride = 1;
+    return;
+  }
+  // Strides of op's own (row-major) layout, zero where op broadcasts.
+  std::vector<Index> stride(shape.size(), 0);
+  Index s = 1;
+  for (size_t i = op.shape.size(); i-- > 0;) {
+    stride[pad + i] = op.shape[i] == 1 ? 0 : s;
+    s *= op.shape[i];
+  }
+  op.index_map.resize(size_t(total));
+  std::vector<Index> idx(shape.size(), 0);
+  for (Index n = 0; n < total; ++n) {
+    Index e = 0;
+    for (size_t i = 0; i < shape.size(); ++i) e += idx[i] * stride[i];
+    op.index_map[size_t(n)] = e;
+    for (size_t i = shape.size(); i-- > 0;) {  // next row-major multi-index
+      if (++idx[i] < shape[i]) break;
+      idx[i] = 0;
+    }
+  }
+}
+
+void check_support(const Operand& op, const InputInfo& info, const std::string& label) {
+  const std::string where = label + ": input '" + op.name + "'";
+  if (!op.is_param) {
+    for (Index i = 0; i < op.data.size(); ++i) {
+      const double x = op.data[i];
+      if (!std::isfinite(x))
+        throw std::invalid_argument(where + " contains " + number_str(x) + " at flat index " + std::to_string(i));
+      if (!in_support(info.support, x))
+        throw std::invalid_argument(where + " must be " + support_name(info.support) + ", got " + number_str(x) +
+                                    " at flat index " + std::to_string(i));
+    }
+    return;
+  }
+  if (info.data_only)
+    throw std::invalid_argument(where + " must be data, not the parameter '" + op.source + "'");
+  bool ok = true;
+  switch (info.support) {
+    case Support::Real: break;
+    case Support::Positive:
+    case Support::NonNegative: ok = op.lower >= 0; break;
+    case Support::UnitInterval: ok = op.lower >= 0 && op.upper <= 1; break;
+    case Support::Binary:
+    case Support::Count: ok = false; break;
+  }
+  if (!ok)
+    throw std::invalid_argument(where + " must be " + support_name(info.support) + ", but parameter '" + op.source +
+                                "' can take values in [" + number_str(op.lower) + ", " + number_str(op.upper) +
+                                "]: declare it with matching lower/upper bounds");
+}
+
+}  // namespace
+
+void Model::add_factor(const std::string& kernel, std::vector<Operand> operands, const std::string& label) {
+  const KernelInfo& info = KernelRegistry::global().get(kernel);
+  for (const auto& op : operands) {
+    const bool known = std::any_of(info.inputs.begin(), info.inputs.end(),
+                                   [&](const InputInfo& in) { return in.name == op.name; });
+    if (!known) {
+      std::string names;
+      for (const auto& in : info.inputs) names += (names.empty() ? "" : ", ") + in.name;
+      throw std::invalid_argument(label + ": kernel '" + kernel + "' has no input '" + op.name +
+                                  "' (its inputs are: " + names + ")");
+    }
+    if (op.is_param && (op.row < 0 || op.row + op.size() > rows()))
+      throw std::invalid_argument(label + ": input '" + op.name + "' refers to rows outside the model");
+  }
+  // Order the operands as the kernel declares its inputs, filling defaults.
+  std::vector<Operand> ordered;
+  ordered.reserve(info.inputs.size());
+  for (const auto& in : info.inputs) {
+    auto it = std::find_if(operands.begin(), operands.end(), [&](const Operand& op) { return op.name == in.name; });
+    if (it != operands.end()) {
+      if (std::count_if(operands.begin(), operands.end(), [&](const Operand& op) { return op.name == in.name; }) > 1)
+        throw std::invalid_argument(label + ": input '" + in.name + "' given twice");
+      ordered.push_back(std::move(*it));
+    } else if (in.default_value) {
+      Operand op;
+      op.name = in.name;
+      op.source = "default";
+      op.data = Vector::Constant(1, *in.default_value);
+      ordered.push_back(std::move(op));
+    } else {
+      throw std::invalid_argument(label + ": kernel '" + kernel + "' needs input '" + in.name + "'");
+    }
+  }
+  for (size_t i = 0; i < ordered.size(); ++i) {
+    if (!ordered[i].is_param && ordered[i].data.size() != ordered[i].size())
+      throw std::invalid_argument(label + ": input '" + ordered[i].name + "' has " +
+                                  std::to_string(ordered[i].data.size()) + " values for shape " +
+                                  shape_str(ordered[i].shape));
+    check_support(ordered[i], info.inputs[i], label);
+  }
+  Index size = 0;
+  if (info.elementwise) {
+    const std::vector<Index> shape = broadcast_shape(ordered, label);
+    size = 1;
+    for (Index d : shape) size *= d;
+    for (auto& op : ordered) set_broadcast(op, shape);
+  }
+  Factor f;
+  f.label = label;
+  f.kernel = kernel;
+  try {
+    f.impl = info.factory(std::move(ordered), size);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(label + ": " + e.what());
+  }
+  factors_.push_back(std::move(f));
+  reserved_draws_ = -1;
+}
+
+}  // namespace fastvi

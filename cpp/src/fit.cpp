@@ -1,0 +1,174 @@
+#include "fastvi/fit.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+
+#include "fastvi/adam.hpp"
+
+namespace fastvi {
+
+void FitOptions::validate() const {
+  auto fail = [](const std::string& what) { throw std::invalid_argument(what); };
+  if (steps < 1) fail("steps must be >= 1, got " + std::to_string(steps));
+  if (draws < 1) fail("draws must be >= 1, got " + std::to_string(draws));
+  if (!(lr > 0) || !std::isfinite(lr)) fail("lr must be a positive finite number");
+  if (!(beta1 >= 0 && beta1 < 1)) fail("beta1 must be in [0, 1)");
+  if (!(beta2 >= 0 && beta2 < 1)) fail("beta2 must be in [0, 1)");
+  if (!(adam_epsilon > 0)) fail("adam_epsilon must be > 0");
+  if (eval_every < 1) fail("eval_every must be >= 1, got " + std::to_string(eval_every));
+  if (std::isnan(tol)) fail("tol must not be NaN");
+  if (patience < 1) fail("patience must be >= 1");
+  if (average_draws < 0) fail("average_draws must be >= 0");
+  if (threads < 1) fail("threads must be >= 1");
+}
+
+namespace {
+
+// After this many consecutive non-finite steps the step size is halved ...
+constexpr Index kBadStepsBeforeBackoff = 5;
+// ... and after this many halvings without a good step in between, the fit gives up.
+constexpr Index kMaxBackoffs = 30;
+
+// Sums of the iterates over the current window and the two windows before it, so that a fit that
+// never converged can still return the average over its last two complete windows.
+struct WindowAverage {
+  Vector current, last, before_last;
+  Index n_current = 0, n_last = 0, n_before_last = 0;
+
+  explicit WindowAverage(Index size)
+      : current(Vector::Zero(size)), last(Vector::Zero(size)), before_last(Vector::Zero(size)) {}
+  void add(const Vector& phi) {
+    current += phi;
+    ++n_current;
+  }
+  void close_window() {
+    before_last.swap(last);
+    last.swap(current);
+    current.setZero();
+    n_before_last = n_last;
+    n_last = n_current;
+    n_current = 0;
+  }
+  // Average over the last two complete windows. With fewer, the early transient would dominate
+  // the average, so phi is left as the last iterate.
+  Index result(Vector& phi) const {
+    if (n_last == 0 || n_before_last == 0) return 0;
+    phi = (last + before_last) / double(n_last + n_before_last);
+    return n_last + n_before_last;
+  }
+};
+
+}  // namespace
+
+FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi0,
+                  const FitOptions& opt, const Monitor& monitor) {
+  opt.validate();
+  if (phi0.size() != family.num_params()) throw std::invalid_argument("initial parameters have the wrong length");
+  if (!phi0.allFinite()) throw std::invalid_argument("initial parameters must be finite");
+
+  ElboEstimator estimator(model, family, opt.draws);
+  Adam adam(family.num_params(), opt.beta1, opt.beta2, opt.adam_epsilon);
+  FitResult r;
+  r.phi = phi0;
+  Vector grad(family.num_params());
+  WindowAverage window_average(opt.average ? family.num_params() : 0);
+  Vector tail_sum = Vector::Zero(opt.average ? family.num_params() : 0);  // after convergence
+  Index tail_steps = 0, tail_target = 0;
+  const Index max_windows = opt.steps / opt.eval_every + 1;
+  r.elbo.reserve(size_t(max_windows));
+  r.elbo_step.reserve(size_t(max_windows));
+
+  double lr = opt.lr;
+  double window_sum = 0.0;
+  Index window_good = 0, bad_run = 0, backoffs_without_progress = 0, below_tol = 0;
+  using Clock = std::chrono::steady_clock;
+  auto last_monitor = Clock::now();
+  Progress progress;
+  progress.total = opt.steps;
+  bool stop = false;
+
+  Index t = 0;
+  for (; t < opt.steps && !stop; ++t) {
+    double elbo = 0.0;
+    if (estimator.estimate(r.phi, opt.seed, Stream::Optimise, std::uint64_t(t), grad, elbo, opt.threads)) {
+      adam.step(r.phi, grad, lr);
+      window_sum += elbo;
+      ++window_good;
+      bad_run = 0;
+      backoffs_without_progress = 0;
+    } else {
+      ++r.skipped;
+      if (++bad_run >= kBadStepsBeforeBackoff) {
+        lr *= 0.5;
+        ++r.lr_reductions;
+        bad_run = 0;
+        if (++backoffs_without_progress >= kMaxBackoffs) {
+          r.message = "stopped: the log density or its gradient was not finite at every draw for " +
+                      std::to_string(kBadStepsBeforeBackoff * kMaxBackoffs) +
+                      " steps in a row, even after reducing the step size";
+          stop = true;
+        }
+      }
+    }
+    if (opt.average) {
+      if (r.converged) {
+        tail_sum += r.phi;
+        if (++tail_steps >= tail_target) stop = true;
+      } else {
+        window_average.add(r.phi);
+      }
+    }
+
+    const bool window_end = (t + 1) % opt.eval_every == 0;
+    if (window_end) {
+      if (opt.average) window_average.close_window();
+      if (window_good > 0) {
+        const double e = window_sum / double(window_good);
+        if (!r.elbo.empty()) {
+          const double previous = r.elbo.back();
+          const double rel = std::abs(e - previous) / std::max(std::abs(e), 1.0);
+          below_tol = rel < opt.tol ? below_tol + 1 : 0;
+        }
+        r.elbo.push_back(e);
+        r.elbo_step.push_back(t + 1);
+        if (opt.tol > 0 && !r.converged && below_tol >= opt.patience) {
+          r.converged = true;
+          r.converged_step = t + 1;
+          r.message = "converged: relative ELBO change below tol for " + std::to_string(opt.patience) +
+                      " windows of " + std::to_string(opt.eval_every) + " steps";
+          tail_target = std::max(t + 1, (opt.average_draws + opt.draws - 1) / opt.draws);
+          if (!opt.average) stop = true;
+        }
+      }
+      window_sum = 0.0;
+      window_good = 0;
+    }
+    if (monitor && (window_end || Clock::now() - last_monitor > std::chrono::duration<double>(opt.monitor_seconds))) {
+      progress.step = t + 1;
+      progress.elbo = r.elbo.empty() ? kNaN : r.elbo.back();
+      progress.skipped = r.skipped;
+      last_monitor = Clock::now();
+      if (!monitor(progress)) {
+        r.interrupted = true;
+        r.message = "interrupted after " + std::to_string(t + 1) + " steps";
+        stop = true;
+      }
+    }
+  }
+  r.steps = t;
+  if (r.message.empty()) r.message = "reached the maximum number of steps without meeting the tolerance";
+  if (opt.average) {
+    if (tail_steps > 0) {
+      r.phi = tail_sum / double(tail_steps);
+      r.averaged_steps = tail_steps;
+    } else {
+      r.averaged_steps = window_average.result(r.phi);
+    }
+  }
+  r.final_lr = lr;
+  return r;
+}
+
+}  // namespace fastvi

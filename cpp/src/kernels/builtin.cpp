@@ -1,0 +1,9 @@
+#include "builtin.hpp"
+
+namespace fastvi {
+
+void register_builtin_kernels(KernelRegistry& r) {
+  kernels::register_normal(r);
+}
+
+}  // namespace fastvi

@@ -1,0 +1,49 @@
+// normal(y | loc, scale) = -log(scale) - log(sqrt(2 pi)) - (y - loc)^2 / (2 scale^2)
+#include <cmath>
+
+#include "builtin.hpp"
+#include "fastvi/math.hpp"
+
+namespace fastvi::kernels {
+namespace {
+
+class Normal final : public Kernel {
+ public:
+  Normal(std::vector<Operand> ops, Index size)
+      : y_(std::move(ops[0])), loc_(std::move(ops[1])), scale_(std::move(ops[2])), size_(size) {}
+
+  void evaluate(const Batch& b) override {
+    const bool dy = y_.is_param, dloc = loc_.is_param, dscale = scale_.is_param;
+    for (Index s = 0; s < b.draws; ++s) {
+      double lp = 0.0;
+      for (Index n = 0; n < size_; ++n) {
+        const double sigma = scale_.value(b, n, s);
+        const double inv_sigma = 1.0 / sigma;
+        const double z = (y_.value(b, n, s) - loc_.value(b, n, s)) * inv_sigma;
+        lp -= 0.5 * z * z + std::log(sigma);
+        if (dy) y_.add_grad(b, n, s, -z * inv_sigma);
+        if (dloc) loc_.add_grad(b, n, s, z * inv_sigma);
+        if (dscale) scale_.add_grad(b, n, s, (z * z - 1.0) * inv_sigma);
+      }
+      b.lp[s] += lp - double(size_) * math::kHalfLog2Pi;
+    }
+  }
+
+ private:
+  Operand y_, loc_, scale_;
+  Index size_;
+};
+
+}  // namespace
+
+void register_normal(KernelRegistry& r) {
+  r.add({"normal",
+         "Normal(y | loc, scale)",
+         {{"y", Support::Real, false, std::nullopt, "variate"},
+          {"loc", Support::Real, false, 0.0, "mean"},
+          {"scale", Support::Positive, false, 1.0, "standard deviation"}},
+         true,
+         [](std::vector<Operand> ops, Index size) { return std::make_unique<Normal>(std::move(ops), size); }});
+}
+
+}  // namespace fastvi::kernels

@@ -1,0 +1,64 @@
+#include "fastvi/registry.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+namespace fastvi {
+
+const char* support_name(Support s) {
+  switch (s) {
+    case Support::Real: return "a finite real number";
+    case Support::Positive: return "> 0";
+    case Support::NonNegative: return ">= 0";
+    case Support::UnitInterval: return "in the open interval (0, 1)";
+    case Support::Binary: return "0 or 1";
+    case Support::Count: return "a non-negative integer";
+  }
+  return "?";
+}
+
+bool in_support(Support s, double x) {
+  switch (s) {
+    case Support::Real: return std::isfinite(x);
+    case Support::Positive: return x > 0 && std::isfinite(x);
+    case Support::NonNegative: return x >= 0 && std::isfinite(x);
+    case Support::UnitInterval: return x > 0 && x < 1;
+    case Support::Binary: return x == 0 || x == 1;
+    case Support::Count: return x >= 0 && std::isfinite(x) && x == std::floor(x);
+  }
+  return false;
+}
+
+KernelRegistry& KernelRegistry::global() {
+  static KernelRegistry* registry = [] {
+    auto* r = new KernelRegistry();
+    register_builtin_kernels(*r);
+    return r;
+  }();
+  return *registry;
+}
+
+void KernelRegistry::add(KernelInfo info) {
+  if (info.name.empty()) throw std::invalid_argument("kernel name must not be empty");
+  if (info.inputs.empty()) throw std::invalid_argument("kernel '" + info.name + "' must declare its variate");
+  if (!info.factory) throw std::invalid_argument("kernel '" + info.name + "' has no factory");
+  if (contains(info.name)) throw std::invalid_argument("a kernel named '" + info.name + "' is already registered");
+  const std::string name = info.name;
+  kernels_.emplace(name, std::move(info));
+}
+
+const KernelInfo& KernelRegistry::get(const std::string& name) const {
+  auto it = kernels_.find(name);
+  if (it != kernels_.end()) return it->second;
+  std::string known;
+  for (const auto& kv : kernels_) known += (known.empty() ? "" : ", ") + kv.first;
+  throw std::invalid_argument("unknown kernel '" + name + "'; registered kernels: " + known);
+}
+
+std::vector<std::string> KernelRegistry::names() const {
+  std::vector<std::string> out;
+  for (const auto& kv : kernels_) out.push_back(kv.first);
+  return out;
+}
+
+}  // namespace fastvi

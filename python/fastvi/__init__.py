@@ -1,0 +1,43 @@
+"""fastvi: fast, trustworthy Gaussian variational inference with a C++ core.
+
+>>> import numpy as np, fastvi as fv
+>>> np.random.seed(42)
+>>> x = np.random.normal(2.0, 1.0, size=100)
+>>> model = fv.Model()
+>>> w = model.param("w")
+>>> model.add("normal", w, loc=0.0, scale=1.0)
+>>> model.add("normal", x, loc=w, scale=1.0)
+>>> approx = fv.fit(model, family="meanfield", steps=10_000, seed=0)
+>>> draws = approx.sample(1000, seed=1)
+>>> draws["w"].shape
+(1000,)
+"""
+
+import os as _os
+
+# OpenMP worker threads must sleep, not spin, between parallel regions: fastvi runs beside other
+# busy processes, and spinning workers steal the core they need. (Read when libgomp loads, so it
+# has to be set before _core is imported; a user's own setting wins.)
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import _core  # noqa: E402
+from .fit import Approximation, ConvergenceWarning, fit  # noqa: E402
+from .kernels import InputSpec, KernelSpec, kernel_spec, kernels  # noqa: E402
+from .model import Model, Param  # noqa: E402
+from .summary import Summary, summary  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Approximation",
+    "ConvergenceWarning",
+    "InputSpec",
+    "KernelSpec",
+    "Model",
+    "Param",
+    "Summary",
+    "fit",
+    "kernel_spec",
+    "kernels",
+    "summary",
+]

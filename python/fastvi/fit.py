@@ -1,0 +1,267 @@
+"""Fitting a Gaussian approximation, and the approximation it returns."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+
+from . import _core
+from .model import Model
+
+_FAMILIES = ("meanfield", "fullrank")
+_METHODS = {"advi": "meanfield", "meanfield": "meanfield", "fullrank_advi": "fullrank", "fullrank": "fullrank"}
+
+
+class ConvergenceWarning(UserWarning):
+    """The fit stopped before its convergence rule was met, or skipped non-finite steps."""
+
+
+def _int_setting(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _float_setting(value: Any, name: str, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    out = float(value)
+    if not math.isfinite(out) or (positive and out <= 0):
+        raise ValueError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
+    return out
+
+
+class Approximation:
+    """A fitted Gaussian approximation q, in the model's unconstrained space.
+
+    ``mean()`` and ``std()`` are moments of the constrained parameters under q (exact for
+    unconstrained parameters, by Gauss-Hermite quadrature of each marginal otherwise);
+    ``sample()`` draws from q and maps the draws to the constrained space.
+    """
+
+    def __init__(self, model: Model, family: "_core.Family", result: "_core.FitResult", options: Dict[str, Any]):
+        self.model = model
+        self._family = family
+        self.family: str = family.name
+        self.phi: np.ndarray = np.array(result.phi)
+        self.elbo: np.ndarray = np.array(result.elbo)  # windowed ELBO estimates
+        self.elbo_steps: np.ndarray = np.array(result.elbo_step, dtype=np.int64)
+        self.steps: int = result.steps
+        self.converged: bool = result.converged
+        self.converged_step: Optional[int] = result.converged_step if result.converged else None
+        self.averaged_steps: int = result.averaged_steps  # iterates averaged into the result
+        self.interrupted: bool = result.interrupted
+        self.n_skipped: int = result.skipped  # steps whose log density or gradient was not finite
+        self.lr_reductions: int = result.lr_reductions
+        self.message: str = result.message
+        self.options = dict(options)
+
+    # ---- unconstrained moments ----------------------------------------------------------------
+
+    def unconstrained_mean(self) -> np.ndarray:
+        return np.array(self._family.mean(self.phi))
+
+    def unconstrained_cov(self) -> np.ndarray:
+        return np.array(self._family.covariance(self.phi))
+
+    # ---- constrained summaries ----------------------------------------------------------------
+
+    def _marginal_moments(self):
+        mu = self.unconstrained_mean()
+        sd = np.sqrt(np.diag(self.unconstrained_cov()))
+        mean, std = mu.copy(), sd.copy()
+        nodes, weights = np.polynomial.hermite_e.hermegauss(64)
+        weights = weights / weights.sum()
+        for p in self.model:
+            if not p.constrained:
+                continue
+            sl = slice(p.offset, p.offset + p.size)
+            z = mu[sl, None] + sd[sl, None] * nodes[None, :]
+            theta = self.model._core.constrain(self._embed(sl, z))[sl]
+            m = theta @ weights
+            mean[sl] = m
+            std[sl] = np.sqrt(np.maximum(((theta - m[:, None]) ** 2) @ weights, 0.0))
+        return mean, std
+
+    def _embed(self, sl: slice, z: np.ndarray) -> np.ndarray:
+        full = np.zeros((self.model.dim, z.shape[1]))
+        full[sl] = z
+        return full
+
+    def mean(self) -> Dict[str, np.ndarray]:
+        """Mean of each parameter under q, in the constrained space, shaped like the parameter."""
+        return self.model._split(self._marginal_moments()[0])
+
+    def std(self) -> Dict[str, np.ndarray]:
+        """Standard deviation of each parameter under q, in the constrained space."""
+        return self.model._split(self._marginal_moments()[1])
+
+    def sample(self, n: int, seed: int = 0) -> Dict[str, np.ndarray]:
+        """``n`` draws from q, as a dict of constrained arrays with a leading draw axis."""
+        n = _int_setting(n, "n", 1)
+        seed = _int_setting(seed, "seed", 0)
+        zeta = self._family.sample(self.phi, n, seed)
+        return self.model._split(self.model._core.constrain(zeta).T)
+
+    def __repr__(self) -> str:
+        state = (
+            f"converged at step {self.converged_step}" if self.converged
+            else ("interrupted" if self.interrupted else "not converged")
+        )
+        elbo = f"{self.elbo[-1]:.6g}" if self.elbo.size else "n/a"
+        return (f"<Approximation family={self.family!r} dim={self.model.dim} steps={self.steps} "
+                f"{state} elbo={elbo} skipped={self.n_skipped}>")
+
+
+def fit(
+    model: Model,
+    family: Optional[str] = None,
+    *,
+    method: Optional[str] = None,
+    steps: int = 10_000,
+    draws: int = 1,
+    lr: float = 0.01,
+    seed: int = 0,
+    tol: Optional[float] = 1e-4,
+    eval_every: int = 100,
+    patience: int = 3,
+    average: bool = True,
+    init: Optional[Dict[str, Any]] = None,
+    init_scale: float = 0.1,
+    threads: Optional[int] = None,
+    progress: bool = False,
+    callback: Optional[Callable[[int, int, float, int], Optional[bool]]] = None,
+) -> Approximation:
+    """Fits a Gaussian approximation to the posterior of ``model`` by maximising the ELBO.
+
+    family: ``"meanfield"`` (default) or ``"fullrank"``; ``method="advi"`` / ``"fullrank_advi"``
+        is accepted as a PyMC-style alias.
+    steps: maximum Adam steps. draws: Monte Carlo draws per step, evaluated as one batch.
+    lr: Adam step size. seed: the same seed gives the same result, whatever the thread count.
+    tol: stop when the windowed ELBO's relative change stays below ``tol`` for ``patience``
+        windows of ``eval_every`` steps; ``None`` or 0 runs all ``steps``.
+    average: once converged, keep going for an averaging phase (as long as convergence took, and
+        at least 4,000 draws) and return the mean of its iterates: this removes the jitter a
+        constant step size leaves around the optimum. An unconverged fit averages its last two
+        windows.
+    init: constrained starting values for the mean (dict by parameter name; others start at 0 in
+        the unconstrained space). init_scale: starting standard deviation in the unconstrained space.
+    threads: OpenMP threads for large kernels (default: OMP_NUM_THREADS or all cores).
+    progress: show a tqdm progress bar. callback: called as ``callback(step, total, elbo,
+        skipped)`` every ``eval_every`` steps; returning False stops the fit.
+
+    Ctrl-C stops the fit and returns the approximation reached so far (``interrupted`` is True).
+
+    >>> import numpy as np, fastvi as fv
+    >>> np.random.seed(42)
+    >>> x = np.random.normal(2.0, 1.0, size=100)
+    >>> model = fv.Model()
+    >>> w = model.param("w")
+    >>> model.add("normal", w, loc=0.0, scale=1.0)
+    >>> model.add("normal", x, loc=w, scale=1.0)
+    >>> approx = fv.fit(model, steps=10_000, seed=0)
+    >>> bool(abs(approx.mean()["w"] - x.sum() / 101) < 0.01)
+    True
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a fastvi.Model, got {type(model).__name__}")
+    if model.dim == 0:
+        raise ValueError("model has no parameters to fit: declare some with model.param")
+    family_name = _resolve_family(family, method)
+    opts = _core.FitOptions()
+    opts.steps = _int_setting(steps, "steps", 1)
+    opts.draws = _int_setting(draws, "draws", 1)
+    opts.lr = _float_setting(lr, "lr")
+    opts.seed = _int_setting(seed, "seed", 0)
+    if opts.seed >= 2**64:
+        raise ValueError("seed must be < 2**64")
+    opts.tol = 0.0 if tol is None else _float_setting(tol, "tol", positive=False)
+    if opts.tol < 0:
+        raise ValueError(f"tol must be >= 0 or None, got {tol!r}")
+    opts.eval_every = _int_setting(eval_every, "eval_every", 1)
+    opts.patience = _int_setting(patience, "patience", 1)
+    opts.average = bool(average)
+    opts.threads = _core.max_threads() if threads is None else _int_setting(threads, "threads", 1)
+    init_scale = _float_setting(init_scale, "init_scale")
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be callable or None")
+
+    fam = _core.Family(family_name, model.dim)
+    mean0 = np.zeros(model.dim)
+    if init is not None:
+        mean0 = _initial_mean(model, init)
+    phi0 = fam.initialise(mean0, init_scale)
+
+    bar = _progress_bar(opts.steps) if progress else None
+
+    def monitor(step: int, total: int, elbo: float, skipped: int) -> Optional[bool]:
+        if bar is not None:
+            bar.n = step
+            bar.set_postfix(elbo=f"{elbo:.4g}", refresh=False)
+            bar.refresh()
+        return callback(step, total, elbo, skipped) if callback is not None else None
+
+    try:
+        result = _core.fit(model._core, fam, phi0, opts, monitor if (bar or callback) else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    approx = Approximation(model, fam, result, {
+        "family": family_name, "steps": opts.steps, "draws": opts.draws, "lr": opts.lr, "seed": opts.seed,
+        "tol": opts.tol, "eval_every": opts.eval_every, "patience": opts.patience, "average": opts.average,
+        "init_scale": init_scale, "threads": opts.threads,
+    })
+    if approx.n_skipped:
+        warnings.warn(f"{approx.n_skipped} of {approx.steps} steps had a non-finite log density or gradient and "
+                      f"were skipped (step size halved {approx.lr_reductions} times). {approx.message}",
+                      ConvergenceWarning, stacklevel=2)
+    if approx.interrupted:
+        warnings.warn(f"fit {approx.message}; returning the state reached so far", ConvergenceWarning, stacklevel=2)
+    elif not approx.converged and opts.tol > 0:
+        warnings.warn(f"fit did not converge in {approx.steps} steps ({approx.message}); "
+                      "increase steps or lr, or pass tol=None to silence this", ConvergenceWarning, stacklevel=2)
+    return approx
+
+
+def _resolve_family(family: Optional[str], method: Optional[str]) -> str:
+    if method is not None:
+        if method not in _METHODS:
+            raise ValueError(f"method must be one of {sorted(_METHODS)}, got {method!r}")
+        from_method = _METHODS[method]
+        if family is not None and family != from_method:
+            raise ValueError(f"family={family!r} contradicts method={method!r}")
+        return from_method
+    if family is None:
+        return "meanfield"
+    if family not in _FAMILIES:
+        raise ValueError(f"family must be one of {_FAMILIES}, got {family!r}")
+    return family
+
+
+def _initial_mean(model: Model, init: Dict[str, Any]) -> np.ndarray:
+    if not isinstance(init, dict):
+        raise TypeError("init must be a dict mapping parameter names to values")
+    values = {}
+    for p in model:
+        if p.name in init:
+            values[p.name] = init[p.name]
+        else:  # the point that maps to unconstrained 0
+            values[p.name] = model.constrain(np.zeros(model.dim))[p.name]
+    unknown = set(init) - set(model.params)
+    if unknown:
+        raise ValueError(f"init names unknown parameters: {sorted(unknown)}")
+    return model.unconstrain(values)
+
+
+def _progress_bar(total: int):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        raise ImportError("progress=True needs tqdm: pip install tqdm (or fastvi[progress])") from None
+    return tqdm(total=total, desc="fastvi", unit="step")

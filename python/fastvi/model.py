@@ -1,0 +1,223 @@
+"""Model building: parameter blocks and factors bound to registered kernels."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _core
+from .kernels import kernel_spec
+
+Shape = Union[int, Sequence[int]]
+
+
+class Param:
+    """A reference to a parameter block of a :class:`Model`; pass it as a kernel input."""
+
+    def __init__(self, model: "Model", name: str, shape: Tuple[int, ...], lower: float, upper: float,
+                 offset: int, size: int):
+        self._model = model
+        self.name = name
+        self.shape = shape
+        self.lower = lower
+        self.upper = upper
+        self.offset = offset  # first coordinate of the block in the unconstrained vector
+        self.size = size
+
+    @property
+    def constrained(self) -> bool:
+        return math.isfinite(self.lower) or math.isfinite(self.upper)
+
+    def __repr__(self) -> str:
+        bounds = ""
+        if math.isfinite(self.lower):
+            bounds += f", lower={self.lower:g}"
+        if math.isfinite(self.upper):
+            bounds += f", upper={self.upper:g}"
+        return f"Param({self.name!r}, shape={self.shape}{bounds})"
+
+
+def _as_shape(shape: Shape, name: str) -> Tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (int(shape),)
+    try:
+        out = tuple(int(d) for d in shape)
+        ok = all(not isinstance(d, bool) and int(d) == d for d in shape)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise TypeError(f"parameter {name!r}: shape must be an int or a tuple of ints, got {shape!r}")
+    if any(d < 1 for d in out):
+        raise ValueError(f"parameter {name!r}: every dimension of shape must be >= 1, got {out}")
+    return out
+
+
+def _as_bound(value: Optional[float], what: str, name: str) -> Optional[float]:
+    if value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"parameter {name!r}: {what} must be a number or None, got {value!r}") from None
+    if math.isnan(out):
+        raise ValueError(f"parameter {name!r}: {what} must not be NaN")
+    return out
+
+
+def _as_data(value: Any, what: str) -> np.ndarray:
+    """Converts data to a float64 array, with errors that say which input is at fault."""
+    arr = np.asarray(value)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"{what} must be numeric data or a parameter, got an array of dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{what} must be real, got complex values")
+    return np.ascontiguousarray(arr, dtype=np.float64)
+
+
+class Model:
+    """A probabilistic model: parameters and the log-density factors that involve them.
+
+    Example (the posterior of a normal mean):
+
+    >>> import numpy as np, fastvi as fv
+    >>> x = np.random.default_rng(0).normal(2.0, 1.0, size=100)
+    >>> model = fv.Model()
+    >>> w = model.param("w")
+    >>> model.add("normal", w, loc=0.0, scale=1.0)
+    >>> model.add("normal", x, loc=w, scale=1.0)
+    >>> model.dim
+    1
+    """
+
+    def __init__(self) -> None:
+        self._core = _core.Model()
+        self._params: Dict[str, Param] = {}
+        self._factors: list = []
+
+    # ---- parameters -----------------------------------------------------------------------------
+
+    def param(self, name: str, shape: Shape = (), lower: Optional[float] = None,
+              upper: Optional[float] = None) -> Param:
+        """Declares a parameter block and returns a reference to use as a kernel input.
+
+        ``lower`` and/or ``upper`` constrain it (through log or logit transforms; the fit works in
+        the unconstrained space and accounts for the Jacobian). A parameter with no factor acting on
+        it has a flat, improper prior.
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"parameter name must be a non-empty str, got {name!r}")
+        shape = _as_shape(shape, name)
+        lo = _as_bound(lower, "lower", name)
+        hi = _as_bound(upper, "upper", name)
+        if lo is not None and hi is not None and not lo < hi:
+            raise ValueError(f"parameter {name!r}: lower ({lo:g}) must be less than upper ({hi:g})")
+        lo = -math.inf if lo is None else lo
+        hi = math.inf if hi is None else hi
+        offset, size = self._core.add_param(name, list(shape), lo, hi)
+        p = Param(self, name, shape, lo, hi, offset, size)
+        self._params[name] = p
+        return p
+
+    @property
+    def params(self) -> Dict[str, Param]:
+        """Declared parameters, in declaration order."""
+        return dict(self._params)
+
+    @property
+    def dim(self) -> int:
+        """Number of unconstrained coordinates."""
+        return self._core.dim
+
+    def __iter__(self) -> Iterator[Param]:
+        return iter(self._params.values())
+
+    # ---- factors --------------------------------------------------------------------------------
+
+    def add(self, kernel: str, value: Any, /, *, name: Optional[str] = None, **inputs: Any) -> None:
+        """Adds the log density of the registered ``kernel`` to the model.
+
+        ``value`` is the variate (data or a parameter); keywords are the kernel's named inputs,
+        each data (an array or number), or a parameter. Inputs broadcast together with numpy's
+        rules. Everything is checked here, before any fit: unknown names, shapes, NaN or inf in
+        data, data outside the kernel's support.
+        """
+        spec = kernel_spec(kernel)
+        variate = spec.variate.name
+        if variate in inputs:
+            raise TypeError(f"{kernel}: the variate {variate!r} is the first argument; do not pass it again by keyword")
+        index = len(self._factors)
+        label = name if name is not None else f"factor {index} ({kernel} on {self._describe(value)})"
+        operands = []
+        for key, v in [(variate, value), *inputs.items()]:
+            if isinstance(v, Param):
+                if v._model is not self:
+                    raise ValueError(f"{label}: input {key!r} is parameter {v.name!r} of another model")
+                operands.append(self._core.param_operand(key, v.name))
+            else:
+                operands.append(_core.data_operand(key, _as_data(v, f"{label}: input {key!r}")))
+        self._core.add_factor(kernel, operands, label)
+        self._factors.append((label, kernel))
+
+    @staticmethod
+    def _describe(value: Any) -> str:
+        if isinstance(value, Param):
+            return value.name
+        return f"data of shape {np.shape(value)}"
+
+    @property
+    def factors(self) -> list:
+        """(label, kernel name) of every factor, in the order they were added."""
+        return list(self._factors)
+
+    # ---- evaluation -----------------------------------------------------------------------------
+
+    def log_density(self, zeta: Any, threads: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+        """Log density (with the transforms' log-Jacobians) and its gradient at unconstrained points.
+
+        ``zeta`` has shape (dim,) or (dim, S); the results have shapes () / (dim,) or (S,) / (dim, S).
+        """
+        z = np.asarray(zeta, dtype=np.float64)
+        single = z.ndim == 1
+        if z.ndim not in (1, 2):
+            raise ValueError(f"zeta must have shape (dim,) or (dim, S), got {z.shape}")
+        lp, grad = self._core.log_density(z.reshape(z.shape[0], -1), threads)
+        return (lp[0], grad[:, 0]) if single else (lp, grad)
+
+    def constrain(self, zeta: Any) -> Dict[str, np.ndarray]:
+        """Maps unconstrained points (dim,) or (dim, S) to a dict of constrained parameter values."""
+        z = np.asarray(zeta, dtype=np.float64)
+        single = z.ndim == 1
+        theta = self._core.constrain(z.reshape(z.shape[0], -1))
+        return self._split(theta[:, 0] if single else theta.T)
+
+    def unconstrain(self, values: Dict[str, Any]) -> np.ndarray:
+        """Maps a dict of constrained values (every parameter) to the unconstrained vector."""
+        theta = np.empty(self.dim)
+        missing = [n for n in self._params if n not in values]
+        if missing:
+            raise ValueError(f"values missing for parameters {missing}")
+        for n, v in values.items():
+            if n not in self._params:
+                raise ValueError(f"no parameter named {n!r}")
+            p = self._params[n]
+            arr = _as_data(v, f"value of {n!r}")
+            try:
+                arr = np.broadcast_to(arr, p.shape)
+            except ValueError:
+                raise ValueError(f"value of {n!r} has shape {arr.shape}, expected {p.shape}") from None
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"value of {n!r} must be finite")
+            if np.any(arr <= p.lower) or np.any(arr >= p.upper):
+                raise ValueError(f"value of {n!r} must lie strictly inside ({p.lower:g}, {p.upper:g})")
+            theta[p.offset:p.offset + p.size] = arr.ravel()
+        return self._core.unconstrain(theta)
+
+    def _split(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
+        """Splits the last axis of `flat` (one entry per coordinate) into parameter arrays."""
+        lead = flat.shape[:-1]
+        return {
+            p.name: flat[..., p.offset:p.offset + p.size].reshape(lead + p.shape).copy()
+            for p in self._params.values()
+        }

@@ -1,0 +1,75 @@
+"""Posterior summaries of draws: mean, sd and the 3% / 97% quantiles per scalar."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+import numpy as np
+
+
+class Summary:
+    """A table with one row per scalar (``w``, ``beta[0]``, ``L[1, 0]``) and statistics as columns.
+
+    ``str(summary)`` prints the table; ``summary.to_dict()`` gives ``{row: {column: value}}``;
+    ``summary.to_dataframe()`` needs pandas.
+    """
+
+    def __init__(self, rows: List[str], columns: List[str], values: np.ndarray):
+        self.rows = rows
+        self.columns = columns
+        self.values = values  # (len(rows), len(columns))
+
+    def to_dict(self) -> Dict[str, Dict[str, float]]:
+        return {r: {c: float(v) for c, v in zip(self.columns, row)} for r, row in zip(self.rows, self.values)}
+
+    def to_dataframe(self):
+        import pandas as pd  # optional dependency
+
+        return pd.DataFrame(self.values, index=self.rows, columns=self.columns)
+
+    def __getitem__(self, row: str) -> Dict[str, float]:
+        return dict(zip(self.columns, map(float, self.values[self.rows.index(row)])))
+
+    def __str__(self) -> str:
+        width = max([len(r) for r in self.rows] + [4])
+        head = " " * width + "".join(f"{c:>11}" for c in self.columns)
+        lines = [head] + [f"{r:<{width}}" + "".join(f"{v:>11.4g}" for v in row) for r, row in zip(self.rows, self.values)]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def summary(draws: Any, quantiles: Sequence[float] = (0.03, 0.97)) -> Summary:
+    """Summarises draws (a dict of arrays with a leading draw axis, or a fitted approximation,
+    from which 4,000 draws are taken with seed 0) by mean, sd (ddof=1) and quantiles.
+
+    >>> import numpy as np, fastvi as fv
+    >>> s = fv.summary({"w": np.arange(101.0)})
+    >>> s["w"]["mean"], s["w"]["3%"]
+    (50.0, 3.0)
+    """
+    if hasattr(draws, "sample") and callable(draws.sample):
+        draws = draws.sample(4000, seed=0)
+    if not isinstance(draws, Mapping):
+        raise TypeError("draws must be a dict of arrays (leading axis = draws) or a fitted approximation")
+    qs = [float(q) for q in quantiles]
+    if any(not 0 <= q <= 1 for q in qs):
+        raise ValueError(f"quantiles must lie in [0, 1], got {quantiles!r}")
+    rows: List[str] = []
+    stats: List[np.ndarray] = []
+    for name, value in draws.items():
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.ndim == 0 or arr.shape[0] < 2:
+            raise ValueError(f"draws[{name!r}] must have a leading draw axis with at least 2 draws, got shape {arr.shape}")
+        flat = arr.reshape(arr.shape[0], -1)
+        cols = [flat.mean(axis=0), flat.std(axis=0, ddof=1)] + [np.quantile(flat, q, axis=0) for q in qs]
+        stats.append(np.stack(cols, axis=1))
+        rows.extend(_scalar_names(name, arr.shape[1:]))
+    columns = ["mean", "sd"] + [f"{100 * q:g}%" for q in qs]
+    return Summary(rows, columns, np.concatenate(stats, axis=0) if stats else np.empty((0, len(columns))))
+
+
+def _scalar_names(name: str, shape: Tuple[int, ...]) -> List[str]:
+    if not shape:
+        return [name]
+    return [f"{name}[{', '.join(map(str, idx))}]" for idx in np.ndindex(*shape)]
