@@ -4,6 +4,7 @@ namespace fastvi {
 
 void register_builtin_kernels(KernelRegistry& r) {
   kernels::register_normal(r);
+  kernels::register_glm(r);
 }
 
 }  // namespace fastvi
