@@ -190,8 +190,14 @@ class Glm final : public Kernel {
     const double work = double(n_) * double(S) * double(beta_.is_param ? k_ : 8);
     const bool parallel = threads > 1 && chunks_ > 1 && work >= kParallelWork;
     SerialEigenProducts serial_products;
-#pragma omp parallel for num_threads(threads) schedule(static) if (parallel)
-    for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data() + omp_get_thread_num() * blk_ * (panel_ + 1));
+    // Both branches run the same chunks into the same slots. (Not one loop with an if() clause:
+    // libgomp mallocs and frees a team for every one-thread region.)
+    if (parallel) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+      for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data() + omp_get_thread_num() * blk_ * (panel_ + 1));
+    } else {
+      for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data());
+    }
 
     // Serial reduction in chunk order, then the per-draw terms.
     auto total = part_.leftCols(S);
