@@ -21,7 +21,6 @@
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
-#include <type_traits>
 
 #include "builtin.hpp"
 #include "fastvi/math.hpp"
@@ -76,9 +75,10 @@ class SerialEigenProducts {
 
 // A family turns one column of linear predictors eta (before adding `offset`) into residuals
 // r = d lp / d eta in place, adds its log-density terms (without constants) to acc and sum(r) to
-// rsum. tmp is scratch of the same length.
+// rsum. tmp is scratch of the same length. constant(y) is the data-only part of the log density.
 struct NormalId {
   static constexpr bool kHasSigma = true;
+  static double constant(const Vector& y) { return -double(y.size()) * math::kHalfLog2Pi; }
   // r is the raw residual y - eta here; the driver divides by sigma^2 at the end. acc gets sum r^2.
   static void column(const double* y, double* eta, double* tmp, Index n, double offset, double& acc, double& rsum) {
     (void)tmp;
@@ -91,6 +91,7 @@ struct NormalId {
 
 struct BernoulliLogit {
   static constexpr bool kHasSigma = false;
+  static double constant(const Vector&) { return 0.0; }
   // lp = y eta - log1p_exp(eta), log1p_exp(eta) = max(eta, 0) + log1p(t), t = exp(-|eta|);
   // r = y - inv_logit(eta), inv_logit(eta) = 1 / (1 + t) if eta >= 0, else t / (1 + t).
   static void column(const double* y, double* eta, double* tmp, Index n, double offset, double& acc, double& rsum) {
@@ -111,6 +112,11 @@ struct BernoulliLogit {
 
 struct PoissonLog {
   static constexpr bool kHasSigma = false;
+  static double constant(const Vector& y) {
+    double c = 0.0;
+    for (Index i = 0; i < y.size(); ++i) c -= math::log_gamma(y[i] + 1.0);
+    return c;
+  }
   // lp = y eta - exp(eta) (the -lgamma(y + 1) terms are a constant); r = y - exp(eta).
   static void column(const double* y, double* eta, double* tmp, Index n, double offset, double& acc, double& rsum) {
     ArrayMap e(eta, n), t(tmp, n);
@@ -158,9 +164,7 @@ class Glm final : public Kernel {
       xb_ = ConstRowMap(x_.data(), n_, k_) * beta_.data;
       if (!alpha_.is_param) xb_.array() += alpha_.data[0];
     }
-    if constexpr (F::kHasSigma) lp_const_ = -double(n_) * math::kHalfLog2Pi;
-    if constexpr (std::is_same_v<F, PoissonLog>)
-      for (Index i = 0; i < n_; ++i) lp_const_ -= math::log_gamma(y_[i] + 1.0);
+    lp_const_ = F::constant(y_);
   }
 
   void reserve(Index draws) override {
@@ -186,7 +190,7 @@ class Glm final : public Kernel {
   void evaluate(const Batch& b) override {
     if (b.draws != draws_) throw std::logic_error("GLM kernel: reserve() was not called for this number of draws");
     const Index S = draws_;
-    const int threads = std::max(1, std::min(b.threads, threads_cap_));
+    const int threads = std::max(1, std::min(b.threads, threads_cap_));  // more than the cores gains nothing
     const double work = double(n_) * double(S) * double(beta_.is_param ? k_ : 8);
     const bool parallel = threads > 1 && chunks_ > 1 && work >= kParallelWork;
     SerialEigenProducts serial_products;
