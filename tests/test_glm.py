@@ -154,6 +154,14 @@ def test_threads_are_bit_identical(kernel, beta):
     np.testing.assert_allclose(lp1, [case.reference(zeta[:, s]) for s in range(S)], rtol=1e-10)
 
 
+def test_fit_is_the_same_with_one_or_two_threads():
+    # The whole optimisation inherits the kernels' determinism (N K S = 1.6e6: parallel).
+    case = GlmCase("bernoulli_logit_glm", "param", "param", "-", n=5000, k=40, seed=9)
+    fits = [fv.fit(case.m, steps=100, draws=8, seed=3, tol=None, threads=t) for t in (1, 2)]
+    np.testing.assert_array_equal(fits[0].phi, fits[1].phi)
+    np.testing.assert_array_equal(fits[0].elbo, fits[1].elbo)
+
+
 def test_large_k_tiles_match_reference():
     # K above the kernel's 240-column GEMM tile, with S above its 32-draw panel.
     case = GlmCase("bernoulli_logit_glm", "param", "param", "-", n=700, k=300, seed=6)
