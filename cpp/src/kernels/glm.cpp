@@ -12,8 +12,8 @@
 // X is read from memory once per evaluation.
 //
 // Determinism: rows are cut into chunks by N, K and S alone (never by the thread count). Each
-// chunk sums into its own slot and the slots are added in chunk order afterwards, so 1 thread and
-// 2 threads give bit-identical results. Scratch is sized in reserve(); evaluate() does not
+// chunk sums into its own slot, whichever thread runs it, and the slots are added in chunk order
+// afterwards, so 1 thread and 2 threads give bit-identical results. Scratch is sized in reserve(); evaluate() does not
 // allocate (the GEMMs are kept small enough for Eigen to put its packing buffers on the stack).
 #include <omp.h>
 
@@ -195,9 +195,11 @@ class Glm final : public Kernel {
     const bool parallel = threads > 1 && chunks_ > 1 && work >= kParallelWork;
     SerialEigenProducts serial_products;
     // Both branches run the same chunks into the same slots. (Not one loop with an if() clause:
-    // libgomp mallocs and frees a team for every one-thread region.)
+    // libgomp mallocs and frees a team for every one-thread region.) A chunk's result does not
+    // depend on the thread that runs it (every thread's scratch has the same alignment), so the
+    // schedule can be dynamic: a thread that wakes late or shares its core takes fewer chunks.
     if (parallel) {
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
       for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data() + omp_get_thread_num() * blk_ * (panel_ + 1));
     } else {
       for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data());
