@@ -13,8 +13,10 @@
 //
 // Determinism: rows are cut into chunks by N, K and S alone (never by the thread count). Each
 // chunk sums into its own slot, whichever thread runs it, and the slots are added in chunk order
-// afterwards, so 1 thread and 2 threads give bit-identical results. Scratch is sized in reserve(); evaluate() does not
-// allocate (the GEMMs are kept small enough for Eigen to put its packing buffers on the stack).
+// afterwards, so 1 thread and 2 threads give bit-identical results.
+//
+// Scratch is sized in reserve(); evaluate() does not allocate: the GEMMs are kept small enough for
+// Eigen to put its packing buffers on the stack (bench/cpp/glm_alloc_check verifies this).
 #include <omp.h>
 
 #include <algorithm>
@@ -41,10 +43,13 @@ constexpr Index kMaxBlockRows = 256;  // rows of X per block
 // EIGEN_STACK_ALLOCATION_LIMIT (128 KB = 16384 doubles), on the heap above. Every product here has
 // kc, mc, nc bounded by (tile, block rows, panel), and both packed blocks together stay below:
 constexpr Index kGemmBudget = 12288;  // doubles
+// Rows per chunk: at least kMinChunkRows and 4 S (so the per-chunk partial sums stay small next
+// to the chunk's rows of X), and enough that there are at most kMaxChunks chunks.
 constexpr Index kMinChunkRows = 512;
 constexpr Index kMaxChunks = 64;
-// Multiply-adds per evaluation below which a kernel stays on one thread: waking a second
-// (passively waiting) thread costs tens of microseconds, more than it saves on smaller problems.
+// Multiply-adds per evaluation below which a kernel stays on one thread. Forking and waking a
+// passively waiting worker cost ~5-8 us, and nothing comes back when the other core is busy (the
+// machine is shared); at 1e6 (~200 us serial) that loss is a few percent. See bench/README.md.
 constexpr double kParallelWork = 1.0e6;
 
 // numpy's spelling of a shape: (), (5,), (3, 4).
@@ -155,7 +160,8 @@ class Glm final : public Kernel {
                                   std::to_string(k_) + " columns");
     if constexpr (F::kHasSigma) {
       sigma_ = std::move(ops[4]);
-      if (sigma_.size() != 1) throw std::invalid_argument("sigma must be a scalar, got shape " + shape_str(sigma_.shape));
+      if (sigma_.size() != 1)
+        throw std::invalid_argument("sigma must be a scalar, got shape " + shape_str(sigma_.shape));
     }
     y_ = std::move(y.data);
     x_ = std::move(x.data);  // row-major N x K, as numpy laid it out: mapped, never copied again
@@ -191,6 +197,7 @@ class Glm final : public Kernel {
     if (b.draws != draws_) throw std::logic_error("GLM kernel: reserve() was not called for this number of draws");
     const Index S = draws_;
     const int threads = std::max(1, std::min(b.threads, threads_cap_));  // more than the cores gains nothing
+    // With beta as data there is no GEMM; the exp/log per element is counted as ~8 multiply-adds.
     const double work = double(n_) * double(S) * double(beta_.is_param ? k_ : 8);
     const bool parallel = threads > 1 && chunks_ > 1 && work >= kParallelWork;
     SerialEigenProducts serial_products;
@@ -286,7 +293,9 @@ class Glm final : public Kernel {
 
 template <class F>
 KernelFactory glm_factory() {
-  return [](std::vector<Operand> ops, Index) -> std::unique_ptr<Kernel> { return std::make_unique<Glm<F>>(std::move(ops)); };
+  return [](std::vector<Operand> ops, Index) -> std::unique_ptr<Kernel> {
+    return std::make_unique<Glm<F>>(std::move(ops));
+  };
 }
 
 InputInfo x_input() { return {"X", Support::Real, true, std::nullopt, "design matrix (N, K), data"}; }
