@@ -64,18 +64,24 @@ std::string shape_str(const std::vector<Index>& shape) {
 Index round_up(Index x, Index m) { return (x + m - 1) / m * m; }
 
 // Eigen runs a large enough GEMM on omp_get_max_threads() threads by itself, forking a team for
-// every block product (tens of times slower here, and it ignores Batch::threads). Setting this
-// thread's nthreads-var to 1 while a kernel runs keeps every product serial; the kernel's own
-// parallel region asks for its threads explicitly, and its workers inherit the 1.
+// every block product (tens of times slower here, and it ignores Batch::threads). Where fastvi is
+// built with EIGEN_DONT_PARALLELIZE (EIGEN_HAS_OPENMP then stays undefined) this is a no-op;
+// otherwise setting this thread's nthreads-var to 1 while a kernel runs keeps every product
+// serial: the kernel's own parallel region asks for its threads explicitly, and its workers
+// inherit the 1.
 class SerialEigenProducts {
  public:
+#ifdef EIGEN_HAS_OPENMP
   SerialEigenProducts() : saved_(omp_get_max_threads()) { omp_set_num_threads(1); }
   ~SerialEigenProducts() { omp_set_num_threads(saved_); }
+#else
+  SerialEigenProducts() = default;
+#endif
   SerialEigenProducts(const SerialEigenProducts&) = delete;
   SerialEigenProducts& operator=(const SerialEigenProducts&) = delete;
 
  private:
-  int saved_;
+  [[maybe_unused]] int saved_ = 0;
 };
 
 // A family turns one column of linear predictors eta (before adding `offset`) into residuals
