@@ -20,6 +20,9 @@ void check_phi(const GaussianFamily& f, const Eigen::Ref<const Vector>& phi) {
 }  // namespace
 
 void bind_family(py::module_& m) {
+  py::enum_<GradientEstimator>(m, "GradientEstimator")
+      .value("stl", GradientEstimator::StickingTheLanding)
+      .value("closed_form", GradientEstimator::ClosedFormEntropy);
   py::class_<GaussianFamily>(m, "Family")
       .def(py::init([](const std::string& name, Index dim) { return make_family(name, dim); }), py::arg("name"),
            py::arg("dim"))
@@ -65,9 +68,9 @@ void bind_family(py::module_& m) {
 
   m.def("elbo_gradient",
         [](Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi, Index draws, std::uint64_t seed,
-           std::uint64_t step, int threads) {
+           std::uint64_t step, int threads, GradientEstimator gradient) {
           check_phi(family, phi);
-          ElboEstimator est(model, family, draws);
+          ElboEstimator est(model, family, draws, gradient);
           Vector grad(family.num_params());
           double elbo = kNaN;
           bool ok;
@@ -79,7 +82,7 @@ void bind_family(py::module_& m) {
           return py::make_tuple(ok ? elbo : kNaN, grad);
         },
         py::arg("model"), py::arg("family"), py::arg("phi"), py::arg("draws"), py::arg("seed"), py::arg("step"),
-        py::arg("threads") = 1,
+        py::arg("threads") = 1, py::arg("gradient") = GradientEstimator::StickingTheLanding,
         "One reparameterised estimate of the ELBO and its gradient with respect to phi (NaN if not finite).");
 }
 

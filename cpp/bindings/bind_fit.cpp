@@ -16,6 +16,7 @@ void bind_fit(py::module_& m) {
       .def(py::init<>())
       .def_readwrite("steps", &FitOptions::steps)
       .def_readwrite("draws", &FitOptions::draws)
+      .def_readwrite("gradient", &FitOptions::gradient)
       .def_readwrite("lr", &FitOptions::lr)
       .def_readwrite("beta1", &FitOptions::beta1)
       .def_readwrite("beta2", &FitOptions::beta2)
@@ -64,7 +65,8 @@ void bind_fit(py::module_& m) {
             py::object keep_going = callback(p.step, p.total, p.elbo, p.skipped);
             return keep_going.is_none() || keep_going.cast<bool>();
           } catch (py::error_already_set& err) {
-            pending = std::make_unique<py::error_already_set>(std::move(err));
+            // Ctrl-C often lands while Python code (a progress bar) runs: same as above.
+            if (!err.matches(PyExc_KeyboardInterrupt)) pending = std::make_unique<py::error_already_set>(std::move(err));
             return false;
           }
         };

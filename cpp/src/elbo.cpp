@@ -4,8 +4,8 @@
 
 namespace fastvi {
 
-ElboEstimator::ElboEstimator(Model& model, GaussianFamily& family, Index draws)
-    : model_(model), family_(family) {
+ElboEstimator::ElboEstimator(Model& model, GaussianFamily& family, Index draws, GradientEstimator gradient)
+    : model_(model), family_(family), gradient_(gradient) {
   if (draws < 1) throw std::invalid_argument("draws must be >= 1");
   if (family.dim() != model.dim()) throw std::invalid_argument("family and model dimensions differ");
   const Index d = model.dim();
@@ -26,7 +26,7 @@ bool ElboEstimator::estimate(const Eigen::Ref<const Vector>& phi, std::uint64_t 
   const double mean_lp = lp_.mean();
   // One NaN or inf anywhere poisons the sum, so one check covers every draw and coordinate.
   if (!std::isfinite(mean_lp) || !std::isfinite(grad_zeta_.sum())) return false;
-  family_.elbo_gradient(phi, eps_, grad_zeta_, grad_phi);
+  family_.elbo_gradient(phi, eps_, grad_zeta_, gradient_, grad_phi);
   // ELBO = E[log p(zeta) - log q(zeta)] with -log q(zeta_s) = entropy - D/2 + |eps_s|^2 / 2. This
   // has the same mean as mean_lp + entropy but far less variance once q is close to p (none at
   // all when p is Gaussian and q exact), which keeps the windowed ELBO and the stopping rule calm.

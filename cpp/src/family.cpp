@@ -30,18 +30,24 @@ void MeanFieldGaussian::draw(const Eigen::Ref<const Vector>& phi, const Eigen::R
 }
 
 void MeanFieldGaussian::elbo_gradient(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
-                                      const Eigen::Ref<const Matrix>& g, Eigen::Ref<Vector> grad_phi) {
+                                      const Eigen::Ref<const Matrix>& g, GradientEstimator estimator,
+                                      Eigen::Ref<Vector> grad_phi) {
   const Index d = dim(), draws = eps.cols();
   const double inv = 1.0 / double(draws);
+  const bool stl = estimator == GradientEstimator::StickingTheLanding;
   for (Index i = 0; i < d; ++i) {
+    const double sigma = std::exp(phi[d + i]);
+    // STL adds d(-log q)/d zeta = eps / sigma to every draw's gradient.
+    const double path = stl ? 1.0 / sigma : 0.0;
     double gm = 0.0, gs = 0.0;
     for (Index s = 0; s < draws; ++s) {
-      gm += g(i, s);
-      gs += g(i, s) * eps(i, s);
+      const double gi = g(i, s) + path * eps(i, s);
+      gm += gi;
+      gs += gi * eps(i, s);
     }
     grad_phi[i] = gm * inv;
-    // d zeta / d omega = sigma * eps; the entropy adds d omega / d omega = 1.
-    grad_phi[d + i] = gs * inv * std::exp(phi[d + i]) + 1.0;
+    // d zeta / d omega = sigma * eps; the closed-form entropy adds d omega / d omega = 1.
+    grad_phi[d + i] = gs * inv * sigma + (stl ? 0.0 : 1.0);
   }
 }
 
@@ -71,9 +77,8 @@ Matrix FullRankGaussian::cholesky(const Eigen::Ref<const Vector>& phi) const {
 }
 
 void FullRankGaussian::reserve(Index draws) {
-  (void)draws;
   chol_.resize(dim(), dim());
-  outer_.resize(dim(), dim());
+  g_path_.resize(dim(), draws);
 }
 
 void FullRankGaussian::draw(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
@@ -87,16 +92,26 @@ void FullRankGaussian::draw(const Eigen::Ref<const Vector>& phi, const Eigen::Re
 }
 
 void FullRankGaussian::elbo_gradient(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
-                                     const Eigen::Ref<const Matrix>& g, Eigen::Ref<Vector> grad_phi) {
+                                     const Eigen::Ref<const Matrix>& g, GradientEstimator estimator,
+                                     Eigen::Ref<Vector> grad_phi) {
   const Index d = dim(), draws = eps.cols();
   const double inv = 1.0 / double(draws);
-  grad_phi.head(d) = g.rowwise().sum() * inv;
+  const bool stl = estimator == GradientEstimator::StickingTheLanding;
+  if (stl) {
+    // g + L^-T eps; chol_ still holds L from draw() for this phi.
+    g_path_ = eps;
+    chol_.triangularView<Eigen::Lower>().transpose().solveInPlace(g_path_);
+    g_path_ += g;
+  }
+  const Eigen::Ref<const Matrix> gg = stl ? Eigen::Ref<const Matrix>(g_path_) : g;
+  grad_phi.head(d) = gg.rowwise().sum() * inv;
   Eigen::Map<Matrix> grad_l(grad_phi.data() + d, d, d);
   // Only the lower triangle of g eps^T is needed: one triangular GEMM into the lower half.
   grad_l.setZero();
-  grad_l.triangularView<Eigen::Lower>() += inv * g * eps.transpose();
+  grad_l.triangularView<Eigen::Lower>() += inv * gg * eps.transpose();
   Eigen::Map<const Matrix> stored(phi.data() + d, d, d);
-  for (Index i = 0; i < d; ++i) grad_l(i, i) = grad_l(i, i) * std::exp(stored(i, i)) + 1.0;
+  const double entropy_grad = stl ? 0.0 : 1.0;
+  for (Index i = 0; i < d; ++i) grad_l(i, i) = grad_l(i, i) * std::exp(stored(i, i)) + entropy_grad;
 }
 
 double FullRankGaussian::entropy(const Eigen::Ref<const Vector>& phi) const {

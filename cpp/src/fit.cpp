@@ -68,7 +68,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   if (phi0.size() != family.num_params()) throw std::invalid_argument("initial parameters have the wrong length");
   if (!phi0.allFinite()) throw std::invalid_argument("initial parameters must be finite");
 
-  ElboEstimator estimator(model, family, opt.draws);
+  ElboEstimator estimator(model, family, opt.draws, opt.gradient);
   Adam adam(family.num_params(), opt.beta1, opt.beta2, opt.adam_epsilon);
   FitResult r;
   r.phi = phi0;

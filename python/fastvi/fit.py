@@ -127,6 +127,7 @@ def fit(
     steps: int = 10_000,
     draws: int = 1,
     lr: float = 0.01,
+    gradient: str = "stl",
     seed: int = 0,
     tol: Optional[float] = 1e-4,
     eval_every: int = 100,
@@ -143,7 +144,8 @@ def fit(
     family: ``"meanfield"`` (default) or ``"fullrank"``; ``method="advi"`` / ``"fullrank_advi"``
         is accepted as a PyMC-style alias.
     steps: maximum Adam steps. draws: Monte Carlo draws per step, evaluated as one batch.
-    lr: Adam step size. seed: the same seed gives the same result, whatever the thread count.
+    lr: Adam step size. gradient: ``"stl"`` (sticking the landing: zero variance when q matches
+        the posterior) or ``"closed_form"`` (closed-form entropy gradient). seed: the same seed gives the same result, whatever the thread count.
     tol: stop when the windowed ELBO's relative change stays below ``tol`` for ``patience``
         windows of ``eval_every`` steps; ``None`` or 0 runs all ``steps``.
     average: once converged, keep going for an averaging phase (as long as convergence took, and
@@ -178,6 +180,9 @@ def fit(
     opts.steps = _int_setting(steps, "steps", 1)
     opts.draws = _int_setting(draws, "draws", 1)
     opts.lr = _float_setting(lr, "lr")
+    if gradient not in ("stl", "closed_form"):
+        raise ValueError(f"gradient must be 'stl' or 'closed_form', got {gradient!r}")
+    opts.gradient = getattr(_core.GradientEstimator, gradient)
     opts.seed = _int_setting(seed, "seed", 0)
     if opts.seed >= 2**64:
         raise ValueError("seed must be < 2**64")
@@ -213,7 +218,8 @@ def fit(
         if bar is not None:
             bar.close()
     approx = Approximation(model, fam, result, {
-        "family": family_name, "steps": opts.steps, "draws": opts.draws, "lr": opts.lr, "seed": opts.seed,
+        "family": family_name, "steps": opts.steps, "draws": opts.draws, "lr": opts.lr, "gradient": gradient,
+        "seed": opts.seed,
         "tol": opts.tol, "eval_every": opts.eval_every, "patience": opts.patience, "average": opts.average,
         "init_scale": init_scale, "threads": opts.threads,
     })

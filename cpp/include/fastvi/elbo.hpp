@@ -12,7 +12,8 @@ namespace fastvi {
 class ElboEstimator {
  public:
   // Sizes every buffer once for `draws` draws per step.
-  ElboEstimator(Model& model, GaussianFamily& family, Index draws);
+  ElboEstimator(Model& model, GaussianFamily& family, Index draws,
+                GradientEstimator gradient = GradientEstimator::StickingTheLanding);
 
   // Estimates the ELBO and its gradient (ascent direction) with respect to phi from the draws of
   // (seed, stream, step). Returns false, leaving grad_phi unspecified, if any draw's log density or
@@ -26,6 +27,7 @@ class ElboEstimator {
  private:
   Model& model_;
   GaussianFamily& family_;
+  GradientEstimator gradient_;
   Matrix eps_, zeta_, grad_zeta_;
   Vector lp_;
   ModelWorkspace ws_;

@@ -14,6 +14,7 @@ namespace fastvi {
 struct FitOptions {
   Index steps = 10000;     // maximum number of optimisation steps
   Index draws = 1;         // Monte Carlo draws per gradient step, evaluated as one batch
+  GradientEstimator gradient = GradientEstimator::StickingTheLanding;
   double lr = 0.01;        // Adam step size
   double beta1 = 0.9, beta2 = 0.999, adam_epsilon = 1e-8;
   Index eval_every = 100;  // steps per ELBO window
