@@ -32,7 +32,8 @@ bool ElboEstimator::estimate(const Eigen::Ref<const Vector>& phi, std::uint64_t 
   // all when p is Gaussian and q exact), which keeps the windowed ELBO and the stopping rule calm.
   const double half_sq = 0.5 * eps_.squaredNorm() / double(eps_.cols());
   elbo = mean_lp + family_.entropy(phi) - 0.5 * double(eps_.rows()) + half_sq;
-  return std::isfinite(elbo);
+  // A huge scale (exp(omega) = inf) can still turn finite inputs into NaN here.
+  return std::isfinite(elbo) && std::isfinite(grad_phi.sum());
 }
 
 }  // namespace fastvi

@@ -37,17 +37,19 @@ void MeanFieldGaussian::elbo_gradient(const Eigen::Ref<const Vector>& phi, const
   const bool stl = estimator == GradientEstimator::StickingTheLanding;
   for (Index i = 0; i < d; ++i) {
     const double sigma = std::exp(phi[d + i]);
-    // STL adds d(-log q)/d zeta = eps / sigma to every draw's gradient.
-    const double path = stl ? 1.0 / sigma : 0.0;
-    double gm = 0.0, gs = 0.0;
+    double g_sum = 0.0, g_eps = 0.0, eps_sum = 0.0, eps_sq = 0.0;
     for (Index s = 0; s < draws; ++s) {
-      const double gi = g(i, s) + path * eps(i, s);
-      gm += gi;
-      gs += gi * eps(i, s);
+      g_sum += g(i, s);
+      g_eps += g(i, s) * eps(i, s);
+      eps_sum += eps(i, s);
+      eps_sq += eps(i, s) * eps(i, s);
     }
-    grad_phi[i] = gm * inv;
-    // d zeta / d omega = sigma * eps; the closed-form entropy adds d omega / d omega = 1.
-    grad_phi[d + i] = gs * inv * sigma + (stl ? 0.0 : 1.0);
+    // d zeta / d mu = 1, d zeta / d omega = sigma * eps. STL adds the path derivative of -log q,
+    // eps / sigma, to each draw's g: + mean(eps) / sigma for mu and + mean(eps^2) for omega
+    // (written without dividing by sigma, which may have underflowed); the closed-form entropy
+    // estimator adds d H / d omega = 1 instead.
+    grad_phi[i] = g_sum * inv + (stl ? eps_sum * inv / sigma : 0.0);
+    grad_phi[d + i] = g_eps * inv * sigma + (stl ? eps_sq * inv : 1.0);
   }
 }
 

@@ -26,9 +26,11 @@ void FitOptions::validate() const {
 
 namespace {
 
-// After this many consecutive non-finite steps the step size is halved ...
+// After this many consecutive non-finite steps the fit returns to its last good checkpoint and
+// halves the step size ...
 constexpr Index kBadStepsBeforeBackoff = 5;
-// ... and after this many halvings without a good step in between, the fit gives up.
+// ... and after this many halvings in all (the step size is then ~1e-9 of what was asked for),
+// the fit gives up and says so.
 constexpr Index kMaxBackoffs = 30;
 
 // Sums of the iterates over the current window and the two windows before it, so that a fit that
@@ -81,8 +83,12 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   r.elbo_step.reserve(size_t(max_windows));
 
   double lr = opt.lr;
+  // The iterate at the end of the last window with no bad step: where a fit that has wandered
+  // into a region of non-finite log density goes back to.
+  Vector checkpoint = r.phi;
+  Index window_bad = 0;
   double window_sum = 0.0;
-  Index window_good = 0, bad_run = 0, backoffs_without_progress = 0, below_tol = 0;
+  Index window_good = 0, bad_run = 0, below_tol = 0;
   using Clock = std::chrono::steady_clock;
   auto last_monitor = Clock::now();
   Progress progress;
@@ -97,17 +103,19 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
       window_sum += elbo;
       ++window_good;
       bad_run = 0;
-      backoffs_without_progress = 0;
     } else {
       ++r.skipped;
+      ++window_bad;
       if (++bad_run >= kBadStepsBeforeBackoff) {
+        r.phi = checkpoint;
         lr *= 0.5;
         ++r.lr_reductions;
         bad_run = 0;
-        if (++backoffs_without_progress >= kMaxBackoffs) {
-          r.message = "stopped: the log density or its gradient was not finite at every draw for " +
-                      std::to_string(kBadStepsBeforeBackoff * kMaxBackoffs) +
-                      " steps in a row, even after reducing the step size";
+        if (r.lr_reductions >= kMaxBackoffs) {
+          r.message = "stopped: the log density or its gradient kept being non-finite (" + std::to_string(r.skipped) +
+                      " steps skipped, step size halved " + std::to_string(r.lr_reductions) +
+                      " times); try a smaller lr or init_scale, or better initial values";
+          r.converged = false;
           stop = true;
         }
       }
@@ -124,6 +132,9 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
     const bool window_end = (t + 1) % opt.eval_every == 0;
     if (window_end) {
       if (opt.average) window_average.close_window();
+      adam.end_window();
+      if (window_bad == 0) checkpoint = r.phi;
+      window_bad = 0;
       if (window_good > 0) {
         const double e = window_sum / double(window_good);
         if (!r.elbo.empty()) {

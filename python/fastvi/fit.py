@@ -20,6 +20,10 @@ class ConvergenceWarning(UserWarning):
     """The fit stopped before its convergence rule was met, or skipped non-finite steps."""
 
 
+def _expit(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
 def _int_setting(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {value!r}")
@@ -73,26 +77,29 @@ class Approximation:
     # ---- constrained summaries ----------------------------------------------------------------
 
     def _marginal_moments(self):
+        """Mean and sd of every constrained coordinate under q's Gaussian marginals."""
         mu = self.unconstrained_mean()
         sd = np.sqrt(np.diag(self.unconstrained_cov()))
         mean, std = mu.copy(), sd.copy()
         nodes, weights = np.polynomial.hermite_e.hermegauss(64)
         weights = weights / weights.sum()
         for p in self.model:
-            if not p.constrained:
-                continue
             sl = slice(p.offset, p.offset + p.size)
-            z = mu[sl, None] + sd[sl, None] * nodes[None, :]
-            theta = self.model._core.constrain(self._embed(sl, z))[sl]
-            m = theta @ weights
-            mean[sl] = m
-            std[sl] = np.sqrt(np.maximum(((theta - m[:, None]) ** 2) @ weights, 0.0))
+            m, s = mu[sl], sd[sl]
+            if math.isfinite(p.lower) and math.isfinite(p.upper):
+                # logit-normal: no closed form, but bounded, so quadrature is safe and accurate.
+                z = m[:, None] + s[:, None] * nodes[None, :]
+                theta = p.lower + (p.upper - p.lower) * _expit(z)
+                mean[sl] = theta @ weights
+                std[sl] = np.sqrt(np.maximum(((theta - mean[sl, None]) ** 2) @ weights, 0.0))
+            elif math.isfinite(p.lower) or math.isfinite(p.upper):
+                # log-normal moments, in log space so that only a truly huge result becomes inf
+                with np.errstate(over="ignore"):
+                    log_m = m + 0.5 * s**2
+                    shift = np.exp(log_m)
+                    std[sl] = np.exp(log_m + 0.5 * np.log(np.expm1(s**2)))
+                mean[sl] = p.lower + shift if math.isfinite(p.lower) else p.upper - shift
         return mean, std
-
-    def _embed(self, sl: slice, z: np.ndarray) -> np.ndarray:
-        full = np.zeros((self.model.dim, z.shape[1]))
-        full[sl] = z
-        return full
 
     def mean(self) -> Dict[str, np.ndarray]:
         """Mean of each parameter under q, in the constrained space, shaped like the parameter."""

@@ -73,7 +73,7 @@ def _as_data(value: Any, what: str) -> np.ndarray:
         raise TypeError(f"{what} must be numeric data or a parameter, got an array of dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{what} must be real, got complex values")
-    return np.ascontiguousarray(arr, dtype=np.float64)
+    return np.asarray(arr, dtype=np.float64, order="C")  # keeps 0-d arrays 0-d
 
 
 class Model:
