@@ -94,7 +94,7 @@ class Approximation:
                 std[sl] = np.sqrt(np.maximum(((theta - mean[sl, None]) ** 2) @ weights, 0.0))
             elif math.isfinite(p.lower) or math.isfinite(p.upper):
                 # log-normal moments, in log space so that only a truly huge result becomes inf
-                with np.errstate(over="ignore"):
+                with np.errstate(over="ignore", divide="ignore"):
                     log_m = m + 0.5 * s**2
                     shift = np.exp(log_m)
                     std[sl] = np.exp(log_m + 0.5 * np.log(np.expm1(s**2)))
