@@ -71,7 +71,7 @@ def test_the_factor_is_named_in_messages(model):
 def test_parameter_of_another_model(model):
     other = fv.Model()
     v = other.param("v")
-    with pytest.raises(ValueError, match="parameter 'v' of another model"):
+    with pytest.raises(ValueError, match="'v' of another model"):
         model.add("normal", np.zeros(3), loc=v)
 
 

@@ -21,6 +21,7 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import _core  # noqa: E402
+from .expr import Expr, exp, inv_logit, log, log1p_exp, sum  # noqa: E402
 from .fit import Approximation, ConvergenceWarning, fit  # noqa: E402
 from .kernels import InputSpec, KernelSpec, kernel_spec, kernels  # noqa: E402
 from .model import Model, Param  # noqa: E402
@@ -31,12 +32,18 @@ __version__ = "0.1.0"
 __all__ = [
     "Approximation",
     "ConvergenceWarning",
+    "Expr",
     "InputSpec",
     "KernelSpec",
     "Model",
     "Param",
     "Summary",
+    "exp",
     "fit",
+    "inv_logit",
+    "log",
+    "log1p_exp",
+    "sum",
     "kernel_spec",
     "kernels",
     "summary",

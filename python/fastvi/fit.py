@@ -13,6 +13,7 @@ from . import _core
 from .model import Model
 
 _FAMILIES = ("meanfield", "fullrank")
+_DETERMINISTIC_DRAWS = 10_000
 _METHODS = {"advi": "meanfield", "meanfield": "meanfield", "fullrank_advi": "fullrank", "fullrank": "fullrank"}
 
 
@@ -101,20 +102,34 @@ class Approximation:
                 mean[sl] = p.lower + shift if math.isfinite(p.lower) else p.upper - shift
         return mean, std
 
+    def _deterministic_moments(self):
+        """Monte Carlo moments of the deterministics (no closed form in general), from a fixed
+        stream of draws so that repeated calls agree."""
+        if not self.model.deterministics:
+            return {}, {}
+        draws = self.sample(_DETERMINISTIC_DRAWS, seed=0)
+        names = self.model.deterministics
+        return ({n: draws[n].mean(axis=0) for n in names}, {n: draws[n].std(axis=0, ddof=1) for n in names})
+
     def mean(self) -> Dict[str, np.ndarray]:
-        """Mean of each parameter under q, in the constrained space, shaped like the parameter."""
-        return self.model._split(self._marginal_moments()[0])
+        """Mean under q of each parameter (constrained space, shaped like the parameter) and of
+        each deterministic (Monte Carlo over 10,000 draws)."""
+        out = self.model._split_zeta(self._marginal_moments()[0])
+        out.update(self._deterministic_moments()[0])
+        return out
 
     def std(self) -> Dict[str, np.ndarray]:
-        """Standard deviation of each parameter under q, in the constrained space."""
-        return self.model._split(self._marginal_moments()[1])
+        """Standard deviation under q of each parameter and deterministic (as for mean())."""
+        out = self.model._split_zeta(self._marginal_moments()[1])
+        out.update(self._deterministic_moments()[1])
+        return out
 
     def sample(self, n: int, seed: int = 0) -> Dict[str, np.ndarray]:
         """``n`` draws from q, as a dict of constrained arrays with a leading draw axis."""
         n = _int_setting(n, "n", 1)
         seed = _int_setting(seed, "seed", 0)
         zeta = self._family.sample(self.phi, n, seed)
-        return self.model._split(self.model._core.constrain(zeta).T)
+        return self.model._split_values(self.model._core.values(zeta).T)
 
     def __repr__(self) -> str:
         state = (
@@ -265,7 +280,7 @@ def _initial_mean(model: Model, init: Dict[str, Any]) -> np.ndarray:
         if p.name in init:
             values[p.name] = init[p.name]
         else:  # the point that maps to unconstrained 0
-            values[p.name] = model.constrain(np.zeros(model.dim))[p.name]
+            values[p.name] = model._split_values(model._core.values(np.zeros((model.dim, 1)))[:, 0])[p.name]
     unknown = set(init) - set(model.params)
     if unknown:
         raise ValueError(f"init names unknown parameters: {sorted(unknown)}")
