@@ -29,6 +29,7 @@ void bind_family(py::module_& m) {
       .def_property_readonly("name", &GaussianFamily::name)
       .def_property_readonly("dim", &GaussianFamily::dim)
       .def_property_readonly("num_params", &GaussianFamily::num_params)
+      .def_property_readonly("noise_dim", &GaussianFamily::noise_dim)
       .def("initialise",
            [](const GaussianFamily& self, const Eigen::Ref<const Vector>& mean, double scale) {
              if (mean.size() != self.dim()) throw std::invalid_argument("mean must have length " + std::to_string(self.dim()));
@@ -57,7 +58,7 @@ void bind_family(py::module_& m) {
            [](GaussianFamily& self, const Eigen::Ref<const Vector>& phi, Index n, std::uint64_t seed) {
              check_phi(self, phi);
              if (n < 1) throw std::invalid_argument("n must be >= 1");
-             Matrix eps(self.dim(), n), zeta(self.dim(), n);
+             Matrix eps(self.noise_dim(), n), zeta(self.dim(), n);
              py::gil_scoped_release release;
              fill_standard_normal(eps, seed, Stream::Sample, 0);
              self.reserve(n);

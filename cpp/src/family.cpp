@@ -14,6 +14,11 @@ double GaussianFamily::gaussian_entropy(const Eigen::Ref<const Vector>& log_diag
   return double(dim_) * kHalfLog2PiE + log_diag.sum();
 }
 
+double GaussianFamily::entropy_estimate(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps) {
+  const double half_sq = 0.5 * eps.squaredNorm() / double(eps.cols());
+  return entropy(phi) - 0.5 * double(dim_) + half_sq;
+}
+
 std::unique_ptr<GaussianFamily> make_family(const std::string& name, Index dim) {
   if (dim < 1) throw std::invalid_argument("the model has no parameters to fit");
   if (name == "meanfield") return std::make_unique<MeanFieldGaussian>(dim);

@@ -1,11 +1,14 @@
-// Gaussian variational families q(zeta) = Normal(mu, L L^T) in the unconstrained space.
+// Gaussian variational families q(zeta) = Normal(mu, Sigma) in the unconstrained space.
 //
-// Every family draws a batch as zeta = mu + L eps (eps: D x S standard normals) and turns the log
-// density gradient g = d log p / d zeta (D x S) into a reparameterised ELBO gradient, one of
-//   closed-form entropy:  d/d mu = mean_s g_s,   d/d L = tril(g eps^T) / S + d H(q) / d L
-//   sticking the landing (Roeder et al. 2017): the same with g replaced by g + L^-T eps, the
-//     path derivative of -log q, and no entropy term. Both are unbiased; STL has zero variance
-//     when q equals the posterior, so the iterates settle far more tightly near the optimum.
+// Every family draws a batch as zeta = mu + T eps, where eps (noise_dim() x S) holds standard
+// normals and T is D x noise_dim(): the Cholesky factor L (D x D) for the mean-field and full-rank
+// families, [diag(d), B] (D x (D + r)) for the low-rank one. It turns the log density gradient
+// g = d log p / d zeta (D x S) into a reparameterised ELBO gradient, one of
+//   closed-form entropy:  d/d mu = mean_s g_s,   d/d T = g eps^T / S (lower triangle, for L) + d H(q) / d T
+//   sticking the landing (Roeder et al. 2017): the same with g replaced by g + Sigma^-1 (zeta - mu)
+//     (= g + L^-T eps for a square factor), the path derivative of -log q, and no entropy term.
+//     Both are unbiased; STL has zero variance when q equals the posterior, so the iterates settle
+//     far more tightly near the optimum.
 // Scales are stored as logs (sigma = exp(omega)), so a collapsing scale drives omega towards
 // -inf with a constant entropy gradient of 1: it can underflow to zero but never produce NaN.
 #pragma once
@@ -27,18 +30,27 @@ class GaussianFamily {
   virtual std::string name() const = 0;
   Index dim() const { return dim_; }
   virtual Index num_params() const = 0;
+  // Rows of the noise eps that draw() consumes: D, or D + r for the low-rank family.
+  virtual Index noise_dim() const { return dim_; }
 
   // phi for mean `mean` and every marginal sd equal to `scale`.
   virtual void initialise(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& mean, double scale) const = 0;
-  // zeta = mu + L eps for every column of eps.
+  // zeta = mu + T eps for every column of eps (noise_dim() x S).
   virtual void draw(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
                     Eigen::Ref<Matrix> zeta) = 0;
   // grad_phi = an estimate of d ELBO / d phi, given g = d log p / d zeta at zeta = draw(eps).
+  // elbo_gradient and entropy_estimate must follow draw() with the same phi and eps: families keep
+  // per-phi work (factors, solves) from draw() in their scratch space.
   virtual void elbo_gradient(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
                              const Eigen::Ref<const Matrix>& g, GradientEstimator estimator,
                              Eigen::Ref<Vector> grad_phi) = 0;
   // Closed-form entropy of q.
   virtual double entropy(const Eigen::Ref<const Vector>& phi) const = 0;
+  // The mean over the draws of -log q(zeta_s), zeta = draw(phi, eps): an unbiased estimate of the
+  // entropy whose fluctuations cancel those of log p(zeta_s) when q is close to p (exactly, when p
+  // is Gaussian and q equals it). The default is right for a square factor T = L:
+  //   -log q(zeta_s) = log det L + D/2 log(2 pi) + |eps_s|^2 / 2 = entropy - D/2 + |eps_s|^2 / 2.
+  virtual double entropy_estimate(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps);
   virtual Matrix covariance(const Eigen::Ref<const Vector>& phi) const = 0;
   // Prepares scratch space for batches of `draws` columns.
   virtual void reserve(Index draws) { (void)draws; }
