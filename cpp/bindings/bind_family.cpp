@@ -24,12 +24,18 @@ void bind_family(py::module_& m) {
       .value("stl", GradientEstimator::StickingTheLanding)
       .value("closed_form", GradientEstimator::ClosedFormEntropy);
   py::class_<GaussianFamily>(m, "Family")
-      .def(py::init([](const std::string& name, Index dim) { return make_family(name, dim); }), py::arg("name"),
-           py::arg("dim"))
+      .def(py::init([](const std::string& name, Index dim, Index rank) { return make_family(name, dim, rank); }),
+           py::arg("name"), py::arg("dim"), py::arg("rank") = 0,
+           "A Gaussian family: 'meanfield', 'fullrank', or 'lowrank' with 1 <= rank <= dim.")
       .def_property_readonly("name", &GaussianFamily::name)
       .def_property_readonly("dim", &GaussianFamily::dim)
       .def_property_readonly("num_params", &GaussianFamily::num_params)
       .def_property_readonly("noise_dim", &GaussianFamily::noise_dim)
+      .def_property_readonly("rank",
+                             [](const GaussianFamily& self) -> py::object {
+                               if (auto* lr = dynamic_cast<const LowRankGaussian*>(&self)) return py::int_(lr->rank());
+                               return py::none();
+                             })
       .def("initialise",
            [](const GaussianFamily& self, const Eigen::Ref<const Vector>& mean, double scale) {
              if (mean.size() != self.dim()) throw std::invalid_argument("mean must have length " + std::to_string(self.dim()));

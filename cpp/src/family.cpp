@@ -19,11 +19,14 @@ double GaussianFamily::entropy_estimate(const Eigen::Ref<const Vector>& phi, con
   return entropy(phi) - 0.5 * double(dim_) + half_sq;
 }
 
-std::unique_ptr<GaussianFamily> make_family(const std::string& name, Index dim) {
+std::unique_ptr<GaussianFamily> make_family(const std::string& name, Index dim, Index rank) {
   if (dim < 1) throw std::invalid_argument("the model has no parameters to fit");
+  if (name != "meanfield" && name != "fullrank" && name != "lowrank")
+    throw std::invalid_argument("family must be 'meanfield', 'fullrank' or 'lowrank', got '" + name + "'");
+  if (name == "lowrank") return std::make_unique<LowRankGaussian>(dim, rank);
+  if (rank != 0) throw std::invalid_argument("rank applies only to the lowrank family, not to '" + name + "'");
   if (name == "meanfield") return std::make_unique<MeanFieldGaussian>(dim);
-  if (name == "fullrank") return std::make_unique<FullRankGaussian>(dim);
-  throw std::invalid_argument("family must be 'meanfield' or 'fullrank', got '" + name + "'");
+  return std::make_unique<FullRankGaussian>(dim);
 }
 
 }  // namespace fastvi

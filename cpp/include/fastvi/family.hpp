@@ -13,6 +13,8 @@
 // -inf with a constant entropy gradient of 1: it can underflow to zero but never produce NaN.
 #pragma once
 
+#include <Eigen/Cholesky>
+#include <Eigen/Eigenvalues>
 #include <memory>
 #include <string>
 
@@ -54,6 +56,14 @@ class GaussianFamily {
   virtual Matrix covariance(const Eigen::Ref<const Vector>& phi) const = 0;
   // Prepares scratch space for batches of `draws` columns.
   virtual void reserve(Index draws) { (void)draws; }
+  // Replaces phi by the parameters of the same q that are closest to `reference`. Iterate
+  // averaging (run_fit) averages phi, which is only meaningful if nearby iterates represent q the
+  // same way: true for the mean-field and full-rank families (phi determines q uniquely: nothing to
+  // do), not for the low-rank one, whose q is unchanged by B -> B Q for every orthogonal Q.
+  virtual void align(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& reference) {
+    (void)phi;
+    (void)reference;
+  }
 
   Vector mean(const Eigen::Ref<const Vector>& phi) const { return phi.head(dim_); }
 
@@ -105,7 +115,56 @@ class FullRankGaussian final : public GaussianFamily {
   Matrix g_path_; // scratch: g + L^-T eps (sticking the landing)
 };
 
-// "meanfield" or "fullrank"; throws std::invalid_argument otherwise.
-std::unique_ptr<GaussianFamily> make_family(const std::string& name, Index dim);
+// Diagonal plus low rank: Sigma = diag(d)^2 + B B^T with d = exp(omega) (D) and B (D x r),
+// phi = [mu (D), omega (D), B (D x r, column-major)], drawn as zeta = mu + d o eps1 + B eps2 from
+// D + r noise dimensions eps = [eps1 (D); eps2 (r)]. Everything that needs Sigma^-1 or det Sigma
+// goes through the whitened factor A = diag(d)^-1 B and the r x r matrix C = I + A^T A (Woodbury
+// and the matrix determinant lemma):
+//   Sigma^-1 = diag(d)^-1 (I - A C^-1 A^T) diag(d)^-1,   log det Sigma = 2 sum(omega) + log det C,
+// so a step costs O(D r (r + S)) and never forms a D x D matrix.
+class LowRankGaussian final : public GaussianFamily {
+ public:
+  LowRankGaussian(Index dim, Index rank);  // 1 <= rank <= dim
+  std::string name() const override { return "lowrank"; }
+  Index rank() const { return rank_; }
+  Index num_params() const override { return (2 + rank_) * dim(); }
+  Index noise_dim() const override { return dim() + rank_; }
+  // B starts small, not zero; see lowrank.cpp.
+  void initialise(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& mean, double scale) const override;
+  void draw(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps, Eigen::Ref<Matrix> zeta) override;
+  void elbo_gradient(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
+                     const Eigen::Ref<const Matrix>& g, GradientEstimator estimator,
+                     Eigen::Ref<Vector> grad_phi) override;
+  double entropy(const Eigen::Ref<const Vector>& phi) const override;
+  double entropy_estimate(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps) override;
+  Matrix covariance(const Eigen::Ref<const Vector>& phi) const override;
+  void reserve(Index draws) override;
+  // B -> B Q with the orthogonal Q that brings B closest to reference's B (orthogonal Procrustes).
+  void align(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& reference) override;
+
+ private:
+  // d_, a_ and llt_ for phi.
+  void factorise(const Eigen::Ref<const Vector>& phi);
+
+  Index rank_;
+  // Scratch, sized by the constructor and reserve(): draw() and elbo_gradient() allocate nothing
+  // (up to r ~ 300, above which Eigen's blocked Cholesky puts its panels on the heap); align()
+  // allocates one r-vector inside Eigen's eigensolver.
+  Vector d_;               // exp(omega)
+  Matrix a_;               // A = diag(d)^-1 B (D x r)
+  Matrix c_;               // C = I + A^T A (r x r)
+  Eigen::LLT<Matrix> llt_; // C = L L^T
+  Matrix v_;               // r x S: L^-1 (A^T eps1 - eps2) from draw(); C^-1 (...) after an STL gradient
+  double v_sq_ = 0.0;      // |L^-1 (A^T eps1 - eps2)|^2 summed over the draws of the last draw()
+  Vector w_;               // D, one draw at a time: diag(d) Sigma^-1 (zeta_s - mu), then g_s + Sigma^-1 (zeta_s - mu)
+  Matrix at_;              // r x D: L^-1 A^T, then C^-1 A^T (closed-form entropy gradient)
+  // align(): M = B^T B_reference, M^T M and its eigendecomposition, U, Q (r x r) and B Q (D x r).
+  Matrix m_, mtm_, u_, q_, bq_;
+  Eigen::SelfAdjointEigenSolver<Matrix> eig_;
+};
+
+// "meanfield", "fullrank" or "lowrank" (with 1 <= rank <= dim; rank must be 0, "not given", for
+// the others); throws std::invalid_argument otherwise.
+std::unique_ptr<GaussianFamily> make_family(const std::string& name, Index dim, Index rank = 0);
 
 }  // namespace fastvi
