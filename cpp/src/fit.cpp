@@ -54,10 +54,13 @@ struct WindowAverage {
     n_current = 0;
   }
   // Average over the last two complete windows. With fewer, the early transient would dominate
-  // the average, so phi is left as the last iterate.
-  Index result(Vector& phi) const {
+  // the average, so phi is left as the last iterate. Each window's iterates were aligned with its
+  // first one, so the last window's sum is aligned with the one before it first.
+  Index result(Vector& phi, GaussianFamily& family) const {
     if (n_last == 0 || n_before_last == 0) return 0;
-    phi = (last + before_last) / double(n_last + n_before_last);
+    Vector last_aligned = last;
+    family.align(last_aligned, before_last);
+    phi = (last_aligned + before_last) / double(n_last + n_before_last);
     return n_last + n_before_last;
   }
 };
@@ -78,6 +81,10 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   WindowAverage window_average(opt.average ? family.num_params() : 0);
   Vector tail_sum = Vector::Zero(opt.average ? family.num_params() : 0);  // after convergence
   Index tail_steps = 0, tail_target = 0;
+  // Iterates are averaged as represented closest to a reference iterate, the first of their
+  // window or of the tail phase (GaussianFamily::align; a plain copy for most families). Aligning
+  // each iterate with the one before it instead would let the representation drift.
+  Vector reference = r.phi, aligned = r.phi;
   const Index max_windows = opt.steps / opt.eval_every + 1;
   r.elbo.reserve(size_t(max_windows));
   r.elbo_step.reserve(size_t(max_windows));
@@ -121,11 +128,14 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
       }
     }
     if (opt.average) {
+      if (r.converged ? tail_steps == 0 : window_average.n_current == 0) reference = r.phi;
+      aligned = r.phi;
+      family.align(aligned, reference);
       if (r.converged) {
-        tail_sum += r.phi;
+        tail_sum += aligned;
         if (++tail_steps >= tail_target) stop = true;
       } else {
-        window_average.add(r.phi);
+        window_average.add(aligned);
       }
     }
 
@@ -175,7 +185,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
       r.phi = tail_sum / double(tail_steps);
       r.averaged_steps = tail_steps;
     } else {
-      r.averaged_steps = window_average.result(r.phi);
+      r.averaged_steps = window_average.result(r.phi, family);
     }
   }
   r.final_lr = lr;
