@@ -12,7 +12,7 @@ import numpy as np
 from . import _core
 from .model import Model
 
-_FAMILIES = ("meanfield", "fullrank")
+_FAMILIES = ("meanfield", "fullrank", "lowrank")
 _DETERMINISTIC_DRAWS = 10_000
 _METHODS = {"advi": "meanfield", "meanfield": "meanfield", "fullrank_advi": "fullrank", "fullrank": "fullrank"}
 
@@ -54,6 +54,7 @@ class Approximation:
         self.model = model
         self._family = family
         self.family: str = family.name
+        self.rank: Optional[int] = family.rank  # columns of B for the lowrank family, else None
         self.phi: np.ndarray = np.array(result.phi)
         self.elbo: np.ndarray = np.array(result.elbo)  # windowed ELBO estimates
         self.elbo_steps: np.ndarray = np.array(result.elbo_step, dtype=np.int64)
@@ -137,7 +138,8 @@ class Approximation:
             else ("interrupted" if self.interrupted else "not converged")
         )
         elbo = f"{self.elbo[-1]:.6g}" if self.elbo.size else "n/a"
-        return (f"<Approximation family={self.family!r} dim={self.model.dim} steps={self.steps} "
+        rank = f" rank={self.rank}" if self.rank is not None else ""
+        return (f"<Approximation family={self.family!r}{rank} dim={self.model.dim} steps={self.steps} "
                 f"{state} elbo={elbo} skipped={self.n_skipped}>")
 
 
@@ -146,6 +148,7 @@ def fit(
     family: Optional[str] = None,
     *,
     method: Optional[str] = None,
+    rank: Optional[int] = None,
     steps: int = 10_000,
     draws: int = 1,
     lr: float = 0.01,
@@ -163,8 +166,12 @@ def fit(
 ) -> Approximation:
     """Fits a Gaussian approximation to the posterior of ``model`` by maximising the ELBO.
 
-    family: ``"meanfield"`` (default) or ``"fullrank"``; ``method="advi"`` / ``"fullrank_advi"``
-        is accepted as a PyMC-style alias.
+    family: ``"meanfield"`` (default), ``"fullrank"`` or ``"lowrank"`` (covariance
+        diag(d)^2 + B B^T with B of ``rank`` columns: correlations at O(D rank) cost per draw);
+        ``method="advi"`` / ``"fullrank_advi"`` is accepted as a PyMC-style alias.
+    rank: columns of B for ``family="lowrank"``, 1 <= rank <= the number of unconstrained
+        parameters D; default round(sqrt(D)) (as Pyro's and NumPyro's low-rank guides). Only for
+        the lowrank family.
     steps: maximum Adam steps. draws: Monte Carlo draws per step, evaluated as one batch.
     lr: Adam step size. gradient: ``"stl"`` (sticking the landing: zero variance when q matches
         the posterior) or ``"closed_form"`` (closed-form entropy gradient). seed: the same seed gives the same result, whatever the thread count.
@@ -198,6 +205,7 @@ def fit(
     if model.dim == 0:
         raise ValueError("model has no parameters to fit: declare some with model.param")
     family_name = _resolve_family(family, method)
+    rank = _resolve_rank(rank, family_name, model.dim)
     opts = _core.FitOptions()
     opts.steps = _int_setting(steps, "steps", 1)
     opts.draws = _int_setting(draws, "draws", 1)
@@ -219,7 +227,7 @@ def fit(
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable or None")
 
-    fam = _core.Family(family_name, model.dim)
+    fam = _core.Family(family_name, model.dim, rank)
     mean0 = np.zeros(model.dim)
     if init is not None:
         mean0 = _initial_mean(model, init)
@@ -241,7 +249,7 @@ def fit(
             bar.close()
     approx = Approximation(model, fam, result, {
         "family": family_name, "steps": opts.steps, "draws": opts.draws, "lr": opts.lr, "gradient": gradient,
-        "seed": opts.seed,
+        "seed": opts.seed, "rank": rank if family_name == "lowrank" else None,
         "tol": opts.tol, "eval_every": opts.eval_every, "patience": opts.patience, "average": opts.average,
         "init_scale": init_scale, "threads": opts.threads,
     })
@@ -270,6 +278,20 @@ def _resolve_family(family: Optional[str], method: Optional[str]) -> str:
     if family not in _FAMILIES:
         raise ValueError(f"family must be one of {_FAMILIES}, got {family!r}")
     return family
+
+
+def _resolve_rank(rank: Optional[int], family: str, dim: int) -> int:
+    """The rank to build the family with; 0 for families that have none."""
+    if family != "lowrank":
+        if rank is not None:
+            raise ValueError(f"rank applies only to family='lowrank', not to family={family!r}")
+        return 0
+    if rank is None:
+        return min(dim, max(1, int(round(math.sqrt(dim)))))
+    rank = _int_setting(rank, "rank", 1)
+    if rank > dim:
+        raise ValueError(f"rank must be <= the number of unconstrained parameters ({dim}), got {rank}")
+    return rank
 
 
 def _initial_mean(model: Model, init: Dict[str, Any]) -> np.ndarray:
