@@ -189,8 +189,8 @@ double LowRankGaussian::entropy_estimate(const Eigen::Ref<const Vector>& phi, co
 // M^T M = V S^2 V^T (several times faster than an SVD of M for the r of interest, which matters
 // as this runs every step): u_i = M v_i / s_i, orthonormalised by modified Gram-Schmidt in order
 // of decreasing s_i, so Q is orthogonal to rounding even when M is (nearly) singular; directions
-// with s_i ~ 0 carry no weight in tr(Q^T M) and get any orthonormal completion. O(D r^2 + r^3),
-// no allocation.
+// with s_i ~ 0 carry no weight in tr(Q^T M) and get any orthonormal completion. O(D r^2 + r^3);
+// the only allocation is one r-vector inside Eigen's eigensolver.
 void LowRankGaussian::align(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& reference) {
   const Index d = dim(), r = rank_;
   Eigen::Map<Matrix> b(phi.data() + 2 * d, d, r);

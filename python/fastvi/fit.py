@@ -171,7 +171,9 @@ def fit(
         ``method="advi"`` / ``"fullrank_advi"`` is accepted as a PyMC-style alias.
     rank: columns of B for ``family="lowrank"``, 1 <= rank <= the number of unconstrained
         parameters D; default round(sqrt(D)) (as Pyro's and NumPyro's low-rank guides). Only for
-        the lowrank family.
+        the lowrank family. Meant for rank well below D: near D the best (d, B) is not unique
+        (roughly once rank > D - sqrt(2 D)), the averaged iterates lose a few % of the covariance
+        at the default lr, and ``"fullrank"`` is the better choice anyway.
     steps: maximum Adam steps. draws: Monte Carlo draws per step, evaluated as one batch.
     lr: Adam step size. gradient: ``"stl"`` (sticking the landing: zero variance when q matches
         the posterior) or ``"closed_form"`` (closed-form entropy gradient). seed: the same seed gives the same result, whatever the thread count.
