@@ -160,7 +160,9 @@ class PythonKernel final : public Kernel {
         // Ctrl-C landed in the user's function. Raise the interrupt flag again, so that the fit's
         // monitor stops the fit the way it does for any Ctrl-C (returning the state reached so
         // far), or, outside a fit, Python raises KeyboardInterrupt as soon as we return. This
-        // batch has no log density.
+        // batch has no log density. Until the monitor's next check (at most one ELBO window
+        // later) fn raises KeyboardInterrupt again on entry and comes back here, so those steps
+        // are skipped, and the fit's result says so.
         PyErr_Clear();
         PyErr_SetInterrupt();
         for (Index s = 0; s < S; ++s) b.lp[s] = kNaN;

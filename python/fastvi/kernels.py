@@ -132,7 +132,8 @@ def register_kernel(
 
     A wrong return type or shape raises TypeError or ValueError naming the kernel and input. An
     exception raised by ``fn`` stops ``fv.fit`` (or ``Model.log_density``) and propagates as it is;
-    Ctrl-C inside ``fn`` stops a fit the usual way (returning the state reached so far). A draw
+    Ctrl-C inside ``fn`` stops a fit the usual way (returning the state reached so far; the few
+    steps until the fit notices count as skipped). A draw
     outside the support may return -inf or NaN: the fit skips that step.
 
     Check the gradients with :func:`fastvi.check_kernel`. Example (the Laplace density):
