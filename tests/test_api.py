@@ -81,7 +81,7 @@ def test_init_sets_the_starting_mean(seed_data):
     m = fv.Model()
     w = m.param("w")
     m.add("normal", seed_data, loc=w, scale=1.0)
-    approx = fv.fit(m, steps=1, init={"w": 5.0}, tol=None, average=False, lr=1e-9)
+    approx = fv.fit(m, steps=1, init={"w": 5.0}, tol=None, average=False, lr=1e-9, precondition=None)
     assert approx.unconstrained_mean()[0] == pytest.approx(5.0, abs=1e-6)
 
 

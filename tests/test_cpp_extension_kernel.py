@@ -86,7 +86,7 @@ def test_fit_matches_the_same_kernel_written_in_python():
         m.add("normal", loc, scale=10.0)
         m.add("half_normal", scale, scale=5.0)
         m.add(kernel, x, loc=loc, scale=scale)
-        fits.append(fv.fit(m, draws=2, seed=0))
+        fits.append(fv.fit(m, draws=2, seed=0, precondition=None))
     cpp, py = fits
     assert cpp.converged and cpp.n_skipped == 0
     np.testing.assert_allclose(py.phi, cpp.phi, rtol=1e-8, atol=1e-10)

@@ -111,7 +111,7 @@ def test_fn_is_called_once_per_step_with_the_whole_batch():
     m = fv.Model()
     w = m.param("w", shape=(2,))
     m.add(name, w, loc=1.0)
-    approx = fv.fit(m, steps=300, draws=4, tol=None, seed=0)
+    approx = fv.fit(m, steps=300, draws=4, tol=None, seed=0, precondition=None)
     assert approx.steps == 300
     assert calls == [(2, 4)] * 300
 
@@ -209,7 +209,7 @@ def test_python_normal_fits_like_the_builtin_normal(py_normal):
         m.add(kernel, x, loc=w, scale=sigma)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fv.ConvergenceWarning)
-            fits[kernel] = fv.fit(m, draws=2, steps=3000, seed=3)
+            fits[kernel] = fv.fit(m, draws=2, steps=3000, seed=3, precondition=None)
     a, b = fits["normal"], fits[py_normal]
     # Same arithmetic up to rounding, in a different order: close, not necessarily bit-identical.
     np.testing.assert_allclose(b.phi, a.phi, rtol=1e-9, atol=1e-12)

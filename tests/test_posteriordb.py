@@ -34,30 +34,12 @@ MF_SHRINK_TOL = 0.2   # mean-field: |worst log(sd / ref sd) − log(MF-sd ratio)
 
 GAUSSIAN = [n for n in P.NAMES if n not in P.NOT_GAUSSIAN]
 
-_SCALE = "Adam moves each coordinate by ~lr = 0.01 in absolute units; posterior sds here are far from 1"
-_VALLEY = "strong correlation: from the default start the mean is still far along the valley"
-_RULE = "the relative-ELBO rule declares convergence while the mean is still several sd off"
+# Cases that miss the targets with default settings, with the reason. Each is marked
+# xfail(strict=True): the day a change makes one pass, the suite fails with XPASS so the entry gets
+# removed and the target locked in. (Before Laplace preconditioning every full-rank case was here.)
 KNOWN_MISSES = {
-    # full-rank, default settings, seed 0 (worst |mean err| in sd / worst log sd ratio)
-    ("fullrank", "kidiq-kidscore_momiq"): f"2.5 sd mean error: {_VALLEY}; {_RULE}",
-    ("fullrank", "kidiq-kidscore_interaction"): f"3.7 sd / -0.83: {_VALLEY}",
-    ("fullrank", "mesquite-logmesquite"): "0.26 sd (log sigma): not converged in 10k steps (the rule never "
-                                          "fires at |ELBO| = 4); the KL-optimal sigma sd is itself ~0.90x",
-    ("fullrank", "earnings-logearn_interaction"): f"58 sd (sigma): {_SCALE}",
-    ("fullrank", "earnings-earn_height"): f"8.7 sd / -7.8: {_SCALE} (beta1 sd 9.7e3)",
-    ("fullrank", "nes2000-nes"): f"4.7 sd (sigma): {_SCALE}",
-    ("fullrank", "sblrc-blr"): f"2e3 sd (sigma): {_SCALE} (beta sd 1e-3)",
-    ("fullrank", "sblri-blr"): f"186 sd (sigma): {_SCALE} (beta sd 1e-3)",
-    ("fullrank", "arK-arK"): f"4.0 sd (sigma): {_SCALE}",
-    ("fullrank", "kilpisjarvi_mod-kilpisjarvi"): f"328 sd (sigma): {_SCALE}; correlation -0.99999",
-    # mean-field means, default settings, seed 0
-    ("mf-means", "sblri-blr"): f"0.17 sd (log sigma): {_SCALE} (beta jitter inflates sigma)",
-    ("mf-means", "sblrc-blr"): f"0.87 sd (sigma): {_SCALE} (beta jitter inflates sigma)",
-    ("mf-means", "kidiq-kidscore_momiq"): f"3.7 sd: {_VALLEY}; {_RULE}",
-    ("mf-means", "arK-arK"): "0.13 sd (beta[2]): not converged in 10k steps",
-    # mean-field sd shrinkage
-    ("mf-sds", "earnings-earn_height"): f"not converged (log sd -7.8, expected -2.9): {_SCALE}",
-    ("mf-sds", "kilpisjarvi_mod-kilpisjarvi"): f"not converged (log sd -3.8, expected -5.3): {_SCALE}",
+    ("fullrank", "mesquite-logmesquite"): "the KL-optimal Gaussian's sigma sd is itself ~0.90x the reference: "
+                                          "at the edge of the 10 % target",
 }
 
 

@@ -57,6 +57,13 @@ double MeanFieldGaussian::entropy(const Eigen::Ref<const Vector>& phi) const {
   return gaussian_entropy(phi.tail(dim()));
 }
 
+void MeanFieldGaussian::unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const {
+  if (!p.is_diagonal()) throw std::invalid_argument("the mean-field family needs a diagonal preconditioner");
+  const Index d = dim();
+  phi.head(d) = p.shift + p.diagonal.cwiseProduct(phi.head(d));
+  phi.tail(d) += p.diagonal.array().log().matrix();  // sd scales by C_ii
+}
+
 Matrix MeanFieldGaussian::covariance(const Eigen::Ref<const Vector>& phi) const {
   return (2.0 * phi.tail(dim()).array()).exp().matrix().asDiagonal();
 }
@@ -119,6 +126,17 @@ void FullRankGaussian::elbo_gradient(const Eigen::Ref<const Vector>& phi, const 
 double FullRankGaussian::entropy(const Eigen::Ref<const Vector>& phi) const {
   const Index d = dim();
   return gaussian_entropy(Eigen::Map<const Matrix>(phi.data() + d, d, d).diagonal());
+}
+
+void FullRankGaussian::unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const {
+  const Index d = dim();
+  const Matrix c = p.is_diagonal() ? Matrix(p.diagonal.asDiagonal()) : Matrix(p.lower.triangularView<Eigen::Lower>());
+  phi.head(d) = p.shift + c * phi.head(d);
+  // L_zeta = C L_u is lower-triangular again, with diagonal C_ii L_ii > 0.
+  const Matrix l = c * cholesky(phi);
+  Eigen::Map<Matrix> stored(phi.data() + d, d, d);
+  stored = l.triangularView<Eigen::StrictlyLower>();
+  stored.diagonal() = l.diagonal().array().log().matrix();
 }
 
 Matrix FullRankGaussian::covariance(const Eigen::Ref<const Vector>& phi) const {

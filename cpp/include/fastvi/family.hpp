@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 
+#include "fastvi/precondition.hpp"
 #include "fastvi/types.hpp"
 
 namespace fastvi {
@@ -40,6 +41,9 @@ class GaussianFamily {
   // Closed-form entropy of q.
   virtual double entropy(const Eigen::Ref<const Vector>& phi) const = 0;
   virtual Matrix covariance(const Eigen::Ref<const Vector>& phi) const = 0;
+  // Turns phi for q(u) into phi for q(zeta), zeta = shift + C u (see precondition.hpp). Throws
+  // std::invalid_argument if the family cannot represent the result (a full C for mean-field).
+  virtual void unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const = 0;
   // Prepares scratch space for batches of `draws` columns.
   virtual void reserve(Index draws) { (void)draws; }
 
@@ -66,6 +70,7 @@ class MeanFieldGaussian final : public GaussianFamily {
                      Eigen::Ref<Vector> grad_phi) override;
   double entropy(const Eigen::Ref<const Vector>& phi) const override;
   Matrix covariance(const Eigen::Ref<const Vector>& phi) const override;
+  void unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const override;
 };
 
 // Full covariance through a lower-triangular Cholesky factor L:
@@ -83,6 +88,7 @@ class FullRankGaussian final : public GaussianFamily {
                      Eigen::Ref<Vector> grad_phi) override;
   double entropy(const Eigen::Ref<const Vector>& phi) const override;
   Matrix covariance(const Eigen::Ref<const Vector>& phi) const override;
+  void unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const override;
   void reserve(Index draws) override;
 
   // The Cholesky factor with its diagonal exponentiated.
