@@ -44,27 +44,18 @@ def test_pymc_style_method_names(seed_data):
 
 
 def test_constrained_moments_are_those_of_the_transformed_gaussian():
-    # sigma ~ lognormal(0.3, 0.4) is exactly Gaussian in log space, so q is exact there and the
-    # constrained moments must be the lognormal's: mean exp(m + s^2/2), var (exp(s^2)-1) exp(2m+s^2).
+    # sigma ~ lognormal(0.3, 0.4) declared positive: log sigma = zeta is exactly Normal(0.3, 0.4)
+    # (the lognormal's 1/sigma cancels the Jacobian), so q is exact and the constrained moments must
+    # be the lognormal's: mean exp(m + s^2/2), sd sqrt(exp(s^2) - 1) * mean.
     model = fv.Model()
     sigma = model.param("sigma", lower=0.0)
-    model.add("normal", sigma, loc=0.0, scale=1.0)  # placeholder so the model has a factor
-    model = fv.Model()
-    log_sigma = model.param("log_sigma")
-    model.add("normal", log_sigma, loc=0.3, scale=0.4)
-    approx = fv.fit(model, steps=5000, seed=0)
-    assert approx.mean()["log_sigma"] == pytest.approx(0.3, abs=0.01)
-    assert approx.std()["log_sigma"] == pytest.approx(0.4, rel=0.02)
-
-    # The same distribution declared as a positive parameter with a lognormal-shaped density:
-    # p(sigma) = normal(log sigma | 0.3, 0.4) / sigma, written as normal on sigma's log via the
-    # Jacobian: in the unconstrained space log p(zeta) = normal(zeta | 0.3, 0.4) exactly when the
-    # factor is normal(log sigma) - log sigma. We emulate that with a flat factor on sigma and a
-    # normal prior on an unconstrained twin: the moments helper is what is under test here.
-    approx_m, approx_s = 0.3, 0.4
-    zeta_mean, zeta_sd = approx.unconstrained_mean(), np.sqrt(np.diag(approx.unconstrained_cov()))
-    assert zeta_mean[0] == pytest.approx(approx_m, abs=0.01)
-    assert zeta_sd[0] == pytest.approx(approx_s, rel=0.02)
+    model.add("lognormal", sigma, loc=0.3, scale=0.4)
+    approx = fv.fit(model, steps=10_000, seed=0)
+    assert approx.unconstrained_mean()[0] == pytest.approx(0.3, abs=0.005)
+    assert math.sqrt(approx.unconstrained_cov()[0, 0]) == pytest.approx(0.4, rel=0.01)
+    mean = math.exp(0.3 + 0.4**2 / 2)
+    assert approx.mean()["sigma"] == pytest.approx(mean, rel=0.01)
+    assert approx.std()["sigma"] == pytest.approx(math.sqrt(math.expm1(0.4**2)) * mean, rel=0.02)
 
 
 def test_same_seed_same_answer_and_different_seed_different_answer(seed_data):

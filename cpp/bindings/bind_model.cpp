@@ -141,7 +141,25 @@ void bind_model(py::module_& m) {
              return py::make_tuple(lp, grad);
            },
            py::arg("zeta"), py::arg("threads") = 1,
-           "Log density (incl. log-Jacobians) and its gradient at unconstrained draws zeta (D x S).");
+           "Log density (incl. log-Jacobians) and its gradient at unconstrained draws zeta (D x S).")
+      .def("log_density_constrained",
+           [](Model& self, const Eigen::Ref<const Matrix>& theta, int threads) {
+             if (theta.rows() != self.dim())
+               throw std::invalid_argument("theta must have " + std::to_string(self.dim()) + " rows, got " +
+                                           std::to_string(theta.rows()));
+             Matrix t = theta;
+             ModelWorkspace ws;
+             Vector lp(t.cols());
+             Matrix grad(t.rows(), t.cols());
+             self.reserve(t.cols());
+             {
+               py::gil_scoped_release release;
+               self.log_density_constrained(t, ws, lp, grad, threads);
+             }
+             return py::make_tuple(lp, grad);
+           },
+           py::arg("theta"), py::arg("threads") = 1,
+           "The factors' log density (no log-Jacobians) and its gradient at constrained values theta (D x S).");
 }
 
 }  // namespace fastvi::bindings

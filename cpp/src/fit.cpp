@@ -20,6 +20,8 @@ void FitOptions::validate() const {
   if (eval_every < 1) fail("eval_every must be >= 1, got " + std::to_string(eval_every));
   if (std::isnan(tol)) fail("tol must not be NaN");
   if (patience < 1) fail("patience must be >= 1");
+  if (block < 1) fail("block must be >= 1");
+  if (std::isnan(tol_abs) || tol_abs < 0) fail("tol_abs must be >= 0");
   if (average_draws < 0) fail("average_draws must be >= 0");
   if (threads < 1) fail("threads must be >= 1");
 }
@@ -65,15 +67,33 @@ struct WindowAverage {
   }
 };
 
+// The stopping rule: the mean ELBO of the last `block` windows differs from the mean of the
+// `block` windows before by less than max(tol * |ELBO|, tol_abs). Means over blocks, not single
+// windows, so that window-to-window noise does not decide; an absolute floor because the ELBO's
+// size includes the normalising constants of the likelihood and says nothing about how settled q
+// is (a fit with |ELBO| = 4 would otherwise need changes below 4e-4 nats, and one with
+// |ELBO| = 1e5 would stop while still climbing by nats per block).
+bool elbo_settled(const std::vector<double>& elbo, const FitOptions& opt) {
+  const size_t n = elbo.size(), b = size_t(opt.block);
+  double recent = 0.0, before = 0.0;
+  for (size_t i = 0; i < b; ++i) {
+    recent += elbo[n - 1 - i];
+    before += elbo[n - 1 - b - i];
+  }
+  recent /= double(b);
+  before /= double(b);
+  return std::abs(recent - before) < std::max(opt.tol * std::abs(recent), opt.tol_abs);
+}
+
 }  // namespace
 
 FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi0,
-                  const FitOptions& opt, const Monitor& monitor) {
+                  const FitOptions& opt, const Monitor& monitor, const Preconditioner* preconditioner) {
   opt.validate();
   if (phi0.size() != family.num_params()) throw std::invalid_argument("initial parameters have the wrong length");
   if (!phi0.allFinite()) throw std::invalid_argument("initial parameters must be finite");
 
-  ElboEstimator estimator(model, family, opt.draws, opt.gradient);
+  ElboEstimator estimator(model, family, opt.draws, opt.gradient, preconditioner);
   Adam adam(family.num_params(), opt.beta1, opt.beta2, opt.adam_epsilon);
   FitResult r;
   r.phi = phi0;
@@ -95,7 +115,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   Vector checkpoint = r.phi;
   Index window_bad = 0;
   double window_sum = 0.0;
-  Index window_good = 0, bad_run = 0, below_tol = 0;
+  Index window_good = 0, bad_run = 0, below_tol = 0, windows_since_check = 0;
   using Clock = std::chrono::steady_clock;
   auto last_monitor = Clock::now();
   Progress progress;
@@ -147,18 +167,18 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
       window_bad = 0;
       if (window_good > 0) {
         const double e = window_sum / double(window_good);
-        if (!r.elbo.empty()) {
-          const double previous = r.elbo.back();
-          const double rel = std::abs(e - previous) / std::max(std::abs(e), 1.0);
-          below_tol = rel < opt.tol ? below_tol + 1 : 0;
-        }
         r.elbo.push_back(e);
         r.elbo_step.push_back(t + 1);
+        if (++windows_since_check >= opt.block && Index(r.elbo.size()) >= 2 * opt.block) {
+          windows_since_check = 0;
+          below_tol = elbo_settled(r.elbo, opt) ? below_tol + 1 : 0;
+        }
         if (opt.tol > 0 && !r.converged && below_tol >= opt.patience) {
           r.converged = true;
           r.converged_step = t + 1;
-          r.message = "converged: relative ELBO change below tol for " + std::to_string(opt.patience) +
-                      " windows of " + std::to_string(opt.eval_every) + " steps";
+          r.message = "converged: the ELBO averaged over blocks of " + std::to_string(opt.block * opt.eval_every) +
+                      " steps changed by less than max(tol * |ELBO|, tol_abs) " + std::to_string(opt.patience) +
+                      " times running";
           tail_target = std::max(t + 1, (opt.average_draws + opt.draws - 1) / opt.draws);
           if (!opt.average) stop = true;
         }
@@ -189,6 +209,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
     }
   }
   r.final_lr = lr;
+  if (preconditioner && preconditioner->active()) family.unwhiten(r.phi, *preconditioner);
   return r;
 }
 

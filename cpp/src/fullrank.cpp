@@ -63,6 +63,17 @@ double FullRankGaussian::entropy(const Eigen::Ref<const Vector>& phi) const {
   return gaussian_entropy(Eigen::Map<const Matrix>(phi.data() + d, d, d).diagonal());
 }
 
+void FullRankGaussian::unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const {
+  const Index d = dim();
+  const Matrix c = p.is_diagonal() ? Matrix(p.diagonal.asDiagonal()) : Matrix(p.lower.triangularView<Eigen::Lower>());
+  phi.head(d) = p.shift + c * phi.head(d);
+  // L_zeta = C L_u is lower-triangular again, with diagonal C_ii L_ii > 0.
+  const Matrix l = c * cholesky(phi);
+  Eigen::Map<Matrix> stored(phi.data() + d, d, d);
+  stored = l.triangularView<Eigen::StrictlyLower>();
+  stored.diagonal() = l.diagonal().array().log().matrix();
+}
+
 Matrix FullRankGaussian::covariance(const Eigen::Ref<const Vector>& phi) const {
   const Matrix l = cholesky(phi);
   return l * l.transpose();

@@ -242,6 +242,16 @@ void LowRankGaussian::align(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vecto
   b = bq_;
 }
 
+void LowRankGaussian::unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const {
+  // A full C would make C diag(d)^2 C^T dense: not diagonal plus rank r any more.
+  if (!p.is_diagonal()) throw std::invalid_argument("the low-rank family needs a diagonal preconditioner");
+  const Index d = dim();
+  phi.head(d) = p.shift + p.diagonal.cwiseProduct(phi.head(d));
+  phi.segment(d, d) += p.diagonal.array().log().matrix();  // d scales by C_ii
+  Eigen::Map<Matrix> b(phi.data() + 2 * d, d, rank_);
+  b.array().colwise() *= p.diagonal.array();  // and so does each row of B
+}
+
 Matrix LowRankGaussian::covariance(const Eigen::Ref<const Vector>& phi) const {
   const Index d = dim();
   Eigen::Map<const Matrix> b(phi.data() + 2 * d, d, rank_);

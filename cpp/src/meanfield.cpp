@@ -2,6 +2,7 @@
 #include "fastvi/family.hpp"
 
 #include <cmath>
+#include <stdexcept>
 
 namespace fastvi {
 
@@ -45,6 +46,13 @@ void MeanFieldGaussian::elbo_gradient(const Eigen::Ref<const Vector>& phi, const
 
 double MeanFieldGaussian::entropy(const Eigen::Ref<const Vector>& phi) const {
   return gaussian_entropy(phi.tail(dim()));
+}
+
+void MeanFieldGaussian::unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const {
+  if (!p.is_diagonal()) throw std::invalid_argument("the mean-field family needs a diagonal preconditioner");
+  const Index d = dim();
+  phi.head(d) = p.shift + p.diagonal.cwiseProduct(phi.head(d));
+  phi.tail(d) += p.diagonal.array().log().matrix();  // sd scales by C_ii
 }
 
 Matrix MeanFieldGaussian::covariance(const Eigen::Ref<const Vector>& phi) const {

@@ -135,4 +135,19 @@ void Model::log_density(const Eigen::Ref<const Matrix>& zeta, ModelWorkspace& ws
   }
 }
 
+void Model::log_density_constrained(const Eigen::Ref<const Matrix>& theta, ModelWorkspace& ws, Eigen::Ref<Vector> lp,
+                                    Eigen::Ref<Matrix> grad_theta, int threads) const {
+  const Index draws = theta.cols();
+  if (reserved_draws_ != draws) throw std::logic_error("Model::reserve was not called for this number of draws");
+  ws.resize(rows(), draws);
+  lp.setZero();
+  for (const auto& p : params_) ws.theta.middleRows(p.row, p.size) = theta.middleRows(p.offset, p.size);
+  for (const auto& n : nodes_) n->forward(ws.theta);
+  ws.grad_theta.setZero();
+  Batch batch{ws.theta.data(), ws.grad_theta.data(), lp.data(), ws.theta.rows(), draws, threads};
+  for (const auto& f : factors_) f.impl->evaluate(batch);
+  for (auto n = nodes_.rbegin(); n != nodes_.rend(); ++n) (*n)->backward(ws.theta, ws.grad_theta);
+  for (const auto& p : params_) grad_theta.middleRows(p.offset, p.size) = ws.grad_theta.middleRows(p.row, p.size);
+}
+
 }  // namespace fastvi

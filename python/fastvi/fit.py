@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 
 from . import _core
+from .laplace import Laplace, find_laplace
 from .model import Model
 
 _FAMILIES = ("meanfield", "fullrank", "lowrank")
@@ -67,6 +68,8 @@ class Approximation:
         self.lr_reductions: int = result.lr_reductions
         self.message: str = result.message
         self.options = dict(options)
+        # the mode search behind preconditioning (None if precondition=None)
+        self.laplace: Optional[Laplace] = None
 
     # ---- unconstrained moments ----------------------------------------------------------------
 
@@ -154,12 +157,14 @@ def fit(
     lr: float = 0.01,
     gradient: str = "stl",
     seed: int = 0,
-    tol: Optional[float] = 1e-4,
+    tol: Optional[float] = 1e-5,
+    tol_abs: float = 0.05,
     eval_every: int = 100,
-    patience: int = 3,
+    patience: int = 2,
     average: bool = True,
+    precondition: Optional[str] = "auto",
     init: Optional[Dict[str, Any]] = None,
-    init_scale: float = 0.1,
+    init_scale: Optional[float] = None,
     threads: Optional[int] = None,
     progress: bool = False,
     callback: Optional[Callable[[int, int, float, int], Optional[bool]]] = None,
@@ -172,19 +177,27 @@ def fit(
     rank: columns of B for ``family="lowrank"``, 1 <= rank <= the number of unconstrained
         parameters D; default round(sqrt(D)) (as Pyro's and NumPyro's low-rank guides). Only for
         the lowrank family. Meant for rank well below D: near D the best (d, B) is not unique
-        (roughly once rank > D - sqrt(2 D)), the averaged iterates lose a few % of the covariance
-        at the default lr, and ``"fullrank"`` is the better choice anyway.
+        (roughly once rank > D - sqrt(2 D)), the averaged iterates can come out with sds several %
+        (up to ~10 %) too small at the default lr, and ``"fullrank"`` is the better choice anyway.
     steps: maximum Adam steps. draws: Monte Carlo draws per step, evaluated as one batch.
     lr: Adam step size. gradient: ``"stl"`` (sticking the landing: zero variance when q matches
         the posterior) or ``"closed_form"`` (closed-form entropy gradient). seed: the same seed gives the same result, whatever the thread count.
-    tol: stop when the windowed ELBO's relative change stays below ``tol`` for ``patience``
-        windows of ``eval_every`` steps; ``None`` or 0 runs all ``steps``.
+    tol, tol_abs: stop when the mean ELBO over the last 5 windows of ``eval_every`` steps differs
+        from the 5 windows before by less than ``max(tol * |ELBO|, tol_abs)``, ``patience`` times
+        running; ``tol=None`` or 0 runs all ``steps``.
+    precondition: ``"auto"`` (default) first finds the posterior mode and the Hessian there and runs
+        the fit in coordinates whitened by that Laplace approximation (full Cholesky for full-rank,
+        diagonal otherwise), which makes badly scaled and strongly correlated posteriors as easy as
+        well-conditioned ones; models without a proper mode are fitted without it (``fit.laplace``
+        says what happened). ``None`` turns it off.
     average: once converged, keep going for an averaging phase (as long as convergence took, and
         at least 4,000 draws) and return the mean of its iterates: this removes the jitter a
         constant step size leaves around the optimum. An unconverged fit averages its last two
         windows.
-    init: constrained starting values for the mean (dict by parameter name; others start at 0 in
-        the unconstrained space). init_scale: starting standard deviation in the unconstrained space.
+    init: constrained starting values (dict by parameter name; others start at 0 in the
+        unconstrained space): the start of the mode search, or of q's mean without preconditioning.
+    init_scale: starting standard deviation of q, in the optimiser's coordinates (default 1 when
+        preconditioned, i.e. the Laplace approximation's scale; 0.1 otherwise).
     threads: OpenMP threads for large kernels (default: OMP_NUM_THREADS or all cores).
     progress: show a tqdm progress bar. callback: called as ``callback(step, total, elbo,
         skipped)`` every ``eval_every`` steps; returning False stops the fit.
@@ -221,19 +234,33 @@ def fit(
     opts.tol = 0.0 if tol is None else _float_setting(tol, "tol", positive=False)
     if opts.tol < 0:
         raise ValueError(f"tol must be >= 0 or None, got {tol!r}")
+    opts.tol_abs = _float_setting(tol_abs, "tol_abs", positive=False)
+    if opts.tol_abs < 0:
+        raise ValueError(f"tol_abs must be >= 0, got {tol_abs!r}")
+    if precondition not in ("auto", None):
+        raise ValueError(f"precondition must be 'auto' or None, got {precondition!r}")
     opts.eval_every = _int_setting(eval_every, "eval_every", 1)
     opts.patience = _int_setting(patience, "patience", 1)
     opts.average = bool(average)
     opts.threads = _core.max_threads() if threads is None else _int_setting(threads, "threads", 1)
-    init_scale = _float_setting(init_scale, "init_scale")
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable or None")
 
     fam = _core.Family(family_name, model.dim, rank)
-    mean0 = np.zeros(model.dim)
-    if init is not None:
-        mean0 = _initial_mean(model, init)
-    phi0 = fam.initialise(mean0, init_scale)
+    start = np.zeros(model.dim) if init is None else _initial_mean(model, init)
+    precond = _core.Preconditioner()
+    laplace = None
+    if precondition == "auto":
+        laplace = find_laplace(model, start, full=family_name == "fullrank", threads=opts.threads)
+        if laplace.ok:
+            precond.shift = laplace.mode
+            if family_name == "fullrank" and laplace.covariance is not None:
+                precond.lower = np.linalg.cholesky(laplace.covariance)
+            else:  # mean-field and low-rank stay in their family only under a diagonal C
+                precond.diagonal = 1.0 / np.sqrt(laplace.hessian_diag)
+    whitened = laplace is not None and laplace.ok
+    init_scale = (1.0 if whitened else 0.1) if init_scale is None else _float_setting(init_scale, "init_scale")
+    phi0 = fam.initialise(np.zeros(model.dim) if whitened else start, init_scale)
 
     bar = _progress_bar(opts.steps) if progress else None
 
@@ -245,16 +272,18 @@ def fit(
         return callback(step, total, elbo, skipped) if callback is not None else None
 
     try:
-        result = _core.fit(model._core, fam, phi0, opts, monitor if (bar or callback) else None)
+        result = _core.fit(model._core, fam, phi0, opts, monitor if (bar or callback) else None, precond)
     finally:
         if bar is not None:
             bar.close()
     approx = Approximation(model, fam, result, {
         "family": family_name, "steps": opts.steps, "draws": opts.draws, "lr": opts.lr, "gradient": gradient,
         "seed": opts.seed, "rank": rank if family_name == "lowrank" else None,
-        "tol": opts.tol, "eval_every": opts.eval_every, "patience": opts.patience, "average": opts.average,
+        "tol": opts.tol, "tol_abs": opts.tol_abs, "eval_every": opts.eval_every, "patience": opts.patience,
+        "average": opts.average, "precondition": precondition,
         "init_scale": init_scale, "threads": opts.threads,
     })
+    approx.laplace = laplace
     if approx.n_skipped:
         warnings.warn(f"{approx.n_skipped} of {approx.steps} steps had a non-finite log density or gradient and "
                       f"were skipped (step size halved {approx.lr_reductions} times). {approx.message}",

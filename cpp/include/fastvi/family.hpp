@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 
+#include "fastvi/precondition.hpp"
 #include "fastvi/types.hpp"
 
 namespace fastvi {
@@ -54,6 +55,9 @@ class GaussianFamily {
   //   -log q(zeta_s) = log det L + D/2 log(2 pi) + |eps_s|^2 / 2 = entropy - D/2 + |eps_s|^2 / 2.
   virtual double entropy_estimate(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps);
   virtual Matrix covariance(const Eigen::Ref<const Vector>& phi) const = 0;
+  // Turns phi for q(u) into phi for q(zeta), zeta = shift + C u (see precondition.hpp). Throws
+  // std::invalid_argument if the family cannot represent the result (a full C for mean-field).
+  virtual void unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const = 0;
   // Prepares scratch space for batches of `draws` columns.
   virtual void reserve(Index draws) { (void)draws; }
   // Replaces phi by the parameters of the same q that are closest to `reference`. Iterate
@@ -88,6 +92,7 @@ class MeanFieldGaussian final : public GaussianFamily {
                      Eigen::Ref<Vector> grad_phi) override;
   double entropy(const Eigen::Ref<const Vector>& phi) const override;
   Matrix covariance(const Eigen::Ref<const Vector>& phi) const override;
+  void unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const override;
 };
 
 // Full covariance through a lower-triangular Cholesky factor L:
@@ -105,6 +110,7 @@ class FullRankGaussian final : public GaussianFamily {
                      Eigen::Ref<Vector> grad_phi) override;
   double entropy(const Eigen::Ref<const Vector>& phi) const override;
   Matrix covariance(const Eigen::Ref<const Vector>& phi) const override;
+  void unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const override;
   void reserve(Index draws) override;
 
   // The Cholesky factor with its diagonal exponentiated.
@@ -138,6 +144,8 @@ class LowRankGaussian final : public GaussianFamily {
   double entropy(const Eigen::Ref<const Vector>& phi) const override;
   double entropy_estimate(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps) override;
   Matrix covariance(const Eigen::Ref<const Vector>& phi) const override;
+  // Needs a diagonal C: C (diag(d)^2 + B B^T) C = diag(C d)^2 + (C B)(C B)^T.
+  void unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const override;
   void reserve(Index draws) override;
   // B -> B Q with the orthogonal Q that brings B closest to reference's B (orthogonal Procrustes).
   void align(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& reference) override;

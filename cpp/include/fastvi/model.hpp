@@ -89,6 +89,12 @@ class Model {
   void log_density(const Eigen::Ref<const Matrix>& zeta, ModelWorkspace& ws, Eigen::Ref<Vector> lp,
                    Eigen::Ref<Matrix> grad_zeta, int threads) const;
 
+  // The factors' log density at constrained parameter values theta (D x S, stacked like zeta),
+  // without log-Jacobians, and its gradient with respect to theta: what the kernels compute, in the
+  // space where they are defined (for checking kernels against finite differences).
+  void log_density_constrained(const Eigen::Ref<const Matrix>& theta, ModelWorkspace& ws, Eigen::Ref<Vector> lp,
+                               Eigen::Ref<Matrix> grad_theta, int threads) const;
+
  private:
   std::vector<ParamBlock> params_;
   std::vector<RowBlock> blocks_;

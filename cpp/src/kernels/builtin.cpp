@@ -16,6 +16,8 @@ void register_builtin_kernels(KernelRegistry& r) {
   kernels::register_bernoulli_logit(r);
   kernels::register_binomial_logit(r);
   kernels::register_poisson_log(r);
+  // Fused GLM likelihoods.
+  kernels::register_glm(r);
 }
 
 }  // namespace fastvi

@@ -17,5 +17,6 @@ void register_beta(KernelRegistry& r);
 void register_bernoulli_logit(KernelRegistry& r);
 void register_binomial_logit(KernelRegistry& r);
 void register_poisson_log(KernelRegistry& r);
+void register_glm(KernelRegistry& r);  // normal_id_glm, bernoulli_logit_glm, poisson_log_glm
 
 }  // namespace fastvi::kernels

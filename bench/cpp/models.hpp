@@ -1,0 +1,101 @@
+// Models shared by the benchmarks and the allocation check, built through the C++ API the way the
+// Python bindings build them (cpp/bindings/bind_model.cpp).
+#pragma once
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "fastvi/model.hpp"
+
+namespace fastvi::bench {
+
+inline Operand data_operand(const std::string& name, std::vector<Index> shape, const Vector& values) {
+  Operand op;
+  op.name = name;
+  op.source = "data";
+  op.shape = std::move(shape);
+  op.data = values;
+  return op;
+}
+
+inline Operand scalar_operand(const std::string& name, double value) {
+  return data_operand(name, {}, Vector::Constant(1, value));
+}
+
+inline Operand param_operand(const std::string& name, const Model& model, const std::string& param) {
+  const ParamBlock& p = model.param(param);
+  Operand op;
+  op.name = name;
+  op.source = param;
+  op.is_param = true;
+  op.shape = p.shape;
+  op.row = p.offset;
+  op.lower = p.transform.lower;
+  op.upper = p.transform.upper;
+  return op;
+}
+
+// The seed model: w ~ normal(0, 1), x_i ~ normal(w, 1) for 100 observations.
+inline void build_seed_model(Model& m) {
+  std::mt19937_64 rng(42);
+  std::normal_distribution<double> normal(2.0, 1.0);
+  Vector x(100);
+  for (Index i = 0; i < x.size(); ++i) x[i] = normal(rng);
+  m.add_param("w", {}, -kInf, kInf);
+  m.add_factor("normal", {param_operand("y", m, "w"), scalar_operand("loc", 0.0), scalar_operand("scale", 1.0)},
+               "prior");
+  m.add_factor("normal", {data_operand("y", {100}, x), param_operand("loc", m, "w"), scalar_operand("scale", 1.0)},
+               "likelihood");
+}
+
+// Simulated design matrix X (N x K, row-major values, entries ~ N(0, 1/K)) and outcome y for one
+// of the GLM kernels, from coefficients ~ N(0, 1) and intercept 0.3.
+inline void simulate_glm(const std::string& kernel, Index n, Index k, std::uint64_t seed, Vector& x, Vector& y) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  Vector beta(k);
+  for (Index j = 0; j < k; ++j) beta[j] = normal(rng);
+  x.resize(n * k);
+  y.resize(n);
+  const double scale = 1.0 / std::sqrt(double(k));
+  for (Index i = 0; i < n; ++i) {
+    double eta = 0.3;
+    for (Index j = 0; j < k; ++j) {
+      x[i * k + j] = scale * normal(rng);
+      eta += x[i * k + j] * beta[j];
+    }
+    if (kernel == "normal_id_glm") {
+      y[i] = eta + normal(rng);
+    } else if (kernel == "bernoulli_logit_glm") {
+      y[i] = uniform(rng) < 1.0 / (1.0 + std::exp(-eta)) ? 1.0 : 0.0;
+    } else {
+      y[i] = double(std::poisson_distribution<int>(std::exp(eta))(rng));
+    }
+  }
+}
+
+// A GLM model: alpha (scalar) and beta (K) parameters, or beta given as data (alpha stays a
+// parameter); sigma a parameter (lower 0) for normal_id_glm.
+inline void build_glm_model(Model& m, const std::string& kernel, Index n, Index k, bool beta_param = true,
+                            std::uint64_t seed = 1) {
+  Vector x, y;
+  simulate_glm(kernel, n, k, seed, x, y);
+  m.add_param("alpha", {}, -kInf, kInf);
+  std::vector<Operand> ops = {data_operand("y", {n}, y), data_operand("X", {n, k}, x),
+                              param_operand("alpha", m, "alpha")};
+  if (beta_param) {
+    m.add_param("beta", {k}, -kInf, kInf);
+    ops.push_back(param_operand("beta", m, "beta"));
+  } else {
+    ops.push_back(data_operand("beta", {k}, Vector::Constant(k, 0.1)));
+  }
+  if (kernel == "normal_id_glm") {
+    m.add_param("sigma", {}, 0.0, kInf);
+    ops.push_back(param_operand("sigma", m, "sigma"));
+  }
+  m.add_factor(kernel, std::move(ops), kernel);
+}
+
+}  // namespace fastvi::bench

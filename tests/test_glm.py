@@ -1,0 +1,292 @@
+"""The fused GLM kernels: normal_id_glm, bernoulli_logit_glm, poisson_log_glm."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import fastvi as fv
+
+KERNELS = ["normal_id_glm", "bernoulli_logit_glm", "poisson_log_glm"]
+
+
+def make_data(kernel, n, k, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, k)) / np.sqrt(k)
+    eta = 0.3 + X @ rng.normal(size=k)
+    if kernel == "normal_id_glm":
+        y = eta + rng.normal(size=n)
+    elif kernel == "bernoulli_logit_glm":
+        y = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
+    else:
+        y = rng.poisson(np.exp(eta)).astype(float)
+    return X, y
+
+
+def reference_lp(kernel, y, X, alpha, beta, sigma):
+    """Sum of scipy log densities with eta computed in numpy, for one draw."""
+    eta = alpha + X @ beta
+    if kernel == "normal_id_glm":
+        return stats.norm.logpdf(y, eta, sigma).sum()
+    if kernel == "bernoulli_logit_glm":
+        return stats.bernoulli.logpmf(y, 1 / (1 + np.exp(-eta))).sum()
+    return stats.poisson.logpmf(y, np.exp(eta)).sum()
+
+
+class GlmCase:
+    """A model with one GLM factor; each of alpha / beta / sigma a parameter, data, or omitted."""
+
+    def __init__(self, kernel, alpha, beta, sigma, n=200, k=5, seed=0):
+        self.kernel = kernel
+        self.X, self.y = make_data(kernel, n, k, seed)
+        rng = np.random.default_rng(seed + 1)
+        self.m = fv.Model()
+        inputs = {"X": self.X}
+        self.fixed = {"alpha": 0.0}  # data values (alpha omitted: its default, 0)
+        self.params = {}
+        if alpha == "param":
+            self.params["alpha"] = self.m.param("alpha")
+        elif alpha == "data":
+            self.fixed["alpha"] = 0.4
+        if beta == "param":
+            self.params["beta"] = self.m.param("beta", k)
+        else:
+            self.fixed["beta"] = rng.normal(size=k) * 0.5
+        if kernel == "normal_id_glm":
+            if sigma == "param":
+                self.params["sigma"] = self.m.param("sigma", lower=0)
+            else:
+                self.fixed["sigma"] = 1.3
+        for name, p in self.params.items():
+            inputs[name] = p
+        for name, v in self.fixed.items():
+            if name != "alpha" or alpha == "data":
+                inputs[name] = v
+        self.m.add(kernel, self.y, **inputs)
+
+    def reference(self, zeta):
+        """Reference log density at one unconstrained point, with sigma's log-Jacobian."""
+        values = dict(self.fixed)
+        jac = 0.0
+        for name, p in self.params.items():
+            z = zeta[p.offset:p.offset + p.size]
+            if name == "sigma":
+                values[name] = np.exp(z[0])
+                jac += z[0]
+            else:
+                values[name] = z if p.shape else z[0]
+        return reference_lp(self.kernel, self.y, self.X, values["alpha"], values["beta"],
+                            values.get("sigma")) + jac
+
+
+CONFIGS = [
+    # (alpha, beta, sigma)
+    ("param", "param", "param"),
+    ("data", "param", "data"),
+    ("omitted", "param", "param"),
+    ("param", "data", "data"),
+    ("omitted", "data", "param"),
+]
+
+
+def cases():
+    for kernel in KERNELS:
+        for alpha, beta, sigma in CONFIGS:
+            if kernel != "normal_id_glm":
+                if (alpha, beta, sigma) == ("omitted", "data", "param"):
+                    continue  # nothing left to be a parameter
+                sigma = "-"
+            yield pytest.param(kernel, alpha, beta, sigma, id=f"{kernel}-alpha_{alpha}-beta_{beta}-sigma_{sigma}")
+
+
+@pytest.mark.parametrize("kernel,alpha,beta,sigma", list(cases()))
+def test_log_density_matches_scipy(kernel, alpha, beta, sigma):
+    case = GlmCase(kernel, alpha, beta, sigma)
+    rng = np.random.default_rng(2)
+    zeta = rng.normal(size=case.m.dim) * 0.5
+    lp, grad = case.m.log_density(zeta)  # S = 1
+    assert np.ndim(lp) == 0 and grad.shape == (case.m.dim,)
+    np.testing.assert_allclose(lp, case.reference(zeta), rtol=1e-12)
+    zetas = rng.normal(size=(case.m.dim, 4)) * 0.5  # S = 4
+    lp4, grad4 = case.m.log_density(zetas)
+    assert lp4.shape == (4,) and grad4.shape == (case.m.dim, 4)
+    np.testing.assert_allclose(lp4, [case.reference(zetas[:, s]) for s in range(4)], rtol=1e-12)
+    # Draws are independent columns: the batch agrees with one draw at a time.
+    for s in range(4):
+        lp1, g1 = case.m.log_density(zetas[:, s])
+        np.testing.assert_allclose(lp4[s], lp1, rtol=1e-13)
+        np.testing.assert_allclose(grad4[:, s], g1, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel,alpha,beta,sigma", list(cases()))
+def test_gradient_matches_finite_differences(kernel, alpha, beta, sigma):
+    case = GlmCase(kernel, alpha, beta, sigma)
+    zeta = np.random.default_rng(3).normal(size=case.m.dim) * 0.5
+    lp, grad = case.m.log_density(zeta)
+    h = 1e-5
+    fd = np.empty(case.m.dim)
+    for i in range(case.m.dim):
+        e = np.zeros(case.m.dim)
+        e[i] = h
+        fd[i] = (case.m.log_density(zeta + e)[0] - case.m.log_density(zeta - e)[0]) / (2 * h)
+    # Central differences err by h^2/6 |f'''| (~1e-10 times the third derivative, which is O(N) =
+    # O(200) here, so ~1e-8) plus rounding, ~ eps |lp| / h = 2e-16 * |lp| / 1e-5 ~ 1e-8 for
+    # |lp| ~ 500. An absolute tolerance of 1e-6 * max(1, |lp|) is ~100x above both, while a wrong
+    # partial (a missing factor, sign or term) is off by O(1) or more.
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6 * max(1.0, abs(lp)))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("beta", ["param", "data"])
+def test_threads_are_bit_identical(kernel, beta):
+    # Large enough to cross the kernels' parallel threshold (1e6 multiply-adds per evaluation:
+    # N K S = 5000 * 40 * 8 = 1.6e6 with beta a parameter; N S 8 = 2e4 * 8 * 8 = 1.3e6 with beta
+    # data) and to span several fixed chunks of rows (at least 512 rows each).
+    n, k, S = (5000, 40, 8) if beta == "param" else (20000, 40, 8)
+    case = GlmCase(kernel, "param", beta, "param", n=n, k=k, seed=4)
+    zeta = np.random.default_rng(5).normal(size=(case.m.dim, S)) * 0.3
+    lp1, g1 = case.m.log_density(zeta, threads=1)
+    lp2, g2 = case.m.log_density(zeta, threads=2)
+    np.testing.assert_array_equal(lp1, lp2)
+    np.testing.assert_array_equal(g1, g2)
+    lp2b, g2b = case.m.log_density(zeta, threads=2)  # and run to run
+    np.testing.assert_array_equal(lp2, lp2b)
+    np.testing.assert_array_equal(g2, g2b)
+    np.testing.assert_allclose(lp1, [case.reference(zeta[:, s]) for s in range(S)], rtol=1e-10)
+
+
+def test_fit_is_the_same_with_one_or_two_threads():
+    # The whole optimisation inherits the kernels' determinism (N K S = 1.6e6: parallel).
+    case = GlmCase("bernoulli_logit_glm", "param", "param", "-", n=5000, k=40, seed=9)
+    fits = [fv.fit(case.m, steps=100, draws=8, seed=3, tol=None, threads=t) for t in (1, 2)]
+    np.testing.assert_array_equal(fits[0].phi, fits[1].phi)
+    np.testing.assert_array_equal(fits[0].elbo, fits[1].elbo)
+
+
+def test_large_k_tiles_match_reference():
+    # K above the kernel's 240-column GEMM tile, with S above its 32-draw panel.
+    case = GlmCase("bernoulli_logit_glm", "param", "param", "-", n=700, k=300, seed=6)
+    zeta = np.random.default_rng(7).normal(size=(case.m.dim, 35)) * 0.3
+    lp, grad = case.m.log_density(zeta, threads=2)
+    np.testing.assert_allclose(lp, [case.reference(zeta[:, s]) for s in range(35)], rtol=1e-10)
+    lp1, grad1 = case.m.log_density(zeta, threads=1)
+    np.testing.assert_array_equal(lp, lp1)
+    np.testing.assert_array_equal(grad, grad1)
+    # d lp / d beta = X^T (y - inv_logit(eta)), d lp / d alpha = sum(y - inv_logit(eta)).
+    a = case.params["alpha"].offset
+    b = case.params["beta"].offset
+    eta = zeta[a] + case.X @ zeta[b:b + 300]
+    r = case.y[:, None] - 1 / (1 + np.exp(-eta))
+    np.testing.assert_allclose(grad[b:b + 300], case.X.T @ r, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(grad[a], r.sum(axis=0), rtol=1e-9, atol=1e-9)
+
+
+def test_extreme_linear_predictors_stay_finite():
+    # |eta| of several hundred: log1p_exp and inv_logit must not overflow.
+    X = np.array([[1.0], [-1.0], [1.0], [-1.0]])
+    y = np.array([1.0, 0.0, 0.0, 1.0])
+    m = fv.Model()
+    beta = m.param("beta", 1)
+    m.add("bernoulli_logit_glm", y, X=X, beta=beta)
+    lp, grad = m.log_density(np.array([500.0]))
+    assert np.isfinite(lp) and np.isfinite(grad).all()
+    np.testing.assert_allclose(lp, -1000.0, rtol=1e-14)  # two wrong-side terms of -500 each
+    np.testing.assert_allclose(grad, [-2.0], rtol=1e-14)  # -1 (y=0, x=1) + -1 (y=1, x=-1)
+
+
+def _model_with(kernel, y, X, **kw):
+    m = fv.Model()
+    beta = m.param("beta", X.shape[-1] if np.ndim(X) == 2 else 3)
+    inputs = {"X": X, "beta": beta}
+    if kernel == "normal_id_glm":
+        inputs["sigma"] = 1.0
+    inputs.update(kw)
+    m.add(kernel, y, **inputs)
+    return m
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_shape_errors_name_the_input(kernel):
+    X = np.ones((100, 5))
+    y = np.zeros(100)
+    with pytest.raises(ValueError, match=r"X must be 2-D \(N, K\), got shape \(100,\)"):
+        _model_with(kernel, y, np.ones(100))
+    m = fv.Model()
+    beta = m.param("beta", 3)
+    kw = {"sigma": 1.0} if kernel == "normal_id_glm" else {}
+    with pytest.raises(ValueError, match="beta has 3 elements but X has 5 columns"):
+        m.add(kernel, y, X=X, beta=beta, **kw)
+    with pytest.raises(ValueError, match="y has 99 elements but X has 100 rows"):
+        _model_with(kernel, np.zeros(99), X)
+    with pytest.raises(ValueError, match="beta has 4 elements but X has 5 columns"):
+        _model_with(kernel, y, X, beta=np.zeros(4))
+    with pytest.raises(ValueError, match="alpha must be a scalar"):
+        _model_with(kernel, y, X, alpha=np.zeros(2))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_bad_data_names_the_input(kernel):
+    X = np.ones((10, 2))
+    y = np.zeros(10)
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="input 'X' contains nan"):
+        _model_with(kernel, y, bad)
+    m = fv.Model()
+    beta = m.param("beta", 2)
+    Xp = m.param("Xp", (10, 2))
+    kw = {"sigma": 1.0} if kernel == "normal_id_glm" else {}
+    with pytest.raises(ValueError, match="input 'X' must be data, not the parameter 'Xp'"):
+        m.add(kernel, y, X=Xp, beta=beta, **kw)
+
+
+def test_outcome_support_is_checked():
+    X = np.ones((4, 2))
+    with pytest.raises(ValueError, match="input 'y' must be 0 or 1, got 0.5"):
+        _model_with("bernoulli_logit_glm", np.array([0.0, 1.0, 0.5, 1.0]), X)
+    with pytest.raises(ValueError, match="input 'y' must be a non-negative integer, got -1"):
+        _model_with("poisson_log_glm", np.array([0.0, 1.0, -1.0, 2.0]), X)
+    with pytest.raises(ValueError, match="input 'y' must be a non-negative integer, got 1.5"):
+        _model_with("poisson_log_glm", np.array([0.0, 1.0, 1.5, 2.0]), X)
+
+
+def test_sigma_must_be_positive():
+    X = np.ones((4, 2))
+    y = np.zeros(4)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="input 'sigma' must be > 0"):
+            _model_with("normal_id_glm", y, X, sigma=bad)
+    m = fv.Model()
+    beta = m.param("beta", 2)
+    s = m.param("s")  # unbounded: may be negative
+    with pytest.raises(ValueError, match="input 'sigma' must be > 0, but parameter 's'"):
+        m.add("normal_id_glm", y, X=X, beta=beta, sigma=s)
+    with pytest.raises(ValueError, match="sigma must be a scalar"):
+        _model_with("normal_id_glm", y, X, sigma=np.ones(4))
+
+
+def test_kernels_are_registered_as_non_elementwise():
+    for kernel in KERNELS:
+        spec = fv.kernel_spec(kernel)
+        assert not spec.elementwise
+        inputs = {i.name: i for i in spec.inputs}
+        assert inputs["y"].data_only and inputs["X"].data_only
+        assert not inputs["beta"].data_only and inputs["alpha"].default == 0.0
+
+
+def test_fit_bayesian_linear_regression_matches_conjugate_posterior():
+    # y = X beta + noise with known sigma and a Normal(0, 10^2) prior on each coefficient: the
+    # posterior is Normal(mu, Sigma) with Sigma = (X^T X / sigma^2 + I / 100)^-1 and
+    # mu = Sigma X^T y / sigma^2. The full-rank family contains it exactly.
+    rng = np.random.default_rng(8)
+    n, k, sigma = 200, 3, 0.7
+    X = rng.normal(size=(n, k))
+    y = X @ np.array([1.0, -2.0, 0.5]) + sigma * rng.normal(size=n)
+    m = fv.Model()
+    beta = m.param("beta", k)
+    m.add("normal", beta, loc=0, scale=10)
+    m.add("normal_id_glm", y, X=X, beta=beta, sigma=sigma)
+    approx = fv.fit(m, family="fullrank", steps=20000, draws=8, seed=0)
+    cov = np.linalg.inv(X.T @ X / sigma**2 + np.eye(k) / 100)
+    mu = cov @ X.T @ y / sigma**2
+    sd = np.sqrt(np.diag(cov))
+    assert np.all(np.abs(approx.mean()["beta"] - mu) < 0.1 * sd), (approx.mean()["beta"], mu, sd)
