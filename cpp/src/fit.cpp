@@ -60,9 +60,13 @@ struct WindowAverage {
   // first one, so the last window's sum is aligned with the one before it first.
   Index result(Vector& phi, GaussianFamily& family) const {
     if (n_last == 0 || n_before_last == 0) return 0;
-    Vector last_aligned = last;
-    family.align(last_aligned, before_last);
-    phi = (last_aligned + before_last) / double(n_last + n_before_last);
+    if (family.needs_alignment()) {
+      Vector last_aligned = last;
+      family.align(last_aligned, before_last);
+      phi = (last_aligned + before_last) / double(n_last + n_before_last);
+    } else {
+      phi = (last + before_last) / double(n_last + n_before_last);
+    }
     return n_last + n_before_last;
   }
 };
@@ -102,9 +106,10 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   Vector tail_sum = Vector::Zero(opt.average ? family.num_params() : 0);  // after convergence
   Index tail_steps = 0, tail_target = 0;
   // Iterates are averaged as represented closest to a reference iterate, the first of their
-  // window or of the tail phase (GaussianFamily::align; a plain copy for most families). Aligning
+  // window or of the tail phase (GaussianFamily::align; only for families that need it). Aligning
   // each iterate with the one before it instead would let the representation drift.
-  Vector reference = r.phi, aligned = r.phi;
+  const bool align = opt.average && family.needs_alignment();
+  Vector reference = align ? r.phi : Vector(), aligned = reference;
   const Index max_windows = opt.steps / opt.eval_every + 1;
   r.elbo.reserve(size_t(max_windows));
   r.elbo_step.reserve(size_t(max_windows));
@@ -148,14 +153,17 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
       }
     }
     if (opt.average) {
-      if (r.converged ? tail_steps == 0 : window_average.n_current == 0) reference = r.phi;
-      aligned = r.phi;
-      family.align(aligned, reference);
+      if (align) {
+        if (r.converged ? tail_steps == 0 : window_average.n_current == 0) reference = r.phi;
+        aligned = r.phi;
+        family.align(aligned, reference);
+      }
+      const Vector& averaged = align ? aligned : r.phi;
       if (r.converged) {
-        tail_sum += aligned;
+        tail_sum += averaged;
         if (++tail_steps >= tail_target) stop = true;
       } else {
-        window_average.add(aligned);
+        window_average.add(averaged);
       }
     }
 

@@ -68,6 +68,8 @@ class GaussianFamily {
     (void)phi;
     (void)reference;
   }
+  // Whether align() does anything (run_fit skips it, and the copies it needs, otherwise).
+  virtual bool needs_alignment() const { return false; }
 
   Vector mean(const Eigen::Ref<const Vector>& phi) const { return phi.head(dim_); }
 
@@ -149,6 +151,7 @@ class LowRankGaussian final : public GaussianFamily {
   void reserve(Index draws) override;
   // B -> B Q with the orthogonal Q that brings B closest to reference's B (orthogonal Procrustes).
   void align(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& reference) override;
+  bool needs_alignment() const override { return true; }
 
  private:
   // d_, a_ and llt_ for phi.
