@@ -54,9 +54,10 @@ TARGET_FAMILIES = ("fullrank", "lowrank")
 
 
 def available(family: str) -> bool:
-    """Whether this fastvi build fits ``family`` (tried on a one-parameter model)."""
+    """Whether this fastvi build fits ``family`` (tried on a three-parameter model: a rank-2
+    low-rank family does not fit a one-parameter model, rank must be <= the dimension)."""
     m = fv.Model()
-    w = m.param("w")
+    w = m.param("w", shape=(3,))
     m.add("normal", w)
     try:
         with warnings.catch_warnings():

@@ -189,7 +189,8 @@ def fit(
         the fit in coordinates whitened by that Laplace approximation (full Cholesky for full-rank,
         diagonal otherwise), which makes badly scaled and strongly correlated posteriors as easy as
         well-conditioned ones; models without a proper mode are fitted without it (``fit.laplace``
-        says what happened). ``None`` turns it off.
+        says what happened). ``None`` turns it off. The low-rank family also starts B along the
+        Laplace covariance's leading directions (when the full Hessian is formed, D <= 2000).
     average: once converged, keep going for an averaging phase (as long as convergence took, and
         at least 4,000 draws) and return the mean of its iterates: this removes the jitter a
         constant step size leaves around the optimum. An unconverged fit averages its last two
@@ -251,7 +252,8 @@ def fit(
     precond = _core.Preconditioner()
     laplace = None
     if precondition == "auto":
-        laplace = find_laplace(model, start, full=family_name == "fullrank", threads=opts.threads)
+        # the low-rank family uses the full Laplace covariance (if formed) to start B, see below
+        laplace = find_laplace(model, start, full=family_name in ("fullrank", "lowrank"), threads=opts.threads)
         if laplace.ok:
             precond.shift = laplace.mode
             if family_name == "fullrank" and laplace.covariance is not None:
@@ -261,6 +263,8 @@ def fit(
     whitened = laplace is not None and laplace.ok
     init_scale = (1.0 if whitened else 0.1) if init_scale is None else _float_setting(init_scale, "init_scale")
     phi0 = fam.initialise(np.zeros(model.dim) if whitened else start, init_scale)
+    if family_name == "lowrank" and whitened and laplace.covariance is not None:
+        phi0[2 * model.dim:] = _laplace_factor(laplace.covariance, precond.diagonal, rank, init_scale)
 
     bar = _progress_bar(opts.steps) if progress else None
 
@@ -323,6 +327,27 @@ def _resolve_rank(rank: Optional[int], family: str, dim: int) -> int:
     if rank > dim:
         raise ValueError(f"rank must be <= the number of unconstrained parameters ({dim}), got {rank}")
     return rank
+
+
+def _laplace_factor(covariance: np.ndarray, diagonal: np.ndarray, rank: int, scale: float) -> np.ndarray:
+    """The low-rank family's starting B in whitened coordinates u (zeta = mode + diag(c) u), from
+    the Laplace covariance: its r leading eigenvectors v_k in u, scaled so that the start's
+    variance along v_k, scale^2 + b_k^2, is the Laplace variance lambda_k (at least a tenth of
+    scale, so that no column starts at zero, see LowRankGaussian::initialise). The diagonal
+    preconditioner leaves the posterior's correlations in u; B must capture them, and from the
+    default small start a strongly correlated posterior (lambda_k ~ 1e5 along a ridge) would take
+    Adam tens of thousands of steps to stretch B that far. Returned column-major, as phi stores B."""
+    cov_u = covariance / np.outer(diagonal, diagonal)
+    d = cov_u.shape[0]
+    try:
+        import scipy.linalg
+
+        lam, vec = scipy.linalg.eigh(cov_u, subset_by_index=[d - rank, d - 1])
+    except ImportError:  # pragma: no cover - scipy is a dependency of preconditioning anyway
+        lam, vec = np.linalg.eigh(cov_u)
+        lam, vec = lam[d - rank:], vec[:, d - rank:]
+    b = vec[:, ::-1] * np.sqrt(np.maximum(lam[::-1] - scale**2, (0.1 * scale) ** 2))
+    return b.ravel(order="F")
 
 
 def _initial_mean(model: Model, init: Dict[str, Any]) -> np.ndarray:
