@@ -14,6 +14,7 @@ Closed forms for the diagonal target p(z) = prod_i Normal(z_i | m_i, s_i) of tes
 import math
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -350,6 +351,71 @@ def test_same_seed_same_fit():
     fits = [fv.fit(m, family="lowrank", rank=2, steps=3000, draws=2, seed=7, threads=t, tol=None) for t in (1, 2, 1)]
     np.testing.assert_array_equal(fits[0].phi, fits[1].phi)
     np.testing.assert_array_equal(fits[0].phi, fits[2].phi)
+
+
+# ---- posteriordb (the models of bench/posteriors.py, the references in bench/data) -------------
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import posteriors as P  # noqa: E402
+
+RANK_2_MEETS_TARGET = ["kidiq-kidscore_momiq", "kidiq-kidscore_interaction", "earnings-logearn_interaction",
+                       "earnings-earn_height", "sblrc-blr", "sblri-blr", "kilpisjarvi_mod-kilpisjarvi"]
+RANK_2_TOO_LOW = ["mesquite-logmesquite", "nes2000-nes", "arK-arK"]
+
+
+def _posteriordb_fit(name):
+    model, targets, info = P.build(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fv.ConvergenceWarning)
+        approx = fv.fit(model, family="lowrank", rank=2, seed=0)
+    return approx, P.compare(approx, targets, info)
+
+
+@pytest.mark.parametrize("name", RANK_2_MEETS_TARGET)
+def test_rank_2_meets_the_accuracy_target_with_defaults(name):
+    # tests/test_posteriordb.py's full-rank target: means within 0.1 reference sd, sds within 10 %
+    # (seeds 0-3 all meet it on these seven)
+    _, rows = _posteriordb_fit(name)
+    bad = [(r.key, r.mean_err, r.sd / r.ref_sd) for r in rows if abs(r.mean_err) > 0.1 or abs(r.sd / r.ref_sd - 1) > 0.1]
+    assert not bad, bad
+
+
+def _best_diagonal_plus_rank(precision, rank):
+    """argmin over Sigma = diag(d)^2 + B B^T of KL(N(0, Sigma) || N(0, precision^-1))."""
+    import scipy.optimize
+
+    k = precision.shape[0]
+
+    def kl(x):
+        b = x[k:].reshape(k, rank, order="F")
+        cov = np.diag(np.exp(2 * x[:k])) + b @ b.T
+        g = precision - np.linalg.inv(cov)
+        return (0.5 * (np.trace(precision @ cov) - np.linalg.slogdet(cov)[1]),
+                np.concatenate([np.diag(g) * np.exp(2 * x[:k]), (g @ b).ravel(order="F")]))
+
+    best = None
+    for seed in range(3):
+        x0 = np.concatenate([np.zeros(k), np.random.default_rng(seed).normal(size=k * rank)])
+        res = scipy.optimize.minimize(kl, x0, jac=True, method="L-BFGS-B",
+                                      options=dict(maxiter=50_000, gtol=1e-12, ftol=1e-15))
+        best = res if best is None or res.fun < best.fun else best
+    b = best.x[k:].reshape(k, rank, order="F")
+    return np.diag(np.exp(2 * best.x[:k])) + b @ b.T
+
+
+@pytest.mark.parametrize("name", RANK_2_TOO_LOW)
+def test_rank_2_sds_shrink_as_the_best_rank_2_gaussian_predicts(name):
+    # Where rank 2 misses the target, it is rank 2's doing: the KL-optimal diagonal-plus-rank-2
+    # Gaussian for the Laplace covariance has sds 33-54 % too small itself, and the fit's worst log
+    # sd ratio (against the Laplace sds) is that optimum's within 0.2, as for mean-field in
+    # tests/test_posteriordb.py.
+    approx, _ = _posteriordb_fit(name)
+    cov = approx.laplace.covariance
+    best = _best_diagonal_plus_rank(np.linalg.inv(cov), 2)
+    expected = np.min(0.5 * np.log(np.diag(best) / np.diag(cov)))
+    worst = np.min(0.5 * np.log(np.diag(approx.unconstrained_cov()) / np.diag(cov)))
+    assert expected < math.log(0.9)  # the optimum itself misses the 10 % target
+    assert abs(worst - expected) <= 0.2, (worst, expected)
 
 
 # ---- sampling ------------------------------------------------------------------------------------
