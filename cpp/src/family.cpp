@@ -10,8 +10,8 @@ namespace {
 constexpr double kHalfLog2PiE = 1.4189385332046727;  // (1 + log(2 pi)) / 2
 }
 
-double GaussianFamily::gaussian_entropy(const Eigen::Ref<const Vector>& log_diag) const {
-  return double(dim_) * kHalfLog2PiE + log_diag.sum();
+double GaussianFamily::gaussian_entropy(double sum_log_diag) const {
+  return double(dim_) * kHalfLog2PiE + sum_log_diag;
 }
 
 double GaussianFamily::entropy_estimate(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps) {

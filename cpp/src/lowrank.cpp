@@ -169,7 +169,7 @@ double LowRankGaussian::entropy(const Eigen::Ref<const Vector>& phi) const {
   Matrix c = Matrix::Identity(rank_, rank_);
   c.selfadjointView<Eigen::Lower>().rankUpdate(a.transpose());
   const Eigen::LLT<Matrix> llt(c);
-  return gaussian_entropy(phi.segment(d, d)) + llt.matrixLLT().diagonal().array().log().sum();
+  return gaussian_entropy(phi.segment(d, d).sum()) + llt.matrixLLT().diagonal().array().log().sum();
 }
 
 // -log q(zeta_s) = H - D/2 + (zeta_s - mu)^T Sigma^-1 (zeta_s - mu) / 2, exactly, with the
@@ -180,7 +180,7 @@ double LowRankGaussian::entropy(const Eigen::Ref<const Vector>& phi) const {
 double LowRankGaussian::entropy_estimate(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps) {
   const Index d = dim();
   const double half_log_det_c = llt_.matrixLLT().diagonal().array().log().sum();  // from draw()
-  const double h = gaussian_entropy(phi.segment(d, d)) + half_log_det_c;
+  const double h = gaussian_entropy(phi.segment(d, d).sum()) + half_log_det_c;
   return h - 0.5 * double(d) + 0.5 * (eps.squaredNorm() - v_sq_) / double(eps.cols());
 }
 

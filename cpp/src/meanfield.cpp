@@ -45,7 +45,7 @@ void MeanFieldGaussian::elbo_gradient(const Eigen::Ref<const Vector>& phi, const
 }
 
 double MeanFieldGaussian::entropy(const Eigen::Ref<const Vector>& phi) const {
-  return gaussian_entropy(phi.tail(dim()));
+  return gaussian_entropy(phi.tail(dim()).sum());
 }
 
 void MeanFieldGaussian::unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const {

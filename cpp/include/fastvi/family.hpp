@@ -74,8 +74,8 @@ class GaussianFamily {
   Vector mean(const Eigen::Ref<const Vector>& phi) const { return phi.head(dim_); }
 
  protected:
-  // Entropy of a D-dimensional Gaussian whose Cholesky factor has log-diagonal `log_diag`.
-  double gaussian_entropy(const Eigen::Ref<const Vector>& log_diag) const;
+  // Entropy of a D-dimensional Gaussian whose Cholesky factor's log-diagonal sums to sum_log_diag.
+  double gaussian_entropy(double sum_log_diag) const;
 
  private:
   Index dim_;
