@@ -20,12 +20,22 @@ void check_phi(const GaussianFamily& f, const Eigen::Ref<const Vector>& phi) {
 }  // namespace
 
 void bind_family(py::module_& m) {
+  py::enum_<GradientEstimator>(m, "GradientEstimator")
+      .value("stl", GradientEstimator::StickingTheLanding)
+      .value("closed_form", GradientEstimator::ClosedFormEntropy);
   py::class_<GaussianFamily>(m, "Family")
-      .def(py::init([](const std::string& name, Index dim) { return make_family(name, dim); }), py::arg("name"),
-           py::arg("dim"))
+      .def(py::init([](const std::string& name, Index dim, Index rank) { return make_family(name, dim, rank); }),
+           py::arg("name"), py::arg("dim"), py::arg("rank") = 0,
+           "A Gaussian family: 'meanfield', 'fullrank', or 'lowrank' with 1 <= rank <= dim.")
       .def_property_readonly("name", &GaussianFamily::name)
       .def_property_readonly("dim", &GaussianFamily::dim)
       .def_property_readonly("num_params", &GaussianFamily::num_params)
+      .def_property_readonly("noise_dim", &GaussianFamily::noise_dim)
+      .def_property_readonly("rank",
+                             [](const GaussianFamily& self) -> py::object {
+                               if (auto* lr = dynamic_cast<const LowRankGaussian*>(&self)) return py::int_(lr->rank());
+                               return py::none();
+                             })
       .def("initialise",
            [](const GaussianFamily& self, const Eigen::Ref<const Vector>& mean, double scale) {
              if (mean.size() != self.dim()) throw std::invalid_argument("mean must have length " + std::to_string(self.dim()));
@@ -54,7 +64,7 @@ void bind_family(py::module_& m) {
            [](GaussianFamily& self, const Eigen::Ref<const Vector>& phi, Index n, std::uint64_t seed) {
              check_phi(self, phi);
              if (n < 1) throw std::invalid_argument("n must be >= 1");
-             Matrix eps(self.dim(), n), zeta(self.dim(), n);
+             Matrix eps(self.noise_dim(), n), zeta(self.dim(), n);
              py::gil_scoped_release release;
              fill_standard_normal(eps, seed, Stream::Sample, 0);
              self.reserve(n);
@@ -65,9 +75,9 @@ void bind_family(py::module_& m) {
 
   m.def("elbo_gradient",
         [](Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi, Index draws, std::uint64_t seed,
-           std::uint64_t step, int threads) {
+           std::uint64_t step, int threads, GradientEstimator gradient) {
           check_phi(family, phi);
-          ElboEstimator est(model, family, draws);
+          ElboEstimator est(model, family, draws, gradient);
           Vector grad(family.num_params());
           double elbo = kNaN;
           bool ok;
@@ -79,7 +89,7 @@ void bind_family(py::module_& m) {
           return py::make_tuple(ok ? elbo : kNaN, grad);
         },
         py::arg("model"), py::arg("family"), py::arg("phi"), py::arg("draws"), py::arg("seed"), py::arg("step"),
-        py::arg("threads") = 1,
+        py::arg("threads") = 1, py::arg("gradient") = GradientEstimator::StickingTheLanding,
         "One reparameterised estimate of the ELBO and its gradient with respect to phi (NaN if not finite).");
 }
 

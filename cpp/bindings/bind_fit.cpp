@@ -12,10 +12,18 @@ namespace py = pybind11;
 namespace fastvi::bindings {
 
 void bind_fit(py::module_& m) {
+  py::class_<Preconditioner>(m, "Preconditioner")
+      .def(py::init<>())
+      .def_readwrite("shift", &Preconditioner::shift)
+      .def_readwrite("diagonal", &Preconditioner::diagonal)
+      .def_readwrite("lower", &Preconditioner::lower)
+      .def("validate", &Preconditioner::validate)
+      .def_property_readonly("log_det", &Preconditioner::log_det);
   py::class_<FitOptions>(m, "FitOptions")
       .def(py::init<>())
       .def_readwrite("steps", &FitOptions::steps)
       .def_readwrite("draws", &FitOptions::draws)
+      .def_readwrite("gradient", &FitOptions::gradient)
       .def_readwrite("lr", &FitOptions::lr)
       .def_readwrite("beta1", &FitOptions::beta1)
       .def_readwrite("beta2", &FitOptions::beta2)
@@ -23,6 +31,8 @@ void bind_fit(py::module_& m) {
       .def_readwrite("eval_every", &FitOptions::eval_every)
       .def_readwrite("tol", &FitOptions::tol)
       .def_readwrite("patience", &FitOptions::patience)
+      .def_readwrite("tol_abs", &FitOptions::tol_abs)
+      .def_readwrite("block", &FitOptions::block)
       .def_readwrite("average", &FitOptions::average)
       .def_readwrite("average_draws", &FitOptions::average_draws)
       .def_readwrite("seed", &FitOptions::seed)
@@ -47,7 +57,7 @@ void bind_fit(py::module_& m) {
   m.def(
       "fit",
       [](Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi0, const FitOptions& options,
-         const py::object& callback) {
+         const py::object& callback, const Preconditioner& preconditioner) {
         // A Python exception raised inside the monitor (other than Ctrl-C) stops the loop and is
         // re-raised here, once the GIL is ours again.
         std::unique_ptr<py::error_already_set> pending;
@@ -64,7 +74,8 @@ void bind_fit(py::module_& m) {
             py::object keep_going = callback(p.step, p.total, p.elbo, p.skipped);
             return keep_going.is_none() || keep_going.cast<bool>();
           } catch (py::error_already_set& err) {
-            pending = std::make_unique<py::error_already_set>(std::move(err));
+            // Ctrl-C often lands while Python code (a progress bar) runs: same as above.
+            if (!err.matches(PyExc_KeyboardInterrupt)) pending = std::make_unique<py::error_already_set>(std::move(err));
             return false;
           }
         };
@@ -72,12 +83,13 @@ void bind_fit(py::module_& m) {
         FitResult result;
         {
           py::gil_scoped_release release;
-          result = run_fit(model, family, phi, options, monitor);
+          result = run_fit(model, family, phi, options, monitor, &preconditioner);
         }
         if (pending) throw std::move(*pending);
         return result;
       },
-      py::arg("model"), py::arg("family"), py::arg("phi0"), py::arg("options"), py::arg("callback") = py::none());
+      py::arg("model"), py::arg("family"), py::arg("phi0"), py::arg("options"), py::arg("callback") = py::none(),
+      py::arg("preconditioner") = Preconditioner());
 }
 
 }  // namespace fastvi::bindings

@@ -1,9 +1,10 @@
-// Model building (parameters, factors) and point evaluation of the log density.
+// Model building (parameters, expression nodes, factors) and point evaluation of the log density.
 #include <pybind11/eigen.h>
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include "bindings.hpp"
+#include "fastvi/broadcast.hpp"
 #include "fastvi/model.hpp"
 
 namespace py = pybind11;
@@ -22,24 +23,10 @@ Operand data_operand(const std::string& name, const DoubleArray& values) {
   return op;
 }
 
-Operand param_operand(const std::string& name, const Model& model, const std::string& param) {
-  const ParamBlock& p = model.param(param);
-  Operand op;
-  op.name = name;
-  op.source = param;
-  op.is_param = true;
-  op.shape = p.shape;
-  op.row = p.offset;
-  op.lower = p.transform.lower;
-  op.upper = p.transform.upper;
-  return op;
-}
-
-// Converts a D or D x S array to a D x S matrix.
-Matrix as_draws(const Eigen::Ref<const Matrix>& zeta, Index dim, const char* what) {
+Matrix as_draws(const Eigen::Ref<const Matrix>& zeta, Index dim) {
   if (zeta.rows() != dim)
-    throw std::invalid_argument(std::string(what) + " must have " + std::to_string(dim) + " rows (one per unconstrained coordinate), got " +
-                                std::to_string(zeta.rows()));
+    throw std::invalid_argument("zeta must have " + std::to_string(dim) +
+                                " rows (one per unconstrained coordinate), got " + std::to_string(zeta.rows()));
   return zeta;
 }
 
@@ -53,45 +40,85 @@ void bind_model(py::module_& m) {
       .def_readonly("is_param", &Operand::is_param);
   m.def("data_operand", &data_operand, py::arg("name"), py::arg("values"));
 
+  py::enum_<BinaryOp>(m, "BinaryOp")
+      .value("add", BinaryOp::Add)
+      .value("sub", BinaryOp::Sub)
+      .value("mul", BinaryOp::Mul)
+      .value("div", BinaryOp::Div);
+  py::enum_<UnaryOp>(m, "UnaryOp")
+      .value("neg", UnaryOp::Neg)
+      .value("exp", UnaryOp::Exp)
+      .value("log", UnaryOp::Log)
+      .value("log1p_exp", UnaryOp::Log1pExp)
+      .value("inv_logit", UnaryOp::InvLogit);
+
   py::class_<Model>(m, "Model")
       .def(py::init<>())
-      .def("add_param",
-           [](Model& self, const std::string& name, const std::vector<Index>& shape, double lower, double upper) {
-             const ParamBlock& p = self.add_param(name, shape, lower, upper);
-             return py::make_tuple(p.offset, p.size);
+      .def("add_param", &Model::add_param, py::arg("name"), py::arg("shape"), py::arg("lower"), py::arg("upper"),
+           "Declares a parameter block; returns its block id.")
+      .def("block_operand", &Model::block_operand, py::arg("input"), py::arg("block"))
+      .def("block",
+           [](const Model& self, Index id) {
+             const RowBlock& b = self.block(id);
+             py::dict d;
+             d["name"] = b.name;
+             d["shape"] = py::tuple(py::cast(b.shape));
+             d["row"] = b.row;
+             d["size"] = b.size;
+             d["lower"] = b.lower;
+             d["upper"] = b.upper;
+             d["is_param"] = b.is_param;
+             return d;
            },
-           py::arg("name"), py::arg("shape"), py::arg("lower"), py::arg("upper"))
-      .def("param_operand",
-           [](const Model& self, const std::string& name, const std::string& param) {
-             return param_operand(name, self, param);
+           py::arg("id"))
+      .def("param_offset", [](const Model& self, const std::string& name) { return self.param(name).offset; })
+      // Expression nodes. Each returns the new block id; shapes are numpy-broadcast here too.
+      .def("add_binary",
+           [](Model& self, BinaryOp op, Operand a, Operand b, const std::string& name, double lower, double upper) {
+             std::vector<Operand> ops{std::move(a), std::move(b)};
+             const std::vector<Index> shape = broadcast_shape(ops, name);
+             for (auto& o : ops) set_broadcast(o, shape);
+             auto node = make_binary(op, std::move(ops[0]), std::move(ops[1]), shape_size(shape));
+             return self.add_node(std::move(node), name, shape, lower, upper);
            },
-           py::arg("name"), py::arg("param"))
+           py::arg("op"), py::arg("a"), py::arg("b"), py::arg("name"), py::arg("lower"), py::arg("upper"))
+      .def("add_unary",
+           [](Model& self, UnaryOp op, Operand a, const std::string& name, double lower, double upper) {
+             const std::vector<Index> shape = a.shape;
+             return self.add_node(make_unary(op, std::move(a)), name, shape, lower, upper);
+           },
+           py::arg("op"), py::arg("a"), py::arg("name"), py::arg("lower"), py::arg("upper"))
+      .def("add_matvec",
+           [](Model& self, const DoubleArray& x, Operand v, const std::string& name) {
+             if (x.ndim() != 2) throw std::invalid_argument(name + ": X must be 2-D");
+             RowMatrix xm = Eigen::Map<const RowMatrix>(x.data(), x.shape(0), x.shape(1));
+             return self.add_node(make_matvec(std::move(xm), std::move(v)), name, {Index(x.shape(0))}, -kInf, kInf);
+           },
+           py::arg("x"), py::arg("v"), py::arg("name"))
+      .def("add_gather",
+           [](Model& self, Operand a, const std::vector<Index>& index, const std::vector<Index>& shape,
+              const std::string& name) {
+             const double lower = a.lower, upper = a.upper;
+             return self.add_node(make_gather(std::move(a), index), name, shape, lower, upper);
+           },
+           py::arg("a"), py::arg("index"), py::arg("shape"), py::arg("name"))
+      .def("add_sum",
+           [](Model& self, Operand a, const std::string& name, double lower, double upper) {
+             return self.add_node(make_sum(std::move(a)), name, {}, lower, upper);
+           },
+           py::arg("a"), py::arg("name"), py::arg("lower"), py::arg("upper"))
       .def("add_factor", &Model::add_factor, py::arg("kernel"), py::arg("operands"), py::arg("label"))
       .def_property_readonly("dim", &Model::dim)
+      .def_property_readonly("rows", &Model::rows)
       .def_property_readonly("num_factors", [](const Model& self) { return self.factors().size(); })
-      .def("params",
-           [](const Model& self) {
-             py::list out;
-             for (const auto& p : self.params()) {
-               py::dict d;
-               d["name"] = p.name;
-               d["shape"] = py::tuple(py::cast(p.shape));
-               d["offset"] = p.offset;
-               d["size"] = p.size;
-               d["lower"] = p.transform.lower;
-               d["upper"] = p.transform.upper;
-               out.append(d);
-             }
-             return out;
-           })
-      .def("constrain",
+      .def("values",
            [](const Model& self, const Eigen::Ref<const Matrix>& zeta) {
-             Matrix z = as_draws(zeta, self.dim(), "zeta");
-             Matrix theta(self.rows(), z.cols());
-             self.constrain(z, theta);
-             return theta;
+             Matrix z = as_draws(zeta, self.dim());
+             Matrix value;
+             self.values(z, value);
+             return value;
            },
-           py::arg("zeta"), "Constrained values (rows x S) of unconstrained draws (D x S).")
+           py::arg("zeta"), "The value matrix (rows x S) at unconstrained draws zeta (D x S).")
       .def("unconstrain",
            [](const Model& self, const Eigen::Ref<const Vector>& theta) {
              if (theta.size() != self.dim()) throw std::invalid_argument("theta must have length " + std::to_string(self.dim()));
@@ -102,7 +129,7 @@ void bind_model(py::module_& m) {
            py::arg("theta"))
       .def("log_density",
            [](Model& self, const Eigen::Ref<const Matrix>& zeta, int threads) {
-             Matrix z = as_draws(zeta, self.dim(), "zeta");
+             Matrix z = as_draws(zeta, self.dim());
              ModelWorkspace ws;
              Vector lp(z.cols());
              Matrix grad(z.rows(), z.cols());
@@ -114,7 +141,25 @@ void bind_model(py::module_& m) {
              return py::make_tuple(lp, grad);
            },
            py::arg("zeta"), py::arg("threads") = 1,
-           "Log density (incl. log-Jacobians) and its gradient at unconstrained draws zeta (D x S).");
+           "Log density (incl. log-Jacobians) and its gradient at unconstrained draws zeta (D x S).")
+      .def("log_density_constrained",
+           [](Model& self, const Eigen::Ref<const Matrix>& theta, int threads) {
+             if (theta.rows() != self.dim())
+               throw std::invalid_argument("theta must have " + std::to_string(self.dim()) + " rows, got " +
+                                           std::to_string(theta.rows()));
+             Matrix t = theta;
+             ModelWorkspace ws;
+             Vector lp(t.cols());
+             Matrix grad(t.rows(), t.cols());
+             self.reserve(t.cols());
+             {
+               py::gil_scoped_release release;
+               self.log_density_constrained(t, ws, lp, grad, threads);
+             }
+             return py::make_tuple(lp, grad);
+           },
+           py::arg("theta"), py::arg("threads") = 1,
+           "The factors' log density (no log-Jacobians) and its gradient at constrained values theta (D x S).");
 }
 
 }  // namespace fastvi::bindings

@@ -9,5 +9,6 @@ void bind_kernels(pybind11::module_& m);
 void bind_model(pybind11::module_& m);
 void bind_family(pybind11::module_& m);
 void bind_fit(pybind11::module_& m);
+void bind_custom_kernels(pybind11::module_& m);
 
 }  // namespace fastvi::bindings

@@ -11,4 +11,5 @@ PYBIND11_MODULE(_core, m) {
   fastvi::bindings::bind_model(m);
   fastvi::bindings::bind_family(m);
   fastvi::bindings::bind_fit(m);
+  fastvi::bindings::bind_custom_kernels(m);
 }

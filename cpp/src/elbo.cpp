@@ -4,15 +4,23 @@
 
 namespace fastvi {
 
-ElboEstimator::ElboEstimator(Model& model, GaussianFamily& family, Index draws)
-    : model_(model), family_(family) {
+ElboEstimator::ElboEstimator(Model& model, GaussianFamily& family, Index draws, GradientEstimator gradient,
+                             const Preconditioner* preconditioner)
+    : model_(model), family_(family), gradient_(gradient),
+      precond_(preconditioner && preconditioner->active() ? preconditioner : nullptr) {
   if (draws < 1) throw std::invalid_argument("draws must be >= 1");
   if (family.dim() != model.dim()) throw std::invalid_argument("family and model dimensions differ");
   const Index d = model.dim();
-  eps_.resize(d, draws);
+  eps_.resize(family.noise_dim(), draws);
   zeta_.resize(d, draws);
   grad_zeta_.resize(d, draws);
   lp_.resize(draws);
+  if (precond_) {
+    precond_->validate(d);
+    log_det_ = precond_->log_det();
+    u_.resize(d, draws);
+    grad_u_.resize(d, draws);
+  }
   ws_.resize(model.rows(), draws);
   model_.reserve(draws);
   family_.reserve(draws);
@@ -21,18 +29,29 @@ ElboEstimator::ElboEstimator(Model& model, GaussianFamily& family, Index draws)
 bool ElboEstimator::estimate(const Eigen::Ref<const Vector>& phi, std::uint64_t seed, Stream stream,
                              std::uint64_t step, Eigen::Ref<Vector> grad_phi, double& elbo, int threads) {
   fill_standard_normal(eps_, seed, stream, step);
-  family_.draw(phi, eps_, zeta_);
+  if (precond_) {
+    family_.draw(phi, eps_, u_);
+    precond_->apply(u_, zeta_);
+  } else {
+    family_.draw(phi, eps_, zeta_);
+  }
   model_.log_density(zeta_, ws_, lp_, grad_zeta_, threads);
   const double mean_lp = lp_.mean();
   // One NaN or inf anywhere poisons the sum, so one check covers every draw and coordinate.
   if (!std::isfinite(mean_lp) || !std::isfinite(grad_zeta_.sum())) return false;
-  family_.elbo_gradient(phi, eps_, grad_zeta_, grad_phi);
-  // ELBO = E[log p(zeta) - log q(zeta)] with -log q(zeta_s) = entropy - D/2 + |eps_s|^2 / 2. This
-  // has the same mean as mean_lp + entropy but far less variance once q is close to p (none at
-  // all when p is Gaussian and q exact), which keeps the windowed ELBO and the stopping rule calm.
-  const double half_sq = 0.5 * eps_.squaredNorm() / double(eps_.cols());
-  elbo = mean_lp + family_.entropy(phi) - 0.5 * double(eps_.rows()) + half_sq;
-  return std::isfinite(elbo);
+  if (precond_) {
+    precond_->pull_back(grad_zeta_, grad_u_);
+    family_.elbo_gradient(phi, eps_, grad_u_, gradient_, grad_phi);
+  } else {
+    family_.elbo_gradient(phi, eps_, grad_zeta_, gradient_, grad_phi);
+  }
+  // ELBO = E[log p(zeta) - log q(zeta)], with -log q evaluated exactly at each draw (q(zeta)'s
+  // density is q(u)'s divided by |det C| when preconditioned). This has the same mean as
+  // mean_lp + entropy but far less variance once q is close to p (none at all when p is Gaussian
+  // and q exact), which keeps the windowed ELBO and the stopping rule calm.
+  elbo = mean_lp + family_.entropy_estimate(phi, eps_) + log_det_;
+  // A huge scale (exp(omega) = inf) can still turn finite inputs into NaN here.
+  return std::isfinite(elbo) && std::isfinite(grad_phi.sum());
 }
 
 }  // namespace fastvi

@@ -1,3 +1,4 @@
+// The family base class and make_family; each family lives in its own file (meanfield.cpp, ...).
 #include "fastvi/family.hpp"
 
 #include <cmath>
@@ -9,111 +10,23 @@ namespace {
 constexpr double kHalfLog2PiE = 1.4189385332046727;  // (1 + log(2 pi)) / 2
 }
 
-double GaussianFamily::gaussian_entropy(const Eigen::Ref<const Vector>& log_diag) const {
-  return double(dim_) * kHalfLog2PiE + log_diag.sum();
+double GaussianFamily::gaussian_entropy(double sum_log_diag) const {
+  return double(dim_) * kHalfLog2PiE + sum_log_diag;
 }
 
-// ---- mean-field -------------------------------------------------------------------------------
-
-void MeanFieldGaussian::initialise(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& mean, double scale) const {
-  phi.head(dim()) = mean;
-  phi.tail(dim()).setConstant(std::log(scale));
+double GaussianFamily::entropy_estimate(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps) {
+  const double half_sq = 0.5 * eps.squaredNorm() / double(eps.cols());
+  return entropy(phi) - 0.5 * double(dim_) + half_sq;
 }
 
-void MeanFieldGaussian::draw(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
-                             Eigen::Ref<Matrix> zeta) {
-  const Index d = dim();
-  for (Index i = 0; i < d; ++i) {
-    const double mu = phi[i], sigma = std::exp(phi[d + i]);
-    for (Index s = 0; s < eps.cols(); ++s) zeta(i, s) = mu + sigma * eps(i, s);
-  }
-}
-
-void MeanFieldGaussian::elbo_gradient(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
-                                      const Eigen::Ref<const Matrix>& g, Eigen::Ref<Vector> grad_phi) {
-  const Index d = dim(), draws = eps.cols();
-  const double inv = 1.0 / double(draws);
-  for (Index i = 0; i < d; ++i) {
-    double gm = 0.0, gs = 0.0;
-    for (Index s = 0; s < draws; ++s) {
-      gm += g(i, s);
-      gs += g(i, s) * eps(i, s);
-    }
-    grad_phi[i] = gm * inv;
-    // d zeta / d omega = sigma * eps; the entropy adds d omega / d omega = 1.
-    grad_phi[d + i] = gs * inv * std::exp(phi[d + i]) + 1.0;
-  }
-}
-
-double MeanFieldGaussian::entropy(const Eigen::Ref<const Vector>& phi) const {
-  return gaussian_entropy(phi.tail(dim()));
-}
-
-Matrix MeanFieldGaussian::covariance(const Eigen::Ref<const Vector>& phi) const {
-  return (2.0 * phi.tail(dim()).array()).exp().matrix().asDiagonal();
-}
-
-// ---- full-rank --------------------------------------------------------------------------------
-
-void FullRankGaussian::initialise(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& mean, double scale) const {
-  const Index d = dim();
-  phi.head(d) = mean;
-  Eigen::Map<Matrix> l(phi.data() + d, d, d);
-  l.setZero();
-  l.diagonal().setConstant(std::log(scale));
-}
-
-Matrix FullRankGaussian::cholesky(const Eigen::Ref<const Vector>& phi) const {
-  const Index d = dim();
-  Matrix l = Eigen::Map<const Matrix>(phi.data() + d, d, d).triangularView<Eigen::StrictlyLower>();
-  l.diagonal() = Eigen::Map<const Matrix>(phi.data() + d, d, d).diagonal().array().exp();
-  return l;
-}
-
-void FullRankGaussian::reserve(Index draws) {
-  (void)draws;
-  chol_.resize(dim(), dim());
-  outer_.resize(dim(), dim());
-}
-
-void FullRankGaussian::draw(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
-                            Eigen::Ref<Matrix> zeta) {
-  const Index d = dim();
-  Eigen::Map<const Matrix> stored(phi.data() + d, d, d);
-  chol_.triangularView<Eigen::StrictlyLower>() = stored.triangularView<Eigen::StrictlyLower>();
-  for (Index i = 0; i < d; ++i) chol_(i, i) = std::exp(stored(i, i));
-  zeta.noalias() = chol_.triangularView<Eigen::Lower>() * eps;
-  zeta.colwise() += phi.head(d);
-}
-
-void FullRankGaussian::elbo_gradient(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
-                                     const Eigen::Ref<const Matrix>& g, Eigen::Ref<Vector> grad_phi) {
-  const Index d = dim(), draws = eps.cols();
-  const double inv = 1.0 / double(draws);
-  grad_phi.head(d) = g.rowwise().sum() * inv;
-  Eigen::Map<Matrix> grad_l(grad_phi.data() + d, d, d);
-  // Only the lower triangle of g eps^T is needed: one triangular GEMM into the lower half.
-  grad_l.setZero();
-  grad_l.triangularView<Eigen::Lower>() += inv * g * eps.transpose();
-  Eigen::Map<const Matrix> stored(phi.data() + d, d, d);
-  for (Index i = 0; i < d; ++i) grad_l(i, i) = grad_l(i, i) * std::exp(stored(i, i)) + 1.0;
-}
-
-double FullRankGaussian::entropy(const Eigen::Ref<const Vector>& phi) const {
-  const Index d = dim();
-  return gaussian_entropy(Eigen::Map<const Matrix>(phi.data() + d, d, d).diagonal());
-}
-
-Matrix FullRankGaussian::covariance(const Eigen::Ref<const Vector>& phi) const {
-  const Matrix l = cholesky(phi);
-  return l * l.transpose();
-}
-
-std::unique_ptr<GaussianFamily> make_family(const std::string& name, Index dim) {
+std::unique_ptr<GaussianFamily> make_family(const std::string& name, Index dim, Index rank) {
   if (dim < 1) throw std::invalid_argument("the model has no parameters to fit");
+  if (name != "meanfield" && name != "fullrank" && name != "lowrank")
+    throw std::invalid_argument("family must be 'meanfield', 'fullrank' or 'lowrank', got '" + name + "'");
+  if (name == "lowrank") return std::make_unique<LowRankGaussian>(dim, rank);
+  if (rank != 0) throw std::invalid_argument("rank applies only to the lowrank family, not to '" + name + "'");
   if (name == "meanfield") return std::make_unique<MeanFieldGaussian>(dim);
-  if (name == "fullrank") return std::make_unique<FullRankGaussian>(dim);
-  throw std::invalid_argument("family must be 'meanfield' or 'fullrank', got '" + name + "'");
+  return std::make_unique<FullRankGaussian>(dim);
 }
 
 }  // namespace fastvi

@@ -20,15 +20,19 @@ void FitOptions::validate() const {
   if (eval_every < 1) fail("eval_every must be >= 1, got " + std::to_string(eval_every));
   if (std::isnan(tol)) fail("tol must not be NaN");
   if (patience < 1) fail("patience must be >= 1");
+  if (block < 1) fail("block must be >= 1");
+  if (std::isnan(tol_abs) || tol_abs < 0) fail("tol_abs must be >= 0");
   if (average_draws < 0) fail("average_draws must be >= 0");
   if (threads < 1) fail("threads must be >= 1");
 }
 
 namespace {
 
-// After this many consecutive non-finite steps the step size is halved ...
+// After this many consecutive non-finite steps the fit returns to its last good checkpoint and
+// halves the step size ...
 constexpr Index kBadStepsBeforeBackoff = 5;
-// ... and after this many halvings without a good step in between, the fit gives up.
+// ... and after this many halvings in all (the step size is then ~1e-9 of what was asked for),
+// the fit gives up and says so.
 constexpr Index kMaxBackoffs = 30;
 
 // Sums of the iterates over the current window and the two windows before it, so that a fit that
@@ -52,23 +56,48 @@ struct WindowAverage {
     n_current = 0;
   }
   // Average over the last two complete windows. With fewer, the early transient would dominate
-  // the average, so phi is left as the last iterate.
-  Index result(Vector& phi) const {
+  // the average, so phi is left as the last iterate. Each window's iterates were aligned with its
+  // first one, so the last window's sum is aligned with the one before it first.
+  Index result(Vector& phi, GaussianFamily& family) const {
     if (n_last == 0 || n_before_last == 0) return 0;
-    phi = (last + before_last) / double(n_last + n_before_last);
+    if (family.needs_alignment()) {
+      Vector last_aligned = last;
+      family.align(last_aligned, before_last);
+      phi = (last_aligned + before_last) / double(n_last + n_before_last);
+    } else {
+      phi = (last + before_last) / double(n_last + n_before_last);
+    }
     return n_last + n_before_last;
   }
 };
 
+// The stopping rule: the mean ELBO of the last `block` windows differs from the mean of the
+// `block` windows before by less than max(tol * |ELBO|, tol_abs). Means over blocks, not single
+// windows, so that window-to-window noise does not decide; an absolute floor because the ELBO's
+// size includes the normalising constants of the likelihood and says nothing about how settled q
+// is (a fit with |ELBO| = 4 would otherwise need changes below 4e-4 nats, and one with
+// |ELBO| = 1e5 would stop while still climbing by nats per block).
+bool elbo_settled(const std::vector<double>& elbo, const FitOptions& opt) {
+  const size_t n = elbo.size(), b = size_t(opt.block);
+  double recent = 0.0, before = 0.0;
+  for (size_t i = 0; i < b; ++i) {
+    recent += elbo[n - 1 - i];
+    before += elbo[n - 1 - b - i];
+  }
+  recent /= double(b);
+  before /= double(b);
+  return std::abs(recent - before) < std::max(opt.tol * std::abs(recent), opt.tol_abs);
+}
+
 }  // namespace
 
 FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi0,
-                  const FitOptions& opt, const Monitor& monitor) {
+                  const FitOptions& opt, const Monitor& monitor, const Preconditioner* preconditioner) {
   opt.validate();
   if (phi0.size() != family.num_params()) throw std::invalid_argument("initial parameters have the wrong length");
   if (!phi0.allFinite()) throw std::invalid_argument("initial parameters must be finite");
 
-  ElboEstimator estimator(model, family, opt.draws);
+  ElboEstimator estimator(model, family, opt.draws, opt.gradient, preconditioner);
   Adam adam(family.num_params(), opt.beta1, opt.beta2, opt.adam_epsilon);
   FitResult r;
   r.phi = phi0;
@@ -76,13 +105,22 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   WindowAverage window_average(opt.average ? family.num_params() : 0);
   Vector tail_sum = Vector::Zero(opt.average ? family.num_params() : 0);  // after convergence
   Index tail_steps = 0, tail_target = 0;
+  // Iterates are averaged as represented closest to a reference iterate, the first of their
+  // window or of the tail phase (GaussianFamily::align; only for families that need it). Aligning
+  // each iterate with the one before it instead would let the representation drift.
+  const bool align = opt.average && family.needs_alignment();
+  Vector reference = align ? r.phi : Vector(), aligned = reference;
   const Index max_windows = opt.steps / opt.eval_every + 1;
   r.elbo.reserve(size_t(max_windows));
   r.elbo_step.reserve(size_t(max_windows));
 
   double lr = opt.lr;
+  // The iterate at the end of the last window with no bad step: where a fit that has wandered
+  // into a region of non-finite log density goes back to.
+  Vector checkpoint = r.phi;
+  Index window_bad = 0;
   double window_sum = 0.0;
-  Index window_good = 0, bad_run = 0, backoffs_without_progress = 0, below_tol = 0;
+  Index window_good = 0, bad_run = 0, below_tol = 0, windows_since_check = 0;
   using Clock = std::chrono::steady_clock;
   auto last_monitor = Clock::now();
   Progress progress;
@@ -97,47 +135,58 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
       window_sum += elbo;
       ++window_good;
       bad_run = 0;
-      backoffs_without_progress = 0;
     } else {
       ++r.skipped;
+      ++window_bad;
       if (++bad_run >= kBadStepsBeforeBackoff) {
+        r.phi = checkpoint;
         lr *= 0.5;
         ++r.lr_reductions;
         bad_run = 0;
-        if (++backoffs_without_progress >= kMaxBackoffs) {
-          r.message = "stopped: the log density or its gradient was not finite at every draw for " +
-                      std::to_string(kBadStepsBeforeBackoff * kMaxBackoffs) +
-                      " steps in a row, even after reducing the step size";
+        if (r.lr_reductions >= kMaxBackoffs) {
+          r.message = "stopped: the log density or its gradient kept being non-finite (" + std::to_string(r.skipped) +
+                      " steps skipped, step size halved " + std::to_string(r.lr_reductions) +
+                      " times); try a smaller lr or init_scale, or better initial values";
+          r.converged = false;
           stop = true;
         }
       }
     }
     if (opt.average) {
+      if (align) {
+        if (r.converged ? tail_steps == 0 : window_average.n_current == 0) reference = r.phi;
+        aligned = r.phi;
+        family.align(aligned, reference);
+      }
+      const Vector& averaged = align ? aligned : r.phi;
       if (r.converged) {
-        tail_sum += r.phi;
+        tail_sum += averaged;
         if (++tail_steps >= tail_target) stop = true;
       } else {
-        window_average.add(r.phi);
+        window_average.add(averaged);
       }
     }
 
     const bool window_end = (t + 1) % opt.eval_every == 0;
     if (window_end) {
       if (opt.average) window_average.close_window();
+      adam.end_window();
+      if (window_bad == 0) checkpoint = r.phi;
+      window_bad = 0;
       if (window_good > 0) {
         const double e = window_sum / double(window_good);
-        if (!r.elbo.empty()) {
-          const double previous = r.elbo.back();
-          const double rel = std::abs(e - previous) / std::max(std::abs(e), 1.0);
-          below_tol = rel < opt.tol ? below_tol + 1 : 0;
-        }
         r.elbo.push_back(e);
         r.elbo_step.push_back(t + 1);
+        if (++windows_since_check >= opt.block && Index(r.elbo.size()) >= 2 * opt.block) {
+          windows_since_check = 0;
+          below_tol = elbo_settled(r.elbo, opt) ? below_tol + 1 : 0;
+        }
         if (opt.tol > 0 && !r.converged && below_tol >= opt.patience) {
           r.converged = true;
           r.converged_step = t + 1;
-          r.message = "converged: relative ELBO change below tol for " + std::to_string(opt.patience) +
-                      " windows of " + std::to_string(opt.eval_every) + " steps";
+          r.message = "converged: the ELBO averaged over blocks of " + std::to_string(opt.block * opt.eval_every) +
+                      " steps changed by less than max(tol * |ELBO|, tol_abs) " + std::to_string(opt.patience) +
+                      " times running";
           tail_target = std::max(t + 1, (opt.average_draws + opt.draws - 1) / opt.draws);
           if (!opt.average) stop = true;
         }
@@ -164,10 +213,11 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
       r.phi = tail_sum / double(tail_steps);
       r.averaged_steps = tail_steps;
     } else {
-      r.averaged_steps = window_average.result(r.phi);
+      r.averaged_steps = window_average.result(r.phi, family);
     }
   }
   r.final_lr = lr;
+  if (preconditioner && preconditioner->active()) family.unwhiten(r.phi, *preconditioner);
   return r;
 }
 

@@ -12,8 +12,7 @@ void ModelWorkspace::resize(Index rows, Index draws) {
   }
 }
 
-const ParamBlock& Model::add_param(const std::string& name, const std::vector<Index>& shape, double lower,
-                                   double upper) {
+Index Model::add_param(const std::string& name, const std::vector<Index>& shape, double lower, double upper) {
   if (name.empty()) throw std::invalid_argument("parameter name must not be empty");
   for (const auto& p : params_)
     if (p.name == name) throw std::invalid_argument("parameter '" + name + "' is already declared");
@@ -31,10 +30,44 @@ const ParamBlock& Model::add_param(const std::string& name, const std::vector<In
     throw std::invalid_argument("parameter '" + name + "': " + e.what());
   }
   block.offset = dim_;
+  block.row = rows_;
   dim_ += block.size;
+  rows_ += block.size;
   params_.push_back(block);
+  blocks_.push_back({name, shape, block.row, block.size, lower, upper, true});
   reserved_draws_ = -1;
-  return params_.back();
+  return Index(blocks_.size()) - 1;
+}
+
+Index Model::add_node(std::unique_ptr<Node> node, const std::string& name, const std::vector<Index>& shape,
+                      double lower, double upper) {
+  Index size = 1;
+  for (Index d : shape) size *= d;
+  if (size != node->size) throw std::logic_error("expression node size does not match its shape");
+  node->row = rows_;
+  blocks_.push_back({name, shape, rows_, size, lower, upper, false});
+  rows_ += size;
+  nodes_.push_back(std::move(node));
+  reserved_draws_ = -1;
+  return Index(blocks_.size()) - 1;
+}
+
+const RowBlock& Model::block(Index id) const {
+  if (id < 0 || id >= Index(blocks_.size())) throw std::invalid_argument("no block with id " + std::to_string(id));
+  return blocks_[size_t(id)];
+}
+
+Operand Model::block_operand(const std::string& input, Index id) const {
+  const RowBlock& b = block(id);
+  Operand op;
+  op.name = input;
+  op.source = b.name;
+  op.is_param = true;
+  op.shape = b.shape;
+  op.row = b.row;
+  op.lower = b.lower;
+  op.upper = b.upper;
+  return op;
 }
 
 const ParamBlock& Model::param(const std::string& name) const {
@@ -45,15 +78,17 @@ const ParamBlock& Model::param(const std::string& name) const {
 
 void Model::reserve(Index draws) {
   if (draws == reserved_draws_) return;
+  for (auto& n : nodes_) n->reserve(draws);
   for (auto& f : factors_) f.impl->reserve(draws);
   reserved_draws_ = draws;
 }
 
-void Model::constrain(const Eigen::Ref<const Matrix>& zeta, Eigen::Ref<Matrix> theta) const {
-  for (const auto& p : params_) {
+void Model::values(const Eigen::Ref<const Matrix>& zeta, Matrix& value) const {
+  value.resize(rows(), zeta.cols());
+  for (const auto& p : params_)
     for (Index s = 0; s < zeta.cols(); ++s)
-      for (Index i = p.offset; i < p.offset + p.size; ++i) theta(i, s) = p.transform.constrain(zeta(i, s));
-  }
+      for (Index i = 0; i < p.size; ++i) value(p.row + i, s) = p.transform.constrain(zeta(p.offset + i, s));
+  for (const auto& n : nodes_) n->forward(value);
 }
 
 void Model::unconstrain(const Eigen::Ref<const Vector>& theta, Eigen::Ref<Vector> zeta) const {
@@ -71,31 +106,48 @@ void Model::log_density(const Eigen::Ref<const Matrix>& zeta, ModelWorkspace& ws
   // derivatives rather than storing them: that is cheaper than a second D x S buffer.
   for (const auto& p : params_) {
     if (p.transform.kind == TransformKind::Identity) {
-      ws.theta.middleRows(p.offset, p.size) = zeta.middleRows(p.offset, p.size);
+      ws.theta.middleRows(p.row, p.size) = zeta.middleRows(p.offset, p.size);
       continue;
     }
     for (Index s = 0; s < draws; ++s)
-      for (Index i = p.offset; i < p.offset + p.size; ++i) {
-        const Transform::Jet jet = p.transform.jet(zeta(i, s));
-        ws.theta(i, s) = jet.value;
+      for (Index i = 0; i < p.size; ++i) {
+        const Transform::Jet jet = p.transform.jet(zeta(p.offset + i, s));
+        ws.theta(p.row + i, s) = jet.value;
         lp[s] += jet.log_jacobian;
       }
   }
+  for (const auto& n : nodes_) n->forward(ws.theta);
   ws.grad_theta.setZero();
   Batch batch{ws.theta.data(), ws.grad_theta.data(), lp.data(), ws.theta.rows(), draws, threads};
   for (const auto& f : factors_) f.impl->evaluate(batch);
+  for (auto n = nodes_.rbegin(); n != nodes_.rend(); ++n) (*n)->backward(ws.theta, ws.grad_theta);
   // Backward through the transforms: d/d zeta = d/d theta * d theta/d zeta + d log|J| / d zeta.
   for (const auto& p : params_) {
     if (p.transform.kind == TransformKind::Identity) {
-      grad_zeta.middleRows(p.offset, p.size) = ws.grad_theta.middleRows(p.offset, p.size);
+      grad_zeta.middleRows(p.offset, p.size) = ws.grad_theta.middleRows(p.row, p.size);
       continue;
     }
     for (Index s = 0; s < draws; ++s)
-      for (Index i = p.offset; i < p.offset + p.size; ++i) {
-        const Transform::Jet jet = p.transform.jet(zeta(i, s));
-        grad_zeta(i, s) = ws.grad_theta(i, s) * jet.dvalue + jet.dlog_jacobian;
+      for (Index i = 0; i < p.size; ++i) {
+        const Transform::Jet jet = p.transform.jet(zeta(p.offset + i, s));
+        grad_zeta(p.offset + i, s) = ws.grad_theta(p.row + i, s) * jet.dvalue + jet.dlog_jacobian;
       }
   }
+}
+
+void Model::log_density_constrained(const Eigen::Ref<const Matrix>& theta, ModelWorkspace& ws, Eigen::Ref<Vector> lp,
+                                    Eigen::Ref<Matrix> grad_theta, int threads) const {
+  const Index draws = theta.cols();
+  if (reserved_draws_ != draws) throw std::logic_error("Model::reserve was not called for this number of draws");
+  ws.resize(rows(), draws);
+  lp.setZero();
+  for (const auto& p : params_) ws.theta.middleRows(p.row, p.size) = theta.middleRows(p.offset, p.size);
+  for (const auto& n : nodes_) n->forward(ws.theta);
+  ws.grad_theta.setZero();
+  Batch batch{ws.theta.data(), ws.grad_theta.data(), lp.data(), ws.theta.rows(), draws, threads};
+  for (const auto& f : factors_) f.impl->evaluate(batch);
+  for (auto n = nodes_.rbegin(); n != nodes_.rend(); ++n) (*n)->backward(ws.theta, ws.grad_theta);
+  for (const auto& p : params_) grad_theta.middleRows(p.offset, p.size) = ws.grad_theta.middleRows(p.row, p.size);
 }
 
 }  // namespace fastvi

@@ -21,8 +21,18 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import _core  # noqa: E402
+from .expr import Expr, exp, inv_logit, log, log1p_exp, sum  # noqa: E402
 from .fit import Approximation, ConvergenceWarning, fit  # noqa: E402
-from .kernels import InputSpec, KernelSpec, kernel_spec, kernels  # noqa: E402
+from .check import InputCheck, KernelCheck, check_kernel  # noqa: E402
+from .kernels import (  # noqa: E402
+    InputSpec,
+    KernelSpec,
+    get_compile_flags,
+    get_include,
+    kernel_spec,
+    kernels,
+    register_kernel,
+)
 from .model import Model, Param  # noqa: E402
 from .summary import Summary, summary  # noqa: E402
 
@@ -31,13 +41,25 @@ __version__ = "0.1.0"
 __all__ = [
     "Approximation",
     "ConvergenceWarning",
+    "Expr",
+    "InputCheck",
     "InputSpec",
+    "KernelCheck",
     "KernelSpec",
     "Model",
     "Param",
     "Summary",
+    "check_kernel",
+    "exp",
     "fit",
+    "get_compile_flags",
+    "get_include",
+    "inv_logit",
+    "log",
+    "log1p_exp",
+    "sum",
     "kernel_spec",
     "kernels",
+    "register_kernel",
     "summary",
 ]

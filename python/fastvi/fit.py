@@ -10,14 +10,20 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 
 from . import _core
+from .laplace import Laplace, find_laplace
 from .model import Model
 
-_FAMILIES = ("meanfield", "fullrank")
+_FAMILIES = ("meanfield", "fullrank", "lowrank")
+_DETERMINISTIC_DRAWS = 10_000
 _METHODS = {"advi": "meanfield", "meanfield": "meanfield", "fullrank_advi": "fullrank", "fullrank": "fullrank"}
 
 
 class ConvergenceWarning(UserWarning):
     """The fit stopped before its convergence rule was met, or skipped non-finite steps."""
+
+
+def _expit(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 def _int_setting(value: Any, name: str, minimum: int) -> int:
@@ -49,6 +55,7 @@ class Approximation:
         self.model = model
         self._family = family
         self.family: str = family.name
+        self.rank: Optional[int] = family.rank  # columns of B for the lowrank family, else None
         self.phi: np.ndarray = np.array(result.phi)
         self.elbo: np.ndarray = np.array(result.elbo)  # windowed ELBO estimates
         self.elbo_steps: np.ndarray = np.array(result.elbo_step, dtype=np.int64)
@@ -61,6 +68,8 @@ class Approximation:
         self.lr_reductions: int = result.lr_reductions
         self.message: str = result.message
         self.options = dict(options)
+        # the mode search behind preconditioning (None if precondition=None)
+        self.laplace: Optional[Laplace] = None
 
     # ---- unconstrained moments ----------------------------------------------------------------
 
@@ -73,41 +82,58 @@ class Approximation:
     # ---- constrained summaries ----------------------------------------------------------------
 
     def _marginal_moments(self):
+        """Mean and sd of every constrained coordinate under q's Gaussian marginals."""
         mu = self.unconstrained_mean()
         sd = np.sqrt(np.diag(self.unconstrained_cov()))
         mean, std = mu.copy(), sd.copy()
         nodes, weights = np.polynomial.hermite_e.hermegauss(64)
         weights = weights / weights.sum()
         for p in self.model:
-            if not p.constrained:
-                continue
             sl = slice(p.offset, p.offset + p.size)
-            z = mu[sl, None] + sd[sl, None] * nodes[None, :]
-            theta = self.model._core.constrain(self._embed(sl, z))[sl]
-            m = theta @ weights
-            mean[sl] = m
-            std[sl] = np.sqrt(np.maximum(((theta - m[:, None]) ** 2) @ weights, 0.0))
+            m, s = mu[sl], sd[sl]
+            if math.isfinite(p.lower) and math.isfinite(p.upper):
+                # logit-normal: no closed form, but bounded, so quadrature is safe and accurate.
+                z = m[:, None] + s[:, None] * nodes[None, :]
+                theta = p.lower + (p.upper - p.lower) * _expit(z)
+                mean[sl] = theta @ weights
+                std[sl] = np.sqrt(np.maximum(((theta - mean[sl, None]) ** 2) @ weights, 0.0))
+            elif math.isfinite(p.lower) or math.isfinite(p.upper):
+                # log-normal moments, in log space so that only a truly huge result becomes inf
+                with np.errstate(over="ignore", divide="ignore"):
+                    log_m = m + 0.5 * s**2
+                    shift = np.exp(log_m)
+                    std[sl] = np.exp(log_m + 0.5 * np.log(np.expm1(s**2)))
+                mean[sl] = p.lower + shift if math.isfinite(p.lower) else p.upper - shift
         return mean, std
 
-    def _embed(self, sl: slice, z: np.ndarray) -> np.ndarray:
-        full = np.zeros((self.model.dim, z.shape[1]))
-        full[sl] = z
-        return full
+    def _deterministic_moments(self):
+        """Monte Carlo moments of the deterministics (no closed form in general), from a fixed
+        stream of draws so that repeated calls agree."""
+        if not self.model.deterministics:
+            return {}, {}
+        draws = self.sample(_DETERMINISTIC_DRAWS, seed=0)
+        names = self.model.deterministics
+        return ({n: draws[n].mean(axis=0) for n in names}, {n: draws[n].std(axis=0, ddof=1) for n in names})
 
     def mean(self) -> Dict[str, np.ndarray]:
-        """Mean of each parameter under q, in the constrained space, shaped like the parameter."""
-        return self.model._split(self._marginal_moments()[0])
+        """Mean under q of each parameter (constrained space, shaped like the parameter) and of
+        each deterministic (Monte Carlo over 10,000 draws)."""
+        out = self.model._split_zeta(self._marginal_moments()[0])
+        out.update(self._deterministic_moments()[0])
+        return out
 
     def std(self) -> Dict[str, np.ndarray]:
-        """Standard deviation of each parameter under q, in the constrained space."""
-        return self.model._split(self._marginal_moments()[1])
+        """Standard deviation under q of each parameter and deterministic (as for mean())."""
+        out = self.model._split_zeta(self._marginal_moments()[1])
+        out.update(self._deterministic_moments()[1])
+        return out
 
     def sample(self, n: int, seed: int = 0) -> Dict[str, np.ndarray]:
         """``n`` draws from q, as a dict of constrained arrays with a leading draw axis."""
         n = _int_setting(n, "n", 1)
         seed = _int_setting(seed, "seed", 0)
         zeta = self._family.sample(self.phi, n, seed)
-        return self.model._split(self.model._core.constrain(zeta).T)
+        return self.model._split_values(self.model._core.values(zeta).T)
 
     def __repr__(self) -> str:
         state = (
@@ -115,7 +141,8 @@ class Approximation:
             else ("interrupted" if self.interrupted else "not converged")
         )
         elbo = f"{self.elbo[-1]:.6g}" if self.elbo.size else "n/a"
-        return (f"<Approximation family={self.family!r} dim={self.model.dim} steps={self.steps} "
+        rank = f" rank={self.rank}" if self.rank is not None else ""
+        return (f"<Approximation family={self.family!r}{rank} dim={self.model.dim} steps={self.steps} "
                 f"{state} elbo={elbo} skipped={self.n_skipped}>")
 
 
@@ -124,34 +151,58 @@ def fit(
     family: Optional[str] = None,
     *,
     method: Optional[str] = None,
+    rank: Optional[int] = None,
     steps: int = 10_000,
     draws: int = 1,
     lr: float = 0.01,
+    gradient: str = "auto",
     seed: int = 0,
-    tol: Optional[float] = 1e-4,
+    tol: Optional[float] = 1e-5,
+    tol_abs: float = 0.05,
     eval_every: int = 100,
-    patience: int = 3,
+    patience: int = 2,
     average: bool = True,
+    precondition: Optional[str] = "auto",
     init: Optional[Dict[str, Any]] = None,
-    init_scale: float = 0.1,
+    init_scale: Optional[float] = None,
     threads: Optional[int] = None,
     progress: bool = False,
     callback: Optional[Callable[[int, int, float, int], Optional[bool]]] = None,
 ) -> Approximation:
     """Fits a Gaussian approximation to the posterior of ``model`` by maximising the ELBO.
 
-    family: ``"meanfield"`` (default) or ``"fullrank"``; ``method="advi"`` / ``"fullrank_advi"``
-        is accepted as a PyMC-style alias.
+    family: ``"meanfield"`` (default), ``"fullrank"`` or ``"lowrank"`` (covariance
+        diag(d)^2 + B B^T with B of ``rank`` columns: correlations at O(D rank) cost per draw);
+        ``method="advi"`` / ``"fullrank_advi"`` is accepted as a PyMC-style alias.
+    rank: columns of B for ``family="lowrank"``, 1 <= rank <= the number of unconstrained
+        parameters D; default round(sqrt(D)) (as Pyro's and NumPyro's low-rank guides). Only for
+        the lowrank family. Meant for rank well below D: near D the best (d, B) is not unique
+        (roughly once rank > D - sqrt(2 D)), the averaged iterates can come out with sds several %
+        (up to ~10 %) too small at the default lr, and ``"fullrank"`` is the better choice anyway.
     steps: maximum Adam steps. draws: Monte Carlo draws per step, evaluated as one batch.
-    lr: Adam step size. seed: the same seed gives the same result, whatever the thread count.
-    tol: stop when the windowed ELBO's relative change stays below ``tol`` for ``patience``
-        windows of ``eval_every`` steps; ``None`` or 0 runs all ``steps``.
+    lr: Adam step size.
+    gradient: ``"stl"`` (sticking the landing: zero variance when q matches the posterior),
+        ``"closed_form"`` (closed-form entropy gradient) or ``"auto"`` (default): STL, except for a
+        full-rank fit without preconditioning, where STL's path term L^-T eps explodes while L is
+        still far from the posterior's and the fit can diverge (seen on a D = 30 regression).
+    seed: the same seed gives the same result, whatever the thread count.
+    tol, tol_abs: stop when the mean ELBO over the last 5 windows of ``eval_every`` steps differs
+        from the 5 windows before by less than ``max(tol * |ELBO|, tol_abs)``, ``patience`` times
+        running; ``tol=None`` or 0 runs all ``steps``.
+    precondition: ``"auto"`` (default) first finds the posterior mode and the Hessian there and runs
+        the fit in coordinates whitened by that Laplace approximation (full Cholesky for full-rank,
+        diagonal otherwise), which makes badly scaled and strongly correlated posteriors as easy as
+        well-conditioned ones; models without a proper mode are fitted without it (``fit.laplace``
+        says what happened). ``None`` turns it off. The low-rank family also starts B along the
+        Laplace covariance's leading directions (when the full Hessian is formed, D <= 2000).
     average: once converged, keep going for an averaging phase (as long as convergence took, and
         at least 4,000 draws) and return the mean of its iterates: this removes the jitter a
         constant step size leaves around the optimum. An unconverged fit averages its last two
         windows.
-    init: constrained starting values for the mean (dict by parameter name; others start at 0 in
-        the unconstrained space). init_scale: starting standard deviation in the unconstrained space.
+    init: constrained starting values (dict by parameter name; others start at 0 in the
+        unconstrained space): the start of the mode search, or of q's mean without preconditioning.
+    init_scale: starting standard deviation of q, in the optimiser's coordinates (default 1 when
+        preconditioned, i.e. the Laplace approximation's scale; 0.1 otherwise).
     threads: OpenMP threads for large kernels (default: OMP_NUM_THREADS or all cores).
     progress: show a tqdm progress bar. callback: called as ``callback(step, total, elbo,
         skipped)`` every ``eval_every`` steps; returning False stops the fit.
@@ -174,29 +225,52 @@ def fit(
     if model.dim == 0:
         raise ValueError("model has no parameters to fit: declare some with model.param")
     family_name = _resolve_family(family, method)
+    rank = _resolve_rank(rank, family_name, model.dim)
     opts = _core.FitOptions()
     opts.steps = _int_setting(steps, "steps", 1)
     opts.draws = _int_setting(draws, "draws", 1)
     opts.lr = _float_setting(lr, "lr")
+    if gradient not in ("auto", "stl", "closed_form"):
+        raise ValueError(f"gradient must be 'auto', 'stl' or 'closed_form', got {gradient!r}")
     opts.seed = _int_setting(seed, "seed", 0)
     if opts.seed >= 2**64:
         raise ValueError("seed must be < 2**64")
     opts.tol = 0.0 if tol is None else _float_setting(tol, "tol", positive=False)
     if opts.tol < 0:
         raise ValueError(f"tol must be >= 0 or None, got {tol!r}")
+    opts.tol_abs = _float_setting(tol_abs, "tol_abs", positive=False)
+    if opts.tol_abs < 0:
+        raise ValueError(f"tol_abs must be >= 0, got {tol_abs!r}")
+    if precondition not in ("auto", None):
+        raise ValueError(f"precondition must be 'auto' or None, got {precondition!r}")
     opts.eval_every = _int_setting(eval_every, "eval_every", 1)
     opts.patience = _int_setting(patience, "patience", 1)
     opts.average = bool(average)
     opts.threads = _core.max_threads() if threads is None else _int_setting(threads, "threads", 1)
-    init_scale = _float_setting(init_scale, "init_scale")
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable or None")
 
-    fam = _core.Family(family_name, model.dim)
-    mean0 = np.zeros(model.dim)
-    if init is not None:
-        mean0 = _initial_mean(model, init)
-    phi0 = fam.initialise(mean0, init_scale)
+    fam = _core.Family(family_name, model.dim, rank)
+    start = np.zeros(model.dim) if init is None else _initial_mean(model, init)
+    precond = _core.Preconditioner()
+    laplace = None
+    if precondition == "auto":
+        # the low-rank family uses the full Laplace covariance (if formed) to start B, see below
+        laplace = find_laplace(model, start, full=family_name in ("fullrank", "lowrank"), threads=opts.threads)
+        if laplace.ok:
+            precond.shift = laplace.mode
+            if family_name == "fullrank" and laplace.covariance is not None:
+                precond.lower = np.linalg.cholesky(laplace.covariance)
+            else:  # mean-field and low-rank stay in their family only under a diagonal C
+                precond.diagonal = 1.0 / np.sqrt(laplace.hessian_diag)
+    whitened = laplace is not None and laplace.ok
+    if gradient == "auto":
+        gradient = "closed_form" if family_name == "fullrank" and not whitened else "stl"
+    opts.gradient = getattr(_core.GradientEstimator, gradient)
+    init_scale = (1.0 if whitened else 0.1) if init_scale is None else _float_setting(init_scale, "init_scale")
+    phi0 = fam.initialise(np.zeros(model.dim) if whitened else start, init_scale)
+    if family_name == "lowrank" and whitened and laplace.covariance is not None:
+        phi0[2 * model.dim:] = _laplace_factor(laplace.covariance, precond.diagonal, rank, init_scale)
 
     bar = _progress_bar(opts.steps) if progress else None
 
@@ -208,15 +282,18 @@ def fit(
         return callback(step, total, elbo, skipped) if callback is not None else None
 
     try:
-        result = _core.fit(model._core, fam, phi0, opts, monitor if (bar or callback) else None)
+        result = _core.fit(model._core, fam, phi0, opts, monitor if (bar or callback) else None, precond)
     finally:
         if bar is not None:
             bar.close()
     approx = Approximation(model, fam, result, {
-        "family": family_name, "steps": opts.steps, "draws": opts.draws, "lr": opts.lr, "seed": opts.seed,
-        "tol": opts.tol, "eval_every": opts.eval_every, "patience": opts.patience, "average": opts.average,
+        "family": family_name, "steps": opts.steps, "draws": opts.draws, "lr": opts.lr, "gradient": gradient,
+        "seed": opts.seed, "rank": rank if family_name == "lowrank" else None,
+        "tol": opts.tol, "tol_abs": opts.tol_abs, "eval_every": opts.eval_every, "patience": opts.patience,
+        "average": opts.average, "precondition": precondition,
         "init_scale": init_scale, "threads": opts.threads,
     })
+    approx.laplace = laplace
     if approx.n_skipped:
         warnings.warn(f"{approx.n_skipped} of {approx.steps} steps had a non-finite log density or gradient and "
                       f"were skipped (step size halved {approx.lr_reductions} times). {approx.message}",
@@ -244,6 +321,41 @@ def _resolve_family(family: Optional[str], method: Optional[str]) -> str:
     return family
 
 
+def _resolve_rank(rank: Optional[int], family: str, dim: int) -> int:
+    """The rank to build the family with; 0 for families that have none."""
+    if family != "lowrank":
+        if rank is not None:
+            raise ValueError(f"rank applies only to family='lowrank', not to family={family!r}")
+        return 0
+    if rank is None:
+        return min(dim, max(1, int(round(math.sqrt(dim)))))
+    rank = _int_setting(rank, "rank", 1)
+    if rank > dim:
+        raise ValueError(f"rank must be <= the number of unconstrained parameters ({dim}), got {rank}")
+    return rank
+
+
+def _laplace_factor(covariance: np.ndarray, diagonal: np.ndarray, rank: int, scale: float) -> np.ndarray:
+    """The low-rank family's starting B in whitened coordinates u (zeta = mode + diag(c) u), from
+    the Laplace covariance: its r leading eigenvectors v_k in u, scaled so that the start's
+    variance along v_k, scale^2 + b_k^2, is the Laplace variance lambda_k (at least a tenth of
+    scale, so that no column starts at zero, see LowRankGaussian::initialise). The diagonal
+    preconditioner leaves the posterior's correlations in u; B must capture them, and from the
+    default small start a strongly correlated posterior (lambda_k ~ 1e5 along a ridge) would take
+    Adam tens of thousands of steps to stretch B that far. Returned column-major, as phi stores B."""
+    cov_u = covariance / np.outer(diagonal, diagonal)
+    d = cov_u.shape[0]
+    try:
+        import scipy.linalg
+
+        lam, vec = scipy.linalg.eigh(cov_u, subset_by_index=[d - rank, d - 1])
+    except ImportError:  # pragma: no cover - scipy is a dependency of preconditioning anyway
+        lam, vec = np.linalg.eigh(cov_u)
+        lam, vec = lam[d - rank:], vec[:, d - rank:]
+    b = vec[:, ::-1] * np.sqrt(np.maximum(lam[::-1] - scale**2, (0.1 * scale) ** 2))
+    return b.ravel(order="F")
+
+
 def _initial_mean(model: Model, init: Dict[str, Any]) -> np.ndarray:
     if not isinstance(init, dict):
         raise TypeError("init must be a dict mapping parameter names to values")
@@ -252,7 +364,7 @@ def _initial_mean(model: Model, init: Dict[str, Any]) -> np.ndarray:
         if p.name in init:
             values[p.name] = init[p.name]
         else:  # the point that maps to unconstrained 0
-            values[p.name] = model.constrain(np.zeros(model.dim))[p.name]
+            values[p.name] = model._split_values(model._core.values(np.zeros((model.dim, 1)))[:, 0])[p.name]
     unknown = set(init) - set(model.params)
     if unknown:
         raise ValueError(f"init names unknown parameters: {sorted(unknown)}")

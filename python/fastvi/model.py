@@ -8,23 +8,21 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core
+from .expr import Expr
 from .kernels import kernel_spec
 
 Shape = Union[int, Sequence[int]]
 
 
-class Param:
-    """A reference to a parameter block of a :class:`Model`; pass it as a kernel input."""
+class Param(Expr):
+    """A parameter block of a :class:`Model`: pass it (or expressions of it) as kernel inputs."""
 
     def __init__(self, model: "Model", name: str, shape: Tuple[int, ...], lower: float, upper: float,
-                 offset: int, size: int):
-        self._model = model
+                 block: int, offset: int, row: int):
+        super().__init__(model, block, shape, lower, upper, label=name)
         self.name = name
-        self.shape = shape
-        self.lower = lower
-        self.upper = upper
         self.offset = offset  # first coordinate of the block in the unconstrained vector
-        self.size = size
+        self.row = row        # first row of the block in the value matrix
 
     @property
     def constrained(self) -> bool:
@@ -73,7 +71,7 @@ def _as_data(value: Any, what: str) -> np.ndarray:
         raise TypeError(f"{what} must be numeric data or a parameter, got an array of dtype {arr.dtype}")
     if np.iscomplexobj(arr):
         raise TypeError(f"{what} must be real, got complex values")
-    return np.ascontiguousarray(arr, dtype=np.float64)
+    return np.asarray(arr, dtype=np.float64, order="C")  # keeps 0-d arrays 0-d
 
 
 class Model:
@@ -94,6 +92,7 @@ class Model:
     def __init__(self) -> None:
         self._core = _core.Model()
         self._params: Dict[str, Param] = {}
+        self._deterministics: Dict[str, Expr] = {}
         self._factors: list = []
 
     # ---- parameters -----------------------------------------------------------------------------
@@ -108,6 +107,8 @@ class Model:
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"parameter name must be a non-empty str, got {name!r}")
+        if name in self._deterministics:
+            raise ValueError(f"parameter {name!r}: the name is already used by a deterministic")
         shape = _as_shape(shape, name)
         lo = _as_bound(lower, "lower", name)
         hi = _as_bound(upper, "upper", name)
@@ -115,10 +116,27 @@ class Model:
             raise ValueError(f"parameter {name!r}: lower ({lo:g}) must be less than upper ({hi:g})")
         lo = -math.inf if lo is None else lo
         hi = math.inf if hi is None else hi
-        offset, size = self._core.add_param(name, list(shape), lo, hi)
-        p = Param(self, name, shape, lo, hi, offset, size)
+        block = self._core.add_param(name, list(shape), lo, hi)
+        p = Param(self, name, shape, lo, hi, block, self._core.param_offset(name), self._core.block(block)["row"])
         self._params[name] = p
         return p
+
+    def deterministic(self, name: str, expr: Expr) -> Expr:
+        """Records ``expr`` under ``name``: its values appear in ``sample()``, ``mean()``, ``std()``
+        and summaries. Returns ``expr``, so it can be used as a kernel input too."""
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"deterministic name must be a non-empty str, got {name!r}")
+        if name in self._params or name in self._deterministics:
+            raise ValueError(f"deterministic {name!r}: the name is already used")
+        if not isinstance(expr, Expr) or expr._model is not self:
+            raise TypeError(f"deterministic {name!r}: expected an expression of this model's parameters")
+        self._deterministics[name] = expr
+        return expr
+
+    @property
+    def deterministics(self) -> Dict[str, Expr]:
+        """Recorded deterministic quantities, in the order they were recorded."""
+        return dict(self._deterministics)
 
     @property
     def params(self) -> Dict[str, Param]:
@@ -151,10 +169,10 @@ class Model:
         label = name if name is not None else f"factor {index} ({kernel} on {self._describe(value)})"
         operands = []
         for key, v in [(variate, value), *inputs.items()]:
-            if isinstance(v, Param):
+            if isinstance(v, Expr):
                 if v._model is not self:
-                    raise ValueError(f"{label}: input {key!r} is parameter {v.name!r} of another model")
-                operands.append(self._core.param_operand(key, v.name))
+                    raise ValueError(f"{label}: input {key!r} is {v._label!r} of another model")
+                operands.append(v._operand(key))
             else:
                 operands.append(_core.data_operand(key, _as_data(v, f"{label}: input {key!r}")))
         self._core.add_factor(kernel, operands, label)
@@ -162,8 +180,8 @@ class Model:
 
     @staticmethod
     def _describe(value: Any) -> str:
-        if isinstance(value, Param):
-            return value.name
+        if isinstance(value, Expr):
+            return value._label
         return f"data of shape {np.shape(value)}"
 
     @property
@@ -178,19 +196,22 @@ class Model:
 
         ``zeta`` has shape (dim,) or (dim, S); the results have shapes () / (dim,) or (S,) / (dim, S).
         """
-        z = np.asarray(zeta, dtype=np.float64)
-        single = z.ndim == 1
-        if z.ndim not in (1, 2):
-            raise ValueError(f"zeta must have shape (dim,) or (dim, S), got {z.shape}")
-        lp, grad = self._core.log_density(z.reshape(z.shape[0], -1), threads)
+        z, single = self._as_zeta(zeta)
+        lp, grad = self._core.log_density(z, threads)
         return (lp[0], grad[:, 0]) if single else (lp, grad)
 
     def constrain(self, zeta: Any) -> Dict[str, np.ndarray]:
-        """Maps unconstrained points (dim,) or (dim, S) to a dict of constrained parameter values."""
+        """Constrained parameter values and deterministics at unconstrained points (dim,) or
+        (dim, S); with S draws each array has a leading draw axis."""
+        z, single = self._as_zeta(zeta)
+        values = self._core.values(z)
+        return self._split_values(values[:, 0] if single else values.T)
+
+    def _as_zeta(self, zeta: Any) -> Tuple[np.ndarray, bool]:
         z = np.asarray(zeta, dtype=np.float64)
-        single = z.ndim == 1
-        theta = self._core.constrain(z.reshape(z.shape[0], -1))
-        return self._split(theta[:, 0] if single else theta.T)
+        if z.ndim not in (1, 2) or z.shape[0] != self.dim:
+            raise ValueError(f"zeta must have shape ({self.dim},) or ({self.dim}, S), got {z.shape}")
+        return (z[:, None] if z.ndim == 1 else z), z.ndim == 1
 
     def unconstrain(self, values: Dict[str, Any]) -> np.ndarray:
         """Maps a dict of constrained values (every parameter) to the unconstrained vector."""
@@ -214,10 +235,20 @@ class Model:
             theta[p.offset:p.offset + p.size] = arr.ravel()
         return self._core.unconstrain(theta)
 
-    def _split(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
-        """Splits the last axis of `flat` (one entry per coordinate) into parameter arrays."""
+    def _split_zeta(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
+        """Splits the last axis of `flat` (one entry per unconstrained coordinate) by parameter."""
         lead = flat.shape[:-1]
         return {
             p.name: flat[..., p.offset:p.offset + p.size].reshape(lead + p.shape).copy()
             for p in self._params.values()
         }
+
+    def _split_values(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
+        """Splits the last axis of `flat` (one entry per value-matrix row) into parameters and
+        deterministics."""
+        lead = flat.shape[:-1]
+        out = {}
+        for name, e in [*self._params.items(), *self._deterministics.items()]:
+            row = self._core.block(e._block)["row"]
+            out[name] = flat[..., row:row + e.size].reshape(lead + e.shape).copy()
+        return out

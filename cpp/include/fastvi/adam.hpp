@@ -1,6 +1,14 @@
-// Adam (Kingma & Ba 2015) with bias correction, as gradient *ascent* on the ELBO.
+// Adam (Kingma & Ba 2015) with bias correction, as gradient *ascent* on the ELBO, plus a cap on
+// the second moment so that one burst of huge gradients cannot stall the fit.
+//
+// Why the cap: v forgets with time constant 1 / (1 - beta2) = 1000 steps, so after a transient
+// where gradients were 1e100 (a scale parameter near zero, say) every later step is ~1e-100 of lr
+// and the fit freezes wherever it is, for hundreds of thousands of steps. At the end of every
+// window we therefore cap v at kVCap times the mean square gradient seen in that window. With
+// stationary gradient noise v is about that mean square, so the cap does not bind.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 
 #include "fastvi/types.hpp"
@@ -10,28 +18,45 @@ namespace fastvi {
 class Adam {
  public:
   Adam(Index size, double beta1 = 0.9, double beta2 = 0.999, double epsilon = 1e-8)
-      : m_(Vector::Zero(size)), v_(Vector::Zero(size)), beta1_(beta1), beta2_(beta2), eps_(epsilon) {}
+      : m_(Vector::Zero(size)), v_(Vector::Zero(size)), window_sq_(Vector::Zero(size)),
+        beta1_(beta1), beta2_(beta2), eps_(epsilon) {}
 
   // Moves x along the ascent direction `grad` (which the caller has checked is finite). Each
   // coordinate moves by at most about lr / sqrt(1 - beta2), so a finite x stays finite.
   void step(Eigen::Ref<Vector> x, const Eigen::Ref<const Vector>& grad, double lr) {
     ++t_;
+    ++window_steps_;
     const double c1 = 1.0 - std::pow(beta1_, double(t_)), c2 = 1.0 - std::pow(beta2_, double(t_));
     const double step_size = lr * std::sqrt(c2) / c1;
     const double eps_hat = eps_ * std::sqrt(c2);  // the usual eps, moved inside the bias correction
     for (Index i = 0; i < x.size(); ++i) {
-      m_[i] = beta1_ * m_[i] + (1.0 - beta1_) * grad[i];
-      v_[i] = beta2_ * v_[i] + (1.0 - beta2_) * grad[i] * grad[i];
+      // A finite gradient above ~1e154 would square to inf and freeze v for good.
+      const double g = std::clamp(grad[i], -kMaxGradient, kMaxGradient);
+      m_[i] = beta1_ * m_[i] + (1.0 - beta1_) * g;
+      v_[i] = beta2_ * v_[i] + (1.0 - beta2_) * g * g;
+      window_sq_[i] += g * g;
       x[i] += step_size * m_[i] / (std::sqrt(v_[i]) + eps_hat);
     }
+  }
+
+  // Caps v (bias-corrected) at kVCap times this window's mean square gradient; starts a new window.
+  void end_window() {
+    if (window_steps_ == 0) return;
+    const double c2 = 1.0 - std::pow(beta2_, double(t_));
+    const double scale = kVCap * c2 / double(window_steps_);
+    for (Index i = 0; i < v_.size(); ++i) v_[i] = std::min(v_[i], scale * window_sq_[i]);
+    window_sq_.setZero();
+    window_steps_ = 0;
   }
 
   Index steps() const { return t_; }
 
  private:
-  Vector m_, v_;
+  static constexpr double kMaxGradient = 1e150;
+  static constexpr double kVCap = 100.0;  // steps shrink at most 10x below their normal size
+  Vector m_, v_, window_sq_;
   double beta1_, beta2_, eps_;
-  Index t_ = 0;
+  Index t_ = 0, window_steps_ = 0;
 };
 
 }  // namespace fastvi

@@ -14,11 +14,17 @@ namespace fastvi {
 struct FitOptions {
   Index steps = 10000;     // maximum number of optimisation steps
   Index draws = 1;         // Monte Carlo draws per gradient step, evaluated as one batch
+  GradientEstimator gradient = GradientEstimator::StickingTheLanding;
   double lr = 0.01;        // Adam step size
   double beta1 = 0.9, beta2 = 0.999, adam_epsilon = 1e-8;
   Index eval_every = 100;  // steps per ELBO window
-  double tol = 1e-4;       // stop when the windowed ELBO's relative change stays below tol; <= 0: never
-  Index patience = 3;      // ... for this many consecutive windows
+  // Stopping rule (see elbo_settled in fit.cpp): the mean ELBO over the last `block` windows
+  // differs from the `block` windows before by less than max(tol * |ELBO|, tol_abs), `patience`
+  // comparisons running. tol <= 0: never stop early.
+  double tol = 1e-5;
+  double tol_abs = 0.05;   // nats
+  Index block = 5;         // windows per block
+  Index patience = 2;
   // Once converged, keep going for an averaging phase and return the mean of its iterates
   // (Polyak-Ruppert tail averaging): with a constant step size the last iterate jitters around the
   // optimum by about sd / sqrt(steps the optimiser "remembers"); the average of M steps of S draws
@@ -59,8 +65,10 @@ struct FitResult {
   std::string message;              // why the fit stopped, in words
 };
 
-// Maximises the ELBO of `model` over `family` from phi0. Runs without touching Python.
+// Maximises the ELBO of `model` over `family` from phi0. Runs without touching Python. With an
+// active preconditioner phi0 parameterises q(u) in whitened coordinates; the result's phi is
+// always q(zeta)'s.
 FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi0,
-                  const FitOptions& options, const Monitor& monitor);
+                  const FitOptions& options, const Monitor& monitor, const Preconditioner* preconditioner = nullptr);
 
 }  // namespace fastvi

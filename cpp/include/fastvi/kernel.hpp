@@ -33,6 +33,12 @@ class Kernel {
   virtual void reserve(Index draws) { (void)draws; }
   // Adds each draw's log density to batch.lp[s] and its partials to batch.grad for every parameter
   // operand. Must not allocate.
+  //
+  // A kernel that cannot go on (a Python kernel whose function raised, say) may throw: the
+  // exception leaves Model::log_density, ElboEstimator::estimate and run_fit as it is, and the model
+  // stays usable. (So the core must not call evaluate inside an OpenMP region; a kernel that runs
+  // one itself must not let an exception escape it.) A draw outside the support is not a failure:
+  // add -inf or NaN to its lp and the fit skips that step.
   virtual void evaluate(const Batch& batch) = 0;
 };
 

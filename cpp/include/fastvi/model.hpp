@@ -1,14 +1,17 @@
-// A model: parameter blocks (with constraint transforms) and bound kernel factors.
+// A model: parameter blocks (with constraint transforms), expression nodes and bound kernel factors.
 //
-// The unconstrained vector zeta stacks the blocks in declaration order. The log density of a
-// batch of draws is the sum of the factors' log densities at theta = transform(zeta) plus the
-// transforms' log-Jacobians; its gradient is taken with respect to zeta.
+// The unconstrained vector zeta stacks the parameter blocks in declaration order. The value
+// matrix (rows x S) holds every block of rows an operand can read: each parameter's constrained
+// values and each expression node's output, in the order they were created. The log density of a
+// batch of draws is the sum of the factors' log densities plus the transforms' log-Jacobians; its
+// gradient is taken with respect to zeta.
 #pragma once
 
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "fastvi/expression.hpp"
 #include "fastvi/kernel.hpp"
 #include "fastvi/transform.hpp"
 
@@ -17,9 +20,20 @@ namespace fastvi {
 struct ParamBlock {
   std::string name;
   std::vector<Index> shape;
-  Index offset = 0;  // first row in zeta and in Batch::value
+  Index offset = 0;  // first coordinate in zeta
+  Index row = 0;     // first row in the value matrix
   Index size = 1;
   Transform transform;
+};
+
+// Rows of the value matrix that operands can refer to: a parameter's or an expression node's.
+struct RowBlock {
+  std::string name;  // the parameter's name, or a description of the expression
+  std::vector<Index> shape;
+  Index row = 0;
+  Index size = 1;
+  double lower = -kInf, upper = kInf;  // bounds every value is known to respect
+  bool is_param = false;
 };
 
 struct Factor {
@@ -39,16 +53,25 @@ struct ModelWorkspace {
 class Model {
  public:
   // Declares a parameter block; throws std::invalid_argument for a repeated name, a bad shape or
-  // bad bounds. Returns the block (its offset is where it lives in zeta).
-  const ParamBlock& add_param(const std::string& name, const std::vector<Index>& shape, double lower, double upper);
+  // bad bounds. Returns its block id.
+  Index add_param(const std::string& name, const std::vector<Index>& shape, double lower, double upper);
+
+  // Adds an expression node with output shape `shape`; returns its block id.
+  Index add_node(std::unique_ptr<Node> node, const std::string& name, const std::vector<Index>& shape,
+                 double lower, double upper);
+
+  // An operand (for a kernel input or a node) that reads block `block`, named `input`.
+  Operand block_operand(const std::string& input, Index block) const;
+  const RowBlock& block(Index id) const;
 
   // Binds a registered kernel. `operands` are named by the kernel's input names, in any order;
   // omitted inputs take the kernel's defaults. Validates names, shapes and supports and throws
   // std::invalid_argument with a message that names the factor and input at fault.
   void add_factor(const std::string& kernel, std::vector<Operand> operands, const std::string& label);
 
-  Index dim() const { return dim_; }      // length of zeta
-  Index rows() const { return dim_; }     // rows of the value matrix
+  Index dim() const { return dim_; }                  // length of zeta
+  Index rows() const { return Index(rows_); }         // rows of the value matrix
+  const std::vector<RowBlock>& blocks() const { return blocks_; }
   const std::vector<ParamBlock>& params() const { return params_; }
   const ParamBlock& param(const std::string& name) const;
   const std::vector<Factor>& factors() const { return factors_; }
@@ -56,8 +79,8 @@ class Model {
   // Sizes the kernels' scratch for S draws per evaluation. Call before log_density.
   void reserve(Index draws);
 
-  // theta = transform(zeta) for every block (rows x S into theta), without Jacobian terms.
-  void constrain(const Eigen::Ref<const Matrix>& zeta, Eigen::Ref<Matrix> theta) const;
+  // The value matrix (rows x S: constrained parameters and every node's output) at zeta (D x S).
+  void values(const Eigen::Ref<const Matrix>& zeta, Matrix& value) const;
   // Inverse of constrain for one point.
   void unconstrain(const Eigen::Ref<const Vector>& theta, Eigen::Ref<Vector> zeta) const;
 
@@ -66,10 +89,19 @@ class Model {
   void log_density(const Eigen::Ref<const Matrix>& zeta, ModelWorkspace& ws, Eigen::Ref<Vector> lp,
                    Eigen::Ref<Matrix> grad_zeta, int threads) const;
 
+  // The factors' log density at constrained parameter values theta (D x S, stacked like zeta),
+  // without log-Jacobians, and its gradient with respect to theta: what the kernels compute, in the
+  // space where they are defined (for checking kernels against finite differences).
+  void log_density_constrained(const Eigen::Ref<const Matrix>& theta, ModelWorkspace& ws, Eigen::Ref<Vector> lp,
+                               Eigen::Ref<Matrix> grad_theta, int threads) const;
+
  private:
   std::vector<ParamBlock> params_;
+  std::vector<RowBlock> blocks_;
+  std::vector<std::unique_ptr<Node>> nodes_;
   std::vector<Factor> factors_;
   Index dim_ = 0;
+  Index rows_ = 0;
   Index reserved_draws_ = -1;
 };
 

@@ -15,7 +15,7 @@ class KernelRegistry {
   static KernelRegistry& global();
 
   void add(KernelInfo info);  // throws std::invalid_argument if the name is taken
-  const KernelInfo& get(const std::string& name) const;  // throws std::out_of_range naming the options
+  const KernelInfo& get(const std::string& name) const;  // throws std::invalid_argument naming the options
   bool contains(const std::string& name) const { return kernels_.count(name) > 0; }
   std::vector<std::string> names() const;
 

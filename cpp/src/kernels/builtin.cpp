@@ -4,6 +4,19 @@ namespace fastvi {
 
 void register_builtin_kernels(KernelRegistry& r) {
   kernels::register_normal(r);
+  // Element-wise distributions.
+  kernels::register_student_t(r);
+  kernels::register_cauchy(r);
+  kernels::register_half_normal(r);
+  kernels::register_half_cauchy(r);
+  kernels::register_exponential(r);
+  kernels::register_gamma(r);
+  kernels::register_lognormal(r);
+  kernels::register_beta(r);
+  kernels::register_bernoulli_logit(r);
+  kernels::register_binomial_logit(r);
+  kernels::register_poisson_log(r);
+  // Fused GLM likelihoods.
   kernels::register_glm(r);
 }
 

@@ -6,6 +6,17 @@
 namespace fastvi::kernels {
 
 void register_normal(KernelRegistry& r);
+void register_student_t(KernelRegistry& r);
+void register_cauchy(KernelRegistry& r);
+void register_half_normal(KernelRegistry& r);
+void register_half_cauchy(KernelRegistry& r);
+void register_exponential(KernelRegistry& r);
+void register_gamma(KernelRegistry& r);
+void register_lognormal(KernelRegistry& r);
+void register_beta(KernelRegistry& r);
+void register_bernoulli_logit(KernelRegistry& r);
+void register_binomial_logit(KernelRegistry& r);
+void register_poisson_log(KernelRegistry& r);
 void register_glm(KernelRegistry& r);  // normal_id_glm, bernoulli_logit_glm, poisson_log_glm
 
 }  // namespace fastvi::kernels

@@ -1,0 +1,190 @@
+"""Accuracy of fastvi against posteriordb reference posteriors.
+
+Fits every posterior of bench/posteriors.py with every Gaussian family, with fastvi's **default
+settings** (only ``seed`` is set), and prints, per (posterior, family, seed):
+
+- max |mean err|: the largest |fitted mean − reference mean| / reference sd over the compared
+  quantities (every reference parameter, plus log(sigma) / log(tau) in unconstrained space; for
+  non-centred eight schools also theta_trans), and which quantity it is;
+- max |log sd ratio|: the largest |log(fitted sd / reference sd)|, and which quantity;
+- MF-sd ratio: log of the README's mean-field sd ratio, i.e. the worst log sd ratio a KL-optimal
+  mean-field Gaussian *should* show on a Gaussian posterior with the reference covariance.
+  Mean-field rows are expected to sit near it, not near 0;
+- wall time of ``fv.fit``, steps taken, converged?;
+- target: for full-rank (and low-rank), whether max |mean err| <= 0.1 and every sd is within 10 %
+  of the reference (the accuracy target); "n/a" on posteriors not close to Gaussian.
+
+    python bench/accuracy.py                       # everything, seed 0
+    python bench/accuracy.py --only kidiq --families fullrank --seeds 0 1 2
+    python bench/accuracy.py --markdown            # the table for bench/README.md
+    python bench/accuracy.py --detail --only arK   # every compared quantity
+
+A family is one line in FAMILIES below: its fv.fit arguments. Families this build of fastvi does not
+know (e.g. low-rank before it is merged) are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import fastvi as fv  # noqa: E402
+import posteriors as P  # noqa: E402
+
+# name -> fv.fit arguments. Adding a family is one line here.
+FAMILIES: Dict[str, dict] = {
+    "meanfield": dict(family="meanfield"),
+    "fullrank": dict(family="fullrank"),
+    "lowrank": dict(family="lowrank", rank=2),
+}
+
+MEAN_TOL = 0.1   # target: |mean error| <= 0.1 reference sd
+SD_TOL = 0.10    # target: |sd / reference sd − 1| <= 10 %
+TARGET_FAMILIES = ("fullrank", "lowrank")
+
+
+def available(family: str) -> bool:
+    """Whether this fastvi build fits ``family`` (tried on a three-parameter model: a rank-2
+    low-rank family does not fit a one-parameter model, rank must be <= the dimension)."""
+    m = fv.Model()
+    w = m.param("w", shape=(3,))
+    m.add("normal", w)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fv.fit(m, steps=1, seed=0, **FAMILIES[family])
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def meets_target(rows: List[P.Row]) -> bool:
+    return all(abs(r.mean_err) <= MEAN_TOL and abs(r.sd / r.ref_sd - 1.0) <= SD_TOL for r in rows)
+
+
+def run_one(name: str, family: str, seed: int, info: dict) -> dict:
+    model, targets, info = P.build(name, info)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        approx = fv.fit(model, seed=seed, **FAMILIES[family])
+        wall = time.perf_counter() - t0
+    rows = P.compare(approx, targets, info)
+    wm, ws = P.worst(rows)
+    return dict(name=name, family=family, seed=seed, rows=rows, worst_mean=wm, worst_sd=ws, wall=wall,
+                steps=approx.steps, converged=approx.converged, skipped=approx.n_skipped,
+                warnings=[str(w.message) for w in caught], target=meets_target(rows))
+
+
+def _target_cell(r: dict) -> str:
+    if r["family"] not in TARGET_FAMILIES:
+        return "-"
+    if r["name"] in P.NOT_GAUSSIAN:
+        return "n/a" if not r["target"] else "n/a (met)"
+    return "yes" if r["target"] else "**no**"
+
+
+def _fmt(x: float, spec: str) -> str:
+    return format(x, spec) if math.isfinite(x) else str(x)
+
+
+def table(results: List[dict], infos: Dict[str, dict], markdown: bool) -> str:
+    head = ["posterior", "family", "seed", "max \\|mean err\\| (sd)", "max \\|log sd ratio\\|",
+            "log MF-sd ratio", "time (s)", "steps", "converged", "target"]
+    if not markdown:
+        head = [h.replace("\\|", "|") for h in head]
+    lines = []
+    for r in results:
+        wm, ws = r["worst_mean"], r["worst_sd"]
+        mf = math.log(P.mf_sd_ratio(infos[r["name"]]))
+        sd_cell = f"{_fmt(ws.log_sd_ratio, '+.3f')} ({ws.key})"
+        lines.append([
+            r["name"], r["family"], str(r["seed"]),
+            f"{_fmt(abs(wm.mean_err), '.3f')} ({wm.key})",
+            sd_cell,
+            f"{mf:+.3f}" if r["family"] == "meanfield" else "",
+            f"{r['wall']:.2f}", str(r["steps"]), "yes" if r["converged"] else "**no**" if markdown else "no",
+            _target_cell(r),
+        ])
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in lines]
+        return "\n".join(out)
+    widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:{w}}}" for w in widths)
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*row) for row in lines])
+
+
+def detail(r: dict) -> str:
+    out = [f"{r['name']} / {r['family']} / seed {r['seed']}: {r['steps']} steps, "
+           f"{'converged' if r['converged'] else 'NOT converged'}, {r['wall']:.2f} s"]
+    out += [f"  warning: {w}" for w in r["warnings"]]
+    out.append(f"  {'quantity':16s} {'mean':>12s} {'ref mean':>12s} {'err (sd)':>9s} {'sd':>11s} {'ref sd':>11s} {'log ratio':>9s}")
+    for row in r["rows"]:
+        out.append(f"  {row.key:16s} {row.mean:12.5g} {row.ref_mean:12.5g} {row.mean_err:+9.3f} "
+                   f"{row.sd:11.4g} {row.ref_sd:11.4g} {row.log_sd_ratio:+9.3f}")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", nargs="+", metavar="NAME",
+                    help="posteriors whose name contains any of these substrings")
+    ap.add_argument("--families", nargs="+", choices=list(FAMILIES), help="default: every family this build has")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--detail", action="store_true", help="also print every compared quantity")
+    args = ap.parse_args(argv)
+
+    names = [n for n in P.NAMES if not args.only or any(s in n for s in args.only)]
+    if not names:
+        ap.error(f"--only matched none of {P.NAMES}")
+    families = args.families or list(FAMILIES)
+    skipped = [f for f in families if not available(f)]
+    families = [f for f in families if f not in skipped]
+
+    infos = {n: P.load(n) for n in names}
+    results = []
+    for name in names:
+        for family in families:
+            for seed in args.seeds:
+                r = run_one(name, family, seed, infos[name])
+                results.append(r)
+                if args.detail:
+                    print(detail(r), flush=True)
+                else:
+                    print(f"  {name} / {family} / seed {seed}: {r['wall']:.2f} s", file=sys.stderr, flush=True)
+
+    print(table(results, infos, args.markdown))
+    print()
+    print(f"fastvi {fv.__version__}; normal likelihood via "
+          f"{'fused normal_id_glm' if P.has_glm() else 'expression normal(y | X @ beta, sigma)'}; "
+          f"threads: {os.environ.get('OMP_NUM_THREADS', 'all cores')}")
+    if skipped:
+        print(f"families not in this build (skipped): {', '.join(skipped)}")
+    target_rows = [r for r in results if r["family"] in TARGET_FAMILIES and r["name"] not in P.NOT_GAUSSIAN]
+    if target_rows:
+        print(f"target (every mean within {MEAN_TOL} sd, every sd within {SD_TOL:.0%}), fits meeting it:")
+        for family in [f for f in families if f in TARGET_FAMILIES]:
+            counts = []
+            for name in names:
+                rs = [r for r in target_rows if r["name"] == name and r["family"] == family]
+                if rs:
+                    counts.append(f"{name} {sum(r['target'] for r in rs)}/{len(rs)}")
+            total = [r for r in target_rows if r["family"] == family]
+            print(f"  {family}: {sum(r['target'] for r in total)}/{len(total)} ({', '.join(counts)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+#include "fastvi/expression.hpp"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "fastvi/math.hpp"
+
+namespace fastvi {
+namespace {
+
+// A read/write view of the value and gradient matrices in the form operands understand.
+Batch view(const Matrix& value, Matrix* grad) {
+  return Batch{value.data(), grad ? grad->data() : nullptr, nullptr, value.rows(), value.cols(), 1};
+}
+
+using StridedMap = Eigen::Map<Matrix, 0, Eigen::OuterStride<>>;
+using ConstStridedMap = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;
+
+class Binary final : public Node {
+ public:
+  Binary(BinaryOp op, Operand a, Operand b, Index n) : op_(op), a_(std::move(a)), b_(std::move(b)) { size = n; }
+
+  void forward(Matrix& value) const override {
+    const Batch v = view(value, nullptr);
+    for (Index s = 0; s < v.draws; ++s)
+      for (Index n = 0; n < size; ++n) {
+        const double x = a_.value(v, n, s), y = b_.value(v, n, s);
+        double out = 0.0;
+        switch (op_) {
+          case BinaryOp::Add: out = x + y; break;
+          case BinaryOp::Sub: out = x - y; break;
+          case BinaryOp::Mul: out = x * y; break;
+          case BinaryOp::Div: out = x / y; break;
+        }
+        value(row + n, s) = out;
+      }
+  }
+
+  void backward(const Matrix& value, Matrix& grad) const override {
+    const Batch v = view(value, &grad);
+    const bool da = a_.is_param, db = b_.is_param;
+    for (Index s = 0; s < v.draws; ++s)
+      for (Index n = 0; n < size; ++n) {
+        const double g = grad(row + n, s);
+        switch (op_) {
+          case BinaryOp::Add:
+            if (da) a_.add_grad(v, n, s, g);
+            if (db) b_.add_grad(v, n, s, g);
+            break;
+          case BinaryOp::Sub:
+            if (da) a_.add_grad(v, n, s, g);
+            if (db) b_.add_grad(v, n, s, -g);
+            break;
+          case BinaryOp::Mul:
+            if (da) a_.add_grad(v, n, s, g * b_.value(v, n, s));
+            if (db) b_.add_grad(v, n, s, g * a_.value(v, n, s));
+            break;
+          case BinaryOp::Div: {
+            const double y = b_.value(v, n, s);
+            if (da) a_.add_grad(v, n, s, g / y);
+            if (db) b_.add_grad(v, n, s, -g * value(row + n, s) / y);  // d(x/y)/dy = -(x/y)/y
+            break;
+          }
+        }
+      }
+  }
+
+ private:
+  BinaryOp op_;
+  Operand a_, b_;
+};
+
+class Unary final : public Node {
+ public:
+  Unary(UnaryOp op, Operand a) : op_(op), a_(std::move(a)) { size = a_.size(); }
+
+  void forward(Matrix& value) const override {
+    for (Index s = 0; s < value.cols(); ++s)
+      for (Index n = 0; n < size; ++n) {
+        const double x = value(a_.row + n, s);
+        double out = 0.0;
+        switch (op_) {
+          case UnaryOp::Neg: out = -x; break;
+          case UnaryOp::Exp: out = std::exp(x); break;
+          case UnaryOp::Log: out = std::log(x); break;
+          case UnaryOp::Log1pExp: out = math::log1p_exp(x); break;
+          case UnaryOp::InvLogit: out = math::inv_logit(x); break;
+        }
+        value(row + n, s) = out;
+      }
+  }
+
+  void backward(const Matrix& value, Matrix& grad) const override {
+    for (Index s = 0; s < value.cols(); ++s)
+      for (Index n = 0; n < size; ++n) {
+        const double x = value(a_.row + n, s), y = value(row + n, s), g = grad(row + n, s);
+        double d = 0.0;  // dy/dx, from y where that is cheaper
+        switch (op_) {
+          case UnaryOp::Neg: d = -1.0; break;
+          case UnaryOp::Exp: d = y; break;
+          case UnaryOp::Log: d = 1.0 / x; break;
+          case UnaryOp::Log1pExp: d = math::inv_logit(x); break;
+          case UnaryOp::InvLogit: d = y * (1.0 - y); break;
+        }
+        grad(a_.row + n, s) += g * d;
+      }
+  }
+
+ private:
+  UnaryOp op_;
+  Operand a_;
+};
+
+class MatVec final : public Node {
+ public:
+  MatVec(RowMatrix x, Operand v) : x_(std::move(x)), v_(std::move(v)) { size = x_.rows(); }
+
+  void forward(Matrix& value) const override {
+    const Index ld = value.rows(), draws = value.cols();
+    StridedMap out(value.data() + row, size, draws, Eigen::OuterStride<>(ld));
+    ConstStridedMap in(value.data() + v_.row, x_.cols(), draws, Eigen::OuterStride<>(ld));
+    out.noalias() = x_ * in;
+  }
+
+  void backward(const Matrix& value, Matrix& grad) const override {
+    const Index ld = value.rows(), draws = value.cols();
+    ConstStridedMap g_out(grad.data() + row, size, draws, Eigen::OuterStride<>(ld));
+    StridedMap g_in(grad.data() + v_.row, x_.cols(), draws, Eigen::OuterStride<>(ld));
+    g_in.noalias() += x_.transpose() * g_out;
+  }
+
+ private:
+  RowMatrix x_;
+  Operand v_;
+};
+
+class Gather final : public Node {
+ public:
+  Gather(Operand a, std::vector<Index> index) : a_(std::move(a)), index_(std::move(index)) {
+    size = Index(index_.size());
+  }
+
+  void forward(Matrix& value) const override {
+    for (Index s = 0; s < value.cols(); ++s)
+      for (Index n = 0; n < size; ++n) value(row + n, s) = value(a_.row + index_[size_t(n)], s);
+  }
+
+  void backward(const Matrix&, Matrix& grad) const override {
+    for (Index s = 0; s < grad.cols(); ++s)
+      for (Index n = 0; n < size; ++n) grad(a_.row + index_[size_t(n)], s) += grad(row + n, s);
+  }
+
+ private:
+  Operand a_;
+  std::vector<Index> index_;
+};
+
+class Sum final : public Node {
+ public:
+  explicit Sum(Operand a) : a_(std::move(a)) { size = 1; }
+
+  void forward(Matrix& value) const override {
+    for (Index s = 0; s < value.cols(); ++s) value(row, s) = value.col(s).segment(a_.row, a_.size()).sum();
+  }
+
+  void backward(const Matrix&, Matrix& grad) const override {
+    for (Index s = 0; s < grad.cols(); ++s) grad.col(s).segment(a_.row, a_.size()).array() += grad(row, s);
+  }
+
+ private:
+  Operand a_;
+};
+
+void require_rows(const Operand& op, const char* what) {
+  if (!op.is_param) throw std::invalid_argument(std::string(what) + " needs a parameter or expression input");
+}
+
+}  // namespace
+
+std::unique_ptr<Node> make_binary(BinaryOp op, Operand a, Operand b, Index size) {
+  if (!a.is_param && !b.is_param) throw std::invalid_argument("an expression needs at least one parameter input");
+  return std::make_unique<Binary>(op, std::move(a), std::move(b), size);
+}
+
+std::unique_ptr<Node> make_unary(UnaryOp op, Operand a) {
+  require_rows(a, "a function of an expression");
+  return std::make_unique<Unary>(op, std::move(a));
+}
+
+std::unique_ptr<Node> make_matvec(RowMatrix x, Operand v) {
+  require_rows(v, "X @ v");
+  if (x.cols() != v.size())
+    throw std::invalid_argument("X @ v: X has " + std::to_string(x.cols()) + " columns but v has " +
+                                std::to_string(v.size()) + " elements");
+  if (!x.allFinite()) throw std::invalid_argument("X @ v: X contains NaN or inf");
+  return std::make_unique<MatVec>(std::move(x), std::move(v));
+}
+
+std::unique_ptr<Node> make_gather(Operand a, std::vector<Index> index) {
+  require_rows(a, "indexing");
+  for (Index i : index)
+    if (i < 0 || i >= a.size())
+      throw std::invalid_argument("index " + std::to_string(i) + " is out of bounds for " + std::to_string(a.size()) +
+                                  " elements");
+  return std::make_unique<Gather>(std::move(a), std::move(index));
+}
+
+std::unique_ptr<Node> make_sum(Operand a) {
+  require_rows(a, "sum");
+  return std::make_unique<Sum>(std::move(a));
+}
+
+}  // namespace fastvi

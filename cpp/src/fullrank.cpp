@@ -1,0 +1,83 @@
+// FullRankGaussian: phi = [mu (D), L (D x D, column-major, log diagonal)].
+#include "fastvi/family.hpp"
+
+#include <cmath>
+
+namespace fastvi {
+
+void FullRankGaussian::initialise(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& mean, double scale) const {
+  const Index d = dim();
+  phi.head(d) = mean;
+  Eigen::Map<Matrix> l(phi.data() + d, d, d);
+  l.setZero();
+  l.diagonal().setConstant(std::log(scale));
+}
+
+Matrix FullRankGaussian::cholesky(const Eigen::Ref<const Vector>& phi) const {
+  const Index d = dim();
+  Matrix l = Eigen::Map<const Matrix>(phi.data() + d, d, d).triangularView<Eigen::StrictlyLower>();
+  l.diagonal() = Eigen::Map<const Matrix>(phi.data() + d, d, d).diagonal().array().exp();
+  return l;
+}
+
+void FullRankGaussian::reserve(Index draws) {
+  chol_.resize(dim(), dim());
+  g_path_.resize(dim(), draws);
+}
+
+void FullRankGaussian::draw(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
+                            Eigen::Ref<Matrix> zeta) {
+  const Index d = dim();
+  Eigen::Map<const Matrix> stored(phi.data() + d, d, d);
+  chol_.triangularView<Eigen::StrictlyLower>() = stored.triangularView<Eigen::StrictlyLower>();
+  for (Index i = 0; i < d; ++i) chol_(i, i) = std::exp(stored(i, i));
+  zeta.noalias() = chol_.triangularView<Eigen::Lower>() * eps;
+  zeta.colwise() += phi.head(d);
+}
+
+void FullRankGaussian::elbo_gradient(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
+                                     const Eigen::Ref<const Matrix>& g, GradientEstimator estimator,
+                                     Eigen::Ref<Vector> grad_phi) {
+  const Index d = dim(), draws = eps.cols();
+  const double inv = 1.0 / double(draws);
+  const bool stl = estimator == GradientEstimator::StickingTheLanding;
+  if (stl) {
+    // g + L^-T eps; chol_ still holds L from draw() for this phi.
+    g_path_ = eps;
+    chol_.triangularView<Eigen::Lower>().transpose().solveInPlace(g_path_);
+    g_path_ += g;
+  }
+  const Eigen::Ref<const Matrix> gg = stl ? Eigen::Ref<const Matrix>(g_path_) : g;
+  grad_phi.head(d) = gg.rowwise().sum() * inv;
+  Eigen::Map<Matrix> grad_l(grad_phi.data() + d, d, d);
+  // Only the lower triangle of g eps^T is needed: one triangular GEMM into the lower half.
+  grad_l.setZero();
+  grad_l.triangularView<Eigen::Lower>() += inv * gg * eps.transpose();
+  Eigen::Map<const Matrix> stored(phi.data() + d, d, d);
+  const double entropy_grad = stl ? 0.0 : 1.0;
+  for (Index i = 0; i < d; ++i) grad_l(i, i) = grad_l(i, i) * std::exp(stored(i, i)) + entropy_grad;
+}
+
+double FullRankGaussian::entropy(const Eigen::Ref<const Vector>& phi) const {
+  const Index d = dim();
+  // The diagonal of the stored factor is strided: summing it in place avoids a copy per step.
+  return gaussian_entropy(Eigen::Map<const Matrix>(phi.data() + d, d, d).diagonal().sum());
+}
+
+void FullRankGaussian::unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const {
+  const Index d = dim();
+  const Matrix c = p.is_diagonal() ? Matrix(p.diagonal.asDiagonal()) : Matrix(p.lower.triangularView<Eigen::Lower>());
+  phi.head(d) = p.shift + c * phi.head(d);
+  // L_zeta = C L_u is lower-triangular again, with diagonal C_ii L_ii > 0.
+  const Matrix l = c * cholesky(phi);
+  Eigen::Map<Matrix> stored(phi.data() + d, d, d);
+  stored = l.triangularView<Eigen::StrictlyLower>();
+  stored.diagonal() = l.diagonal().array().log().matrix();
+}
+
+Matrix FullRankGaussian::covariance(const Eigen::Ref<const Vector>& phi) const {
+  const Matrix l = cholesky(phi);
+  return l * l.transpose();
+}
+
+}  // namespace fastvi

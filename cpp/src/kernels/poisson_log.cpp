@@ -1,0 +1,54 @@
+// poisson_log(y | log_rate) for integer y >= 0:  log p = y * log_rate - exp(log_rate) - lgamma(y + 1)
+#include <cmath>
+
+#include "builtin.hpp"
+#include "elementwise.hpp"
+#include "fastvi/math.hpp"
+
+namespace fastvi::kernels {
+namespace {
+
+class PoissonLog final : public Kernel {
+ public:
+  PoissonLog(std::vector<Operand> ops, Index size) : y_(std::move(ops[0])), log_rate_(std::move(ops[1])), size_(size) {
+    const_lp_ = -sum_data(size_, [&](Index n) { return math::log_gamma(data_at(y_, n) + 1.0); });
+    // With the log rate as data there is no parameter: the whole log density is one constant.
+    if (!log_rate_.is_param)
+      const_lp_ += sum_data(size_, [&](Index n) {
+        const double eta = data_at(log_rate_, n);
+        return data_at(y_, n) * eta - std::exp(eta);
+      });
+  }
+
+  void evaluate(const Batch& b) override {
+    for (Index s = 0; s < b.draws; ++s) {
+      double lp = const_lp_;
+      if (log_rate_.is_param) {
+        for (Index n = 0; n < size_; ++n) {
+          const double y = data_at(y_, n), eta = log_rate_.value(b, n, s), rate = std::exp(eta);
+          lp += y * eta - rate;
+          log_rate_.add_grad(b, n, s, y - rate);
+        }
+      }
+      b.lp[s] += lp;
+    }
+  }
+
+ private:
+  Operand y_, log_rate_;  // y is data (data_only)
+  Index size_;
+  double const_lp_ = 0.0;  // -lgamma(y + 1), plus the rest when the log rate is data
+};
+
+}  // namespace
+
+void register_poisson_log(KernelRegistry& r) {
+  r.add({"poisson_log",
+         "Poisson(y | exp(log_rate)) for integer y >= 0",
+         {{"y", Support::Count, true, std::nullopt, "count"},
+          {"log_rate", Support::Real, false, std::nullopt, "log of the rate (mean)"}},
+         true,
+         [](std::vector<Operand> ops, Index size) { return std::make_unique<PoissonLog>(std::move(ops), size); }});
+}
+
+}  // namespace fastvi::kernels

@@ -1,0 +1,93 @@
+"""The C++ kernel in its own extension module (examples/custom_kernel): importing fastvi_laplace
+registers `laplace` through fastvi's extension capsule.
+
+The module is built by `pip install --no-build-isolation ./examples/custom_kernel` (README, Test).
+Without it these tests skip locally, but fail under CI (the environment variable CI is set), which
+must have built it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import fastvi as fv
+
+try:
+    import fastvi_laplace
+except ImportError as exc:
+    if os.environ.get("CI"):
+        raise ImportError("CI must build the example extension: pip install --no-build-isolation "
+                          "./examples/custom_kernel (see README.md, Test)") from exc
+    pytest.skip("examples/custom_kernel is not installed (pip install --no-build-isolation ./examples/custom_kernel)",
+                allow_module_level=True)
+
+
+def reference(y, loc, scale):
+    return stats.laplace.logpdf(y, loc, scale)
+
+
+def test_importing_the_module_registers_its_kernel():
+    assert fastvi_laplace.kernels == ("laplace",)
+    spec = fv.kernels()["laplace"]
+    assert [(i.name, i.support, i.default) for i in spec.inputs] == [
+        ("y", "real", None), ("loc", "real", 0.0), ("scale", "positive", 1.0)]
+    assert spec.elementwise and "fastvi_laplace" in spec.doc
+
+
+def test_headers_are_installed_with_the_package():
+    include = fv.get_include()
+    for header in ("kernel.hpp", "operand.hpp", "registry.hpp", "extension.hpp", "types.hpp"):
+        assert os.path.isfile(os.path.join(include, "fastvi", header))
+    assert isinstance(fv.get_compile_flags(), list)
+
+
+def test_log_density_matches_scipy():
+    x = np.random.default_rng(0).laplace(-1.0, 0.5, size=(3, 4))
+    m = fv.Model()
+    loc = m.param("loc", shape=(4,))
+    scale = m.param("scale", lower=0.0)
+    m.add("laplace", x, loc=loc, scale=scale)
+    zeta = np.random.default_rng(1).normal(size=(5, 3))
+    lp, _ = m.log_density(zeta)
+    expected = [reference(x, zeta[:4, s], np.exp(zeta[4, s])).sum() + zeta[4, s] for s in range(3)]
+    np.testing.assert_allclose(lp, expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("values,params", [
+    (None, None),
+    ({"y": np.linspace(-1, 2, 8).reshape(2, 4), "scale": [0.5, 1.0, 2.0, 3.0]}, ("loc", "scale")),
+    ({"loc": [0.1, -0.2]}, ("y", "loc")),
+])
+def test_check_kernel_passes(values, params):
+    report = fv.check_kernel("laplace", values, params=params, draws=4, reference=reference)
+    assert report.passed, str(report)
+
+
+def test_fit_matches_the_same_kernel_written_in_python():
+    def laplace_py(y, loc, scale, params):
+        z = y - loc
+        return (-np.log(2 * scale) - np.abs(z) / scale,
+                {"y": -np.sign(z) / scale, "loc": np.sign(z) / scale, "scale": (np.abs(z) / scale - 1) / scale})
+
+    name = "test_cpp_ext_laplace_py"
+    if name not in fv.kernels():
+        fv.register_kernel(name, ["y", "loc", "scale"], laplace_py, supports={"scale": "positive"},
+                           defaults={"loc": 0.0, "scale": 1.0})
+    x = np.random.default_rng(2).laplace(1.0, 2.0, size=300)
+    fits = []
+    for kernel in ("laplace", name):
+        m = fv.Model()
+        loc = m.param("loc")
+        scale = m.param("scale", lower=0.0)
+        m.add("normal", loc, scale=10.0)
+        m.add("half_normal", scale, scale=5.0)
+        m.add(kernel, x, loc=loc, scale=scale)
+        fits.append(fv.fit(m, draws=2, seed=0, precondition=None))
+    cpp, py = fits
+    assert cpp.converged and cpp.n_skipped == 0
+    np.testing.assert_allclose(py.phi, cpp.phi, rtol=1e-8, atol=1e-10)
+    assert abs(cpp.mean()["loc"] - np.median(x)) < 0.25

@@ -1,0 +1,151 @@
+"""Expressions: values against numpy, gradients against finite differences, and fits that use them."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.stats
+
+import fastvi as fv
+
+
+def _fd_grad(model, zeta, h=1e-6):
+    return np.array([(model.log_density(zeta + h * e)[0] - model.log_density(zeta - h * e)[0]) / (2 * h)
+                     for e in np.eye(model.dim)])
+
+
+def _check(model, zeta, expected_lp):
+    lp, grad = model.log_density(zeta)
+    assert lp == pytest.approx(expected_lp, rel=1e-11, abs=1e-11)
+    # central differences with h = 1e-6: truncation ~h^2 |f'''|, rounding ~1e-16 |f| / h
+    np.testing.assert_allclose(grad, _fd_grad(model, zeta), rtol=1e-6, atol=1e-6)
+
+
+def test_arithmetic_with_numbers_arrays_and_expressions():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(4, 3))
+    c = rng.uniform(1, 2, size=3)
+    m = fv.Model()
+    a = m.param("a", shape=(3,))
+    b = m.param("b")
+    s = m.param("s", lower=0.0)
+    loc = 2.0 * a - b / c + (1.0 - a) * b - (-a) / (b * b + 1.0)
+    m.add("normal", y, loc=loc, scale=s * c + 0.5)
+    zeta = rng.normal(size=m.dim)
+    av, bv, sv = zeta[:3], zeta[3], math.exp(zeta[4])
+    loc_v = 2.0 * av - bv / c + (1.0 - av) * bv + av / (bv * bv + 1.0)
+    expected = scipy.stats.norm.logpdf(y, loc_v, sv * c + 0.5).sum() + zeta[4]  # + log-Jacobian of s
+    _check(m, zeta, expected)
+
+
+def test_functions_matvec_indexing_slicing_and_sum():
+    rng = np.random.default_rng(1)
+    n, k, groups = 20, 3, 4
+    X = rng.normal(size=(n, k))
+    group = rng.integers(0, groups, size=n)
+    y = rng.integers(0, 2, size=n)
+    m = fv.Model()
+    beta = m.param("beta", shape=(k + 1,))
+    a = m.param("a", shape=(groups,))
+    logit = a[group] + X @ beta[1:] + beta[0]
+    m.add("bernoulli_logit", y, logit=logit)
+    m.add("normal", fv.sum(fv.exp(a)), loc=3.0, scale=2.0)
+    m.add("normal", fv.log1p_exp(beta), loc=fv.inv_logit(a[0]), scale=fv.exp(a[1:2]))
+    m.add("normal", fv.log(fv.exp(beta) + 1.0), loc=0.0, scale=1.0)
+    zeta = rng.normal(size=m.dim) * 0.5
+    bv, av = zeta[:k + 1], zeta[k + 1:]
+    eta = av[group] + X @ bv[1:] + bv[0]
+    expected = scipy.stats.bernoulli.logpmf(y, scipy.special.expit(eta)).sum()
+    expected += scipy.stats.norm.logpdf(np.exp(av).sum(), 3.0, 2.0)
+    expected += scipy.stats.norm.logpdf(np.log1p(np.exp(bv)), scipy.special.expit(av[0]), np.exp(av[1])).sum()
+    expected += scipy.stats.norm.logpdf(np.log(np.exp(bv) + 1.0)).sum()
+    _check(m, zeta, expected)
+
+
+def test_multi_dimensional_indexing_follows_numpy():
+    m = fv.Model()
+    w = m.param("w", shape=(3, 4))
+    picked = w[1:, ::2]
+    m.deterministic("picked", picked)
+    m.deterministic("col", w[:, 3])
+    zeta = np.arange(12.0)
+    values = m.constrain(zeta)
+    np.testing.assert_array_equal(values["picked"], zeta.reshape(3, 4)[1:, ::2])
+    np.testing.assert_array_equal(values["col"], zeta.reshape(3, 4)[:, 3])
+
+
+def test_positive_expressions_are_accepted_as_scales():
+    m = fv.Model()
+    tau = m.param("tau", lower=0.0)
+    s = m.param("s", lower=0.0)
+    m.add("normal", np.zeros(3), loc=0.0, scale=tau * s + 1.0)
+    m.add("normal", np.zeros(3), loc=0.0, scale=fv.exp(m.param("log_sigma")))
+    w = m.param("w")
+    with pytest.raises(ValueError, match="must be > 0"):
+        m.add("normal", np.zeros(3), loc=0.0, scale=w * tau)
+
+
+def test_expression_errors_are_clear():
+    m = fv.Model()
+    w = m.param("w", shape=(3,))
+    with pytest.raises(ValueError, match="do not broadcast"):
+        w + np.ones(4)
+    with pytest.raises(ValueError, match="X has shape"):
+        np.ones((5, 4)) @ w
+    with pytest.raises(IndexError):
+        w[5]
+    with pytest.raises(ValueError, match="NaN or inf"):
+        w * np.array([1.0, np.nan, 1.0])
+    with pytest.raises(TypeError, match="truth value"):
+        bool(w)
+    other = fv.Model().param("v", shape=(3,))
+    with pytest.raises(ValueError, match="different models"):
+        w + other
+
+
+def test_non_centred_eight_schools_deterministic_in_samples_and_summaries():
+    y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+    sigma = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+    m = fv.Model()
+    mu = m.param("mu")
+    tau = m.param("tau", lower=0.0)
+    theta_raw = m.param("theta_raw", shape=(8,))
+    theta = m.deterministic("theta", mu + tau * theta_raw)
+    m.add("normal", mu, loc=0.0, scale=5.0)
+    m.add("half_cauchy", tau, scale=5.0)
+    m.add("normal", theta_raw, loc=0.0, scale=1.0)
+    m.add("normal", y, loc=theta, scale=sigma)
+    approx = fv.fit(m, family="fullrank", steps=5000, draws=4, seed=0, tol=None)
+    draws = approx.sample(2000, seed=0)
+    assert draws["theta"].shape == (2000, 8)
+    np.testing.assert_allclose(draws["theta"], draws["mu"][:, None] + draws["tau"][:, None] * draws["theta_raw"])
+    mean = approx.mean()
+    assert mean["theta"].shape == (8,)
+    # Monte Carlo mean of theta agrees with the mean of mu + tau * theta_raw computed from draws
+    assert np.all(np.abs(mean["theta"] - draws["theta"].mean(axis=0)) < 4 * draws["theta"].std(axis=0) / math.sqrt(2000))
+    assert "theta[7]" in fv.summary(draws).rows
+
+
+def test_logistic_regression_as_expression_matches_fused_kernel_exactly():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 5))
+    y = (rng.uniform(size=200) < 0.5).astype(float)
+
+    def build(fused):
+        m = fv.Model()
+        alpha = m.param("alpha")
+        beta = m.param("beta", shape=(5,))
+        m.add("normal", beta, loc=0.0, scale=1.0)
+        if fused:
+            m.add("bernoulli_logit_glm", y, X=X, alpha=alpha, beta=beta)
+        else:
+            m.add("bernoulli_logit", y, logit=alpha + X @ beta)
+        return m
+
+    if "bernoulli_logit_glm" not in fv.kernels():
+        pytest.skip("needs the fused GLM kernels")
+    zeta = rng.normal(size=(6, 3))
+    lp_f, g_f = build(True).log_density(zeta)
+    lp_e, g_e = build(False).log_density(zeta)
+    np.testing.assert_allclose(lp_e, lp_f, rtol=1e-12)
+    np.testing.assert_allclose(g_e, g_f, rtol=1e-10, atol=1e-12)
