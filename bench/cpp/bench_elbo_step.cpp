@@ -6,9 +6,10 @@
 //   seed       w ~ normal(0, 1), 100 x_i ~ normal(w, 1); mean-field (D = 1)
 //   linreg     normal_id_glm, N = 1,000, K = 10 (alpha, beta, sigma); mean-field
 //   logistic   bernoulli_logit_glm, N = 10,000 or 100,000, K = 50; mean-field; S = 1 ... 128
-//   fullrank   z (D) ~ normal(0, 1) with the full-rank family, D = 10, 100, 1,000
+//   fullrank   z (D) ~ normal(0, 1) with the full-rank family, D = 10, 100, 1,000, and the
+//              closed-form entropy gradient (fv.fit's default for it)
 // Counters: GFLOP/s counts 4 N K S flops per GLM step (the two products X B and X^T R), and
-// 3 D^2 S per full-rank step (L eps, L^-T eps and the lower triangle of g eps^T); X_GB/s counts
+// 2 D^2 S per full-rank step (L eps and the lower triangle of g eps^T); X_GB/s counts
 // N K 8 bytes of X per GLM step (X is read once per step).
 //
 // Roofline, measured in the same run ("roof/..." benchmarks):
@@ -52,8 +53,9 @@ struct StepCost {
 };
 
 void run_steps(benchmark::State& state, Model& model, GaussianFamily& family, Index draws, int threads,
-               StepKind kind, StepCost cost) {
-  ElboEstimator estimator(model, family, draws);
+               StepKind kind, StepCost cost,
+               GradientEstimator gradient = GradientEstimator::StickingTheLanding) {
+  ElboEstimator estimator(model, family, draws, gradient);
   Adam adam(family.num_params());
   Vector phi(family.num_params()), grad(family.num_params());
   family.initialise(phi, Vector::Zero(model.dim()), 0.1);
@@ -312,7 +314,10 @@ int main(int argc, char** argv) {
               Model m;
               bench::build_gaussian_target(m, d);
               FullRankGaussian family(m.dim());
-              run_steps(st, m, family, s, 1, kind, {3.0 * double(d) * double(d) * double(s), 0.0});
+              // The closed-form entropy gradient, as fv.fit's gradient='auto' picks for an
+              // unpreconditioned full-rank fit (STL's steps can turn non-finite there).
+              run_steps(st, m, family, s, 1, kind, {2.0 * double(d) * double(d) * double(s), 0.0},
+                        GradientEstimator::ClosedFormEntropy);
             });
   }
   for (int threads : {1, 2}) {
@@ -321,6 +326,12 @@ int main(int argc, char** argv) {
     register_square_gemm(square, threads);
   }
   for (Index p : {1, 8, 32}) register_glm_shape_gemm(k, p);
+  // The serial threshold sweep: only with FASTVI_GLM_PARALLEL_WORK set (0 makes every GLM
+  // evaluation with more than one chunk parallel), comparing 1 and 2 threads as the work grows.
+  if (std::getenv("FASTVI_GLM_PARALLEL_WORK"))
+    for (Index s : {1, 8})
+      for (Index n : {1024, 2048, 4096, 8192, 16384, 32768})
+        for (int threads : {1, 2}) register_glm("threshold", "bernoulli_logit_glm", n, k, s, threads, StepKind::Grad);
 
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 
@@ -45,7 +46,17 @@ constexpr Index kMinChunkRows = 512;
 constexpr Index kMaxChunks = 64;
 // Multiply-adds per evaluation below which a kernel stays on one thread: waking a second
 // (passively waiting) thread costs tens of microseconds, more than it saves on smaller problems.
+// Measured with bench/cpp's threshold sweep (bench/README.md): 2 threads break even at about
+// 2.5e5 to 5e5 multiply-adds on the 2-core benchmark machine, and only pay from about 1e6.
+// FASTVI_GLM_PARALLEL_WORK overrides it (read once), for that measurement.
 constexpr double kParallelWork = 1.0e6;
+double parallel_work() {
+  static const double value = [] {
+    const char* env = std::getenv("FASTVI_GLM_PARALLEL_WORK");
+    return env ? std::strtod(env, nullptr) : kParallelWork;
+  }();
+  return value;
+}
 
 // numpy's spelling of a shape: (), (5,), (3, 4).
 std::string shape_str(const std::vector<Index>& shape) {
@@ -306,12 +317,15 @@ class Glm final : public Kernel {
     const Index S = draws_;
     const int threads = std::max(1, std::min(b.threads, threads_cap_));  // more than the cores gains nothing
     const double work = double(n_) * double(S) * double(beta_.is_param ? k_ : 8);
-    const bool parallel = threads > 1 && chunks_ > 1 && work >= kParallelWork;
+    const bool parallel = threads > 1 && chunks_ > 1 && work >= parallel_work();
     SerialEigenProducts serial_products;
     // Both branches run the same chunks into the same slots. (Not one loop with an if() clause:
-    // libgomp mallocs and frees a team for every one-thread region.)
+    // libgomp mallocs and frees a team for every one-thread region.) Chunks are handed out one
+    // at a time: with another process on one of the cores, the thread that has a core to itself
+    // takes more of them, where a static split would make the step wait for the slowed thread.
+    // Which thread runs a chunk changes nothing in the result.
     if (parallel) {
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
       for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data() + omp_get_thread_num() * blk_ * (panel_ + 1));
     } else {
       for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data());
