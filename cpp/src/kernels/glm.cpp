@@ -46,8 +46,8 @@ constexpr Index kMinChunkRows = 512;
 constexpr Index kMaxChunks = 64;
 // Multiply-adds per evaluation below which a kernel stays on one thread: waking a second
 // (passively waiting) thread costs tens of microseconds, more than it saves on smaller problems.
-// Measured with bench/cpp's threshold sweep (bench/README.md): 2 threads break even at about
-// 2.5e5 to 5e5 multiply-adds on the 2-core benchmark machine, and only pay from about 1e6.
+// bench/cpp's threshold sweep measures it (bench/README.md); on the shared 2-core machine it was
+// run on, 2 threads were 0.6-0.75x as fast as 1 up to 2e5 multiply-adds, so 1e6 was kept.
 // FASTVI_GLM_PARALLEL_WORK overrides it (read once), for that measurement.
 constexpr double kParallelWork = 1.0e6;
 double parallel_work() {
