@@ -16,7 +16,7 @@
 // afterwards, so 1 thread and 2 threads give bit-identical results.
 //
 // Scratch is sized in reserve(); evaluate() does not allocate: the GEMMs are kept small enough for
-// Eigen to put its packing buffers on the stack (bench/cpp/glm_alloc_check verifies this).
+// Eigen to put its packing buffers on the stack (bench/cpp/alloc_check verifies this).
 #include <omp.h>
 
 #include <algorithm>
