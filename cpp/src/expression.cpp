@@ -22,12 +22,61 @@ class Binary final : public Node {
  public:
   Binary(BinaryOp op, Operand a, Operand b, Index n) : op_(op), a_(std::move(a)), b_(std::move(b)) {
     size = n;
-    whole_draw_ = a_.whole_draw() && b_.whole_draw();
+    whole_draw_ = n >= kMinWholeDraw && a_.whole_draw() && b_.whole_draw();
   }
 
   void forward(Matrix& value) const override {
     const Batch v = view(value, nullptr);
-    if (!whole_draw_) return forward_elements(v, value);
+    if (whole_draw_) return forward_whole_draws(v, value);
+    for (Index s = 0; s < v.draws; ++s)
+      for (Index n = 0; n < size; ++n) {
+        const double x = a_.value(v, n, s), y = b_.value(v, n, s);
+        double out = 0.0;
+        switch (op_) {
+          case BinaryOp::Add: out = x + y; break;
+          case BinaryOp::Sub: out = x - y; break;
+          case BinaryOp::Mul: out = x * y; break;
+          case BinaryOp::Div: out = x / y; break;
+        }
+        value(row + n, s) = out;
+      }
+  }
+
+  void backward(const Matrix& value, Matrix& grad) const override {
+    const Batch v = view(value, &grad);
+    if (whole_draw_) return backward_whole_draws(v, value, grad);
+    const bool da = a_.is_param, db = b_.is_param;
+    for (Index s = 0; s < v.draws; ++s)
+      for (Index n = 0; n < size; ++n) {
+        const double g = grad(row + n, s);
+        switch (op_) {
+          case BinaryOp::Add:
+            if (da) a_.add_grad(v, n, s, g);
+            if (db) b_.add_grad(v, n, s, g);
+            break;
+          case BinaryOp::Sub:
+            if (da) a_.add_grad(v, n, s, g);
+            if (db) b_.add_grad(v, n, s, -g);
+            break;
+          case BinaryOp::Mul:
+            if (da) a_.add_grad(v, n, s, g * b_.value(v, n, s));
+            if (db) b_.add_grad(v, n, s, g * a_.value(v, n, s));
+            break;
+          case BinaryOp::Div: {
+            const double y = b_.value(v, n, s);
+            if (da) a_.add_grad(v, n, s, g / y);
+            if (db) b_.add_grad(v, n, s, -g * value(row + n, s) / y);  // d(x/y)/dy = -(x/y)/y
+            break;
+          }
+        }
+      }
+  }
+
+ private:
+  // The same, a draw at a time with Eigen arrays, when both operands are contiguous or scalar.
+  // Kept out of line (here and in Unary): inlined, the vectorised code slowed the element loops
+  // around it (eight schools, whose nodes have 8 elements, ran 2 % slower per step).
+  [[gnu::noinline]] void forward_whole_draws(const Batch& v, Matrix& value) const {
     for (Index s = 0; s < v.draws; ++s) {
       ArrayMap out(value.col(s).data() + row, size);
       with_draw(a_, v, s, size, [&](const auto& x) {
@@ -43,9 +92,7 @@ class Binary final : public Node {
     }
   }
 
-  void backward(const Matrix& value, Matrix& grad) const override {
-    const Batch v = view(value, &grad);
-    if (!whole_draw_) return backward_elements(v, value, grad);
+  [[gnu::noinline]] void backward_whole_draws(const Batch& v, const Matrix& value, Matrix& grad) const {
     const bool da = a_.is_param, db = b_.is_param;
     for (Index s = 0; s < v.draws; ++s) {
       const ConstArrayMap g(grad.col(s).data() + row, size), out(value.col(s).data() + row, size);
@@ -74,62 +121,56 @@ class Binary final : public Node {
     }
   }
 
- private:
-  // The general path, element by element, for operands broadcast along some axes.
-  void forward_elements(const Batch& v, Matrix& value) const {
-    for (Index s = 0; s < v.draws; ++s)
-      for (Index n = 0; n < size; ++n) {
-        const double x = a_.value(v, n, s), y = b_.value(v, n, s);
-        double out = 0.0;
-        switch (op_) {
-          case BinaryOp::Add: out = x + y; break;
-          case BinaryOp::Sub: out = x - y; break;
-          case BinaryOp::Mul: out = x * y; break;
-          case BinaryOp::Div: out = x / y; break;
-        }
-        value(row + n, s) = out;
-      }
-  }
-
-  void backward_elements(const Batch& v, const Matrix& value, Matrix& grad) const {
-    const bool da = a_.is_param, db = b_.is_param;
-    for (Index s = 0; s < v.draws; ++s)
-      for (Index n = 0; n < size; ++n) {
-        const double g = grad(row + n, s);
-        switch (op_) {
-          case BinaryOp::Add:
-            if (da) a_.add_grad(v, n, s, g);
-            if (db) b_.add_grad(v, n, s, g);
-            break;
-          case BinaryOp::Sub:
-            if (da) a_.add_grad(v, n, s, g);
-            if (db) b_.add_grad(v, n, s, -g);
-            break;
-          case BinaryOp::Mul:
-            if (da) a_.add_grad(v, n, s, g * b_.value(v, n, s));
-            if (db) b_.add_grad(v, n, s, g * a_.value(v, n, s));
-            break;
-          case BinaryOp::Div: {
-            const double y = b_.value(v, n, s);
-            if (da) a_.add_grad(v, n, s, g / y);
-            if (db) b_.add_grad(v, n, s, -g * value(row + n, s) / y);  // d(x/y)/dy = -(x/y)/y
-            break;
-          }
-        }
-      }
-  }
-
   BinaryOp op_;
   Operand a_, b_;
-  bool whole_draw_ = false;  // both operands contiguous or scalar: the vectorised path
+  bool whole_draw_ = false;  // both operands contiguous or scalar (and enough elements): vectorised
 };
 
 // The input is a whole block of rows (a parameter or node), so draw s is one contiguous run.
 class Unary final : public Node {
  public:
-  Unary(UnaryOp op, Operand a) : op_(op), a_(std::move(a)) { size = a_.size(); }
+  Unary(UnaryOp op, Operand a) : op_(op), a_(std::move(a)) {
+    size = a_.size();
+    whole_draw_ = size >= kMinWholeDraw;
+  }
 
   void forward(Matrix& value) const override {
+    if (whole_draw_) return forward_whole_draws(value);
+    for (Index s = 0; s < value.cols(); ++s)
+      for (Index n = 0; n < size; ++n) {
+        const double x = value(a_.row + n, s);
+        double out = 0.0;
+        switch (op_) {
+          case UnaryOp::Neg: out = -x; break;
+          case UnaryOp::Exp: out = std::exp(x); break;
+          case UnaryOp::Log: out = std::log(x); break;
+          case UnaryOp::Log1pExp: out = math::log1p_exp(x); break;
+          case UnaryOp::InvLogit: out = math::inv_logit(x); break;
+        }
+        value(row + n, s) = out;
+      }
+  }
+
+  void backward(const Matrix& value, Matrix& grad) const override {
+    if (whole_draw_) return backward_whole_draws(value, grad);
+    for (Index s = 0; s < value.cols(); ++s)
+      for (Index n = 0; n < size; ++n) {
+        const double x = value(a_.row + n, s), y = value(row + n, s), g = grad(row + n, s);
+        double d = 0.0;  // dy/dx, from y where that is cheaper
+        switch (op_) {
+          case UnaryOp::Neg: d = -1.0; break;
+          case UnaryOp::Exp: d = y; break;
+          case UnaryOp::Log: d = 1.0 / x; break;
+          case UnaryOp::Log1pExp: d = math::inv_logit(x); break;
+          case UnaryOp::InvLogit: d = y * (1.0 - y); break;
+        }
+        grad(a_.row + n, s) += g * d;
+      }
+  }
+
+ private:
+  // The same, a draw at a time with Eigen arrays.
+  [[gnu::noinline]] void forward_whole_draws(Matrix& value) const {
     for (Index s = 0; s < value.cols(); ++s) {
       const ConstArrayMap x(value.col(s).data() + a_.row, size);
       ArrayMap y(value.col(s).data() + row, size);
@@ -146,12 +187,12 @@ class Unary final : public Node {
     }
   }
 
-  void backward(const Matrix& value, Matrix& grad) const override {
+  [[gnu::noinline]] void backward_whole_draws(const Matrix& value, Matrix& grad) const {
     for (Index s = 0; s < value.cols(); ++s) {
       const ConstArrayMap x(value.col(s).data() + a_.row, size), y(value.col(s).data() + row, size);
       const ConstArrayMap g(grad.col(s).data() + row, size);
       ArrayMap gx(grad.col(s).data() + a_.row, size);
-      switch (op_) {  // dy/dx, from y where that is cheaper
+      switch (op_) {  // g * dy/dx, from y where that is cheaper
         case UnaryOp::Neg: gx -= g; break;
         case UnaryOp::Exp: gx += g * y; break;
         case UnaryOp::Log: gx += g / x; break;
@@ -161,9 +202,9 @@ class Unary final : public Node {
     }
   }
 
- private:
   UnaryOp op_;
   Operand a_;
+  bool whole_draw_ = false;  // enough elements for the vectorised path
 };
 
 class MatVec final : public Node {
@@ -193,25 +234,14 @@ class Gather final : public Node {
  public:
   Gather(Operand a, std::vector<Index> index) : a_(std::move(a)), index_(std::move(index)) {
     size = Index(index_.size());
-    // A slice with step 1 (v[2:7]) reads one run of rows: then forward and backward copy blocks.
-    run_ = size > 0;
-    for (Index n = 1; n < size && run_; ++n) run_ = index_[size_t(n)] == index_[0] + n;
   }
 
   void forward(Matrix& value) const override {
-    if (run_) {
-      value.middleRows(row, size) = value.middleRows(a_.row + index_[0], size);  // disjoint rows
-      return;
-    }
     for (Index s = 0; s < value.cols(); ++s)
       for (Index n = 0; n < size; ++n) value(row + n, s) = value(a_.row + index_[size_t(n)], s);
   }
 
   void backward(const Matrix&, Matrix& grad) const override {
-    if (run_) {
-      grad.middleRows(a_.row + index_[0], size) += grad.middleRows(row, size);
-      return;
-    }
     for (Index s = 0; s < grad.cols(); ++s)
       for (Index n = 0; n < size; ++n) grad(a_.row + index_[size_t(n)], s) += grad(row + n, s);
   }
@@ -219,7 +249,6 @@ class Gather final : public Node {
  private:
   Operand a_;
   std::vector<Index> index_;
-  bool run_ = false;  // index_ is index_[0], index_[0] + 1, ...
 };
 
 class Sum final : public Node {

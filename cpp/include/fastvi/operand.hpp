@@ -75,6 +75,11 @@ struct Operand {
   double& grad_scalar(const Batch& b, Index s) const { return b.grad[s * b.ld + row]; }
 };
 
+// Fewest broadcast elements for which code takes the whole-draw path. Below it, setting up a few
+// Eigen expressions per draw costs what their vectorised loops save (with 8, the eight-schools
+// model ran 5-8 % slower per step than element by element; from 16 elements on, it is faster).
+inline constexpr Index kMinWholeDraw = 16;
+
 // Calls f(x) with draw s of a whole_draw() operand as an Eigen array expression of n elements:
 // its column if contiguous, a constant if scalar. One element-wise formula then serves both
 // layouts, each compiled to vectorised code.

@@ -15,35 +15,36 @@ class BernoulliLogit final : public Kernel {
   BernoulliLogit(std::vector<Operand> ops, Index size) : y_(std::move(ops[0])), logit_(std::move(ops[1])), size_(size) {
     // With the logit as data there is no parameter: the whole log density is one constant.
     if (!logit_.is_param) const_lp_ = sum_data(size_, [&](Index n) { return log_pmf(data_at(y_, n), data_at(logit_, n)); });
-    whole_draw_ = y_.whole_draw() && logit_.whole_draw();
-    if (logit_.is_param && whole_draw_) t_.resize(size_);
+    whole_draw_ = logit_.is_param && size_ >= kMinWholeDraw && y_.whole_draw() && logit_.whole_draw();
+    if (whole_draw_) t_.resize(size_);
   }
 
   void evaluate(const Batch& b) override {
-    if (!logit_.is_param) {
-      for (Index s = 0; s < b.draws; ++s) b.lp[s] += const_lp_;
-    } else if (whole_draw_) {
-      for (Index s = 0; s < b.draws; ++s)
-        with_draw(y_, b, s, size_, [&](const auto& y) {
-          with_draw(logit_, b, s, size_, [&](const auto& eta) { b.lp[s] += draw_terms(b, s, y, eta); });
-        });
-    } else {
-      for (Index s = 0; s < b.draws; ++s) {
-        double lp = 0.0;
+    if (whole_draw_) return evaluate_whole_draws(b);
+    for (Index s = 0; s < b.draws; ++s) {
+      double lp = const_lp_;
+      if (logit_.is_param) {
         for (Index n = 0; n < size_; ++n) {
           const double y = data_at(y_, n), eta = logit_.value(b, n, s);
           lp += log_pmf(y, eta);
           logit_.add_grad(b, n, s, y - math::inv_logit(eta));
         }
-        b.lp[s] += lp;
       }
+      b.lp[s] += lp;
     }
   }
 
  private:
+  // The same, a draw at a time with Eigen arrays (out of line: see normal.cpp).
+  [[gnu::noinline]] void evaluate_whole_draws(const Batch& b) {
+    for (Index s = 0; s < b.draws; ++s)
+      with_draw(y_, b, s, size_, [&](const auto& y) {
+        with_draw(logit_, b, s, size_, [&](const auto& eta) { b.lp[s] += draw_terms(b, s, y, eta); });
+      });
+  }
+
   // Adds the gradient of draw s and returns its log density, for Eigen arrays y and eta (columns
-  // or constants).
-  // With u = (1 - 2y) eta (= eta or -eta exactly) and t = exp(-|eta|), computed once:
+  // or constants). With u = (1 - 2y) eta (= eta or -eta exactly) and t = exp(-|eta|), computed once:
   //   log p = -log1p_exp(u) = -(max(u, 0) + log1p(t)),
   //   d log p / d eta = y - inv_logit(eta) = y - (eta >= 0 ? 1 : t) / (1 + t).
   template <class Y, class Eta>
@@ -60,7 +61,7 @@ class BernoulliLogit final : public Kernel {
   Operand y_, logit_;  // y is data (data_only)
   Index size_;
   double const_lp_ = 0.0;
-  bool whole_draw_ = false;  // y and logit contiguous or scalar: the vectorised path
+  bool whole_draw_ = false;  // a parameter logit, y and logit contiguous or scalar (and enough elements)
   Vector t_;                 // scratch of one draw, exp(-|logit|) then d lp / d logit (whole-draw path)
 };
 
