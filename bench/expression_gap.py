@@ -15,12 +15,18 @@ median of ``repeats`` runs (the machine may be shared and noisy).
 """
 
 import argparse
+import os
 import statistics
 import time
 
-import numpy as np
+# One thread throughout: numpy's BLAS threads would otherwise spin on the (shared) cores after the
+# data are generated.
+for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-import fastvi as fv
+import numpy as np  # noqa: E402
+
+import fastvi as fv  # noqa: E402
 
 LIKELIHOODS = ("bernoulli", "poisson", "normal")
 FUSED = {"bernoulli": "bernoulli_logit_glm", "poisson": "poisson_log_glm", "normal": "normal_id_glm"}
