@@ -82,6 +82,10 @@ LAYOUTS = {
     "scalar": ((4, 3), [()], 3),
     "broadcast": ((4, 3), [(3,), (4, 1), ()], 3),  # e.g. y (4,3), loc (3,), scale (4,1)
     "variate_broadcast": ((3,), [(4, 1), (4, 3), (1, 3)], 3),  # the variate itself is broadcast
+    # At least kMinWholeDraw (16) elements, every input full-size or scalar: the kernels'
+    # vectorised whole-draw path where they have one (the layouts above are smaller or broadcast).
+    "long": ((4, 5), [(4, 5), ()], 3),
+    "long_scalar_variate": ((), [(4, 5), ()], 3),
 }
 
 
@@ -248,14 +252,14 @@ def test_registry_metadata(kernel):
     ("poisson_log", [0.0, 3.0, 700.0], {}, [-30.0, 1.0, np.log(700.0)],
      lambda eta: stats.poisson.logpmf([0.0, 3.0, 700.0], np.exp(eta)).sum()),
 ])
-def test_extreme_linear_predictors(kernel, y, extra, eta, expected):
+@pytest.mark.parametrize("copies", [1, 16])  # 16 copies: enough elements for the kernels' vectorised path
+def test_extreme_linear_predictors(kernel, y, extra, eta, expected, copies):
     m = fv.Model()
     linear = CASES[kernel][0][-1].name  # logit / log_rate, as an unbounded parameter: theta = zeta
-    m.add(kernel, np.array(y), **{linear: m.param("eta", shape=len(eta))}, **extra)
-    eta = np.array(eta)
-    lp, grad = m.log_density(eta)
+    m.add(kernel, np.tile(y, copies), **{linear: m.param("eta", shape=len(eta) * copies)}, **extra)
+    lp, grad = m.log_density(np.tile(eta, copies))
     assert np.isfinite(lp) and np.all(np.isfinite(grad))
-    np.testing.assert_allclose(lp, expected(eta), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(lp, copies * expected(np.array(eta)), rtol=1e-12, atol=0)
 
 
 def test_binomial_edge_counts_match_scipy():

@@ -126,26 +126,91 @@ def test_non_centred_eight_schools_deterministic_in_samples_and_summaries():
     assert "theta[7]" in fv.summary(draws).rows
 
 
-def test_logistic_regression_as_expression_matches_fused_kernel_exactly():
+@pytest.mark.parametrize("op", ["+", "-", "*", "/"])
+def test_binary_operations_in_every_operand_layout(op):
+    # Every pairing of contiguous, scalar and broadcast operands, parameters and data: the nodes'
+    # vectorised path (contiguous or scalar operands, 16 >= kMinWholeDraw elements) and
+    # element-wise path (broadcast ones) must give numpy's values, and gradients that match finite
+    # differences.
+    rng = np.random.default_rng(7)
+    m = fv.Model()
+    params = {"u": m.param("u", shape=(4, 4), lower=0.0), "v": m.param("v", shape=(4, 4), lower=0.0),
+              "s": m.param("s", lower=0.0), "r": m.param("r", shape=(4,), lower=0.0)}
+    data = {"D": rng.uniform(0.5, 1.5, size=(4, 4)), "d": 1.3, "row": rng.uniform(0.5, 1.5, size=4)}
+    zeta = rng.normal(0.0, 0.3, size=m.dim)
+    theta = {name: np.exp(zeta[p.offset:p.offset + p.size]).reshape(p.shape) for name, p in params.items()}
+    apply = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}[op]
+    expected = zeta.sum()  # log-Jacobians of the lower=0 parameters
+    operands = [*params, *data]
+    pairs = [(a, b) for a in operands for b in operands if a in params or b in params]
+    for i, (a, b) in enumerate(pairs):
+        expr = m.deterministic(f"e{i}", apply({**params, **data}[a], {**params, **data}[b]))
+        value = apply({**theta, **data}[a], {**theta, **data}[b])
+        # (numpy's exp and the transform's may differ by an ulp, which a difference can magnify)
+        np.testing.assert_allclose(m.constrain(zeta)[f"e{i}"], value, rtol=1e-14, atol=1e-15, err_msg=f"{a} {op} {b}")
+        m.add("normal", expr, loc=0.5, scale=2.0)
+        expected += scipy.stats.norm.logpdf(value, 0.5, 2.0).sum()
+    _check(m, zeta, expected)
+
+
+def test_functions_at_extreme_arguments():
+    # log1p_exp and inv_logit must stay finite and accurate where exp(x) under- or overflows.
+    x = np.array([-800.0, -40.0, -1e-3, 0.0, 1e-3, 40.0, 800.0])
+    m = fv.Model()
+    w = m.param("w", shape=x.shape)
+    soft = m.deterministic("soft", fv.log1p_exp(w))
+    prob = m.deterministic("prob", fv.inv_logit(w))
+    m.add("normal", soft, loc=0.0, scale=1.0)
+    m.add("normal", prob, loc=0.0, scale=1.0)
+    values = m.constrain(x)
+    expit = scipy.special.expit(x)
+    np.testing.assert_allclose(values["soft"], np.logaddexp(0.0, x), rtol=1e-15, atol=0)
+    np.testing.assert_allclose(values["prob"], expit, rtol=1e-15, atol=0)
+    _, grad = m.log_density(x)
+    # d/dw of -soft^2/2 - prob^2/2: soft' = expit(w), prob' = expit(w) expit(-w)
+    np.testing.assert_allclose(grad, -values["soft"] * expit - values["prob"] * expit * scipy.special.expit(-x),
+                               rtol=1e-14, atol=0)
+
+
+GLMS = {  # fused kernel, element-wise kernel and its linear-predictor input, data
+    "bernoulli": ("bernoulli_logit_glm", "bernoulli_logit", "logit",
+                  lambda rng, eta: (rng.uniform(size=eta.size) < scipy.special.expit(eta)).astype(float)),
+    "poisson": ("poisson_log_glm", "poisson_log", "log_rate", lambda rng, eta: rng.poisson(np.exp(eta)).astype(float)),
+    "normal": ("normal_id_glm", "normal", "loc", lambda rng, eta: eta + rng.normal(size=eta.size)),
+}
+
+
+@pytest.mark.parametrize("likelihood", list(GLMS))
+def test_glm_as_expression_matches_fused_kernel(likelihood):
+    # alpha + X @ beta through the expression nodes and an element-wise kernel gives the fused GLM
+    # kernel's log density and gradient to rounding (different summation orders only). 1,000 rows
+    # span several of the fused kernel's row blocks.
+    fused_name, kernel, linear, outcome = GLMS[likelihood]
+    if fused_name not in fv.kernels():
+        pytest.skip("needs the fused GLM kernels")
     rng = np.random.default_rng(3)
-    X = rng.normal(size=(200, 5))
-    y = (rng.uniform(size=200) < 0.5).astype(float)
+    n, k = 1000, 5
+    X = rng.normal(size=(n, k)) / np.sqrt(k)
+    y = outcome(rng, 0.2 + X @ rng.normal(size=k))
 
     def build(fused):
         m = fv.Model()
         alpha = m.param("alpha")
-        beta = m.param("beta", shape=(5,))
+        beta = m.param("beta", shape=(k,))
         m.add("normal", beta, loc=0.0, scale=1.0)
+        extra = {}
+        if likelihood == "normal":
+            extra["sigma" if fused else "scale"] = m.param("sigma", lower=0.0)
         if fused:
-            m.add("bernoulli_logit_glm", y, X=X, alpha=alpha, beta=beta)
+            m.add(fused_name, y, X=X, alpha=alpha, beta=beta, **extra)
         else:
-            m.add("bernoulli_logit", y, logit=alpha + X @ beta)
+            m.add(kernel, y, **{linear: alpha + X @ beta}, **extra)
         return m
 
-    if "bernoulli_logit_glm" not in fv.kernels():
-        pytest.skip("needs the fused GLM kernels")
-    zeta = rng.normal(size=(6, 3))
-    lp_f, g_f = build(True).log_density(zeta)
-    lp_e, g_e = build(False).log_density(zeta)
-    np.testing.assert_allclose(lp_e, lp_f, rtol=1e-12)
-    np.testing.assert_allclose(g_e, g_f, rtol=1e-10, atol=1e-12)
+    fused, expression = build(True), build(False)
+    zeta = rng.normal(0.0, 0.5, size=(fused.dim, 4))
+    lp_f, g_f = fused.log_density(zeta)
+    lp_e, g_e = expression.log_density(zeta)
+    np.testing.assert_allclose(lp_e, lp_f, rtol=1e-12, atol=0)
+    # every partial to 1e-12, relative to itself or to the largest one (single partials can cancel to ~0)
+    np.testing.assert_allclose(g_e, g_f, rtol=1e-12, atol=1e-12 * np.abs(g_f).max())

@@ -1,7 +1,8 @@
-// Scalar special functions used by the kernels, written to stay finite where the naive forms
-// overflow.
+// Special functions used by the kernels, written to stay finite where the naive forms overflow:
+// scalar forms, and array forms (at the end) for code that works on a whole draw with Eigen.
 #pragma once
 
+#include <Eigen/Core>
 #include <cmath>
 
 namespace fastvi::math {
@@ -46,5 +47,22 @@ inline double digamma(double x) {
 
 // log Beta(a, b).
 inline double log_beta(double a, double b) { return log_gamma(a) + log_gamma(b) - log_gamma(a + b); }
+
+// Array forms. Eigen vectorises exp and log for double, but has no vectorised log1p; these build
+// on exp and log. Each returns an Eigen expression: assign it, or sum it, straight away.
+
+// log(1 + t) for t >= 0 (as in log1p_exp, t = exp(-|x|)): with u = 1 + t,
+// log(u) - ((u - 1) - t) / u is exact to about an ulp (and gives t when u rounds to 1).
+template <class Derived>
+auto log1p_nonneg(const Eigen::ArrayBase<Derived>& t) {
+  return (1.0 + t).log() - (((1.0 + t) - 1.0) - t) / (1.0 + t);
+}
+
+// 1 / (1 + exp(-x)), element-wise. exp(-x) overflows to inf below x = -709.78, where the result
+// (below 1e-308) becomes 0; elsewhere this is as accurate as the two-branch scalar form.
+template <class Derived>
+auto inv_logit(const Eigen::ArrayBase<Derived>& x) {
+  return 1.0 / (1.0 + (-x).exp());
+}
 
 }  // namespace fastvi::math

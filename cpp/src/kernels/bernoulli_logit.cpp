@@ -15,9 +15,12 @@ class BernoulliLogit final : public Kernel {
   BernoulliLogit(std::vector<Operand> ops, Index size) : y_(std::move(ops[0])), logit_(std::move(ops[1])), size_(size) {
     // With the logit as data there is no parameter: the whole log density is one constant.
     if (!logit_.is_param) const_lp_ = sum_data(size_, [&](Index n) { return log_pmf(data_at(y_, n), data_at(logit_, n)); });
+    whole_draw_ = logit_.is_param && size_ >= kMinWholeDraw && y_.whole_draw() && logit_.whole_draw();
+    if (whole_draw_) t_.resize(size_);
   }
 
   void evaluate(const Batch& b) override {
+    if (whole_draw_) return evaluate_whole_draws(b);
     for (Index s = 0; s < b.draws; ++s) {
       double lp = const_lp_;
       if (logit_.is_param) {
@@ -32,9 +35,34 @@ class BernoulliLogit final : public Kernel {
   }
 
  private:
+  // The same, a draw at a time with Eigen arrays (out of line: see normal.cpp).
+  [[gnu::noinline]] void evaluate_whole_draws(const Batch& b) {
+    for (Index s = 0; s < b.draws; ++s)
+      with_draw(y_, b, s, size_, [&](const auto& y) {
+        with_draw(logit_, b, s, size_, [&](const auto& eta) { b.lp[s] += draw_terms(b, s, y, eta); });
+      });
+  }
+
+  // Adds the gradient of draw s and returns its log density, for Eigen arrays y and eta (columns
+  // or constants). With u = (1 - 2y) eta (= eta or -eta exactly) and t = exp(-|eta|), computed once:
+  //   log p = -log1p_exp(u) = -(max(u, 0) + log1p(t)),
+  //   d log p / d eta = y - inv_logit(eta) = y - (eta >= 0 ? 1 : t) / (1 + t).
+  template <class Y, class Eta>
+  double draw_terms(const Batch& b, Index s, const Y& y, const Eta& eta) {
+    Eigen::Map<Eigen::ArrayXd> t(t_.data(), size_);
+    t = (-eta.abs()).exp();
+    const double lp = -(((1.0 - 2.0 * y) * eta).max(0.0) + math::log1p_nonneg(t)).sum();
+    // A plain loop (which the compiler vectorises): Eigen 3.4 does not vectorise select().
+    for (Index n = 0; n < size_; ++n) t[n] = y(n) - (eta(n) >= 0.0 ? 1.0 : t[n]) / (1.0 + t[n]);
+    add_grad_draw(logit_, b, s, t);
+    return lp;
+  }
+
   Operand y_, logit_;  // y is data (data_only)
   Index size_;
   double const_lp_ = 0.0;
+  bool whole_draw_ = false;  // a parameter logit, y and logit contiguous or scalar (and enough elements)
+  Vector t_;                 // scratch of one draw, exp(-|logit|) then d lp / d logit (whole-draw path)
 };
 
 }  // namespace

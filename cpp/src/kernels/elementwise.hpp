@@ -1,5 +1,11 @@
 // Helpers shared by the element-wise kernels (see normal.cpp for the basic pattern).
 //
+// When every operand is contiguous or scalar (Operand::whole_draw(), the common case: no
+// broadcasting along an axis) and there are at least kMinWholeDraw elements, normal,
+// bernoulli_logit and poisson_log work a draw at a time with Eigen array expressions, which the
+// compiler vectorises (with_draw and add_grad_draw in operand.hpp, math.hpp's array forms);
+// otherwise they go element by element.
+//
 // Two ways the kernels move work out of the per-draw loop, both decided in the constructor:
 //  - a log-density term that depends on data operands only is the same for every draw, so its sum
 //    over the elements is computed once (sum_data) and added to each draw;

@@ -18,9 +18,12 @@ class PoissonLog final : public Kernel {
         const double eta = data_at(log_rate_, n);
         return data_at(y_, n) * eta - std::exp(eta);
       });
+    whole_draw_ = log_rate_.is_param && size_ >= kMinWholeDraw && y_.whole_draw() && log_rate_.whole_draw();
+    if (whole_draw_) rate_.resize(size_);
   }
 
   void evaluate(const Batch& b) override {
+    if (whole_draw_) return evaluate_whole_draws(b);
     for (Index s = 0; s < b.draws; ++s) {
       double lp = const_lp_;
       if (log_rate_.is_param) {
@@ -35,9 +38,29 @@ class PoissonLog final : public Kernel {
   }
 
  private:
+  // The same, a draw at a time with Eigen arrays (out of line: see normal.cpp).
+  [[gnu::noinline]] void evaluate_whole_draws(const Batch& b) {
+    for (Index s = 0; s < b.draws; ++s)
+      with_draw(y_, b, s, size_, [&](const auto& y) {
+        with_draw(log_rate_, b, s, size_, [&](const auto& eta) { b.lp[s] += const_lp_ + draw_terms(b, s, y, eta); });
+      });
+  }
+
+  // Adds the gradient of draw s and returns its log density (without const_lp_), for Eigen arrays
+  // y and eta (columns or constants).
+  template <class Y, class Eta>
+  double draw_terms(const Batch& b, Index s, const Y& y, const Eta& eta) {
+    Eigen::Map<Eigen::ArrayXd> rate(rate_.data(), size_);
+    rate = eta.exp();
+    add_grad_draw(log_rate_, b, s, y - rate);
+    return (y * eta - rate).sum();
+  }
+
   Operand y_, log_rate_;  // y is data (data_only)
   Index size_;
   double const_lp_ = 0.0;  // -lgamma(y + 1), plus the rest when the log rate is data
+  bool whole_draw_ = false;  // a parameter log rate, y and it contiguous or scalar (and enough elements)
+  Vector rate_;              // exp(log_rate) of one draw (whole-draw path)
 };
 
 }  // namespace
