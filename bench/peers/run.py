@@ -82,6 +82,19 @@ def configs(problem):
     return [("meanfield", 1, (1,)), ("fullrank", 1, (1,))]
 
 
+def fastvi_jobs(problem, S, threads):
+    """fastvi's runs for one configuration: (variant, threads).
+
+    "fused" is the model as fastvi users should write it (the fused GLM kernels for the
+    regressions); "expr" writes the regressions' linear predictor as an expression
+    (``alpha + X @ beta`` into the element-wise normal / bernoulli_logit kernel), the generic path,
+    run at S=1 only and single-threaded, to show what the fused kernels buy."""
+    jobs = [("fused", t) for t in threads]
+    if problem != "seed" and S == 1:
+        jobs.append(("expr", 1))
+    return jobs
+
+
 def make_data(problem):
     import numpy as np
 
@@ -150,7 +163,11 @@ def worker_fastvi(cfg, data):
     import fastvi as fv
 
     problem, family, S, threads, steps = cfg["problem"], cfg["family"], cfg["draws"], cfg["threads"], cfg["steps"]
-    needed = {"seed": "normal", "linreg": "normal_id_glm", "logistic": "bernoulli_logit_glm"}[problem]
+    fused = cfg.get("variant", "fused") == "fused"
+    if fused:
+        needed = {"seed": "normal", "linreg": "normal_id_glm", "logistic": "bernoulli_logit_glm"}[problem]
+    else:
+        needed = {"linreg": "normal", "logistic": "bernoulli_logit"}[problem]
     if needed not in fv.kernels():
         return {"skipped": f"this fastvi build has no {needed!r} kernel"}
 
@@ -169,9 +186,14 @@ def worker_fastvi(cfg, data):
         if problem == "linreg":
             sigma = m.param("sigma", lower=0.0)
             m.add("half_normal", sigma, scale=1.0)
-            m.add("normal_id_glm", data["y"], X=data["X"], alpha=alpha, beta=beta, sigma=sigma)
-        else:
+            if fused:
+                m.add("normal_id_glm", data["y"], X=data["X"], alpha=alpha, beta=beta, sigma=sigma)
+            else:
+                m.add("normal", data["y"], loc=alpha + data["X"] @ beta, scale=sigma)
+        elif fused:
             m.add("bernoulli_logit_glm", data["y"], X=data["X"], alpha=alpha, beta=beta)
+        else:
+            m.add("bernoulli_logit", data["y"], logit=alpha + data["X"] @ beta)
         return m
 
     def run(m, n):
@@ -191,7 +213,8 @@ def worker_fastvi(cfg, data):
     order = ["w"] if problem == "seed" else ["alpha", "beta"] + (["sigma"] if problem == "linreg" else [])
     flat = lambda d: np.concatenate([np.atleast_1d(np.asarray(d[k], dtype=float)).ravel() for k in order])
     return {"e2e_cold": cold, "e2e_warm": warm, "per_step": per_step, "steady_steps": n * CHUNKS,
-            "mean": flat(mean).tolist(), "sd": flat(sd).tolist(), "threads": f"threads={threads}"}
+            "mean": flat(mean).tolist(), "sd": flat(sd).tolist(), "threads": f"threads={threads}",
+            "variant": cfg.get("variant", "fused")}
 
 
 def worker_numpyro(cfg, data):
@@ -475,7 +498,8 @@ def aggregate(results):
         return results[0] if results else {"error": "no result"}
     med = lambda key: statistics.median(r[key] for r in ok)
     out = dict(ok[-1])
-    out.update(e2e_cold=med("e2e_cold"), e2e_warm=med("e2e_warm"), per_step=med("per_step"), n=len(ok))
+    out.update(e2e_cold=med("e2e_cold"), e2e_warm=med("e2e_warm"), per_step=med("per_step"), n=len(ok),
+               others_load_max=max(r.get("others_load", 0.0) for r in ok))
     return out
 
 
@@ -546,62 +570,84 @@ def main():
     for problem in problems:
         print(f"\n## {problem}: {PROBLEMS[problem]}", flush=True)
         for family, S, fv_threads in configs(problem):
-            jobs = [("fastvi", t) for t in fv_threads] + [(p, None) for p in peers]
+            jobs = [("fastvi", v, t) for v, t in fastvi_jobs(problem, S, fv_threads)] + [(p, None, None) for p in peers]
             got = {job: [] for job in jobs}
             for rep in range(args.repeats):
-                for lib, thr in jobs:  # interleave libraries so machine noise hits all alike
-                    cfg = {"lib": lib, "problem": problem, "family": family, "draws": S, "steps": args.steps,
-                           "threads": thr or 1, "budget": args.budget, "x64": args.x64, "repeat": rep}
+                for lib, variant, thr in jobs:  # interleave libraries so machine noise hits all alike
+                    cfg = {"lib": lib, "variant": variant, "problem": problem, "family": family, "draws": S,
+                           "steps": args.steps, "threads": thr or 1, "budget": args.budget, "x64": args.x64,
+                           "repeat": rep}
                     res = run_worker(cfg, args)
                     raw.append({"config": cfg, "result": res})
-                    got[(lib, thr)].append(res)
+                    got[(lib, variant, thr)].append(res)
                     status = res.get("error") or res.get("skipped") or (
                         f"cold {fmt_time(res['e2e_cold'])}, warm {fmt_time(res['e2e_warm'])}, "
                         f"step {fmt_step(res['per_step'])}; others' load {res.get('others_load', 0):.2f} cores, "
                         f"attempt {res['attempts']}")
-                    print(f"  [{problem} {family} S={S} {lib}{'' if thr is None else f' t={thr}'} "
+                    print(f"  [{problem} {family} S={S} {job_label(lib, variant, thr)} "
                           f"rep {rep + 1}/{args.repeats}] {status}", file=sys.stderr, flush=True)
             agg = {job: aggregate(v) for job, v in got.items()}
-            ref1 = agg.get(("fastvi", 1), {})
-            ref2 = agg.get(("fastvi", 2)) if 2 in fv_threads else None
-            for (lib, thr), res in agg.items():
-                rows.append((problem, family, S, lib, thr, res, ref1, ref2))
-            print_rows(rows[-len(agg):], two_refs=ref2 is not None)
+            ref1 = agg.get(("fastvi", "fused", 1), {})
+            if "e2e_cold" not in ref1:
+                ref1 = agg.get(("fastvi", "expr", 1), {})
+            ref2 = agg.get(("fastvi", "fused", 2))
+            new_rows = [Row(problem, family, S, lib, variant, thr, res, ref1, ref2)
+                        for (lib, variant, thr), res in agg.items()]
+            rows += new_rows
+            print_rows(new_rows)
     print()
     print_markdown(rows)
+    noisy = [(r, r.res.get("others_load_max", 0.0)) for r in rows if r.res.get("others_load_max", 0.0) >= args.quiet_load]
+    if noisy:
+        print(f"\nNote: other processes used >= {args.quiet_load} cores during some kept runs of: "
+              + "; ".join(f"{r.problem} {r.family} S={r.S} {job_label(r.lib, r.variant, r.thr)} ({load:.2f})"
+                          for r, load in noisy))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"started": started.isoformat(), "argv": sys.argv, "versions": versions(), "runs": raw},
                       fh, indent=1)
 
 
+class Row:
+    def __init__(self, problem, family, S, lib, variant, thr, res, ref1, ref2):
+        self.problem, self.family, self.S, self.lib, self.variant, self.thr = problem, family, S, lib, variant, thr
+        self.res, self.ref1, self.ref2 = res, ref1, ref2
+
+
+def job_label(lib, variant, thr):
+    if lib != "fastvi":
+        return lib
+    return "fastvi" + (" (X @ beta expression)" if variant == "expr" else "")
+
+
 HEADER = ["problem", "family", "S", "library", "threads", "e2e cold", "e2e warm", "per step",
-          "fastvi faster: e2e", "fastvi faster: per step", "max |dmean|/sd", "sd ratio"]
+          "time / fastvi: e2e", "time / fastvi: per step", "max |dmean|/sd", "sd ratio"]
 
 
-def row_cells(row, two_refs):
-    problem, family, S, lib, thr, res, ref1, ref2 = row
-    label = lib if thr is None else f"{lib}"
-    threads = f"{thr}" if thr is not None else res.get("threads", "")
+def row_cells(row):
+    res, ref1, ref2 = row.res, row.ref1, row.ref2
+    label = job_label(row.lib, row.variant, row.thr)
+    threads = str(row.thr) if row.thr is not None else res.get("threads", "")
+    head = [row.problem, row.family, str(row.S), label, threads]
     if "e2e_cold" not in res:
         msg = res.get("skipped") or res.get("error", "?")
-        return [problem, family, str(S), label, threads, msg[:90], "", "", "", "", "", ""]
-    if lib == "fastvi":
-        e2e_r = step_r = ""
-        dm, sr = ("(ref)", "") if thr == 1 else posterior_check(res, ref1)
+        return head + [msg[:90], "", "", "", "", "", ""]
+    if res is ref1:
+        e2e_r, step_r, dm, sr = "(ref)", "(ref)", "(ref)", ""
     else:
+        # how many times longer this row takes than fastvi (threads=1; "/ threads=2" when run)
         e2e_r = fmt_ratio(res["e2e_cold"], ref1.get("e2e_cold"))
         step_r = fmt_ratio(res["per_step"], ref1.get("per_step"))
-        if two_refs and ref2 and "e2e_cold" in ref2:
+        if row.lib != "fastvi" and ref2 and "e2e_cold" in ref2:
             e2e_r += f" / {fmt_ratio(res['e2e_cold'], ref2['e2e_cold'])}"
             step_r += f" / {fmt_ratio(res['per_step'], ref2['per_step'])}"
         dm, sr = posterior_check(res, ref1)
-    return [problem, family, str(S), label, threads, fmt_time(res["e2e_cold"]), fmt_time(res["e2e_warm"]),
-            fmt_step(res["per_step"]), e2e_r, step_r, dm, sr]
+    return head + [fmt_time(res["e2e_cold"]), fmt_time(res["e2e_warm"]), fmt_step(res["per_step"]),
+                   e2e_r, step_r, dm, sr]
 
 
-def print_rows(rows, two_refs):
-    cells = [row_cells(r, two_refs) for r in rows]
+def print_rows(rows):
+    cells = [row_cells(r) for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(HEADER)]
     print("  ".join(h.ljust(w) for h, w in zip(HEADER, widths)))
     for c in cells:
@@ -612,8 +658,7 @@ def print_markdown(rows):
     print("| " + " | ".join(HEADER) + " |")
     print("|" + "---|" * len(HEADER))
     for r in rows:
-        two = r[7] is not None
-        print("| " + " | ".join(row_cells(r, two)) + " |")
+        print("| " + " | ".join(c.replace("|", "\\|") for c in row_cells(r)) + " |")
 
 
 if __name__ == "__main__":
