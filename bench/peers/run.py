@@ -19,7 +19,8 @@ What each worker measures (all wall clock, ``time.perf_counter``):
   machine; the first run ever pays several seconds more of g++ (see bench/README.md).
 * ``e2e warm``: the same fit again, with the model, guide and SVI / inference objects built anew in
   the same process. NumPyro's ``svi.run`` re-traces and re-compiles its ``lax.scan`` on every call,
-  so this is what a second fit in a notebook costs.
+  so this is what a second fit in a notebook costs. Skipped ("-") when the cold fit took longer
+  than ``--budget`` seconds: the steps dominate then, and PyMC at S=32 would need minutes more.
 * ``per step``: steady state, with all compilation done:
     - fastvi: ``fv.fit`` on an already built model, divided by the number of steps (there is no
       compilation step in fastvi; the loop runs in C++ with the GIL released).
@@ -31,8 +32,16 @@ What each worker measures (all wall clock, ``time.perf_counter``):
       (``inference.objective.step_function(score=True, ...)``, the same one ``pm.fit`` calls), called
       in a Python loop exactly as ``pm.fit``'s own loop does. A second ``pm.fit`` call would rebuild
       and re-optimise the graph (~0.2-0.5 s), which is not per-step cost.
-  The steady-state loop runs all ``--steps`` steps unless that would take more than ``--budget``
-  seconds (estimated from the cold fit), in which case it runs fewer (at least 200).
+  The steady-state loop is timed in 5 equal chunks and the median chunk counts (a burst of load
+  from another process then does not land in the result); the chunks cover all ``--steps`` steps
+  unless that would take more than ``--budget`` seconds (estimated from the cold fit), in which
+  case they cover fewer (at least 200).
+
+Noise: this is meant for a shared machine. Before each worker the driver waits (``--wait-idle``)
+until other processes use fewer than ``--quiet-load`` cores (from /proc/stat), measures how much
+CPU others used while the worker ran, and re-runs a worker that shared the machine
+(``--retries``, only for workers shorter than ``--retry-max-wall``), keeping the quietest run.
+The table is the median over ``--repeats`` such runs.
 
 Equal work: every library runs Adam with learning rate 0.01 for exactly ``--steps`` steps
 (fastvi ``tol=None``; PyMC is given ``obj_optimizer=pm.adam(learning_rate=0.01)`` instead of its
@@ -88,8 +97,16 @@ def fastvi_jobs(problem, S, threads):
     "fused" is the model as fastvi users should write it (the fused GLM kernels for the
     regressions); "expr" writes the regressions' linear predictor as an expression
     (``alpha + X @ beta`` into the element-wise normal / bernoulli_logit kernel), the generic path,
-    run at S=1 only and single-threaded, to show what the fused kernels buy."""
+    run at S=1 only and single-threaded, to show what the fused kernels buy.
+
+    Every variant but "auto" runs with ``precondition=None``: plain Adam on the model's own
+    unconstrained coordinates from a start at 0 with scale 0.1, the same algorithm the peers run
+    (NumPyro's AutoNormal also starts q's scale at 0.1). "auto" is fastvi's default
+    (``precondition="auto"``: an L-BFGS mode search and a finite-difference Hessian first, then the
+    fit in Laplace-whitened coordinates), run at S=1 to show what the default costs end to end."""
     jobs = [("fused", t) for t in threads]
+    if S == 1:
+        jobs.append(("auto", 1))
     if problem != "seed" and S == 1:
         jobs.append(("expr", 1))
     return jobs
@@ -145,6 +162,12 @@ def _steady_steps(cold_e2e, steps, budget):
     return max(1, total // CHUNKS)
 
 
+def _timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
 def _median_chunk(run_chunk, n):
     """Per-step time: the median over CHUNKS timed calls of ``run_chunk()`` (n steps each).
 
@@ -163,7 +186,9 @@ def worker_fastvi(cfg, data):
     import fastvi as fv
 
     problem, family, S, threads, steps = cfg["problem"], cfg["family"], cfg["draws"], cfg["threads"], cfg["steps"]
-    fused = cfg.get("variant", "fused") == "fused"
+    variant = cfg.get("variant", "fused")
+    fused = variant in ("fused", "auto")
+    precondition = "auto" if variant == "auto" else None
     if fused:
         needed = {"seed": "normal", "linreg": "normal_id_glm", "logistic": "bernoulli_logit_glm"}[problem]
     else:
@@ -197,14 +222,13 @@ def worker_fastvi(cfg, data):
         return m
 
     def run(m, n):
-        return fv.fit(m, family=family, steps=n, draws=S, lr=0.01, seed=0, tol=None, threads=threads)
+        return fv.fit(m, family=family, steps=n, draws=S, lr=0.01, seed=0, tol=None, threads=threads,
+                      precondition=precondition)
 
     t = time.perf_counter()
     fit = run(build(), steps)
     cold = time.perf_counter() - t
-    t = time.perf_counter()
-    run(build(), steps)
-    warm = time.perf_counter() - t
+    warm = _timed(lambda: run(build(), steps)) if cold <= cfg["budget"] else None
     m = build()
     n = _steady_steps(cold, steps, cfg["budget"])
     per_step = _median_chunk(lambda: run(m, n), n)
@@ -270,7 +294,7 @@ def worker_numpyro(cfg, data):
         return time.perf_counter() - t, svi, guide, dev_args, res
 
     cold, svi, guide, dev_args, res = e2e()
-    warm = e2e()[0]
+    warm = e2e()[0] if cold <= cfg["budget"] else None
 
     n = _steady_steps(cold, steps, cfg["budget"])
 
@@ -334,7 +358,7 @@ def worker_pymc(cfg, data):
         return time.perf_counter() - t, model, approx
 
     cold, model, approx = e2e()
-    warm = e2e()[0]
+    warm = e2e()[0] if cold <= cfg["budget"] else None
 
     n = _steady_steps(cold, steps, cfg["budget"])
     inference = (pm.ADVI if family == "meanfield" else pm.FullRankADVI)(model=model, random_seed=1)
@@ -462,7 +486,8 @@ def run_worker(cfg, args):
         res["attempts"] = attempt + 1
         if best is None or res.get("others_load", 0.0) < best.get("others_load", 0.0):
             best = res
-        if "e2e_cold" not in res or res.get("others_load", 0.0) < args.quiet_load:
+        if ("e2e_cold" not in res or res.get("others_load", 0.0) < args.quiet_load
+                or res.get("wall", 0.0) > args.retry_max_wall):
             break
     best["attempts"] = attempt + 1
     return best
@@ -496,7 +521,10 @@ def aggregate(results):
     ok = [r for r in results if "e2e_cold" in r]
     if not ok:
         return results[0] if results else {"error": "no result"}
-    med = lambda key: statistics.median(r[key] for r in ok)
+    def med(key):
+        vals = [r[key] for r in ok if r.get(key) is not None]
+        return statistics.median(vals) if vals else None
+
     out = dict(ok[-1])
     out.update(e2e_cold=med("e2e_cold"), e2e_warm=med("e2e_warm"), per_step=med("per_step"), n=len(ok),
                others_load_max=max(r.get("others_load", 0.0) for r in ok))
@@ -540,6 +568,8 @@ def main():
                     help="'quiet' means other processes use fewer cores than this")
     ap.add_argument("--retries", type=int, default=2,
                     help="re-run a measurement during which others used more than --quiet-load cores")
+    ap.add_argument("--retry-max-wall", type=float, default=90.0,
+                    help="never re-run a measurement that took longer than this many seconds")
     ap.add_argument("--json", help="also write all raw results to this file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -581,7 +611,7 @@ def main():
                     raw.append({"config": cfg, "result": res})
                     got[(lib, variant, thr)].append(res)
                     status = res.get("error") or res.get("skipped") or (
-                        f"cold {fmt_time(res['e2e_cold'])}, warm {fmt_time(res['e2e_warm'])}, "
+                        f"cold {fmt_time(res['e2e_cold'])}, warm {fmt_time(res.get('e2e_warm'))}, "
                         f"step {fmt_step(res['per_step'])}; others' load {res.get('others_load', 0):.2f} cores, "
                         f"attempt {res['attempts']}")
                     print(f"  [{problem} {family} S={S} {job_label(lib, variant, thr)} "
@@ -617,7 +647,7 @@ class Row:
 def job_label(lib, variant, thr):
     if lib != "fastvi":
         return lib
-    return "fastvi" + (" (X @ beta expression)" if variant == "expr" else "")
+    return "fastvi" + {"expr": " (X @ beta expression)", "auto": " (precondition='auto')"}.get(variant, "")
 
 
 HEADER = ["problem", "family", "S", "library", "threads", "e2e cold", "e2e warm", "per step",
@@ -642,7 +672,7 @@ def row_cells(row):
             e2e_r += f" / {fmt_ratio(res['e2e_cold'], ref2['e2e_cold'])}"
             step_r += f" / {fmt_ratio(res['per_step'], ref2['per_step'])}"
         dm, sr = posterior_check(res, ref1)
-    return head + [fmt_time(res["e2e_cold"]), fmt_time(res["e2e_warm"]), fmt_step(res["per_step"]),
+    return head + [fmt_time(res["e2e_cold"]), fmt_time(res.get("e2e_warm")), fmt_step(res["per_step"]),
                    e2e_r, step_r, dm, sr]
 
 
