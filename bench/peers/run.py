@@ -147,6 +147,59 @@ def coord_names(problem, data):
     return names + (["sigma"] if problem == "linreg" else [])
 
 
+def reference_posterior(problem, data):
+    """(mean, sd, name) of an independent reference posterior, in the workers' coordinate order.
+
+    seed: exact (conjugate). linreg: exact up to quadrature: theta = (alpha, beta) is Gaussian given
+    sigma, and sigma's marginal posterior is integrated on a fine grid. logistic: the Laplace
+    approximation (Newton's method to the mode; sd from the inverse Hessian), which with N=10,000
+    rows is within a small fraction of a posterior sd of the exact mean."""
+    import numpy as np
+
+    if problem == "seed":
+        x = data["x"]
+        n = len(x)
+        return np.array([x.sum() / (n + 1)]), np.array([1.0 / np.sqrt(n + 1)]), "exact"
+    X, y = data["X"], data["y"]
+    Xa = np.column_stack([np.ones(len(y)), X])
+    n, d = Xa.shape
+    if problem == "linreg":
+        A, b, yy = Xa.T @ Xa, Xa.T @ y, y @ y
+        eye = np.eye(d)
+
+        def log_post(sig):  # log p(sigma | y) + const, with sigma ~ HalfNormal(1)
+            M = A + sig**2 * eye
+            quad = (yy - b @ np.linalg.solve(M, b)) / sig**2
+            logdet = 2 * (n - d) * np.log(sig) + np.linalg.slogdet(M)[1]
+            return -0.5 * (logdet + quad) - 0.5 * sig**2
+
+        coarse = np.exp(np.linspace(np.log(1e-2), np.log(10.0), 2001))
+        mode = coarse[np.argmax([log_post(s) for s in coarse])]
+        grid = np.linspace(0.7 * mode, 1.3 * mode, 6001)
+        lp = np.array([log_post(s) for s in grid])
+        w = np.exp(lp - lp.max())
+        w /= w.sum()
+        means = np.array([np.linalg.solve(A + s**2 * eye, b) for s in grid])
+        variances = np.array([s**2 * np.diag(np.linalg.inv(A + s**2 * eye)) for s in grid])
+        m = w @ means
+        v = w @ (variances + means**2) - m**2
+        sig_m = w @ grid
+        sig_sd = np.sqrt(w @ grid**2 - sig_m**2)
+        return np.append(m, sig_m), np.append(np.sqrt(v), sig_sd), "exact"
+    theta = np.zeros(d)
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-(Xa @ theta)))
+        grad = Xa.T @ (y - p) - theta
+        H = (Xa * (p * (1 - p))[:, None]).T @ Xa + np.eye(d)
+        step = np.linalg.solve(H, grad)
+        theta += step
+        if np.max(np.abs(step)) < 1e-12:
+            break
+    p = 1.0 / (1.0 + np.exp(-(Xa @ theta)))
+    H = (Xa * (p * (1 - p))[:, None]).T @ Xa + np.eye(d)
+    return theta, np.sqrt(np.diag(np.linalg.inv(H))), "Laplace"
+
+
 # ------------------------------------------------------------------------------------------------
 # Workers: one library, one configuration, in its own process
 # ------------------------------------------------------------------------------------------------
@@ -531,17 +584,18 @@ def aggregate(results):
     return out
 
 
-def posterior_check(res, ref):
-    """max |mean - mean_fastvi| / sd_fastvi and the range of sd / sd_fastvi."""
-    if "mean" not in res or "mean" not in ref:
+def posterior_check(res, ref_mean, ref_sd):
+    """max |mean - ref_mean| / ref_sd over coordinates, and the range of sd / ref_sd."""
+    if "mean" not in res or ref_mean is None:
         return "-", "-"
     import numpy as np
 
     m, s = np.asarray(res["mean"]), np.asarray(res["sd"])
-    m0, s0 = np.asarray(ref["mean"]), np.asarray(ref["sd"])
+    m0, s0 = np.asarray(ref_mean), np.asarray(ref_sd)
     dm = np.max(np.abs(m - m0) / s0)
     ratio = s / s0
-    return f"{dm:.2f}", f"{ratio.min():.2f}-{ratio.max():.2f}"
+    lo, hi = ratio.min(), ratio.max()
+    return f"{dm:.2f}", (f"{lo:.2f}" if abs(hi - lo) < 0.005 else f"{lo:.2f}-{hi:.2f}")
 
 
 def main():
@@ -571,8 +625,18 @@ def main():
     ap.add_argument("--retry-max-wall", type=float, default=90.0,
                     help="never re-run a measurement that took longer than this many seconds")
     ap.add_argument("--json", help="also write all raw results to this file")
+    ap.add_argument("--from-json", metavar="FILE",
+                    help="run nothing: print the table again from the raw results a --json run saved")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+
+    if args.from_json:
+        with open(args.from_json) as fh:
+            saved = json.load(fh)
+        print(f"# from {args.from_json}: run started {saved['started']}, command: {' '.join(saved['argv'])}")
+        print("# versions: " + ", ".join(f"{k} {v}" for k, v in saved["versions"].items()))
+        report(saved["runs"], args.quiet_load)
+        return
 
     if args.worker:
         cfg = json.loads(args.worker)
@@ -593,15 +657,15 @@ def main():
     print(f"# command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
     print(f"# {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores; "
           f"steps={args.steps}, repeats={args.repeats} (medians), peer threads={args.peer_threads}")
-    print("# versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()), flush=True)
+    vers = versions()
+    print("# versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()), flush=True)
 
     raw = []
-    rows = []
     for problem in problems:
         print(f"\n## {problem}: {PROBLEMS[problem]}", flush=True)
         for family, S, fv_threads in configs(problem):
             jobs = [("fastvi", v, t) for v, t in fastvi_jobs(problem, S, fv_threads)] + [(p, None, None) for p in peers]
-            got = {job: [] for job in jobs}
+            first = len(raw)
             for rep in range(args.repeats):
                 for lib, variant, thr in jobs:  # interleave libraries so machine noise hits all alike
                     cfg = {"lib": lib, "variant": variant, "problem": problem, "family": family, "draws": S,
@@ -609,39 +673,62 @@ def main():
                            "repeat": rep}
                     res = run_worker(cfg, args)
                     raw.append({"config": cfg, "result": res})
-                    got[(lib, variant, thr)].append(res)
                     status = res.get("error") or res.get("skipped") or (
                         f"cold {fmt_time(res['e2e_cold'])}, warm {fmt_time(res.get('e2e_warm'))}, "
                         f"step {fmt_step(res['per_step'])}; others' load {res.get('others_load', 0):.2f} cores, "
                         f"attempt {res['attempts']}")
-                    print(f"  [{problem} {family} S={S} {job_label(lib, variant, thr)} "
+                    print(f"  [{problem} {family} S={S} {job_label(lib, variant, thr)}{'' if thr is None else f' t={thr}'} "
                           f"rep {rep + 1}/{args.repeats}] {status}", file=sys.stderr, flush=True)
-            agg = {job: aggregate(v) for job, v in got.items()}
-            ref1 = agg.get(("fastvi", "fused", 1), {})
-            if "e2e_cold" not in ref1:
-                ref1 = agg.get(("fastvi", "expr", 1), {})
-            ref2 = agg.get(("fastvi", "fused", 2))
-            new_rows = [Row(problem, family, S, lib, variant, thr, res, ref1, ref2)
-                        for (lib, variant, thr), res in agg.items()]
-            rows += new_rows
-            print_rows(new_rows)
+            print_rows(build_rows(raw[first:]))
+            if args.json:  # after every configuration, so an interrupted run keeps what it measured
+                with open(args.json, "w") as fh:
+                    json.dump({"started": started.isoformat(), "argv": sys.argv, "versions": vers,
+                               "runs": raw}, fh, indent=1)
     print()
+    report(raw, args.quiet_load)
+
+
+def build_rows(raw):
+    """Table rows from raw worker results: medians per (problem, family, S) and job, with the
+    fastvi references and the reference posterior attached."""
+    groups = {}
+    for item in raw:
+        c = item["config"]
+        key = (c["problem"], c["family"], c["draws"])
+        job = (c["lib"], c.get("variant") if c["lib"] == "fastvi" else None,
+               c["threads"] if c["lib"] == "fastvi" else None)
+        groups.setdefault(key, {}).setdefault(job, []).append(item["result"])
+    rows = []
+    refs = {}
+    for (problem, family, S), jobs in groups.items():
+        if problem not in refs:
+            refs[problem] = reference_posterior(problem, make_data(problem))
+        agg = {job: aggregate(v) for job, v in jobs.items()}
+        ref1 = agg.get(("fastvi", "fused", 1), {})
+        if "e2e_cold" not in ref1:
+            ref1 = agg.get(("fastvi", "expr", 1), {})
+        ref2 = agg.get(("fastvi", "fused", 2))
+        rows += [Row(problem, family, S, lib, variant, thr, res, ref1, ref2, refs[problem])
+                 for (lib, variant, thr), res in agg.items()]
+    return rows
+
+
+def report(raw, quiet_load):
+    rows = build_rows(raw)
     print_markdown(rows)
-    noisy = [(r, r.res.get("others_load_max", 0.0)) for r in rows if r.res.get("others_load_max", 0.0) >= args.quiet_load]
+    names = sorted({f"{r.problem}: {r.exact[2]}" for r in rows})
+    print(f"\nReference posteriors ({', '.join(names)}): see reference_posterior() in run.py.")
+    noisy = [(r, r.res.get("others_load_max", 0.0)) for r in rows if r.res.get("others_load_max", 0.0) >= quiet_load]
     if noisy:
-        print(f"\nNote: other processes used >= {args.quiet_load} cores during some kept runs of: "
+        print(f"Note: other processes used >= {quiet_load} cores during some kept runs of: "
               + "; ".join(f"{r.problem} {r.family} S={r.S} {job_label(r.lib, r.variant, r.thr)} ({load:.2f})"
                           for r, load in noisy))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"started": started.isoformat(), "argv": sys.argv, "versions": versions(), "runs": raw},
-                      fh, indent=1)
 
 
 class Row:
-    def __init__(self, problem, family, S, lib, variant, thr, res, ref1, ref2):
+    def __init__(self, problem, family, S, lib, variant, thr, res, ref1, ref2, exact):
         self.problem, self.family, self.S, self.lib, self.variant, self.thr = problem, family, S, lib, variant, thr
-        self.res, self.ref1, self.ref2 = res, ref1, ref2
+        self.res, self.ref1, self.ref2, self.exact = res, ref1, ref2, exact
 
 
 def job_label(lib, variant, thr):
@@ -651,19 +738,22 @@ def job_label(lib, variant, thr):
 
 
 HEADER = ["problem", "family", "S", "library", "threads", "e2e cold", "e2e warm", "per step",
-          "time / fastvi: e2e", "time / fastvi: per step", "max |dmean|/sd", "sd ratio"]
+          "time / fastvi: e2e", "time / fastvi: per step", "dmean vs fastvi", "dmean vs exact",
+          "sd / exact sd"]
 
 
 def row_cells(row):
+    """dmean columns: max over coordinates of |mean - reference mean| / reference sd, against
+    fastvi's reference run and against the reference posterior (exact, or Laplace for logistic)."""
     res, ref1, ref2 = row.res, row.ref1, row.ref2
     label = job_label(row.lib, row.variant, row.thr)
     threads = str(row.thr) if row.thr is not None else res.get("threads", "")
     head = [row.problem, row.family, str(row.S), label, threads]
     if "e2e_cold" not in res:
         msg = res.get("skipped") or res.get("error", "?")
-        return head + [msg[:90], "", "", "", "", "", ""]
+        return head + [msg[:90]] + [""] * (len(HEADER) - len(head) - 1)
     if res is ref1:
-        e2e_r, step_r, dm, sr = "(ref)", "(ref)", "(ref)", ""
+        e2e_r, step_r, dm = "(ref)", "(ref)", "(ref)"
     else:
         # how many times longer this row takes than fastvi (threads=1; "/ threads=2" when run)
         e2e_r = fmt_ratio(res["e2e_cold"], ref1.get("e2e_cold"))
@@ -671,9 +761,10 @@ def row_cells(row):
         if row.lib != "fastvi" and ref2 and "e2e_cold" in ref2:
             e2e_r += f" / {fmt_ratio(res['e2e_cold'], ref2['e2e_cold'])}"
             step_r += f" / {fmt_ratio(res['per_step'], ref2['per_step'])}"
-        dm, sr = posterior_check(res, ref1)
+        dm = posterior_check(res, ref1.get("mean"), ref1.get("sd"))[0]
+    dm_exact, sd_ratio = posterior_check(res, row.exact[0], row.exact[1])
     return head + [fmt_time(res["e2e_cold"]), fmt_time(res.get("e2e_warm")), fmt_step(res["per_step"]),
-                   e2e_r, step_r, dm, sr]
+                   e2e_r, step_r, dm, dm_exact, sd_ratio]
 
 
 def print_rows(rows):
