@@ -624,6 +624,9 @@ def main():
                     help="re-run a measurement during which others used more than --quiet-load cores")
     ap.add_argument("--retry-max-wall", type=float, default=90.0,
                     help="never re-run a measurement that took longer than this many seconds")
+    ap.add_argument("--heavy-seconds", type=float, default=60.0,
+                    help="a job whose 10,000-step fit takes longer than this runs only once, not "
+                         "--repeats times (PyMC at S=8 and S=32)")
     ap.add_argument("--json", help="also write all raw results to this file")
     ap.add_argument("--from-json", metavar="FILE",
                     help="run nothing: print the table again from the raw results a --json run saved")
@@ -666,13 +669,18 @@ def main():
         for family, S, fv_threads in configs(problem):
             jobs = [("fastvi", v, t) for v, t in fastvi_jobs(problem, S, fv_threads)] + [(p, None, None) for p in peers]
             first = len(raw)
+            heavy = set()  # jobs whose cold fit took longer than --heavy-seconds run only once
             for rep in range(args.repeats):
                 for lib, variant, thr in jobs:  # interleave libraries so machine noise hits all alike
+                    if (lib, variant, thr) in heavy:
+                        continue
                     cfg = {"lib": lib, "variant": variant, "problem": problem, "family": family, "draws": S,
                            "steps": args.steps, "threads": thr or 1, "budget": args.budget, "x64": args.x64,
                            "repeat": rep}
                     res = run_worker(cfg, args)
                     raw.append({"config": cfg, "result": res})
+                    if (res.get("e2e_cold") or 0.0) > args.heavy_seconds:
+                        heavy.add((lib, variant, thr))
                     status = res.get("error") or res.get("skipped") or (
                         f"cold {fmt_time(res['e2e_cold'])}, warm {fmt_time(res.get('e2e_warm'))}, "
                         f"step {fmt_step(res['per_step'])}; others' load {res.get('others_load', 0):.2f} cores, "
