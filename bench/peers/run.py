@@ -605,6 +605,8 @@ def main():
     ap.add_argument("--only", choices=sorted(PROBLEMS), action="append",
                     help="run only this problem (repeatable)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 500 steps, 1 repeat")
+    ap.add_argument("--draws", type=lambda v: [int(x) for x in v.split(",")],
+                    help="only these draws per step, e.g. 8,32 (the logistic problem runs 1, 8 and 32)")
     ap.add_argument("--steps", type=int, default=10_000)
     ap.add_argument("--peers", default="numpyro,pymc", help="comma-separated: numpyro, pymc (or empty)")
     ap.add_argument("--peer-threads", choices=["all", "1"], default="all",
@@ -667,6 +669,8 @@ def main():
     for problem in problems:
         print(f"\n## {problem}: {PROBLEMS[problem]}", flush=True)
         for family, S, fv_threads in configs(problem):
+            if args.draws and S not in args.draws:
+                continue
             jobs = [("fastvi", v, t) for v, t in fastvi_jobs(problem, S, fv_threads)] + [(p, None, None) for p in peers]
             first = len(raw)
             heavy = set()  # jobs whose cold fit took longer than --heavy-seconds run only once
@@ -729,7 +733,8 @@ def report(raw, quiet_load):
     noisy = [(r, r.res.get("others_load_max", 0.0)) for r in rows if r.res.get("others_load_max", 0.0) >= quiet_load]
     if noisy:
         print(f"Note: other processes used >= {quiet_load} cores during some kept runs of: "
-              + "; ".join(f"{r.problem} {r.family} S={r.S} {job_label(r.lib, r.variant, r.thr)} ({load:.2f})"
+              + "; ".join(f"{r.problem} {r.family} S={r.S} {job_label(r.lib, r.variant, r.thr)}"
+                          f"{'' if r.thr is None else f' t={r.thr}'} ({load:.2f})"
                           for r, load in noisy))
 
 
