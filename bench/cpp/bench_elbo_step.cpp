@@ -1,10 +1,43 @@
-// Time of one ELBO-gradient step (ElboEstimator::estimate: draws, log density and gradient, family
-// gradient) for the seed model and for logistic regression with bernoulli_logit_glm.
+// C++ micro-benchmarks of one optimisation step, with the roofline they are measured against.
+//
+// Steps, each timed two ways: "grad" is one ELBO-gradient step (ElboEstimator::estimate: draws,
+// log density and gradient, family gradient) at a fixed phi; "adam" is one full step of a fit
+// (estimate + Adam::step, phi moving as in run_fit). Models:
+//   seed       w ~ normal(0, 1), 100 x_i ~ normal(w, 1); mean-field (D = 1)
+//   linreg     normal_id_glm, N = 1,000, K = 10 (alpha, beta, sigma); mean-field
+//   logistic   bernoulli_logit_glm, N = 10,000 or 100,000, K = 50; mean-field; S = 1 ... 128
+//   fullrank   z (D) ~ normal(0, 1) with the full-rank family, D = 10, 100, 1,000, and the
+//              closed-form entropy gradient (fv.fit's default for it)
+// Counters: GFLOP/s counts 4 N K S flops per GLM step (the two products X B and X^T R), and
+// 2 D^2 S per full-rank step (L eps and the lower triangle of g eps^T); X_GB/s counts
+// N K 8 bytes of X per GLM step (X is read once per step).
+//
+// Roofline, measured in the same run ("roof/..." benchmarks):
+//   roof/read     read bandwidth of a double array of N K doubles (4 MB: L3-resident on a
+//                 32 MB-L3 machine; 40 MB: mostly DRAM) and of a DRAM-sized 512 MB one, with 1
+//                 and 2 threads;
+//   roof/gemm     Eigen GEMM rates: a large square product (2 n^3 flops), and the GLM kernel's own
+//                 block shapes (X_blk B and X_blk^T R on an in-cache row block).
+// The roofline time of a GLM step is max(N K 8 / bandwidth, 4 N K S / peak); the table printed at
+// the end gives fastvi's step time / roofline time for every logistic case.
+//
+// OpenMP: run with OMP_WAIT_POLICY=PASSIVE, as fastvi's Python package sets it (workers sleep
+// between regions instead of spinning). If it is not set, main() sets it and re-executes itself.
 #include <benchmark/benchmark.h>
+#include <omp.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
+#include "fastvi/adam.hpp"
 #include "fastvi/elbo.hpp"
 #include "models.hpp"
 
@@ -12,52 +45,299 @@ namespace {
 
 using namespace fastvi;
 
-// Runs estimate() at a fixed phi (the family's initial point) with a new step index per iteration,
-// so every iteration sees fresh draws.
-void run_steps(benchmark::State& state, Model& model, Index draws, int threads, double flops_per_step,
-               double items_per_step) {
-  MeanFieldGaussian family(model.dim());
-  ElboEstimator estimator(model, family, draws);
+enum class StepKind { Grad, Adam };
+
+struct StepCost {
+  double flops = 0.0;    // per step, for the GFLOP/s counter
+  double x_bytes = 0.0;  // bytes of X per step, for the X_GB/s counter
+};
+
+void run_steps(benchmark::State& state, Model& model, GaussianFamily& family, Index draws, int threads,
+               StepKind kind, StepCost cost,
+               GradientEstimator gradient = GradientEstimator::StickingTheLanding) {
+  ElboEstimator estimator(model, family, draws, gradient);
+  Adam adam(family.num_params());
   Vector phi(family.num_params()), grad(family.num_params());
   family.initialise(phi, Vector::Zero(model.dim()), 0.1);
   double elbo = 0.0;
   std::uint64_t step = 0;
+  std::int64_t bad = 0;
   for (auto _ : state) {
     const bool ok = estimator.estimate(phi, 0, Stream::Optimise, step++, grad, elbo, threads);
+    if (kind == StepKind::Adam) {
+      if (ok)
+        adam.step(phi, grad, 0.01);
+      else
+        ++bad;
+    }
     benchmark::DoNotOptimize(ok);
     benchmark::DoNotOptimize(grad.data());
+    benchmark::DoNotOptimize(phi.data());
     benchmark::ClobberMemory();
   }
   const double steps = double(state.iterations());
-  state.SetItemsProcessed(std::int64_t(steps * items_per_step));
-  if (flops_per_step > 0)
-    state.counters["GFLOP/s"] = benchmark::Counter(steps * flops_per_step * 1e-9, benchmark::Counter::kIsRate);
+  if (cost.flops > 0)
+    state.counters["GFLOP/s"] = benchmark::Counter(steps * cost.flops * 1e-9, benchmark::Counter::kIsRate);
+  if (cost.x_bytes > 0)
+    state.counters["X_GB/s"] = benchmark::Counter(steps * cost.x_bytes * 1e-9, benchmark::Counter::kIsRate);
+  if (bad > 0) state.SetLabel(std::to_string(bad) + " non-finite steps");
 }
 
-// (a) w ~ normal(0, 1), 100 x_i ~ normal(w, 1); mean-field, one draw per step. Items: steps.
-void BM_SeedModel(benchmark::State& state) {
-  Model model;
-  bench::build_seed_model(model);
-  run_steps(state, model, 1, 1, 0.0, 1.0);
-}
-BENCHMARK(BM_SeedModel)->UseRealTime()->Unit(benchmark::kMicrosecond);
+const char* kind_name(StepKind k) { return k == StepKind::Grad ? "grad" : "adam"; }
 
-// (b) logistic regression, N = 10,000 rows, K = 50 predictors, alpha and beta parameters;
-// mean-field, S draws per step, `threads` OpenMP threads. Items: observation-draw pairs (N S) per
-// step; GFLOP/s counts the two products (X B and X^T R) at 4 N K S flops per step.
-void BM_LogisticGlm(benchmark::State& state) {
-  const Index n = 10000, k = 50, draws = state.range(0);
-  const int threads = int(state.range(1));
-  Model model;
-  bench::build_glm_model(model, "bernoulli_logit_glm", n, k);
-  run_steps(state, model, draws, threads, 4.0 * double(n * k * draws), double(n * draws));
+std::string glm_name(const std::string& model, Index n, Index k, Index s, int threads, StepKind kind) {
+  return model + "/N:" + std::to_string(n) + "/K:" + std::to_string(k) + "/S:" + std::to_string(s) +
+         "/threads:" + std::to_string(threads) + "/" + kind_name(kind);
 }
-BENCHMARK(BM_LogisticGlm)
-    ->ArgsProduct({{1, 8, 32}, {1, 2}})
-    ->ArgNames({"S", "threads"})
-    ->UseRealTime()
-    ->Unit(benchmark::kMicrosecond);
+
+benchmark::internal::Benchmark* add(const std::string& name, std::function<void(benchmark::State&)> fn) {
+  return benchmark::RegisterBenchmark(name.c_str(), [fn](benchmark::State& st) { fn(st); })
+      ->UseRealTime()
+      ->Unit(benchmark::kMicrosecond);
+}
+
+void register_glm(const std::string& model, const std::string& kernel, Index n, Index k, Index s, int threads,
+                  StepKind kind) {
+  add(glm_name(model, n, k, s, threads, kind), [=](benchmark::State& st) {
+    Model m;
+    bench::build_glm_model(m, kernel, n, k);
+    MeanFieldGaussian family(m.dim());
+    const double nks = double(n) * double(k) * double(s);
+    run_steps(st, m, family, s, threads, kind, {4.0 * nks, 8.0 * double(n) * double(k)});
+  });
+}
+
+// ---- Roofline ------------------------------------------------------------------------------
+
+// Sum of x[0, n): 32 independent partial sums (four AVX-512 registers), so the loop is limited by
+// loads, not by the latency of the additions.
+double sum_array(const double* x, std::size_t n) {
+  double acc[32] = {};
+  std::size_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int j = 0; j < 32; ++j) acc[j] += x[i + j];
+  for (; i < n; ++i) acc[0] += x[i];
+  double total = 0.0;
+  for (double a : acc) total += a;
+  return total;
+}
+
+void register_read(std::size_t bytes, int threads) {
+  const std::string name = "roof/read/bytes:" + std::to_string(bytes) + "/threads:" + std::to_string(threads);
+  add(name, [=](benchmark::State& st) {
+    const std::size_t n = bytes / sizeof(double);
+    std::unique_ptr<double[]> owner(new double[n + 8]);
+    double* x = owner.get();
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (std::size_t i = 0; i < n; ++i) x[i] = 1e-9 * double(i % 1000);  // first touch by its reader
+    double sums[2] = {0.0, 0.0};
+    for (auto _ : st) {
+      if (threads == 1) {
+        sums[0] = sum_array(x, n);
+      } else {
+#pragma omp parallel num_threads(threads)
+        {
+          const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+          const std::size_t lo = n * std::size_t(t) / std::size_t(nt), hi = n * std::size_t(t + 1) / std::size_t(nt);
+          sums[t % 2] = sum_array(x + lo, hi - lo);
+        }
+      }
+      benchmark::DoNotOptimize(sums);
+    }
+    st.counters["GB/s"] = benchmark::Counter(double(st.iterations()) * double(bytes) * 1e-9, benchmark::Counter::kIsRate);
+  });
+}
+
+// One thread per core runs its own GEMM (fastvi builds Eigen with EIGEN_DONT_PARALLELIZE, so a
+// product never threads by itself): the machine's GEMM throughput for `threads` threads.
+void register_square_gemm(Index n, int threads) {
+  const std::string name = "roof/gemm/square:" + std::to_string(n) + "/threads:" + std::to_string(threads);
+  add(name, [=](benchmark::State& st) {
+    std::vector<Matrix> a(2, Matrix::Random(n, n)), b(2, Matrix::Random(n, n)), c(2, Matrix::Zero(n, n));
+    for (auto _ : st) {
+      if (threads == 1) {
+        c[0].noalias() = a[0] * b[0];
+      } else {
+#pragma omp parallel num_threads(threads)
+        {
+          const int t = omp_get_thread_num() % 2;
+          c[t].noalias() = a[t] * b[t];
+        }
+      }
+      benchmark::DoNotOptimize(c[0].data());
+      benchmark::DoNotOptimize(c[1].data());
+    }
+    st.counters["GFLOP/s"] = benchmark::Counter(double(st.iterations()) * threads * 2.0 * double(n) * n * n * 1e-9,
+                                                benchmark::Counter::kIsRate);
+  });
+}
+
+// The GLM kernel's products for one in-cache row block and a panel of p draws (the block size
+// follows the rule in glm.cpp for K = 50): eta = X_blk B, then G += X_blk^T eta.
+Index glm_block_rows(Index k, Index panel) {
+  const Index budget = 12288;
+  Index blk = 256;
+  while (blk > 8 && (k * (blk + panel) > budget || blk * (k + panel) > budget)) blk -= 8;
+  return blk;
+}
+
+void register_glm_shape_gemm(Index k, Index p) {
+  const std::string name = "roof/gemm/glm_block/K:" + std::to_string(k) + "/S:" + std::to_string(p) + "/threads:1";
+  add(name, [=](benchmark::State& st) {
+    const Index blk = glm_block_rows(k, p);
+    const RowMatrix x = RowMatrix::Random(blk, k);
+    const Matrix b = Matrix::Random(k, p);
+    Matrix eta(blk, p), g = Matrix::Zero(k, p);
+    for (auto _ : st) {
+      eta.noalias() = x * b;
+      g.noalias() += x.transpose() * eta;
+      benchmark::DoNotOptimize(g.data());
+    }
+    st.counters["GFLOP/s"] =
+        benchmark::Counter(double(st.iterations()) * 4.0 * double(blk) * k * p * 1e-9, benchmark::Counter::kIsRate);
+    st.SetLabel("block rows " + std::to_string(blk));
+  });
+}
+
+// ---- The roofline table ----------------------------------------------------------------------
+
+struct Result {
+  double seconds = 0.0;  // real time per iteration
+  benchmark::UserCounters counters;
+  bool median = false;
+};
+
+// The console output as usual, plus every result kept (the median when there are repetitions).
+class CollectingReporter : public benchmark::ConsoleReporter {
+ public:
+  std::map<std::string, Result> results;
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& r : runs) {
+      const bool is_median = r.run_type == Run::RT_Aggregate && r.aggregate_name == "median";
+      if (r.run_type == Run::RT_Aggregate && !is_median) continue;
+      Result& slot = results[r.run_name.function_name];
+      if (slot.median && !is_median) continue;
+      slot.seconds = r.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(r.time_unit);
+      slot.counters = r.counters;
+      slot.median = is_median;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+};
+
+double counter(const std::map<std::string, Result>& res, const std::string& name, const std::string& key) {
+  auto it = res.find(name);
+  if (it == res.end()) return 0.0;
+  auto c = it->second.counters.find(key);
+  return c == it->second.counters.end() ? 0.0 : double(c->second);
+}
+
+void print_roofline(const std::map<std::string, Result>& res, Index k, const std::vector<Index>& ns,
+                    const std::vector<Index>& draws, Index square) {
+  std::printf("\nRoofline of the logistic GLM step (medians of this run; K = %ld)\n", long(k));
+  std::printf("  peak = Eigen GEMM, square n = %ld, same thread count; bw = read bandwidth of an array of X's size,\n",
+              long(square));
+  std::printf("  same thread count; roofline = max(N K 8 / bw, 4 N K S / peak); glm-block ratio uses the GEMM rate\n");
+  std::printf("  of the kernel's own block shapes (1 thread x threads) as the peak instead.\n");
+  std::printf("%-40s %10s %9s %9s %10s %10s %7s %11s\n", "case", "time(us)", "bw(GB/s)", "peak(GF)", "t_bw(us)",
+              "t_flop(us)", "ratio", "ratio(blk)");
+  for (Index n : ns)
+    for (int threads : {1, 2})
+      for (Index s : draws) {
+        const std::string name = glm_name("logistic", n, k, s, threads, StepKind::Grad);
+        auto it = res.find(name);
+        if (it == res.end()) continue;
+        const std::size_t bytes = std::size_t(n * k) * 8;
+        const double bw = counter(res, "roof/read/bytes:" + std::to_string(bytes) + "/threads:" + std::to_string(threads), "GB/s");
+        const double peak =
+            counter(res, "roof/gemm/square:" + std::to_string(square) + "/threads:" + std::to_string(threads), "GFLOP/s");
+        const double blk_peak =
+            threads * counter(res, "roof/gemm/glm_block/K:" + std::to_string(k) + "/S:" + std::to_string(std::min<Index>(s, 32)) +
+                                       "/threads:1", "GFLOP/s");
+        if (bw <= 0 || peak <= 0) continue;
+        const double t_bw = double(bytes) / (bw * 1e9), t_flop = 4.0 * double(n * k * s) / (peak * 1e9);
+        const double t_blk = blk_peak > 0 ? 4.0 * double(n * k * s) / (blk_peak * 1e9) : 0.0;
+        const double t = it->second.seconds;
+        std::printf("%-40s %10.1f %9.1f %9.1f %10.1f %10.1f %7.2f %11.2f\n", name.c_str(), t * 1e6, bw, peak, t_bw * 1e6,
+                    t_flop * 1e6, t / std::max(t_bw, t_flop), blk_peak > 0 ? t / std::max(t_bw, t_blk) : 0.0);
+      }
+  std::printf("\nRead bandwidth (GB/s):");
+  for (const auto& [name, r] : res)
+    if (name.rfind("roof/read/", 0) == 0) std::printf("\n  %-45s %8.1f", name.c_str(), counter(res, name, "GB/s"));
+  std::printf("\nGEMM (GFLOP/s):");
+  for (const auto& [name, r] : res)
+    if (name.rfind("roof/gemm/", 0) == 0) std::printf("\n  %-45s %8.1f", name.c_str(), counter(res, name, "GFLOP/s"));
+  std::printf("\n\nTwo threads vs one (time with 1 thread / time with 2):\n");
+  for (const auto& [name, r] : res) {
+    const auto pos = name.find("/threads:1/");
+    if (pos == std::string::npos || name.rfind("roof/", 0) == 0) continue;
+    std::string two = name;
+    two.replace(pos, 11, "/threads:2/");
+    auto it = res.find(two);
+    if (it != res.end()) std::printf("  %-45s %6.2fx\n", name.substr(0, pos).append(name.substr(pos + 10)).c_str(), r.seconds / it->second.seconds);
+  }
+  std::fflush(stdout);
+}
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  // libgomp reads OMP_WAIT_POLICY when it is loaded, before main: set it and start again.
+  if (!std::getenv("OMP_WAIT_POLICY")) {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    execv("/proc/self/exe", argv);
+    std::perror("execv");  // only reached if the re-execution failed
+  }
+  benchmark::AddCustomContext("OMP_WAIT_POLICY", std::getenv("OMP_WAIT_POLICY"));
+
+  const Index k = 50;
+  const std::vector<Index> logistic_n = {10000, 100000};
+  const std::vector<Index> logistic_s_small = {1, 8, 32, 128}, logistic_s_large = {1, 8, 32};
+  const Index square = 1024;
+
+  for (StepKind kind : {StepKind::Grad, StepKind::Adam}) {
+    add(std::string("seed/N:100/S:1/threads:1/") + kind_name(kind), [kind](benchmark::State& st) {
+      Model m;
+      bench::build_seed_model(m);
+      MeanFieldGaussian family(m.dim());
+      run_steps(st, m, family, 1, 1, kind, {});
+    });
+    for (Index s : {1, 8}) register_glm("linreg", "normal_id_glm", 1000, 10, s, 1, kind);
+    for (int threads : {1, 2}) {
+      for (Index s : logistic_s_small) register_glm("logistic", "bernoulli_logit_glm", 10000, k, s, threads, kind);
+      for (Index s : logistic_s_large) register_glm("logistic", "bernoulli_logit_glm", 100000, k, s, threads, kind);
+    }
+    for (Index d : {10, 100, 1000})
+      for (Index s : {1, 8})
+        add("fullrank/D:" + std::to_string(d) + "/S:" + std::to_string(s) + "/threads:1/" + kind_name(kind),
+            [=](benchmark::State& st) {
+              Model m;
+              bench::build_gaussian_target(m, d);
+              FullRankGaussian family(m.dim());
+              // The closed-form entropy gradient, as fv.fit's gradient='auto' picks for an
+              // unpreconditioned full-rank fit (STL's steps can turn non-finite there).
+              run_steps(st, m, family, s, 1, kind, {2.0 * double(d) * double(d) * double(s), 0.0},
+                        GradientEstimator::ClosedFormEntropy);
+            });
+  }
+  for (int threads : {1, 2}) {
+    for (Index n : logistic_n) register_read(std::size_t(n * k) * 8, threads);
+    register_read(std::size_t(512) << 20, threads);
+    register_square_gemm(square, threads);
+  }
+  for (Index p : {1, 8, 32}) register_glm_shape_gemm(k, p);
+  // The serial threshold sweep: only with FASTVI_GLM_PARALLEL_WORK set (0 makes every GLM
+  // evaluation with more than one chunk parallel), comparing 1 and 2 threads as the work grows.
+  if (std::getenv("FASTVI_GLM_PARALLEL_WORK"))
+    for (Index s : {1, 8})
+      for (Index n : {1024, 2048, 4096, 8192, 16384, 32768})
+        for (int threads : {1, 2}) register_glm("threshold", "bernoulli_logit_glm", n, k, s, threads, StepKind::Grad);
+
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  CollectingReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  print_roofline(reporter.results, k, logistic_n, logistic_s_small, square);
+  benchmark::Shutdown();
+  return 0;
+}

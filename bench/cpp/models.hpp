@@ -49,6 +49,13 @@ inline void build_seed_model(Model& m) {
                "likelihood");
 }
 
+// A simple Gaussian target for the full-rank benchmarks: z (D) with z_i ~ normal(0, 1).
+inline void build_gaussian_target(Model& m, Index d) {
+  m.add_param("z", {d}, -kInf, kInf);
+  m.add_factor("normal", {param_operand("y", m, "z"), scalar_operand("loc", 0.0), scalar_operand("scale", 1.0)},
+               "target");
+}
+
 // Simulated design matrix X (N x K, row-major values, entries ~ N(0, 1/K)) and outcome y for one
 // of the GLM kernels, from coefficients ~ N(0, 1) and intercept 0.3.
 inline void simulate_glm(const std::string& kernel, Index n, Index k, std::uint64_t seed, Vector& x, Vector& y) {

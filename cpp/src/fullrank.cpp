@@ -3,6 +3,8 @@
 
 #include <cmath>
 
+#include "fastvi/triangular.hpp"
+
 namespace fastvi {
 
 void FullRankGaussian::initialise(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& mean, double scale) const {
@@ -21,7 +23,7 @@ Matrix FullRankGaussian::cholesky(const Eigen::Ref<const Vector>& phi) const {
 }
 
 void FullRankGaussian::reserve(Index draws) {
-  chol_.resize(dim(), dim());
+  chol_.setZero(dim(), dim());  // the strict upper triangle is never read
   g_path_.resize(dim(), draws);
 }
 
@@ -31,7 +33,9 @@ void FullRankGaussian::draw(const Eigen::Ref<const Vector>& phi, const Eigen::Re
   Eigen::Map<const Matrix> stored(phi.data() + d, d, d);
   chol_.triangularView<Eigen::StrictlyLower>() = stored.triangularView<Eigen::StrictlyLower>();
   for (Index i = 0; i < d; ++i) chol_(i, i) = std::exp(stored(i, i));
-  zeta.noalias() = chol_.triangularView<Eigen::Lower>() * eps;
+  // The blocked product, not chol_.triangularView<Lower>() * eps: Eigen's would put its packing
+  // buffers on the heap from D ~ 300 on (triangular.hpp).
+  lower_times(chol_, eps, zeta);
   zeta.colwise() += phi.head(d);
 }
 
@@ -44,15 +48,14 @@ void FullRankGaussian::elbo_gradient(const Eigen::Ref<const Vector>& phi, const 
   if (stl) {
     // g + L^-T eps; chol_ still holds L from draw() for this phi.
     g_path_ = eps;
-    chol_.triangularView<Eigen::Lower>().transpose().solveInPlace(g_path_);
+    lower_transpose_solve_in_place(chol_, g_path_);
     g_path_ += g;
   }
   const Eigen::Ref<const Matrix> gg = stl ? Eigen::Ref<const Matrix>(g_path_) : g;
   grad_phi.head(d) = gg.rowwise().sum() * inv;
   Eigen::Map<Matrix> grad_l(grad_phi.data() + d, d, d);
-  // Only the lower triangle of g eps^T is needed: one triangular GEMM into the lower half.
-  grad_l.setZero();
-  grad_l.triangularView<Eigen::Lower>() += inv * gg * eps.transpose();
+  // Only the lower triangle of g eps^T is needed: block products into the lower half.
+  lower_outer(inv, gg, eps, grad_l);
   Eigen::Map<const Matrix> stored(phi.data() + d, d, d);
   const double entropy_grad = stl ? 0.0 : 1.0;
   for (Index i = 0; i < d; ++i) grad_l(i, i) = grad_l(i, i) * std::exp(stored(i, i)) + entropy_grad;

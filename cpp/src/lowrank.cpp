@@ -41,7 +41,10 @@ LowRankGaussian::LowRankGaussian(Index dim, Index rank) : GaussianFamily(dim), r
   u_.resize(rank, rank);
   q_.resize(rank, rank);
   bq_.resize(dim, rank);
-  eig_ = Eigen::SelfAdjointEigenSolver<Matrix>(rank);
+  if (rank <= kSmallRank)
+    eig_small_ = Eigen::SelfAdjointEigenSolver<SmallMatrix>(rank);
+  else
+    eig_ = Eigen::SelfAdjointEigenSolver<Matrix>(rank);
   reserve(1);
 }
 
@@ -190,7 +193,7 @@ double LowRankGaussian::entropy_estimate(const Eigen::Ref<const Vector>& phi, co
 // as this runs every step): u_i = M v_i / s_i, orthonormalised by modified Gram-Schmidt in order
 // of decreasing s_i, so Q is orthogonal to rounding even when M is (nearly) singular; directions
 // with s_i ~ 0 carry no weight in tr(Q^T M) and get any orthonormal completion. O(D r^2 + r^3);
-// the only allocation is one r-vector inside Eigen's eigensolver.
+// no allocation up to r = kSmallRank (one r-vector inside Eigen's eigensolver above).
 void LowRankGaussian::align(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vector>& reference) {
   const Index d = dim(), r = rank_;
   Eigen::Map<Matrix> b(phi.data() + 2 * d, d, r);
@@ -199,9 +202,21 @@ void LowRankGaussian::align(Eigen::Ref<Vector> phi, const Eigen::Ref<const Vecto
     for (Index j = 0; j < r; ++j) m_(j, k) = b.col(j).dot(b_reference.col(k));
   for (Index k = 0; k < r; ++k)
     for (Index j = k; j < r; ++j) mtm_(j, k) = m_.col(j).dot(m_.col(k));
-  eig_.compute(mtm_);  // eigenvalues in increasing order
-  const auto& v = eig_.eigenvectors();
-  const double s_max = std::sqrt(std::max(eig_.eigenvalues()[r - 1], 0.0));
+  if (r <= kSmallRank) {
+    eig_small_.compute(mtm_);  // eigenvalues in increasing order
+    align_with(phi, eig_small_);
+  } else {
+    eig_.compute(mtm_);
+    align_with(phi, eig_);
+  }
+}
+
+template <class Solver>
+void LowRankGaussian::align_with(Eigen::Ref<Vector> phi, const Solver& eig) {
+  const Index d = dim(), r = rank_;
+  Eigen::Map<Matrix> b(phi.data() + 2 * d, d, r);
+  const auto& v = eig.eigenvectors();
+  const double s_max = std::sqrt(std::max(eig.eigenvalues()[r - 1], 0.0));
   for (Index c = 0; c < r; ++c) {  // column c of U pairs with column r - 1 - c of V
     auto u = u_.col(c);
     u.noalias() = m_ * v.col(r - 1 - c);

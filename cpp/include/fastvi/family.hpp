@@ -159,8 +159,8 @@ class LowRankGaussian final : public GaussianFamily {
 
   Index rank_;
   // Scratch, sized by the constructor and reserve(): draw() and elbo_gradient() allocate nothing
-  // (up to r ~ 300, above which Eigen's blocked Cholesky puts its panels on the heap); align()
-  // allocates one r-vector inside Eigen's eigensolver.
+  // (up to r ~ 300, above which Eigen's blocked Cholesky puts its panels on the heap); neither
+  // does align() up to r = kSmallRank.
   Vector d_;               // exp(omega)
   Matrix a_;               // A = diag(d)^-1 B (D x r)
   Matrix c_;               // C = I + A^T A (r x r)
@@ -170,7 +170,14 @@ class LowRankGaussian final : public GaussianFamily {
   Vector w_;               // D, one draw at a time: diag(d) Sigma^-1 (zeta_s - mu), then g_s + Sigma^-1 (zeta_s - mu)
   Matrix at_;              // r x D: L^-1 A^T, then C^-1 A^T (closed-form entropy gradient)
   // align(): M = B^T B_reference, M^T M and its eigendecomposition, U, Q (r x r) and B Q (D x r).
+  // Up to rank kSmallRank the eigensolver's storage is fixed-size (inside this object), so align()
+  // allocates nothing; above it, Eigen's solver allocates one r-vector per call.
+  static constexpr int kSmallRank = 32;
+  using SmallMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, 0, kSmallRank, kSmallRank>;
+  template <class Solver>
+  void align_with(Eigen::Ref<Vector> phi, const Solver& eig);
   Matrix m_, mtm_, u_, q_, bq_;
+  Eigen::SelfAdjointEigenSolver<SmallMatrix> eig_small_;
   Eigen::SelfAdjointEigenSolver<Matrix> eig_;
 };
 

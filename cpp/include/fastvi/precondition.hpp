@@ -27,20 +27,9 @@ struct Preconditioner {
   }
 
   // zeta = shift + C u for every column.
-  void apply(const Eigen::Ref<const Matrix>& u, Eigen::Ref<Matrix> zeta) const {
-    if (is_diagonal())
-      zeta.noalias() = diagonal.asDiagonal() * u;
-    else
-      zeta.noalias() = lower.triangularView<Eigen::Lower>() * u;
-    zeta.colwise() += shift;
-  }
+  void apply(const Eigen::Ref<const Matrix>& u, Eigen::Ref<Matrix> zeta) const;
   // g_u = C^T g_zeta for every column (the chain rule back to u).
-  void pull_back(const Eigen::Ref<const Matrix>& g_zeta, Eigen::Ref<Matrix> g_u) const {
-    if (is_diagonal())
-      g_u.noalias() = diagonal.asDiagonal() * g_zeta;
-    else
-      g_u.noalias() = lower.triangularView<Eigen::Lower>().transpose() * g_zeta;
-  }
+  void pull_back(const Eigen::Ref<const Matrix>& g_zeta, Eigen::Ref<Matrix> g_u) const;
 };
 
 }  // namespace fastvi

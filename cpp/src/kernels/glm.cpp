@@ -12,13 +12,16 @@
 // X is read from memory once per evaluation.
 //
 // Determinism: rows are cut into chunks by N, K and S alone (never by the thread count). Each
-// chunk sums into its own slot and the slots are added in chunk order afterwards, so 1 thread and
-// 2 threads give bit-identical results. Scratch is sized in reserve(); evaluate() does not
-// allocate (the GEMMs are kept small enough for Eigen to put its packing buffers on the stack).
+// chunk sums into its own slot, whichever thread runs it, and the slots are added in chunk order
+// afterwards, so 1 thread and 2 threads give bit-identical results.
+//
+// Scratch is sized in reserve(); evaluate() does not allocate: the GEMMs are kept small enough for
+// Eigen to put its packing buffers on the stack (bench/cpp/alloc_check verifies this).
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 
@@ -41,11 +44,23 @@ constexpr Index kMaxBlockRows = 256;  // rows of X per block
 // EIGEN_STACK_ALLOCATION_LIMIT (128 KB = 16384 doubles), on the heap above. Every product here has
 // kc, mc, nc bounded by (tile, block rows, panel), and both packed blocks together stay below:
 constexpr Index kGemmBudget = 12288;  // doubles
+// Rows per chunk: at least kMinChunkRows and 4 S (so the per-chunk partial sums stay small next
+// to the chunk's rows of X), and enough that there are at most kMaxChunks chunks.
 constexpr Index kMinChunkRows = 512;
 constexpr Index kMaxChunks = 64;
 // Multiply-adds per evaluation below which a kernel stays on one thread: waking a second
 // (passively waiting) thread costs tens of microseconds, more than it saves on smaller problems.
+// bench/cpp's threshold sweep measures it (bench/README.md); on the shared 2-core machine it was
+// run on, 2 threads were 0.6-0.75x as fast as 1 up to 2e5 multiply-adds, so 1e6 was kept.
+// FASTVI_GLM_PARALLEL_WORK overrides it (read once), for that measurement.
 constexpr double kParallelWork = 1.0e6;
+double parallel_work() {
+  static const double value = [] {
+    const char* env = std::getenv("FASTVI_GLM_PARALLEL_WORK");
+    return env ? std::strtod(env, nullptr) : kParallelWork;
+  }();
+  return value;
+}
 
 // numpy's spelling of a shape: (), (5,), (3, 4).
 std::string shape_str(const std::vector<Index>& shape) {
@@ -59,18 +74,24 @@ std::string shape_str(const std::vector<Index>& shape) {
 Index round_up(Index x, Index m) { return (x + m - 1) / m * m; }
 
 // Eigen runs a large enough GEMM on omp_get_max_threads() threads by itself, forking a team for
-// every block product (tens of times slower here, and it ignores Batch::threads). Setting this
-// thread's nthreads-var to 1 while a kernel runs keeps every product serial; the kernel's own
-// parallel region asks for its threads explicitly, and its workers inherit the 1.
+// every block product (tens of times slower here, and it ignores Batch::threads). Where fastvi is
+// built with EIGEN_DONT_PARALLELIZE (EIGEN_HAS_OPENMP then stays undefined) this is a no-op;
+// otherwise setting this thread's nthreads-var to 1 while a kernel runs keeps every product
+// serial: the kernel's own parallel region asks for its threads explicitly, and its workers
+// inherit the 1.
 class SerialEigenProducts {
  public:
+#ifdef EIGEN_HAS_OPENMP
   SerialEigenProducts() : saved_(omp_get_max_threads()) { omp_set_num_threads(1); }
   ~SerialEigenProducts() { omp_set_num_threads(saved_); }
+#else
+  SerialEigenProducts() = default;
+#endif
   SerialEigenProducts(const SerialEigenProducts&) = delete;
   SerialEigenProducts& operator=(const SerialEigenProducts&) = delete;
 
  private:
-  int saved_;
+  [[maybe_unused]] int saved_ = 0;
 };
 
 // A family turns one column of linear predictors eta (before adding `offset`) into residuals
@@ -89,24 +110,138 @@ struct NormalId {
   }
 };
 
+// SIMD helpers for the logistic column (Eigen's packet math: AVX-512, AVX or SSE, whichever the
+// build targets). Eigen 3.4's exp and log for double each hide a division (rational
+// approximations), and a division is the slowest packet operation there is: the old column, with
+// exp, log and two more divisions per element, was bound by the divider. These functions need
+// one division between them, and work on M packets at once with every step applied to all M
+// before the next: the polynomials are chains of dependent FMAs, and M independent chains keep
+// the FMA units busy instead of waiting on each one's latency.
+using Packet = Eigen::internal::packet_traits<double>::type;
+constexpr Index kWidth = Eigen::internal::packet_traits<double>::size;
+constexpr int kInterleave = 4;  // packets in flight
+
+// exp(x) for x <= 0 without a division: x = n log 2 + r with |r| <= log(2) / 2 (Cody-Waite,
+// Cephes' split of log 2), exp(r) by its Taylor polynomial of degree 13 (truncation below 5e-18),
+// times 2^n (pldexp handles underflow to subnormals and 0).
+template <int M>
+inline void exp_packets(const Packet (&x)[M], Packet (&out)[M]) {
+  using namespace Eigen::internal;
+  static constexpr double kInvFactorial[14] = {1.0,
+                                               1.0,
+                                               1.0 / 2.0,
+                                               1.0 / 6.0,
+                                               1.0 / 24.0,
+                                               1.0 / 120.0,
+                                               1.0 / 720.0,
+                                               1.0 / 5040.0,
+                                               1.0 / 40320.0,
+                                               1.0 / 362880.0,
+                                               1.0 / 3628800.0,
+                                               1.0 / 39916800.0,
+                                               1.0 / 479001600.0,
+                                               1.0 / 6227020800.0};
+  Packet n[M], r[M];
+  for (int j = 0; j < M; ++j) {
+    const Packet xc = x[j];
+    n[j] = pfloor(pmadd(xc, pset1<Packet>(1.4426950408889634074), pset1<Packet>(0.5)));
+    r[j] = pmadd(n[j], pset1<Packet>(-0.693145751953125), xc);
+    r[j] = pmadd(n[j], pset1<Packet>(-1.42860682030941723212e-6), r[j]);
+    out[j] = pset1<Packet>(kInvFactorial[13]);
+  }
+  for (int k = 12; k >= 0; --k)
+    for (int j = 0; j < M; ++j) out[j] = pmadd(out[j], r[j], pset1<Packet>(kInvFactorial[k]));
+  for (int j = 0; j < M; ++j) out[j] = pldexp(out[j], n[j]);
+}
+
+// For t in [0, 1]: log1p(t) and 1 / (1 + t), with one division. With u = 1 + t (times 1/2 and
+// plus log 2 when u > sqrt 2), log u = 2 atanh(s), s = f / (2 + f), f = u - 1, |s| <= 0.1716,
+// by its series to s^19 (truncation below 3e-17 relative). s = f / (2 + f) and 1 / u share one division:
+// q = 1 / (u (2 + f)). f is formed from t without rounding (t, or (t - 1) / 2), so log1p keeps
+// its relative accuracy for tiny t. Both results are good to a few ulp.
+template <int M>
+inline void log1p_and_inverse(const Packet (&t)[M], Packet (&log1p)[M], Packet (&inv)[M]) {
+  using namespace Eigen::internal;
+  const Packet one = pset1<Packet>(1.0);
+  Packet big[M], s[M], z[M];
+  for (int j = 0; j < M; ++j) {
+    const Packet u = padd(one, t[j]);
+    big[j] = pcmp_lt(pset1<Packet>(1.4142135623730951), u);
+    // For big u: (u / 2 - 1) / (2 + u / 2 - 1) = (t - 1) / (3 + t).
+    const Packet num = pselect(big[j], psub(t[j], one), t[j]);
+    const Packet den = padd(pselect(big[j], pset1<Packet>(3.0), pset1<Packet>(2.0)), t[j]);
+    const Packet q = pdiv(one, pmul(u, den));
+    inv[j] = pmul(q, den);
+    s[j] = pmul(num, pmul(q, u));
+    z[j] = pmul(s[j], s[j]);
+    log1p[j] = pset1<Packet>(1.0 / 19.0);
+  }
+  for (int k = 8; k >= 0; --k)
+    for (int j = 0; j < M; ++j) log1p[j] = pmadd(log1p[j], z[j], pset1<Packet>(1.0 / double(2 * k + 1)));
+  for (int j = 0; j < M; ++j)
+    log1p[j] = padd(pand(big[j], pset1<Packet>(0.69314718055994530942)), pmul(pset1<Packet>(2.0), pmul(s[j], log1p[j])));
+}
+
 struct BernoulliLogit {
   static constexpr bool kHasSigma = false;
   static double constant(const Vector&) { return 0.0; }
   // lp = y eta - log1p_exp(eta), log1p_exp(eta) = max(eta, 0) + log1p(t), t = exp(-|eta|);
   // r = y - inv_logit(eta), inv_logit(eta) = 1 / (1 + t) if eta >= 0, else t / (1 + t).
+  // One pass over the column, kInterleave packets at a time; the last partial group is padded,
+  // so every element goes through the same arithmetic.
   static void column(const double* y, double* eta, double* tmp, Index n, double offset, double& acc, double& rsum) {
-    ArrayMap e(eta, n), t(tmp, n);
-    const ConstArrayMap yy(y, n);
-    if (offset != 0.0) e += offset;
-    t = (-e.abs()).exp();
-    // Eigen 3.4 has no vectorised log1p for double: log1p(t) = log(u) - ((u - 1) - t) / u with
-    // u = 1 + t is exact to about an ulp for every t >= 0 (and gives t when u rounds to 1).
-    acc += (yy * e - e.max(0.0) - ((1.0 + t).log() - (((1.0 + t) - 1.0) - t) / (1.0 + t))).sum();
-    for (Index i = 0; i < n; ++i) {
-      const double inv = 1.0 / (1.0 + tmp[i]);
-      eta[i] = y[i] - (eta[i] >= 0.0 ? inv : tmp[i] * inv);
+    using namespace Eigen::internal;
+    (void)tmp;
+    constexpr int M = kInterleave;
+    constexpr Index kGroup = M * kWidth;
+    const Packet off = pset1<Packet>(offset), zero = pset1<Packet>(0.0);
+    Packet acc_p = zero, rsum_p = zero;
+    // M packets of y and eta (before the offset) to M packets of log-density terms and residuals.
+    auto terms = [&](const double* yy, const double* ee, Packet (&lp)[M], Packet (&r)[M]) {
+      Packet e[M], x[M], t[M], l[M], inv[M];
+      for (int j = 0; j < M; ++j) {
+        e[j] = padd(ploadu<Packet>(ee + j * kWidth), off);
+        x[j] = pnegate(pabs(e[j]));
+      }
+      exp_packets<M>(x, t);
+      log1p_and_inverse<M>(t, l, inv);
+      for (int j = 0; j < M; ++j) {
+        const Packet y_j = ploadu<Packet>(yy + j * kWidth);
+        lp[j] = psub(psub(pmul(y_j, e[j]), pmax(e[j], zero)), l[j]);
+        r[j] = psub(y_j, pselect(pcmp_le(zero, e[j]), inv[j], pmul(t[j], inv[j])));
+      }
+    };
+    Index i = 0;
+    for (; i + kGroup <= n; i += kGroup) {
+      Packet lp[M], r[M];
+      terms(y + i, eta + i, lp, r);
+      for (int j = 0; j < M; ++j) {
+        pstoreu(eta + i + j * kWidth, r[j]);
+        acc_p = padd(acc_p, lp[j]);
+        rsum_p = padd(rsum_p, r[j]);
+      }
     }
-    rsum += e.sum();
+    double a = predux(acc_p), rs = predux(rsum_p);
+    if (i < n) {
+      alignas(64) double yb[kGroup] = {}, eb[kGroup] = {}, lb[kGroup], rb[kGroup];
+      for (Index j = 0; j < n - i; ++j) {
+        yb[j] = y[i + j];
+        eb[j] = eta[i + j];
+      }
+      Packet lp[M], r[M];
+      terms(yb, eb, lp, r);
+      for (int j = 0; j < M; ++j) {
+        pstore(lb + j * kWidth, lp[j]);
+        pstore(rb + j * kWidth, r[j]);
+      }
+      for (Index j = 0; j < n - i; ++j) {
+        eta[i + j] = rb[j];
+        a += lb[j];
+        rs += rb[j];
+      }
+    }
+    acc += a;
+    rsum += rs;
   }
 };
 
@@ -155,7 +290,8 @@ class Glm final : public Kernel {
                                   std::to_string(k_) + " columns");
     if constexpr (F::kHasSigma) {
       sigma_ = std::move(ops[4]);
-      if (sigma_.size() != 1) throw std::invalid_argument("sigma must be a scalar, got shape " + shape_str(sigma_.shape));
+      if (sigma_.size() != 1)
+        throw std::invalid_argument("sigma must be a scalar, got shape " + shape_str(sigma_.shape));
     }
     y_ = std::move(y.data);
     x_ = std::move(x.data);  // row-major N x K, as numpy laid it out: mapped, never copied again
@@ -191,13 +327,17 @@ class Glm final : public Kernel {
     if (b.draws != draws_) throw std::logic_error("GLM kernel: reserve() was not called for this number of draws");
     const Index S = draws_;
     const int threads = std::max(1, std::min(b.threads, threads_cap_));  // more than the cores gains nothing
+    // With beta as data there is no GEMM; the exp/log per element is counted as ~8 multiply-adds.
     const double work = double(n_) * double(S) * double(beta_.is_param ? k_ : 8);
-    const bool parallel = threads > 1 && chunks_ > 1 && work >= kParallelWork;
+    const bool parallel = threads > 1 && chunks_ > 1 && work >= parallel_work();
     SerialEigenProducts serial_products;
     // Both branches run the same chunks into the same slots. (Not one loop with an if() clause:
-    // libgomp mallocs and frees a team for every one-thread region.)
+    // libgomp mallocs and frees a team for every one-thread region.) Chunks are handed out one
+    // at a time: with another process on one of the cores, the thread that has a core to itself
+    // takes more of them, where a static split would make the step wait for the slowed thread.
+    // Which thread runs a chunk changes nothing in the result.
     if (parallel) {
-#pragma omp parallel for num_threads(threads) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
       for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data() + omp_get_thread_num() * blk_ * (panel_ + 1));
     } else {
       for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data());
@@ -284,7 +424,9 @@ class Glm final : public Kernel {
 
 template <class F>
 KernelFactory glm_factory() {
-  return [](std::vector<Operand> ops, Index) -> std::unique_ptr<Kernel> { return std::make_unique<Glm<F>>(std::move(ops)); };
+  return [](std::vector<Operand> ops, Index) -> std::unique_ptr<Kernel> {
+    return std::make_unique<Glm<F>>(std::move(ops));
+  };
 }
 
 InputInfo x_input() { return {"X", Support::Real, true, std::nullopt, "design matrix (N, K), data"}; }

@@ -1,0 +1,318 @@
+// Checks that nothing allocates inside the optimisation loop. Exits non-zero on any failure.
+//
+// 1. The GLM kernels: evaluate() neither allocates nor forks threads it was not asked for, and 1
+//    and 2 threads give bit-identical results, over a grid of shapes (including K above the
+//    240-column GEMM tile and S above the 32-draw panel).
+// 2. The whole step, ElboEstimator::estimate + Adam::step, for the mean-field, full-rank and
+//    low-rank families (both gradient estimators, with and without a preconditioner, D up to
+//    1,000), on a GLM model, an element-wise model and an expression model (matvec, binary,
+//    unary, gather and sum nodes), with 1 and 2 threads and several draw counts: zero heap
+//    allocations over the counted steps, after two warm-up steps.
+// 3. run_fit: the number of allocations of a whole fit does not grow with its number of steps.
+//
+// How: this executable defines malloc & co. (forwarding to glibc's __libc_* versions), so every
+// heap allocation in the process, from Eigen, libstdc++ (operator new calls malloc) or libgomp,
+// passes through a counter that is switched on around the code under test. It also wraps
+// libgomp's GOMP_parallel to record each parallel region the kernel opens and its thread count:
+// Eigen's own GEMM threading would show up there as extra regions.
+//
+// Build with -DFASTVI_BUILD_BENCHMARKS=ON and run `ctest` in the build tree, or the executable.
+#include <dlfcn.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "fastvi/adam.hpp"
+#include "fastvi/broadcast.hpp"
+#include "fastvi/elbo.hpp"
+#include "fastvi/fit.hpp"
+#include "models.hpp"
+
+extern "C" {
+void* __libc_malloc(size_t);
+void* __libc_calloc(size_t, size_t);
+void* __libc_realloc(void*, size_t);
+void* __libc_memalign(size_t, size_t);
+}
+
+namespace {
+std::atomic<bool> g_counting{false};
+std::atomic<long> g_allocs{0};
+std::atomic<long> g_regions{0};
+std::atomic<unsigned> g_max_region_threads{0};
+void count() {
+  if (g_counting.load(std::memory_order_relaxed)) g_allocs.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
+extern "C" {
+void* malloc(size_t n) {
+  count();
+  return __libc_malloc(n);
+}
+void* calloc(size_t a, size_t b) {
+  count();
+  return __libc_calloc(a, b);
+}
+void* realloc(void* p, size_t n) {
+  count();
+  return __libc_realloc(p, n);
+}
+void* memalign(size_t align, size_t n) {
+  count();
+  return __libc_memalign(align, n);
+}
+void* aligned_alloc(size_t align, size_t n) {
+  count();
+  return __libc_memalign(align, n);
+}
+int posix_memalign(void** out, size_t align, size_t n) {
+  count();
+  *out = __libc_memalign(align, n);
+  return *out ? 0 : 12;  // ENOMEM
+}
+
+using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
+void GOMP_parallel(void (*fn)(void*), void* data, unsigned num_threads, unsigned flags) {
+  static GompParallel real = reinterpret_cast<GompParallel>(dlsym(RTLD_NEXT, "GOMP_parallel"));
+  if (g_counting.load(std::memory_order_relaxed)) {
+    g_regions.fetch_add(1);
+    unsigned prev = g_max_region_threads.load();
+    while (num_threads > prev && !g_max_region_threads.compare_exchange_weak(prev, num_threads)) {
+    }
+  }
+  real(fn, data, num_threads, flags);
+}
+}
+
+namespace {
+
+using namespace fastvi;
+
+int failures = 0;
+
+void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_param) {
+  Model model;
+  bench::build_glm_model(model, kernel, n, k, beta_param);
+  model.reserve(draws);
+  Matrix zeta(model.dim(), draws), grad1(model.dim(), draws), grad2(model.dim(), draws);
+  std::mt19937_64 rng(7);
+  std::normal_distribution<double> normal(0.0, 0.3);
+  for (Index i = 0; i < zeta.size(); ++i) zeta.data()[i] = normal(rng);
+  Vector lp1(draws), lp2(draws);
+  ModelWorkspace ws;
+  model.log_density(zeta, ws, lp1, grad1, 2);  // warm-up: workspace, OpenMP thread pool, ICVs
+
+  // The kernel alone (its evaluate) and the whole Model::log_density around it, for 1 and 2 threads.
+  Kernel& kernel_impl = *model.factors()[0].impl;
+  ws.grad_theta.setZero();
+  Vector lp_kernel = Vector::Zero(draws);
+  Batch batch{ws.theta.data(), ws.grad_theta.data(), lp_kernel.data(), ws.theta.rows(), draws, 2};
+  g_allocs = 0;
+  g_regions = 0;
+  g_max_region_threads = 0;
+  g_counting = true;
+  kernel_impl.evaluate(batch);
+  model.log_density(zeta, ws, lp1, grad1, 1);
+  model.log_density(zeta, ws, lp2, grad2, 2);
+  g_counting = false;
+  const long allocs = g_allocs, regions = g_regions;
+  const unsigned max_threads = g_max_region_threads;
+  const bool identical = std::memcmp(lp1.data(), lp2.data(), sizeof(double) * size_t(draws)) == 0 &&
+                         std::memcmp(grad1.data(), grad2.data(), sizeof(double) * size_t(grad1.size())) == 0;
+  const bool finite = lp1.allFinite() && grad1.allFinite();
+  // Serial evaluations open no parallel region; a parallel one opens exactly one, of 2 threads.
+  // Only the two evaluations asked for 2 threads may do so, both or neither (same decision), and
+  // any GEMM that Eigen threaded by itself would add regions.
+  const bool ok = allocs == 0 && (regions == 0 || (regions == 2 && max_threads == 2)) && identical && finite;
+  if (!ok) ++failures;
+  std::printf("%-4s %-20s N=%6ld K=%4ld S=%3ld beta=%-5s  mallocs=%ld %-8s identical=%d%s\n", ok ? "ok" : "FAIL",
+              kernel.c_str(), long(n), long(k), long(draws), beta_param ? "param" : "data", allocs,
+              regions ? "parallel" : "serial", int(identical), finite ? "" : " NON-FINITE");
+}
+
+// The counters themselves: one heap allocation and one 2-thread region must be seen.
+bool self_test() {
+  std::atomic<int> members{0};
+#pragma omp parallel num_threads(2)
+  members.fetch_add(1);  // warm-up: libgomp allocates its thread pool on the first region
+  g_allocs = 0;
+  g_regions = 0;
+  g_max_region_threads = 0;
+  g_counting = true;
+  double* volatile p = new double[3];
+  delete[] p;
+#pragma omp parallel num_threads(2)
+  members.fetch_add(1);
+  g_counting = false;
+  const bool ok = g_allocs == 1 && g_regions == 1 && g_max_region_threads == 2 && members > 0;
+  std::printf("self-test of the counters: %s (mallocs=%ld regions=%ld)\n", ok ? "ok" : "FAIL", long(g_allocs),
+              long(g_regions));
+  return ok;
+}
+
+// ---- 2. The whole step --------------------------------------------------------------------
+
+// An expression model: logistic regression written with nodes, plus a hierarchical prior on beta.
+//   lin = X @ beta + alpha;  y ~ bernoulli_logit(lin);  s = exp(log_s);  beta ~ normal(0, s);
+//   sum(beta) ~ normal(0, 10);  beta[0:3] ~ normal(0, 1);  log_s ~ normal(0, 1)
+void build_expression_model(Model& m, Index n, Index k) {
+  Vector x, y;
+  bench::simulate_glm("bernoulli_logit_glm", n, k, 3, x, y);
+  m.add_param("alpha", {}, -kInf, kInf);
+  m.add_param("beta", {k}, -kInf, kInf);
+  m.add_param("log_s", {}, -kInf, kInf);
+  const Index beta_id = 1, alpha_id = 0, log_s_id = 2;
+  const Index eta = m.add_node(make_matvec(Eigen::Map<const RowMatrix>(x.data(), n, k), m.block_operand("v", beta_id)),
+                               "X @ beta", {n}, -kInf, kInf);
+  std::vector<Operand> ops{m.block_operand("a", eta), m.block_operand("b", alpha_id)};
+  const std::vector<Index> shape = broadcast_shape(ops, "lin");
+  for (auto& o : ops) set_broadcast(o, shape);
+  const Index lin = m.add_node(make_binary(BinaryOp::Add, std::move(ops[0]), std::move(ops[1]), n), "lin", shape,
+                               -kInf, kInf);
+  m.add_factor("bernoulli_logit", {bench::data_operand("y", {n}, y), m.block_operand("logit", lin)}, "likelihood");
+  const Index s = m.add_node(make_unary(UnaryOp::Exp, m.block_operand("a", log_s_id)), "exp(log_s)", {}, 0.0, kInf);
+  m.add_factor("normal", {m.block_operand("y", beta_id), bench::scalar_operand("loc", 0.0), m.block_operand("scale", s)},
+               "prior beta");
+  const Index total = m.add_node(make_sum(m.block_operand("a", beta_id)), "sum(beta)", {}, -kInf, kInf);
+  m.add_factor("normal", {m.block_operand("y", total), bench::scalar_operand("loc", 0.0), bench::scalar_operand("scale", 10.0)},
+               "prior sum");
+  const Index head = m.add_node(make_gather(m.block_operand("a", beta_id), {0, 1, 2}), "beta[0:3]", {3}, -kInf, kInf);
+  m.add_factor("normal", {m.block_operand("y", head), bench::scalar_operand("loc", 0.0), bench::scalar_operand("scale", 1.0)},
+               "prior head");
+  m.add_factor("normal", {m.block_operand("y", log_s_id), bench::scalar_operand("loc", 0.0), bench::scalar_operand("scale", 1.0)},
+               "prior log_s");
+}
+
+std::unique_ptr<Model> make_model(const std::string& name) {
+  auto m = std::make_unique<Model>();
+  if (name == "seed (normal)") bench::build_seed_model(*m);
+  else if (name == "logistic glm") bench::build_glm_model(*m, "bernoulli_logit_glm", 20000, 20);
+  else if (name == "linreg glm") bench::build_glm_model(*m, "normal_id_glm", 1000, 10);
+  else if (name == "expression") build_expression_model(*m, 2000, 8);
+  else if (name.rfind("gaussian D=", 0) == 0) bench::build_gaussian_target(*m, std::stol(name.substr(11)));
+  return m;
+}
+
+std::unique_ptr<GaussianFamily> make_test_family(const std::string& family, Index dim) {
+  return make_family(family, dim, family == "lowrank" ? std::min<Index>(dim, 3) : 0);
+}
+
+// A preconditioner the family accepts: diagonal for every family, lower-triangular for full-rank.
+Preconditioner make_preconditioner(Index dim, bool dense) {
+  Preconditioner p;
+  p.shift = Vector::Constant(dim, 0.05);
+  if (dense) {
+    p.lower = Matrix::Identity(dim, dim);
+    for (Index j = 0; j < dim; ++j)
+      for (Index i = j + 1; i < dim; ++i) p.lower(i, j) = 0.01 / double(1 + i - j);
+  } else {
+    p.diagonal = Vector::Constant(dim, 0.9);
+  }
+  return p;
+}
+
+void check_step(const std::string& model_name, const std::string& family_name, Index draws, int threads,
+                GradientEstimator gradient, const std::string& precond) {
+  auto model = make_model(model_name);
+  auto family = make_test_family(family_name, model->dim());
+  Preconditioner p;
+  if (precond != "none") p = make_preconditioner(model->dim(), precond == "dense");
+  ElboEstimator estimator(*model, *family, draws, gradient, &p);
+  Adam adam(family->num_params());
+  Vector phi(family->num_params()), grad(family->num_params());
+  family->initialise(phi, Vector::Zero(model->dim()), 0.2);
+  double elbo = 0.0;
+  std::uint64_t step = 0;
+  bool finite = true;
+  auto one_step = [&] {
+    const bool ok = estimator.estimate(phi, 11, Stream::Optimise, step++, grad, elbo, threads);
+    if (ok)
+      adam.step(phi, grad, 0.01);
+    else
+      finite = false;
+  };
+  one_step();  // warm-up: OpenMP thread pool, first-touch of any lazily sized scratch
+  one_step();
+  g_allocs = 0;
+  g_counting = true;
+  for (int i = 0; i < 3; ++i) one_step();
+  g_counting = false;
+  const long allocs = g_allocs;
+  const bool ok = allocs == 0 && finite;
+  if (!ok) ++failures;
+  std::printf("%-4s step  %-16s %-9s S=%3ld threads=%d %-6s precond=%-5s  mallocs=%ld%s\n", ok ? "ok" : "FAIL",
+              model_name.c_str(), family_name.c_str(), long(draws), threads,
+              gradient == GradientEstimator::StickingTheLanding ? "stl" : "closed", precond.c_str(), allocs,
+              finite ? "" : " NON-FINITE");
+}
+
+// ---- 3. run_fit: allocations do not grow with the number of steps ------------------------------
+
+long fit_allocations(const std::string& model_name, const std::string& family_name, Index steps) {
+  auto model = make_model(model_name);
+  auto family = make_test_family(family_name, model->dim());
+  FitOptions opt;
+  opt.steps = steps;
+  opt.tol = 0.0;  // never converge: every run takes exactly `steps` steps
+  opt.draws = 4;
+  opt.threads = 2;
+  Vector phi0(family->num_params());
+  family->initialise(phi0, Vector::Zero(model->dim()), 0.2);
+  g_allocs = 0;
+  g_counting = true;
+  const FitResult r = run_fit(*model, *family, phi0, opt, Monitor());
+  g_counting = false;
+  return g_allocs;
+}
+
+void check_fit(const std::string& model_name, const std::string& family_name) {
+  const long short_run = fit_allocations(model_name, family_name, 300);
+  const long long_run = fit_allocations(model_name, family_name, 3000);
+  const bool ok = short_run == long_run;
+  if (!ok) ++failures;
+  std::printf("%-4s fit   %-16s %-9s mallocs: 300 steps %ld, 3000 steps %ld\n", ok ? "ok" : "FAIL", model_name.c_str(),
+              family_name.c_str(), short_run, long_run);
+}
+
+}  // namespace
+
+int main() {
+  if (!self_test()) return 1;
+  std::printf("-- 1. GLM kernels\n");
+  for (const char* kernel : {"normal_id_glm", "bernoulli_logit_glm", "poisson_log_glm"}) {
+    for (Index draws : {1, 3, 8, 32, 40}) {
+      check(kernel, 10000, 50, draws, true);
+      check(kernel, 3000, 5, draws, true);
+      check(kernel, 20000, 20, draws, false);
+    }
+    check(kernel, 1000, 300, 8, true);
+    check(kernel, 800, 1000, 33, true);
+    check(kernel, 7, 3, 2, true);
+  }
+  std::printf("-- 2. ElboEstimator::estimate + Adam::step\n");
+  const auto stl = GradientEstimator::StickingTheLanding, closed = GradientEstimator::ClosedFormEntropy;
+  for (const char* model : {"seed (normal)", "logistic glm", "linreg glm", "expression", "gaussian D=10"})
+    for (const char* family : {"meanfield", "fullrank", "lowrank"})
+      for (Index draws : {1, 8, 33})
+        for (int threads : {1, 2}) check_step(model, family, draws, threads, stl, "none");
+  for (const char* model : {"gaussian D=100", "gaussian D=1000"})
+    for (const char* family : {"meanfield", "fullrank", "lowrank"})
+      for (Index draws : {1, 8, 40})
+        for (auto gradient : {stl, closed}) check_step(model, family, draws, 1, gradient, "none");
+  for (const char* model : {"logistic glm", "gaussian D=1000"}) {
+    for (const char* family : {"meanfield", "fullrank", "lowrank"})
+      for (Index draws : {1, 8}) check_step(model, family, draws, 2, stl, "diag");
+    for (Index draws : {1, 8, 40}) check_step(model, "fullrank", draws, 2, stl, "dense");
+  }
+  std::printf("-- 3. run_fit\n");
+  for (const char* family : {"meanfield", "fullrank", "lowrank"}) {
+    check_fit("logistic glm", family);
+    check_fit("expression", family);
+  }
+  std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
+  return failures ? 1 : 0;
+}
