@@ -12,11 +12,11 @@ Index shape_size(const std::vector<Index>& shape) {
   return n;
 }
 
-std::string shape_str(const std::vector<Index>& shape) {
+std::string shape_str(const std::vector<Index>& shape) {  // numpy's spelling: (), (5,), (3, 4)
   std::ostringstream out;
   out << "(";
-  for (size_t i = 0; i < shape.size(); ++i) out << shape[i] << (shape.size() == 1 || i + 1 < shape.size() ? "," : "");
-  out << ")";
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  out << (shape.size() == 1 ? ",)" : ")");
   return out.str();
 }
 

@@ -26,6 +26,7 @@
 #include <stdexcept>
 
 #include "builtin.hpp"
+#include "fastvi/broadcast.hpp"
 #include "fastvi/math.hpp"
 
 namespace fastvi::kernels {
@@ -62,37 +63,7 @@ double parallel_work() {
   return value;
 }
 
-// numpy's spelling of a shape: (), (5,), (3, 4).
-std::string shape_str(const std::vector<Index>& shape) {
-  std::ostringstream out;
-  out << "(";
-  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
-  out << (shape.size() == 1 ? ",)" : ")");
-  return out.str();
-}
-
 Index round_up(Index x, Index m) { return (x + m - 1) / m * m; }
-
-// Eigen runs a large enough GEMM on omp_get_max_threads() threads by itself, forking a team for
-// every block product (tens of times slower here, and it ignores Batch::threads). Where fastvi is
-// built with EIGEN_DONT_PARALLELIZE (EIGEN_HAS_OPENMP then stays undefined) this is a no-op;
-// otherwise setting this thread's nthreads-var to 1 while a kernel runs keeps every product
-// serial: the kernel's own parallel region asks for its threads explicitly, and its workers
-// inherit the 1.
-class SerialEigenProducts {
- public:
-#ifdef EIGEN_HAS_OPENMP
-  SerialEigenProducts() : saved_(omp_get_max_threads()) { omp_set_num_threads(1); }
-  ~SerialEigenProducts() { omp_set_num_threads(saved_); }
-#else
-  SerialEigenProducts() = default;
-#endif
-  SerialEigenProducts(const SerialEigenProducts&) = delete;
-  SerialEigenProducts& operator=(const SerialEigenProducts&) = delete;
-
- private:
-  [[maybe_unused]] int saved_ = 0;
-};
 
 // A family turns one column of linear predictors eta (before adding `offset`) into residuals
 // r = d lp / d eta in place, adds its log-density terms (without constants) to acc and sum(r) to
@@ -330,7 +301,6 @@ class Glm final : public Kernel {
     // With beta as data there is no GEMM; the exp/log per element is counted as ~8 multiply-adds.
     const double work = double(n_) * double(S) * double(beta_.is_param ? k_ : 8);
     const bool parallel = threads > 1 && chunks_ > 1 && work >= parallel_work();
-    SerialEigenProducts serial_products;
     // Both branches run the same chunks into the same slots. (Not one loop with an if() clause:
     // libgomp mallocs and frees a team for every one-thread region.) Chunks are handed out one
     // at a time: with another process on one of the cores, the thread that has a core to itself
