@@ -136,12 +136,14 @@ def test_gradient_matches_finite_differences(kernel, alpha, beta, sigma):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("beta", ["param", "data"])
-def test_threads_are_bit_identical(kernel, beta):
+@pytest.mark.parametrize("beta,n,S", [("param", 30000, 1), ("param", 5000, 8), ("param", 5000, 9), ("data", 20000, 8)],
+                         ids=["param-row-kernel-S1", "param-row-kernel-S8", "param-gemm-S9", "data"])
+def test_threads_are_bit_identical(kernel, beta, n, S):
     # Large enough to cross the kernels' parallel threshold (1e6 multiply-adds per evaluation:
-    # N K S = 5000 * 40 * 8 = 1.6e6 with beta a parameter; N S 8 = 2e4 * 8 * 8 = 1.3e6 with beta
-    # data) and to span several fixed chunks of rows (at least 512 rows each).
-    n, k, S = (5000, 40, 8) if beta == "param" else (20000, 40, 8)
+    # N K S >= 1.2e6 with beta a parameter; N S 8 = 2e4 * 8 * 8 = 1.3e6 with beta data) and to
+    # span several fixed chunks of rows (at least 512 rows each). S <= 8 runs the single-pass
+    # row kernel, S = 9 the GEMM path.
+    k = 40
     case = GlmCase(kernel, "param", beta, "param", n=n, k=k, seed=4)
     zeta = np.random.default_rng(5).normal(size=(case.m.dim, S)) * 0.3
     lp1, g1 = case.m.log_density(zeta, threads=1)
@@ -151,7 +153,40 @@ def test_threads_are_bit_identical(kernel, beta):
     lp2b, g2b = case.m.log_density(zeta, threads=2)  # and run to run
     np.testing.assert_array_equal(lp2, lp2b)
     np.testing.assert_array_equal(g2, g2b)
+    lp1 = np.atleast_1d(lp1)
     np.testing.assert_allclose(lp1, [case.reference(zeta[:, s]) for s in range(S)], rtol=1e-10)
+
+
+# Shapes around the row kernel's edges: K below, at and above multiples of the packet width (2,
+# 4 or 8 doubles) and of its 8-packet gradient tile; N below, at and above its 32-row passes and
+# the 512-row chunks. The last row's last packet reads into the padding after X.
+ROW_KERNEL_SHAPES = [(1, 1), (5, 7), (33, 8), (31, 9), (64, 16), (257, 50), (1000, 67), (600, 130)]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("n,k", ROW_KERNEL_SHAPES, ids=[f"N{n}-K{k}" for n, k in ROW_KERNEL_SHAPES])
+def test_row_kernel_and_gemm_paths_match_reference(kernel, n, k):
+    # S = 1, 3 and 8 take the single-pass row kernel, S = 9 the GEMM path: every draw's log
+    # density against scipy, and the beta / alpha gradients against X^T r in numpy.
+    case = GlmCase(kernel, "param", "param", "param", n=n, k=k, seed=11)
+    rng = np.random.default_rng(12)
+    a = case.params["alpha"].offset
+    b = case.params["beta"].offset
+    for S in (1, 3, 8, 9):
+        zeta = rng.normal(size=(case.m.dim, S)) * 0.3
+        lp, grad = case.m.log_density(zeta)
+        np.testing.assert_allclose(lp, [case.reference(zeta[:, s]) for s in range(S)], rtol=1e-10)
+        eta = zeta[a] + case.X @ zeta[b:b + k]
+        if kernel == "normal_id_glm":
+            sigma = np.exp(zeta[case.params["sigma"].offset])
+            r = (case.y[:, None] - eta) / sigma**2
+        elif kernel == "bernoulli_logit_glm":
+            r = case.y[:, None] - 1 / (1 + np.exp(-eta))
+        else:
+            r = case.y[:, None] - np.exp(eta)
+        scale = np.abs(case.X).T @ np.abs(r) + 1.0
+        np.testing.assert_allclose(grad[b:b + k], case.X.T @ r, rtol=0, atol=1e-11 * scale.max())
+        np.testing.assert_allclose(grad[a], r.sum(axis=0), rtol=1e-10, atol=1e-10)
 
 
 def test_fit_is_the_same_with_one_or_two_threads():

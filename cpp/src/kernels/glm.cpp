@@ -15,6 +15,11 @@
 // chunk sums into its own slot, whichever thread runs it, and the slots are added in chunk order
 // afterwards, so 1 thread and 2 threads give bit-identical results.
 //
+// For a few draws (S <= kFusedMaxDraws) with beta a parameter, the products are GEMVs or thin
+// GEMMs, bound by reading X or by Eigen's packing, and the driver uses glm_rows.hpp's single-pass
+// row kernel instead: each row's dot products and axpys while the row is in L1. Which path runs
+// depends on S alone, so results still do not depend on the thread count.
+//
 // Scratch is sized in reserve(); evaluate() does not allocate: the GEMMs are kept small enough for
 // Eigen to put its packing buffers on the stack (bench/cpp/alloc_check verifies this).
 #include <omp.h>
@@ -27,6 +32,8 @@
 #include "builtin.hpp"
 #include "fastvi/broadcast.hpp"
 #include "fastvi/math.hpp"
+#include "glm_rows.hpp"
+#include "packet_math.hpp"
 
 namespace fastvi::kernels {
 namespace {
@@ -61,6 +68,19 @@ double parallel_work() {
   }();
   return value;
 }
+// Draws up to which the single-pass row kernel (glm_rows.hpp) runs instead of the GEMM path.
+// Measured with bench/cpp (K = 50, 1 thread): at S = 8 the row kernel was as fast as the GEMM
+// path with X in L3 (N = 10^4) and 1.4x faster with X in memory (N = 10^5); at S = 32 it was
+// 1.2x slower (Eigen's GEMM micro-kernel reuses registers better). FASTVI_GLM_FUSED_MAX_DRAWS
+// overrides it (read once), for that measurement.
+constexpr Index kFusedMaxDraws = 8;
+Index fused_max_draws() {
+  static const Index value = [] {
+    const char* env = std::getenv("FASTVI_GLM_FUSED_MAX_DRAWS");
+    return env ? Index(std::strtol(env, nullptr, 10)) : kFusedMaxDraws;
+  }();
+  return value;
+}
 
 Index round_up(Index x, Index m) { return (x + m - 1) / m * m; }
 
@@ -80,77 +100,11 @@ struct NormalId {
   }
 };
 
-// SIMD helpers for the logistic column (Eigen's packet math: AVX-512, AVX or SSE, whichever the
-// build targets). Eigen 3.4's exp and log for double each hide a division (rational
-// approximations), and a division is the slowest packet operation there is: the old column, with
-// exp, log and two more divisions per element, was bound by the divider. These functions need
-// one division between them, and work on M packets at once with every step applied to all M
-// before the next: the polynomials are chains of dependent FMAs, and M independent chains keep
-// the FMA units busy instead of waiting on each one's latency.
-using Packet = Eigen::internal::packet_traits<double>::type;
-constexpr Index kWidth = Eigen::internal::packet_traits<double>::size;
+using Packet = packet_math::Packet;
+constexpr Index kWidth = packet_math::kWidth;
 constexpr int kInterleave = 4;  // packets in flight
-
-// exp(x) for x <= 0 without a division: x = n log 2 + r with |r| <= log(2) / 2 (Cody-Waite,
-// Cephes' split of log 2), exp(r) by its Taylor polynomial of degree 13 (truncation below 5e-18),
-// times 2^n (pldexp handles underflow to subnormals and 0).
-template <int M>
-inline void exp_packets(const Packet (&x)[M], Packet (&out)[M]) {
-  using namespace Eigen::internal;
-  static constexpr double kInvFactorial[14] = {1.0,
-                                               1.0,
-                                               1.0 / 2.0,
-                                               1.0 / 6.0,
-                                               1.0 / 24.0,
-                                               1.0 / 120.0,
-                                               1.0 / 720.0,
-                                               1.0 / 5040.0,
-                                               1.0 / 40320.0,
-                                               1.0 / 362880.0,
-                                               1.0 / 3628800.0,
-                                               1.0 / 39916800.0,
-                                               1.0 / 479001600.0,
-                                               1.0 / 6227020800.0};
-  Packet n[M], r[M];
-  for (int j = 0; j < M; ++j) {
-    const Packet xc = x[j];
-    n[j] = pfloor(pmadd(xc, pset1<Packet>(1.4426950408889634074), pset1<Packet>(0.5)));
-    r[j] = pmadd(n[j], pset1<Packet>(-0.693145751953125), xc);
-    r[j] = pmadd(n[j], pset1<Packet>(-1.42860682030941723212e-6), r[j]);
-    out[j] = pset1<Packet>(kInvFactorial[13]);
-  }
-  for (int k = 12; k >= 0; --k)
-    for (int j = 0; j < M; ++j) out[j] = pmadd(out[j], r[j], pset1<Packet>(kInvFactorial[k]));
-  for (int j = 0; j < M; ++j) out[j] = pldexp(out[j], n[j]);
-}
-
-// For t in [0, 1]: log1p(t) and 1 / (1 + t), with one division. With u = 1 + t (times 1/2 and
-// plus log 2 when u > sqrt 2), log u = 2 atanh(s), s = f / (2 + f), f = u - 1, |s| <= 0.1716,
-// by its series to s^19 (truncation below 3e-17 relative). s = f / (2 + f) and 1 / u share one division:
-// q = 1 / (u (2 + f)). f is formed from t without rounding (t, or (t - 1) / 2), so log1p keeps
-// its relative accuracy for tiny t. Both results are good to a few ulp.
-template <int M>
-inline void log1p_and_inverse(const Packet (&t)[M], Packet (&log1p)[M], Packet (&inv)[M]) {
-  using namespace Eigen::internal;
-  const Packet one = pset1<Packet>(1.0);
-  Packet big[M], s[M], z[M];
-  for (int j = 0; j < M; ++j) {
-    const Packet u = padd(one, t[j]);
-    big[j] = pcmp_lt(pset1<Packet>(1.4142135623730951), u);
-    // For big u: (u / 2 - 1) / (2 + u / 2 - 1) = (t - 1) / (3 + t).
-    const Packet num = pselect(big[j], psub(t[j], one), t[j]);
-    const Packet den = padd(pselect(big[j], pset1<Packet>(3.0), pset1<Packet>(2.0)), t[j]);
-    const Packet q = pdiv(one, pmul(u, den));
-    inv[j] = pmul(q, den);
-    s[j] = pmul(num, pmul(q, u));
-    z[j] = pmul(s[j], s[j]);
-    log1p[j] = pset1<Packet>(1.0 / 19.0);
-  }
-  for (int k = 8; k >= 0; --k)
-    for (int j = 0; j < M; ++j) log1p[j] = pmadd(log1p[j], z[j], pset1<Packet>(1.0 / double(2 * k + 1)));
-  for (int j = 0; j < M; ++j)
-    log1p[j] = padd(pand(big[j], pset1<Packet>(0.69314718055994530942)), pmul(pset1<Packet>(2.0), pmul(s[j], log1p[j])));
-}
+using packet_math::exp_packets;
+using packet_math::log1p_and_inverse;
 
 struct BernoulliLogit {
   static constexpr bool kHasSigma = false;
@@ -264,7 +218,14 @@ class Glm final : public Kernel {
         throw std::invalid_argument("sigma must be a scalar, got shape " + shape_str(sigma_.shape));
     }
     y_ = std::move(y.data);
-    x_ = std::move(x.data);  // row-major N x K, as numpy laid it out: mapped, never copied again
+    // Row-major N x K, as numpy laid it out, plus one packet of zeros that the row kernel's last
+    // read runs into. The row kernel also relies on X being finite (add_factor checks data
+    // inputs; this repeats it for kernels built directly).
+    x_ = std::move(x.data);
+    for (Index i = 0; i < x_.size(); ++i)
+      if (!std::isfinite(x_[i])) throw std::invalid_argument("X must be finite, got a non-finite value");
+    x_.conservativeResize(n_ * k_ + glm_rows::kWidth);
+    x_.tail(glm_rows::kWidth).setZero();
     // Data-only parts computed once: X beta (+ alpha) for a data beta, and the log-density constants.
     if (!beta_.is_param) {
       xb_ = ConstRowMap(x_.data(), n_, k_) * beta_.data;
@@ -290,7 +251,21 @@ class Glm final : public Kernel {
     part_rows_ = (beta_.is_param ? k_ : 0) + 2;
     part_.setZero(part_rows_, chunks_ * draws);
     threads_cap_ = int(std::min<Index>(std::max({1, omp_get_num_procs(), omp_get_max_threads()}), chunks_));
-    scratch_.setZero(blk_, (panel_ + 1) * threads_cap_);
+    fused_ = beta_.is_param && draws <= fused_max_draws();
+    if (fused_) {
+      // Per draw, beta padded with zeros to whole packets; per thread, the padded gradient of
+      // every draw, then the kRows predictors and the column's scratch.
+      padded_k_ = glm_rows::packets(k_) * glm_rows::kWidth;
+      beta_pad_.setZero(padded_k_ * draws);
+      // Every thread's eta buffer 64-byte aligned alike: Eigen's vectorised sums in F::column
+      // start with scalar steps up to the first aligned element, so their rounding depends on
+      // the address, and results must not depend on which thread ran a chunk.
+      fused_eta_ = round_up(padded_k_ * draws + 2 * draws, 8);
+      fused_stride_ = fused_eta_ + 2 * glm_rows::kRows;
+      scratch_.setZero(fused_stride_, threads_cap_);
+    } else {
+      scratch_.setZero(blk_, (panel_ + 1) * threads_cap_);
+    }
   }
 
   void evaluate(const Batch& b) override {
@@ -300,6 +275,9 @@ class Glm final : public Kernel {
     // With beta as data there is no GEMM; the exp/log per element is counted as ~8 multiply-adds.
     const double work = double(n_) * double(S) * double(beta_.is_param ? k_ : 8);
     const bool parallel = threads > 1 && chunks_ > 1 && work >= parallel_work();
+    if (fused_)
+      for (Index s = 0; s < S; ++s)
+        for (Index k = 0; k < k_; ++k) beta_pad_[s * padded_k_ + k] = b.value[s * b.ld + beta_.row + k];
     // Both branches run the same chunks into the same slots. (Not one loop with an if() clause:
     // libgomp mallocs and frees a team for every one-thread region.) Chunks are handed out one
     // at a time: with another process on one of the cores, the thread that has a core to itself
@@ -307,7 +285,7 @@ class Glm final : public Kernel {
     // Which thread runs a chunk changes nothing in the result.
     if (parallel) {
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-      for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data() + omp_get_thread_num() * blk_ * (panel_ + 1));
+      for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data() + omp_get_thread_num() * scratch_.rows() * (scratch_.cols() / threads_cap_));
     } else {
       for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data());
     }
@@ -336,8 +314,15 @@ class Glm final : public Kernel {
   }
 
  private:
+  // alpha for draw s, or what eta still lacks without it (0 when folded into xb_).
+  double offset(const Batch& b, Index s) const {
+    if (alpha_.is_param) return b.value[s * b.ld + alpha_.row];
+    return beta_.is_param ? alpha_.data[0] : 0.0;
+  }
+
   // Rows [c * chunk_rows_, ...) of chunk c into its own slot of part_.
   void run_chunk(const Batch& b, Index c, double* scratch) {
+    if (fused_) return run_chunk_fused(b, c, scratch);
     const Index S = draws_;
     auto slot = part_.middleCols(c * S, S);
     slot.setZero();
@@ -364,12 +349,7 @@ class Glm final : public Kernel {
         }
         for (Index j = 0; j < p; ++j) {
           const Index s = s0 + j;
-          double offset = 0.0;  // what eta still lacks: alpha, unless already folded into xb_
-          if (alpha_.is_param)
-            offset = b.value[s * b.ld + alpha_.row];
-          else if (beta_.is_param)
-            offset = alpha_.data[0];
-          F::column(y_.data() + r0, scratch + j * blk_, tmp, n, offset, slot(acc_row, s), slot(rsum_row, s));
+          F::column(y_.data() + r0, scratch + j * blk_, tmp, n, offset(b, s), slot(acc_row, s), slot(rsum_row, s));
         }
         if (beta_.is_param)
           for (Index k0 = 0; k0 < k_; k0 += tile_) {
@@ -377,6 +357,38 @@ class Glm final : public Kernel {
             slot.block(k0, s0, kt, p).noalias() += x.block(r0, k0, n, kt).transpose() * eta;
           }
       }
+    }
+  }
+
+  // The single-pass path (beta a parameter, S <= fused_max_draws()): per pass of kRows rows, each
+  // draw forms its predictors, residuals and gradient terms while the rows are in L1.
+  void run_chunk_fused(const Batch& b, Index c, double* scratch) {
+    const Index S = draws_;
+    const Index begin = c * chunk_rows_, end = std::min(n_, begin + chunk_rows_);
+    double* grad = scratch;  // S x padded_k_
+    double* acc = grad + S * padded_k_;  // S
+    double* rsum = acc + S;              // S
+    double* eta = scratch + fused_eta_;
+    double* tmp = eta + glm_rows::kRows;
+    std::fill(grad, rsum + S, 0.0);
+    for (Index r0 = begin; r0 < end; r0 += glm_rows::kRows) {
+      const Index n = std::min(glm_rows::kRows, end - r0);
+      const double* x = x_.data() + r0 * k_;
+      // The next pass's rows are asked for during this pass's first axpy, spread over its rows
+      // (a pass has as many rows as the next, but for the last), so that they stream in from L3
+      // or memory while this pass computes; the hardware prefetcher alone stops short.
+      const double* next = r0 + n < n_ ? x + n * k_ : nullptr;
+      for (Index s = 0; s < S; ++s) {
+        glm_rows::dot_rows(x, k_, n, beta_pad_.data() + s * padded_k_, eta);
+        F::column(y_.data() + r0, eta, tmp, n, offset(b, s), acc[s], rsum[s]);
+        glm_rows::axpy_rows(x, k_, n, eta, grad + s * padded_k_, s == 0 ? next : nullptr);
+      }
+    }
+    auto slot = part_.middleCols(c * S, S);
+    for (Index s = 0; s < S; ++s) {
+      slot.col(s).head(k_) = Eigen::Map<const Vector>(grad + s * padded_k_, k_);
+      slot(part_rows_ - 2, s) = acc[s];
+      slot(part_rows_ - 1, s) = rsum[s];
     }
   }
 
@@ -388,7 +400,10 @@ class Glm final : public Kernel {
   Index draws_ = -1, panel_ = 1, tile_ = 1, blk_ = 8, chunk_rows_ = 1, chunks_ = 1, part_rows_ = 2;
   int threads_cap_ = 1;
   Matrix part_;     // part_rows_ x (chunks_ * S): per chunk, grad beta (K rows, if a parameter), acc, sum r
-  Matrix scratch_;  // blk_ x ((panel_ + 1) * threads_cap_): per thread, eta panel and tmp column
+  Matrix scratch_;  // per thread, an equal share of columns: eta panel and tmp column, or the fused path's
+  bool fused_ = false;
+  Index padded_k_ = 0, fused_eta_ = 0, fused_stride_ = 0;
+  Vector beta_pad_;  // fused path: S x padded_k_
 };
 
 template <class F>

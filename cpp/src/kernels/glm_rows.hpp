@@ -1,0 +1,130 @@
+// The single-pass row kernel of the fused GLM likelihoods, for a few draws.
+//
+// With S = 1 draw, the two products of a GLM step, eta = X beta and g = X^T r, are GEMVs: a
+// GEMV does one multiply-add per element of X it reads, so the step is bound by reading X, and
+// Eigen's two GEMVs read it twice (the second time from L2). This kernel reads each row of X
+// from memory once: it takes kRows rows at a time, forms their kRows linear predictors, turns
+// them into residuals, and adds r_n x_n to the gradient while those rows are still in L1.
+//
+//   dot products   kWidth rows at a time: one packet accumulator per row, summed over the
+//                  row's packets, then transposed and added (PacketBlock), so the kWidth sums
+//                  land in one packet without a horizontal reduction per row;
+//   residuals      F::column on the kRows predictors (vectorised exp/log1p for the logistic);
+//   axpy           g += r_n x_n, kTileK packets of g in registers at a time.
+//
+// K need not be a multiple of the packet width: each row's last packet is read whole, running
+// kWidth - K % kWidth elements into the next row (or into the zero padding after the last row,
+// which the caller provides). In the dot products those lanes meet beta's zero padding (X is
+// finite, so they add exact zeros); in the axpy they accumulate into g's padding lanes, which
+// the caller discards.
+//
+// With S > 1 draws the rows stay in L1 while each draw makes its pass over them, so X is still
+// read from memory once per evaluation (the GEMM path in glm.cpp takes over for larger S).
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+
+#include "fastvi/types.hpp"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define FASTVI_UNROLL _Pragma("GCC unroll 16")
+#elif defined(__clang__)
+#define FASTVI_UNROLL _Pragma("unroll")
+#else
+#define FASTVI_UNROLL
+#endif
+
+namespace fastvi::kernels::glm_rows {
+
+using Packet = Eigen::internal::packet_traits<double>::type;
+constexpr Index kWidth = Eigen::internal::packet_traits<double>::size;
+constexpr Index kRows = 32;   // rows per pass: 32 rows of K = 50 take 12.8 KB of L1
+constexpr int kTileK = 8;     // packets of the gradient kept in registers during the axpy
+static_assert(kRows % kWidth == 0, "a pass is a whole number of packet groups");
+static_assert(kTileK == 8, "axpy_rows dispatches remainders of 1 to 7 packets");
+
+// Packets per row of K columns (the last one padded).
+inline Index packets(Index k) { return (k + kWidth - 1) / kWidth; }
+
+// Asks for the cache lines of one row of k doubles.
+inline void prefetch_row(const double* row, Index k) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (Index off = 0; off < k * Index(sizeof(double)); off += 64) __builtin_prefetch(p + off, 0, 3);
+}
+
+// eta[0, n) = x_i . beta for the n <= kRows rows starting at x (row stride k). beta holds
+// packets(k) packets, zero past k.
+inline void dot_rows(const double* x, Index k, Index n, const double* beta, double* eta) {
+  using namespace Eigen::internal;
+  const Index kp = packets(k);
+  Index i = 0;
+  for (; i + kWidth <= n; i += kWidth) {
+    PacketBlock<Packet, int(kWidth)> acc;
+    FASTVI_UNROLL
+    for (Index j = 0; j < kWidth; ++j) acc.packet[j] = pset1<Packet>(0.0);
+    const double* xi = x + i * k;
+    for (Index p = 0; p < kp; ++p) {
+      const Packet b = ploadu<Packet>(beta + p * kWidth);
+      FASTVI_UNROLL
+      for (Index j = 0; j < kWidth; ++j) acc.packet[j] = pmadd(ploadu<Packet>(xi + j * k + p * kWidth), b, acc.packet[j]);
+    }
+    ptranspose(acc);
+    Packet sum = acc.packet[0];
+    for (Index j = 1; j < kWidth; ++j) sum = padd(sum, acc.packet[j]);
+    pstoreu(eta + i, sum);
+  }
+  for (; i < n; ++i) {  // the rows of a last, partial group
+    const double* xi = x + i * k;
+    Packet acc = pset1<Packet>(0.0);
+    for (Index p = 0; p < kp; ++p) acc = pmadd(ploadu<Packet>(xi + p * kWidth), ploadu<Packet>(beta + p * kWidth), acc);
+    eta[i] = predux(acc);
+  }
+}
+
+// g[0, T) += sum_i r[i] x_i[0, T) (T packets) over the n rows starting at x (row stride k): T
+// accumulators in registers for the whole pass.
+// If `next` is given, each row's turn also asks for the cache lines of row i of the next pass
+// (next + i * k): spread over the pass, they arrive while this one computes.
+template <int T>
+inline void axpy_tile(const double* x, Index k, Index n, const double* r, double* g, const double* next) {
+  using namespace Eigen::internal;
+  // The loops over p are unrolled by hand (the pragma) so that acc stays in registers: left to
+  // itself, GCC 12 kept it on the stack, a store and a reload around every multiply-add.
+  Packet acc[T];
+  FASTVI_UNROLL
+  for (int p = 0; p < T; ++p) acc[p] = ploadu<Packet>(g + p * kWidth);
+  for (Index i = 0; i < n; ++i) {
+    if (next) prefetch_row(next + i * k, k);
+    const Packet ri = pset1<Packet>(r[i]);
+    const double* xi = x + i * k;
+    FASTVI_UNROLL
+    for (int p = 0; p < T; ++p) acc[p] = pmadd(ri, ploadu<Packet>(xi + p * kWidth), acc[p]);
+  }
+  FASTVI_UNROLL
+  for (int p = 0; p < T; ++p) pstoreu(g + p * kWidth, acc[p]);
+}
+
+// g += sum_i r[i] x_i over the n rows starting at x (row stride k); g holds packets(k) packets,
+// whose lanes past k collect garbage (see above). Tiles of kTileK packets, then the rest.
+// The rows of the next pass (n_next of them) are prefetched during the first tile.
+inline void axpy_rows(const double* x, Index k, Index n, const double* r, double* g, const double* next = nullptr) {
+  const Index kp = packets(k);
+  Index p0 = 0;
+  for (; p0 + kTileK <= kp; p0 += kTileK, next = nullptr)
+    axpy_tile<kTileK>(x + p0 * kWidth, k, n, r, g + p0 * kWidth, next);
+  x += p0 * kWidth;
+  g += p0 * kWidth;
+  switch (kp - p0) {
+    case 0: break;
+    case 1: axpy_tile<1>(x, k, n, r, g, next); break;
+    case 2: axpy_tile<2>(x, k, n, r, g, next); break;
+    case 3: axpy_tile<3>(x, k, n, r, g, next); break;
+    case 4: axpy_tile<4>(x, k, n, r, g, next); break;
+    case 5: axpy_tile<5>(x, k, n, r, g, next); break;
+    case 6: axpy_tile<6>(x, k, n, r, g, next); break;
+    default: axpy_tile<7>(x, k, n, r, g, next); break;
+  }
+}
+
+}  // namespace fastvi::kernels::glm_rows
