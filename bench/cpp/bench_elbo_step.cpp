@@ -21,6 +21,15 @@
 // The roofline time of a GLM step is max(N K 8 / bandwidth, 4 N K S / peak); the table printed at
 // the end gives fastvi's step time / roofline time for every logistic case.
 //
+// The kernel's own in-cache floor, also measured in the same run ("floor/..."), for the
+// "ratio(floor)" column: how close a step comes to what its arithmetic alone costs with X in L1.
+//   floor/rows_in_l1   the single-pass row kernel (glm_rows.hpp: dot products and axpy) on 32 rows
+//                      of K = 50 in L1, over and over (GFLOP/s at 4 K flops per row and draw);
+//   floor/logistic     the logistic column's vectorised exp, log1p and 1 / (1 + t) on 4,096
+//                      elements in L1 (ns per element).
+// floor time = 4 N K S / rate + N S ns, with the row kernel's rate for S <= glm_rows::kMaxDraws
+// and the block-shape GEMM rate above it.
+//
 // OpenMP: run with OMP_WAIT_POLICY=PASSIVE, as fastvi's Python package sets it (workers sleep
 // between regions instead of spinning). If it is not set, main() sets it and re-executes itself.
 #include <benchmark/benchmark.h>
@@ -39,7 +48,9 @@
 
 #include "fastvi/adam.hpp"
 #include "fastvi/elbo.hpp"
+#include "glm_rows.hpp"     // cpp/src/kernels: the row kernel, for its in-cache floor
 #include "models.hpp"
+#include "packet_math.hpp"  // cpp/src/kernels: the logistic column's exp and log1p
 
 namespace {
 
@@ -199,6 +210,54 @@ void register_glm_shape_gemm(Index k, Index p) {
   });
 }
 
+// ---- The kernel's in-cache floor -------------------------------------------------------------
+
+void register_rows_in_l1(Index k) {
+  add("floor/rows_in_l1/K:" + std::to_string(k), [=](benchmark::State& st) {
+    constexpr Index rows = kernels::glm_rows::kRows;
+    const Index padded = kernels::glm_rows::packets(k) * kernels::glm_rows::kWidth;
+    Vector x = Vector::Random(rows * k + kernels::glm_rows::kWidth), beta = Vector::Zero(padded),
+           g = Vector::Zero(padded), eta(rows);
+    x.tail(kernels::glm_rows::kWidth).setZero();
+    beta.head(k).setRandom();
+    for (auto _ : st) {
+      kernels::glm_rows::dot_rows(x.data(), k, rows, beta.data(), eta.data());
+      eta *= 1e-3;  // stands in for the residuals (cheap; keeps g bounded)
+      kernels::glm_rows::axpy_rows(x.data(), k, rows, eta.data(), g.data());
+      benchmark::DoNotOptimize(g.data());
+    }
+    st.counters["GFLOP/s"] =
+        benchmark::Counter(double(st.iterations()) * 4.0 * double(rows * k) * 1e-9, benchmark::Counter::kIsRate);
+  });
+}
+
+void register_logistic_terms() {
+  add("floor/logistic", [](benchmark::State& st) {
+    using namespace kernels::packet_math;
+    constexpr int M = 4;
+    const Index n = 4096;
+    const Eigen::ArrayXd a = -4.0 * Eigen::ArrayXd::Random(n).abs();  // -|eta|
+    Eigen::ArrayXd l(n), inv(n);
+    for (auto _ : st) {
+      for (Index i = 0; i < n; i += M * kWidth) {
+        Packet x[M], t[M], lp[M], q[M];
+        for (int j = 0; j < M; ++j) x[j] = Eigen::internal::ploadu<Packet>(a.data() + i + j * kWidth);
+        exp_packets<M>(x, t);
+        log1p_and_inverse<M>(t, lp, q);
+        for (int j = 0; j < M; ++j) {
+          Eigen::internal::pstoreu(l.data() + i + j * kWidth, lp[j]);
+          Eigen::internal::pstoreu(inv.data() + i + j * kWidth, q[j]);
+        }
+      }
+      benchmark::DoNotOptimize(l.data());
+      benchmark::DoNotOptimize(inv.data());
+    }
+    // kIsRate | kInvert: elapsed seconds / value; the 1e-9 makes that nanoseconds per element.
+    st.counters["ns/elem"] = benchmark::Counter(double(st.iterations()) * double(n) * 1e-9,
+                                                benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  });
+}
+
 // ---- The roofline table ----------------------------------------------------------------------
 
 struct Result {
@@ -239,8 +298,10 @@ void print_roofline(const std::map<std::string, Result>& res, Index k, const std
               long(square));
   std::printf("  same thread count; roofline = max(N K 8 / bw, 4 N K S / peak); glm-block ratio uses the GEMM rate\n");
   std::printf("  of the kernel's own block shapes (1 thread x threads) as the peak instead.\n");
-  std::printf("%-40s %10s %9s %9s %10s %10s %7s %11s\n", "case", "time(us)", "bw(GB/s)", "peak(GF)", "t_bw(us)",
-              "t_flop(us)", "ratio", "ratio(blk)");
+  std::printf("  t_floor = the kernel's in-cache floor (floor/...: row kernel or block GEMM rate, plus the logistic\n");
+  std::printf("  column's ns per element); ratio(floor) = time / max(t_bw, t_floor).\n");
+  std::printf("%-40s %10s %9s %9s %10s %10s %7s %11s %10s %12s\n", "case", "time(us)", "bw(GB/s)", "peak(GF)", "t_bw(us)",
+              "t_flop(us)", "ratio", "ratio(blk)", "t_floor(us)", "ratio(floor)");
   for (Index n : ns)
     for (int threads : {1, 2})
       for (Index s : draws) {
@@ -258,12 +319,21 @@ void print_roofline(const std::map<std::string, Result>& res, Index k, const std
         const double t_bw = double(bytes) / (bw * 1e9), t_flop = 4.0 * double(n * k * s) / (peak * 1e9);
         const double t_blk = blk_peak > 0 ? 4.0 * double(n * k * s) / (blk_peak * 1e9) : 0.0;
         const double t = it->second.seconds;
-        std::printf("%-40s %10.1f %9.1f %9.1f %10.1f %10.1f %7.2f %11.2f\n", name.c_str(), t * 1e6, bw, peak, t_bw * 1e6,
-                    t_flop * 1e6, t / std::max(t_bw, t_flop), blk_peak > 0 ? t / std::max(t_bw, t_blk) : 0.0);
+        // The in-cache floor: the row kernel's (S <= kMaxDraws) or the block GEMM's rate, plus the
+        // logistic column, per thread.
+        const double rows_rate = threads * counter(res, "floor/rows_in_l1/K:" + std::to_string(k), "GFLOP/s");
+        const double col_ns = counter(res, "floor/logistic", "ns/elem") / threads;
+        const double rate = s <= kernels::glm_rows::kMaxDraws ? rows_rate : blk_peak;
+        const double t_floor = rate > 0 && col_ns > 0 ? 4.0 * double(n * k * s) / (rate * 1e9) + double(n * s) * col_ns * 1e-9 : 0.0;
+        std::printf("%-40s %10.1f %9.1f %9.1f %10.1f %10.1f %7.2f %11.2f %10.1f %12.2f\n", name.c_str(), t * 1e6, bw, peak,
+                    t_bw * 1e6, t_flop * 1e6, t / std::max(t_bw, t_flop), blk_peak > 0 ? t / std::max(t_bw, t_blk) : 0.0,
+                    t_floor * 1e6, t_floor > 0 ? t / std::max(t_bw, t_floor) : 0.0);
       }
   std::printf("\nRead bandwidth (GB/s):");
   for (const auto& [name, r] : res)
     if (name.rfind("roof/read/", 0) == 0) std::printf("\n  %-45s %8.1f", name.c_str(), counter(res, name, "GB/s"));
+  std::printf("\nIn-cache floor: row kernel %.1f GFLOP/s, logistic column %.2f ns per element",
+              counter(res, "floor/rows_in_l1/K:" + std::to_string(k), "GFLOP/s"), counter(res, "floor/logistic", "ns/elem"));
   std::printf("\nGEMM (GFLOP/s):");
   for (const auto& [name, r] : res)
     if (name.rfind("roof/gemm/", 0) == 0) std::printf("\n  %-45s %8.1f", name.c_str(), counter(res, name, "GFLOP/s"));
@@ -326,6 +396,8 @@ int main(int argc, char** argv) {
     register_square_gemm(square, threads);
   }
   for (Index p : {1, 8, 32}) register_glm_shape_gemm(k, p);
+  register_rows_in_l1(k);
+  register_logistic_terms();
   // The serial threshold sweep: only with FASTVI_GLM_PARALLEL_WORK set (0 makes every GLM
   // evaluation with more than one chunk parallel), comparing 1 and 2 threads as the work grows.
   if (std::getenv("FASTVI_GLM_PARALLEL_WORK"))

@@ -15,7 +15,7 @@
 // chunk sums into its own slot, whichever thread runs it, and the slots are added in chunk order
 // afterwards, so 1 thread and 2 threads give bit-identical results.
 //
-// For a few draws (S <= kFusedMaxDraws) with beta a parameter, the products are GEMVs or thin
+// For a few draws (S <= glm_rows::kMaxDraws) with beta a parameter, the products are GEMVs or thin
 // GEMMs, bound by reading X or by Eigen's packing, and the driver uses glm_rows.hpp's single-pass
 // row kernel instead: each row's dot products and axpys while the row is in L1. Which path runs
 // depends on S alone, so results still do not depend on the thread count.
@@ -68,16 +68,13 @@ double parallel_work() {
   }();
   return value;
 }
-// Draws up to which the single-pass row kernel (glm_rows.hpp) runs instead of the GEMM path.
-// Measured with bench/cpp (K = 50, 1 thread): at S = 8 the row kernel was as fast as the GEMM
-// path with X in L3 (N = 10^4) and 1.4x faster with X in memory (N = 10^5); at S = 32 it was
-// 1.2x slower (Eigen's GEMM micro-kernel reuses registers better). FASTVI_GLM_FUSED_MAX_DRAWS
-// overrides it (read once), for that measurement.
-constexpr Index kFusedMaxDraws = 8;
+// Draws up to which the single-pass row kernel runs instead of the GEMM path: glm_rows::kMaxDraws
+// (where the measurement is described). FASTVI_GLM_FUSED_MAX_DRAWS overrides it (read once), for
+// that measurement.
 Index fused_max_draws() {
   static const Index value = [] {
     const char* env = std::getenv("FASTVI_GLM_FUSED_MAX_DRAWS");
-    return env ? Index(std::strtol(env, nullptr, 10)) : kFusedMaxDraws;
+    return env ? Index(std::strtol(env, nullptr, 10)) : glm_rows::kMaxDraws;
   }();
   return value;
 }

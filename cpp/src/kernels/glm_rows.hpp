@@ -39,6 +39,11 @@ namespace fastvi::kernels::glm_rows {
 
 using Packet = Eigen::internal::packet_traits<double>::type;
 constexpr Index kWidth = Eigen::internal::packet_traits<double>::size;
+// Draws up to which glm.cpp uses this kernel rather than its GEMM path. Measured with bench/cpp
+// (K = 50, 1 thread): at S = 8 this kernel was as fast as the GEMM path with X in L3
+// (N = 10^4) and 1.4x faster with X in memory (N = 10^5); at S = 32 it was 1.2x slower, as
+// Eigen's GEMM micro-kernel reuses registers better.
+constexpr Index kMaxDraws = 8;
 constexpr Index kRows = 32;   // rows per pass: 32 rows of K = 50 take 12.8 KB of L1
 constexpr int kTileK = 8;     // packets of the gradient kept in registers during the axpy
 static_assert(kRows % kWidth == 0, "a pass is a whole number of packet groups");
