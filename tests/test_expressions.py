@@ -62,6 +62,24 @@ def test_functions_matvec_indexing_slicing_and_sum():
     _check(m, zeta, expected)
 
 
+@pytest.mark.parametrize("n,k,draws", [(7, 3, 1), (1000, 5, 4), (300, 500, 40), (2000, 50, 33)])
+def test_matvec_over_blocks_matches_numpy(n, k, draws):
+    # X @ v is computed in blocks of rows, columns of X and draws (so that Eigen never allocates);
+    # these shapes span several of each. v is a node (0.5 * beta), not the parameter itself.
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(n, k)) / np.sqrt(k)
+    y = rng.normal(size=n)
+    m = fv.Model()
+    beta = m.param("beta", shape=(k,))
+    m.add("normal", y, loc=X @ (beta * 0.5), scale=1.0)
+    zeta = rng.normal(size=(k, draws))
+    lp, grad = m.log_density(zeta)
+    resid = y[:, None] - X @ (0.5 * zeta)  # (n, draws)
+    np.testing.assert_allclose(lp, scipy.stats.norm.logpdf(resid).sum(axis=0), rtol=1e-12, atol=0)
+    expected = 0.5 * X.T @ resid
+    np.testing.assert_allclose(grad, expected, rtol=1e-11, atol=1e-12 * np.abs(expected).max())
+
+
 def test_multi_dimensional_indexing_follows_numpy():
     m = fv.Model()
     w = m.param("w", shape=(3, 4))

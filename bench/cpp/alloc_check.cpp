@@ -5,9 +5,11 @@
 //    240-column GEMM tile and S above the 32-draw panel).
 // 2. The whole step, ElboEstimator::estimate + Adam::step, for the mean-field, full-rank and
 //    low-rank families (both gradient estimators, with and without a preconditioner, D up to
-//    1,000), on a GLM model, an element-wise model and an expression model (matvec, binary,
-//    unary, gather and sum nodes), with 1 and 2 threads and several draw counts: zero heap
-//    allocations over the counted steps, after two warm-up steps.
+//    1,000), on a GLM model, an element-wise model and expression models (matvec, binary,
+//    unary, gather and sum nodes; N x K up to 10,000 x 50 and 3,000 x 300, sizes at which an
+//    untiled X @ beta would heap-allocate GEMM buffers), with 1 and 2 threads and several draw
+//    counts (every S from 1 to 40 for two expression models): zero heap allocations over the
+//    counted steps, after two warm-up steps.
 // 3. run_fit: the number of allocations of a whole fit does not grow with its number of steps.
 //
 // How: this executable defines malloc & co. (forwarding to glibc's __libc_* versions), so every
@@ -193,6 +195,10 @@ std::unique_ptr<Model> make_model(const std::string& name) {
   else if (name == "logistic glm") bench::build_glm_model(*m, "bernoulli_logit_glm", 20000, 20);
   else if (name == "linreg glm") bench::build_glm_model(*m, "normal_id_glm", 1000, 10);
   else if (name == "expression") build_expression_model(*m, 2000, 8);
+  // Big enough that an untiled X @ beta (N x S GEMM) would put Eigen's packing buffers on the heap.
+  else if (name == "expression big") build_expression_model(*m, 10000, 50);
+  // K above a 240-column tile, so X @ beta is cut along K too.
+  else if (name == "expression wide") build_expression_model(*m, 3000, 300);
   else if (name.rfind("gaussian D=", 0) == 0) bench::build_gaussian_target(*m, std::stol(name.substr(11)));
   return m;
 }
@@ -303,6 +309,15 @@ int main() {
     for (const char* family : {"meanfield", "fullrank", "lowrank"})
       for (Index draws : {1, 8, 40})
         for (auto gradient : {stl, closed}) check_step(model, family, draws, 1, gradient, "none");
+  for (const char* model : {"expression big", "expression wide"})
+    for (const char* family : {"meanfield", "fullrank", "lowrank"})
+      for (Index draws : {8, 33, 40})
+        for (int threads : {1, 2}) check_step(model, family, draws, threads, stl, "none");
+  // Every S up to 40: whether one unblocked GEMM allocates depends on Eigen's blocking heuristics,
+  // at some S only (a plain N x K times K x S product: from S = 2 at K = 50, at S = 20 and 33-40
+  // at N = 10,000, K = 8).
+  for (const char* model : {"expression", "expression big"})
+    for (Index draws = 1; draws <= 40; ++draws) check_step(model, "meanfield", draws, 1, stl, "none");
   for (const char* model : {"logistic glm", "gaussian D=1000"}) {
     for (const char* family : {"meanfield", "fullrank", "lowrank"})
       for (Index draws : {1, 8}) check_step(model, family, draws, 2, stl, "diag");

@@ -1,5 +1,6 @@
 #include "fastvi/expression.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -207,25 +208,68 @@ class Unary final : public Node {
   bool whole_draw_ = false;  // enough elements for the vectorised path
 };
 
+// X v for every draw, cut into blocks so that it never allocates.
+//
+// Why blocked: one GEMM over the whole N x S block makes Eigen pack kc x mc and kc x nc blocks of
+// its operands sized from the whole problem, and those go on the heap once they exceed
+// EIGEN_STACK_ALLOCATION_LIMIT (128 KB = 16384 doubles): at N = 10,000, S >= 8 that was 2-3
+// heap allocations per log density. As in the fused GLM kernels (kernels/glm.cpp, same limits),
+// every product here is at most (block rows) x (tile) times (tile) x (panel), or its transpose,
+// and both packed blocks together stay below kGemmBudget doubles, so Eigen keeps them on the
+// stack. The node runs serially; the blocking depends on K and S only, never on threads.
 class MatVec final : public Node {
  public:
   MatVec(RowMatrix x, Operand v) : x_(std::move(x)), v_(std::move(v)) { size = x_.rows(); }
 
   void forward(Matrix& value) const override {
-    const Index ld = value.rows(), draws = value.cols();
+    const Index ld = value.rows(), draws = value.cols(), k = x_.cols();
     StridedMap out(value.data() + row, size, draws, Eigen::OuterStride<>(ld));
-    ConstStridedMap in(value.data() + v_.row, x_.cols(), draws, Eigen::OuterStride<>(ld));
-    out.noalias() = x_ * in;
+    ConstStridedMap in(value.data() + v_.row, k, draws, Eigen::OuterStride<>(ld));
+    if (k == 0) out.setZero();  // no column tiles below
+    for_each_block(draws, [&](Index r0, Index n, Index k0, Index kt, Index s0, Index p) {
+      auto out_blk = out.block(r0, s0, n, p);
+      if (k0 == 0)
+        out_blk.noalias() = x_.block(r0, k0, n, kt) * in.block(k0, s0, kt, p);
+      else
+        out_blk.noalias() += x_.block(r0, k0, n, kt) * in.block(k0, s0, kt, p);
+    });
   }
 
   void backward(const Matrix& value, Matrix& grad) const override {
-    const Index ld = value.rows(), draws = value.cols();
+    const Index ld = value.rows(), draws = value.cols(), k = x_.cols();
     ConstStridedMap g_out(grad.data() + row, size, draws, Eigen::OuterStride<>(ld));
-    StridedMap g_in(grad.data() + v_.row, x_.cols(), draws, Eigen::OuterStride<>(ld));
-    g_in.noalias() += x_.transpose() * g_out;
+    StridedMap g_in(grad.data() + v_.row, k, draws, Eigen::OuterStride<>(ld));
+    for_each_block(draws, [&](Index r0, Index n, Index k0, Index kt, Index s0, Index p) {
+      g_in.block(k0, s0, kt, p).noalias() += x_.block(r0, k0, n, kt).transpose() * g_out.block(r0, s0, n, p);
+    });
   }
 
  private:
+  static constexpr Index kMaxPanel = 32;       // draws per product
+  static constexpr Index kMaxTileK = 240;      // columns of X per product
+  static constexpr Index kMaxBlockRows = 256;  // rows of X per product
+  static constexpr Index kGemmBudget = 12288;  // doubles in both packed blocks of a product
+
+  // Calls f(r0, n, k0, kt, s0, p) for rows [r0, r0 + n) of X, its columns [k0, k0 + kt) and draws
+  // [s0, s0 + p): row blocks outermost (each block of X is reused for every panel while in
+  // cache), then panels of draws, then column tiles in order (k0 == 0 first).
+  template <class F>
+  void for_each_block(Index draws, F&& f) const {
+    const Index k = x_.cols();
+    const Index panel = std::min(draws, kMaxPanel), tile = std::clamp<Index>(k, 1, kMaxTileK);
+    // The largest multiple of 8 rows (at least 8) for which tile x (rows + panel), the forward
+    // product's packed blocks, and rows x (tile + panel), the backward one's, fit the budget.
+    Index rows = std::min({kMaxBlockRows, kGemmBudget / tile - panel, kGemmBudget / (tile + panel)});
+    rows = std::max<Index>(8, rows / 8 * 8);
+    for (Index r0 = 0; r0 < size; r0 += rows) {
+      const Index n = std::min(rows, size - r0);
+      for (Index s0 = 0; s0 < draws; s0 += panel) {
+        const Index p = std::min(panel, draws - s0);
+        for (Index k0 = 0; k0 < k; k0 += tile) f(r0, n, k0, std::min(tile, k - k0), s0, p);
+      }
+    }
+  }
+
   RowMatrix x_;
   Operand v_;
 };

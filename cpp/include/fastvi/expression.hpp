@@ -34,8 +34,9 @@ enum class UnaryOp { Neg, Exp, Log, Log1pExp, InvLogit };
 std::unique_ptr<Node> make_binary(BinaryOp op, Operand a, Operand b, Index size);
 // Element-wise f(a) for a parameter or node operand.
 std::unique_ptr<Node> make_unary(UnaryOp op, Operand a);
-// X v for a data matrix X (N x K, row-major) and a K-element parameter or node operand: one GEMM
-// for all draws forward, one (X^T times the row gradients) backward.
+// X v for a data matrix X (N x K, row-major) and a K-element parameter or node operand: GEMMs over
+// all draws forward, X^T times the row gradients backward, cut into blocks small enough that
+// Eigen never heap-allocates (see MatVec in expression.cpp).
 std::unique_ptr<Node> make_matvec(RowMatrix x, Operand v);
 // out[n] = a[index[n]] (integer indexing and slicing, flattened); backward scatters.
 std::unique_ptr<Node> make_gather(Operand a, std::vector<Index> index);
