@@ -27,7 +27,7 @@
 //                      of K = 50 in L1, over and over (GFLOP/s at 4 K flops per row and draw);
 //   floor/logistic     the logistic column's vectorised exp, log1p and 1 / (1 + t) on 4,096
 //                      elements in L1 (ns per element).
-// floor time = 4 N K S / rate + N S ns, with the row kernel's rate for S <= glm_rows::kMaxDraws
+// floor time = 4 N K S / rate + N S ns, with the row kernel's rate for S <= glm_rows::max_draws(K)
 // and the block-shape GEMM rate above it.
 //
 // OpenMP: run with OMP_WAIT_POLICY=PASSIVE, as fastvi's Python package sets it (workers sleep
@@ -319,11 +319,11 @@ void print_roofline(const std::map<std::string, Result>& res, Index k, const std
         const double t_bw = double(bytes) / (bw * 1e9), t_flop = 4.0 * double(n * k * s) / (peak * 1e9);
         const double t_blk = blk_peak > 0 ? 4.0 * double(n * k * s) / (blk_peak * 1e9) : 0.0;
         const double t = it->second.seconds;
-        // The in-cache floor: the row kernel's (S <= kMaxDraws) or the block GEMM's rate, plus the
+        // The in-cache floor: the row kernel's (S <= max_draws(K)) or the block GEMM's rate, plus the
         // logistic column, per thread.
         const double rows_rate = threads * counter(res, "floor/rows_in_l1/K:" + std::to_string(k), "GFLOP/s");
         const double col_ns = counter(res, "floor/logistic", "ns/elem") / threads;
-        const double rate = s <= kernels::glm_rows::kMaxDraws ? rows_rate : blk_peak;
+        const double rate = s <= kernels::glm_rows::max_draws(k) ? rows_rate : blk_peak;
         const double t_floor = rate > 0 && col_ns > 0 ? 4.0 * double(n * k * s) / (rate * 1e9) + double(n * s) * col_ns * 1e-9 : 0.0;
         std::printf("%-40s %10.1f %9.1f %9.1f %10.1f %10.1f %7.2f %11.2f %10.1f %12.2f\n", name.c_str(), t * 1e6, bw, peak,
                     t_bw * 1e6, t_flop * 1e6, t / std::max(t_bw, t_flop), blk_peak > 0 ? t / std::max(t_bw, t_blk) : 0.0,
@@ -404,6 +404,13 @@ int main(int argc, char** argv) {
     for (Index s : {1, 8})
       for (Index n : {1024, 2048, 4096, 8192, 16384, 32768})
         for (int threads : {1, 2}) register_glm("threshold", "bernoulli_logit_glm", n, k, s, threads, StepKind::Grad);
+
+  // The row-kernel crossover (glm_rows::max_draws): only with FASTVI_GLM_FUSED_MAX_DRAWS set
+  // (0: the GEMM path for every S; 8: the row kernel up to S = 8), run once with each, compared.
+  if (std::getenv("FASTVI_GLM_FUSED_MAX_DRAWS"))
+    for (Index kk : {10, 25, 50, 100})
+      for (Index s : {1, 2, 4, 8})
+        for (Index n : {10000, 100000}) register_glm("crossover", "bernoulli_logit_glm", n, kk, s, 1, StepKind::Grad);
 
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

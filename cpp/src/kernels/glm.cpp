@@ -15,10 +15,10 @@
 // chunk sums into its own slot, whichever thread runs it, and the slots are added in chunk order
 // afterwards, so 1 thread and 2 threads give bit-identical results.
 //
-// For a few draws (S <= glm_rows::kMaxDraws) with beta a parameter, the products are GEMVs or thin
-// GEMMs, bound by reading X or by Eigen's packing, and the driver uses glm_rows.hpp's single-pass
-// row kernel instead: each row's dot products and axpys while the row is in L1. Which path runs
-// depends on S alone, so results still do not depend on the thread count.
+// For a few draws (S <= glm_rows::max_draws(K), 2 to 8) with beta a parameter, the products are
+// GEMVs or thin GEMMs, bound by reading X or by Eigen's packing, and the driver uses glm_rows.hpp's
+// single-pass row kernel instead: each row's dot products and axpys while the row is in L1. Which
+// path runs depends on S and K alone, so results still do not depend on the thread count.
 //
 // Scratch is sized in reserve(); evaluate() does not allocate: the GEMMs are kept small enough for
 // Eigen to put its packing buffers on the stack (bench/cpp/alloc_check verifies this).
@@ -68,15 +68,15 @@ double parallel_work() {
   }();
   return value;
 }
-// Draws up to which the single-pass row kernel runs instead of the GEMM path: glm_rows::kMaxDraws
-// (where the measurement is described). FASTVI_GLM_FUSED_MAX_DRAWS overrides it (read once), for
-// that measurement.
-Index fused_max_draws() {
+// Draws up to which the single-pass row kernel runs instead of the GEMM path:
+// glm_rows::max_draws(K) (where the measurement is described). FASTVI_GLM_FUSED_MAX_DRAWS
+// overrides it for every K (read once), for that measurement.
+Index fused_max_draws(Index k) {
   static const Index value = [] {
     const char* env = std::getenv("FASTVI_GLM_FUSED_MAX_DRAWS");
-    return env ? Index(std::strtol(env, nullptr, 10)) : glm_rows::kMaxDraws;
+    return env ? Index(std::strtol(env, nullptr, 10)) : Index(-1);
   }();
-  return value;
+  return value >= 0 ? value : glm_rows::max_draws(k);
 }
 
 Index round_up(Index x, Index m) { return (x + m - 1) / m * m; }
@@ -248,7 +248,7 @@ class Glm final : public Kernel {
     part_rows_ = (beta_.is_param ? k_ : 0) + 2;
     part_.setZero(part_rows_, chunks_ * draws);
     threads_cap_ = int(std::min<Index>(std::max({1, omp_get_num_procs(), omp_get_max_threads()}), chunks_));
-    fused_ = beta_.is_param && draws <= fused_max_draws();
+    fused_ = beta_.is_param && draws <= fused_max_draws(k_);
     if (fused_) {
       // Per draw, beta padded with zeros to whole packets; per thread, the padded gradient of
       // every draw, then the kRows predictors and the column's scratch.
@@ -357,7 +357,7 @@ class Glm final : public Kernel {
     }
   }
 
-  // The single-pass path (beta a parameter, S <= fused_max_draws()): per pass of kRows rows, each
+  // The single-pass path (beta a parameter, S <= fused_max_draws(K)): per pass of kRows rows, each
   // draw forms its predictors, residuals and gradient terms while the rows are in L1.
   void run_chunk_fused(const Batch& b, Index c, double* scratch) {
     const Index S = draws_;

@@ -39,11 +39,14 @@ namespace fastvi::kernels::glm_rows {
 
 using Packet = Eigen::internal::packet_traits<double>::type;
 constexpr Index kWidth = Eigen::internal::packet_traits<double>::size;
-// Draws up to which glm.cpp uses this kernel rather than its GEMM path. Measured with bench/cpp
-// (K = 50, 1 thread): at S = 8 this kernel was as fast as the GEMM path with X in L3
-// (N = 10^4) and 1.4x faster with X in memory (N = 10^5); at S = 32 it was 1.2x slower, as
-// Eigen's GEMM micro-kernel reuses registers better.
+// Draws up to which glm.cpp uses this kernel rather than its GEMM path, for K columns. The
+// crossover, measured with bench/cpp's crossover sweep (bernoulli_logit_glm, 1 thread,
+// N = 10^4 and 10^5; bench/README.md), moves with K: the row kernel won at S <= 2 for every K
+// (1.2-2.9x), up to S = 4 at K = 25 (1.05x) and up to S = 8 at K >= 50 (1.04-1.6x); at K = 10
+// the GEMM path was 1.2-1.4x faster from S = 4. So K / 6, at least 2 and at most 8.
 constexpr Index kMaxDraws = 8;
+inline Index max_draws(Index k) { return std::clamp<Index>(k / 6, 2, kMaxDraws); }
+
 constexpr Index kRows = 32;   // rows per pass: 32 rows of K = 50 take 12.8 KB of L1
 constexpr int kTileK = 8;     // packets of the gradient kept in registers during the axpy
 static_assert(kRows % kWidth == 0, "a pass is a whole number of packet groups");
