@@ -23,8 +23,8 @@
 //
 // The kernel's own in-cache floor, also measured in the same run ("floor/..."), for the
 // "ratio(floor)" column: how close a step comes to what its arithmetic alone costs with X in L1.
-//   floor/rows_in_l1   the single-pass row kernel (glm_rows.hpp: dot products and axpy) on 32 rows
-//                      of K = 50 in L1, over and over (GFLOP/s at 4 K flops per row and draw);
+//   floor/rows_in_l1   the single-pass row kernel (glm_rows.hpp: dot products and axpy) on one
+//                      pass of rows (64 for K = 50) in L1, over and over (GFLOP/s at 4 K flops per row and draw);
 //   floor/logistic     the logistic column's vectorised exp, log1p and 1 / (1 + t) on 4,096
 //                      elements in L1 (ns per element).
 // floor time = 4 N K S / rate + N S ns, with the row kernel's rate for S <= glm_rows::max_draws(K)
@@ -214,7 +214,7 @@ void register_glm_shape_gemm(Index k, Index p) {
 
 void register_rows_in_l1(Index k) {
   add("floor/rows_in_l1/K:" + std::to_string(k), [=](benchmark::State& st) {
-    constexpr Index rows = kernels::glm_rows::kRows;
+    const Index rows = kernels::glm_rows::pass_rows(k);
     const Index padded = kernels::glm_rows::packets(k) * kernels::glm_rows::kWidth;
     Vector x = Vector::Random(rows * k + kernels::glm_rows::kWidth), beta = Vector::Zero(padded),
            g = Vector::Zero(padded), eta(rows);

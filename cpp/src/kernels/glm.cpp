@@ -251,14 +251,15 @@ class Glm final : public Kernel {
     fused_ = beta_.is_param && draws <= fused_max_draws(k_);
     if (fused_) {
       // Per draw, beta padded with zeros to whole packets; per thread, the padded gradient of
-      // every draw, then the kRows predictors and the column's scratch.
+      // every draw, then the pass's predictors and the column's scratch.
       padded_k_ = glm_rows::packets(k_) * glm_rows::kWidth;
       beta_pad_.setZero(padded_k_ * draws);
       // Every thread's eta buffer 64-byte aligned alike: Eigen's vectorised sums in F::column
       // start with scalar steps up to the first aligned element, so their rounding depends on
       // the address, and results must not depend on which thread ran a chunk.
       fused_eta_ = round_up(padded_k_ * draws + 2 * draws, 8);
-      fused_stride_ = fused_eta_ + 2 * glm_rows::kRows;
+      fused_stride_ = fused_eta_ + 2 * glm_rows::kMaxRows;
+      pass_rows_ = glm_rows::pass_rows(k_);
       scratch_.setZero(fused_stride_, threads_cap_);
     } else {
       scratch_.setZero(blk_, (panel_ + 1) * threads_cap_);
@@ -357,8 +358,8 @@ class Glm final : public Kernel {
     }
   }
 
-  // The single-pass path (beta a parameter, S <= fused_max_draws(K)): per pass of kRows rows, each
-  // draw forms its predictors, residuals and gradient terms while the rows are in L1.
+  // The single-pass path (beta a parameter, S <= fused_max_draws(K)): per pass of pass_rows_
+  // rows, each draw forms its predictors, residuals and gradient terms while the rows are in L1.
   void run_chunk_fused(const Batch& b, Index c, double* scratch) {
     const Index S = draws_;
     const Index begin = c * chunk_rows_, end = std::min(n_, begin + chunk_rows_);
@@ -366,19 +367,20 @@ class Glm final : public Kernel {
     double* acc = grad + S * padded_k_;  // S
     double* rsum = acc + S;              // S
     double* eta = scratch + fused_eta_;
-    double* tmp = eta + glm_rows::kRows;
+    double* tmp = eta + glm_rows::kMaxRows;
     std::fill(grad, rsum + S, 0.0);
-    for (Index r0 = begin; r0 < end; r0 += glm_rows::kRows) {
-      const Index n = std::min(glm_rows::kRows, end - r0);
+    for (Index r0 = begin; r0 < end; r0 += pass_rows_) {
+      const Index n = std::min(pass_rows_, end - r0);
       const double* x = x_.data() + r0 * k_;
-      // The next pass's rows are asked for during this pass's first axpy, spread over its rows
-      // (a pass has as many rows as the next, but for the last), so that they stream in from L3
-      // or memory while this pass computes; the hardware prefetcher alone stops short.
-      const double* next = r0 + n < n_ ? x + n * k_ : nullptr;
+      // The next pass's rows (up to the end of X, into the next chunk if need be) are asked for
+      // during this pass's first axpy, spread over its rows, so that they stream in from L3 or
+      // memory while this pass computes; the hardware prefetcher alone stops short.
+      const double* next = x + n * k_;
+      const Index next_rows = std::min(n, n_ - (r0 + n));  // none after the last row of X
       for (Index s = 0; s < S; ++s) {
         glm_rows::dot_rows(x, k_, n, beta_pad_.data() + s * padded_k_, eta);
         F::column(y_.data() + r0, eta, tmp, n, offset(b, s), acc[s], rsum[s]);
-        glm_rows::axpy_rows(x, k_, n, eta, grad + s * padded_k_, s == 0 ? next : nullptr);
+        glm_rows::axpy_rows(x, k_, n, eta, grad + s * padded_k_, next, s == 0 ? next_rows : 0);
       }
     }
     auto slot = part_.middleCols(c * S, S);
@@ -399,7 +401,7 @@ class Glm final : public Kernel {
   Matrix part_;     // part_rows_ x (chunks_ * S): per chunk, grad beta (K rows, if a parameter), acc, sum r
   Matrix scratch_;  // per thread, an equal share of columns: eta panel and tmp column, or the fused path's
   bool fused_ = false;
-  Index padded_k_ = 0, fused_eta_ = 0, fused_stride_ = 0;
+  Index padded_k_ = 0, fused_eta_ = 0, fused_stride_ = 0, pass_rows_ = 32;
   Vector beta_pad_;  // fused path: S x padded_k_
 };
 
