@@ -264,6 +264,7 @@ class Glm final : public Kernel {
     } else {
       scratch_.setZero(blk_, (panel_ + 1) * threads_cap_);
     }
+    thread_scratch_ = scratch_.size() / threads_cap_;
   }
 
   void evaluate(const Batch& b) override {
@@ -283,7 +284,7 @@ class Glm final : public Kernel {
     // Which thread runs a chunk changes nothing in the result.
     if (parallel) {
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-      for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data() + omp_get_thread_num() * scratch_.rows() * (scratch_.cols() / threads_cap_));
+      for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data() + omp_get_thread_num() * thread_scratch_);
     } else {
       for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data());
     }
@@ -402,6 +403,7 @@ class Glm final : public Kernel {
   Matrix scratch_;  // per thread, an equal share of columns: eta panel and tmp column, or the fused path's
   bool fused_ = false;
   Index padded_k_ = 0, fused_eta_ = 0, fused_stride_ = 0, pass_rows_ = 32;
+  Index thread_scratch_ = 0;  // doubles of scratch_ per thread
   Vector beta_pad_;  // fused path: S x padded_k_
 };
 
