@@ -258,9 +258,9 @@ class Glm final : public Kernel {
       // start with scalar steps up to the first aligned element, so their rounding depends on
       // the address, and results must not depend on which thread ran a chunk.
       fused_eta_ = round_up(padded_k_ * draws + 2 * draws, 8);
-      fused_stride_ = fused_eta_ + 2 * glm_rows::kMaxRows;
+      const Index per_thread = fused_eta_ + 2 * glm_rows::kMaxRows;
       pass_rows_ = glm_rows::pass_rows(k_);
-      scratch_.setZero(fused_stride_, threads_cap_);
+      scratch_.setZero(per_thread, threads_cap_);
     } else {
       scratch_.setZero(blk_, (panel_ + 1) * threads_cap_);
     }
@@ -402,7 +402,7 @@ class Glm final : public Kernel {
   Matrix part_;     // part_rows_ x (chunks_ * S): per chunk, grad beta (K rows, if a parameter), acc, sum r
   Matrix scratch_;  // per thread, an equal share of columns: eta panel and tmp column, or the fused path's
   bool fused_ = false;
-  Index padded_k_ = 0, fused_eta_ = 0, fused_stride_ = 0, pass_rows_ = 32;
+  Index padded_k_ = 0, fused_eta_ = 0, pass_rows_ = 32;
   Index thread_scratch_ = 0;  // doubles of scratch_ per thread
   Vector beta_pad_;  // fused path: S x padded_k_
 };
