@@ -99,20 +99,21 @@ int failures = 0;
 void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_param) {
   Model model;
   bench::build_glm_model(model, kernel, n, k, beta_param);
-  model.reserve(draws);
   Matrix zeta(model.dim(), draws), grad1(model.dim(), draws), grad2(model.dim(), draws);
   std::mt19937_64 rng(7);
   std::normal_distribution<double> normal(0.0, 0.3);
   for (Index i = 0; i < zeta.size(); ++i) zeta.data()[i] = normal(rng);
   Vector lp1(draws), lp2(draws);
   ModelWorkspace ws;
-  model.log_density(zeta, ws, lp1, grad1, 2);  // warm-up: workspace, OpenMP thread pool, ICVs
+  model.prepare(ws, draws, 2);
+  model.log_density(zeta, ws, lp1, grad1, 2);  // warm-up: OpenMP thread pool, ICVs
 
   // The kernel alone (its evaluate) and the whole Model::log_density around it, for 1 and 2 threads.
-  Kernel& kernel_impl = *model.factors()[0].impl;
+  const Kernel& kernel_impl = *model.factors()[0].impl;
   ws.grad_theta.setZero();
   Vector lp_kernel = Vector::Zero(draws);
-  Batch batch{ws.theta.data(), ws.grad_theta.data(), lp_kernel.data(), ws.theta.rows(), draws, 2};
+  Batch batch{ws.theta.data(), ws.grad_theta.data(), lp_kernel.data(), ws.theta.rows(), draws, 2,
+              ws.scratch.data() + ws.factor_scratch[0]};
   g_allocs = 0;
   g_regions = 0;
   g_max_region_threads = 0;
@@ -227,7 +228,7 @@ void check_step(const std::string& model_name, const std::string& family_name, I
   auto family = make_test_family(family_name, model->dim());
   Preconditioner p;
   if (precond != "none") p = make_preconditioner(model->dim(), precond == "dense");
-  ElboEstimator estimator(*model, *family, draws, gradient, &p);
+  ElboEstimator estimator(*model, *family, draws, gradient, &p, threads);
   Adam adam(family->num_params());
   Vector phi(family->num_params()), grad(family->num_params());
   family->initialise(phi, Vector::Zero(model->dim()), 0.2);

@@ -66,7 +66,7 @@ struct StepCost {
 void run_steps(benchmark::State& state, Model& model, GaussianFamily& family, Index draws, int threads,
                StepKind kind, StepCost cost,
                GradientEstimator gradient = GradientEstimator::StickingTheLanding) {
-  ElboEstimator estimator(model, family, draws, gradient);
+  ElboEstimator estimator(model, family, draws, gradient, nullptr, threads);
   Adam adam(family.num_params());
   Vector phi(family.num_params()), grad(family.num_params());
   family.initialise(phi, Vector::Zero(model.dim()), 0.1);

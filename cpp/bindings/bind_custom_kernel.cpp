@@ -105,71 +105,64 @@ class PythonKernel final : public Kernel {
   ~PythonKernel() override {
     if (!Py_IsInitialized()) {  // too late to release Python objects: leak them
       for (auto& in : inputs_) in.release();
-      args_.release();
       params_.release();
       broadcast_to_.release();
       return;
     }
     py::gil_scoped_acquire gil;
     inputs_.clear();
-    args_ = py::object();
     params_ = py::object();
     broadcast_to_ = py::object();
   }
 
-  // One buffer per parameter input for S draws, and the argument tuple fn is called with.
-  void reserve(Index draws) override {
+  // Each call builds its own buffers and argument tuple (a Python kernel's cost is the call into
+  // Python, not these few arrays): nothing is kept between calls, so fits in several threads can
+  // share the kernel.
+  void evaluate(const Batch& b) const override {
+    if (b.draws == 0) return;
     py::gil_scoped_acquire gil;
-    py::tuple args(inputs_.size() + 1);
-    for (size_t i = 0; i < inputs_.size(); ++i) {
-      Input& in = inputs_[i];
-      if (in.op.is_param) {
-        py::array_t<double> buffer(with_draws(in.padded, draws));
-        in.buffer = buffer.mutable_data();
-        in.view = broadcast_to_(buffer, py::tuple(py::cast(with_draws(in.shape, draws))));
-      }
-      in.full = with_draws(in.shape, draws);
-      in.own = with_draws(Shape(in.op.shape.begin(), in.op.shape.end()), draws);
-      args[i] = in.view;
+    try {
+      call(b);
+    } catch (py::error_already_set& err) {
+      if (!err.matches(PyExc_KeyboardInterrupt)) throw;
+      // Ctrl-C landed in the user's function (or in numpy while the arguments were built). Raise
+      // the interrupt flag again, so that the fit's monitor stops the fit the way it does for any
+      // Ctrl-C (returning the state reached so far), or, outside a fit, Python raises
+      // KeyboardInterrupt as soon as we return. This batch has no log density. Until the
+      // monitor's next check (at most one ELBO window later) Python raises KeyboardInterrupt
+      // again on entry and we come back here, so those steps are skipped, and the result says so.
+      PyErr_SetInterrupt();
+      for (Index s = 0; s < b.draws; ++s) b.lp[s] = kNaN;
     }
-    args[inputs_.size()] = params_;
-    args_ = std::move(args);
-    lp_draws_ = Shape{py::ssize_t(draws)};
-    lp_full_ = with_draws(lp_shape_, draws);
-    lp_one_ = with_draws(lp_shape_, 1);
-    draws_ = draws;
   }
 
-  void evaluate(const Batch& b) override {
-    if (b.draws != draws_)
-      throw std::logic_error("kernel '" + def_->name + "': reserve was not called for " + std::to_string(b.draws) +
-                             " draws");
+ private:
+  // One call of fn on the batch (with the GIL held); Python errors leave as error_already_set.
+  void call(const Batch& b) const {
     const Index S = b.draws;
-    py::gil_scoped_acquire gil;
-    for (const Input& in : inputs_) {
-      if (!in.op.is_param) continue;
+    py::tuple args(inputs_.size() + 1);
+    for (size_t i = 0; i < inputs_.size(); ++i) {
+      const Input& in = inputs_[i];
+      if (!in.op.is_param) {
+        args[i] = in.view;
+        continue;
+      }
+      // The parameter's own elements x S, row-major (element e, draw s at e * S + s), seen by fn
+      // broadcast to the factor's shape + (S,).
+      py::array_t<double> buffer(with_draws(in.padded, S));
+      double* out = buffer.mutable_data();
       const Index own = in.op.size();
       for (Index s = 0; s < S; ++s) {
         const double* column = b.value + s * b.ld + in.op.row;
-        for (Index e = 0; e < own; ++e) in.buffer[e * S + s] = column[e];
+        for (Index e = 0; e < own; ++e) out[e * S + s] = column[e];
       }
+      args[i] = broadcast_to_(buffer, py::tuple(py::cast(with_draws(in.shape, S))));
     }
-    PyObject* raw = PyObject_Call(def_->fn.ptr(), args_.ptr(), nullptr);
+    args[inputs_.size()] = params_;
+    PyObject* raw = PyObject_Call(def_->fn.ptr(), args.ptr(), nullptr);
     if (raw == nullptr) {
-      if (PyErr_ExceptionMatches(PyExc_KeyboardInterrupt)) {
-        // Ctrl-C landed in the user's function. Raise the interrupt flag again, so that the fit's
-        // monitor stops the fit the way it does for any Ctrl-C (returning the state reached so
-        // far), or, outside a fit, Python raises KeyboardInterrupt as soon as we return. This
-        // batch has no log density. Until the monitor's next check (at most one ELBO window
-        // later) fn raises KeyboardInterrupt again on entry and comes back here, so those steps
-        // are skipped, and the fit's result says so.
-        PyErr_Clear();
-        PyErr_SetInterrupt();
-        for (Index s = 0; s < S; ++s) b.lp[s] = kNaN;
-        return;
-      }
       py::error_already_set err;
-      annotate(err);
+      if (!err.matches(PyExc_KeyboardInterrupt)) annotate(err);
       throw err;
     }
     const py::object result = py::reinterpret_steal<py::object>(raw);
@@ -179,16 +172,13 @@ class PythonKernel final : public Kernel {
     add_grads(b, py::reinterpret_borrow<py::object>(PySequence_Fast_GET_ITEM(raw, 1)));
   }
 
- private:
   struct Input {
     Operand op;
     Shape shape;    // what fn sees, less the draws axis: the factor's shape (or the input's own)
     Shape padded;   // the input's own shape with leading 1s up to shape's rank
     Index elements = 0;  // prod(shape)
-    Shape full, own;     // shape + (S,) and the input's own shape + (S,)
     py::str key;
-    py::object view;         // the array fn receives
-    double* buffer = nullptr;  // parameters: own elements x S, row-major (element e, draw s at e*S+s)
+    py::object view;     // data: the array fn receives
 
     void release() {
       key.release();
@@ -215,7 +205,9 @@ class PythonKernel final : public Kernel {
   void add_lp(const Batch& b, const py::object& obj) const {
     const Index S = b.draws;
     const auto lp = DoubleArray::ensure(obj);
-    auto want = [&] { return shape_text(lp_draws_) + (lp_shape_.empty() ? "" : " or " + shape_text(lp_full_)); };
+    // (S,), lp_shape_ + (S,) and lp_shape_ + (1,)
+    const Shape lp_draws{py::ssize_t(S)}, lp_full = with_draws(lp_shape_, S), lp_one = with_draws(lp_shape_, 1);
+    auto want = [&] { return shape_text(lp_draws) + (lp_shape_.empty() ? "" : " or " + shape_text(lp_full)); };
     if (!lp) {
       PyErr_Clear();
       fail<py::type_error>("lp must be an array of shape " + want() + ", got " + type_name(obj));
@@ -223,9 +215,9 @@ class PythonKernel final : public Kernel {
     // (S,), or element-wise terms shape + (S,); a trailing axis of 1 instead of S (a term computed
     // from data alone) is the same for every draw.
     Index last = 0;
-    if (has_shape(lp, lp_draws_) || has_shape(lp, lp_full_)) {
+    if (has_shape(lp, lp_draws) || has_shape(lp, lp_full)) {
       last = S;
-    } else if (has_shape(lp, lp_one_) || (!lp_shape_.empty() && has_shape(lp, lp_single_))) {
+    } else if (has_shape(lp, lp_one) || (!lp_shape_.empty() && has_shape(lp, lp_single_))) {
       last = 1;
     } else {
       fail<py::value_error>("lp has shape " + shape_text(array_shape(lp)) + ", expected " + want() + " for " +
@@ -261,25 +253,26 @@ class PythonKernel final : public Kernel {
         fail<py::value_error>("grads has an entry for " + std::string(py::repr(key)) +
                               ", which is not one of its inputs (" + def_->input_list + ")");
       if (value == Py_None || !in->op.is_param) continue;  // zero, or data: nothing to add
+      const Shape full = with_draws(in->shape, S), own = with_draws(Shape(in->op.shape.begin(), in->op.shape.end()), S);
       const auto g = DoubleArray::ensure(py::reinterpret_borrow<py::object>(value));
       if (!g) {
         PyErr_Clear();
         fail<py::type_error>("the gradient for input '" + in->op.name + "' must be an array of shape " +
-                             shape_text(in->full) + ", got " + type_name(py::handle(value)));
+                             shape_text(full) + ", got " + type_name(py::handle(value)));
       }
       const double* v = g.data();
-      if (has_shape(g, in->full)) {
+      if (has_shape(g, full)) {
         for (Index s = 0; s < S; ++s)
           for (Index n = 0; n < in->elements; ++n) in->op.add_grad(b, n, s, v[n * S + s]);
-      } else if (has_shape(g, in->own)) {  // already summed over broadcasting: the input's own elements
+      } else if (has_shape(g, own)) {  // already summed over broadcasting: the input's own elements
         const Index n_own = in->op.size();
         for (Index s = 0; s < S; ++s) {
           double* column = b.grad + s * b.ld + in->op.row;
           for (Index e = 0; e < n_own; ++e) column[e] += v[e * S + s];
         }
       } else {
-        std::string expected = shape_text(in->full);
-        if (in->own != in->full) expected += " (or its own shape plus draws, " + shape_text(in->own) + ")";
+        std::string expected = shape_text(full);
+        if (own != full) expected += " (or its own shape plus draws, " + shape_text(own) + ")";
         fail<py::value_error>("the gradient for input '" + in->op.name + "' has shape " + shape_text(array_shape(g)) +
                               ", expected " + expected + " like the input's array for " + std::to_string(S) +
                               " draws");
@@ -290,12 +283,9 @@ class PythonKernel final : public Kernel {
   std::shared_ptr<const PythonKernelDef> def_;
   std::vector<Input> inputs_;
   Shape lp_shape_;  // element-wise kernels: the factor's broadcast shape; else empty
-  Shape lp_draws_, lp_full_, lp_one_;  // (S,), lp_shape_ + (S,) and lp_shape_ + (1,)
   const Shape lp_single_{1};
   py::object broadcast_to_;
   py::object params_;  // tuple of the names of the inputs that are parameters
-  py::object args_;    // the input arrays, then params_
-  Index draws_ = -1;
 };
 
 void register_python_kernel(const std::string& name, const std::string& doc, const py::list& inputs,

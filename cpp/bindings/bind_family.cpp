@@ -61,28 +61,32 @@ void bind_family(py::module_& m) {
              return self.entropy(phi);
            })
       .def("sample",
-           [](GaussianFamily& self, const Eigen::Ref<const Vector>& phi, Index n, std::uint64_t seed) {
+           [](const GaussianFamily& self, const Eigen::Ref<const Vector>& phi, Index n, std::uint64_t seed) {
              check_phi(self, phi);
              if (n < 1) throw std::invalid_argument("n must be >= 1");
              Matrix eps(self.noise_dim(), n), zeta(self.dim(), n);
+             // A family keeps scratch for draw(): sample with a fresh one, so that threads sampling
+             // from one approximation at once do not share it.
+             auto family = self.clone();
              py::gil_scoped_release release;
              fill_standard_normal(eps, seed, Stream::Sample, 0);
-             self.reserve(n);
-             self.draw(phi, eps, zeta);
+             family->reserve(n);
+             family->draw(phi, eps, zeta);
              return zeta;
            },
            py::arg("phi"), py::arg("n"), py::arg("seed"), "Unconstrained draws (D x n).");
 
   m.def("elbo_gradient",
-        [](Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi, Index draws, std::uint64_t seed,
-           std::uint64_t step, int threads, GradientEstimator gradient) {
+        [](const Model& model, const GaussianFamily& family, const Eigen::Ref<const Vector>& phi, Index draws,
+           std::uint64_t seed, std::uint64_t step, int threads, GradientEstimator gradient) {
           check_phi(family, phi);
-          ElboEstimator est(model, family, draws, gradient);
+          auto own = family.clone();  // its own scratch (see sample)
           Vector grad(family.num_params());
           double elbo = kNaN;
           bool ok;
           {
             py::gil_scoped_release release;
+            ElboEstimator est(model, *own, draws, gradient, nullptr, threads);
             ok = est.estimate(phi, seed, Stream::Evaluate, step, grad, elbo, threads);
           }
           if (!ok) grad.setConstant(kNaN);

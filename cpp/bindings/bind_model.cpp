@@ -115,6 +115,7 @@ void bind_model(py::module_& m) {
            [](const Model& self, const Eigen::Ref<const Matrix>& zeta) {
              Matrix z = as_draws(zeta, self.dim());
              Matrix value;
+             const auto lock = self.evaluation_lock();
              self.values(z, value);
              return value;
            },
@@ -128,14 +129,17 @@ void bind_model(py::module_& m) {
            },
            py::arg("theta"))
       .def("log_density",
-           [](Model& self, const Eigen::Ref<const Matrix>& zeta, int threads) {
+           [](const Model& self, const Eigen::Ref<const Matrix>& zeta, int threads) {
              Matrix z = as_draws(zeta, self.dim());
-             ModelWorkspace ws;
              Vector lp(z.cols());
              Matrix grad(z.rows(), z.cols());
-             self.reserve(z.cols());
              {
+               // Every call has its own workspace, and holds the model's evaluation lock: calls
+               // from several threads run at once, and the model cannot change under them.
                py::gil_scoped_release release;
+               const auto lock = self.evaluation_lock();
+               ModelWorkspace ws;
+               self.prepare(ws, z.cols(), threads);
                self.log_density(z, ws, lp, grad, threads);
              }
              return py::make_tuple(lp, grad);
@@ -143,17 +147,18 @@ void bind_model(py::module_& m) {
            py::arg("zeta"), py::arg("threads") = 1,
            "Log density (incl. log-Jacobians) and its gradient at unconstrained draws zeta (D x S).")
       .def("log_density_constrained",
-           [](Model& self, const Eigen::Ref<const Matrix>& theta, int threads) {
+           [](const Model& self, const Eigen::Ref<const Matrix>& theta, int threads) {
              if (theta.rows() != self.dim())
                throw std::invalid_argument("theta must have " + std::to_string(self.dim()) + " rows, got " +
                                            std::to_string(theta.rows()));
              Matrix t = theta;
-             ModelWorkspace ws;
              Vector lp(t.cols());
              Matrix grad(t.rows(), t.cols());
-             self.reserve(t.cols());
              {
                py::gil_scoped_release release;
+               const auto lock = self.evaluation_lock();
+               ModelWorkspace ws;
+               self.prepare(ws, t.cols(), threads);
                self.log_density_constrained(t, ws, lp, grad, threads);
              }
              return py::make_tuple(lp, grad);

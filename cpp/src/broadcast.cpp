@@ -6,9 +6,15 @@
 
 namespace fastvi {
 
-Index shape_size(const std::vector<Index>& shape) {
+Index shape_size(const std::vector<Index>& shape, const std::string& what) {
   Index n = 1;
-  for (Index d : shape) n *= d;
+  for (Index d : shape) {
+    if (d < 0) throw std::invalid_argument(what + ": negative dimension in shape " + shape_str(shape));
+    // n * d > kMaxElements, tested without computing n * d
+    if (d != 0 && n > kMaxElements / d)
+      throw std::invalid_argument(what + ": shape " + shape_str(shape) + " has more than 2**40 elements");
+    n *= d;
+  }
   return n;
 }
 

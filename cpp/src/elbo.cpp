@@ -4,9 +4,9 @@
 
 namespace fastvi {
 
-ElboEstimator::ElboEstimator(Model& model, GaussianFamily& family, Index draws, GradientEstimator gradient,
-                             const Preconditioner* preconditioner)
-    : model_(model), family_(family), gradient_(gradient),
+ElboEstimator::ElboEstimator(const Model& model, GaussianFamily& family, Index draws, GradientEstimator gradient,
+                             const Preconditioner* preconditioner, int threads)
+    : model_(model), model_lock_(model.evaluation_lock()), family_(family), gradient_(gradient),
       precond_(preconditioner && preconditioner->active() ? preconditioner : nullptr) {
   if (draws < 1) throw std::invalid_argument("draws must be >= 1");
   if (family.dim() != model.dim()) throw std::invalid_argument("family and model dimensions differ");
@@ -21,8 +21,7 @@ ElboEstimator::ElboEstimator(Model& model, GaussianFamily& family, Index draws, 
     u_.resize(d, draws);
     grad_u_.resize(d, draws);
   }
-  ws_.resize(model.rows(), draws);
-  model_.reserve(draws);
+  model_.prepare(ws_, draws, threads);
   family_.reserve(draws);
 }
 
@@ -35,6 +34,7 @@ bool ElboEstimator::estimate(const Eigen::Ref<const Vector>& phi, std::uint64_t 
   } else {
     family_.draw(phi, eps_, zeta_);
   }
+  model_.prepare(ws_, draws(), threads);  // nothing to do unless threads grew
   model_.log_density(zeta_, ws_, lp_, grad_zeta_, threads);
   const double mean_lp = lp_.mean();
   // One NaN or inf anywhere poisons the sum, so one check covers every draw and coordinate.

@@ -51,7 +51,8 @@ void check_support(const Operand& op, const InputInfo& info, const std::string& 
 }  // namespace
 
 void Model::add_factor(const std::string& kernel, std::vector<Operand> operands, const std::string& label) {
-  const KernelInfo& info = KernelRegistry::global().get(kernel);
+  const auto lock = change_lock(label);
+  const KernelInfo info = KernelRegistry::global().get(kernel);
   for (const auto& op : operands) {
     const bool known = std::any_of(info.inputs.begin(), info.inputs.end(),
                                    [&](const InputInfo& in) { return in.name == op.name; });
@@ -93,8 +94,7 @@ void Model::add_factor(const std::string& kernel, std::vector<Operand> operands,
   Index size = 0;
   if (info.elementwise) {
     const std::vector<Index> shape = broadcast_shape(ordered, label);
-    size = 1;
-    for (Index d : shape) size *= d;
+    size = shape_size(shape, label);
     for (auto& op : ordered) set_broadcast(op, shape);
   }
   Factor f;
@@ -106,7 +106,6 @@ void Model::add_factor(const std::string& kernel, std::vector<Operand> operands,
     throw std::invalid_argument(label + ": " + e.what());
   }
   factors_.push_back(std::move(f));
-  reserved_draws_ = -1;
 }
 
 }  // namespace fastvi

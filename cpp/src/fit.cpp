@@ -97,7 +97,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   if (phi0.size() != family.num_params()) throw std::invalid_argument("initial parameters have the wrong length");
   if (!phi0.allFinite()) throw std::invalid_argument("initial parameters must be finite");
 
-  ElboEstimator estimator(model, family, opt.draws, opt.gradient, preconditioner);
+  ElboEstimator estimator(model, family, opt.draws, opt.gradient, preconditioner, opt.threads);
   Adam adam(family.num_params(), opt.beta1, opt.beta2, opt.adam_epsilon);
   FitResult r;
   r.phi = phi0;
@@ -110,7 +110,10 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   // each iterate with the one before it instead would let the representation drift.
   const bool align = opt.average && family.needs_alignment();
   Vector reference = align ? r.phi : Vector(), aligned = reference;
-  const Index max_windows = opt.steps / opt.eval_every + 1;
+  // The ELBO history grows by one entry per window: reserved for the windows of up to a million
+  // steps, grown (rarely, amortised) beyond. Reserving for `steps` itself would ask for terabytes
+  // when a user passes steps=10**12 to mean "until converged".
+  const Index max_windows = std::min<Index>(opt.steps / opt.eval_every + 1, 10000);
   r.elbo.reserve(size_t(max_windows));
   r.elbo_step.reserve(size_t(max_windows));
 

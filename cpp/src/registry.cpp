@@ -42,12 +42,14 @@ void KernelRegistry::add(KernelInfo info) {
   if (info.name.empty()) throw std::invalid_argument("kernel name must not be empty");
   if (info.inputs.empty()) throw std::invalid_argument("kernel '" + info.name + "' must declare its variate");
   if (!info.factory) throw std::invalid_argument("kernel '" + info.name + "' has no factory");
-  if (contains(info.name)) throw std::invalid_argument("a kernel named '" + info.name + "' is already registered");
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (kernels_.count(info.name) > 0) throw std::invalid_argument("a kernel named '" + info.name + "' is already registered");
   const std::string name = info.name;
   kernels_.emplace(name, std::move(info));
 }
 
-const KernelInfo& KernelRegistry::get(const std::string& name) const {
+KernelInfo KernelRegistry::get(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mutex_);
   auto it = kernels_.find(name);
   if (it != kernels_.end()) return it->second;
   std::string known;
@@ -55,7 +57,13 @@ const KernelInfo& KernelRegistry::get(const std::string& name) const {
   throw std::invalid_argument("unknown kernel '" + name + "'; registered kernels: " + known);
 }
 
+bool KernelRegistry::contains(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return kernels_.count(name) > 0;
+}
+
 std::vector<std::string> KernelRegistry::names() const {
+  std::lock_guard<std::mutex> lock(mutex_);
   std::vector<std::string> out;
   for (const auto& kv : kernels_) out.push_back(kv.first);
   return out;

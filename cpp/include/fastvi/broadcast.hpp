@@ -18,6 +18,8 @@ std::vector<Index> broadcast_shape(const std::vector<Operand>& ops, const std::s
 // Sets op's index map so that element n of `shape` (row-major) reads the right element of op.
 void set_broadcast(Operand& op, const std::vector<Index>& shape);
 
-Index shape_size(const std::vector<Index>& shape);
+// The number of elements of `shape`. Throws std::invalid_argument (prefixed by `what`) for a
+// negative dimension or a size above kMaxElements, before the product can overflow.
+Index shape_size(const std::vector<Index>& shape, const std::string& what = "shape");
 
 }  // namespace fastvi

@@ -12,15 +12,18 @@ namespace fastvi {
 
 class ElboEstimator {
  public:
-  // Sizes every buffer once for `draws` draws per step.
+  // Sizes every buffer once for `draws` draws per step on up to `threads` threads.
   // With an active preconditioner the family's draws are u and the model is evaluated at
   // zeta = shift + C u (see precondition.hpp); phi then parameterises q(u).
-  ElboEstimator(Model& model, GaussianFamily& family, Index draws,
+  // Holds the model's evaluation lock for its lifetime (see Model::evaluation_lock): the model
+  // cannot change under a running estimator, and other estimators may share it.
+  ElboEstimator(const Model& model, GaussianFamily& family, Index draws,
                 GradientEstimator gradient = GradientEstimator::StickingTheLanding,
-                const Preconditioner* preconditioner = nullptr);
+                const Preconditioner* preconditioner = nullptr, int threads = 1);
 
   // Estimates the ELBO and its gradient (ascent direction) with respect to phi from the draws of
-  // (seed, stream, step). Returns false, leaving grad_phi unspecified, if any draw's log density or
+  // (seed, stream, step), using at most `threads` threads (more than the constructor's allocates
+  // larger scratch once). Returns false, leaving grad_phi unspecified, if any draw's log density or
   // gradient is not finite.
   bool estimate(const Eigen::Ref<const Vector>& phi, std::uint64_t seed, Stream stream, std::uint64_t step,
                 Eigen::Ref<Vector> grad_phi, double& elbo, int threads);
@@ -29,13 +32,14 @@ class ElboEstimator {
   const Vector& log_density() const { return lp_; }  // of the last estimate, per draw
 
  private:
-  Model& model_;
+  const Model& model_;
+  std::shared_lock<std::shared_mutex> model_lock_;
   GaussianFamily& family_;
   GradientEstimator gradient_;
   const Preconditioner* precond_;
   Matrix eps_, zeta_, grad_zeta_;
   Matrix u_, grad_u_;
-  double log_det_ = 0.0;  // log |det C|, so that the ELBO is that of q(zeta)  // the family's draws and gradient in whitened coordinates (if preconditioned)
+  double log_det_ = 0.0;  // log |det C|, so that the ELBO is that of q(zeta)
   Vector lp_;
   ModelWorkspace ws_;
 };

@@ -17,7 +17,6 @@ namespace fastvi {
 class Node {
  public:
   virtual ~Node() = default;
-  virtual void reserve(Index draws) { (void)draws; }
   // Writes this node's rows of `value` for every draw.
   virtual void forward(Matrix& value) const = 0;
   // Adds d lp / d(inputs) given d lp / d(this node's rows) in `grad`.

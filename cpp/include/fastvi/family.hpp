@@ -31,6 +31,8 @@ class GaussianFamily {
   virtual ~GaussianFamily() = default;
 
   virtual std::string name() const = 0;
+  // A copy with its own scratch space (for threads that draw from one q at once).
+  virtual std::unique_ptr<GaussianFamily> clone() const = 0;
   Index dim() const { return dim_; }
   virtual Index num_params() const = 0;
   // Rows of the noise eps that draw() consumes: D, or D + r for the low-rank family.
@@ -84,6 +86,7 @@ class GaussianFamily {
 // Independent normals: phi = [mu (D), omega (D)], sd = exp(omega).
 class MeanFieldGaussian final : public GaussianFamily {
  public:
+  std::unique_ptr<GaussianFamily> clone() const override { return std::make_unique<MeanFieldGaussian>(*this); }
   using GaussianFamily::GaussianFamily;
   std::string name() const override { return "meanfield"; }
   Index num_params() const override { return 2 * dim(); }
@@ -102,6 +105,7 @@ class MeanFieldGaussian final : public GaussianFamily {
 // triangle unused (always zero).
 class FullRankGaussian final : public GaussianFamily {
  public:
+  std::unique_ptr<GaussianFamily> clone() const override { return std::make_unique<FullRankGaussian>(*this); }
   using GaussianFamily::GaussianFamily;
   std::string name() const override { return "fullrank"; }
   Index num_params() const override { return dim() + dim() * dim(); }
@@ -132,6 +136,7 @@ class FullRankGaussian final : public GaussianFamily {
 // so a step costs O(D r (r + S)) and never forms a D x D matrix.
 class LowRankGaussian final : public GaussianFamily {
  public:
+  std::unique_ptr<GaussianFamily> clone() const override { return std::make_unique<LowRankGaussian>(*this); }
   LowRankGaussian(Index dim, Index rank);  // 1 <= rank <= dim
   std::string name() const override { return "lowrank"; }
   Index rank() const { return rank_; }

@@ -29,17 +29,24 @@ struct InputInfo {
 class Kernel {
  public:
   virtual ~Kernel() = default;
-  // Called once the number of draws per step is known, before evaluate: size scratch space here.
-  virtual void reserve(Index draws) { (void)draws; }
+  // Doubles of scratch evaluate() needs for `draws` draws on at most `threads` threads. The caller
+  // allocates them (once per fit, or per log_density call) and passes them as Batch::scratch.
+  virtual Index scratch_size(Index draws, int threads) const {
+    (void)draws;
+    (void)threads;
+    return 0;
+  }
   // Adds each draw's log density to batch.lp[s] and its partials to batch.grad for every parameter
-  // operand. Must not allocate.
+  // operand. Must not allocate. const, and must not keep state between calls: one kernel object
+  // serves every fit and log_density call on its model, and several threads may call it at once,
+  // each with its own Batch (and scratch).
   //
   // A kernel that cannot go on (a Python kernel whose function raised, say) may throw: the
   // exception leaves Model::log_density, ElboEstimator::estimate and run_fit as it is, and the model
   // stays usable. (So the core must not call evaluate inside an OpenMP region; a kernel that runs
   // one itself must not let an exception escape it.) A draw outside the support is not a failure:
   // add -inf or NaN to its lp and the fit skips that step.
-  virtual void evaluate(const Batch& batch) = 0;
+  virtual void evaluate(const Batch& batch) const = 0;
 };
 
 // Builds a kernel from its operands, ordered as KernelInfo::inputs (variate first). For an

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -42,12 +44,17 @@ struct Factor {
   std::unique_ptr<Kernel> impl;
 };
 
-// Scratch for evaluating a model on S draws; sized once, reused every step.
+// Everything one evaluation of a model on S draws writes to: sized once by Model::prepare, reused
+// every step. Each fit and each log_density call has its own, so a model can be evaluated by
+// several threads at once (the Model itself is only read).
 struct ModelWorkspace {
   Matrix theta;       // rows x S constrained values
   Matrix grad_theta;  // rows x S
-  Vector lp;          // S
-  void resize(Index rows, Index draws);
+  Vector scratch;     // the kernels' scratch, one aligned region per factor (Batch::scratch)
+  std::vector<Index> factor_scratch;  // offset of each factor's region in `scratch`
+  Index draws = -1;
+  int threads = 0;
+  std::uint64_t structure = 0;  // Model::structure() it was prepared for
 };
 
 class Model {
@@ -76,16 +83,25 @@ class Model {
   const ParamBlock& param(const std::string& name) const;
   const std::vector<Factor>& factors() const { return factors_; }
 
-  // Sizes the kernels' scratch for S draws per evaluation. Call before log_density.
-  void reserve(Index draws);
+  // Sizes `ws` for evaluations of `draws` draws on at most `threads` threads (allocates only if
+  // the sizes changed). log_density requires a workspace prepared for its draws and threads.
+  void prepare(ModelWorkspace& ws, Index draws, int threads) const;
+
+  // Thread safety. Evaluating (log_density, values) only reads the model; a caller that evaluates
+  // holds evaluation_lock() for as long as it does (a fit: for the whole fit). Structural changes
+  // (add_param, add_node, add_factor) fail with std::runtime_error while any such lock is held,
+  // rather than pulling the model out from under a running fit. structure() counts the changes.
+  std::shared_lock<std::shared_mutex> evaluation_lock() const { return std::shared_lock(mutex_); }
+  std::uint64_t structure() const { return structure_; }
 
   // The value matrix (rows x S: constrained parameters and every node's output) at zeta (D x S).
   void values(const Eigen::Ref<const Matrix>& zeta, Matrix& value) const;
   // Inverse of constrain for one point.
   void unconstrain(const Eigen::Ref<const Vector>& theta, Eigen::Ref<Vector> zeta) const;
 
-  // lp[s] = log p(theta_s) + log|J|(zeta_s); grad_zeta = d lp / d zeta. zeta is D x S.
-  // Non-finite values are returned as they are; the caller decides what to do.
+  // lp[s] = log p(theta_s) + log|J|(zeta_s); grad_zeta = d lp / d zeta. zeta is D x S, ws was
+  // prepared for S draws and at least `threads` threads. Non-finite values are returned as they
+  // are; the caller decides what to do.
   void log_density(const Eigen::Ref<const Matrix>& zeta, ModelWorkspace& ws, Eigen::Ref<Vector> lp,
                    Eigen::Ref<Matrix> grad_zeta, int threads) const;
 
@@ -102,7 +118,15 @@ class Model {
   std::vector<Factor> factors_;
   Index dim_ = 0;
   Index rows_ = 0;
-  Index reserved_draws_ = -1;
+  std::uint64_t structure_ = 0;
+  mutable std::shared_mutex mutex_;
+
+  // Exclusive access for a structural change; throws if the model is being evaluated.
+  std::unique_lock<std::shared_mutex> change_lock(const std::string& what);
+  void check_workspace(const ModelWorkspace& ws, Index draws, int threads) const;
+  // Runs the nodes and the factors on ws.theta (its parameter rows filled), adding to lp and
+  // leaving d lp / d theta in ws.grad_theta.
+  void evaluate_factors(ModelWorkspace& ws, Eigen::Ref<Vector> lp, int threads) const;
 };
 
 }  // namespace fastvi

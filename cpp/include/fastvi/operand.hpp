@@ -18,6 +18,10 @@ struct Batch {
   Index ld = 0;
   Index draws = 0;
   int threads = 1;  // upper bound on OpenMP threads a kernel may use
+  // The caller's scratch for this kernel: Kernel::scratch_size(draws, threads) doubles, aligned
+  // like an Eigen heap allocation. Owned by the evaluation (one per fit or log_density call), so
+  // that one kernel object can serve several threads at once.
+  double* scratch = nullptr;
 };
 
 // One input of a bound factor: either data (a fixed array) or a slice of the model's rows.

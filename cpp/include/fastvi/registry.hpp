@@ -2,6 +2,7 @@
 #pragma once
 
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -14,12 +15,14 @@ class KernelRegistry {
   // The process-wide registry, with the built-in kernels already registered.
   static KernelRegistry& global();
 
+  // Every method may be called from any thread (kernels are registered while other threads fit).
   void add(KernelInfo info);  // throws std::invalid_argument if the name is taken
-  const KernelInfo& get(const std::string& name) const;  // throws std::invalid_argument naming the options
-  bool contains(const std::string& name) const { return kernels_.count(name) > 0; }
+  KernelInfo get(const std::string& name) const;  // a copy; throws std::invalid_argument naming the options
+  bool contains(const std::string& name) const;
   std::vector<std::string> names() const;
 
  private:
+  mutable std::mutex mutex_;
   std::map<std::string, KernelInfo> kernels_;
 };
 

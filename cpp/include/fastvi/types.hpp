@@ -15,4 +15,8 @@ using RowMatrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::R
 inline constexpr double kInf = std::numeric_limits<double>::infinity();
 inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// Most elements a parameter block, data array or expression may have (2^40, 8 TiB of doubles):
+// far beyond this machine, small enough that sizes and sums of sizes never overflow Index.
+inline constexpr Index kMaxElements = Index(1) << 40;
+
 }  // namespace fastvi

@@ -16,10 +16,12 @@ class BernoulliLogit final : public Kernel {
     // With the logit as data there is no parameter: the whole log density is one constant.
     if (!logit_.is_param) const_lp_ = sum_data(size_, [&](Index n) { return log_pmf(data_at(y_, n), data_at(logit_, n)); });
     whole_draw_ = logit_.is_param && size_ >= kMinWholeDraw && y_.whole_draw() && logit_.whole_draw();
-    if (whole_draw_) t_.resize(size_);
   }
 
-  void evaluate(const Batch& b) override {
+  // The whole-draw path's column of one draw: exp(-|logit|), then d lp / d logit.
+  Index scratch_size(Index, int) const override { return whole_draw_ ? size_ : 0; }
+
+  void evaluate(const Batch& b) const override {
     if (whole_draw_) return evaluate_whole_draws(b);
     for (Index s = 0; s < b.draws; ++s) {
       double lp = const_lp_;
@@ -36,7 +38,7 @@ class BernoulliLogit final : public Kernel {
 
  private:
   // The same, a draw at a time with Eigen arrays (out of line: see normal.cpp).
-  [[gnu::noinline]] void evaluate_whole_draws(const Batch& b) {
+  [[gnu::noinline]] void evaluate_whole_draws(const Batch& b) const {
     for (Index s = 0; s < b.draws; ++s)
       with_draw(y_, b, s, size_, [&](const auto& y) {
         with_draw(logit_, b, s, size_, [&](const auto& eta) { b.lp[s] += draw_terms(b, s, y, eta); });
@@ -48,8 +50,8 @@ class BernoulliLogit final : public Kernel {
   //   log p = -log1p_exp(u) = -(max(u, 0) + log1p(t)),
   //   d log p / d eta = y - inv_logit(eta) = y - (eta >= 0 ? 1 : t) / (1 + t).
   template <class Y, class Eta>
-  double draw_terms(const Batch& b, Index s, const Y& y, const Eta& eta) {
-    Eigen::Map<Eigen::ArrayXd> t(t_.data(), size_);
+  double draw_terms(const Batch& b, Index s, const Y& y, const Eta& eta) const {
+    Eigen::Map<Eigen::ArrayXd> t(b.scratch, size_);
     t = (-eta.abs()).exp();
     const double lp = -(((1.0 - 2.0 * y) * eta).max(0.0) + math::log1p_nonneg(t)).sum();
     // A plain loop (which the compiler vectorises): Eigen 3.4 does not vectorise select().
@@ -62,7 +64,6 @@ class BernoulliLogit final : public Kernel {
   Index size_;
   double const_lp_ = 0.0;
   bool whole_draw_ = false;  // a parameter logit, y and logit contiguous or scalar (and enough elements)
-  Vector t_;                 // scratch of one draw, exp(-|logit|) then d lp / d logit (whole-draw path)
 };
 
 }  // namespace

@@ -20,7 +20,7 @@ class Beta final : public Kernel {
       const_lp_ = -sum_data(size_, [&](Index n) { return math::log_beta(data_at(a_, n), data_at(b_, n)); });
   }
 
-  void evaluate(const Batch& batch) override {
+  void evaluate(const Batch& batch) const override {
     const bool dy = y_.is_param, da = a_.is_param, db = b_.is_param;
     for (Index s = 0; s < batch.draws; ++s) {
       double lp = const_lp_;

@@ -44,7 +44,7 @@ class BinomialLogit final : public Kernel {
       const_lp_ += sum_data(size_, [&](Index n) { return log_lik(data_at(y_, n), data_at(trials_, n), data_at(logit_, n)); });
   }
 
-  void evaluate(const Batch& b) override {
+  void evaluate(const Batch& b) const override {
     for (Index s = 0; s < b.draws; ++s) {
       double lp = const_lp_;
       if (logit_.is_param) {

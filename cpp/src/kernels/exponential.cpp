@@ -13,7 +13,7 @@ class Exponential final : public Kernel {
     if (!rate_.is_param) const_lp_ = sum_data(size_, [&](Index n) { return std::log(data_at(rate_, n)); });
   }
 
-  void evaluate(const Batch& b) override {
+  void evaluate(const Batch& b) const override {
     const bool dy = y_.is_param, drate = rate_.is_param;
     for (Index s = 0; s < b.draws; ++s) {
       double lp = const_lp_;

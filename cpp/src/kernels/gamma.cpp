@@ -19,7 +19,7 @@ class Gamma final : public Kernel {
     if (!shape_.is_param) const_lp_ = -sum_data(size_, [&](Index n) { return math::log_gamma(data_at(shape_, n)); });
   }
 
-  void evaluate(const Batch& b) override {
+  void evaluate(const Batch& b) const override {
     const bool dy = y_.is_param, dshape = shape_.is_param, drate = rate_.is_param;
     for (Index s = 0; s < b.draws; ++s) {
       double lp = const_lp_;

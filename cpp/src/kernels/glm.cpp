@@ -20,7 +20,8 @@
 // single-pass row kernel instead: each row's dot products and axpys while the row is in L1. Which
 // path runs depends on S and K alone, so results still do not depend on the thread count.
 //
-// Scratch is sized in reserve(); evaluate() does not allocate: the GEMMs are kept small enough for
+// Scratch comes from the caller (scratch_size, Batch::scratch); evaluate() does not allocate and
+// keeps no state, so one kernel serves concurrent fits. The GEMMs are kept small enough for
 // Eigen to put its packing buffers on the stack (bench/cpp/alloc_check verifies this).
 #include <omp.h>
 
@@ -32,6 +33,7 @@
 #include "builtin.hpp"
 #include "fastvi/broadcast.hpp"
 #include "fastvi/math.hpp"
+#include "fastvi/parallel.hpp"
 #include "glm_rows.hpp"
 #include "packet_math.hpp"
 
@@ -231,68 +233,46 @@ class Glm final : public Kernel {
     lp_const_ = F::constant(y_);
   }
 
-  void reserve(Index draws) override {
-    draws_ = draws;
-    panel_ = std::min(draws, kMaxPanel);
-    tile_ = std::min(k_, kMaxTileK);
-    if (beta_.is_param) {
-      // Largest multiple of 8 rows whose two products (X_blk B and X_blk^T r) fit the budget.
-      blk_ = kMaxBlockRows;
-      while (blk_ > 8 && (tile_ * (blk_ + panel_) > kGemmBudget || blk_ * (tile_ + panel_) > kGemmBudget)) blk_ -= 8;
-    } else {
-      blk_ = kMaxBlockRows;
-    }
-    blk_ = std::min(blk_, round_up(n_, 8));  // a multiple of 8 keeps every scratch column 64-byte aligned
-    chunk_rows_ = round_up(std::max({kMinChunkRows, 4 * draws, (n_ + kMaxChunks - 1) / kMaxChunks}), blk_);
-    chunks_ = (n_ + chunk_rows_ - 1) / chunk_rows_;
-    part_rows_ = (beta_.is_param ? k_ : 0) + 2;
-    part_.setZero(part_rows_, chunks_ * draws);
-    threads_cap_ = int(std::min<Index>(std::max({1, omp_get_num_procs(), omp_get_max_threads()}), chunks_));
-    fused_ = beta_.is_param && draws <= fused_max_draws(k_);
-    if (fused_) {
-      // Per draw, beta padded with zeros to whole packets; per thread, the padded gradient of
-      // every draw, then the pass's predictors and the column's scratch.
-      padded_k_ = glm_rows::packets(k_) * glm_rows::kWidth;
-      beta_pad_.setZero(padded_k_ * draws);
-      // Every thread's eta buffer 64-byte aligned alike: Eigen's vectorised sums in F::column
-      // start with scalar steps up to the first aligned element, so their rounding depends on
-      // the address, and results must not depend on which thread ran a chunk.
-      fused_eta_ = round_up(padded_k_ * draws + 2 * draws, 8);
-      const Index per_thread = fused_eta_ + 2 * glm_rows::kMaxRows;
-      pass_rows_ = glm_rows::pass_rows(k_);
-      scratch_.setZero(per_thread, threads_cap_);
-    } else {
-      scratch_.setZero(blk_, (panel_ + 1) * threads_cap_);
-    }
-    thread_scratch_ = scratch_.size() / threads_cap_;
+  Index scratch_size(Index draws, int threads) const override {
+    const Layout l = layout(draws);
+    return l.shared + l.per_thread * thread_count(l, threads);
   }
 
-  void evaluate(const Batch& b) override {
-    if (b.draws != draws_) throw std::logic_error("GLM kernel: reserve() was not called for this number of draws");
-    const Index S = draws_;
-    const int threads = std::max(1, std::min(b.threads, threads_cap_));  // more than the cores gains nothing
+  void evaluate(const Batch& b) const override {
+    const Index S = b.draws;
+    const Layout l = layout(S);
+    const int threads = thread_count(l, b.threads);
+    // The caller's scratch: the chunks' partial sums and the padded beta, then one equal share per
+    // thread, each a multiple of 8 doubles so that every thread's buffers are aligned alike.
+    Eigen::Map<Matrix> part(b.scratch, l.part_rows, l.chunks * S);
+    double* beta_pad = b.scratch + round_up(l.part_rows * l.chunks * S, 8);
+    double* thread_scratch = b.scratch + l.shared;
     // With beta as data there is no GEMM; the exp/log per element is counted as ~8 multiply-adds.
     const double work = double(n_) * double(S) * double(beta_.is_param ? k_ : 8);
-    const bool parallel = threads > 1 && chunks_ > 1 && work >= parallel_work();
-    if (fused_)
+    const bool parallel = threads > 1 && l.chunks > 1 && work >= parallel_work();
+    if (l.fused) {
+      std::fill(beta_pad, beta_pad + l.padded_k * S, 0.0);
       for (Index s = 0; s < S; ++s)
-        for (Index k = 0; k < k_; ++k) beta_pad_[s * padded_k_ + k] = b.value[s * b.ld + beta_.row + k];
+        for (Index k = 0; k < k_; ++k) beta_pad[s * l.padded_k + k] = b.value[s * b.ld + beta_.row + k];
+    }
     // Both branches run the same chunks into the same slots. (Not one loop with an if() clause:
     // libgomp mallocs and frees a team for every one-thread region.) Chunks are handed out one
     // at a time: with another process on one of the cores, the thread that has a core to itself
     // takes more of them, where a static split would make the step wait for the slowed thread.
     // Which thread runs a chunk changes nothing in the result.
     if (parallel) {
+      note_parallel_team();
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-      for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data() + omp_get_thread_num() * thread_scratch_);
+      for (Index c = 0; c < l.chunks; ++c)
+        run_chunk(b, l, c, part, beta_pad, thread_scratch + omp_get_thread_num() * l.per_thread);
     } else {
-      for (Index c = 0; c < chunks_; ++c) run_chunk(b, c, scratch_.data());
+      for (Index c = 0; c < l.chunks; ++c) run_chunk(b, l, c, part, beta_pad, thread_scratch);
     }
 
     // Serial reduction in chunk order, then the per-draw terms.
-    auto total = part_.leftCols(S);
-    for (Index c = 1; c < chunks_; ++c) total += part_.middleCols(c * S, S);
-    const Index acc_row = part_rows_ - 2, rsum_row = part_rows_ - 1;
+    auto total = part.leftCols(S);
+    for (Index c = 1; c < l.chunks; ++c) total += part.middleCols(c * S, S);
+    const Index acc_row = l.part_rows - 2, rsum_row = l.part_rows - 1;
     for (Index s = 0; s < S; ++s) {
       const double acc = total(acc_row, s), rsum = total(rsum_row, s);
       double scale = 1.0;  // d lp / d eta = scale * r
@@ -313,30 +293,78 @@ class Glm final : public Kernel {
   }
 
  private:
+  // How the rows and the scratch are cut for S draws: a function of N, K and S alone (never of the
+  // thread count), so that every thread count gives the same chunks, sums and results.
+  struct Layout {
+    Index panel = 1, tile = 1, blk = 8, chunk_rows = 1, chunks = 1, part_rows = 2;
+    bool fused = false;
+    Index padded_k = 0, fused_eta = 0, pass_rows = 32;
+    Index shared = 0;      // doubles before the per-thread shares: part, then the padded beta
+    Index per_thread = 0;  // doubles per thread: eta panel and tmp column, or the fused path's buffers
+  };
+
+  Layout layout(Index draws) const {
+    Layout l;
+    l.panel = std::max<Index>(1, std::min(draws, kMaxPanel));
+    l.tile = std::min(k_, kMaxTileK);
+    l.blk = kMaxBlockRows;
+    if (beta_.is_param)  // largest multiple of 8 rows whose two products (X_blk B, X_blk^T r) fit the budget
+      while (l.blk > 8 && (l.tile * (l.blk + l.panel) > kGemmBudget || l.blk * (l.tile + l.panel) > kGemmBudget))
+        l.blk -= 8;
+    l.blk = std::min(l.blk, round_up(n_, 8));  // a multiple of 8 keeps every scratch column 64-byte aligned
+    l.chunk_rows = round_up(std::max({kMinChunkRows, 4 * draws, (n_ + kMaxChunks - 1) / kMaxChunks}), l.blk);
+    l.chunks = (n_ + l.chunk_rows - 1) / l.chunk_rows;
+    l.part_rows = (beta_.is_param ? k_ : 0) + 2;
+    l.fused = beta_.is_param && draws <= fused_max_draws(k_);
+    l.shared = round_up(l.part_rows * l.chunks * draws, 8);
+    if (l.fused) {
+      // Per draw, beta padded with zeros to whole packets; per thread, the padded gradient of
+      // every draw, then the pass's predictors and the column's scratch. Every thread's eta buffer
+      // is 64-byte aligned alike: Eigen's vectorised sums in F::column start with scalar steps up
+      // to the first aligned element, so their rounding depends on the address, and results must
+      // not depend on which thread ran a chunk.
+      l.padded_k = glm_rows::packets(k_) * glm_rows::kWidth;
+      l.shared += round_up(l.padded_k * draws, 8);
+      l.fused_eta = round_up(l.padded_k * draws + 2 * draws, 8);
+      l.per_thread = l.fused_eta + 2 * glm_rows::kMaxRows;
+      l.pass_rows = glm_rows::pass_rows(k_);
+    } else {
+      l.per_thread = l.blk * (l.panel + 1);
+    }
+    l.per_thread = round_up(l.per_thread, 8);
+    return l;
+  }
+
+  // Threads worth using: at most one per chunk.
+  static int thread_count(const Layout& l, int threads) {
+    return int(std::max<Index>(1, std::min<Index>(threads, l.chunks)));
+  }
+
   // alpha for draw s, or what eta still lacks without it (0 when folded into xb_).
   double offset(const Batch& b, Index s) const {
     if (alpha_.is_param) return b.value[s * b.ld + alpha_.row];
     return beta_.is_param ? alpha_.data[0] : 0.0;
   }
 
-  // Rows [c * chunk_rows_, ...) of chunk c into its own slot of part_.
-  void run_chunk(const Batch& b, Index c, double* scratch) {
-    if (fused_) return run_chunk_fused(b, c, scratch);
-    const Index S = draws_;
-    auto slot = part_.middleCols(c * S, S);
+  // Rows [c * chunk_rows, ...) of chunk c into its own slot of part.
+  void run_chunk(const Batch& b, const Layout& l, Index c, Eigen::Map<Matrix>& part, const double* beta_pad,
+                 double* scratch) const {
+    if (l.fused) return run_chunk_fused(b, l, c, part, beta_pad, scratch);
+    const Index S = b.draws;
+    auto slot = part.middleCols(c * S, S);
     slot.setZero();
     const ConstRowMap x(x_.data(), n_, k_);
-    const Index begin = c * chunk_rows_, end = std::min(n_, begin + chunk_rows_);
-    const Index acc_row = part_rows_ - 2, rsum_row = part_rows_ - 1;
-    double* tmp = scratch + blk_ * panel_;
-    for (Index r0 = begin; r0 < end; r0 += blk_) {
-      const Index n = std::min(blk_, end - r0);
-      for (Index s0 = 0; s0 < S; s0 += panel_) {
-        const Index p = std::min(panel_, S - s0);
-        PanelMap eta(scratch, n, p, Eigen::OuterStride<>(blk_));
+    const Index begin = c * l.chunk_rows, end = std::min(n_, begin + l.chunk_rows);
+    const Index acc_row = l.part_rows - 2, rsum_row = l.part_rows - 1;
+    double* tmp = scratch + l.blk * l.panel;
+    for (Index r0 = begin; r0 < end; r0 += l.blk) {
+      const Index n = std::min(l.blk, end - r0);
+      for (Index s0 = 0; s0 < S; s0 += l.panel) {
+        const Index p = std::min(l.panel, S - s0);
+        PanelMap eta(scratch, n, p, Eigen::OuterStride<>(l.blk));
         if (beta_.is_param) {
-          for (Index k0 = 0; k0 < k_; k0 += tile_) {
-            const Index kt = std::min(tile_, k_ - k0);
+          for (Index k0 = 0; k0 < k_; k0 += l.tile) {
+            const Index kt = std::min(l.tile, k_ - k0);
             const DrawMap beta(b.value + s0 * b.ld + beta_.row + k0, kt, p, Eigen::OuterStride<>(b.ld));
             if (k0 == 0)
               eta.noalias() = x.block(r0, k0, n, kt) * beta;
@@ -348,11 +376,11 @@ class Glm final : public Kernel {
         }
         for (Index j = 0; j < p; ++j) {
           const Index s = s0 + j;
-          F::column(y_.data() + r0, scratch + j * blk_, tmp, n, offset(b, s), slot(acc_row, s), slot(rsum_row, s));
+          F::column(y_.data() + r0, scratch + j * l.blk, tmp, n, offset(b, s), slot(acc_row, s), slot(rsum_row, s));
         }
         if (beta_.is_param)
-          for (Index k0 = 0; k0 < k_; k0 += tile_) {
-            const Index kt = std::min(tile_, k_ - k0);
+          for (Index k0 = 0; k0 < k_; k0 += l.tile) {
+            const Index kt = std::min(l.tile, k_ - k0);
             slot.block(k0, s0, kt, p).noalias() += x.block(r0, k0, n, kt).transpose() * eta;
           }
       }
@@ -361,17 +389,18 @@ class Glm final : public Kernel {
 
   // The single-pass path (beta a parameter, S <= fused_max_draws(K)): per pass of pass_rows_
   // rows, each draw forms its predictors, residuals and gradient terms while the rows are in L1.
-  void run_chunk_fused(const Batch& b, Index c, double* scratch) {
-    const Index S = draws_;
-    const Index begin = c * chunk_rows_, end = std::min(n_, begin + chunk_rows_);
-    double* grad = scratch;  // S x padded_k_
-    double* acc = grad + S * padded_k_;  // S
-    double* rsum = acc + S;              // S
-    double* eta = scratch + fused_eta_;
+  void run_chunk_fused(const Batch& b, const Layout& l, Index c, Eigen::Map<Matrix>& part, const double* beta_pad,
+                       double* scratch) const {
+    const Index S = b.draws;
+    const Index begin = c * l.chunk_rows, end = std::min(n_, begin + l.chunk_rows);
+    double* grad = scratch;                // S x padded_k
+    double* acc = grad + S * l.padded_k;  // S
+    double* rsum = acc + S;                // S
+    double* eta = scratch + l.fused_eta;
     double* tmp = eta + glm_rows::kMaxRows;
     std::fill(grad, rsum + S, 0.0);
-    for (Index r0 = begin; r0 < end; r0 += pass_rows_) {
-      const Index n = std::min(pass_rows_, end - r0);
+    for (Index r0 = begin; r0 < end; r0 += l.pass_rows) {
+      const Index n = std::min(l.pass_rows, end - r0);
       const double* x = x_.data() + r0 * k_;
       // The next pass's rows (up to the end of X, into the next chunk if need be) are asked for
       // during this pass's first axpy, spread over its rows, so that they stream in from L3 or
@@ -379,16 +408,16 @@ class Glm final : public Kernel {
       const double* next = x + n * k_;
       const Index next_rows = std::min(n, n_ - (r0 + n));  // none after the last row of X
       for (Index s = 0; s < S; ++s) {
-        glm_rows::dot_rows(x, k_, n, beta_pad_.data() + s * padded_k_, eta);
+        glm_rows::dot_rows(x, k_, n, beta_pad + s * l.padded_k, eta);
         F::column(y_.data() + r0, eta, tmp, n, offset(b, s), acc[s], rsum[s]);
-        glm_rows::axpy_rows(x, k_, n, eta, grad + s * padded_k_, next, s == 0 ? next_rows : 0);
+        glm_rows::axpy_rows(x, k_, n, eta, grad + s * l.padded_k, next, s == 0 ? next_rows : 0);
       }
     }
-    auto slot = part_.middleCols(c * S, S);
+    auto slot = part.middleCols(c * S, S);
     for (Index s = 0; s < S; ++s) {
-      slot.col(s).head(k_) = Eigen::Map<const Vector>(grad + s * padded_k_, k_);
-      slot(part_rows_ - 2, s) = acc[s];
-      slot(part_rows_ - 1, s) = rsum[s];
+      slot.col(s).head(k_) = Eigen::Map<const Vector>(grad + s * l.padded_k, k_);
+      slot(l.part_rows - 2, s) = acc[s];
+      slot(l.part_rows - 1, s) = rsum[s];
     }
   }
 
@@ -396,15 +425,6 @@ class Glm final : public Kernel {
   Index n_ = 0, k_ = 0;
   Operand alpha_, beta_, sigma_;
   double lp_const_ = 0.0;
-  // Layout chosen in reserve().
-  Index draws_ = -1, panel_ = 1, tile_ = 1, blk_ = 8, chunk_rows_ = 1, chunks_ = 1, part_rows_ = 2;
-  int threads_cap_ = 1;
-  Matrix part_;     // part_rows_ x (chunks_ * S): per chunk, grad beta (K rows, if a parameter), acc, sum r
-  Matrix scratch_;  // per thread, an equal share of columns: eta panel and tmp column, or the fused path's
-  bool fused_ = false;
-  Index padded_k_ = 0, fused_eta_ = 0, pass_rows_ = 32;
-  Index thread_scratch_ = 0;  // doubles of scratch_ per thread
-  Vector beta_pad_;  // fused path: S x padded_k_
 };
 
 template <class F>

@@ -15,7 +15,7 @@ class HalfNormal final : public Kernel {
     if (!scale_.is_param) const_lp_ -= sum_data(size_, [&](Index n) { return std::log(data_at(scale_, n)); });
   }
 
-  void evaluate(const Batch& b) override {
+  void evaluate(const Batch& b) const override {
     const bool dy = y_.is_param, dscale = scale_.is_param;
     for (Index s = 0; s < b.draws; ++s) {
       double lp = const_lp_;

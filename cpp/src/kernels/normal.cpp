@@ -19,13 +19,12 @@ class Normal final : public Kernel {
     const_lp_ = -double(size_) * math::kHalfLog2Pi;
     if (!scale_.is_param) const_lp_ -= sum_data(size_, [&](Index n) { return std::log(data_at(scale_, n)); });
     whole_draw_ = size_ >= kMinWholeDraw && y_.whole_draw() && loc_.whole_draw() && scale_.whole_draw();
-    if (whole_draw_) {
-      z_.resize(size_);
-      if (scale_.is_param && !scale_.is_scalar()) inv_.resize(size_);
-    }
   }
 
-  void evaluate(const Batch& b) override {
+  // The whole-draw path's columns of one draw: z, then 1 / scale for a parameter column.
+  Index scratch_size(Index, int) const override { return whole_draw_ ? 2 * size_ : 0; }
+
+  void evaluate(const Batch& b) const override {
     if (whole_draw_) return evaluate_whole_draws(b);
     const bool dy = y_.is_param, dloc = loc_.is_param, dscale = scale_.is_param;
     for (Index s = 0; s < b.draws; ++s) {
@@ -48,7 +47,8 @@ class Normal final : public Kernel {
  private:
   // The same, a draw at a time with Eigen arrays. Kept out of line: inlined into evaluate, its
   // vectorised code slowed the element loop there (eight schools ran 2 % slower per step).
-  [[gnu::noinline]] void evaluate_whole_draws(const Batch& b) {
+  [[gnu::noinline]] void evaluate_whole_draws(const Batch& b) const {
+    Eigen::Map<Eigen::ArrayXd> z(b.scratch, size_), inv(b.scratch + size_, size_);
     for (Index s = 0; s < b.draws; ++s) {
       double lp = const_lp_;
       // 1 / scale: one number for a scalar scale, else a column (the data table, or computed here).
@@ -57,15 +57,15 @@ class Normal final : public Kernel {
         inv_sigma = scale_.is_param ? 1.0 / scale_.scalar(b, s) : inv_scale_[0];
         if (scale_.is_param) lp += double(size_) * std::log(inv_sigma);
       } else if (scale_.is_param) {
-        inv_.array() = scale_.column(b, s).inverse();
-        lp += inv_.array().log().sum();
+        inv = scale_.column(b, s).inverse();
+        lp += inv.log().sum();
       }
       with_draw(y_, b, s, size_, [&](const auto& y) {
         with_draw(loc_, b, s, size_, [&](const auto& loc) {
           if (scale_.is_scalar())
-            lp += draw_terms(b, s, y, loc, Eigen::ArrayXd::Constant(size_, inv_sigma));
+            lp += draw_terms(b, s, z, y, loc, Eigen::ArrayXd::Constant(size_, inv_sigma));
           else
-            lp += draw_terms(b, s, y, loc, inv_column());
+            lp += draw_terms(b, s, z, y, loc, inv_column(inv));
         });
       });
       b.lp[s] += lp;
@@ -73,15 +73,15 @@ class Normal final : public Kernel {
   }
 
   // 1 / scale of the current draw for a scale that is not a scalar (set by evaluate_whole_draws).
-  Eigen::Map<const Eigen::ArrayXd> inv_column() const {
-    return {scale_.is_param ? inv_.data() : inv_scale_.data(), size_};
+  Eigen::Map<const Eigen::ArrayXd> inv_column(const Eigen::Map<Eigen::ArrayXd>& inv) const {
+    return {scale_.is_param ? inv.data() : inv_scale_.data(), size_};
   }
 
   // Adds the gradients of draw s and returns -sum(z^2) / 2, z = (y - loc) / scale, for Eigen
-  // arrays y, loc and inv_sigma = 1 / scale (columns or constants).
+  // arrays y, loc and inv_sigma = 1 / scale (columns or constants); z is scratch.
   template <class Y, class Loc, class InvSigma>
-  double draw_terms(const Batch& b, Index s, const Y& y, const Loc& loc, const InvSigma& inv_sigma) {
-    Eigen::Map<Eigen::ArrayXd> z(z_.data(), size_);
+  double draw_terms(const Batch& b, Index s, Eigen::Map<Eigen::ArrayXd>& z, const Y& y, const Loc& loc,
+                    const InvSigma& inv_sigma) const {
     z = (y - loc) * inv_sigma;
     if (y_.is_param) add_grad_draw(y_, b, s, -z * inv_sigma);
     if (loc_.is_param) add_grad_draw(loc_, b, s, z * inv_sigma);
@@ -94,7 +94,6 @@ class Normal final : public Kernel {
   Vector inv_scale_;       // 1 / scale for a data scale (empty for a parameter)
   double const_lp_ = 0.0;  // data-only terms, summed over the elements
   bool whole_draw_ = false;  // every operand contiguous or scalar (and enough elements): vectorised
-  Vector z_, inv_;           // scratch of one draw (whole-draw path): z, and 1 / scale for a parameter column
 };
 
 }  // namespace

@@ -19,10 +19,12 @@ class PoissonLog final : public Kernel {
         return data_at(y_, n) * eta - std::exp(eta);
       });
     whole_draw_ = log_rate_.is_param && size_ >= kMinWholeDraw && y_.whole_draw() && log_rate_.whole_draw();
-    if (whole_draw_) rate_.resize(size_);
   }
 
-  void evaluate(const Batch& b) override {
+  // The whole-draw path's column of one draw: exp(log_rate).
+  Index scratch_size(Index, int) const override { return whole_draw_ ? size_ : 0; }
+
+  void evaluate(const Batch& b) const override {
     if (whole_draw_) return evaluate_whole_draws(b);
     for (Index s = 0; s < b.draws; ++s) {
       double lp = const_lp_;
@@ -39,7 +41,7 @@ class PoissonLog final : public Kernel {
 
  private:
   // The same, a draw at a time with Eigen arrays (out of line: see normal.cpp).
-  [[gnu::noinline]] void evaluate_whole_draws(const Batch& b) {
+  [[gnu::noinline]] void evaluate_whole_draws(const Batch& b) const {
     for (Index s = 0; s < b.draws; ++s)
       with_draw(y_, b, s, size_, [&](const auto& y) {
         with_draw(log_rate_, b, s, size_, [&](const auto& eta) { b.lp[s] += const_lp_ + draw_terms(b, s, y, eta); });
@@ -49,8 +51,8 @@ class PoissonLog final : public Kernel {
   // Adds the gradient of draw s and returns its log density (without const_lp_), for Eigen arrays
   // y and eta (columns or constants).
   template <class Y, class Eta>
-  double draw_terms(const Batch& b, Index s, const Y& y, const Eta& eta) {
-    Eigen::Map<Eigen::ArrayXd> rate(rate_.data(), size_);
+  double draw_terms(const Batch& b, Index s, const Y& y, const Eta& eta) const {
+    Eigen::Map<Eigen::ArrayXd> rate(b.scratch, size_);
     rate = eta.exp();
     add_grad_draw(log_rate_, b, s, y - rate);
     return (y * eta - rate).sum();
@@ -60,7 +62,6 @@ class PoissonLog final : public Kernel {
   Index size_;
   double const_lp_ = 0.0;  // -lgamma(y + 1), plus the rest when the log rate is data
   bool whole_draw_ = false;  // a parameter log rate, y and it contiguous or scalar (and enough elements)
-  Vector rate_;              // exp(log_rate) of one draw (whole-draw path)
 };
 
 }  // namespace

@@ -26,7 +26,7 @@ class Laplace final : public fastvi::Kernel {
   Laplace(std::vector<Operand> ops, Index size)
       : y_(std::move(ops[0])), loc_(std::move(ops[1])), scale_(std::move(ops[2])), size_(size) {}
 
-  void evaluate(const Batch& b) override {
+  void evaluate(const Batch& b) const override {
     const bool dy = y_.is_param, dloc = loc_.is_param, dscale = scale_.is_param;
     for (Index s = 0; s < b.draws; ++s) {
       double lp = 0.0;
