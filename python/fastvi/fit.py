@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 
 from . import _core
+from ._threads import warn_if_forked
 from .laplace import Laplace, find_laplace
 from .model import Model
 
@@ -247,6 +248,7 @@ def fit(
     opts.patience = _int_setting(patience, "patience", 1)
     opts.average = bool(average)
     opts.threads = _core.max_threads() if threads is None else _int_setting(threads, "threads", 1)
+    warn_if_forked(opts.threads)
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable or None")
 

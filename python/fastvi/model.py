@@ -8,6 +8,7 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core
+from ._threads import warn_if_forked
 from .expr import Expr
 from .kernels import kernel_spec
 
@@ -197,6 +198,7 @@ class Model:
         ``zeta`` has shape (dim,) or (dim, S); the results have shapes () / (dim,) or (S,) / (dim, S).
         """
         z, single = self._as_zeta(zeta)
+        warn_if_forked(threads)
         lp, grad = self._core.log_density(z, threads)
         return (lp[0], grad[:, 0]) if single else (lp, grad)
 
