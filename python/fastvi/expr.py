@@ -7,11 +7,12 @@ batch of draws each step, with reverse-mode gradients and no Python in the loop.
 from __future__ import annotations
 
 import math
-from typing import Any, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
 from . import _core
+from ._validate import as_data, check_size, element_count
 
 Number = Union[int, float]
 
@@ -51,7 +52,7 @@ class Expr:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return element_count(self.shape)
 
     @property
     def ndim(self) -> int:
@@ -69,30 +70,33 @@ class Expr:
         return Expr(self._model, block, tuple(shape), lower, upper, label)
 
     def _coerce(self, other: Any, what: str):
-        """(operand, shape, bounds, label) for the other side of a binary operation."""
+        """(operand, shape, bounds, label, data) for the other side of a binary operation; data
+        is None for an expression."""
         if isinstance(other, Expr):
             if other._model is not self._model:
                 raise ValueError(f"{what}: cannot combine expressions of different models")
-            return other._operand(what), other.shape, (other.lower, other.upper), other._label
-        from .model import _as_data  # local: model imports this module
-
-        arr = _as_data(other, f"{what}: operand")
+            return other._operand(what), other.shape, (other.lower, other.upper), other._label, None
+        arr = as_data(other, f"{what}: operand")
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{what}: operand contains NaN or inf")
-        return _core.data_operand(what, arr), arr.shape, _bounds_of_data(arr), "data"
+        return _core.data_operand(what, arr), arr.shape, _bounds_of_data(arr), "data", arr
 
     def _binary(self, other: Any, op: str, reverse: bool = False) -> "Expr":
         name = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[op]
-        o_op, o_shape, o_bounds, o_label = self._coerce(other, f"'{name}'")
+        o_op, o_shape, o_bounds, o_label, o_data = self._coerce(other, f"'{name}'")
         s_op, s_bounds = self._operand(f"'{name}'"), (self.lower, self.upper)
         a, b = (o_op, s_op) if reverse else (s_op, o_op)
         ab, bb = (o_bounds, s_bounds) if reverse else (s_bounds, o_bounds)
         la, lb = (o_label, self._label) if reverse else (self._label, o_label)
+        sa, sb = (tuple(o_shape), self.shape) if reverse else (self.shape, tuple(o_shape))
         label = f"({la} {name} {lb})"
         try:
-            shape = np.broadcast_shapes(self.shape, tuple(o_shape))
+            shape = np.broadcast_shapes(sa, sb)
         except ValueError:
-            raise ValueError(f"{label}: shapes {a.shape} and {b.shape} do not broadcast") from None
+            raise ValueError(f"{label}: shapes {sa} and {sb} do not broadcast") from None
+        check_size(shape, label)
+        if op == "div" and not reverse:
+            _check_divisor(o_data, label)
         lower, upper = _interval(op, ab, bb)
         block = self._model._core.add_binary(getattr(_core.BinaryOp, op), a, b, label, lower, upper)
         return self._new(block, shape, lower, upper, label)
@@ -113,9 +117,7 @@ class Expr:
         return self
 
     def __rmatmul__(self, x: Any) -> "Expr":
-        from .model import _as_data
-
-        X = _as_data(x, "X @ v: X")
+        X = as_data(x, "X @ v: X")
         label = f"(X @ {self._label})"
         if X.ndim != 2:
             raise ValueError(f"{label}: X must be a 2-D data matrix, got shape {X.shape}")
@@ -157,6 +159,16 @@ class Expr:
 
     def __iter__(self):
         raise TypeError("iterate over an expression by indexing it (x[i]) or use fv.sum(x)")
+
+
+def _check_divisor(data: Optional[np.ndarray], label: str) -> None:
+    """Division by data that contains 0 gives inf or NaN at every draw: every fit step would be
+    skipped, so it is refused when the expression is built."""
+    if data is None:
+        return
+    zeros = np.flatnonzero(data == 0)
+    if zeros.size:
+        raise ValueError(f"{label}: division by zero (the divisor contains 0 at flat index {int(zeros[0])})")
 
 
 def _interval(op: str, a: Tuple[float, float], b: Tuple[float, float]) -> Tuple[float, float]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
+from ._validate import as_data, as_real_array, check_size, threads_setting
 from .expr import Expr
 from .kernels import kernel_spec
 
@@ -49,29 +51,29 @@ def _as_shape(shape: Shape, name: str) -> Tuple[int, ...]:
         raise TypeError(f"parameter {name!r}: shape must be an int or a tuple of ints, got {shape!r}")
     if any(d < 1 for d in out):
         raise ValueError(f"parameter {name!r}: every dimension of shape must be >= 1, got {out}")
+    check_size(out, f"parameter {name!r}")
     return out
 
 
 def _as_bound(value: Optional[float], what: str, name: str) -> Optional[float]:
     if value is None:
         return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"parameter {name!r}: {what} must be a number or None, got {value!r}") from None
+    # float("0") and float(True) would convert silently: only real numbers (or 0-d arrays of them)
+    if isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(value.dtype, np.number):
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"parameter {name!r}: {what} must be a number or None, got {value!r}")
+    out = float(value)
     if math.isnan(out):
         raise ValueError(f"parameter {name!r}: {what} must not be NaN")
     return out
 
 
-def _as_data(value: Any, what: str) -> np.ndarray:
-    """Converts data to a float64 array, with errors that say which input is at fault."""
-    arr = np.asarray(value)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise TypeError(f"{what} must be numeric data or a parameter, got an array of dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise TypeError(f"{what} must be real, got complex values")
-    return np.asarray(arr, dtype=np.float64, order="C")  # keeps 0-d arrays 0-d
+def _check_interval(lo: float, hi: float, name: str) -> None:
+    """The interval transform maps through upper - lower, which must be a finite float."""
+    if math.isfinite(lo) and math.isfinite(hi) and not math.isfinite(hi - lo):
+        raise ValueError(f"parameter {name!r}: the width of (lower, upper) = ({lo:g}, {hi:g}) overflows to inf; "
+                         f"use a one-sided bound or rescale the parameter")
 
 
 class Model:
@@ -103,7 +105,7 @@ class Model:
 
         ``lower`` and/or ``upper`` constrain it (through log or logit transforms; the fit works in
         the unconstrained space and accounts for the Jacobian). A parameter with no factor acting on
-        it has a flat, improper prior.
+        it has a flat, improper prior. A block has at most 2**40 elements.
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"parameter name must be a non-empty str, got {name!r}")
@@ -116,6 +118,7 @@ class Model:
             raise ValueError(f"parameter {name!r}: lower ({lo:g}) must be less than upper ({hi:g})")
         lo = -math.inf if lo is None else lo
         hi = math.inf if hi is None else hi
+        _check_interval(lo, hi, name)
         block = self._core.add_param(name, list(shape), lo, hi)
         p = Param(self, name, shape, lo, hi, block, self._core.param_offset(name), self._core.block(block)["row"])
         self._params[name] = p
@@ -159,22 +162,29 @@ class Model:
         ``value`` is the variate (data or a parameter); keywords are the kernel's named inputs,
         each data (an array or number), or a parameter. Inputs broadcast together with numpy's
         rules. Everything is checked here, before any fit: unknown names, shapes, NaN or inf in
-        data, data outside the kernel's support.
+        data, data outside the kernel's support. ``name`` labels the factor in messages.
         """
         spec = kernel_spec(kernel)
         variate = spec.variate.name
         if variate in inputs:
             raise TypeError(f"{kernel}: the variate {variate!r} is the first argument; do not pass it again by keyword")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"{kernel}: name must be a non-empty str or None, got {name!r}")
         index = len(self._factors)
         label = name if name is not None else f"factor {index} ({kernel} on {self._describe(value)})"
-        operands = []
+        operands, shapes = [], []
         for key, v in [(variate, value), *inputs.items()]:
             if isinstance(v, Expr):
                 if v._model is not self:
                     raise ValueError(f"{label}: input {key!r} is {v._label!r} of another model")
                 operands.append(v._operand(key))
+                shapes.append(v.shape)
             else:
-                operands.append(_core.data_operand(key, _as_data(v, f"{label}: input {key!r}")))
+                data = as_data(v, f"{label}: input {key!r}")
+                operands.append(_core.data_operand(key, data))
+                shapes.append(data.shape)
+        if spec.elementwise:
+            _check_broadcast_size(shapes, label)
         self._core.add_factor(kernel, operands, label)
         self._factors.append((label, kernel))
 
@@ -196,6 +206,7 @@ class Model:
 
         ``zeta`` has shape (dim,) or (dim, S); the results have shapes () / (dim,) or (S,) / (dim, S).
         """
+        threads = threads_setting(threads)
         z, single = self._as_zeta(zeta)
         lp, grad = self._core.log_density(z, threads)
         return (lp[0], grad[:, 0]) if single else (lp, grad)
@@ -208,7 +219,7 @@ class Model:
         return self._split_values(values[:, 0] if single else values.T)
 
     def _as_zeta(self, zeta: Any) -> Tuple[np.ndarray, bool]:
-        z = np.asarray(zeta, dtype=np.float64)
+        z = as_real_array(zeta, "zeta")
         if z.ndim not in (1, 2) or z.shape[0] != self.dim:
             raise ValueError(f"zeta must have shape ({self.dim},) or ({self.dim}, S), got {z.shape}")
         return (z[:, None] if z.ndim == 1 else z), z.ndim == 1
@@ -223,7 +234,7 @@ class Model:
             if n not in self._params:
                 raise ValueError(f"no parameter named {n!r}")
             p = self._params[n]
-            arr = _as_data(v, f"value of {n!r}")
+            arr = as_real_array(v, f"value of {n!r}")
             try:
                 arr = np.broadcast_to(arr, p.shape)
             except ValueError:
@@ -252,3 +263,14 @@ class Model:
             row = self._core.block(e._block)["row"]
             out[name] = flat[..., row:row + e.size].reshape(lead + e.shape).copy()
         return out
+
+
+def _check_broadcast_size(shapes: Sequence[Tuple[int, ...]], label: str) -> None:
+    """An element-wise factor works on its inputs' broadcast shape: refuse an absurd one here
+    (the core would fail allocating it). Shapes that do not broadcast are left to the core, whose
+    message names the input at fault."""
+    try:
+        shape = np.broadcast_shapes(*shapes)
+    except ValueError:
+        return
+    check_size(shape, f"{label}: the inputs' broadcast shape")
