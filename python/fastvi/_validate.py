@@ -88,5 +88,12 @@ def as_real_array(value: Any, what: str) -> np.ndarray:
 
 
 def as_data(value: Any, what: str) -> np.ndarray:
-    """Data for the model (a kernel input, an expression operand, a design matrix)."""
-    return as_real_array(value, what)
+    """Data for the model: a real float64 array that the model owns. A private copy is taken if
+    the array shares memory with the caller's (the model's build log keeps it, and the caller may
+    overwrite theirs later); it is made read-only so that it stays what the model was built with."""
+    arr = as_real_array(value, what)
+    # numbers and lists are always converted into a new array; anything else may be a view
+    if not isinstance(value, (numbers.Number, list, tuple)) and np.may_share_memory(arr, np.asarray(value)):
+        arr = arr.copy()
+    arr.setflags(write=False)
+    return arr

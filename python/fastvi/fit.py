@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import warnings
@@ -42,6 +43,10 @@ class Approximation:
     ``mean()`` and ``std()`` are moments of the constrained parameters under q (exact for
     unconstrained parameters, by Gauss-Hermite quadrature of each marginal otherwise);
     ``sample()`` draws from q and maps the draws to the constrained space.
+
+    An approximation can be pickled (with its model) and copied; ``copy.copy`` and
+    ``copy.deepcopy`` both copy the model too. If a parameter or factor is added to the model after
+    the fit, sampling and moments raise RuntimeError: refit.
     """
 
     def __init__(self, model: Model, family: "_core.Family", result: "_core.FitResult", options: Dict[str, Any]):
@@ -63,6 +68,34 @@ class Approximation:
         self.options = dict(options)
         # the mode search behind preconditioning (None if precondition=None)
         self.laplace: Optional[Laplace] = None
+        self._structure = model._structure()  # what the model was when fitted, see _check_model
+
+    def _check_model(self) -> None:
+        """phi describes the model as it was at fit time: a parameter added since would make the
+        draws the wrong length, a factor a different posterior."""
+        now = self.model._structure()
+        if now != self._structure:
+            (d0, p0, f0), (d1, p1, f1) = self._structure, now
+            raise RuntimeError(f"the model changed after this fit (dim was {d0}, now {d1}; {p0} parameters, now "
+                               f"{p1}; {f0} factors, now {f1}): refit")
+
+    # ---- copies and pickling ------------------------------------------------------------------
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        fam = state.pop("_family")  # a C++ object: rebuilt from what fit.py built it from
+        state["_family_spec"] = (fam.name, fam.dim, fam.rank or 0)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        state = dict(state)
+        name, dim, rank = state.pop("_family_spec")
+        self.__dict__.update(state)
+        self._family = _core.Family(name, dim, rank)
+
+    def __copy__(self) -> "Approximation":
+        # a shallow copy would share the model, which can still be changed after the fit
+        return copy.deepcopy(self)
 
     # ---- unconstrained moments ----------------------------------------------------------------
 
@@ -111,12 +144,14 @@ class Approximation:
     def mean(self) -> Dict[str, np.ndarray]:
         """Mean under q of each parameter (constrained space, shaped like the parameter) and of
         each deterministic (Monte Carlo over 10,000 draws)."""
+        self._check_model()
         out = self.model._split_zeta(self._marginal_moments()[0])
         out.update(self._deterministic_moments()[0])
         return out
 
     def std(self) -> Dict[str, np.ndarray]:
         """Standard deviation under q of each parameter and deterministic (as for mean())."""
+        self._check_model()
         out = self.model._split_zeta(self._marginal_moments()[1])
         out.update(self._deterministic_moments()[1])
         return out
@@ -125,6 +160,7 @@ class Approximation:
         """``n`` draws from q, as a dict of constrained arrays with a leading draw axis."""
         n = int_setting(n, "n", 1)
         seed = seed_setting(seed)
+        self._check_model()
         # the largest array made holds n draws of every value-matrix row (or of the noise)
         rows = max(self.model._core.rows, self._family.noise_dim, 1)
         size = n * rows * 8

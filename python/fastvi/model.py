@@ -1,7 +1,15 @@
-"""Model building: parameter blocks and factors bound to registered kernels."""
+"""Model building: parameter blocks and factors bound to registered kernels.
+
+Every call that changes the C++ model goes through ``Model._build``, which also appends it to the
+model's build log (its recipe): a tuple per call, of plain values (names, shapes, bounds, arrays;
+operands as ``("block", input name, block id)`` or ``("data", input name, array)``). Replaying
+the recipe on a fresh C++ model rebuilds the same model, block ids included: that is how models
+(and the expressions and approximations that refer to them) are copied and pickled.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
@@ -26,6 +34,11 @@ class Param(Expr):
         self.offset = offset  # first coordinate of the block in the unconstrained vector
         self.row = row        # first row of the block in the value matrix
 
+    def __reduce__(self):
+        # pickled (and deep-copied) as "parameter `name` of the model", so that a parameter
+        # unpickled together with its model is that model's own Param object
+        return _param_of, (self._model, self.name)
+
     @property
     def constrained(self) -> bool:
         return math.isfinite(self.lower) or math.isfinite(self.upper)
@@ -37,6 +50,10 @@ class Param(Expr):
         if math.isfinite(self.upper):
             bounds += f", upper={self.upper:g}"
         return f"Param({self.name!r}, shape={self.shape}{bounds})"
+
+
+def _param_of(model: "Model", name: str) -> Param:
+    return model._params[name]
 
 
 def _as_shape(shape: Shape, name: str) -> Tuple[int, ...]:
@@ -89,13 +106,23 @@ class Model:
     >>> model.add("normal", x, loc=w, scale=1.0)
     >>> model.dim
     1
+
+    Models can be pickled, and ``copy.copy`` and ``copy.deepcopy`` give independent models (both
+    rebuild the model from its build log). Use the copy's own parameters (``copy.params``), or
+    copy a model together with expressions of it (``copy.deepcopy((model, expr))``). A model that
+    uses a kernel registered from Python (``fv.register_kernel``) or by an extension module can
+    only be unpickled where that kernel is registered (under the same name) first.
     """
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._core = _core.Model()
         self._params: Dict[str, Param] = {}
         self._deterministics: Dict[str, Expr] = {}
         self._factors: list = []
+        self._recipe: list = []  # the build log: one tuple per call that changed self._core
 
     # ---- parameters -----------------------------------------------------------------------------
 
@@ -119,10 +146,7 @@ class Model:
         lo = -math.inf if lo is None else lo
         hi = math.inf if hi is None else hi
         _check_interval(lo, hi, name)
-        block = self._core.add_param(name, list(shape), lo, hi)
-        p = Param(self, name, shape, lo, hi, block, self._core.param_offset(name), self._core.block(block)["row"])
-        self._params[name] = p
-        return p
+        return self._build("add_param", name, shape, lo, hi)
 
     def deterministic(self, name: str, expr: Expr) -> Expr:
         """Records ``expr`` under ``name``: its values appear in ``sample()``, ``mean()``, ``std()``
@@ -133,7 +157,8 @@ class Model:
             raise ValueError(f"deterministic {name!r}: the name is already used")
         if not isinstance(expr, Expr) or expr._model is not self:
             raise TypeError(f"deterministic {name!r}: expected an expression of this model's parameters")
-        self._deterministics[name] = expr
+        self._build("deterministic", name, expr._block, expr.shape, expr.lower, expr.upper, expr._label)
+        self._deterministics[name] = expr  # the caller's own object, rather than the replay's equal one
         return expr
 
     @property
@@ -181,12 +206,11 @@ class Model:
                 shapes.append(v.shape)
             else:
                 data = as_data(v, f"{label}: input {key!r}")
-                operands.append(_core.data_operand(key, data))
+                operands.append(("data", key, data))
                 shapes.append(data.shape)
         if spec.elementwise:
             _check_broadcast_size(shapes, label)
-        self._core.add_factor(kernel, operands, label)
-        self._factors.append((label, kernel))
+        self._build("add_factor", kernel, tuple(operands), label)
 
     @staticmethod
     def _describe(value: Any) -> str:
@@ -198,6 +222,95 @@ class Model:
     def factors(self) -> list:
         """(label, kernel name) of every factor, in the order they were added."""
         return list(self._factors)
+
+    # ---- the build log --------------------------------------------------------------------------
+
+    def _build(self, *entry: Any) -> Any:
+        """Applies one build step to the C++ model and logs it. A step that fails raises before it
+        is logged, and the C++ model refuses it whole, so both stay unchanged."""
+        result = self._apply(entry)
+        self._recipe.append(entry)
+        return result
+
+    def _apply(self, entry: tuple) -> Any:
+        """Runs one recipe entry against self._core, with the Python-side bookkeeping it implies;
+        returns the new Param, Expr or block id."""
+        op, *args = entry
+        core, operand = self._core, self._decode
+        if op == "add_param":
+            name, shape, lo, hi = args
+            block = core.add_param(name, list(shape), lo, hi)
+            p = Param(self, name, shape, lo, hi, block, core.param_offset(name), core.block(block)["row"])
+            self._params[name] = p
+            return p
+        if op == "deterministic":
+            name, block, shape, lo, hi, label = args
+            self._deterministics[name] = Expr(self, block, shape, lo, hi, label)
+            return self._deterministics[name]
+        if op == "add_factor":
+            kernel, operands, label = args
+            core.add_factor(kernel, [operand(o) for o in operands], label)
+            self._factors.append((label, kernel))
+            return None
+        if op == "add_binary":
+            name, a, b, label, lo, hi = args
+            return core.add_binary(getattr(_core.BinaryOp, name), operand(a), operand(b), label, lo, hi)
+        if op == "add_unary":
+            name, a, label, lo, hi = args
+            return core.add_unary(getattr(_core.UnaryOp, name), operand(a), label, lo, hi)
+        if op == "add_matvec":
+            x, v, label = args
+            return core.add_matvec(x, operand(v), label)
+        if op == "add_gather":
+            a, index, shape, label = args
+            return core.add_gather(operand(a), index.tolist(), list(shape), label)
+        if op == "add_sum":
+            a, label, lo, hi = args
+            return core.add_sum(operand(a), label, lo, hi)
+        raise ValueError(f"unknown model build step {op!r}")
+
+    def _decode(self, encoded: tuple) -> "_core.Operand":
+        """The C++ operand for a recipe operand: ("block", input, block id) or ("data", input, array)."""
+        kind, input_name, source = encoded
+        if kind == "block":
+            return self._core.block_operand(input_name, source)
+        return _core.data_operand(input_name, source)
+
+    def _structure(self) -> Tuple[int, int, int]:
+        """(dim, parameters, factors): what a fit depends on. Expressions and deterministics
+        added later leave a fit valid; a new parameter or factor does not."""
+        return self.dim, len(self._params), len(self._factors)
+
+    # ---- copies and pickling --------------------------------------------------------------------
+
+    _OWN = ("_core", "_params", "_deterministics", "_factors", "_recipe")
+
+    def __getstate__(self) -> Dict[str, Any]:
+        extra = {k: v for k, v in self.__dict__.items() if k not in self._OWN}  # a subclass's attributes
+        return {"format": 1, "recipe": list(self._recipe), "extra": extra}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        if state.get("format") != 1:
+            raise ValueError(f"cannot restore a fastvi.Model from state format {state.get('format')!r}")
+        self._reset()
+        for entry in state["recipe"]:
+            if entry[0] == "add_factor":
+                _require_kernel(entry[1], entry[3])
+            self._build(*entry)
+        self.__dict__.update(state["extra"])
+
+    def __copy__(self) -> "Model":
+        # a shallow copy would share the C++ model: what is added to one would appear in the other
+        return self.__deepcopy__({})
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "Model":
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new  # expressions copied along with the model refer to the new one
+        state = self.__getstate__()
+        # recipe entries are immutable (tuples, read-only arrays): the copy can share them
+        state["extra"] = copy.deepcopy(state["extra"], memo)
+        new.__setstate__(state)
+        return new
 
     # ---- evaluation -----------------------------------------------------------------------------
 
@@ -274,3 +387,12 @@ def _check_broadcast_size(shapes: Sequence[Tuple[int, ...]], label: str) -> None
     except ValueError:
         return
     check_size(shape, f"{label}: the inputs' broadcast shape")
+
+
+def _require_kernel(kernel: str, label: str) -> None:
+    """Before replaying a factor: a kernel registered by name in the process that built the model
+    (from Python, or by an extension module) must be registered again in this one."""
+    if kernel not in _core.kernel_names():
+        raise RuntimeError(f"cannot restore the model: factor {label!r} uses kernel {kernel!r}, which is not "
+                           f"registered in this process; register it (fv.register_kernel, or import the module "
+                           f"that defines it) before unpickling the model")
