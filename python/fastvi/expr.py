@@ -6,12 +6,13 @@ batch of draws each step, with reverse-mode gradients and no Python in the loop.
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from ._validate import as_data, check_size, element_count
 
 Number = Union[int, float]
 
@@ -51,7 +52,7 @@ class Expr:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return element_count(self.shape)
 
     @property
     def ndim(self) -> int:
@@ -60,41 +61,52 @@ class Expr:
     def __repr__(self) -> str:
         return f"<Expr {self._label} shape={self.shape}>"
 
+    # An expression is pickled with its model (rebuilt from the model's build log, see Model);
+    # the block id stays valid because the rebuild adds the same nodes in the same order. A copy
+    # is a deep copy: a shallow one would share the C++ model with the original.
+    def __copy__(self) -> "Expr":
+        return copy.deepcopy(self)
+
     # ---- building nodes -------------------------------------------------------------------------
 
-    def _operand(self, input_name: str):
-        return self._model._core.block_operand(input_name, self._block)
+    def _operand(self, input_name: str) -> tuple:
+        """This expression as the input `input_name` of a node or factor, in the form the model's
+        build log records (Model._decode turns it into the C++ operand)."""
+        return ("block", input_name, self._block)
 
     def _new(self, block: int, shape, lower: float, upper: float, label: str) -> "Expr":
         return Expr(self._model, block, tuple(shape), lower, upper, label)
 
     def _coerce(self, other: Any, what: str):
-        """(operand, shape, bounds, label) for the other side of a binary operation."""
+        """(operand, shape, bounds, label, data) for the other side of a binary operation; data
+        is None for an expression."""
         if isinstance(other, Expr):
             if other._model is not self._model:
                 raise ValueError(f"{what}: cannot combine expressions of different models")
-            return other._operand(what), other.shape, (other.lower, other.upper), other._label
-        from .model import _as_data  # local: model imports this module
-
-        arr = _as_data(other, f"{what}: operand")
+            return other._operand(what), other.shape, (other.lower, other.upper), other._label, None
+        arr = as_data(other, f"{what}: operand")
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{what}: operand contains NaN or inf")
-        return _core.data_operand(what, arr), arr.shape, _bounds_of_data(arr), "data"
+        return ("data", what, arr), arr.shape, _bounds_of_data(arr), "data", arr
 
     def _binary(self, other: Any, op: str, reverse: bool = False) -> "Expr":
         name = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[op]
-        o_op, o_shape, o_bounds, o_label = self._coerce(other, f"'{name}'")
+        o_op, o_shape, o_bounds, o_label, o_data = self._coerce(other, f"'{name}'")
         s_op, s_bounds = self._operand(f"'{name}'"), (self.lower, self.upper)
         a, b = (o_op, s_op) if reverse else (s_op, o_op)
         ab, bb = (o_bounds, s_bounds) if reverse else (s_bounds, o_bounds)
         la, lb = (o_label, self._label) if reverse else (self._label, o_label)
+        sa, sb = (tuple(o_shape), self.shape) if reverse else (self.shape, tuple(o_shape))
         label = f"({la} {name} {lb})"
         try:
-            shape = np.broadcast_shapes(self.shape, tuple(o_shape))
+            shape = np.broadcast_shapes(sa, sb)
         except ValueError:
-            raise ValueError(f"{label}: shapes {a.shape} and {b.shape} do not broadcast") from None
+            raise ValueError(f"{label}: shapes {sa} and {sb} do not broadcast") from None
+        check_size(shape, label)
+        if op == "div" and not reverse:
+            _check_divisor(o_data, label)
         lower, upper = _interval(op, ab, bb)
-        block = self._model._core.add_binary(getattr(_core.BinaryOp, op), a, b, label, lower, upper)
+        block = self._model._build("add_binary", op, a, b, label, lower, upper)
         return self._new(block, shape, lower, upper, label)
 
     def __add__(self, other): return self._binary(other, "add")
@@ -113,9 +125,7 @@ class Expr:
         return self
 
     def __rmatmul__(self, x: Any) -> "Expr":
-        from .model import _as_data
-
-        X = _as_data(x, "X @ v: X")
+        X = as_data(x, "X @ v: X")
         label = f"(X @ {self._label})"
         if X.ndim != 2:
             raise ValueError(f"{label}: X must be a 2-D data matrix, got shape {X.shape}")
@@ -123,7 +133,7 @@ class Expr:
             raise ValueError(f"{label}: X has shape {X.shape}, so v must have shape ({X.shape[1]},), got {self.shape}")
         if not np.all(np.isfinite(X)):
             raise ValueError(f"{label}: X contains NaN or inf")
-        block = self._model._core.add_matvec(X, self._operand("v"), label)
+        block = self._model._build("add_matvec", X, self._operand("v"), label)
         return self._new(block, (X.shape[0],), -math.inf, math.inf, label)
 
     def __matmul__(self, other: Any) -> "Expr":
@@ -139,8 +149,9 @@ class Expr:
             raise IndexError(f"{self._label}[...]: {err}") from None
         picked = np.asarray(picked)
         label = f"{self._label}[...]"
-        block = self._model._core.add_gather(self._operand("index"), picked.ravel().tolist(), list(picked.shape),
-                                             label)
+        index = picked.ravel().astype(np.int64)
+        index.setflags(write=False)  # kept in the model's build log
+        block = self._model._build("add_gather", self._operand("index"), index, picked.shape, label)
         return self._new(block, picked.shape, self.lower, self.upper, label)
 
     def sum(self) -> "Expr":
@@ -157,6 +168,16 @@ class Expr:
 
     def __iter__(self):
         raise TypeError("iterate over an expression by indexing it (x[i]) or use fv.sum(x)")
+
+
+def _check_divisor(data: Optional[np.ndarray], label: str) -> None:
+    """Division by data that contains 0 gives inf or NaN at every draw: every fit step would be
+    skipped, so it is refused when the expression is built."""
+    if data is None:
+        return
+    zeros = np.flatnonzero(data == 0)
+    if zeros.size:
+        raise ValueError(f"{label}: division by zero (the divisor contains 0 at flat index {int(zeros[0])})")
 
 
 def _interval(op: str, a: Tuple[float, float], b: Tuple[float, float]) -> Tuple[float, float]:
@@ -179,7 +200,7 @@ def _unary(x: Expr, op: str, lower: float, upper: float) -> Expr:
     if not isinstance(x, Expr):
         raise TypeError(f"fv.{op} takes an expression or parameter; use numpy for data")
     label = f"{op}({x._label})"
-    block = x._model._core.add_unary(getattr(_core.UnaryOp, op), x._operand("x"), label, lower, upper)
+    block = x._model._build("add_unary", op, x._operand("x"), label, lower, upper)
     return x._new(block, x.shape, lower, upper, label)
 
 
@@ -209,5 +230,6 @@ def sum(x: Expr) -> Expr:  # noqa: A001 - mirrors numpy's name
         raise TypeError("fv.sum takes an expression or parameter; use numpy for data")
     label = f"sum({x._label})"
     lower = x.lower * x.size if x.lower >= 0 else -math.inf
-    block = x._model._core.add_sum(x._operand("x"), label, lower, math.inf if x.upper == math.inf else x.upper * x.size)
-    return x._new(block, (), lower, math.inf if x.upper == math.inf else x.upper * x.size, label)
+    upper = math.inf if x.upper == math.inf else x.upper * x.size
+    block = x._model._build("add_sum", x._operand("x"), label, lower, upper)
+    return x._new(block, (), lower, upper, label)

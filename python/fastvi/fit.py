@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import warnings
@@ -11,6 +12,7 @@ import numpy as np
 
 from . import _core
 from ._threads import warn_if_forked
+from ._validate import INT64_END, bool_setting, int_setting, seed_setting, threads_setting
 from .laplace import Laplace, find_laplace
 from .model import Model
 
@@ -25,14 +27,6 @@ class ConvergenceWarning(UserWarning):
 
 def _expit(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
-def _int_setting(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def _float_setting(value: Any, name: str, positive: bool = True) -> float:
@@ -50,6 +44,10 @@ class Approximation:
     ``mean()`` and ``std()`` are moments of the constrained parameters under q (exact for
     unconstrained parameters, by Gauss-Hermite quadrature of each marginal otherwise);
     ``sample()`` draws from q and maps the draws to the constrained space.
+
+    An approximation can be pickled (with its model) and copied; ``copy.copy`` and
+    ``copy.deepcopy`` both copy the model too. If a parameter or factor is added to the model after
+    the fit, sampling and moments raise RuntimeError: refit.
     """
 
     def __init__(self, model: Model, family: "_core.Family", result: "_core.FitResult", options: Dict[str, Any]):
@@ -71,6 +69,34 @@ class Approximation:
         self.options = dict(options)
         # the mode search behind preconditioning (None if precondition=None)
         self.laplace: Optional[Laplace] = None
+        self._structure = model._structure()  # what the model was when fitted, see _check_model
+
+    def _check_model(self) -> None:
+        """phi describes the model as it was at fit time: a parameter added since would make the
+        draws the wrong length, a factor a different posterior."""
+        now = self.model._structure()
+        if now != self._structure:
+            (d0, p0, f0), (d1, p1, f1) = self._structure, now
+            raise RuntimeError(f"the model changed after this fit (dim was {d0}, now {d1}; {p0} parameters, now "
+                               f"{p1}; {f0} factors, now {f1}): refit")
+
+    # ---- copies and pickling ------------------------------------------------------------------
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        fam = state.pop("_family")  # a C++ object: rebuilt from what fit.py built it from
+        state["_family_spec"] = (fam.name, fam.dim, fam.rank or 0)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        state = dict(state)
+        name, dim, rank = state.pop("_family_spec")
+        self.__dict__.update(state)
+        self._family = _core.Family(name, dim, rank)
+
+    def __copy__(self) -> "Approximation":
+        # a shallow copy would share the model, which can still be changed after the fit
+        return copy.deepcopy(self)
 
     # ---- unconstrained moments ----------------------------------------------------------------
 
@@ -119,22 +145,35 @@ class Approximation:
     def mean(self) -> Dict[str, np.ndarray]:
         """Mean under q of each parameter (constrained space, shaped like the parameter) and of
         each deterministic (Monte Carlo over 10,000 draws)."""
+        self._check_model()
         out = self.model._split_zeta(self._marginal_moments()[0])
         out.update(self._deterministic_moments()[0])
         return out
 
     def std(self) -> Dict[str, np.ndarray]:
         """Standard deviation under q of each parameter and deterministic (as for mean())."""
+        self._check_model()
         out = self.model._split_zeta(self._marginal_moments()[1])
         out.update(self._deterministic_moments()[1])
         return out
 
     def sample(self, n: int, seed: int = 0) -> Dict[str, np.ndarray]:
         """``n`` draws from q, as a dict of constrained arrays with a leading draw axis."""
-        n = _int_setting(n, "n", 1)
-        seed = _int_setting(seed, "seed", 0)
-        zeta = self._family.sample(self.phi, n, seed)
-        return self.model._split_values(self.model._core.values(zeta).T)
+        n = int_setting(n, "n", 1)
+        seed = seed_setting(seed)
+        self._check_model()
+        # the largest array made holds n draws of every value-matrix row (or of the noise)
+        rows = max(self.model._core.rows, self._family.noise_dim, 1)
+        size = n * rows * 8
+        if size >= INT64_END:
+            raise ValueError(f"n = {n} draws of {rows} values would take {size} bytes, more than an array can hold; "
+                             f"draw fewer at a time")
+        try:
+            zeta = self._family.sample(self.phi, n, seed)
+            return self.model._split_values(self.model._core.values(zeta).T)
+        except MemoryError:
+            raise MemoryError(f"not enough memory for n = {n} draws of {rows} values ({size / 2**30:.3g} GiB per "
+                              f"copy); draw fewer at a time") from None
 
     def __repr__(self) -> str:
         state = (
@@ -206,7 +245,8 @@ def fit(
         preconditioned, i.e. the Laplace approximation's scale; 0.1 otherwise).
     threads: OpenMP threads for large kernels (default: OMP_NUM_THREADS or all cores).
     progress: show a tqdm progress bar. callback: called as ``callback(step, total, elbo,
-        skipped)`` every ``eval_every`` steps; returning False stops the fit.
+        skipped)`` every ``eval_every`` steps; it returns None or True to go on, False to stop the
+        fit (anything else is a TypeError).
 
     Ctrl-C stops the fit and returns the approximation reached so far (``interrupted`` is True).
 
@@ -228,14 +268,12 @@ def fit(
     family_name = _resolve_family(family, method)
     rank = _resolve_rank(rank, family_name, model.dim)
     opts = _core.FitOptions()
-    opts.steps = _int_setting(steps, "steps", 1)
-    opts.draws = _int_setting(draws, "draws", 1)
+    opts.steps = int_setting(steps, "steps", 1)
+    opts.draws = int_setting(draws, "draws", 1)
     opts.lr = _float_setting(lr, "lr")
     if gradient not in ("auto", "stl", "closed_form"):
         raise ValueError(f"gradient must be 'auto', 'stl' or 'closed_form', got {gradient!r}")
-    opts.seed = _int_setting(seed, "seed", 0)
-    if opts.seed >= 2**64:
-        raise ValueError("seed must be < 2**64")
+    opts.seed = seed_setting(seed)
     opts.tol = 0.0 if tol is None else _float_setting(tol, "tol", positive=False)
     if opts.tol < 0:
         raise ValueError(f"tol must be >= 0 or None, got {tol!r}")
@@ -244,10 +282,11 @@ def fit(
         raise ValueError(f"tol_abs must be >= 0, got {tol_abs!r}")
     if precondition not in ("auto", None):
         raise ValueError(f"precondition must be 'auto' or None, got {precondition!r}")
-    opts.eval_every = _int_setting(eval_every, "eval_every", 1)
-    opts.patience = _int_setting(patience, "patience", 1)
-    opts.average = bool(average)
-    opts.threads = _core.max_threads() if threads is None else _int_setting(threads, "threads", 1)
+    opts.eval_every = int_setting(eval_every, "eval_every", 1)
+    opts.patience = int_setting(patience, "patience", 1)
+    opts.average = bool_setting(average, "average")
+    opts.threads = _core.max_threads() if threads is None else threads_setting(threads)
+    progress = bool_setting(progress, "progress")
     warn_if_forked(opts.threads)
     if callback is not None and not callable(callback):
         raise TypeError("callback must be callable or None")
@@ -281,10 +320,14 @@ def fit(
             bar.n = step
             bar.set_postfix(elbo=f"{elbo:.4g}", refresh=False)
             bar.refresh()
-        return callback(step, total, elbo, skipped) if callback is not None else None
+        return _keep_going(callback(step, total, elbo, skipped)) if callback is not None else None
 
     try:
         result = _core.fit(model._core, fam, phi0, opts, monitor if (bar or callback) else None, precond)
+    except MemoryError as err:
+        # C++ reports std::bad_alloc bare: say which settings size the fit's memory
+        raise MemoryError(f"fit ran out of memory ({err}) with steps={opts.steps}, draws={opts.draws} and "
+                          f"{model.dim} unconstrained parameters: reduce steps or draws") from err
     finally:
         if bar is not None:
             bar.close()
@@ -306,6 +349,14 @@ def fit(
         warnings.warn(f"fit did not converge in {approx.steps} steps ({approx.message}); "
                       "increase steps or lr, or pass tol=None to silence this", ConvergenceWarning, stacklevel=2)
     return approx
+
+
+def _keep_going(answer: Any) -> Optional[bool]:
+    """The callback's answer as the C++ monitor takes it (None or a real bool). Anything else is
+    refused here, naming the callback: the error propagates from fv.fit once the loop stops."""
+    if answer is None or isinstance(answer, (bool, np.bool_)):
+        return None if answer is None else bool(answer)
+    raise TypeError(f"callback must return None, True or False, got {answer!r}")
 
 
 def _resolve_family(family: Optional[str], method: Optional[str]) -> str:
@@ -331,7 +382,7 @@ def _resolve_rank(rank: Optional[int], family: str, dim: int) -> int:
         return 0
     if rank is None:
         return min(dim, max(1, int(round(math.sqrt(dim)))))
-    rank = _int_setting(rank, "rank", 1)
+    rank = int_setting(rank, "rank", 1)
     if rank > dim:
         raise ValueError(f"rank must be <= the number of unconstrained parameters ({dim}), got {rank}")
     return rank

@@ -1,14 +1,24 @@
-"""Model building: parameter blocks and factors bound to registered kernels."""
+"""Model building: parameter blocks and factors bound to registered kernels.
+
+Every call that changes the C++ model goes through ``Model._build``, which also appends it to the
+model's build log (its recipe): a tuple per call, of plain values (names, shapes, bounds, arrays;
+operands as ``("block", input name, block id)`` or ``("data", input name, array)``). Replaying
+the recipe on a fresh C++ model rebuilds the same model, block ids included: that is how models
+(and the expressions and approximations that refer to them) are copied and pickled.
+"""
 
 from __future__ import annotations
 
+import copy
 import math
+import numbers
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _core
 from ._threads import warn_if_forked
+from ._validate import as_data, as_real_array, check_size, threads_setting
 from .expr import Expr
 from .kernels import kernel_spec
 
@@ -25,6 +35,11 @@ class Param(Expr):
         self.offset = offset  # first coordinate of the block in the unconstrained vector
         self.row = row        # first row of the block in the value matrix
 
+    def __reduce__(self):
+        # pickled (and deep-copied) as "parameter `name` of the model", so that a parameter
+        # unpickled together with its model is that model's own Param object
+        return _param_of, (self._model, self.name)
+
     @property
     def constrained(self) -> bool:
         return math.isfinite(self.lower) or math.isfinite(self.upper)
@@ -36,6 +51,10 @@ class Param(Expr):
         if math.isfinite(self.upper):
             bounds += f", upper={self.upper:g}"
         return f"Param({self.name!r}, shape={self.shape}{bounds})"
+
+
+def _param_of(model: "Model", name: str) -> Param:
+    return model._params[name]
 
 
 def _as_shape(shape: Shape, name: str) -> Tuple[int, ...]:
@@ -50,29 +69,29 @@ def _as_shape(shape: Shape, name: str) -> Tuple[int, ...]:
         raise TypeError(f"parameter {name!r}: shape must be an int or a tuple of ints, got {shape!r}")
     if any(d < 1 for d in out):
         raise ValueError(f"parameter {name!r}: every dimension of shape must be >= 1, got {out}")
+    check_size(out, f"parameter {name!r}")
     return out
 
 
 def _as_bound(value: Optional[float], what: str, name: str) -> Optional[float]:
     if value is None:
         return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"parameter {name!r}: {what} must be a number or None, got {value!r}") from None
+    # float("0") and float(True) would convert silently: only real numbers (or 0-d arrays of them)
+    if isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(value.dtype, np.number):
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"parameter {name!r}: {what} must be a number or None, got {value!r}")
+    out = float(value)
     if math.isnan(out):
         raise ValueError(f"parameter {name!r}: {what} must not be NaN")
     return out
 
 
-def _as_data(value: Any, what: str) -> np.ndarray:
-    """Converts data to a float64 array, with errors that say which input is at fault."""
-    arr = np.asarray(value)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise TypeError(f"{what} must be numeric data or a parameter, got an array of dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise TypeError(f"{what} must be real, got complex values")
-    return np.asarray(arr, dtype=np.float64, order="C")  # keeps 0-d arrays 0-d
+def _check_interval(lo: float, hi: float, name: str) -> None:
+    """The interval transform maps through upper - lower, which must be a finite float."""
+    if math.isfinite(lo) and math.isfinite(hi) and not math.isfinite(hi - lo):
+        raise ValueError(f"parameter {name!r}: the width of (lower, upper) = ({lo:g}, {hi:g}) overflows to inf; "
+                         f"use a one-sided bound or rescale the parameter")
 
 
 class Model:
@@ -88,13 +107,23 @@ class Model:
     >>> model.add("normal", x, loc=w, scale=1.0)
     >>> model.dim
     1
+
+    Models can be pickled, and ``copy.copy`` and ``copy.deepcopy`` give independent models (both
+    rebuild the model from its build log). Use the copy's own parameters (``copy.params``), or
+    copy a model together with expressions of it (``copy.deepcopy((model, expr))``). A model that
+    uses a kernel registered from Python (``fv.register_kernel``) or by an extension module can
+    only be unpickled where that kernel is registered (under the same name) first.
     """
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._core = _core.Model()
         self._params: Dict[str, Param] = {}
         self._deterministics: Dict[str, Expr] = {}
         self._factors: list = []
+        self._recipe: list = []  # the build log: one tuple per call that changed self._core
 
     # ---- parameters -----------------------------------------------------------------------------
 
@@ -104,7 +133,7 @@ class Model:
 
         ``lower`` and/or ``upper`` constrain it (through log or logit transforms; the fit works in
         the unconstrained space and accounts for the Jacobian). A parameter with no factor acting on
-        it has a flat, improper prior.
+        it has a flat, improper prior. A block has at most 2**40 elements.
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"parameter name must be a non-empty str, got {name!r}")
@@ -117,10 +146,8 @@ class Model:
             raise ValueError(f"parameter {name!r}: lower ({lo:g}) must be less than upper ({hi:g})")
         lo = -math.inf if lo is None else lo
         hi = math.inf if hi is None else hi
-        block = self._core.add_param(name, list(shape), lo, hi)
-        p = Param(self, name, shape, lo, hi, block, self._core.param_offset(name), self._core.block(block)["row"])
-        self._params[name] = p
-        return p
+        _check_interval(lo, hi, name)
+        return self._build("add_param", name, shape, lo, hi)
 
     def deterministic(self, name: str, expr: Expr) -> Expr:
         """Records ``expr`` under ``name``: its values appear in ``sample()``, ``mean()``, ``std()``
@@ -131,7 +158,8 @@ class Model:
             raise ValueError(f"deterministic {name!r}: the name is already used")
         if not isinstance(expr, Expr) or expr._model is not self:
             raise TypeError(f"deterministic {name!r}: expected an expression of this model's parameters")
-        self._deterministics[name] = expr
+        self._build("deterministic", name, expr._block, expr.shape, expr.lower, expr.upper, expr._label)
+        self._deterministics[name] = expr  # the caller's own object, rather than the replay's equal one
         return expr
 
     @property
@@ -160,24 +188,30 @@ class Model:
         ``value`` is the variate (data or a parameter); keywords are the kernel's named inputs,
         each data (an array or number), or a parameter. Inputs broadcast together with numpy's
         rules. Everything is checked here, before any fit: unknown names, shapes, NaN or inf in
-        data, data outside the kernel's support.
+        data, data outside the kernel's support. ``name`` labels the factor in messages.
         """
         spec = kernel_spec(kernel)
         variate = spec.variate.name
         if variate in inputs:
             raise TypeError(f"{kernel}: the variate {variate!r} is the first argument; do not pass it again by keyword")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"{kernel}: name must be a non-empty str or None, got {name!r}")
         index = len(self._factors)
         label = name if name is not None else f"factor {index} ({kernel} on {self._describe(value)})"
-        operands = []
+        operands, shapes = [], []
         for key, v in [(variate, value), *inputs.items()]:
             if isinstance(v, Expr):
                 if v._model is not self:
                     raise ValueError(f"{label}: input {key!r} is {v._label!r} of another model")
                 operands.append(v._operand(key))
+                shapes.append(v.shape)
             else:
-                operands.append(_core.data_operand(key, _as_data(v, f"{label}: input {key!r}")))
-        self._core.add_factor(kernel, operands, label)
-        self._factors.append((label, kernel))
+                data = as_data(v, f"{label}: input {key!r}")
+                operands.append(("data", key, data))
+                shapes.append(data.shape)
+        if spec.elementwise:
+            _check_broadcast_size(shapes, label)
+        self._build("add_factor", kernel, tuple(operands), label)
 
     @staticmethod
     def _describe(value: Any) -> str:
@@ -190,6 +224,95 @@ class Model:
         """(label, kernel name) of every factor, in the order they were added."""
         return list(self._factors)
 
+    # ---- the build log --------------------------------------------------------------------------
+
+    def _build(self, *entry: Any) -> Any:
+        """Applies one build step to the C++ model and logs it. A step that fails raises before it
+        is logged, and the C++ model refuses it whole, so both stay unchanged."""
+        result = self._apply(entry)
+        self._recipe.append(entry)
+        return result
+
+    def _apply(self, entry: tuple) -> Any:
+        """Runs one recipe entry against self._core, with the Python-side bookkeeping it implies;
+        returns the new Param, Expr or block id."""
+        op, *args = entry
+        core, operand = self._core, self._decode
+        if op == "add_param":
+            name, shape, lo, hi = args
+            block = core.add_param(name, list(shape), lo, hi)
+            p = Param(self, name, shape, lo, hi, block, core.param_offset(name), core.block(block)["row"])
+            self._params[name] = p
+            return p
+        if op == "deterministic":
+            name, block, shape, lo, hi, label = args
+            self._deterministics[name] = Expr(self, block, shape, lo, hi, label)
+            return self._deterministics[name]
+        if op == "add_factor":
+            kernel, operands, label = args
+            core.add_factor(kernel, [operand(o) for o in operands], label)
+            self._factors.append((label, kernel))
+            return None
+        if op == "add_binary":
+            name, a, b, label, lo, hi = args
+            return core.add_binary(getattr(_core.BinaryOp, name), operand(a), operand(b), label, lo, hi)
+        if op == "add_unary":
+            name, a, label, lo, hi = args
+            return core.add_unary(getattr(_core.UnaryOp, name), operand(a), label, lo, hi)
+        if op == "add_matvec":
+            x, v, label = args
+            return core.add_matvec(x, operand(v), label)
+        if op == "add_gather":
+            a, index, shape, label = args
+            return core.add_gather(operand(a), index.tolist(), list(shape), label)
+        if op == "add_sum":
+            a, label, lo, hi = args
+            return core.add_sum(operand(a), label, lo, hi)
+        raise ValueError(f"unknown model build step {op!r}")
+
+    def _decode(self, encoded: tuple) -> "_core.Operand":
+        """The C++ operand for a recipe operand: ("block", input, block id) or ("data", input, array)."""
+        kind, input_name, source = encoded
+        if kind == "block":
+            return self._core.block_operand(input_name, source)
+        return _core.data_operand(input_name, source)
+
+    def _structure(self) -> Tuple[int, int, int]:
+        """(dim, parameters, factors): what a fit depends on. Expressions and deterministics
+        added later leave a fit valid; a new parameter or factor does not."""
+        return self.dim, len(self._params), len(self._factors)
+
+    # ---- copies and pickling --------------------------------------------------------------------
+
+    _OWN = ("_core", "_params", "_deterministics", "_factors", "_recipe")
+
+    def __getstate__(self) -> Dict[str, Any]:
+        extra = {k: v for k, v in self.__dict__.items() if k not in self._OWN}  # a subclass's attributes
+        return {"format": 1, "recipe": list(self._recipe), "extra": extra}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        if state.get("format") != 1:
+            raise ValueError(f"cannot restore a fastvi.Model from state format {state.get('format')!r}")
+        self._reset()
+        for entry in state["recipe"]:
+            if entry[0] == "add_factor":
+                _require_kernel(entry[1], entry[3])
+            self._build(*entry)
+        self.__dict__.update(state["extra"])
+
+    def __copy__(self) -> "Model":
+        # a shallow copy would share the C++ model: what is added to one would appear in the other
+        return self.__deepcopy__({})
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> "Model":
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new  # expressions copied along with the model refer to the new one
+        state = self.__getstate__()
+        # recipe entries are immutable (tuples, read-only arrays): the copy can share them
+        state["extra"] = copy.deepcopy(state["extra"], memo)
+        new.__setstate__(state)
+        return new
+
     # ---- evaluation -----------------------------------------------------------------------------
 
     def log_density(self, zeta: Any, threads: int = 1) -> Tuple[np.ndarray, np.ndarray]:
@@ -197,6 +320,7 @@ class Model:
 
         ``zeta`` has shape (dim,) or (dim, S); the results have shapes () / (dim,) or (S,) / (dim, S).
         """
+        threads = threads_setting(threads)
         z, single = self._as_zeta(zeta)
         warn_if_forked(threads)
         lp, grad = self._core.log_density(z, threads)
@@ -210,7 +334,7 @@ class Model:
         return self._split_values(values[:, 0] if single else values.T)
 
     def _as_zeta(self, zeta: Any) -> Tuple[np.ndarray, bool]:
-        z = np.asarray(zeta, dtype=np.float64)
+        z = as_real_array(zeta, "zeta")
         if z.ndim not in (1, 2) or z.shape[0] != self.dim:
             raise ValueError(f"zeta must have shape ({self.dim},) or ({self.dim}, S), got {z.shape}")
         return (z[:, None] if z.ndim == 1 else z), z.ndim == 1
@@ -225,7 +349,7 @@ class Model:
             if n not in self._params:
                 raise ValueError(f"no parameter named {n!r}")
             p = self._params[n]
-            arr = _as_data(v, f"value of {n!r}")
+            arr = as_real_array(v, f"value of {n!r}")
             try:
                 arr = np.broadcast_to(arr, p.shape)
             except ValueError:
@@ -254,3 +378,23 @@ class Model:
             row = self._core.block(e._block)["row"]
             out[name] = flat[..., row:row + e.size].reshape(lead + e.shape).copy()
         return out
+
+
+def _check_broadcast_size(shapes: Sequence[Tuple[int, ...]], label: str) -> None:
+    """An element-wise factor works on its inputs' broadcast shape: refuse an absurd one here
+    (the core would fail allocating it). Shapes that do not broadcast are left to the core, whose
+    message names the input at fault."""
+    try:
+        shape = np.broadcast_shapes(*shapes)
+    except ValueError:
+        return
+    check_size(shape, f"{label}: the inputs' broadcast shape")
+
+
+def _require_kernel(kernel: str, label: str) -> None:
+    """Before replaying a factor: a kernel registered by name in the process that built the model
+    (from Python, or by an extension module) must be registered again in this one."""
+    if kernel not in _core.kernel_names():
+        raise RuntimeError(f"cannot restore the model: factor {label!r} uses kernel {kernel!r}, which is not "
+                           f"registered in this process; register it (fv.register_kernel, or import the module "
+                           f"that defines it) before unpickling the model")

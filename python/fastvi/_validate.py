@@ -1,0 +1,99 @@
+"""Argument checks shared by the model, expression and fit code.
+
+Everything a user passes is checked here, in Python, before it reaches the C++ core: pybind11
+would otherwise reject an out-of-range int with a generic "incompatible function arguments", or
+silently convert a string or a complex array, and the user would not learn which argument is at
+fault. Every message names the argument.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Sequence
+
+import numpy as np
+
+# The most elements fastvi accepts in one parameter block, expression or factor (2**40, about
+# 10**12: far beyond any memory, but small enough that sizes and byte counts cannot overflow
+# int64 in C++ or numpy). The C++ core checks its own limit too.
+MAX_ELEMENTS = 2**40
+
+INT64_END = 2**63     # C++ Index (ptrdiff_t) settings take values below this
+UINT64_END = 2**64    # seeds are std::uint64_t
+INT32_END = 2**31     # thread counts are C int
+
+
+def int_setting(value: Any, name: str, minimum: int, end: int = INT64_END) -> int:
+    """An int in [minimum, end): the range the C++ side can store."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if value >= end:
+        raise ValueError(f"{name} must be < {_power_of_two(end)}, got {value}")
+    return value
+
+
+def threads_setting(value: Any, name: str = "threads") -> int:
+    """A thread count: an int in [1, 2**31 - 1]. More threads than cores is fine (C++ caps it)."""
+    return int_setting(value, name, 1, INT32_END)
+
+
+def seed_setting(value: Any, name: str = "seed") -> int:
+    """A random seed: an int in [0, 2**64)."""
+    return int_setting(value, name, 0, UINT64_END)
+
+
+def bool_setting(value: Any, name: str) -> bool:
+    """A real bool: bool("no") is True, so anything else is refused rather than converted."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _power_of_two(end: int) -> str:
+    k = end.bit_length() - 1
+    return f"2**{k}" if end == 2**k else str(end)
+
+
+def element_count(shape: Sequence[int]) -> int:
+    """The number of elements of `shape`, as a Python int (numpy's int64 product wraps around)."""
+    return math.prod(int(d) for d in shape)
+
+
+def check_size(shape: Sequence[int], what: str) -> None:
+    """Refuses shapes with more than MAX_ELEMENTS elements, naming `what`."""
+    n = element_count(shape)
+    if n > MAX_ELEMENTS:
+        raise ValueError(f"{what}: shape {tuple(int(d) for d in shape)} has {n} elements, more than fastvi's "
+                         f"limit of 2**40 ({MAX_ELEMENTS})")
+
+
+def as_real_array(value: Any, what: str) -> np.ndarray:
+    """`value` as a float64 C-contiguous array, refusing what would be converted wrongly:
+    masked arrays (the mask would be dropped), complex values (the imaginary part would be),
+    strings, objects, and arrays too large for the core."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{what} is a masked array: masks are not supported (fill or drop the masked values, "
+                        f"e.g. with .filled() or .compressed(), and pass a plain array)")
+    arr = np.asarray(value)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"{what} must be numeric data or a parameter, got an array of dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{what} must be real, got complex values")
+    check_size(arr.shape, what)  # before the conversion, which may copy a broadcast view
+    return np.asarray(arr, dtype=np.float64, order="C")  # keeps 0-d arrays 0-d
+
+
+def as_data(value: Any, what: str) -> np.ndarray:
+    """Data for the model: a real float64 array that the model owns. A private copy is taken if
+    the array shares memory with the caller's (the model's build log keeps it, and the caller may
+    overwrite theirs later); it is made read-only so that it stays what the model was built with."""
+    arr = as_real_array(value, what)
+    # numbers and lists are always converted into a new array; anything else may be a view
+    if not isinstance(value, (numbers.Number, list, tuple)) and np.may_share_memory(arr, np.asarray(value)):
+        arr = arr.copy()
+    arr.setflags(write=False)
+    return arr
