@@ -6,6 +6,7 @@ import copy
 import math
 import numbers
 import warnings
+from types import SimpleNamespace
 from typing import Any, Callable, Dict, Optional
 
 import numpy as np
@@ -144,18 +145,42 @@ class Approximation:
 
     def mean(self) -> Dict[str, np.ndarray]:
         """Mean under q of each parameter (constrained space, shaped like the parameter) and of
-        each deterministic (Monte Carlo over 10,000 draws)."""
+        each deterministic (Monte Carlo over 10,000 draws). Raises FloatingPointError, naming the
+        parameter, where a mean is not a finite number (q too wide for the constraint's range)."""
         self._check_model()
         out = self.model._split_zeta(self._marginal_moments()[0])
         out.update(self._deterministic_moments()[0])
-        return out
+        return self._finite(out, "mean()")
 
     def std(self) -> Dict[str, np.ndarray]:
         """Standard deviation under q of each parameter and deterministic (as for mean())."""
         self._check_model()
         out = self.model._split_zeta(self._marginal_moments()[1])
         out.update(self._deterministic_moments()[1])
-        return out
+        return self._finite(out, "std()")
+
+    def _finite(self, values: Dict[str, np.ndarray], what: str) -> Dict[str, np.ndarray]:
+        """values, if every entry is finite; else a FloatingPointError that names the entries and
+        says why. fastvi never hands out inf or NaN as a result: a q whose log-normal mean
+        overflows, or a fit that never moved from a non-finite region, is not an answer."""
+        bad = {name: v for name, v in values.items() if not np.all(np.isfinite(v))}
+        if not bad:
+            return values
+        mu, sd = self.unconstrained_mean(), np.sqrt(np.abs(np.diag(self.unconstrained_cov())))
+        parts = []
+        for name in bad:
+            p = self.model.params.get(name)
+            if p is None:
+                parts.append(f"{name!r} (a deterministic)")
+                continue
+            sl = slice(p.offset, p.offset + p.size)
+            parts.append(f"{name!r} (q's unconstrained mean up to {np.max(np.abs(mu[sl])):.3g}, sd up to "
+                         f"{np.max(sd[sl]):.3g})")
+        state = "converged" if self.converged else f"did not converge: {self.message}"
+        raise FloatingPointError(
+            f"{what} is not finite for {', '.join(parts)}: q is too wide or too far out for the constrained value "
+            f"to be a finite float64. The fit {state}. Check the model (a missing prior or an improper posterior), "
+            f"or refit with better initial values (init=...).")
 
     def sample(self, n: int, seed: int = 0) -> Dict[str, np.ndarray]:
         """``n`` draws from q, as a dict of constrained arrays with a leading draw axis."""
@@ -170,7 +195,7 @@ class Approximation:
                              f"draw fewer at a time")
         try:
             zeta = self._family.sample(self.phi, n, seed)
-            return self.model._split_values(self.model._core.values(zeta).T)
+            return self._finite(self.model._split_values(self.model._core.values(zeta).T), f"sample({n})")
         except MemoryError:
             raise MemoryError(f"not enough memory for n = {n} draws of {rows} values ({size / 2**30:.3g} GiB per "
                               f"copy); draw fewer at a time") from None
@@ -297,7 +322,21 @@ def fit(
     laplace = None
     if precondition == "auto":
         # the low-rank family uses the full Laplace covariance (if formed) to start B, see below
-        laplace = find_laplace(model, start, full=family_name in ("fullrank", "lowrank"), threads=opts.threads)
+        try:
+            laplace = find_laplace(model, start, full=family_name in ("fullrank", "lowrank"), threads=opts.threads)
+        except KeyboardInterrupt:
+            # Ctrl-C during the mode search: return, as Ctrl-C in the loop does, the state reached
+            # so far, here the starting q (no optimisation step was taken).
+            laplace = Laplace(False, "interrupted by Ctrl-C during the mode search")
+            phi0 = fam.initialise(start, 0.1 if init_scale is None else _float_setting(init_scale, "init_scale"))
+            result = _interrupted_result(phi0, "interrupted during the mode search (preconditioning), before any "
+                                               "optimisation step")
+            approx = Approximation(model, fam, result, {"family": family_name, "seed": opts.seed,
+                                                        "precondition": precondition, "threads": opts.threads})
+            approx.laplace = laplace
+            warnings.warn(f"fit {approx.message}; returning the starting approximation", ConvergenceWarning,
+                          stacklevel=2)
+            return approx
         if laplace.ok:
             precond.shift = laplace.mode
             if family_name == "fullrank" and laplace.covariance is not None:
@@ -349,6 +388,12 @@ def fit(
         warnings.warn(f"fit did not converge in {approx.steps} steps ({approx.message}); "
                       "increase steps or lr, or pass tol=None to silence this", ConvergenceWarning, stacklevel=2)
     return approx
+
+
+def _interrupted_result(phi0: np.ndarray, message: str) -> SimpleNamespace:
+    """What _core.fit returns, for a fit interrupted before its loop started."""
+    return SimpleNamespace(phi=np.array(phi0), elbo=[], elbo_step=[], steps=0, converged=False, converged_step=-1,
+                           averaged_steps=0, interrupted=True, skipped=0, lr_reductions=0, message=message)
 
 
 def _keep_going(answer: Any) -> Optional[bool]:
