@@ -238,6 +238,8 @@ def find_laplace(model, start: np.ndarray, full: bool, threads: int = 1) -> Lapl
             words = words.format(", ".join(names))
             if kind == "no_mode":
                 message = f"no mode found: {words} where the search ended; the posterior may be improper or a funnel"
+            elif kind == "not_finite":
+                message = f"no proper mode: where the search ended, {words}"
             else:
                 what = {"flat": "singular", "upward": "not positive definite", "not_finite": "not finite"}[kind]
                 message = f"the Hessian {where} is {what} (no proper mode): {words}"
