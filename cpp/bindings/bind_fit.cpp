@@ -32,6 +32,8 @@ void bind_fit(py::module_& m) {
       .def_readwrite("tol", &FitOptions::tol)
       .def_readwrite("patience", &FitOptions::patience)
       .def_readwrite("tol_abs", &FitOptions::tol_abs)
+      .def_readwrite("noise_z", &FitOptions::noise_z)
+      .def_readwrite("max_drift", &FitOptions::max_drift)
       .def_readwrite("block", &FitOptions::block)
       .def_readwrite("average", &FitOptions::average)
       .def_readwrite("average_draws", &FitOptions::average_draws)
@@ -52,7 +54,10 @@ void bind_fit(py::module_& m) {
       .def_readonly("skipped", &FitResult::skipped)
       .def_readonly("lr_reductions", &FitResult::lr_reductions)
       .def_readonly("final_lr", &FitResult::final_lr)
-      .def_readonly("message", &FitResult::message);
+      .def_readonly("message", &FitResult::message)
+      .def_readonly("drifting", &FitResult::drifting)
+      .def_readonly("growing", &FitResult::growing)
+      .def_readonly("log_sd", &FitResult::log_sd);
 
   m.def(
       "fit",

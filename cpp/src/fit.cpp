@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <stdexcept>
 
 #include "fastvi/adam.hpp"
@@ -22,11 +23,32 @@ void FitOptions::validate() const {
   if (patience < 1) fail("patience must be >= 1");
   if (block < 1) fail("block must be >= 1");
   if (std::isnan(tol_abs) || tol_abs < 0) fail("tol_abs must be >= 0");
+  if (!(noise_z >= 0) || !std::isfinite(noise_z)) fail("noise_z must be a finite number >= 0");
+  if (!(max_drift > 0) || !std::isfinite(max_drift)) fail("max_drift must be a positive finite number");
   if (average_draws < 0) fail("average_draws must be >= 0");
   if (threads < 1) fail("threads must be >= 1");
 }
 
 namespace {
+
+// The stopping rule's longer look back: the last block against the one kLongBlocks blocks before,
+// where a slow steady climb has added up to kLongBlocks times its per-block size while the noise
+// of a difference of two block means stays the same.
+constexpr Index kLongBlocks = 4;
+// q's scale along a coordinate is still moving while its block-mean log sd changed by more than
+// kRiseThreshold the same way at each of the last kRiseBlocks block ends (and "keeps growing" if
+// it rose). Measured on settled fits (posteriordb, with and without preconditioning): runs of
+// changes > 0.01 reach 2 blocks with the full-rank family and up to 4 with the mean-field and
+// low-rank ones, which therefore can delay their convergence by a block or two; an improper
+// full-rank fit (a flat ridge) shows them at every block end, its sd growing like the step count.
+constexpr double kRiseThreshold = 0.01;
+constexpr int kRiseBlocks = 3;
+// The averaging phase confirms convergence unless some coordinate's block means trend, over the
+// phase, by more than kTailMeanLimit * max_drift of q's sd (mean) or kTailScaleLimit (log sd),
+// with a slope kTailZ standard errors from zero.
+constexpr double kTailMeanLimit = 2.0;
+constexpr double kTailScaleLimit = 0.05;
+constexpr double kTailZ = 4.0;
 
 // After this many consecutive non-finite steps the fit returns to its last good checkpoint and
 // halves the step size ...
@@ -71,14 +93,58 @@ struct WindowAverage {
   }
 };
 
-// The stopping rule: the mean ELBO of the last `block` windows differs from the mean of the
-// `block` windows before by less than max(tol * |ELBO|, tol_abs). Means over blocks, not single
-// windows, so that window-to-window noise does not decide; an absolute floor because the ELBO's
-// size includes the normalising constants of the likelihood and says nothing about how settled q
-// is (a fit with |ELBO| = 4 would otherwise need changes below 4e-4 nats, and one with
-// |ELBO| = 1e5 would stop while still climbing by nats per block).
-bool elbo_settled(const std::vector<double>& elbo, const FitOptions& opt) {
-  const size_t n = elbo.size(), b = size_t(opt.block);
+std::string format_number(double x) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.3g", x);
+  return buffer;
+}
+
+// log of q's marginal sd along every coordinate, read from phi (layouts in family.hpp), in the
+// optimiser's coordinates (whitened ones when preconditioned). O(num_params); no D x D matrix.
+// TODO(family): this belongs in GaussianFamily as a virtual; it lives here to keep the change to
+// the fit loop.
+void marginal_log_sd(const GaussianFamily& family, const Vector& phi, Vector& out) {
+  const Index d = family.dim();
+  out.resize(d);
+  if (const auto* low = dynamic_cast<const LowRankGaussian*>(&family)) {
+    Eigen::Map<const Matrix> b(phi.data() + 2 * d, d, low->rank());
+    for (Index i = 0; i < d; ++i) {
+      // 0.5 log(exp(2 omega) + |B_i|^2), without overflow for large omega
+      const double w = phi(d + i), bb = b.row(i).squaredNorm();
+      const double m = std::max(w, bb > 0 ? 0.5 * std::log(bb) : -kInf);
+      out(i) = m + 0.5 * std::log(std::exp(2 * (w - m)) + bb * std::exp(-2 * m));
+    }
+  } else if (dynamic_cast<const FullRankGaussian*>(&family)) {
+    Eigen::Map<const Matrix> l(phi.data() + d, d, d);  // log diagonal, strict lower triangle
+    Vector off = Vector::Zero(d);
+    for (Index j = 0; j < d; ++j) off.tail(d - j - 1) += l.col(j).tail(d - j - 1).array().square().matrix();
+    for (Index i = 0; i < d; ++i) {
+      const double w = l(i, i), bb = off(i);
+      const double m = std::max(w, bb > 0 ? 0.5 * std::log(bb) : -kInf);
+      out(i) = m + 0.5 * std::log(std::exp(2 * (w - m)) + bb * std::exp(-2 * m));
+    }
+  } else {  // mean-field: [mu, omega]
+    out = phi.segment(d, d);
+  }
+}
+
+// The stopping rule's ELBO part (see fit.hpp): the mean ELBO of the last `block` windows against
+// the mean of the `block` windows before, and against the block kLongBlocks blocks back.
+struct ElboCheck {
+  double diff = 0.0;         // recent block mean - the block mean before
+  double diff_long = 0.0;    // recent block mean - the block mean kLongBlocks blocks back (0 if none)
+  double improvement = 0.0;  // recent block mean - first window, if positive: the climb so far
+  double se = 0.0;           // Monte Carlo standard error of a difference of two block means
+  double se_line = 0.0, se_within = 0.0;
+  double rate = 0.0;         // max(tol_abs, tol * improvement): the climb per block that counts as flat
+  bool settled = false;
+  bool checked = false;      // a check ran
+};
+
+ElboCheck check_elbo(const std::vector<double>& elbo, const std::vector<double>& elbo_var, const FitOptions& opt) {
+  const size_t n = elbo.size(), b = size_t(opt.block), m = 2 * b;
+  ElboCheck c;
+  c.checked = true;
   double recent = 0.0, before = 0.0;
   for (size_t i = 0; i < b; ++i) {
     recent += elbo[n - 1 - i];
@@ -86,7 +152,189 @@ bool elbo_settled(const std::vector<double>& elbo, const FitOptions& opt) {
   }
   recent /= double(b);
   before /= double(b);
-  return std::abs(recent - before) < std::max(opt.tol * std::abs(recent), opt.tol_abs);
+  c.diff = recent - before;
+  c.improvement = std::max(recent - elbo.front(), 0.0);
+  const size_t back = size_t(kLongBlocks) * b;
+  if (n >= back + b) {
+    double old = 0.0;
+    for (size_t i = 0; i < b; ++i) old += elbo[n - 1 - back - i];
+    c.diff_long = recent - old / double(b);
+  }
+  // Two estimates of the noise, each inflated by a trend in its own way, so the smaller is used:
+  // (1) the windows' scatter around a straight line through the last 2b windows (a steady climb
+  // is the line's slope, not noise; a curved one inflates it): with s^2 the residual variance of
+  // one window, a difference of two means of b windows has variance 2 s^2 / b; (2) the scatter of
+  // the single-step estimates within each window (a climb within a window inflates it).
+  if (m > 2) {
+    const double mid = 0.5 * double(m - 1);
+    double mean = 0.0, sxx = 0.0, sxy = 0.0;
+    for (size_t i = 0; i < m; ++i) mean += elbo[n - m + i];
+    mean /= double(m);
+    for (size_t i = 0; i < m; ++i) {
+      const double x = double(i) - mid;
+      sxx += x * x;
+      sxy += x * (elbo[n - m + i] - mean);
+    }
+    const double slope = sxy / sxx;
+    double rss = 0.0;
+    for (size_t i = 0; i < m; ++i) {
+      const double r = elbo[n - m + i] - mean - slope * (double(i) - mid);
+      rss += r * r;
+    }
+    c.se_line = std::sqrt(rss / double(m - 2) * 2.0 / double(b));
+  }
+  double v = 0.0;
+  for (size_t i = 0; i < m; ++i) v += elbo_var[n - m + i];
+  c.se_within = std::sqrt(v) / double(b);
+  c.se = m > 2 ? std::min(c.se_line, c.se_within) : c.se_within;
+  c.rate = std::max(opt.tol_abs, opt.tol * c.improvement);
+  const double noise = opt.noise_z * c.se;
+  c.settled = std::abs(c.diff) < std::max(c.rate, noise) &&
+              std::abs(c.diff_long) < std::max(double(kLongBlocks) * c.rate, noise);
+  return c;
+}
+
+// Block means of q's mean (over the block's steps) and of its log marginal sds (over the block's
+// window ends), and how they changed from one block to the next, in units of q's sd: whether the
+// fit's parameters are still moving although the ELBO looks flat, and whether some scale keeps
+// growing (an improper or unidentified posterior: q spreads out along a direction where the log
+// density is flat, and the entropy it gains keeps the ELBO rising slowly).
+class BlockMonitor {
+ public:
+  explicit BlockMonitor(Index dim)
+      : mu_sum_(Vector::Zero(dim)), ls_sum_(Vector::Zero(dim)), mu_prev_(dim), ls_prev_(dim),
+        drift_(Vector::Zero(dim)), drift_prev_(Vector::Zero(dim)), run_(Eigen::VectorXi::Zero(dim)) {}
+
+  void add_step(const Vector& phi) {
+    mu_sum_ += phi.head(mu_sum_.size());
+    ++mu_n_;
+  }
+  void add_window_end(const GaussianFamily& family, const Vector& phi) {
+    marginal_log_sd(family, phi, scratch_);
+    ls_sum_ += scratch_;
+    ++ls_n_;
+  }
+  // Ends a block; from the second block on, drifting() and rising() compare it with the one before.
+  void close_block(double rise_threshold) {
+    if (mu_n_ == 0 || ls_n_ == 0) return;
+    Vector mu = mu_sum_ / double(mu_n_), ls = ls_sum_ / double(ls_n_);
+    if (blocks_ > 0) {
+      drift_prev_.swap(drift_);
+      drift_ = (mu - mu_prev_).array() * (-ls.array()).exp();
+      for (Index i = 0; i < ls.size(); ++i) {  // runs of rises (> 0) or of falls (< 0)
+        const double change = ls(i) - ls_prev_(i);
+        int& run = run_(i);
+        run = change > rise_threshold ? std::max(run, 0) + 1 : change < -rise_threshold ? std::min(run, 0) - 1 : 0;
+      }
+    }
+    mu_prev_.swap(mu);
+    ls_prev_.swap(ls);
+    mu_sum_.setZero();
+    ls_sum_.setZero();
+    mu_n_ = ls_n_ = 0;
+    ++blocks_;
+  }
+  Index blocks() const { return blocks_; }
+  // Coordinates whose block mean moved by more than `limit` of q's sd at each of the last two
+  // block ends, the same way both times (a coordinate jittering back and forth by less is not
+  // drifting), or by more than twice that at the last one, either way (an average of iterates that
+  // jump by that much between blocks is off by a good part of an sd).
+  std::vector<Index> drifting(double limit) const {
+    std::vector<Index> out;
+    if (blocks_ < 2) return out;
+    for (Index i = 0; i < drift_.size(); ++i) {
+      const bool steady = blocks_ >= 3 && drift_(i) * drift_prev_(i) > 0 &&
+                          std::min(std::abs(drift_(i)), std::abs(drift_prev_(i))) > limit;
+      if (steady || !(std::abs(drift_(i)) <= 2 * limit)) out.push_back(i);
+    }
+    return out;
+  }
+  // Coordinates whose block-mean log sd rose by more than the threshold at each of the last
+  // `runs` block ends (growing), or changed that much the same way each time (growing or shrinking).
+  std::vector<Index> rising(int runs) const {
+    std::vector<Index> out;
+    for (Index i = 0; i < run_.size(); ++i)
+      if (run_(i) >= runs) out.push_back(i);
+    return out;
+  }
+  bool scale_moving(int runs) const { return run_.size() && run_.cwiseAbs().maxCoeff() >= runs; }
+  // The means over the block closed last.
+  const Vector& block_mean() const { return mu_prev_; }
+  const Vector& block_log_sd() const { return ls_prev_; }
+
+ private:
+  Vector mu_sum_, ls_sum_, mu_prev_, ls_prev_, drift_, drift_prev_, scratch_;
+  Eigen::VectorXi run_;
+  Index mu_n_ = 0, ls_n_ = 0, blocks_ = 0;
+};
+
+// The averaging phase double-checks convergence: the per-coordinate least-squares trend of the
+// block means of q's mean and log sd over the phase. A fit can look settled for a while on a
+// plateau and then move on (the low-rank family's B turning slowly, say); over the thousands of
+// steps of the averaging phase such a drift adds up to a trend well beyond the block means'
+// scatter around it, while a settled fit's block means scatter around a flat line.
+class TailTrend {
+ public:
+  void reset(Index dim) {
+    n_ = 0;
+    sk_ = skk_ = 0.0;
+    for (auto* v : {&sx_mu_, &sxx_mu_, &skx_mu_, &sx_ls_, &sxx_ls_, &skx_ls_}) v->setZero(dim);
+  }
+  void add(const Vector& mu, const Vector& ls) {
+    if (n_ == 0) {  // trends of x - (the first block's x): no cancellation when |x| >> its scatter
+      mu0_ = mu;
+      ls0_ = ls;
+    }
+    const double k = double(n_);
+    accumulate(mu - mu0_, k, sx_mu_, sxx_mu_, skx_mu_);
+    accumulate(ls - ls0_, k, sx_ls_, sxx_ls_, skx_ls_);
+    sk_ += k;
+    skk_ += k * k;
+    ++n_;
+  }
+  Index blocks() const { return n_; }
+  // Coordinates whose mean (in units of q's sd) or log sd changed over the phase, along the
+  // fitted line, by more than `mean_limit` / `scale_limit`, with a slope more than `z` standard
+  // errors from zero. Needs 4 blocks; none before.
+  void moving(double mean_limit, double scale_limit, double z, std::vector<Index>& mean, std::vector<Index>& scale) const {
+    mean.clear();
+    scale.clear();
+    if (n_ < 4) return;
+    const double n = double(n_), skk = skk_ - sk_ * sk_ / n;
+    auto trend = [&](double sx, double sxx, double skx, double unit, double limit) {
+      const double sxy = skx - sk_ * sx / n, sx2 = sxx - sx * sx / n;
+      const double slope = sxy / skk, rss = std::max(sx2 - slope * sxy, 0.0);
+      const double se = std::sqrt(rss / (n - 2) / skk);
+      return std::abs(slope) * (n - 1) > limit * unit && !(std::abs(slope) <= z * se);
+    };
+    for (Index i = 0; i < sx_mu_.size(); ++i) {
+      const double log_sd = ls0_(i) + sx_ls_(i) / n;  // the phase's mean log sd
+      if (trend(sx_mu_(i), sxx_mu_(i), skx_mu_(i), std::exp(log_sd), mean_limit)) mean.push_back(i);
+      if (trend(sx_ls_(i), sxx_ls_(i), skx_ls_(i), 1.0, scale_limit)) scale.push_back(i);
+    }
+  }
+
+ private:
+  static void accumulate(const Vector& x, double k, Vector& sx, Vector& sxx, Vector& skx) {
+    sx += x;
+    sxx += x.cwiseProduct(x);
+    skx += k * x;
+  }
+  Vector mu0_, ls0_, sx_mu_, sxx_mu_, skx_mu_, sx_ls_, sxx_ls_, skx_ls_;
+  double sk_ = 0.0, skk_ = 0.0;
+  Index n_ = 0;
+};
+
+// Whether the averaging phase confirms convergence; if not, says why.
+bool confirm(const TailTrend& trend, const FitOptions& opt, std::string& why) {
+  std::vector<Index> mean, scale;
+  trend.moving(kTailMeanLimit * opt.max_drift, kTailScaleLimit, kTailZ, mean, scale);
+  if (mean.empty() && scale.empty()) return true;
+  why = "after an apparent convergence, q's " +
+        std::string(mean.empty() ? "scale" : scale.empty() ? "mean" : "mean and scale") + " kept moving along " +
+        std::to_string(std::max(mean.size(), scale.size())) + " coordinate(s) over the " +
+        std::to_string(trend.blocks() * opt.block * opt.eval_every) + " steps of averaging";
+  return false;
 }
 
 }  // namespace
@@ -109,7 +357,14 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   // window or of the tail phase (GaussianFamily::align; only for families that need it). Aligning
   // each iterate with the one before it instead would let the representation drift.
   const bool align = opt.average && family.needs_alignment();
-  Vector reference = align ? r.phi : Vector(), aligned = reference;
+  Vector window_reference = align ? r.phi : Vector(), tail_reference = window_reference;
+  Vector window_aligned = window_reference, tail_aligned = window_reference;
+  // Convergence is confirmed (or withdrawn) by the trend over the averaging phase.
+  TailTrend tail_trend;
+  bool tail_complete = false;
+  Index withdrawn = 0;               // convergences withdrawn after their averaging phase
+  std::string withdrawn_why;
+  BlockMonitor blocks(family.dim());
   // The ELBO history grows by one entry per window: reserved for the windows of up to a million
   // steps, grown (rarely, amortised) beyond. Reserving for `steps` itself would ask for terabytes
   // when a user passes steps=10**12 to mean "until converged".
@@ -122,8 +377,11 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   // into a region of non-finite log density goes back to.
   Vector checkpoint = r.phi;
   Index window_bad = 0;
-  double window_sum = 0.0;
+  double window_sum = 0.0, window_shift = 0.0, window_d = 0.0, window_d2 = 0.0;
+  std::vector<double> elbo_var;  // per window: the variance of its mean ELBO, from its steps' scatter
   Index window_good = 0, bad_run = 0, below_tol = 0, windows_since_check = 0;
+  ElboCheck last_check;
+  std::vector<Index> drifting, growing;  // as of the last check
   using Clock = std::chrono::steady_clock;
   auto last_monitor = Clock::now();
   Progress progress;
@@ -136,6 +394,9 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
     if (estimator.estimate(r.phi, opt.seed, Stream::Optimise, std::uint64_t(t), grad, elbo, opt.threads)) {
       adam.step(r.phi, grad, lr);
       window_sum += elbo;
+      if (window_good == 0) window_shift = elbo;
+      window_d += elbo - window_shift;
+      window_d2 += (elbo - window_shift) * (elbo - window_shift);
       ++window_good;
       bad_run = 0;
     } else {
@@ -155,18 +416,24 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
         }
       }
     }
+    blocks.add_step(r.phi);
     if (opt.average) {
+      // The windows' sums are kept in the averaging phase too: if the phase finds the fit still
+      // moving, it is unconverged again and returns the average of its last two windows.
       if (align) {
-        if (r.converged ? tail_steps == 0 : window_average.n_current == 0) reference = r.phi;
-        aligned = r.phi;
-        family.align(aligned, reference);
+        if (window_average.n_current == 0) window_reference = r.phi;
+        window_aligned = r.phi;
+        family.align(window_aligned, window_reference);
+        if (r.converged) {
+          if (tail_steps == 0) tail_reference = r.phi;
+          tail_aligned = r.phi;
+          family.align(tail_aligned, tail_reference);
+        }
       }
-      const Vector& averaged = align ? aligned : r.phi;
+      window_average.add(align ? window_aligned : r.phi);
       if (r.converged) {
-        tail_sum += averaged;
-        if (++tail_steps >= tail_target) stop = true;
-      } else {
-        window_average.add(averaged);
+        tail_sum += align ? tail_aligned : r.phi;
+        if (++tail_steps >= tail_target) tail_complete = true;
       }
     }
 
@@ -180,22 +447,52 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
         const double e = window_sum / double(window_good);
         r.elbo.push_back(e);
         r.elbo_step.push_back(t + 1);
+        const double n_good = double(window_good);
+        elbo_var.push_back(window_good > 1 ? std::max(window_d2 - window_d * window_d / n_good, 0.0) / (n_good - 1) / n_good
+                                           : 0.0);
+        blocks.add_window_end(family, r.phi);
+        if (Index(r.elbo.size()) % opt.block == 0) {
+          blocks.close_block(kRiseThreshold);
+          if (r.converged && tail_steps > 0) tail_trend.add(blocks.block_mean(), blocks.block_log_sd());
+        }
         if (++windows_since_check >= opt.block && Index(r.elbo.size()) >= 2 * opt.block) {
           windows_since_check = 0;
-          below_tol = elbo_settled(r.elbo, opt) ? below_tol + 1 : 0;
+          const ElboCheck c = check_elbo(r.elbo, elbo_var, opt);
+          last_check = c;
+          drifting = blocks.drifting(opt.max_drift);
+          growing = blocks.rising(kRiseBlocks);
+          below_tol = c.settled && drifting.empty() && !blocks.scale_moving(kRiseBlocks) ? below_tol + 1 : 0;
         }
         if (opt.tol > 0 && !r.converged && below_tol >= opt.patience) {
           r.converged = true;
           r.converged_step = t + 1;
           r.message = "converged: the ELBO averaged over blocks of " + std::to_string(opt.block * opt.eval_every) +
-                      " steps changed by less than max(tol * |ELBO|, tol_abs) " + std::to_string(opt.patience) +
-                      " times running";
+                      " steps changed by less than max(tol_abs, tol * improvement) or its Monte Carlo noise, and "
+                      "q's means and scales stopped moving, " + std::to_string(opt.patience) + " times running" +
+                      (withdrawn > 0 ? " (" + std::to_string(withdrawn) + " earlier convergence(s) withdrawn: " + withdrawn_why + ")"
+                                     : "");
           tail_target = std::max(t + 1, (opt.average_draws + opt.draws - 1) / opt.draws);
+          tail_steps = 0;
+          tail_sum.setZero();
+          tail_trend.reset(family.dim());
           if (!opt.average) stop = true;
         }
       }
-      window_sum = 0.0;
+      window_sum = window_d = window_d2 = 0.0;
       window_good = 0;
+    }
+    if (tail_complete) {
+      tail_complete = false;
+      if (confirm(tail_trend, opt, withdrawn_why)) {
+        stop = true;
+      } else {  // still moving: unconverged again, and the rule starts over
+        ++withdrawn;
+        r.converged = false;
+        r.converged_step = -1;
+        r.message.clear();
+        below_tol = 0;
+        tail_steps = 0;
+      }
     }
     if (monitor && (window_end || Clock::now() - last_monitor > std::chrono::duration<double>(opt.monitor_seconds))) {
       progress.step = t + 1;
@@ -210,7 +507,35 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
     }
   }
   r.steps = t;
-  if (r.message.empty()) r.message = "reached the maximum number of steps without meeting the tolerance";
+  // Out of steps (or interrupted) during the averaging phase: judge the part that ran.
+  if (r.converged && tail_steps < tail_target && !confirm(tail_trend, opt, withdrawn_why)) {
+    ++withdrawn;
+    r.converged = false;
+    r.converged_step = -1;
+    if (!r.interrupted) r.message.clear();
+    tail_steps = 0;
+  }
+  if (r.message.empty()) {
+    r.message = "reached the maximum number of steps without meeting the tolerance";
+    if (last_check.checked) {  // say what was still moving at the last check
+      std::string why;
+      auto add = [&why](const std::string& part) { why += (why.empty() ? "" : "; ") + part; };
+      if (!last_check.settled) {
+        const bool short_term = std::abs(last_check.diff) >= std::max(last_check.rate, opt.noise_z * last_check.se);
+        const Index span = (short_term ? 1 : kLongBlocks) * opt.block * opt.eval_every;
+        add("the ELBO still changed by " + format_number(short_term ? last_check.diff : last_check.diff_long) +
+            " nats over " + std::to_string(span) + " steps, Monte Carlo noise " + format_number(last_check.se));
+      }
+      if (!drifting.empty()) add("q's mean still moving along " + std::to_string(drifting.size()) + " coordinate(s)");
+      if (!growing.empty()) add("q's scale still growing along " + std::to_string(growing.size()) + " coordinate(s)");
+      if (withdrawn > 0) add(withdrawn_why);
+      if (!why.empty()) r.message += " (" + why + ")";
+    }
+  }
+  if (!r.converged) {
+    r.drifting = drifting;
+    r.growing = growing;
+  }
   if (opt.average) {
     if (tail_steps > 0) {
       r.phi = tail_sum / double(tail_steps);
@@ -221,6 +546,14 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   }
   r.final_lr = lr;
   if (preconditioner && preconditioner->active()) family.unwhiten(r.phi, *preconditioner);
+  marginal_log_sd(family, r.phi, r.log_sd);
+  if (!r.phi.allFinite() || !r.log_sd.allFinite()) {
+    // Adam moves every coordinate by at most ~lr per step, so this takes an absurd scale (an
+    // improper posterior run for very long, or a preconditioner with a huge scale): say so.
+    r.converged = false;
+    r.converged_step = -1;
+    r.message = "the fitted parameters are not finite (q's mean or scale overflowed); " + r.message;
+  }
   return r;
 }
 

@@ -22,7 +22,7 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import _core  # noqa: E402
 from .expr import Expr, exp, inv_logit, log, log1p_exp, sum  # noqa: E402
-from .fit import Approximation, ConvergenceWarning, fit  # noqa: E402
+from .fit import Approximation, ConvergenceWarning, ImproperPosteriorWarning, fit  # noqa: E402
 from .check import InputCheck, KernelCheck, check_kernel  # noqa: E402
 from .kernels import (  # noqa: E402
     InputSpec,
@@ -41,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Approximation",
     "ConvergenceWarning",
+    "ImproperPosteriorWarning",
     "Expr",
     "InputCheck",
     "InputSpec",

@@ -14,7 +14,7 @@ import numpy as np
 from . import _core
 from ._threads import warn_if_forked
 from ._validate import INT64_END, bool_setting, int_setting, seed_setting, threads_setting
-from .laplace import Laplace, find_laplace
+from .laplace import Laplace, coordinate_names, find_laplace
 from .model import Model
 
 _FAMILIES = ("meanfield", "fullrank", "lowrank")
@@ -23,7 +23,13 @@ _METHODS = {"advi": "meanfield", "meanfield": "meanfield", "fullrank_advi": "ful
 
 
 class ConvergenceWarning(UserWarning):
-    """The fit stopped before its convergence rule was met, or skipped non-finite steps."""
+    """The fit stopped before its convergence rule was met, skipped non-finite steps, found no
+    proper mode to precondition with, or produced a result that is not finite."""
+
+
+class ImproperPosteriorWarning(ConvergenceWarning):
+    """The posterior looks improper or unidentified (a direction along which the log density is
+    flat, or q's scale growing without end): no Gaussian approximation of it means anything."""
 
 
 def _expit(z: np.ndarray) -> np.ndarray:
@@ -251,9 +257,19 @@ def fit(
         full-rank fit without preconditioning, where STL's path term L^-T eps explodes while L is
         still far from the posterior's and the fit can diverge (seen on a D = 30 regression).
     seed: the same seed gives the same result, whatever the thread count.
-    tol, tol_abs: stop when the mean ELBO over the last 5 windows of ``eval_every`` steps differs
-        from the 5 windows before by less than ``max(tol * |ELBO|, tol_abs)``, ``patience`` times
-        running; ``tol=None`` or 0 runs all ``steps``.
+    tol, tol_abs: the stopping rule (README, "How it works"). Every 5 windows of ``eval_every``
+        steps (a block) the fit is settled when the block mean of the ELBO changed from the block
+        before, and from the block 4 blocks back, by less than ``max(tol_abs, tol * improvement)``
+        per block (``improvement``: the climb since the first window) or by less than twice its
+        Monte Carlo standard error, and q has stopped moving: no coordinate of its mean moved by
+        more than 0.5 of q's sd per block the same way twice (or 1 sd once), no log sd changed by
+        more than 0.01 the same way 3 blocks running. ``patience`` settled checks running make the
+        fit converged, and the averaging phase confirms it (or withdraws it, if q's means or
+        scales trend over the phase). Adding a constant to the log density changes nothing in the
+        rule. ``tol=None`` or 0 runs all ``steps``. An unconverged fit warns
+        (``ConvergenceWarning``); so does a posterior that looks improper or unidentified (a flat
+        direction at the mode, or q's scale still growing at the end: ``ImproperPosteriorWarning``,
+        with ``converged`` False) and a result that is not finite in the constrained space.
     precondition: ``"auto"`` (default) first finds the posterior mode and the Hessian there and runs
         the fit in coordinates whitened by that Laplace approximation (full Cholesky for full-rank,
         diagonal otherwise), which makes badly scaled and strongly correlated posteriors as easy as
@@ -378,13 +394,14 @@ def fit(
         "init_scale": init_scale, "threads": opts.threads,
     })
     approx.laplace = laplace
+    warned = _diagnose(approx, result, laplace, opts.tol > 0)
     if approx.n_skipped:
         warnings.warn(f"{approx.n_skipped} of {approx.steps} steps had a non-finite log density or gradient and "
                       f"were skipped (step size halved {approx.lr_reductions} times). {approx.message}",
                       ConvergenceWarning, stacklevel=2)
     if approx.interrupted:
         warnings.warn(f"fit {approx.message}; returning the state reached so far", ConvergenceWarning, stacklevel=2)
-    elif not approx.converged and opts.tol > 0:
+    elif not approx.converged and opts.tol > 0 and not warned:
         warnings.warn(f"fit did not converge in {approx.steps} steps ({approx.message}); "
                       "increase steps or lr, or pass tol=None to silence this", ConvergenceWarning, stacklevel=2)
     return approx
@@ -402,6 +419,80 @@ def _keep_going(answer: Any) -> Optional[bool]:
     if answer is None or isinstance(answer, (bool, np.bool_)):
         return None if answer is None else bool(answer)
     raise TypeError(f"callback must return None, True or False, got {answer!r}")
+
+
+# exp overflows beyond this
+_LOG_MAX = math.log(np.finfo(np.float64).max)
+
+
+def _diagnose(approx: Approximation, result: "_core.FitResult", laplace: Optional[Laplace], check: bool) -> bool:
+    """Checks the fit's outcome for what the loop cannot judge by itself, sets ``converged`` to False
+    and warns where it fails: non-finite results, an unidentified or improper posterior (a flat
+    direction at the mode, or, unless ``check`` is off (tol=None), q's scale still growing at the
+    end), and no proper mode. Returns whether it warned that the fit has not converged."""
+    model = approx.model
+    warned = False
+    # name the coordinates the loop could only count
+    for what, coordinates in (("q's mean still moving along", result.drifting),
+                              ("q's scale still growing along", result.growing)):
+        if len(coordinates):
+            approx.message = approx.message.replace(f"{what} {len(coordinates)} coordinate(s)",
+                                                    f"{what} {', '.join(coordinate_names(model, list(coordinates)))}")
+
+    def unconverged(reason: str):
+        if approx.converged:
+            approx.message = f"{reason} (the stopping rule alone was met at step {approx.converged_step})"
+        else:
+            approx.message = f"{reason}; {approx.message}"
+        approx.converged, approx.converged_step = False, None
+
+    # Non-finite results, or moments that overflow once mapped to the constrained space.
+    mu, log_sd = approx.phi[:model.dim], np.asarray(result.log_sd)
+    overflow = []
+    for p in model:
+        sl = slice(p.offset, p.offset + p.size)
+        m, ls = mu[sl], log_sd[sl]
+        if not (np.all(np.isfinite(m)) and np.all(np.isfinite(ls))):
+            overflow.append(f"{p.name} (q's mean or sd is not finite)")
+        elif (math.isfinite(p.lower) != math.isfinite(p.upper)) and np.any(m + 0.5 * np.exp(2 * np.minimum(ls, 300))
+                                                                           > _LOG_MAX):
+            # one bound: a log-normal, whose mean exp(m + s^2 / 2) is beyond the largest double
+            overflow.append(f"{p.name} (its mean exp(m + s^2/2) under q overflows)")
+    if overflow:
+        unconverged("q is not finite in the constrained space for " + ", ".join(overflow))
+        warnings.warn(f"the fit's result is not usable: {approx.message}. The posterior may be improper "
+                      "along these parameters (give them proper priors), or the fit diverged (try a smaller lr or "
+                      "init_scale)", ConvergenceWarning, stacklevel=3)
+        warned = True
+
+    # The mode search found a direction along which the log density is flat: unidentified.
+    if laplace is not None and laplace.kind == "flat":
+        names = ", ".join(laplace.parameters)
+        unconverged(f"the posterior is improper or unidentified along {names}")
+        warnings.warn(f"the posterior may be improper or unidentified: {laplace.message}. A Gaussian approximation "
+                      f"of it means nothing (its sds along that direction are arbitrary); give {names} proper priors, "
+                      "or remove the redundancy (fix one of them, or reparameterise)", ImproperPosteriorWarning,
+                      stacklevel=3)
+        return True
+    # q's scale was still growing, block after block, when the fit ran out of steps.
+    growing = list(result.growing) if check and not approx.converged and not approx.interrupted else []
+    if growing:
+        names = ", ".join(coordinate_names(model, growing))
+        warnings.warn(f"fit did not converge in {approx.steps} steps: q's scale along {names} kept growing to the "
+                      "end. The posterior may be improper or unidentified along them (give them proper priors, "
+                      "check that the data determine them); if it is not, the fit needs more steps (or a smaller "
+                      f"lr). {approx.message}", ImproperPosteriorWarning, stacklevel=3)
+        warned = True
+    # No proper mode (a funnel, a saddle, or an improper posterior with a tilt): the fit ran without
+    # preconditioning; whether it converged is the stopping rule's verdict, which sees q still
+    # moving if the posterior is improper. (A funnel is proper and can be fitted: no verdict here.)
+    if laplace is not None and not laplace.ok and laplace.kind != "flat":
+        names = ", ".join(laplace.parameters) or "the parameters"
+        warnings.warn(f"the mode search found no proper mode ({laplace.message}), so the fit ran without "
+                      f"preconditioning. If the posterior is improper (a flat or improper prior on {names} that the "
+                      "data do not pin down), give them proper priors; if it is a funnel (a hierarchical scale), a "
+                      "non-centred parameterisation fits much better", ConvergenceWarning, stacklevel=3)
+    return warned
 
 
 def _resolve_family(family: Optional[str], method: Optional[str]) -> str:

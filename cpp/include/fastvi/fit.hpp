@@ -1,5 +1,5 @@
 // The optimisation loop: Adam on the reparameterised ELBO gradient, windowed ELBO monitoring,
-// a relative-change stopping rule, iterate averaging, and recovery from non-finite steps.
+// a noise-aware stopping rule confirmed by iterate averaging, and recovery from non-finite steps.
 #pragma once
 
 #include <cstdint>
@@ -18,18 +18,41 @@ struct FitOptions {
   double lr = 0.01;        // Adam step size
   double beta1 = 0.9, beta2 = 0.999, adam_epsilon = 1e-8;
   Index eval_every = 100;  // steps per ELBO window
-  // Stopping rule (see elbo_settled in fit.cpp): the mean ELBO over the last `block` windows
-  // differs from the `block` windows before by less than max(tol * |ELBO|, tol_abs), `patience`
-  // comparisons running. tol <= 0: never stop early.
+  // Stopping rule (check_elbo, BlockMonitor and TailTrend in fit.cpp). Every `block` windows the
+  // fit is "settled" when all of these hold:
+  //  * the ELBO: with d1 the change of the mean ELBO of the last block from the block before and
+  //    d4 from the block 4 blocks back (once there are 5 blocks),
+  //      |d1| < max(rate, noise_z * se)  and  |d4| < max(4 rate, noise_z * se),
+  //      rate = max(tol_abs, tol * improvement),  improvement = max(0, ELBO now - first window's),
+  //    where se is the Monte Carlo standard error of a difference of two block means (the smaller
+  //    of two estimates: the scatter of each window's single-step ELBOs, and the scatter of the
+  //    last 2 blocks' windows around a straight line, so that a steady climb is a slope, not
+  //    noise). Unlike the former tol * |ELBO|, nothing here changes when a constant is added to
+  //    log p (|ELBO| includes the likelihood's normalising constants and the whole distance from
+  //    the optimum: at |ELBO| = 5e13 it allowed a climb of 5e8 nats per block). d4 sees a climb
+  //    too slow for d1 against the noise: it adds up over 4 blocks, the noise does not.
+  //  * q's mean: no coordinate's block mean moved by more than max_drift of q's sd the same way
+  //    at each of the last two block ends, or by more than 2 max_drift at the last one (sds of q
+  //    in the optimiser's coordinates, whitened ones when preconditioned);
+  //  * q's scales: no coordinate's block-mean log sd changed by more than 0.01 the same way at
+  //    each of the last 3 block ends.
+  // Converged after `patience` settled checks running, then confirmed by the averaging phase
+  // (average = true, and once the phase has 4 blocks): if over the phase some coordinate's block
+  // means of q's mean (in sds) or log sd trend by more than 2 max_drift or 0.05, with a slope 4
+  // standard errors from zero, the convergence is withdrawn and the rule starts over (a plateau
+  // the fit later leaves). tol <= 0: never stop early.
   double tol = 1e-5;
-  double tol_abs = 0.05;   // nats
+  double tol_abs = 0.05;   // nats per block
+  double noise_z = 2.0;    // a change within noise_z standard errors of the noise is no change
+  double max_drift = 0.5;  // sds of q per block
   Index block = 5;         // windows per block
   Index patience = 2;
   // Once converged, keep going for an averaging phase and return the mean of its iterates
   // (Polyak-Ruppert tail averaging): with a constant step size the last iterate jitters around the
   // optimum by about sd / sqrt(steps the optimiser "remembers"); the average of M steps of S draws
   // is off by about sd / sqrt(M S). The phase lasts as long as the fit took to converge, and at
-  // least average_draws / draws steps. Unconverged fits average their last two windows.
+  // least average_draws / draws steps. Unconverged fits (including those whose convergence the
+  // averaging phase withdrew) average their last two windows.
   bool average = true;
   Index average_draws = 4000;
   std::uint64_t seed = 0;
@@ -55,6 +78,8 @@ struct FitResult {
   std::vector<double> elbo;         // windowed ELBO estimates
   std::vector<Index> elbo_step;     // the step at which each window ended
   Index steps = 0;                  // steps run (including skipped ones)
+  // The stopping rule was met and the averaging phase confirmed it (or, cut short by the step
+  // limit or an interruption before 4 blocks, did not contradict it).
   bool converged = false;
   Index converged_step = -1;
   Index averaged_steps = 0;         // iterates averaged into phi
@@ -63,6 +88,11 @@ struct FitResult {
   Index lr_reductions = 0;          // times the step size was halved after repeated bad steps
   double final_lr = 0.0;
   std::string message;              // why the fit stopped, in words
+  // Unconverged fits only, as of the last check of the stopping rule (coordinates of the space
+  // the optimiser works in: the model's unconstrained coordinates, whitened when preconditioned):
+  std::vector<Index> drifting;      // whose mean was still moving by more than max_drift sd per block
+  std::vector<Index> growing;       // whose log sd kept rising, block after block
+  Vector log_sd;                    // log of q's marginal sds (unconstrained space) at the end
 };
 
 // Maximises the ELBO of `model` over `family` from phi0. Runs without touching Python. With an
