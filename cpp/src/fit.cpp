@@ -116,10 +116,10 @@ void marginal_log_sd(const GaussianFamily& family, const Vector& phi, Vector& ou
     }
   } else if (dynamic_cast<const FullRankGaussian*>(&family)) {
     Eigen::Map<const Matrix> l(phi.data() + d, d, d);  // log diagonal, strict lower triangle
-    Vector off = Vector::Zero(d);
-    for (Index j = 0; j < d; ++j) off.tail(d - j - 1) += l.col(j).tail(d - j - 1).array().square().matrix();
+    out.setZero();  // first the squared norms of L's off-diagonal rows (no scratch: called every window)
+    for (Index j = 0; j < d; ++j) out.tail(d - j - 1) += l.col(j).tail(d - j - 1).array().square().matrix();
     for (Index i = 0; i < d; ++i) {
-      const double w = l(i, i), bb = off(i);
+      const double w = l(i, i), bb = out(i);
       const double m = std::max(w, bb > 0 ? 0.5 * std::log(bb) : -kInf);
       out(i) = m + 0.5 * std::log(std::exp(2 * (w - m)) + bb * std::exp(-2 * m));
     }
@@ -202,8 +202,8 @@ ElboCheck check_elbo(const std::vector<double>& elbo, const std::vector<double>&
 class BlockMonitor {
  public:
   explicit BlockMonitor(Index dim)
-      : mu_sum_(Vector::Zero(dim)), ls_sum_(Vector::Zero(dim)), mu_prev_(dim), ls_prev_(dim),
-        drift_(Vector::Zero(dim)), drift_prev_(Vector::Zero(dim)), run_(Eigen::VectorXi::Zero(dim)) {}
+      : mu_sum_(Vector::Zero(dim)), ls_sum_(Vector::Zero(dim)), mu_prev_(dim), ls_prev_(dim), mu_(dim), ls_(dim),
+        drift_(Vector::Zero(dim)), drift_prev_(Vector::Zero(dim)), scratch_(dim), run_(Eigen::VectorXi::Zero(dim)) {}
 
   void add_step(const Vector& phi) {
     mu_sum_ += phi.head(mu_sum_.size());
@@ -217,7 +217,10 @@ class BlockMonitor {
   // Ends a block; from the second block on, drifting() and rising() compare it with the one before.
   void close_block(double rise_threshold) {
     if (mu_n_ == 0 || ls_n_ == 0) return;
-    Vector mu = mu_sum_ / double(mu_n_), ls = ls_sum_ / double(ls_n_);
+    Vector& mu = mu_;  // into buffers sized once: no allocation in the loop
+    Vector& ls = ls_;
+    mu = mu_sum_ / double(mu_n_);
+    ls = ls_sum_ / double(ls_n_);
     if (blocks_ > 0) {
       drift_prev_.swap(drift_);
       drift_ = (mu - mu_prev_).array() * (-ls.array()).exp();
@@ -239,23 +242,22 @@ class BlockMonitor {
   // block ends, the same way both times (a coordinate jittering back and forth by less is not
   // drifting), or by more than twice that at the last one, either way (an average of iterates that
   // jump by that much between blocks is off by a good part of an sd).
-  std::vector<Index> drifting(double limit) const {
-    std::vector<Index> out;
-    if (blocks_ < 2) return out;
+  // (Filled into `out`, whose capacity the caller reserved: no allocation in the loop.)
+  void drifting(double limit, std::vector<Index>& out) const {
+    out.clear();
+    if (blocks_ < 2) return;
     for (Index i = 0; i < drift_.size(); ++i) {
       const bool steady = blocks_ >= 3 && drift_(i) * drift_prev_(i) > 0 &&
                           std::min(std::abs(drift_(i)), std::abs(drift_prev_(i))) > limit;
       if (steady || !(std::abs(drift_(i)) <= 2 * limit)) out.push_back(i);
     }
-    return out;
   }
   // Coordinates whose block-mean log sd rose by more than the threshold at each of the last
   // `runs` block ends (growing), or changed that much the same way each time (growing or shrinking).
-  std::vector<Index> rising(int runs) const {
-    std::vector<Index> out;
+  void rising(int runs, std::vector<Index>& out) const {
+    out.clear();
     for (Index i = 0; i < run_.size(); ++i)
       if (run_(i) >= runs) out.push_back(i);
-    return out;
   }
   bool scale_moving(int runs) const { return run_.size() && run_.cwiseAbs().maxCoeff() >= runs; }
   // The means over the block closed last.
@@ -263,7 +265,7 @@ class BlockMonitor {
   const Vector& block_log_sd() const { return ls_prev_; }
 
  private:
-  Vector mu_sum_, ls_sum_, mu_prev_, ls_prev_, drift_, drift_prev_, scratch_;
+  Vector mu_sum_, ls_sum_, mu_prev_, ls_prev_, mu_, ls_, drift_, drift_prev_, scratch_;
   Eigen::VectorXi run_;
   Index mu_n_ = 0, ls_n_ = 0, blocks_ = 0;
 };
@@ -275,6 +277,8 @@ class BlockMonitor {
 // scatter around it, while a settled fit's block means scatter around a flat line.
 class TailTrend {
  public:
+  // Every buffer sized here, so that a convergence in the middle of a fit allocates nothing.
+  explicit TailTrend(Index dim) : mu0_(dim), ls0_(dim) { reset(dim); }
   void reset(Index dim) {
     n_ = 0;
     sk_ = skk_ = 0.0;
@@ -315,7 +319,9 @@ class TailTrend {
   }
 
  private:
-  static void accumulate(const Vector& x, double k, Vector& sx, Vector& sxx, Vector& skx) {
+  // x is an expression (x - x0): evaluated in place, no temporary vector.
+  template <class X>
+  static void accumulate(const Eigen::MatrixBase<X>& x, double k, Vector& sx, Vector& sxx, Vector& skx) {
     sx += x;
     sxx += x.cwiseProduct(x);
     skx += k * x;
@@ -360,7 +366,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   Vector window_reference = align ? r.phi : Vector(), tail_reference = window_reference;
   Vector window_aligned = window_reference, tail_aligned = window_reference;
   // Convergence is confirmed (or withdrawn) by the trend over the averaging phase.
-  TailTrend tail_trend;
+  TailTrend tail_trend(family.dim());
   bool tail_complete = false;
   Index withdrawn = 0;               // convergences withdrawn after their averaging phase
   std::string withdrawn_why;
@@ -379,9 +385,12 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   Index window_bad = 0;
   double window_sum = 0.0, window_shift = 0.0, window_d = 0.0, window_d2 = 0.0;
   std::vector<double> elbo_var;  // per window: the variance of its mean ELBO, from its steps' scatter
+  elbo_var.reserve(size_t(max_windows));
   Index window_good = 0, bad_run = 0, below_tol = 0, windows_since_check = 0;
   ElboCheck last_check;
   std::vector<Index> drifting, growing;  // as of the last check
+  drifting.reserve(size_t(family.dim()));
+  growing.reserve(size_t(family.dim()));
   using Clock = std::chrono::steady_clock;
   auto last_monitor = Clock::now();
   Progress progress;
@@ -459,8 +468,8 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
           windows_since_check = 0;
           const ElboCheck c = check_elbo(r.elbo, elbo_var, opt);
           last_check = c;
-          drifting = blocks.drifting(opt.max_drift);
-          growing = blocks.rising(kRiseBlocks);
+          blocks.drifting(opt.max_drift, drifting);
+          blocks.rising(kRiseBlocks, growing);
           below_tol = c.settled && drifting.empty() && !blocks.scale_moving(kRiseBlocks) ? below_tol + 1 : 0;
         }
         if (opt.tol > 0 && !r.converged && below_tol >= opt.patience) {

@@ -33,7 +33,9 @@ LowRankGaussian::LowRankGaussian(Index dim, Index rank) : GaussianFamily(dim), r
   d_.resize(dim);
   a_.resize(dim, rank);
   c_.resize(rank, rank);
-  llt_ = Eigen::LLT<Matrix>(rank);
+  // Sized by a first decomposition: Eigen's size constructors leave the solvers' `info` unset, and
+  // copying them is undefined behaviour (UBSan: invalid value for enum ComputationInfo).
+  llt_.compute(Matrix::Identity(rank, rank));
   w_.resize(dim);
   at_.resize(rank, dim);
   m_.resize(rank, rank);
@@ -42,9 +44,9 @@ LowRankGaussian::LowRankGaussian(Index dim, Index rank) : GaussianFamily(dim), r
   q_.resize(rank, rank);
   bq_.resize(dim, rank);
   if (rank <= kSmallRank)
-    eig_small_ = Eigen::SelfAdjointEigenSolver<SmallMatrix>(rank);
+    eig_small_.compute(SmallMatrix::Identity(rank, rank));
   else
-    eig_ = Eigen::SelfAdjointEigenSolver<Matrix>(rank);
+    eig_.compute(Matrix::Identity(rank, rank));
   reserve(1);
 }
 
