@@ -84,15 +84,23 @@ class Worker:
 
     def __init__(self) -> None:
         self.proc: Optional[subprocess.Popen] = None
-        self.stderr = tempfile.TemporaryFile()
+        fd, self.errpath = tempfile.mkstemp(prefix="props_worker_", suffix=".stderr")
+        os.close(fd)
+        self.seen = 0
         self.env = dict(os.environ, FASTVI_GLM_PARALLEL_WORK="0", OMP_NUM_THREADS="2",
                         FASTVI_PROPS_RLIMIT_AS=str(8 << 30), PYTHONFAULTHANDLER="1")
 
     def start(self) -> None:
-        self.stderr.seek(0)
-        self.stderr.truncate()
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "props_worker.py")], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.stderr, env=self.env, cwd=str(HERE))
+        self.seen = 0
+        # The child appends (O_APPEND) to a file of its own; we read it through another handle.
+        with open(self.errpath, "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, str(HERE / "props_worker.py")], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=err, env=self.env, cwd=str(HERE))
+
+    def _read_stderr(self, start: int = 0) -> bytes:
+        with open(self.errpath, "rb") as f:
+            f.seek(start)
+            return f.read()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -100,9 +108,21 @@ class Worker:
             self.proc.wait()
         self.proc = None
 
+    def close(self) -> None:
+        self.stop()
+        if os.path.exists(self.errpath):
+            os.unlink(self.errpath)
+
+    def _forward_sanitizer_reports(self) -> None:
+        """Copies the child's new stderr to ours (fd 2) if it holds an ASan/UBSan report, so that
+        tools/sanitize.sh sees reports from the child too, even from examples that pass."""
+        new = self._read_stderr(self.seen)
+        self.seen += len(new)
+        if b"runtime error:" in new or b"Sanitizer" in new:
+            os.write(2, b"\n[props_worker stderr]\n" + new)
+
     def _stderr_tail(self) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")[-3000:]
+        return self._read_stderr().decode(errors="replace")[-3000:]
 
     def _read(self, n: int, deadline: float) -> bytes:
         out = b""
@@ -132,12 +152,15 @@ class Worker:
             reply = pickle.loads(self._read(n, deadline))
         except TimeoutError:
             self.stop()
+            self._forward_sanitizer_reports()
             raise WorkerDied(f"fastvi hung: no answer within {timeout:g} s\n{self._stderr_tail()}") from None
         except (EOFError, BrokenPipeError):
             rc = self.proc.wait()
             self.proc = None
+            self._forward_sanitizer_reports()
             what = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit status {rc}"
             raise WorkerDied(f"fastvi killed the process ({what})\n{self._stderr_tail()}") from None
+        self._forward_sanitizer_reports()
         if reply[0] == "harness":
             raise RuntimeError(f"test harness error in the worker: {reply[1]}")
         return reply[1]
@@ -147,7 +170,7 @@ class Worker:
 def worker():
     w = Worker()
     yield w
-    w.stop()
+    w.close()
 
 
 # ---- checking, or counting (census mode) -------------------------------------------------------
@@ -252,12 +275,13 @@ ALL_DTYPES = FLOAT_DTYPES + INT_DTYPES + (np.bool_,)
 
 def _float_values(support: str):
     return {
-        "real": st.one_of(st.floats(-5, 5), st.floats(-1e3, 1e3), st.sampled_from([0.0, -0.0, 1e-300, 1e6, -1e6])),
-        "positive": st.one_of(st.floats(0.05, 20), st.floats(1e-3, 1e3)),
-        "nonnegative": st.one_of(st.just(0.0), st.floats(0, 20)),
-        "unit_interval": st.floats(0.001, 0.999),
+        "real": st.one_of(st.floats(-5, 5), st.floats(-1e3, 1e3),
+                          st.sampled_from([0.0, -0.0, 1e-300, 1e6, -1e6, 1e300, -1e300])),
+        "positive": st.one_of(st.floats(0.05, 20), st.floats(1e-3, 1e3), st.sampled_from([1e-300, 1e300, 5e-324])),
+        "nonnegative": st.one_of(st.just(0.0), st.floats(0, 20), st.just(1e300)),
+        "unit_interval": st.one_of(st.floats(0.001, 0.999), st.sampled_from([1e-300, 1 - 2**-53])),
         "binary": st.sampled_from([0.0, 1.0]),
-        "count": st.integers(0, 30).map(float),
+        "count": st.one_of(st.integers(0, 30), st.just(2**53)).map(float),
     }[support]
 
 
@@ -274,6 +298,10 @@ def _values(support: str, dtype):
         return st.sampled_from([1.0] if support == "positive" else [0.0, 1.0])
     if dtype in INT_DTYPES:
         return _int_values(support, dtype)
+    if dtype == np.float32:  # values that stay inside the support as float32 (1e-300 would be 0)
+        return _float_values(support).filter(lambda x: abs(x) < 1e38).map(lambda x: float(np.float32(x))).filter(
+            lambda x: math.isfinite(x) and (support == "real" or x > 0 or support in ("nonnegative", "binary", "count"))
+            and (support != "unit_interval" or x < 1))
     return _float_values(support)
 
 
@@ -365,7 +393,7 @@ def factor_spec(draw, specs):
 
     if name in GLMS:
         n = draw(st.one_of(st.integers(1, 5), st.integers(1, 5), st.integers(513, 1200)))
-        k = draw(st.integers(1, 3))
+        k = draw(st.one_of(st.integers(1, 3), st.integers(4, 20)))  # K > 8: packet remainders
         own_shape = {"y": (n,), "X": (n, k), "alpha": (), "beta": (k,), "sigma": ()}
     else:
         full = draw(st.lists(st.integers(0, 3), max_size=3).map(tuple))
@@ -453,7 +481,8 @@ ZETA_ELEMENTS = st.one_of(st.floats(-3, 3), st.floats(-3, 3), st.floats(-50, 50)
 def zeta_payload(draw, dim: int, allow_zero_draws: bool = True):
     """(payload, S, single): unconstrained points (dim, S) in a drawn dtype/layout; single=True
     for one point passed as a 1-D (dim,) array."""
-    s = draw(st.sampled_from([0, 1, 1, 2, 3, 5] if allow_zero_draws else [1, 1, 2, 3, 5]))
+    # GLMs: S <= 2 takes the fused row kernel (K <= 12), more draws the GEMM path
+    s = draw(st.sampled_from([0, 1, 1, 2, 3, 5, 8] if allow_zero_draws else [1, 1, 2, 3, 5, 8]))
     single = s == 1 and draw(st.booleans())
     shape = (dim,) if single else (dim, s)
     dtype = draw(st.sampled_from([np.float64, np.float64, np.float64, np.float32, np.int64]))

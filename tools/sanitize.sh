@@ -10,10 +10,11 @@
 #   FASTVI_SAN_VENV   the virtual environment (default: build/asan-venv in the checkout); made
 #                     with --system-site-packages if missing, build requirements pip-installed
 #   FASTVI_SAN_LOCK   a lock file: if set, the two builds run under `flock $FASTVI_SAN_LOCK`
-#   FASTVI_SAN_LOGS   where the sanitizer reports go (default: build/asan-logs, emptied first)
+#   FASTVI_SAN_LOGS   where pytest's output and the report summary go (default:
+#                     build/asan-logs, emptied first)
 #   CXX               the compiler (default g++; its libasan/libubsan are preloaded)
 #
-# Exit status: pytest's, or 1 if any sanitizer report was written even though pytest passed.
+# Exit status: pytest's, or 1 if there was any sanitizer report even though pytest passed.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
@@ -46,10 +47,13 @@ py="$venv/bin/python"
 # run without isolation, so that the example extension sees this fastvi.
 "$py" -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" "cmeel-eigen>=3.4" "cmake>=3.18" ninja
 
-san_flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -O1 -g"
+san_flags="-fsanitize=address,undefined -fno-omit-frame-pointer -O1 -g"
+# install.strip=false: scikit-build-core strips the installed module by default, and the reports
+# would lose their file:line.
 echo "== building fastvi with FASTVI_SANITIZE=ON (build/asan)"
 "${lock[@]}" "$py" -m pip install --quiet --no-build-isolation \
   --config-settings=build-dir=build/asan \
+  --config-settings=install.strip=false \
   --config-settings=cmake.define.FASTVI_SANITIZE=ON \
   ".[test]"
 echo "== building examples/custom_kernel, instrumented alike (examples/custom_kernel/build/asan)"
@@ -57,6 +61,7 @@ echo "== building examples/custom_kernel, instrumented alike (examples/custom_ke
 LD_PRELOAD="$libasan $libubsan" ASAN_OPTIONS=detect_leaks=0 \
   "${lock[@]}" "$py" -m pip install --quiet --no-build-isolation \
   --config-settings=build-dir=build/asan \
+  --config-settings=install.strip=false \
   --config-settings=cmake.build-type=RelWithDebInfo \
   "--config-settings=cmake.define.CMAKE_CXX_FLAGS=$san_flags" \
   "--config-settings=cmake.define.CMAKE_MODULE_LINKER_FLAGS=-fsanitize=address,undefined" \
@@ -76,13 +81,15 @@ mkdir -p "$logs"
 # allocator_may_return_null=1: an allocation too large for the address space returns null, so
 #   operator new throws std::bad_alloc as in a normal build (fastvi turns it into MemoryError),
 #   instead of ASan aborting the process with "requested allocation size exceeds maximum".
-# log_path: pytest captures fd 2 per test and loses it when a report aborts the process; files
-#   keep every report (one file per process, suffixed with its pid).
+# UBSan: print_stacktrace=1; halt_on_error=0 (the default) reports and goes on, so one run
+#   lists every report; UBSAN_OPTIONS=halt_on_error=1 stops at the first.
 # PYTHONMALLOC=malloc: Python objects and buffers come from malloc, so ASan sees overflows
 #   into them too (pymalloc's arenas are invisible to it).
+# pytest --capture=sys: reports are written to fd 2, which pytest's default (fd) capture would
+#   swallow, and lose altogether when a report ends the process.
 export LD_PRELOAD="$libasan $libubsan${LD_PRELOAD:+ $LD_PRELOAD}"
-export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:log_path=$logs/asan${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-export UBSAN_OPTIONS="print_stacktrace=1:log_path=$logs/ubsan${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 export PYTHONMALLOC=malloc
 export CI="${CI:-1}"  # the example extension is required, as in CI
 
@@ -92,19 +99,23 @@ if [ $# -eq 0 ]; then
   # raises (correctly: there is no state to return yet) ends the whole pytest run.
   set -- tests --deselect tests/test_fit.py::test_ctrl_c_returns_the_state_reached_so_far
 fi
-echo "== pytest $* (sanitizer reports: $logs)"
-status=0
-"$py" -m pytest -p no:cacheprovider "$@" || status=$?
+echo "== pytest $* (output also in $logs/pytest.log)"
+set +e
+"$py" -m pytest -p no:cacheprovider --capture=sys "$@" 2>&1 | tee "$logs/pytest.log"
+status=${PIPESTATUS[0]}
+set -e
 t2=$(date +%s)
-
 unset LD_PRELOAD
-reports=("$logs"/*)
-if [ -e "${reports[0]}" ]; then
-  echo "== sanitizer reports (${#reports[@]} file(s) in $logs):"
-  for f in "${reports[@]}"; do
-    echo "---- $f"
-    cat "$f"
-  done
+
+# Every report, once per place and kind (UBSan: "file:line:col: runtime error: ..."; ASan:
+# "ERROR: AddressSanitizer: kind" followed by the stack, whose first fastvi frame says where).
+grep -E "runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer" "$logs/pytest.log" \
+  | sed -E -e 's/^/ /' -e 's/^.* (\/[^ ]+:[0-9]+:[0-9]+: runtime error: )/\1/' -e 's/^ ?==[0-9]+==//' \
+          -e 's/0x[0-9a-f]+/0x.../g' -e 's/(value|of|by|to) -?[0-9][0-9.e+]*/\1 N/g' \
+  | sort | uniq -c > "$logs/summary.txt" || true
+if [ -s "$logs/summary.txt" ]; then
+  echo "== sanitizer reports (count, place, kind; full reports in $logs/pytest.log):"
+  cat "$logs/summary.txt"
   if [ "$status" -eq 0 ]; then status=1; fi
 else
   echo "== no sanitizer reports"
