@@ -9,7 +9,7 @@
 # Environment:
 #   FASTVI_SAN_VENV   the virtual environment (default: build/asan-venv in the checkout); made
 #                     with --system-site-packages if missing, build requirements pip-installed
-#   FASTVI_SAN_LOCK   a lock file: if set, the two builds run under `flock $FASTVI_SAN_LOCK`
+#   FASTVI_SAN_LOCK   a lock file: if set, the two builds run holding `flock` on it
 #   FASTVI_SAN_LOGS   where pytest's output and the report summary go (default:
 #                     build/asan-logs, emptied first)
 #   CXX               the compiler (default g++; its libasan/libubsan are preloaded)
@@ -22,8 +22,6 @@ cd "$repo"
 venv="${FASTVI_SAN_VENV:-$repo/build/asan-venv}"
 logs="${FASTVI_SAN_LOGS:-$repo/build/asan-logs}"
 cxx="${CXX:-g++}"
-lock=()
-if [ -n "${FASTVI_SAN_LOCK:-}" ]; then lock=(flock "$FASTVI_SAN_LOCK"); fi
 
 # The sanitizer runtimes of the compiler that builds the extension. Python itself is not
 # instrumented, so libasan has to be loaded first, with LD_PRELOAD.
@@ -47,11 +45,19 @@ py="$venv/bin/python"
 # run without isolation, so that the example extension sees this fastvi.
 "$py" -m pip install --quiet "scikit-build-core>=0.10" "pybind11>=2.12" "cmeel-eigen>=3.4" "cmake>=3.18" ninja
 
+waited=0
+if [ -n "${FASTVI_SAN_LOCK:-}" ]; then  # one lock for both builds; the wait is timed apart
+  exec 9>"$FASTVI_SAN_LOCK"
+  tw=$(date +%s)
+  flock 9
+  waited=$(($(date +%s) - tw))
+fi
+tb=$(date +%s)
 san_flags="-fsanitize=address,undefined -fno-omit-frame-pointer -O1 -g"
 # install.strip=false: scikit-build-core strips the installed module by default, and the reports
 # would lose their file:line.
 echo "== building fastvi with FASTVI_SANITIZE=ON (build/asan)"
-"${lock[@]}" "$py" -m pip install --quiet --no-build-isolation \
+"$py" -m pip install --quiet --no-build-isolation \
   --config-settings=build-dir=build/asan \
   --config-settings=install.strip=false \
   --config-settings=cmake.define.FASTVI_SANITIZE=ON \
@@ -59,7 +65,7 @@ echo "== building fastvi with FASTVI_SANITIZE=ON (build/asan)"
 echo "== building examples/custom_kernel, instrumented alike (examples/custom_kernel/build/asan)"
 # Its CMake imports fastvi (for the headers and flags), which needs the runtimes preloaded.
 LD_PRELOAD="$libasan $libubsan" ASAN_OPTIONS=detect_leaks=0 \
-  "${lock[@]}" "$py" -m pip install --quiet --no-build-isolation \
+  "$py" -m pip install --quiet --no-build-isolation \
   --config-settings=build-dir=build/asan \
   --config-settings=install.strip=false \
   --config-settings=cmake.build-type=RelWithDebInfo \
@@ -67,6 +73,10 @@ LD_PRELOAD="$libasan $libubsan" ASAN_OPTIONS=detect_leaks=0 \
   "--config-settings=cmake.define.CMAKE_MODULE_LINKER_FLAGS=-fsanitize=address,undefined" \
   ./examples/custom_kernel
 t1=$(date +%s)
+if [ -n "${FASTVI_SAN_LOCK:-}" ]; then
+  flock -u 9
+  exec 9>&-
+fi
 
 core="$(ls "$venv"/lib/python3*/site-packages/fastvi/_core*.so)"
 if ! ldd "$core" | grep -q libasan; then
@@ -120,5 +130,5 @@ if [ -s "$logs/summary.txt" ]; then
 else
   echo "== no sanitizer reports"
 fi
-echo "== build $((t1 - t0)) s, tests $((t2 - t1)) s, exit status $status"
+echo "== set-up $((tb - t0 - waited)) s, build $((t1 - tb)) s (after $waited s waiting for the lock), tests $((t2 - t1)) s, exit status $status"
 exit "$status"
