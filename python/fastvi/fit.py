@@ -265,6 +265,9 @@ class Approximation:
         # the largest array made holds n draws of every value-matrix row (or of the noise)
         rows = max(self.model._core.rows, self._family.noise_dim, 1)
         size = n * rows * 8
+        if n > 2**32:  # the generator's draw counter is 32 bits: draw j + 2**32 would repeat draw j
+            raise ValueError(f"n = {n} draws in one call: at most 2**32 (the generator's draw counter is 32 bits); "
+                             f"draw fewer at a time, with different seeds")
         if size >= INT64_END:
             raise ValueError(f"n = {n} draws of {rows} values would take {size} bytes, more than an array can hold; "
                              f"draw fewer at a time")
