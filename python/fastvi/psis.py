@@ -82,7 +82,9 @@ class PSIS:
         relative to the largest ratio. smoothed: whether the tail was replaced by GPD quantiles.
     n_nonfinite: draws whose log p (or log q) was not finite: they get weight 0.
     seed: for a fitted approximation, the draws are ``fit.sample(M, seed=seed)`` (unconstrained:
-        ``fit._family.sample(fit.phi, M, seed)``), weight s belonging to draw s.
+        ``fit._family.sample(fit.phi, M, seed)``), weight s belonging to draw s; bit for bit for
+        the mean-field and low-rank families, to rounding for full-rank (drawn in batches of 256,
+        whose blocked product rounds by batch width).
     seconds, cpu_seconds: the wall and process CPU time of drawing, evaluating and smoothing.
     """
 
