@@ -10,7 +10,14 @@ settings** (only ``seed`` is set), and prints, per (posterior, family, seed):
 - MF-sd ratio: log of the README's mean-field sd ratio, i.e. the worst log sd ratio a KL-optimal
   mean-field Gaussian *should* show on a Gaussian posterior with the reference covariance.
   Mean-field rows are expected to sit near it, not near 0;
-- wall time of ``fv.fit``, steps taken, converged?;
+- PSIS k-hat and importance ESS of the fit's PSIS diagnostic (``fit.khat``, ``fit.ess``, from
+  the default number of draws), and the PSIS-corrected max |mean err| (the same quantities with
+  ``mean(importance="psis")``), i.e. whether importance weighting q's draws moves the means towards
+  the reference;
+- wall time of ``fv.fit`` without the PSIS step, and the PSIS step's CPU time as a % of the fit's
+  (CPU time: less disturbed by a busy machine; run with OPENBLAS_NUM_THREADS=1, or OpenBLAS's
+  threads inside scipy's L-BFGS-B can make a small fit's times 10-30x longer on a busy machine);
+- steps taken, converged?;
 - target: for full-rank (and low-rank), whether max |mean err| <= 0.1 and every sd is within 10 %
   of the reference (the accuracy target); "n/a" on posteriors not close to Gaussian.
 
@@ -76,14 +83,29 @@ def run_one(name: str, family: str, seed: int, info: dict) -> dict:
     model, targets, info = P.build(name, info)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         approx = fv.fit(model, seed=seed, **FAMILIES[family])
-        wall = time.perf_counter() - t0
-    rows = P.compare(approx, targets, info)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rows = _compare(approx, targets, info)
     wm, ws = P.worst(rows)
-    return dict(name=name, family=family, seed=seed, rows=rows, worst_mean=wm, worst_sd=ws, wall=wall,
+    psis = approx.psis
+    psis_rows = _compare(approx, targets, info, importance="psis") if psis is not None and psis.ess > 0 else None
+    psis_time = psis.seconds if psis is not None else 0.0
+    psis_cpu = psis.cpu_seconds if psis is not None else 0.0
+    return dict(name=name, family=family, seed=seed, rows=rows, worst_mean=wm, worst_sd=ws, wall=wall - psis_time,
+                psis_time=psis_time, cpu=cpu - psis_cpu, psis_cpu=psis_cpu, khat=approx.khat, ess=approx.ess, psis_rows=psis_rows,
+                psis_worst_mean=P.worst(psis_rows)[0] if psis_rows else None,
                 steps=approx.steps, converged=approx.converged, skipped=approx.n_skipped,
                 warnings=[str(w.message) for w in caught], target=meets_target(rows))
+
+
+def _compare(approx, targets, info, importance=None) -> List[P.Row]:
+    """P.compare, or rows of NaN where q's moments are not finite numbers (a failed fit: fastvi
+    raises FloatingPointError rather than return them)."""
+    try:
+        return P.compare(approx, targets, info, importance=importance)
+    except FloatingPointError:
+        return [P.Row(k, math.nan, math.nan, *P.reference_moments(info, k)) for k in targets]
 
 
 def _target_cell(r: dict) -> str:
@@ -100,7 +122,8 @@ def _fmt(x: float, spec: str) -> str:
 
 def table(results: List[dict], infos: Dict[str, dict], markdown: bool) -> str:
     head = ["posterior", "family", "seed", "max \\|mean err\\| (sd)", "max \\|log sd ratio\\|",
-            "log MF-sd ratio", "time (s)", "steps", "converged", "target"]
+            "log MF-sd ratio", "k-hat", "ESS", "PSIS max \\|mean err\\|", "time (s)", "PSIS %", "steps",
+            "converged", "target"]
     if not markdown:
         head = [h.replace("\\|", "|") for h in head]
     lines = []
@@ -113,7 +136,11 @@ def table(results: List[dict], infos: Dict[str, dict], markdown: bool) -> str:
             f"{_fmt(abs(wm.mean_err), '.3f')} ({wm.key})",
             sd_cell,
             f"{mf:+.3f}" if r["family"] == "meanfield" else "",
-            f"{r['wall']:.2f}", str(r["steps"]), "yes" if r["converged"] else "**no**" if markdown else "no",
+            "-" if r["khat"] is None else f"{r['khat']:.2f}",
+            "-" if r["ess"] is None else f"{r['ess']:.0f}",
+            "-" if r["psis_worst_mean"] is None else f"{_fmt(abs(r['psis_worst_mean'].mean_err), '.3f')} "
+                                                      f"({r['psis_worst_mean'].key})",
+            f"{r['wall']:.2f}", f"{100 * r['psis_cpu'] / r['cpu']:.1f}", str(r["steps"]), "yes" if r["converged"] else "**no**" if markdown else "no",
             _target_cell(r),
         ])
     if markdown:
@@ -127,12 +154,19 @@ def table(results: List[dict], infos: Dict[str, dict], markdown: bool) -> str:
 
 def detail(r: dict) -> str:
     out = [f"{r['name']} / {r['family']} / seed {r['seed']}: {r['steps']} steps, "
-           f"{'converged' if r['converged'] else 'NOT converged'}, {r['wall']:.2f} s"]
+           f"{'converged' if r['converged'] else 'NOT converged'}, {r['wall']:.2f} s; PSIS k-hat {r['khat']}, "
+           f"ESS {r['ess']}, {r['psis_time']:.3f} s"]
     out += [f"  warning: {w}" for w in r["warnings"]]
     out.append(f"  {'quantity':16s} {'mean':>12s} {'ref mean':>12s} {'err (sd)':>9s} {'sd':>11s} {'ref sd':>11s} {'log ratio':>9s}")
-    for row in r["rows"]:
-        out.append(f"  {row.key:16s} {row.mean:12.5g} {row.ref_mean:12.5g} {row.mean_err:+9.3f} "
-                   f"{row.sd:11.4g} {row.ref_sd:11.4g} {row.log_sd_ratio:+9.3f}")
+    psis_rows = r["psis_rows"] or [None] * len(r["rows"])
+    if r["psis_rows"]:
+        out[-1] += f" {'PSIS mean':>12s} {'err (sd)':>9s} {'PSIS sd':>11s}"
+    for row, prow in zip(r["rows"], psis_rows):
+        line = (f"  {row.key:16s} {row.mean:12.5g} {row.ref_mean:12.5g} {row.mean_err:+9.3f} "
+                f"{row.sd:11.4g} {row.ref_sd:11.4g} {row.log_sd_ratio:+9.3f}")
+        if prow is not None:
+            line += f" {prow.mean:12.5g} {prow.mean_err:+9.3f} {prow.sd:11.4g}"
+        out.append(line)
     return "\n".join(out)
 
 
@@ -167,6 +201,14 @@ def main(argv=None) -> int:
 
     print(table(results, infos, args.markdown))
     print()
+    fit_cpu = sum(r["cpu"] for r in results)
+    psis_cpu = sum(r["psis_cpu"] for r in results)
+    shares = sorted(100 * r["psis_cpu"] / r["cpu"] for r in results)
+    wall_shares = sorted(100 * r["psis_time"] / r["wall"] for r in results)
+    print(f"PSIS step (default {fv.psis.DEFAULT_DRAWS} draws), CPU time: {psis_cpu:.3f} s in all, "
+          f"{100 * psis_cpu / fit_cpu:.1f} % of the fits' {fit_cpu:.2f} s; per fit median {shares[len(shares) // 2]:.1f} %, "
+          f"at most {shares[-1]:.1f} % (wall time: median {wall_shares[len(wall_shares) // 2]:.1f} %, "
+          f"at most {wall_shares[-1]:.1f} %)")
     print(f"fastvi {fv.__version__}; normal likelihood via "
           f"{'fused normal_id_glm' if P.has_glm() else 'expression normal(y | X @ beta, sigma)'}; "
           f"threads: {os.environ.get('OMP_NUM_THREADS', 'all cores')}")

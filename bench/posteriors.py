@@ -327,12 +327,37 @@ class Row:
             return float(np.log(self.sd / self.ref_sd))
 
 
-def fitted_moments(approx: fv.Approximation, targets: Targets) -> Dict[str, Tuple[float, float]]:
+def psis_unconstrained_moments(approx: fv.Approximation) -> Tuple[np.ndarray, np.ndarray]:
+    """Self-normalised PSIS mean and sd of every unconstrained coordinate, from the fit's PSIS
+    draws and smoothed weights (``approx.psis``)."""
+    from fastvi import psis
+
+    result = approx.psis
+    w = result.weights
+    total, sq = np.zeros(approx.model.dim), np.zeros(approx.model.dim)
+    shift = approx.unconstrained_mean()
+    for first, zeta in psis.draws(approx, result.draws, result.seed):
+        wb = w[first:first + zeta.shape[1]]
+        keep = wb > 0
+        dev = zeta[:, keep] - shift[:, None]
+        total += dev @ wb[keep]
+        sq += (dev * dev) @ wb[keep]
+    m = total / w.sum()
+    return shift + m, np.sqrt(np.maximum(sq / w.sum() - m * m, 0.0))
+
+
+def fitted_moments(approx: fv.Approximation, targets: Targets,
+                   importance: Optional[str] = None) -> Dict[str, Tuple[float, float]]:
     """(mean, sd) under q of every target: constrained moments from ``approx.mean()/std()``, and for
-    ``log(x)`` targets the Gaussian moments of x's unconstrained coordinate."""
-    means, sds = approx.mean(), approx.std()
-    mu = approx.unconstrained_mean()
-    sd_u = np.sqrt(np.maximum(np.diag(approx.unconstrained_cov()), 0.0))
+    ``log(x)`` targets the Gaussian moments of x's unconstrained coordinate. ``importance="psis"``:
+    the PSIS-corrected moments instead (``approx.mean(importance="psis")``, and weighted moments of
+    the unconstrained coordinate)."""
+    means, sds = approx.mean(importance=importance), approx.std(importance=importance)
+    if importance is None:
+        mu = approx.unconstrained_mean()
+        sd_u = np.sqrt(np.maximum(np.diag(approx.unconstrained_cov()), 0.0))
+    else:
+        mu, sd_u = psis_unconstrained_moments(approx)
     params = approx.model.params
     out = {}
     for key, (name, index) in targets.items():
@@ -349,9 +374,9 @@ def fitted_moments(approx: fv.Approximation, targets: Targets) -> Dict[str, Tupl
     return out
 
 
-def compare(approx: fv.Approximation, targets: Targets, info: dict) -> List[Row]:
-    """One :class:`Row` per target, in the order of ``targets``."""
-    fitted = fitted_moments(approx, targets)
+def compare(approx: fv.Approximation, targets: Targets, info: dict, importance: Optional[str] = None) -> List[Row]:
+    """One :class:`Row` per target, in the order of ``targets`` (``importance``: see fitted_moments)."""
+    fitted = fitted_moments(approx, targets, importance)
     return [Row(k, *fitted[k], *reference_moments(info, k)) for k in targets]
 
 

@@ -111,7 +111,8 @@ def test_fn_is_called_once_per_step_with_the_whole_batch():
     m = fv.Model()
     w = m.param("w", shape=(2,))
     m.add(name, w, loc=1.0)
-    approx = fv.fit(m, steps=300, draws=4, tol=None, seed=0, precondition=None)
+    # psis_draws=0: the PSIS diagnostic after the loop would call fn again, in batches of its draws
+    approx = fv.fit(m, steps=300, draws=4, tol=None, seed=0, precondition=None, psis_draws=0)
     assert approx.steps == 300
     assert calls == [(2, 4)] * 300
 

@@ -88,9 +88,22 @@ def test_sample_too_many_draws_for_memory(approx):
     # n * 8 bytes beyond what an array can address: refused before allocating
     with pytest.raises(ValueError, match=r"n = 2305843009213693952 draws .* draw fewer"):
         approx.sample(2**61)
-    # 8 PiB: the allocation fails, and the error names n instead of a bare std::bad_alloc
-    with pytest.raises(MemoryError, match=r"n = 1125899906842624 draws .* draw fewer"):
+    # more than 2**32 draws in one call would repeat draws (32-bit draw counter): refused
+    with pytest.raises(ValueError, match=r"n = 1125899906842624 draws .* 2\*\*32 .* draw fewer"):
         approx.sample(2**50)
+
+
+def test_sample_allocation_failure_names_n():
+    # 2**32 - 1 draws of 100,000 values, 3 PiB: the allocation fails, and the error names n
+    # instead of a bare std::bad_alloc
+    m = fv.Model()
+    w = m.param("w", shape=(100_000,))
+    m.add("normal", w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fv.ConvergenceWarning)
+        wide = fv.fit(m, steps=1, tol=None, seed=0, precondition=None, psis_draws=0)
+    with pytest.raises(MemoryError, match=r"n = 4294967295 draws .* draw fewer"):
+        wide.sample(2**32 - 1)
 
 
 # ---- callbacks ----------------------------------------------------------------------------------

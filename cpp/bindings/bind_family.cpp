@@ -61,20 +61,33 @@ void bind_family(py::module_& m) {
              return self.entropy(phi);
            })
       .def("sample",
-           [](const GaussianFamily& self, const Eigen::Ref<const Vector>& phi, Index n, std::uint64_t seed) {
+           [](const GaussianFamily& self, const Eigen::Ref<const Vector>& phi, Index n, std::uint64_t seed,
+              Index first, bool log_q) -> py::object {
              check_phi(self, phi);
              if (n < 1) throw std::invalid_argument("n must be >= 1");
+             // Philox's column counter is 32 bits: draw j of a seed is column j.
+             if (first < 0 || first + n > (Index(1) << 32))
+               throw std::invalid_argument("draws first .. first + n - 1 must lie in [0, 2**32)");
              Matrix eps(self.noise_dim(), n), zeta(self.dim(), n);
+             Vector lq(log_q ? n : 0);
              // A family keeps scratch for draw(): sample with a fresh one, so that threads sampling
              // from one approximation at once do not share it.
              auto family = self.clone();
-             py::gil_scoped_release release;
-             fill_standard_normal(eps, seed, Stream::Sample, 0);
-             family->reserve(n);
-             family->draw(phi, eps, zeta);
-             return zeta;
+             {
+               py::gil_scoped_release release;
+               fill_standard_normal(eps, seed, Stream::Sample, 0, first);
+               family->reserve(n);
+               family->draw(phi, eps, zeta);
+               if (log_q) family->log_q(phi, eps, lq);
+             }
+             if (log_q) return py::make_tuple(std::move(zeta), std::move(lq));
+             return py::cast(std::move(zeta));
            },
-           py::arg("phi"), py::arg("n"), py::arg("seed"), "Unconstrained draws (D x n).");
+           py::arg("phi"), py::arg("n"), py::arg("seed"), py::arg("first") = 0, py::arg("log_q") = false,
+           "Unconstrained draws first .. first + n - 1 of the stream for `seed` (D x n): the same draws\n"
+           "however the stream is split into calls (bit for bit for meanfield and lowrank, to rounding for\n"
+           "fullrank, whose blocked product rounds by batch width); with log_q=True, (draws, log q at each\n"
+           "draw (n)).");
 
   m.def("elbo_gradient",
         [](const Model& model, const GaussianFamily& family, const Eigen::Ref<const Vector>& phi, Index draws,

@@ -19,6 +19,12 @@ double GaussianFamily::entropy_estimate(const Eigen::Ref<const Vector>& phi, con
   return entropy(phi) - 0.5 * double(dim_) + half_sq;
 }
 
+void GaussianFamily::log_q(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
+                           Eigen::Ref<Vector> out) const {
+  const double constant = entropy(phi) - 0.5 * double(dim_);  // log det L + D/2 log(2 pi)
+  for (Index s = 0; s < eps.cols(); ++s) out[s] = -constant - 0.5 * eps.col(s).squaredNorm();
+}
+
 std::unique_ptr<GaussianFamily> make_family(const std::string& name, Index dim, Index rank) {
   if (dim < 1) throw std::invalid_argument("the model has no parameters to fit");
   if (name != "meanfield" && name != "fullrank" && name != "lowrank")

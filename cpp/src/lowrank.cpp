@@ -189,6 +189,32 @@ double LowRankGaussian::entropy_estimate(const Eigen::Ref<const Vector>& phi, co
   return h - 0.5 * double(d) + 0.5 * (eps.squaredNorm() - v_sq_) / double(eps.cols());
 }
 
+// log q(zeta_s) = -(H - D/2) - (zeta_s - mu)^T Sigma^-1 (zeta_s - mu) / 2 with the quadratic form
+// |e1|^2 + |e2|^2 - |L^-1 v|^2, v = A^T e1 - e2 (the top of the file), and
+// H - D/2 = D/2 log(2 pi) + sum(omega) + log det L (matrix determinant lemma: det Sigma =
+// prod(d)^2 det C). Unlike entropy_estimate, this forms its own A and C = L L^T instead of using
+// draw()'s scratch, so it is const: O(D r (r + S) + r^3), allocating, meant for diagnostics
+// (PSIS), not for the optimisation loop. Every term stays O(D + r) however large B is relative to
+// d: |L^-1 v|^2 = v^T C^-1 v is at most |e1|^2 + |e2|^2 (it is the squared norm of the projection
+// of eps_s = [e1; e2] onto the column space of [A; -I], whose Gram matrix is C), so there is no catastrophic cancellation.
+void LowRankGaussian::log_q(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
+                            Eigen::Ref<Vector> out) const {
+  const Index d = dim(), r = rank_, n = eps.cols();
+  Eigen::Map<const Matrix> b(phi.data() + 2 * d, d, r);
+  const Vector inv_d = (-phi.segment(d, d).array()).exp();
+  const Matrix a = inv_d.asDiagonal() * b;
+  Matrix c = Matrix::Identity(r, r);
+  c.selfadjointView<Eigen::Lower>().rankUpdate(a.transpose());
+  const Eigen::LLT<Matrix> llt(c);
+  const double constant = gaussian_entropy(phi.segment(d, d).sum()) +
+                          llt.matrixLLT().diagonal().array().log().sum() - 0.5 * double(d);
+  Matrix v = a.transpose() * eps.topRows(d);
+  v -= eps.bottomRows(r);
+  llt.matrixL().solveInPlace(v);
+  for (Index s = 0; s < n; ++s)
+    out[s] = -constant - 0.5 * (eps.col(s).squaredNorm() - v.col(s).squaredNorm());
+}
+
 // min_Q |B Q - B_reference|_F over orthogonal Q (orthogonal Procrustes): Q = U V^T, the polar
 // factor of M = B^T B_reference = U S V^T. U and V come from the eigendecomposition
 // M^T M = V S^2 V^T (several times faster than an SVD of M for the r of interest, which matters

@@ -22,7 +22,8 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import _core  # noqa: E402
 from .expr import Expr, exp, inv_logit, log, log1p_exp, sum  # noqa: E402
-from .fit import Approximation, ConvergenceWarning, ImproperPosteriorWarning, fit  # noqa: E402
+from .fit import Approximation, ConvergenceWarning, ImproperPosteriorWarning, PosteriorShapeWarning, fit  # noqa: E402
+from . import psis  # noqa: E402
 from .check import InputCheck, KernelCheck, check_kernel  # noqa: E402
 from .kernels import (  # noqa: E402
     InputSpec,
@@ -49,6 +50,7 @@ __all__ = [
     "KernelSpec",
     "Model",
     "Param",
+    "PosteriorShapeWarning",
     "Summary",
     "check_kernel",
     "exp",
@@ -58,6 +60,7 @@ __all__ = [
     "inv_logit",
     "log",
     "log1p_exp",
+    "psis",
     "sum",
     "kernel_spec",
     "kernels",

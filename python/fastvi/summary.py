@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -10,14 +11,16 @@ import numpy as np
 class Summary:
     """A table with one row per scalar (``w``, ``beta[0]``, ``L[1, 0]``) and statistics as columns.
 
-    ``str(summary)`` prints the table; ``summary.to_dict()`` gives ``{row: {column: value}}``;
+    ``str(summary)`` prints the table (and, for a fitted approximation, a line with its PSIS
+    k-hat: ``notes``); ``summary.to_dict()`` gives ``{row: {column: value}}``;
     ``summary.to_dataframe()`` needs pandas.
     """
 
-    def __init__(self, rows: List[str], columns: List[str], values: np.ndarray):
+    def __init__(self, rows: List[str], columns: List[str], values: np.ndarray, notes: Sequence[str] = ()):
         self.rows = rows
         self.columns = columns
         self.values = values  # (len(rows), len(columns))
+        self.notes: List[str] = list(notes)  # printed below the table
 
     def to_dict(self) -> Dict[str, Dict[str, float]]:
         return {r: {c: float(v) for c, v in zip(self.columns, row)} for r, row in zip(self.rows, self.values)}
@@ -34,22 +37,31 @@ class Summary:
         width = max([len(r) for r in self.rows] + [4])
         head = " " * width + "".join(f"{c:>11}" for c in self.columns)
         lines = [head] + [f"{r:<{width}}" + "".join(f"{v:>11.4g}" for v in row) for r, row in zip(self.rows, self.values)]
-        return "\n".join(lines)
+        return "\n".join(lines + self.notes)
 
     __repr__ = __str__
 
 
-def summary(draws: Any, quantiles: Sequence[float] = (0.03, 0.97)) -> Summary:
+def summary(draws: Any, quantiles: Sequence[float] = (0.03, 0.97), importance: Optional[str] = None) -> Summary:
     """Summarises draws (a dict of arrays with a leading draw axis, or a fitted approximation,
     from which 4,000 draws are taken with seed 0) by mean, sd (ddof=1) and quantiles.
+
+    For a fitted approximation the summary's notes give its PSIS k-hat and ESS (see
+    ``fastvi.psis``: below 0.5 q is fine, 0.5 to 0.7 the PSIS-corrected draws are usually better,
+    above 0.7 neither is reliable); ``importance="psis"`` summarises draws resampled with the PSIS
+    weights (``fit.sample(4000, seed=0, importance="psis")``) instead of draws from q.
 
     >>> import numpy as np, fastvi as fv
     >>> s = fv.summary({"w": np.arange(101.0)})
     >>> s["w"]["mean"], s["w"]["3%"]
     (50.0, 3.0)
     """
+    notes: List[str] = []
     if hasattr(draws, "sample") and callable(draws.sample):
-        draws = draws.sample(4000, seed=0)
+        notes = _psis_notes(draws, importance) if hasattr(draws, "psis") else []
+        draws = draws.sample(4000, seed=0) if importance is None else draws.sample(4000, seed=0, importance=importance)
+    elif importance is not None:
+        raise ValueError("importance applies only to a fitted approximation, not to a dict of draws")
     if not isinstance(draws, Mapping):
         raise TypeError("draws must be a dict of arrays (leading axis = draws) or a fitted approximation")
     qs = [float(q) for q in quantiles]
@@ -66,7 +78,20 @@ def summary(draws: Any, quantiles: Sequence[float] = (0.03, 0.97)) -> Summary:
         stats.append(np.stack(cols, axis=1))
         rows.extend(_scalar_names(name, arr.shape[1:]))
     columns = ["mean", "sd"] + [f"{100 * q:g}%" for q in qs]
-    return Summary(rows, columns, np.concatenate(stats, axis=0) if stats else np.empty((0, len(columns))))
+    return Summary(rows, columns, np.concatenate(stats, axis=0) if stats else np.empty((0, len(columns))), notes)
+
+
+def _psis_notes(fit: Any, importance: Optional[str]) -> List[str]:
+    """The line about a fit's PSIS diagnostic below its summary."""
+    result = getattr(fit, "psis", None)
+    if result is None:
+        return ["PSIS diagnostic not run (psis_draws=0 or an interrupted fit)"]
+    k = result.khat
+    verdict = (f" ({result.note})" if math.isnan(k) else " (< 0.5: q is close to the posterior)" if k <= 0.5
+               else " (0.5-0.7: q is somewhat off; importance='psis' is usually better)" if k <= 0.7
+               else " (> 0.7: q is a poor approximation; neither q nor PSIS is reliable)")
+    source = "PSIS-resampled draws" if importance == "psis" else "draws from q"
+    return [f"{source}; PSIS k-hat = {k:.2f}{verdict}, ESS = {result.ess:.0f} of {result.draws}"]
 
 
 def _scalar_names(name: str, shape: Tuple[int, ...]) -> List[str]:

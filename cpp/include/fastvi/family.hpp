@@ -56,6 +56,12 @@ class GaussianFamily {
   // is Gaussian and q equals it). The default is right for a square factor T = L:
   //   -log q(zeta_s) = log det L + D/2 log(2 pi) + |eps_s|^2 / 2 = entropy - D/2 + |eps_s|^2 / 2.
   virtual double entropy_estimate(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps);
+  // log q(zeta_s) for every draw zeta_s = draw(phi, eps_s), column s of eps: the density of q in
+  // the unconstrained space, from eps (exact, and cheaper than from zeta). Const and independent of
+  // draw()'s scratch, so any thread may call it. The default is right for a square factor T = L:
+  //   log q(zeta_s) = -|eps_s|^2 / 2 - log det L - D/2 log(2 pi) = -(entropy - D/2) - |eps_s|^2 / 2.
+  virtual void log_q(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
+                     Eigen::Ref<Vector> out) const;
   virtual Matrix covariance(const Eigen::Ref<const Vector>& phi) const = 0;
   // Turns phi for q(u) into phi for q(zeta), zeta = shift + C u (see precondition.hpp). Throws
   // std::invalid_argument if the family cannot represent the result (a full C for mean-field).
@@ -150,6 +156,9 @@ class LowRankGaussian final : public GaussianFamily {
                      Eigen::Ref<Vector> grad_phi) override;
   double entropy(const Eigen::Ref<const Vector>& phi) const override;
   double entropy_estimate(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps) override;
+  // eps has D + r rows; see lowrank.cpp for the Woodbury form.
+  void log_q(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
+             Eigen::Ref<Vector> out) const override;
   Matrix covariance(const Eigen::Ref<const Vector>& phi) const override;
   // Needs a diagonal C: C (diag(d)^2 + B B^T) C = diag(C d)^2 + (C B)(C B)^T.
   void unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const override;
