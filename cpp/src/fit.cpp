@@ -101,8 +101,8 @@ std::string format_number(double x) {
 
 // log of q's marginal sd along every coordinate, read from phi (layouts in family.hpp), in the
 // optimiser's coordinates (whitened ones when preconditioned). O(num_params); no D x D matrix.
-// TODO(family): this belongs in GaussianFamily as a virtual; it lives here to keep the change to
-// the fit loop.
+// It reads each family's layout of phi, so it would sit better in GaussianFamily as a virtual
+// (the codebase issue); it lives here for now, beside its only user.
 void marginal_log_sd(const GaussianFamily& family, const Vector& phi, Vector& out) {
   const Index d = family.dim();
   out.resize(d);
