@@ -8,6 +8,11 @@
 //   logistic   bernoulli_logit_glm, N = 10,000 or 100,000, K = 50; mean-field; S = 1 ... 128
 //   fullrank   z (D) ~ normal(0, 1) with the full-rank family, D = 10, 100, 1,000, and the
 //              closed-form entropy gradient (fv.fit's default for it)
+//   kernel     every element-wise kernel as a likelihood: its variate N = 1,000 data, every other
+//              input that can be a parameter a parameter, "scalar" (shape ()), "vector" (shape
+//              (N,)) or "broadcast" (y (100, 10), parameters (100, 1): the element-by-element
+//              path); mean-field, S = 1 and 8, 1 thread, grad only. Select them with
+//              --benchmark_filter=^kernel/
 // Counters: GFLOP/s counts 4 N K S flops per GLM step (the two products X B and X^T R), and
 // 2 D^2 S per full-rank step (L eps and the lower triangle of g eps^T); X_GB/s counts
 // N K 8 bytes of X per GLM step (X is read once per step).
@@ -390,6 +395,22 @@ int main(int argc, char** argv) {
                         GradientEstimator::ClosedFormEntropy);
             });
   }
+  // Every element-wise kernel, one step ("grad") with each layout of its parameters.
+  struct Layout {
+    const char* name;
+    std::vector<Index> shape, param_shape;
+  };
+  const std::vector<Layout> layouts = {{"scalar", {1000}, {}}, {"vector", {1000}, {1000}}, {"broadcast", {100, 10}, {100, 1}}};
+  for (const std::string& kernel : bench::elementwise_kernels())
+    for (const Layout& layout : layouts)
+      for (Index s : {1, 8})
+        add("kernel/" + kernel + "/" + layout.name + "/N:1000/S:" + std::to_string(s) + "/threads:1/grad",
+            [=](benchmark::State& st) {
+              Model m;
+              bench::build_elementwise_likelihood(m, kernel, layout.shape, layout.param_shape);
+              MeanFieldGaussian family(m.dim());
+              run_steps(st, m, family, s, 1, StepKind::Grad, {});
+            });
   for (int threads : {1, 2}) {
     for (Index n : logistic_n) register_read(std::size_t(n * k) * 8, threads);
     register_read(std::size_t(512) << 20, threads);
