@@ -98,9 +98,17 @@ using namespace fastvi;
 
 int failures = 0;
 
-void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_param) {
-  Model model;
-  bench::build_glm_model(model, kernel, n, k, beta_param);
+// What evaluating a model's first factor does: its evaluate alone, then the whole
+// Model::log_density around it with 1 and 2 threads, at random points, counting heap allocations
+// and parallel regions.
+struct Evaluation {
+  long allocs = 0, regions = 0;
+  unsigned max_threads = 0;
+  bool identical = false;  // 1 and 2 threads, bit for bit
+  bool finite = false;
+};
+
+Evaluation evaluate_first_factor(const Model& model, Index draws) {
   Matrix zeta(model.dim(), draws), grad1(model.dim(), draws), grad2(model.dim(), draws);
   std::mt19937_64 rng(7);
   std::normal_distribution<double> normal(0.0, 0.3);
@@ -110,7 +118,6 @@ void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_p
   model.prepare(ws, draws, 2);
   model.log_density(zeta, ws, lp1, grad1, 2);  // warm-up: OpenMP thread pool, ICVs
 
-  // The kernel alone (its evaluate) and the whole Model::log_density around it, for 1 and 2 threads.
   const Kernel& kernel_impl = *model.factors()[0].impl;
   ws.grad_theta.setZero();
   Vector lp_kernel = Vector::Zero(draws);
@@ -124,19 +131,29 @@ void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_p
   model.log_density(zeta, ws, lp1, grad1, 1);
   model.log_density(zeta, ws, lp2, grad2, 2);
   g_counting = false;
-  const long allocs = g_allocs, regions = g_regions;
-  const unsigned max_threads = g_max_region_threads;
-  const bool identical = std::memcmp(lp1.data(), lp2.data(), sizeof(double) * size_t(draws)) == 0 &&
-                         std::memcmp(grad1.data(), grad2.data(), sizeof(double) * size_t(grad1.size())) == 0;
-  const bool finite = lp1.allFinite() && grad1.allFinite();
+  Evaluation e;
+  e.allocs = g_allocs;
+  e.regions = g_regions;
+  e.max_threads = g_max_region_threads;
+  e.identical = std::memcmp(lp1.data(), lp2.data(), sizeof(double) * size_t(draws)) == 0 &&
+                std::memcmp(grad1.data(), grad2.data(), sizeof(double) * size_t(grad1.size())) == 0;
+  e.finite = lp1.allFinite() && grad1.allFinite();
+  return e;
+}
+
+void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_param) {
+  Model model;
+  bench::build_glm_model(model, kernel, n, k, beta_param);
+  const Evaluation e = evaluate_first_factor(model, draws);
   // Serial evaluations open no parallel region; a parallel one opens exactly one, of 2 threads.
   // Only the two evaluations asked for 2 threads may do so, both or neither (same decision), and
   // any GEMM that Eigen threaded by itself would add regions.
-  const bool ok = allocs == 0 && (regions == 0 || (regions == 2 && max_threads == 2)) && identical && finite;
+  const bool ok = e.allocs == 0 && (e.regions == 0 || (e.regions == 2 && e.max_threads == 2)) && e.identical &&
+                  e.finite;
   if (!ok) ++failures;
   std::printf("%-4s %-20s N=%6ld K=%4ld S=%3ld beta=%-5s  mallocs=%ld %-8s identical=%d%s\n", ok ? "ok" : "FAIL",
-              kernel.c_str(), long(n), long(k), long(draws), beta_param ? "param" : "data", allocs,
-              regions ? "parallel" : "serial", int(identical), finite ? "" : " NON-FINITE");
+              kernel.c_str(), long(n), long(k), long(draws), beta_param ? "param" : "data", e.allocs,
+              e.regions ? "parallel" : "serial", int(e.identical), e.finite ? "" : " NON-FINITE");
 }
 
 // ---- 1b. The element-wise kernels --------------------------------------------------------------
@@ -148,33 +165,11 @@ void check_elementwise(const std::string& kernel, const char* layout, const std:
                        const std::vector<Index>& param_shape, Index draws) {
   Model model;
   bench::build_elementwise_likelihood(model, kernel, shape, param_shape);
-  Matrix zeta(model.dim(), draws), grad1(model.dim(), draws), grad2(model.dim(), draws);
-  std::mt19937_64 rng(7);
-  std::normal_distribution<double> normal(0.0, 0.3);
-  for (Index i = 0; i < zeta.size(); ++i) zeta.data()[i] = normal(rng);
-  Vector lp1(draws), lp2(draws);
-  ModelWorkspace ws;
-  model.prepare(ws, draws, 2);
-  model.log_density(zeta, ws, lp1, grad1, 2);  // warm-up
-  const Kernel& kernel_impl = *model.factors()[0].impl;
-  Vector lp_kernel = Vector::Zero(draws);
-  Batch batch{ws.theta.data(), ws.grad_theta.data(), lp_kernel.data(), ws.theta.rows(), draws, 2,
-              ws.scratch.data() + ws.factor_scratch[0]};
-  g_allocs = 0;
-  g_regions = 0;
-  g_counting = true;
-  kernel_impl.evaluate(batch);
-  model.log_density(zeta, ws, lp1, grad1, 1);
-  model.log_density(zeta, ws, lp2, grad2, 2);
-  g_counting = false;
-  const long allocs = g_allocs, regions = g_regions;
-  const bool identical = std::memcmp(lp1.data(), lp2.data(), sizeof(double) * size_t(draws)) == 0 &&
-                         std::memcmp(grad1.data(), grad2.data(), sizeof(double) * size_t(grad1.size())) == 0;
-  const bool finite = lp1.allFinite() && grad1.allFinite();
-  const bool ok = allocs == 0 && regions == 0 && identical && finite;
+  const Evaluation e = evaluate_first_factor(model, draws);
+  const bool ok = e.allocs == 0 && e.regions == 0 && e.identical && e.finite;
   if (!ok) ++failures;
   std::printf("%-4s %-16s %-9s S=%3ld  mallocs=%ld regions=%ld identical=%d%s\n", ok ? "ok" : "FAIL", kernel.c_str(),
-              layout, long(draws), allocs, regions, int(identical), finite ? "" : " NON-FINITE");
+              layout, long(draws), e.allocs, e.regions, int(e.identical), e.finite ? "" : " NON-FINITE");
 }
 
 // The counters themselves: one heap allocation and one 2-thread region must be seen.
