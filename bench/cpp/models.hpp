@@ -159,4 +159,20 @@ inline void build_elementwise_likelihood(Model& m, const std::string& kernel, co
   m.add_factor(kernel, std::move(ops), kernel);
 }
 
+// An element-wise kernel as a prior: its variate a parameter of shape `shape` (bounded to its
+// support), every other input scalar data. False (and nothing added) if the variate is data-only.
+inline bool build_elementwise_prior(Model& m, const std::string& kernel, const std::vector<Index>& shape,
+                                    std::uint64_t seed = 5) {
+  const KernelInfo info = KernelRegistry::global().get(kernel);
+  if (info.inputs[0].data_only) return false;
+  std::mt19937_64 rng(seed);
+  const InputInfo& y = info.inputs[0];
+  m.add_param("p_y", shape, y.support == Support::Real ? -kInf : 0.0, y.support == Support::UnitInterval ? 1.0 : kInf);
+  std::vector<Operand> ops = {param_operand(y.name, m, "p_y")};
+  for (size_t i = 1; i < info.inputs.size(); ++i)
+    ops.push_back(data_operand(info.inputs[i].name, {}, sample_support(info.inputs[i].support, false, 1, rng)));
+  m.add_factor(kernel, std::move(ops), kernel);
+  return true;
+}
+
 }  // namespace fastvi::bench
