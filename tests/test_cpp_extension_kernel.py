@@ -40,7 +40,8 @@ def test_importing_the_module_registers_its_kernel():
 
 def test_headers_are_installed_with_the_package():
     include = fv.get_include()
-    for header in ("kernel.hpp", "operand.hpp", "registry.hpp", "extension.hpp", "types.hpp"):
+    for header in ("kernel.hpp", "operand.hpp", "registry.hpp", "extension.hpp", "types.hpp", "elementwise.hpp",
+                   "math.hpp"):
         assert os.path.isfile(os.path.join(include, "fastvi", header))
     assert isinstance(fv.get_compile_flags(), list)
 
@@ -64,6 +65,18 @@ def test_log_density_matches_scipy():
 ])
 def test_check_kernel_passes(values, params):
     report = fv.check_kernel("laplace", values, params=params, draws=4, reference=reference)
+    assert report.passed, str(report)
+
+
+@pytest.mark.parametrize("values,params", [
+    (None, None),
+    ({"y": np.linspace(-2, 2, 20).reshape(4, 5)}, ("scale",)),
+    ({"y": np.linspace(-1, 2, 20).reshape(4, 5), "scale": [0.5, 1.0, 2.0, 3.0, 1.5]}, ("loc", "scale")),
+    ({"loc": np.linspace(-0.5, 0.5, 5)}, ("y", "loc")),
+])
+def test_check_kernel_passes_on_the_vectorised_path(values, params):
+    # 20 elements: the driver works on whole runs of Eigen arrays (and gathers the broadcast ones).
+    report = fv.check_kernel("laplace", values, params=params, shape=(4, 5), draws=3, reference=reference)
     assert report.passed, str(report)
 
 

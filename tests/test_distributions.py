@@ -4,13 +4,17 @@ Every kernel is checked through the public API (Model.add / Model.log_density) f
   * its log density against scipy's logpdf/logpmf plus the transforms' log-Jacobians, computed
     here independently of the core (exp for lower=0, expit for (0, 1));
   * its gradient against central finite differences of log_density;
-  * every way of binding inputs: one parameter and the rest data, every parameter-capable input a
-    parameter at once, the variate as a parameter; scalar, full-size and broadcast shapes;
+  * every way of binding inputs: every subset of the parameter-capable inputs as parameters (the
+    rest data), on scalar, full-size and broadcast shapes, below and above the 16 elements from
+    which the driver (fastvi/elementwise.hpp) takes its vectorised path, and across its 256-element
+    runs; every mix of scalar and full-size inputs on the vectorised path; the two paths against
+    each other to rounding;
   * input validation: bad data, badly bounded parameters, unknown or missing inputs.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -82,10 +86,16 @@ LAYOUTS = {
     "scalar": ((4, 3), [()], 3),
     "broadcast": ((4, 3), [(3,), (4, 1), ()], 3),  # e.g. y (4,3), loc (3,), scale (4,1)
     "variate_broadcast": ((3,), [(4, 1), (4, 3), (1, 3)], 3),  # the variate itself is broadcast
-    # At least kMinWholeDraw (16) elements, every input full-size or scalar: the kernels'
-    # vectorised whole-draw path where they have one (the layouts above are smaller or broadcast).
+    # At least kMinWholeDraw (16) elements: the driver's vectorised path (the layouts above are
+    # smaller, so they take the element-by-element path), with every input full-size or scalar...
     "long": ((4, 5), [(4, 5), ()], 3),
     "long_scalar_variate": ((), [(4, 5), ()], 3),
+    # ... and with broadcast inputs, which it gathers (and whose partials it scatters back, several
+    # elements adding to one entry), the variate among them.
+    "long_broadcast": ((4, 5), [(5,), (4, 1), ()], 3),
+    "long_variate_broadcast": ((5,), [(4, 1), (4, 5), (1, 5)], 3),
+    # More elements than one 256-element run: several runs and a short last one.
+    "runs": ((3, 100), [(100,), (3, 1), ()], 2),
 }
 
 
@@ -94,14 +104,15 @@ def shape_of(layout: str, i: int):
     return variate if i == 0 else others[(i - 1) % len(others)]
 
 
-def build(kernel, layout, params, seed=0):
-    """Model with one factor of `kernel`: inputs in `params` are parameters, the rest random data."""
+def build(kernel, layout, params, seed=0, shapes=None):
+    """Model with one factor of `kernel`: inputs in `params` are parameters, the rest random data.
+    Input i has shape_of(layout, i), or shapes[i] if shapes are given."""
     inputs, _ = CASES[kernel]
     rng = np.random.default_rng(seed)
     m = fv.Model()
     handles, data = {}, {}
     for i, inp in enumerate(inputs):
-        shape = shape_of(layout, i)
+        shape = shapes[i] if shapes is not None else shape_of(layout, i)
         if inp.name in params:
             handles[inp.name] = m.param("p_" + inp.name, shape=shape, **BOUNDS[inp.support])
         else:
@@ -154,14 +165,18 @@ def random_zeta(m, draws, seed=1):
     return rng.normal(0.0, 0.7, (m.dim,) if draws is None else (m.dim, draws))
 
 
+def parameter_sets(kernel):
+    """Every non-empty subset of the kernel's parameter-capable inputs."""
+    capable = [i.name for i in CASES[kernel][0] if not i.data_only]
+    return [c for r in range(1, len(capable) + 1) for c in itertools.combinations(capable, r)]
+
+
 def scenarios():
-    """(kernel, layout, parameter set): each parameter-capable input alone, then all of them."""
+    """(kernel, layout, parameter set): every set of parameters on every layout."""
     out = []
-    for kernel, (inputs, _) in CASES.items():
-        capable = [i.name for i in inputs if not i.data_only]
-        sets = [(c,) for c in capable] + ([tuple(capable)] if len(capable) > 1 else [])
+    for kernel in CASES:
         for layout in LAYOUTS:
-            for params in sets:
+            for params in parameter_sets(kernel):
                 out.append(pytest.param(kernel, layout, params, id=f"{kernel}-{layout}-{'+'.join(params)}"))
     return out
 
@@ -192,6 +207,74 @@ def test_gradient_matches_finite_differences(kernel, layout, params):
     _, grad = m.log_density(zeta)
     assert grad.shape == zeta.shape
     np.testing.assert_allclose(grad, fd_gradient(m, zeta), **GRAD_TOL)
+
+
+def vectorised_layouts():
+    """(kernel, shapes, parameter set) for every mix of scalar and (4, 5) inputs with 20 elements,
+    with every parameter-capable input a parameter and with none but the last: each compiled
+    layout of the driver's vectorised path, parameters and data."""
+    out = []
+    for kernel, (inputs, _) in CASES.items():
+        capable = [i.name for i in inputs if not i.data_only]
+        for full in itertools.product([False, True], repeat=len(inputs)):
+            if not any(full):
+                continue  # one element: the element-by-element path
+            shapes = [(4, 5) if f else () for f in full]
+            tag = "".join("f" if f else "s" for f in full)
+            for params in dict.fromkeys([tuple(capable), (capable[-1],)]):
+                out.append(pytest.param(kernel, shapes, params, id=f"{kernel}-{tag}-{'+'.join(params)}"))
+    return out
+
+
+@pytest.mark.parametrize("kernel,shapes,params", vectorised_layouts())
+def test_every_layout_of_the_vectorised_path(kernel, shapes, params):
+    m, handles, data = build(kernel, None, params, shapes=shapes)
+    zeta = random_zeta(m, 2)
+    lp, grad = m.log_density(zeta)
+    np.testing.assert_allclose(lp, reference(kernel, handles, data, zeta), **LP_TOL)
+    np.testing.assert_allclose(grad, fd_gradient(m, zeta), **GRAD_TOL)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("scalar_params", [False, True])
+def test_vectorised_and_element_paths_agree(kernel, scalar_params):
+    # The same 20 elements as one factor (vectorised path) and as two factors of 10 (element by
+    # element, through slices of the same parameters): equal to rounding, far tighter than scipy.
+    inputs, _ = CASES[kernel]
+    rng = np.random.default_rng(4)
+    whole, halves = fv.Model(), fv.Model()
+    values_whole, values_halves = {}, [{}, {}]
+    for inp in inputs:
+        if inp.data_only or inp.name == inputs[0].name:
+            d = sample(inp, rng, (20,))
+            values_whole[inp.name] = d
+            values_halves[0][inp.name], values_halves[1][inp.name] = d[:10], d[10:]
+        else:
+            shape = () if scalar_params else (20,)
+            p_whole = whole.param("p_" + inp.name, shape=shape, **BOUNDS[inp.support])
+            p_halves = halves.param("p_" + inp.name, shape=shape, **BOUNDS[inp.support])
+            values_whole[inp.name] = p_whole
+            values_halves[0][inp.name] = p_halves if scalar_params else p_halves[:10]
+            values_halves[1][inp.name] = p_halves if scalar_params else p_halves[10:]
+    whole.add(kernel, values_whole.pop(inputs[0].name), **values_whole)
+    for v in values_halves:
+        halves.add(kernel, v.pop(inputs[0].name), **v)
+    zeta = random_zeta(whole, 3)
+    lp_whole, grad_whole = whole.log_density(zeta)
+    lp_halves, grad_halves = halves.log_density(zeta)
+    np.testing.assert_allclose(lp_whole, lp_halves, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad_whole, grad_halves, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("layout", ["broadcast", "long_broadcast", "runs"])
+def test_results_do_not_depend_on_thread_count(kernel, layout):
+    inputs, _ = CASES[kernel]
+    m, _, _ = build(kernel, layout, [i.name for i in inputs if not i.data_only])
+    zeta = random_zeta(m, 5)
+    lp1, grad1 = m.log_density(zeta, threads=1)
+    lp2, grad2 = m.log_density(zeta, threads=2)
+    assert np.array_equal(lp1, lp2) and np.array_equal(grad1, grad2)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

@@ -2,14 +2,16 @@
 //
 // 1. The GLM kernels: evaluate() neither allocates nor forks threads it was not asked for, and 1
 //    and 2 threads give bit-identical results, over a grid of shapes (including K above the
-//    240-column GEMM tile and S above the 32-draw panel).
+//    240-column GEMM tile and S above the 32-draw panel); likewise (1b) every element-wise kernel
+//    as a likelihood with scalar, vector, broadcast and small parameters.
 // 2. The whole step, ElboEstimator::estimate + Adam::step, for the mean-field, full-rank and
 //    low-rank families (both gradient estimators, with and without a preconditioner, D up to
-//    1,000), on a GLM model, an element-wise model and expression models (matvec, binary,
-//    unary, gather and sum nodes; N x K up to 10,000 x 50 and 3,000 x 300, sizes at which an
-//    untiled X @ beta would heap-allocate GEMM buffers), with 1 and 2 threads and several draw
-//    counts (every S from 1 to 40 for two expression models): zero heap allocations over the
-//    counted steps, after two warm-up steps.
+//    1,000), on GLM models, element-wise models (normal; student_t with vector and beta with
+//    broadcast parameters) and expression models (matvec, binary, unary, gather and sum nodes;
+//    N x K up to 10,000 x 50 and 3,000 x 300, sizes at which an untiled X @ beta would
+//    heap-allocate GEMM buffers), with 1 and 2 threads and several draw counts (every S from 1 to
+//    40 for two expression models): zero heap allocations over the counted steps, after two
+//    warm-up steps.
 // 3. run_fit: nothing allocates inside the loop once it is past its warm-up and the stopping rule's first check
 //
 // How: this executable defines malloc & co. (forwarding to glibc's __libc_* versions), so every
@@ -96,9 +98,17 @@ using namespace fastvi;
 
 int failures = 0;
 
-void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_param) {
-  Model model;
-  bench::build_glm_model(model, kernel, n, k, beta_param);
+// What evaluating a model's first factor does: its evaluate alone, then the whole
+// Model::log_density around it with 1 and 2 threads, at random points, counting heap allocations
+// and parallel regions.
+struct Evaluation {
+  long allocs = 0, regions = 0;
+  unsigned max_threads = 0;
+  bool identical = false;  // 1 and 2 threads, bit for bit
+  bool finite = false;
+};
+
+Evaluation evaluate_first_factor(const Model& model, Index draws) {
   Matrix zeta(model.dim(), draws), grad1(model.dim(), draws), grad2(model.dim(), draws);
   std::mt19937_64 rng(7);
   std::normal_distribution<double> normal(0.0, 0.3);
@@ -108,7 +118,6 @@ void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_p
   model.prepare(ws, draws, 2);
   model.log_density(zeta, ws, lp1, grad1, 2);  // warm-up: OpenMP thread pool, ICVs
 
-  // The kernel alone (its evaluate) and the whole Model::log_density around it, for 1 and 2 threads.
   const Kernel& kernel_impl = *model.factors()[0].impl;
   ws.grad_theta.setZero();
   Vector lp_kernel = Vector::Zero(draws);
@@ -122,19 +131,45 @@ void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_p
   model.log_density(zeta, ws, lp1, grad1, 1);
   model.log_density(zeta, ws, lp2, grad2, 2);
   g_counting = false;
-  const long allocs = g_allocs, regions = g_regions;
-  const unsigned max_threads = g_max_region_threads;
-  const bool identical = std::memcmp(lp1.data(), lp2.data(), sizeof(double) * size_t(draws)) == 0 &&
-                         std::memcmp(grad1.data(), grad2.data(), sizeof(double) * size_t(grad1.size())) == 0;
-  const bool finite = lp1.allFinite() && grad1.allFinite();
+  Evaluation e;
+  e.allocs = g_allocs;
+  e.regions = g_regions;
+  e.max_threads = g_max_region_threads;
+  e.identical = std::memcmp(lp1.data(), lp2.data(), sizeof(double) * size_t(draws)) == 0 &&
+                std::memcmp(grad1.data(), grad2.data(), sizeof(double) * size_t(grad1.size())) == 0;
+  e.finite = lp1.allFinite() && grad1.allFinite();
+  return e;
+}
+
+void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_param) {
+  Model model;
+  bench::build_glm_model(model, kernel, n, k, beta_param);
+  const Evaluation e = evaluate_first_factor(model, draws);
   // Serial evaluations open no parallel region; a parallel one opens exactly one, of 2 threads.
   // Only the two evaluations asked for 2 threads may do so, both or neither (same decision), and
   // any GEMM that Eigen threaded by itself would add regions.
-  const bool ok = allocs == 0 && (regions == 0 || (regions == 2 && max_threads == 2)) && identical && finite;
+  const bool ok = e.allocs == 0 && (e.regions == 0 || (e.regions == 2 && e.max_threads == 2)) && e.identical &&
+                  e.finite;
   if (!ok) ++failures;
   std::printf("%-4s %-20s N=%6ld K=%4ld S=%3ld beta=%-5s  mallocs=%ld %-8s identical=%d%s\n", ok ? "ok" : "FAIL",
-              kernel.c_str(), long(n), long(k), long(draws), beta_param ? "param" : "data", allocs,
-              regions ? "parallel" : "serial", int(identical), finite ? "" : " NON-FINITE");
+              kernel.c_str(), long(n), long(k), long(draws), beta_param ? "param" : "data", e.allocs,
+              e.regions ? "parallel" : "serial", int(e.identical), e.finite ? "" : " NON-FINITE");
+}
+
+// ---- 1b. The element-wise kernels --------------------------------------------------------------
+
+// Every registered element-wise kernel as a likelihood (bench::build_elementwise_likelihood): its
+// evaluate and Model::log_density allocate nothing and open no parallel region, and 1 and 2
+// threads give bit-identical results.
+void check_elementwise(const std::string& kernel, const char* layout, const std::vector<Index>& shape,
+                       const std::vector<Index>& param_shape, Index draws) {
+  Model model;
+  bench::build_elementwise_likelihood(model, kernel, shape, param_shape);
+  const Evaluation e = evaluate_first_factor(model, draws);
+  const bool ok = e.allocs == 0 && e.regions == 0 && e.identical && e.finite;
+  if (!ok) ++failures;
+  std::printf("%-4s %-16s %-9s S=%3ld  mallocs=%ld regions=%ld identical=%d%s\n", ok ? "ok" : "FAIL", kernel.c_str(),
+              layout, long(draws), e.allocs, e.regions, int(e.identical), e.finite ? "" : " NON-FINITE");
 }
 
 // The counters themselves: one heap allocation and one 2-thread region must be seen.
@@ -201,6 +236,9 @@ std::unique_ptr<Model> make_model(const std::string& name) {
   // K above a 240-column tile, so X @ beta is cut along K too.
   else if (name == "expression wide") build_expression_model(*m, 3000, 300);
   else if (name.rfind("gaussian D=", 0) == 0) bench::build_gaussian_target(*m, std::stol(name.substr(11)));
+  // Element-wise kernels on their vectorised path: vector parameters, and gathered ones.
+  else if (name == "student_t vector") bench::build_elementwise_likelihood(*m, "student_t", {1000}, {1000});
+  else if (name == "beta broadcast") bench::build_elementwise_likelihood(*m, "beta", {100, 10}, {100, 1});
   return m;
 }
 
@@ -310,9 +348,18 @@ int main() {
     check(kernel, 800, 1000, 33, true);
     check(kernel, 7, 3, 2, true);
   }
+  std::printf("-- 1b. Element-wise kernels\n");
+  for (const std::string& kernel : bench::elementwise_kernels())
+    for (Index draws : {1, 8, 33}) {
+      check_elementwise(kernel, "scalar", {1000}, {}, draws);        // vectorised, scalar parameters
+      check_elementwise(kernel, "vector", {1000}, {1000}, draws);    // vectorised, vector parameters
+      check_elementwise(kernel, "broadcast", {100, 10}, {100, 1}, draws);  // vectorised, gathered
+      check_elementwise(kernel, "small", {3, 4}, {3, 1}, draws);     // element by element
+    }
   std::printf("-- 2. ElboEstimator::estimate + Adam::step\n");
   const auto stl = GradientEstimator::StickingTheLanding, closed = GradientEstimator::ClosedFormEntropy;
-  for (const char* model : {"seed (normal)", "logistic glm", "linreg glm", "expression", "gaussian D=10"})
+  for (const char* model :
+       {"seed (normal)", "logistic glm", "linreg glm", "expression", "gaussian D=10", "student_t vector", "beta broadcast"})
     for (const char* family : {"meanfield", "fullrank", "lowrank"})
       for (Index draws : {1, 8, 33})
         for (int threads : {1, 2}) check_step(model, family, draws, threads, stl, "none");

@@ -8,6 +8,15 @@
 //   logistic   bernoulli_logit_glm, N = 10,000 or 100,000, K = 50; mean-field; S = 1 ... 128
 //   fullrank   z (D) ~ normal(0, 1) with the full-rank family, D = 10, 100, 1,000, and the
 //              closed-form entropy gradient (fv.fit's default for it)
+//   kernel     every element-wise kernel as a likelihood: its variate N = 1,000 data, every other
+//              input that can be a parameter a parameter, "scalar" (shape ()), "vector" (shape
+//              (N,)) or "broadcast" (y (100, 10), parameters (100, 1): the element-by-element
+//              path); mean-field, S = 1 and 8, 1 thread, grad only. Select them with
+//              --benchmark_filter=^kernel/
+//   evaluate   the same kernels' Kernel::evaluate alone (no family, no transforms), for the
+//              layouts above and three more: "prior" (the variate a (1000,) parameter, the other
+//              inputs scalar data), "small" (y (3, 4), parameters (3, 1): fewer elements than the
+//              vectorised path takes) and "one" (a scalar prior). --benchmark_filter=^evaluate/
 // Counters: GFLOP/s counts 4 N K S flops per GLM step (the two products X B and X^T R), and
 // 2 D^2 S per full-rank step (L eps and the lower triangle of g eps^T); X_GB/s counts
 // N K 8 bytes of X per GLM step (X is read once per step).
@@ -42,6 +51,7 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <random>
 #include <memory>
 #include <string>
 #include <vector>
@@ -92,6 +102,27 @@ void run_steps(benchmark::State& state, Model& model, GaussianFamily& family, In
   if (cost.x_bytes > 0)
     state.counters["X_GB/s"] = benchmark::Counter(steps * cost.x_bytes * 1e-9, benchmark::Counter::kIsRate);
   if (bad > 0) state.SetLabel(std::to_string(bad) + " non-finite steps");
+}
+
+// Kernel::evaluate of the model's first factor alone, at draws from a fixed normal(0, 0.3) zeta
+// (it keeps adding to the same lp and grad).
+void run_kernel(benchmark::State& state, Model& model, Index draws) {
+  Matrix zeta(model.dim(), draws), grad(model.dim(), draws);
+  std::mt19937_64 rng(7);
+  std::normal_distribution<double> normal(0.0, 0.3);
+  for (Index i = 0; i < zeta.size(); ++i) zeta.data()[i] = normal(rng);
+  Vector lp(draws);
+  ModelWorkspace ws;
+  model.prepare(ws, draws, 1);
+  model.log_density(zeta, ws, lp, grad, 1);  // the constrained values
+  const Kernel& kernel = *model.factors()[0].impl;
+  Batch batch{ws.theta.data(), ws.grad_theta.data(), lp.data(), ws.theta.rows(), draws, 1,
+              ws.scratch.data() + ws.factor_scratch[0]};
+  for (auto _ : state) {
+    kernel.evaluate(batch);
+    benchmark::DoNotOptimize(lp.data());
+    benchmark::ClobberMemory();
+  }
 }
 
 const char* kind_name(StepKind k) { return k == StepKind::Grad ? "grad" : "adam"; }
@@ -390,6 +421,41 @@ int main(int argc, char** argv) {
                         GradientEstimator::ClosedFormEntropy);
             });
   }
+  // Every element-wise kernel, one step ("grad") with each layout of its parameters.
+  struct Layout {
+    const char* name;
+    std::vector<Index> shape, param_shape;
+  };
+  const std::vector<Layout> layouts = {{"scalar", {1000}, {}}, {"vector", {1000}, {1000}}, {"broadcast", {100, 10}, {100, 1}}};
+  for (const std::string& kernel : bench::elementwise_kernels())
+    for (const Layout& layout : layouts)
+      for (Index s : {1, 8})
+        add("kernel/" + kernel + "/" + layout.name + "/N:1000/S:" + std::to_string(s) + "/threads:1/grad",
+            [=](benchmark::State& st) {
+              Model m;
+              bench::build_elementwise_likelihood(m, kernel, layout.shape, layout.param_shape);
+              MeanFieldGaussian family(m.dim());
+              run_steps(st, m, family, s, 1, StepKind::Grad, {});
+            });
+  for (const std::string& kernel : bench::elementwise_kernels())
+    for (const char* layout : {"scalar", "vector", "broadcast", "prior", "small", "one"})
+      for (Index s : {1, 8}) {
+        Model probe;
+        if (std::string(layout) == "prior" || std::string(layout) == "one")
+          if (!bench::build_elementwise_prior(probe, kernel, {})) continue;  // a data-only variate
+        add("evaluate/" + kernel + "/" + layout + "/S:" + std::to_string(s), [=](benchmark::State& st) {
+          Model m;
+          const std::string l = layout;
+          if (l == "prior" || l == "one")
+            bench::build_elementwise_prior(m, kernel, l == "one" ? std::vector<Index>{} : std::vector<Index>{1000});
+          else if (l == "small")
+            bench::build_elementwise_likelihood(m, kernel, {3, 4}, {3, 1});
+          else
+            for (const Layout& lay : layouts)
+              if (l == lay.name) bench::build_elementwise_likelihood(m, kernel, lay.shape, lay.param_shape);
+          run_kernel(st, m, s);
+        });
+      }
   for (int threads : {1, 2}) {
     for (Index n : logistic_n) register_read(std::size_t(n * k) * 8, threads);
     register_read(std::size_t(512) << 20, threads);

@@ -2,11 +2,13 @@
 // Python bindings build them (cpp/bindings/bind_model.cpp).
 #pragma once
 
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "fastvi/model.hpp"
+#include "fastvi/registry.hpp"
 
 namespace fastvi::bench {
 
@@ -103,6 +105,74 @@ inline void build_glm_model(Model& m, const std::string& kernel, Index n, Index 
     ops.push_back(param_operand("sigma", m, "sigma"));
   }
   m.add_factor(kernel, std::move(ops), kernel);
+}
+
+// Every registered element-wise kernel (the GLM kernels are not element-wise).
+inline std::vector<std::string> elementwise_kernels() {
+  std::vector<std::string> out;
+  for (const std::string& name : KernelRegistry::global().names())
+    if (KernelRegistry::global().get(name).elementwise) out.push_back(name);
+  return out;
+}
+
+// Data for an input of the given support: values well inside it. A count input that is not the
+// variate (binomial's trials) is 6..11, above any variate count (0..5).
+inline Vector sample_support(Support support, bool variate, Index n, std::mt19937_64& rng) {
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  Vector v(n);
+  for (Index i = 0; i < n; ++i) {
+    switch (support) {
+      case Support::Real: v[i] = normal(rng); break;
+      case Support::Positive: v[i] = 0.5 + 2.0 * u(rng); break;
+      case Support::NonNegative: v[i] = 2.0 * u(rng); break;
+      case Support::UnitInterval: v[i] = 0.05 + 0.9 * u(rng); break;
+      case Support::Binary: v[i] = u(rng) < 0.5 ? 0.0 : 1.0; break;
+      case Support::Count: v[i] = std::floor(6.0 * u(rng)) + (variate ? 0.0 : 6.0); break;
+    }
+  }
+  return v;
+}
+
+// An element-wise kernel as a likelihood: its variate is data of shape `shape` (N elements), every
+// other input that can be a parameter is one (bounded to its support), of shape `param_shape`:
+// {} for scalar parameters, `shape` for vector ones, or a shape that broadcasts against it. Data-
+// only inputs other than the variate are data of shape `shape`.
+inline void build_elementwise_likelihood(Model& m, const std::string& kernel, const std::vector<Index>& shape,
+                                         const std::vector<Index>& param_shape, std::uint64_t seed = 5) {
+  const KernelInfo info = KernelRegistry::global().get(kernel);
+  std::mt19937_64 rng(seed);
+  Index n = 1;
+  for (Index d : shape) n *= d;
+  std::vector<Operand> ops;
+  for (size_t i = 0; i < info.inputs.size(); ++i) {
+    const InputInfo& in = info.inputs[i];
+    if (i == 0 || in.data_only) {
+      ops.push_back(data_operand(in.name, shape, sample_support(in.support, i == 0, n, rng)));
+      continue;
+    }
+    const double lower = in.support == Support::Real ? -kInf : 0.0;
+    const double upper = in.support == Support::UnitInterval ? 1.0 : kInf;
+    m.add_param("p_" + in.name, param_shape, lower, upper);
+    ops.push_back(param_operand(in.name, m, "p_" + in.name));
+  }
+  m.add_factor(kernel, std::move(ops), kernel);
+}
+
+// An element-wise kernel as a prior: its variate a parameter of shape `shape` (bounded to its
+// support), every other input scalar data. False (and nothing added) if the variate is data-only.
+inline bool build_elementwise_prior(Model& m, const std::string& kernel, const std::vector<Index>& shape,
+                                    std::uint64_t seed = 5) {
+  const KernelInfo info = KernelRegistry::global().get(kernel);
+  if (info.inputs[0].data_only) return false;
+  std::mt19937_64 rng(seed);
+  const InputInfo& y = info.inputs[0];
+  m.add_param("p_y", shape, y.support == Support::Real ? -kInf : 0.0, y.support == Support::UnitInterval ? 1.0 : kInf);
+  std::vector<Operand> ops = {param_operand(y.name, m, "p_y")};
+  for (size_t i = 1; i < info.inputs.size(); ++i)
+    ops.push_back(data_operand(info.inputs[i].name, {}, sample_support(info.inputs[i].support, false, 1, rng)));
+  m.add_factor(kernel, std::move(ops), kernel);
+  return true;
 }
 
 }  // namespace fastvi::bench

@@ -1,56 +1,35 @@
 // cauchy(y | loc, scale), z = (y - loc) / scale:  log p = -log(pi) - log(scale) - log1p(z^2)
-#include <cmath>
-
 #include "builtin.hpp"
-#include "elementwise.hpp"
-#include "fastvi/math.hpp"
+#include "fastvi/elementwise.hpp"
 
 namespace fastvi::kernels {
 namespace {
+using namespace elementwise;
 
-class Cauchy final : public Kernel {
- public:
-  Cauchy(std::vector<Operand> ops, Index size)
-      : y_(std::move(ops[0])), loc_(std::move(ops[1])), scale_(std::move(ops[2])), size_(size) {
-    const_lp_ = -double(size_) * math::kLogPi;
-    if (!scale_.is_param) const_lp_ -= sum_data(size_, [&](Index n) { return std::log(data_at(scale_, n)); });
+struct Cauchy {
+  static constexpr const char* name = "cauchy";
+  static constexpr const char* doc = "Cauchy(y | loc, scale)";
+  static constexpr Input inputs[] = {{"y", Support::Real, false, std::nullopt, "variate"},
+                                     {"loc", Support::Real, false, 0.0, "location (the median)"},
+                                     {"scale", Support::Positive, false, 1.0, "scale (half the interquartile range)"}};
+  enum { kY, kLoc, kScale };
+  using Derived = Derive<Of<kScale, Inverse>>;
+
+  template <class Out, class Y, class Loc, class Scale, class InvScale>
+  static void log_density(Out& out, const Y& y, const Loc& loc, const Scale&, const InvScale& inv) {
+    const auto z = out.keep((y - loc) * inv);
+    out.lp(-log1p(square(z)));
+    if (auto lp = out.term(kScale)) lp += log(inv);
+    if (auto lp = out.term()) lp -= math::kLogPi;
+    const auto r = out.keep(inv / (1.0 + square(z)));  // 1 / (scale (1 + z^2))
+    out.grad(kY, -2.0 * z * r);
+    out.grad(kLoc, 2.0 * z * r);
+    out.grad(kScale, (square(z) - 1.0) * r);
   }
-
-  void evaluate(const Batch& b) const override {
-    const bool dy = y_.is_param, dloc = loc_.is_param, dscale = scale_.is_param;
-    for (Index s = 0; s < b.draws; ++s) {
-      double lp = const_lp_;
-      for (Index n = 0; n < size_; ++n) {
-        const double sigma = scale_.value(b, n, s);
-        const double inv_sigma = 1.0 / sigma;
-        const double z = (y_.value(b, n, s) - loc_.value(b, n, s)) * inv_sigma;
-        const double r = 1.0 / (1.0 + z * z);
-        lp -= std::log1p(z * z);
-        if (dscale) lp -= std::log(sigma);
-        if (dy) y_.add_grad(b, n, s, -2.0 * z * r * inv_sigma);
-        if (dloc) loc_.add_grad(b, n, s, 2.0 * z * r * inv_sigma);
-        if (dscale) scale_.add_grad(b, n, s, (z * z - 1.0) * r * inv_sigma);
-      }
-      b.lp[s] += lp;
-    }
-  }
-
- private:
-  Operand y_, loc_, scale_;
-  Index size_;
-  double const_lp_ = 0.0;  // data-only terms, summed over the elements
 };
 
 }  // namespace
 
-void register_cauchy(KernelRegistry& r) {
-  r.add({"cauchy",
-         "Cauchy(y | loc, scale)",
-         {{"y", Support::Real, false, std::nullopt, "variate"},
-          {"loc", Support::Real, false, 0.0, "location (the median)"},
-          {"scale", Support::Positive, false, 1.0, "scale (half the interquartile range)"}},
-         true,
-         [](std::vector<Operand> ops, Index size) { return std::make_unique<Cauchy>(std::move(ops), size); }});
-}
+void register_cauchy(KernelRegistry& r) { register_elementwise<Cauchy>(r); }
 
 }  // namespace fastvi::kernels

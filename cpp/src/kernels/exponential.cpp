@@ -1,50 +1,29 @@
 // exponential(y | rate) for y >= 0:  log p = log(rate) - rate * y
-#include <cmath>
-
 #include "builtin.hpp"
-#include "elementwise.hpp"
+#include "fastvi/elementwise.hpp"
 
 namespace fastvi::kernels {
 namespace {
+using namespace elementwise;
 
-class Exponential final : public Kernel {
- public:
-  Exponential(std::vector<Operand> ops, Index size) : y_(std::move(ops[0])), rate_(std::move(ops[1])), size_(size) {
-    if (!rate_.is_param) const_lp_ = sum_data(size_, [&](Index n) { return std::log(data_at(rate_, n)); });
+struct Exponential {
+  static constexpr const char* name = "exponential";
+  static constexpr const char* doc = "Exponential(y | rate) on y >= 0";
+  static constexpr Input inputs[] = {{"y", Support::NonNegative, false, std::nullopt, "variate"},
+                                     {"rate", Support::Positive, false, 1.0, "rate (1 / mean)"}};
+  enum { kY, kRate };
+
+  template <class Out, class Y, class Rate>
+  static void log_density(Out& out, const Y& y, const Rate& rate) {
+    out.lp(-rate * y);
+    if (auto lp = out.term(kRate)) lp += log(rate);
+    out.grad(kY, -rate);
+    out.grad(kRate, 1.0 / rate - y);
   }
-
-  void evaluate(const Batch& b) const override {
-    const bool dy = y_.is_param, drate = rate_.is_param;
-    for (Index s = 0; s < b.draws; ++s) {
-      double lp = const_lp_;
-      for (Index n = 0; n < size_; ++n) {
-        const double lambda = rate_.value(b, n, s), y = y_.value(b, n, s);
-        lp -= lambda * y;
-        if (drate) {
-          lp += std::log(lambda);
-          rate_.add_grad(b, n, s, 1.0 / lambda - y);
-        }
-        if (dy) y_.add_grad(b, n, s, -lambda);
-      }
-      b.lp[s] += lp;
-    }
-  }
-
- private:
-  Operand y_, rate_;
-  Index size_;
-  double const_lp_ = 0.0;  // data-only terms, summed over the elements
 };
 
 }  // namespace
 
-void register_exponential(KernelRegistry& r) {
-  r.add({"exponential",
-         "Exponential(y | rate) on y >= 0",
-         {{"y", Support::NonNegative, false, std::nullopt, "variate"},
-          {"rate", Support::Positive, false, 1.0, "rate (1 / mean)"}},
-         true,
-         [](std::vector<Operand> ops, Index size) { return std::make_unique<Exponential>(std::move(ops), size); }});
-}
+void register_exponential(KernelRegistry& r) { register_elementwise<Exponential>(r); }
 
 }  // namespace fastvi::kernels

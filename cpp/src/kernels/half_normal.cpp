@@ -1,52 +1,33 @@
 // half_normal(y | scale) for y >= 0, z = y / scale:  log p = log(2) - log(sqrt(2 pi)) - log(scale) - z^2 / 2
-#include <cmath>
-
 #include "builtin.hpp"
-#include "elementwise.hpp"
-#include "fastvi/math.hpp"
+#include "fastvi/elementwise.hpp"
 
 namespace fastvi::kernels {
 namespace {
+using namespace elementwise;
 
-class HalfNormal final : public Kernel {
- public:
-  HalfNormal(std::vector<Operand> ops, Index size) : y_(std::move(ops[0])), scale_(std::move(ops[1])), size_(size) {
-    const_lp_ = double(size_) * (math::kLog2 - math::kHalfLog2Pi);
-    if (!scale_.is_param) const_lp_ -= sum_data(size_, [&](Index n) { return std::log(data_at(scale_, n)); });
+struct HalfNormal {
+  static constexpr const char* name = "half_normal";
+  static constexpr const char* doc = "Half-normal(y | scale) on y >= 0";
+  static constexpr Input inputs[] = {
+      {"y", Support::NonNegative, false, std::nullopt, "variate"},
+      {"scale", Support::Positive, false, 1.0, "scale (the standard deviation of the unfolded normal)"}};
+  enum { kY, kScale };
+  using Derived = Derive<Of<kScale, Inverse>>;
+
+  template <class Out, class Y, class Scale, class InvScale>
+  static void log_density(Out& out, const Y& y, const Scale&, const InvScale& inv) {
+    const auto z = out.keep(y * inv);
+    out.lp(-0.5 * square(z));
+    if (auto lp = out.term(kScale)) lp += log(inv);
+    if (auto lp = out.term()) lp += math::kLog2 - math::kHalfLog2Pi;
+    out.grad(kY, -z * inv);
+    out.grad(kScale, (square(z) - 1.0) * inv);
   }
-
-  void evaluate(const Batch& b) const override {
-    const bool dy = y_.is_param, dscale = scale_.is_param;
-    for (Index s = 0; s < b.draws; ++s) {
-      double lp = const_lp_;
-      for (Index n = 0; n < size_; ++n) {
-        const double sigma = scale_.value(b, n, s);
-        const double inv_sigma = 1.0 / sigma;
-        const double z = y_.value(b, n, s) * inv_sigma;
-        lp -= 0.5 * z * z;
-        if (dscale) lp -= std::log(sigma);
-        if (dy) y_.add_grad(b, n, s, -z * inv_sigma);
-        if (dscale) scale_.add_grad(b, n, s, (z * z - 1.0) * inv_sigma);
-      }
-      b.lp[s] += lp;
-    }
-  }
-
- private:
-  Operand y_, scale_;
-  Index size_;
-  double const_lp_ = 0.0;  // data-only terms, summed over the elements
 };
 
 }  // namespace
 
-void register_half_normal(KernelRegistry& r) {
-  r.add({"half_normal",
-         "Half-normal(y | scale) on y >= 0",
-         {{"y", Support::NonNegative, false, std::nullopt, "variate"},
-          {"scale", Support::Positive, false, 1.0, "scale (the standard deviation of the unfolded normal)"}},
-         true,
-         [](std::vector<Operand> ops, Index size) { return std::make_unique<HalfNormal>(std::move(ops), size); }});
-}
+void register_half_normal(KernelRegistry& r) { register_elementwise<HalfNormal>(r); }
 
 }  // namespace fastvi::kernels

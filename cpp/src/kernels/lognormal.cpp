@@ -1,65 +1,36 @@
 // lognormal(y | loc, scale) for y > 0, z = (log(y) - loc) / scale:
 //   log p = -log(y) - log(scale) - log(sqrt(2 pi)) - z^2 / 2
-#include <cmath>
-
 #include "builtin.hpp"
-#include "elementwise.hpp"
-#include "fastvi/math.hpp"
+#include "fastvi/elementwise.hpp"
 
 namespace fastvi::kernels {
 namespace {
+using namespace elementwise;
 
-double log_fn(double x) { return std::log(x); }
+struct Lognormal {
+  static constexpr const char* name = "lognormal";
+  static constexpr const char* doc = "Lognormal(y | loc, scale) on y > 0: log(y) ~ Normal(loc, scale)";
+  static constexpr Input inputs[] = {{"y", Support::Positive, false, std::nullopt, "variate"},
+                                     {"loc", Support::Real, false, 0.0, "mean of log(y)"},
+                                     {"scale", Support::Positive, false, 1.0, "standard deviation of log(y)"}};
+  enum { kY, kLoc, kScale };
+  using Derived = Derive<Of<kY, Log>, Of<kScale, Inverse>>;
 
-class Lognormal final : public Kernel {
- public:
-  Lognormal(std::vector<Operand> ops, Index size)
-      : y_(std::move(ops[0])), loc_(std::move(ops[1])), scale_(std::move(ops[2])), size_(size),
-        log_y_(map_data(y_, log_fn)) {
-    const_lp_ = -double(size_) * math::kHalfLog2Pi;
-    if (!y_.is_param) const_lp_ -= sum_data(size_, [&](Index n) { return log_y_[y_.element(n)]; });
-    if (!scale_.is_param) const_lp_ -= sum_data(size_, [&](Index n) { return std::log(data_at(scale_, n)); });
+  template <class Out, class Y, class Loc, class Scale, class LogY, class InvScale>
+  static void log_density(Out& out, const Y& y, const Loc& loc, const Scale&, const LogY& log_y, const InvScale& inv) {
+    const auto z = out.keep((log_y - loc) * inv);
+    out.lp(-0.5 * square(z));
+    if (auto lp = out.term(kY)) lp -= log_y;
+    if (auto lp = out.term(kScale)) lp += log(inv);
+    if (auto lp = out.term()) lp -= math::kHalfLog2Pi;
+    out.grad(kY, -(1.0 + z * inv) / y);
+    out.grad(kLoc, z * inv);
+    out.grad(kScale, (square(z) - 1.0) * inv);
   }
-
-  void evaluate(const Batch& b) const override {
-    const bool dy = y_.is_param, dloc = loc_.is_param, dscale = scale_.is_param;
-    for (Index s = 0; s < b.draws; ++s) {
-      double lp = const_lp_;
-      for (Index n = 0; n < size_; ++n) {
-        const double sigma = scale_.value(b, n, s);
-        const double inv_sigma = 1.0 / sigma;
-        const double log_y = mapped(y_, log_y_, b, n, s, log_fn);
-        const double z = (log_y - loc_.value(b, n, s)) * inv_sigma;
-        lp -= 0.5 * z * z;
-        if (dscale) lp -= std::log(sigma);
-        if (dy) {
-          lp -= log_y;
-          y_.add_grad(b, n, s, -(1.0 + z * inv_sigma) / y_.value(b, n, s));
-        }
-        if (dloc) loc_.add_grad(b, n, s, z * inv_sigma);
-        if (dscale) scale_.add_grad(b, n, s, (z * z - 1.0) * inv_sigma);
-      }
-      b.lp[s] += lp;
-    }
-  }
-
- private:
-  Operand y_, loc_, scale_;
-  Index size_;
-  Vector log_y_;           // log of the data values of y (empty for a parameter)
-  double const_lp_ = 0.0;  // data-only terms, summed over the elements
 };
 
 }  // namespace
 
-void register_lognormal(KernelRegistry& r) {
-  r.add({"lognormal",
-         "Lognormal(y | loc, scale) on y > 0: log(y) ~ Normal(loc, scale)",
-         {{"y", Support::Positive, false, std::nullopt, "variate"},
-          {"loc", Support::Real, false, 0.0, "mean of log(y)"},
-          {"scale", Support::Positive, false, 1.0, "standard deviation of log(y)"}},
-         true,
-         [](std::vector<Operand> ops, Index size) { return std::make_unique<Lognormal>(std::move(ops), size); }});
-}
+void register_lognormal(KernelRegistry& r) { register_elementwise<Lognormal>(r); }
 
 }  // namespace fastvi::kernels

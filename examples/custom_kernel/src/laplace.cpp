@@ -5,64 +5,44 @@
 // with its partials written out by hand, Stan style (z = y - loc):
 //   d/dy = -sign(z) / scale,   d/dloc = sign(z) / scale,   d/dscale = (|z| / scale - 1) / scale.
 //
-// The kernel contract is fastvi/kernel.hpp: operands arrive ordered as the KernelInfo's inputs,
-// variate first, broadcast to `size` elements; a kernel adds each draw's log density to b.lp[s]
-// and its partials (for parameter operands only) with add_grad, and allocates nothing.
+// The distribution is written for fastvi's element-wise kernel driver (fastvi/elementwise.hpp):
+// its input table and one log_density function over doubles or Eigen arrays. The driver makes a
+// fastvi::Kernel of it (fastvi/kernel.hpp): operand layouts and broadcasting, the loops over draws
+// and elements, the vectorised path, the terms of data only (summed once), and partials only for
+// the inputs that are parameters.
+#include <fastvi/elementwise.hpp>
 #include <fastvi/extension.hpp>
-
-#include <cmath>
-#include <memory>
-#include <utility>
-#include <vector>
 
 namespace {
 
-using fastvi::Batch;
-using fastvi::Index;
-using fastvi::Operand;
+namespace ew = fastvi::elementwise;  // its maths take doubles and Eigen arrays alike
+using fastvi::Support;
 
-class Laplace final : public fastvi::Kernel {
- public:
-  Laplace(std::vector<Operand> ops, Index size)
-      : y_(std::move(ops[0])), loc_(std::move(ops[1])), scale_(std::move(ops[2])), size_(size) {}
+struct Laplace {
+  static constexpr const char* name = "laplace";
+  static constexpr const char* doc = "Laplace(y | loc, scale), from the fastvi_laplace extension";
+  static constexpr ew::Input inputs[] = {{"y", Support::Real, false, std::nullopt, "variate"},
+                                         {"loc", Support::Real, false, 0.0, "location"},
+                                         {"scale", Support::Positive, false, 1.0, "scale (> 0)"}};
+  enum { kY, kLoc, kScale };
+  // 1 / scale, computed once when the scale is data.
+  using Derived = ew::Derive<ew::Of<kScale, ew::Inverse>>;
 
-  void evaluate(const Batch& b) const override {
-    const bool dy = y_.is_param, dloc = loc_.is_param, dscale = scale_.is_param;
-    for (Index s = 0; s < b.draws; ++s) {
-      double lp = 0.0;
-      for (Index n = 0; n < size_; ++n) {
-        const double scale = scale_.value(b, n, s);
-        const double inv_scale = 1.0 / scale;
-        const double z = y_.value(b, n, s) - loc_.value(b, n, s);
-        const double abs_z = std::abs(z);
-        lp -= std::log(2.0 * scale) + abs_z * inv_scale;
-        const double sign = double((z > 0) - (z < 0));
-        if (dy) y_.add_grad(b, n, s, -sign * inv_scale);
-        if (dloc) loc_.add_grad(b, n, s, sign * inv_scale);
-        if (dscale) scale_.add_grad(b, n, s, (abs_z * inv_scale - 1.0) * inv_scale);
-      }
-      b.lp[s] += lp;
-    }
+  template <class Out, class Y, class Loc, class Scale, class InvScale>
+  static void log_density(Out& out, const Y& y, const Loc& loc, const Scale& scale, const InvScale& inv) {
+    const auto z = out.keep(y - loc);
+    out.lp(-ew::abs(z) * inv);                                   // depends on every input
+    if (auto lp = out.term(kScale)) lp -= ew::log(2.0 * scale);  // on the scale only
+    out.grad(kY, -ew::sign(z) * inv);
+    out.grad(kLoc, ew::sign(z) * inv);
+    out.grad(kScale, (ew::abs(z) * inv - 1.0) * inv);
   }
-
- private:
-  Operand y_, loc_, scale_;
-  Index size_;
 };
 
 }  // namespace
 
 PYBIND11_MODULE(fastvi_laplace, m) {
   m.doc() = "A Laplace kernel for fastvi, in C++: import this module, then use Model.add(\"laplace\", ...)";
-  using fastvi::Support;
-  fastvi::extension::register_kernel({
-      "laplace",
-      "Laplace(y | loc, scale), from the fastvi_laplace extension",
-      {{"y", Support::Real, false, std::nullopt, "variate"},
-       {"loc", Support::Real, false, 0.0, "location"},
-       {"scale", Support::Positive, false, 1.0, "scale (> 0)"}},
-      true,  // element-wise: fastvi broadcasts the inputs together
-      [](std::vector<Operand> ops, Index size) { return std::make_unique<Laplace>(std::move(ops), size); },
-  });
+  fastvi::extension::register_kernel(fastvi::elementwise_kernel_info<Laplace>());
   m.attr("kernels") = pybind11::make_tuple("laplace");
 }

@@ -1,0 +1,729 @@
+// The element-wise kernel driver: a distribution writes its log density and partials once, and
+// ElementwiseKernel<Dist> turns that into a Kernel (kernel.hpp) for every layout of its inputs.
+//
+// A distribution is a struct with its registry entry and one function (a complete example:
+// cpp/src/kernels/normal.cpp; one in an extension module: examples/custom_kernel/src/laplace.cpp):
+//
+//   struct Normal {
+//     static constexpr const char* name = "normal";
+//     static constexpr const char* doc = "Normal(y | loc, scale)";
+//     static constexpr Input inputs[] = {{"y", Support::Real, false, std::nullopt, "variate"},
+//                                        {"loc", Support::Real, false, 0.0, "mean"},
+//                                        {"scale", Support::Positive, false, 1.0, "standard deviation"}};
+//     enum { kY, kLoc, kScale };
+//     using Derived = Derive<Of<kScale, Inverse>>;  // optional: functions of one input, see below
+//
+//     template <class Out, class Y, class Loc, class Scale, class Inv>
+//     static void log_density(Out& out, const Y& y, const Loc& loc, const Scale&, const Inv& inv) {
+//       const auto z = out.keep((y - loc) * inv);
+//       out.lp(-0.5 * square(z));                           // a term in every input
+//       if (auto lp = out.term(kScale)) lp += log(inv);     // a term in scale only
+//       if (auto lp = out.term()) lp -= math::kHalfLog2Pi;  // a constant
+//       out.grad(kY, -z * inv);
+//       out.grad(kLoc, z * inv);
+//       out.grad(kScale, (square(z) - 1.0) * inv);
+//     }
+//   };
+//
+// log_density receives the inputs in table order, then the Derived values, each as a double or
+// as an Eigen array of a run of elements, and is compiled for every mix of the two: write it with
+// the operators and the functions of namespace fastvi::elementwise below (log, exp, log1p,
+// log1p_exp, inv_logit, log_gamma, digamma, ...), which accept both. What `out` offers:
+//   out.lp(v)        adds v (a value per element) to the log density: a term that depends on every
+//                    input, or at least on every one that can be a parameter.
+//   out.term(i...)   for a term that depends on inputs i... only (none: a constant). It returns a
+//                    sink that is true when the term belongs to this evaluation: `lp += v` adds v.
+//                    Terms of data only are summed once when the factor is built and added to
+//                    every draw; the others are computed per draw. (Stan's include_summand.)
+//   out.grad(i, g)   adds g, d log p / d input i per element, if input i is a parameter (nothing
+//                    otherwise). g is computed either way on the element path, so guard a costly
+//                    partial with `if (out.param(i))`.
+//   out.param(i)     whether input i is a parameter in this evaluation.
+//   out.keep(e)      evaluates e once and returns it: a double, or an array in scratch (at most
+//                    kMaxKept per call), for an intermediate used more than once.
+// Derived: values of one input that the maths needs, e.g. Of<kY, Log> for log(y). For a data
+// input they are tabulated when the factor is built, so that a data y costs no log per draw; for
+// a parameter they are computed per draw. Functors: Log, Log1m, Inverse, or any struct with a
+// templated operator() over double and arrays. The gating by term() and param() uses input
+// indices, so spell them with an enum.
+//
+// Optional: `static void check(const std::vector<Operand>& ops, Index size)`, called when a factor
+// is built, for conditions that couple inputs (binomial's y <= trials); throw
+// std::invalid_argument with a message naming the inputs.
+//
+// What the driver does with it (all decided when the factor is built):
+//  - inputs that are data are fixed: broadcast data are expanded to the factor's shape once, the
+//    Derived values of data are tabulated, and the data-only terms are summed (a pass with every
+//    parameter NaN, so a term gated by too few inputs shows up as NaN);
+//  - with at least kMinWholeDraw elements (operand.hpp), each draw is cut into runs of up to
+//    kChunk elements and log_density is called once per run with Eigen arrays, which the compiler
+//    vectorises: a scalar input (data or parameter) is a double, a parameter broadcast along some
+//    axis is gathered into scratch and its partials scattered back; with fewer elements it is
+//    called per element with doubles;
+//  - partials and lp are added, never overwritten; evaluate allocates nothing, keeps no state,
+//    and runs on the calling thread only.
+//
+// Register the distribution with register_elementwise<Dist>(registry) (built-in kernels) or, from
+// an extension module, fastvi::extension::register_kernel(elementwise_kernel_info<Dist>()).
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <iterator>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "fastvi/kernel.hpp"
+#include "fastvi/math.hpp"
+#include "fastvi/registry.hpp"
+
+// The loops over draws and elements are flattened (everything they call inlined) and the per-run
+// helpers forced inline: called out of line, the helpers' Eigen loops reloaded pointers that had
+// escaped through the call (normal with a data y and scalar parameters ran 15 % slower), and an
+// out-of-line log-sum ran 50 % slower. (#undef-ed at the end of this file.)
+#if defined(__GNUC__)
+#define FASTVI_EW_INLINE inline __attribute__((always_inline))
+#define FASTVI_EW_FLATTEN __attribute__((flatten))
+#else
+#define FASTVI_EW_INLINE inline
+#define FASTVI_EW_FLATTEN
+#endif
+
+namespace fastvi::elementwise::detail {
+struct IfNonneg;
+}
+namespace Eigen::internal {
+template <>
+struct functor_traits<fastvi::elementwise::detail::IfNonneg> {
+  enum { Cost = 3, PacketAccess = 1 };
+};
+}  // namespace Eigen::internal
+
+namespace fastvi {
+namespace elementwise {
+
+// One row of a distribution's input table: InputInfo's fields, as literal types so that the
+// table can be a constexpr array (its length is the distribution's number of inputs).
+struct Input {
+  const char* name;
+  Support support;
+  bool data_only;
+  std::optional<double> default_value;
+  const char* doc;
+};
+
+// A run of elements of one input (or of a kept intermediate) in one draw.
+using Column = Eigen::Map<const Eigen::ArrayXd>;
+
+template <class T>
+inline constexpr bool is_array_v = std::is_base_of_v<Eigen::ArrayBase<T>, T>;
+template <class T>
+using if_array = std::enable_if_t<is_array_v<T>, int>;
+
+// ---- Maths over double and Eigen arrays ---------------------------------------------------------
+//
+// Each function takes a double and returns one, or takes an Eigen array expression and returns an
+// expression (lazy: keep() it if it is costly and used twice). The array forms take the argument
+// by its exact type, so that they win over Eigen's own (found by argument-dependent lookup).
+
+inline double log(double x) { return std::log(x); }
+template <class T, if_array<T> = 0>
+auto log(const T& x) { return x.log(); }
+
+inline double exp(double x) { return std::exp(x); }
+template <class T, if_array<T> = 0>
+auto exp(const T& x) { return x.exp(); }
+
+inline double sqrt(double x) { return std::sqrt(x); }
+template <class T, if_array<T> = 0>
+auto sqrt(const T& x) { return x.sqrt(); }
+
+inline double abs(double x) { return std::abs(x); }
+template <class T, if_array<T> = 0>
+auto abs(const T& x) { return x.abs(); }
+
+inline double square(double x) { return x * x; }
+template <class T, if_array<T> = 0>
+auto square(const T& x) { return x.square(); }
+
+// -1, 0 or 1.
+inline double sign(double x) { return double((x > 0) - (x < 0)); }
+template <class T, if_array<T> = 0>
+auto sign(const T& x) { return x.sign(); }
+
+inline double max(double a, double b) { return std::max(a, b); }
+template <class T, if_array<T> = 0>
+auto max(const T& a, double b) { return a.max(b); }
+template <class T, if_array<T> = 0>
+auto max(double a, const T& b) { return b.max(a); }
+template <class T, class U, if_array<T> = 0, if_array<U> = 0>
+auto max(const T& a, const U& b) { return a.max(b); }
+
+// log(1 + x) for x > -1. Eigen has no vectorised log1p for double; the array form builds on log:
+// with u = 1 + x, log(u) - ((u - 1) - x) / u is good to a few ulp (and gives x when u rounds to 1).
+inline double log1p(double x) { return std::log1p(x); }
+template <class T, if_array<T> = 0>
+auto log1p(const T& x) { return (1.0 + x).log() - (((1.0 + x) - 1.0) - x) / (1.0 + x); }
+
+// log(1 + t) for t >= 0, e.g. t = exp(-|x|); the array form is math.hpp's (good to about an ulp).
+inline double log1p_nonneg(double t) { return std::log1p(t); }
+template <class T, if_array<T> = 0>
+auto log1p_nonneg(const T& t) { return math::log1p_nonneg(t); }
+
+// log(1 - x) for x < 1.
+inline double log1m(double x) { return std::log1p(-x); }
+template <class T, if_array<T> = 0>
+auto log1m(const T& x) { return log1p(-x); }
+
+// log(1 + exp(x)) without overflow.
+inline double log1p_exp(double x) { return math::log1p_exp(x); }
+template <class T, if_array<T> = 0>
+auto log1p_exp(const T& x) { return x.max(0.0) + math::log1p_nonneg((-x.abs()).exp()); }
+
+// 1 / (1 + exp(-x)) (see math.hpp for the array form's range).
+inline double inv_logit(double x) { return math::inv_logit(x); }
+template <class T, if_array<T> = 0>
+auto inv_logit(const T& x) { return math::inv_logit(x); }
+
+// log Gamma(x) and digamma(x) for x > 0: math.hpp's, element by element (not vectorised).
+inline double log_gamma(double x) { return math::log_gamma(x); }
+template <class T, if_array<T> = 0>
+auto log_gamma(const T& x) { return x.unaryExpr([](double v) { return math::log_gamma(v); }); }
+
+inline double digamma(double x) { return math::digamma(x); }
+template <class T, if_array<T> = 0>
+auto digamma(const T& x) { return x.unaryExpr([](double v) { return math::digamma(v); }); }
+
+// log Beta(a, b).
+template <class A, class B>
+auto log_beta(const A& a, const B& b) { return log_gamma(a) + log_gamma(b) - log_gamma(a + b); }
+
+// x >= 0 ? a : b, element by element; vectorised (Eigen 3.4's select() is not). NaN x gives b.
+inline double if_nonneg(double x, double a, double b) { return x >= 0 ? a : b; }
+
+namespace detail {
+struct IfNonneg {
+  double operator()(double x, double a, double b) const { return x >= 0 ? a : b; }
+  template <class Packet>
+  Packet packetOp(const Packet& x, const Packet& a, const Packet& b) const {
+    using namespace Eigen::internal;
+    return pselect(pcmp_le(pzero(x), x), a, b);
+  }
+#ifdef EIGEN_VECTORIZE_AVX512
+  // Eigen's pcmp_le and pselect go through a vector mask (vpmovm2q, vptestnmq): a loop of
+  // if_nonneg(eta, 1, t) / (1 + t) took twice as long as with the comparison's mask register.
+  Eigen::internal::Packet8d packetOp(const Eigen::internal::Packet8d& x, const Eigen::internal::Packet8d& a,
+                                     const Eigen::internal::Packet8d& b) const {
+    return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(x, _mm512_setzero_pd(), _CMP_GE_OQ), b, a);
+  }
+#endif
+};
+// An array operand of if_nonneg: arrays as they are, a double as a constant of n elements.
+template <class T>
+auto as_array(const T& v, Index n) {
+  if constexpr (is_array_v<T>)
+    return v;
+  else
+    return Eigen::ArrayXd::Constant(n, double(v));
+}
+template <class T>
+Index size_of(const T& v) {
+  if constexpr (is_array_v<T>)
+    return v.size();
+  else
+    return -1;
+}
+}  // namespace detail
+
+template <class X, class A, class B, std::enable_if_t<is_array_v<X> || is_array_v<A> || is_array_v<B>, int> = 0>
+auto if_nonneg(const X& x, const A& a, const B& b) {
+  const Index n = std::max({detail::size_of(x), detail::size_of(a), detail::size_of(b)});
+  using Ax = decltype(detail::as_array(x, n));
+  using Aa = decltype(detail::as_array(a, n));
+  using Ab = decltype(detail::as_array(b, n));
+  return Eigen::CwiseTernaryOp<detail::IfNonneg, const Ax, const Aa, const Ab>(
+      detail::as_array(x, n), detail::as_array(a, n), detail::as_array(b, n));
+}
+
+// ---- Derived values ------------------------------------------------------------------------------
+
+// Derive<Of<input, Functor>...>: see the top of this file.
+template <int I, class F>
+struct Of {
+  static constexpr int input = I;
+  using Fn = F;
+};
+template <class... O>
+struct Derive {
+  using list = std::tuple<O...>;
+};
+
+struct Log {
+  template <class T>
+  auto operator()(const T& x) const { return log(x); }
+};
+struct Log1m {
+  template <class T>
+  auto operator()(const T& x) const { return log1m(x); }
+};
+struct Inverse {
+  double operator()(double x) const { return 1.0 / x; }
+  template <class T, if_array<T> = 0>
+  auto operator()(const T& x) const { return x.inverse(); }
+};
+
+// Broadcast element n of a data operand (for check()).
+inline double data_at(const Operand& op, Index n) { return op.data[op.element(n)]; }
+
+// Elements per run of the vectorised path: a run's columns stay in the L1 cache.
+inline constexpr Index kChunk = 256;
+// Most keep() results one log_density call may hold.
+inline constexpr int kMaxKept = 6;
+
+namespace detail {
+
+// sum over a run of len elements of v, a value per element (a double: the same for every one).
+template <class V>
+FASTVI_EW_INLINE double total(const V& v, Index len) {
+  if constexpr (is_array_v<V>)
+    return v.sum();
+  else
+    return double(len) * double(v);
+}
+
+template <class... I>
+constexpr unsigned mask(I... inputs) {
+  return (0u | ... | (1u << unsigned(inputs)));
+}
+
+// What out.term() returns: adds to the log density if the term belongs to this evaluation.
+class Sum {
+ public:
+  Sum(double* acc, Index len) : acc_(acc), len_(len) {}
+  explicit operator bool() const { return acc_ != nullptr; }
+  template <class V>
+  Sum& operator+=(const V& v) {
+    *acc_ += total(v, len_);
+    return *this;
+  }
+  template <class V>
+  Sum& operator-=(const V& v) {
+    *acc_ -= total(v, len_);
+    return *this;
+  }
+
+ private:
+  double* acc_;
+  Index len_;
+};
+
+// The pass that sums the data-only terms, element by element, when the factor is built.
+class ConstantOut {
+ public:
+  ConstantOut(unsigned params, double* lp) : params_(params), lp_(lp) {}
+  bool param(int) const { return false; }
+  template <class... I>
+  Sum term(I... inputs) const {
+    return Sum((params_ & mask(inputs...)) == 0 ? lp_ : nullptr, 1);
+  }
+  void lp(double v) const {
+    if (params_ == 0) *lp_ += v;
+  }
+  void grad(int, double) const {}
+  double keep(double v) const { return v; }
+
+ private:
+  unsigned params_;  // bit i: input i is a parameter
+  double* lp_;
+};
+
+// One input's elements in one draw, for the element-by-element path: values (and, for a
+// parameter, partials) at value[map[n]], or value[n * stride] without a map. next() moves a
+// parameter's pointers to the next draw.
+struct Access {
+  const double* value;
+  double* grad;  // null for data
+  const Index* map;
+  Index stride;
+  Index step;  // the batch's leading dimension for a parameter, 0 for data
+  Index index(Index n) const { return map ? map[n] : n * stride; }
+  void next() {
+    value += step;
+    grad += step;  // null + 0 for data
+  }
+};
+
+// Access to an operand, but for a parameter's rows (value and grad hold its row offset).
+inline Access access(const Operand& op) {
+  const bool mapped = !op.index_map.empty();
+  return {op.is_param ? nullptr : op.data.data(), nullptr, mapped ? op.index_map.data() : nullptr,
+          mapped ? 0 : op.stride, op.row};
+}
+// Access to draw 0 of a batch, from access(op).
+template <bool Param>
+Access access(Access a, const Batch& b) {
+  if constexpr (Param) {
+    a.value = b.value + a.step;
+    a.grad = b.grad + a.step;
+    a.step = b.ld;
+  } else {
+    a.step = 0;
+  }
+  return a;
+}
+
+// Element n of draw s, with doubles. Params: bit i set if input i is a parameter (a compile-time
+// constant here, so that the element loop keeps only the terms and partials it needs).
+template <unsigned Params>
+class ElementOut {
+ public:
+  ElementOut(const Access* in, Index n, double* lp) : in_(in), n_(n), lp_(lp) {}
+  static constexpr bool param(int i) { return (Params >> i) & 1u; }
+  template <class... I>
+  Sum term(I... inputs) const {
+    return Sum((Params & mask(inputs...)) != 0 ? lp_ : nullptr, 1);
+  }
+  void lp(double v) const { *lp_ += v; }
+  void grad(int i, double g) const {
+    if (param(i)) in_[i].grad[in_[i].index(n_)] += g;
+  }
+  double keep(double v) const { return v; }
+
+ private:
+  const Access* in_;
+  Index n_;
+  double* lp_;
+};
+
+// Elements [n0, n0 + len) of draw s, with Eigen arrays (doubles for scalar inputs).
+class ChunkOut {
+ public:
+  ChunkOut(const Batch& b, const Operand* ops, unsigned params, Index n0, Index len, Index s, double* lp,
+           double* kept, double* buffer, Index stride)
+      : b_(b), ops_(ops), params_(params), n0_(n0), len_(len), s_(s), lp_(lp), kept_(kept), buffer_(buffer),
+        stride_(stride) {}
+  bool param(int i) const { return (params_ >> i) & 1u; }
+  template <class... I>
+  Sum term(I... inputs) const {
+    return Sum((params_ & mask(inputs...)) != 0 ? lp_ : nullptr, len_);
+  }
+  template <class V>
+  FASTVI_EW_INLINE void lp(const V& v) const {
+    *lp_ += total(v, len_);
+  }
+  template <class G>
+  FASTVI_EW_INLINE void grad(int i, const G& g) const {
+    if (!param(i)) return;
+    const Operand& op = ops_[i];
+    double* rows = b_.grad + s_ * b_.ld + op.row;
+    if (op.is_scalar()) {
+      rows[0] += total(g, len_);
+    } else if (op.index_map.empty()) {
+      Eigen::Map<Eigen::ArrayXd>(rows + n0_, len_) += g;
+    } else {
+      // Broadcast along some axis: several elements may share one gradient entry.
+      const Index* element = op.index_map.data() + n0_;
+      if constexpr (is_array_v<G>) {
+        Eigen::Map<Eigen::ArrayXd>(buffer_, len_) = g;
+        for (Index k = 0; k < len_; ++k) rows[element[k]] += buffer_[k];
+      } else {
+        for (Index k = 0; k < len_; ++k) rows[element[k]] += g;
+      }
+    }
+  }
+  template <class E>
+  FASTVI_EW_INLINE auto keep(const E& e) {
+    if constexpr (is_array_v<E>) {
+      if (used_ == kMaxKept) throw std::logic_error("element-wise kernel: more than kMaxKept keep() results");
+      double* col = kept_ + Index(used_++) * stride_;
+      Eigen::Map<Eigen::ArrayXd>(col, len_) = e;
+      return Column(col, len_);
+    } else {
+      return double(e);
+    }
+  }
+
+ private:
+  const Batch& b_;
+  const Operand* ops_;
+  unsigned params_;
+  Index n0_, len_, s_;
+  double* lp_;
+  double* kept_;
+  double* buffer_;
+  Index stride_;
+  int used_ = 0;
+};
+
+template <class Dist, class = void>
+struct derived_of {
+  using type = std::tuple<>;
+};
+template <class Dist>
+struct derived_of<Dist, std::void_t<typename Dist::Derived>> {
+  using type = typename Dist::Derived::list;
+};
+
+template <class Dist, class = void>
+struct has_check : std::false_type {};
+template <class Dist>
+struct has_check<Dist, std::void_t<decltype(Dist::check(std::declval<const std::vector<Operand>&>(), Index()))>>
+    : std::true_type {};
+
+}  // namespace detail
+}  // namespace elementwise
+
+template <class Dist>
+class ElementwiseKernel final : public Kernel {
+  using Column = elementwise::Column;
+  using DerivedList = typename elementwise::detail::derived_of<Dist>::type;
+  static constexpr int K = int(std::size(Dist::inputs));
+  static constexpr int J = int(std::tuple_size_v<DerivedList>);
+  static_assert(K >= 1 && K <= 8, "an element-wise distribution has 1 to 8 inputs");
+  static constexpr unsigned data_only_mask() {
+    unsigned m = 0;
+    for (int i = 0; i < K; ++i)
+      if (Dist::inputs[i].data_only) m |= 1u << i;
+    return m;
+  }
+  static constexpr unsigned kDataOnly = data_only_mask();
+  template <size_t D>
+  using DerivedAt = std::tuple_element_t<D, DerivedList>;
+  template <size_t D>
+  static constexpr int source = DerivedAt<D>::input;
+  // The view of an input in a run: a double for a scalar operand, else a Column.
+  template <class V>
+  using ViewOf = std::conditional_t<std::is_same_v<V, double>, double, Column>;
+
+ public:
+  ElementwiseKernel(std::vector<Operand> ops, Index size) : ops_(std::move(ops)), size_(size) {
+    if (Index(ops_.size()) != K) throw std::logic_error(std::string(Dist::name) + ": wrong number of operands");
+    if constexpr (elementwise::detail::has_check<Dist>::value) Dist::check(ops_, size_);
+    for (int i = 0; i < K; ++i) {
+      Operand& op = ops_[size_t(i)];
+      if (op.is_param) {
+        params_ |= 1u << i;
+      } else if (!op.is_scalar() && !op.contiguous()) {
+        // Broadcast data: expanded to the factor's shape once, so that every data operand is a
+        // scalar or contiguous.
+        Vector full(size_);
+        for (Index n = 0; n < size_; ++n) full[n] = op.data[op.element(n)];
+        op.data = std::move(full);
+        op.shape = {size_};
+        op.index_map.clear();
+        op.stride = 1;
+      }
+    }
+    tabulate(std::make_index_sequence<J>());
+    sum_constant_terms(std::make_index_sequence<K>(), std::make_index_sequence<J>());
+    for (int i = 0; i < K; ++i) access_[size_t(i)] = elementwise::detail::access(ops_[size_t(i)]);
+    run_ = params_ == 0 ? &ElementwiseKernel::run_constant
+                        : pick_elements(params_, std::make_integer_sequence<unsigned, (1u << K)>());
+    if (params_ != 0 && size_ >= kMinWholeDraw) {
+      chunk_ = std::min(size_, elementwise::kChunk);
+      stride_ = (chunk_ + 7) / 8 * 8;
+      run_ = pick<>();
+    }
+  }
+
+  // access_ points into ops_.
+  ElementwiseKernel(const ElementwiseKernel&) = delete;
+  ElementwiseKernel& operator=(const ElementwiseKernel&) = delete;
+
+  // The vectorised path's columns: gathered inputs, derived values, kept intermediates, and a
+  // buffer for partials to scatter.
+  Index scratch_size(Index, int) const override {
+    return stride_ > 0 ? Index(K + J + elementwise::kMaxKept + 1) * stride_ : 0;
+  }
+
+  void evaluate(const Batch& b) const override { (this->*run_)(b); }
+
+ private:
+  using RunFn = void (ElementwiseKernel::*)(const Batch&) const;
+
+  // f(value) of Derived D for each of its data source's own elements (empty for a parameter).
+  template <size_t... D>
+  void tabulate(std::index_sequence<D...>) {
+    (tabulate_one<D>(), ...);
+  }
+  template <size_t D>
+  void tabulate_one() {
+    const Operand& op = ops_[source<D>];
+    if (op.is_param) return;
+    Vector& table = tables_[D];
+    table.resize(op.data.size());
+    for (Index i = 0; i < table.size(); ++i) table[i] = typename DerivedAt<D>::Fn{}(op.data[i]);
+  }
+
+  // Derived D of an element, given its source's value there and the index of that value among the
+  // source's own elements.
+  template <size_t D, bool Param>
+  double derived_element(double source_value, Index index) const {
+    if constexpr (Param)
+      return typename DerivedAt<D>::Fn{}(source_value);
+    else
+      return tables_[D][index];
+  }
+
+  template <size_t... I, size_t... D>
+  void sum_constant_terms(std::index_sequence<I...>, std::index_sequence<D...>) {
+    double lp = 0.0;
+    const elementwise::detail::ConstantOut out(params_, &lp);
+    for (Index n = 0; n < size_; ++n) {
+      const std::array<double, K> x{{(ops_[I].is_param ? kNaN : elementwise::data_at(ops_[I], n))...}};
+      Dist::log_density(out, x[I]...,
+                        (ops_[source<D>].is_param ? kNaN : tables_[D][ops_[source<D>].element(n)])...);
+    }
+    const_lp_ = lp;
+  }
+
+  // No parameter: the log density is one number.
+  void run_constant(const Batch& b) const {
+    for (Index s = 0; s < b.draws; ++s) b.lp[s] += const_lp_;
+  }
+
+  // The element-by-element path, compiled for each set of parameter inputs (Params: bit i set if
+  // input i is a parameter; none of the data-only inputs).
+  template <unsigned Params>
+  static constexpr RunFn element_fn() {
+    if constexpr (Params == 0 || (Params & kDataOnly) != 0)
+      return nullptr;
+    else
+      return &ElementwiseKernel::run_elements<Params>;
+  }
+  template <unsigned... P>
+  static RunFn pick_elements(unsigned params, std::integer_sequence<unsigned, P...>) {
+    constexpr RunFn table[] = {element_fn<P>()...};
+    return table[params];
+  }
+
+  template <unsigned Params>
+  void run_elements(const Batch& b) const {
+    run_elements_impl<Params>(b, std::make_index_sequence<K>(), std::make_index_sequence<J>());
+  }
+
+  template <unsigned Params, size_t... I, size_t... D>
+  FASTVI_EW_FLATTEN void run_elements_impl(const Batch& b, std::index_sequence<I...>, std::index_sequence<D...>) const {
+    std::array<elementwise::detail::Access, K> in{
+        {elementwise::detail::access<((Params >> I) & 1u) != 0>(access_[I], b)...}};
+    for (Index s = 0; s < b.draws; ++s) {
+      double lp = const_lp_;
+      for (Index n = 0; n < size_; ++n) {
+        const std::array<double, K> x{{in[I].value[in[I].index(n)]...}};
+        const elementwise::detail::ElementOut<Params> out(in.data(), n, &lp);
+        Dist::log_density(out, x[I]...,
+                          derived_element<D, ((Params >> source<D>) & 1u) != 0>(x[source<D>], in[source<D>].index(n))...);
+      }
+      b.lp[s] += lp;
+      (in[I].next(), ...);
+    }
+  }
+
+  // The instantiation of run_chunks for the operands' layouts: input i's view is a double if its
+  // operand is a scalar, else a Column (2^K instantiations).
+  template <class... V>
+  RunFn pick() const {
+    if constexpr (sizeof...(V) == K) {
+      return &ElementwiseKernel::run_chunks<V...>;
+    } else {
+      if (ops_[sizeof...(V)].is_scalar()) return pick<V..., double>();
+      return pick<V..., Column>();
+    }
+  }
+
+  template <class... V>
+  void run_chunks(const Batch& b) const {
+    run_chunks_impl<V...>(b, std::make_index_sequence<K>(), std::make_index_sequence<J>());
+  }
+
+  template <class... V, size_t... I, size_t... D>
+  FASTVI_EW_FLATTEN void run_chunks_impl(const Batch& b, std::index_sequence<I...>, std::index_sequence<D...>) const {
+    using Views = std::tuple<V...>;
+    double* const kept = b.scratch + Index(K + J) * stride_;
+    double* const buffer = kept + Index(elementwise::kMaxKept) * stride_;
+    for (Index s = 0; s < b.draws; ++s) {
+      double lp = const_lp_;
+      for (Index n0 = 0; n0 < size_; n0 += chunk_) {
+        const Index len = std::min(chunk_, size_ - n0);
+        const Views x{input_view<V>(ops_[I], b, s, n0, len, b.scratch + Index(I) * stride_)...};
+        elementwise::detail::ChunkOut out(b, ops_.data(), params_, n0, len, s, &lp, kept, buffer, stride_);
+        Dist::log_density(out, std::get<I>(x)...,
+                          derived_view<D>(std::get<source<D>>(x), n0, len, b.scratch + Index(K + D) * stride_)...);
+      }
+      b.lp[s] += lp;
+    }
+  }
+
+  // Input values of a run: the number itself for a scalar operand; for a column, the run in place
+  // (data, or a parameter's rows), or gathered into `col` for a parameter broadcast along an axis.
+  template <class V>
+  static V input_view(const Operand& op, const Batch& b, Index s, Index n0, Index len, double* col) {
+    if constexpr (std::is_same_v<V, double>) {
+      return op.scalar(b, s);
+    } else {
+      if (!op.is_param) return Column(op.data.data() + n0, len);
+      const double* rows = b.value + s * b.ld + op.row;
+      if (op.index_map.empty()) return Column(rows + n0, len);
+      const Index* element = op.index_map.data() + n0;
+      for (Index k = 0; k < len; ++k) col[k] = rows[element[k]];
+      return Column(col, len);
+    }
+  }
+
+  template <size_t D, class V>
+  ViewOf<V> derived_view(const V& source_view, Index n0, Index len, double* col) const {
+    const Operand& op = ops_[source<D>];
+    if constexpr (std::is_same_v<V, double>) {
+      return op.is_param ? double(typename DerivedAt<D>::Fn{}(source_view)) : tables_[D][0];
+    } else {
+      if (!op.is_param) return Column(tables_[D].data() + n0, len);
+      Eigen::Map<Eigen::ArrayXd>(col, len) = typename DerivedAt<D>::Fn{}(source_view);
+      return Column(col, len);
+    }
+  }
+
+  std::vector<Operand> ops_;  // as KernelInfo::inputs; broadcast data expanded to size_
+  Index size_;
+  unsigned params_ = 0;  // bit i: input i is a parameter
+  std::array<Vector, size_t(J)> tables_;  // Derived values of a data source's elements
+  double const_lp_ = 0.0;  // the data-only terms, summed over the elements
+  Index chunk_ = 0, stride_ = 0;  // run length, and the scratch column stride (a multiple of 8)
+  RunFn run_ = nullptr;  // what evaluate runs: run_constant, run_elements<params_> or a run_chunks
+  std::array<elementwise::detail::Access, size_t(K)> access_;  // the operands, for run_elements
+};
+
+// The registry entry of a distribution: its name, doc and input table, and a factory.
+template <class Dist>
+KernelInfo elementwise_kernel_info() {
+  KernelInfo info;
+  info.name = Dist::name;
+  info.doc = Dist::doc;
+  for (const elementwise::Input& in : Dist::inputs)
+    info.inputs.push_back({in.name, in.support, in.data_only, in.default_value, in.doc});
+  info.elementwise = true;
+  info.factory = [](std::vector<Operand> ops, Index size) -> std::unique_ptr<Kernel> {
+    return std::make_unique<ElementwiseKernel<Dist>>(std::move(ops), size);
+  };
+  return info;
+}
+
+// Adds a distribution to a registry (the built-in kernels; an extension module calls
+// fastvi::extension::register_kernel(elementwise_kernel_info<Dist>()) instead).
+template <class Dist>
+void register_elementwise(KernelRegistry& registry) {
+  registry.add(elementwise_kernel_info<Dist>());
+}
+
+}  // namespace fastvi
+
+#undef FASTVI_EW_INLINE
+#undef FASTVI_EW_FLATTEN
