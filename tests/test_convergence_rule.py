@@ -126,7 +126,8 @@ def test_the_rule_does_not_depend_on_constants_in_the_log_density(seed_data):
     plain = fv.fit(_seed_model(seed_data), precondition=None, seed=0)
     shifted = fv.fit(_seed_model(seed_data, constant=True), precondition=None, seed=0)
     constant = 100_000 * (0.5 * 1e6 + 0.5 * math.log(2 * math.pi))
-    np.testing.assert_allclose(plain.elbo - shifted.elbo, constant, rtol=1e-12)
+    # the constant is a float64 sum of 100,000 terms: its rounding error is bounded by n * eps ~ 1.1e-11
+    np.testing.assert_allclose(plain.elbo - shifted.elbo, constant, rtol=2e-11)
     assert plain.converged and shifted.converged
     assert shifted.converged_step == plain.converged_step
     np.testing.assert_allclose(shifted.phi, plain.phi, rtol=0, atol=1e-9)
