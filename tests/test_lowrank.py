@@ -324,7 +324,7 @@ def test_a_ridge_posterior_starts_from_the_laplace_directions(monkeypatch, lapla
                                 np.zeros(d), scale)[2 * d:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fv.ConvergenceWarning)
-        approx = fv.fit(_gaussian_target(mean, cov), family="lowrank", rank=1, seed=0)
+        approx = fv.fit(_gaussian_target(mean, cov), family="lowrank", rank=1, seed=0, steps=10_000)
     assert approx.laplace.ok
     if laplace_start:
         assert approx.converged

@@ -37,6 +37,9 @@ void bind_fit(py::module_& m) {
       .def_readwrite("block", &FitOptions::block)
       .def_readwrite("average", &FitOptions::average)
       .def_readwrite("average_draws", &FitOptions::average_draws)
+      .def_readwrite("refine_factor", &FitOptions::refine_factor)
+      .def_readwrite("refine_levels", &FitOptions::refine_levels)
+      .def_readwrite("precision", &FitOptions::precision)
       .def_readwrite("seed", &FitOptions::seed)
       .def_readwrite("threads", &FitOptions::threads)
       .def_readwrite("monitor_seconds", &FitOptions::monitor_seconds)
@@ -57,7 +60,10 @@ void bind_fit(py::module_& m) {
       .def_readonly("message", &FitResult::message)
       .def_readonly("drifting", &FitResult::drifting)
       .def_readonly("growing", &FitResult::growing)
-      .def_readonly("log_sd", &FitResult::log_sd);
+      .def_readonly("log_sd", &FitResult::log_sd)
+      .def_readonly("refinements", &FitResult::refinements)
+      .def_readonly("error_mean", &FitResult::error_mean)
+      .def_readonly("error_scale", &FitResult::error_scale);
 
   m.def(
       "fit",

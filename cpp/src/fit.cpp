@@ -27,6 +27,9 @@ void FitOptions::validate() const {
   if (!(max_drift > 0) || !std::isfinite(max_drift)) fail("max_drift must be a positive finite number");
   if (average_draws < 0) fail("average_draws must be >= 0");
   if (threads < 1) fail("threads must be >= 1");
+  if (!(refine_factor > 0 && refine_factor < 1)) fail("refine_factor must be in (0, 1)");
+  if (refine_levels < 0) fail("refine_levels must be >= 0");
+  if (!(precision > 0) || !std::isfinite(precision)) fail("precision must be a positive finite number");
 }
 
 namespace {
@@ -397,6 +400,33 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   progress.total = opt.steps;
   bool stop = false;
 
+  // Refinement levels (FitOptions::refine_factor): the average of the last completed level, and
+  // its means and log sds in the model's unconstrained coordinates.
+  const bool refine = opt.average && opt.tol > 0 && opt.refine_levels > 0;
+  Index level_start = 0, level_steps = 0;
+  Vector level_phi, level_mean, level_log_sd;
+  bool have_level = false, refined = false, exhausted = false;
+  auto measure = [&](const Vector& phi, Vector& mean, Vector& log_sd) {  // once per level: may allocate
+    Vector p = phi;
+    if (preconditioner && preconditioner->active()) family.unwhiten(p, *preconditioner);
+    mean = p.head(family.dim());
+    marginal_log_sd(family, p, log_sd);
+  };
+  // The estimated remaining error of `phi` (a level's average) against the last level's; true
+  // when within opt.precision.
+  auto estimate_error = [&](const Vector& phi) {
+    Vector mean, log_sd;
+    measure(phi, mean, log_sd);
+    const double f = opt.refine_factor / (1.0 - opt.refine_factor);
+    r.error_mean = f * ((mean - level_mean).array().abs() * (-log_sd.array()).exp()).maxCoeff();
+    r.error_scale = f * (log_sd - level_log_sd).cwiseAbs().maxCoeff();
+    return r.error_mean <= opt.precision && r.error_scale <= opt.precision;
+  };
+  auto error_words = [&]() {
+    return "estimated error of q's means " + format_number(r.error_mean) + " sd, of its log sds " +
+           format_number(r.error_scale);
+  };
+
   Index t = 0;
   for (; t < opt.steps && !stop; ++t) {
     double elbo = 0.0;
@@ -480,7 +510,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
                       "q's means and scales stopped moving, " + std::to_string(opt.patience) + " times running" +
                       (withdrawn > 0 ? " (" + std::to_string(withdrawn) + " earlier convergence(s) withdrawn: " + withdrawn_why + ")"
                                      : "");
-          tail_target = std::max(t + 1, (opt.average_draws + opt.draws - 1) / opt.draws);
+          tail_target = std::max(t + 1 - level_start, (opt.average_draws + opt.draws - 1) / opt.draws);
           tail_steps = 0;
           tail_sum.setZero();
           tail_trend.reset(family.dim());
@@ -492,15 +522,46 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
     }
     if (tail_complete) {
       tail_complete = false;
-      if (confirm(tail_trend, opt, withdrawn_why)) {
-        stop = true;
-      } else {  // still moving: unconverged again, and the rule starts over
-        ++withdrawn;
+      if (!confirm(tail_trend, opt, withdrawn_why)) {
+        ++withdrawn;  // still moving: unconverged again, and the rule starts over
         r.converged = false;
         r.converged_step = -1;
         r.message.clear();
         below_tol = 0;
         tail_steps = 0;
+      } else if (!refine) {
+        stop = true;
+      } else {
+        const Vector average = tail_sum / double(tail_steps);
+        if (have_level && estimate_error(average)) {
+          refined = stop = true;
+          r.message += "; refined " + std::to_string(r.refinements) + " time(s), to step size " + format_number(lr) +
+                       ": " + error_words();
+        } else if (r.refinements >= opt.refine_levels) {
+          stop = exhausted = true;
+          r.converged = false;
+          r.converged_step = -1;
+          r.message = "not converged to the requested precision: after " + std::to_string(r.refinements) +
+                      " step-size refinement(s) the averaged q still moved between step sizes (" + error_words() +
+                      ", precision " + format_number(opt.precision) + "); try more draws or steps";
+        } else {  // the next level: from this level's average, with a smaller step size
+          level_phi = average;
+          level_steps = tail_steps;
+          measure(level_phi, level_mean, level_log_sd);
+          have_level = true;
+          r.phi = level_phi;
+          checkpoint = r.phi;
+          lr *= opt.refine_factor;
+          adam.reset_momentum();
+          ++r.refinements;
+          level_start = t + 1;
+          r.converged = false;
+          r.converged_step = -1;
+          r.message.clear();
+          below_tol = 0;
+          tail_steps = 0;
+          tail_sum.setZero();
+        }
       }
     }
     if (monitor && (window_end || Clock::now() - last_monitor > std::chrono::duration<double>(opt.monitor_seconds))) {
@@ -523,6 +584,29 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
     r.converged_step = -1;
     if (!r.interrupted) r.message.clear();
     tail_steps = 0;
+  }
+  // Refinement cut short by the step limit (or an interruption).
+  if (refine && !refined && !exhausted) {
+    if (r.converged) {
+      if (have_level && tail_steps > 0 && estimate_error(tail_sum / double(tail_steps))) {
+        r.message += "; refined " + std::to_string(r.refinements) + " time(s), to step size " + format_number(lr) +
+                     ": " + error_words() + " (from an averaging phase cut short after " + std::to_string(tail_steps) +
+                     " steps)";
+      } else {
+        r.converged = false;
+        r.converged_step = -1;
+        if (!r.interrupted) {
+          r.message = have_level ? "ran out of steps while refining the step size (" + error_words() + ", precision " +
+                                       format_number(opt.precision) + ")"
+                                 : "q became stationary, but the steps ran out before the step-size refinement that "
+                                   "bounds its error; raise steps";
+        }
+      }
+    } else if (have_level && r.message.empty()) {
+      r.message = "ran out of steps while refining, at step size " + format_number(lr) +
+                  " (refinement " + std::to_string(r.refinements) + "): q is the average at step size " +
+                  format_number(lr / opt.refine_factor);
+    }
   }
   if (r.message.empty()) {
     r.message = "reached the maximum number of steps without meeting the tolerance";
@@ -549,6 +633,9 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
     if (tail_steps > 0) {
       r.phi = tail_sum / double(tail_steps);
       r.averaged_steps = tail_steps;
+    } else if (have_level) {  // the refinement did not complete a level: the last level's average
+      r.phi = level_phi;
+      r.averaged_steps = level_steps;
     } else {
       r.averaged_steps = window_average.result(r.phi, family);
     }

@@ -77,6 +77,12 @@ class Approximation:
         self.interrupted: bool = result.interrupted
         self.n_skipped: int = result.skipped  # steps whose log density or gradient was not finite
         self.lr_reductions: int = result.lr_reductions
+        # Step-size refinements after the first convergence, and the estimated remaining error of q
+        # (largest |mean error| / q's sd and |log sd error| over the unconstrained coordinates;
+        # None until two step sizes were compared): see fit()'s ``precision``.
+        self.refinements: int = result.refinements
+        self.error_mean: Optional[float] = None if np.isnan(result.error_mean) else float(result.error_mean)
+        self.error_scale: Optional[float] = None if np.isnan(result.error_scale) else float(result.error_scale)
         self.message: str = result.message
         self.options = dict(options)
         # the mode search behind preconditioning (None if precondition=None)
@@ -299,6 +305,9 @@ class Approximation:
             f"converged at step {self.converged_step}" if self.converged
             else ("interrupted" if self.interrupted else "not converged")
         )
+        if self.error_mean is not None:  # the refinement's estimate of the distance to the optimum
+            state += f" (est. error {self.error_mean:.2g} sd, {self.error_scale:.2g} log sd)"
+
         elbo = f"{self.elbo[-1]:.6g}" if self.elbo.size else "n/a"
         rank = f" rank={self.rank}" if self.rank is not None else ""
         return (f"<Approximation family={self.family!r}{rank} dim={self.model.dim} steps={self.steps} "
@@ -311,7 +320,7 @@ def fit(
     *,
     method: Optional[str] = None,
     rank: Optional[int] = None,
-    steps: int = 10_000,
+    steps: int = 30_000,
     draws: int = 1,
     lr: float = 0.01,
     gradient: str = "auto",
@@ -321,6 +330,7 @@ def fit(
     eval_every: int = 100,
     patience: int = 2,
     average: bool = True,
+    precision: Optional[float] = 0.05,
     precondition: Optional[str] = "auto",
     init: Optional[Dict[str, Any]] = None,
     init_scale: Optional[float] = None,
@@ -369,6 +379,15 @@ def fit(
         at least 4,000 draws) and return the mean of its iterates: this removes the jitter a
         constant step size leaves around the optimum. An unconverged fit averages its last two
         windows.
+    precision: what "converged" promises (default 0.05). A constant step size leaves the averaged
+        q off the optimum by a bias that grows with ``lr`` (0.08 sd on a 31-coefficient logistic
+        regression at lr = 0.01, the same at every seed), so after the averaging phase the fit
+        restarts from the averaged q with a 4x smaller step size, converges and averages again,
+        and estimates the remaining error from the change between the two averages (bias taken
+        as proportional to the step size): ``fit.error_mean`` (largest |mean error| in q's sds over
+        the unconstrained coordinates) and ``fit.error_scale`` (largest |log sd error|). It
+        refines up to 3 times; ``converged`` is True only when both are below ``precision``.
+        ``None``: no refinement, no error estimate (fastvi 0.1's behaviour: faster, less exact).
     init: constrained starting values (dict by parameter name; others start at 0 in the
         unconstrained space): the start of the mode search, or of q's mean without preconditioning.
     init_scale: starting standard deviation of q, in the optimiser's coordinates (default 1 when
@@ -422,6 +441,10 @@ def fit(
     opts.eval_every = int_setting(eval_every, "eval_every", 1)
     opts.patience = int_setting(patience, "patience", 1)
     opts.average = bool_setting(average, "average")
+    if precision is None:
+        opts.refine_levels = 0
+    else:
+        opts.precision = _float_setting(precision, "precision")
     opts.threads = _core.max_threads() if threads is None else threads_setting(threads)
     psis_draws = int_setting(psis_draws, "psis_draws", 0, 2**32)
     progress = bool_setting(progress, "progress")
@@ -487,7 +510,7 @@ def fit(
         "family": family_name, "steps": opts.steps, "draws": opts.draws, "lr": opts.lr, "gradient": gradient,
         "seed": opts.seed, "rank": rank if family_name == "lowrank" else None,
         "tol": opts.tol, "tol_abs": opts.tol_abs, "eval_every": opts.eval_every, "patience": opts.patience,
-        "average": opts.average, "precondition": precondition,
+        "average": opts.average, "precision": precision, "precondition": precondition,
         "init_scale": init_scale, "threads": opts.threads,
     })
     approx.laplace = laplace
@@ -509,7 +532,8 @@ def fit(
 def _interrupted_result(phi0: np.ndarray, message: str) -> SimpleNamespace:
     """What _core.fit returns, for a fit interrupted before its loop started."""
     return SimpleNamespace(phi=np.array(phi0), elbo=[], elbo_step=[], steps=0, converged=False, converged_step=-1,
-                           averaged_steps=0, interrupted=True, skipped=0, lr_reductions=0, message=message)
+                           averaged_steps=0, interrupted=True, skipped=0, lr_reductions=0, message=message,
+                           refinements=0, error_mean=float("nan"), error_scale=float("nan"))
 
 
 def _keep_going(answer: Any) -> Optional[bool]:

@@ -77,6 +77,10 @@ class Adam {
 
   Index steps() const { return t_; }
 
+  // Forgets the momentum (not v, the gradient's scale, which stays valid): for a restart from a
+  // new point, where the old direction of travel means nothing.
+  void reset_momentum() { m_.setZero(); }
+
  private:
   static constexpr double kMaxGradient = 1e150;
   static constexpr double kVCap = 100.0;  // steps shrink at most 10x below their normal size
