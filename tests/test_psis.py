@@ -353,3 +353,34 @@ def test_non_finite_log_density_draws_get_weight_zero():
     assert np.all(np.abs(approx.sample(200, seed=0, importance="psis")["w"]) < 2.0)
     # inside, p is q truncated: the weights are equal there, and k-hat says so
     assert r.khat == -math.inf and r.ess == pytest.approx((~outside).sum())
+
+
+@pytest.mark.parametrize("first_khat, escalated", [(0.3, False), (0.55, True), (0.7, True), (0.75, False)])
+def test_a_khat_near_the_threshold_is_decided_with_more_draws(monkeypatch, first_khat, escalated):
+    """fv.fit recomputes a k-hat in (0.5, 0.7] from 4x the draws (centred eight schools, full-rank,
+    seed 1: 0.70 from 1,000 draws, a funnel that 4,000 draws put at 0.83-0.94); run_psis called by
+    the user does exactly what it is asked."""
+    real = psis.diagnose
+    calls = []
+
+    def fake(approx, m, threads=1, seed=None):
+        calls.append(m)
+        result = real(approx, m, threads, seed)
+        result.khat = first_khat if len(calls) == 1 else 0.9
+        return result
+
+    monkeypatch.setattr(psis, "diagnose", fake)
+    m = fv.Model()
+    m.add("normal", m.param("w"), loc=0, scale=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = fv.fit(m, seed=0, psis_draws=1000)
+    assert calls == ([1000, 4000] if escalated else [1000])
+    assert fit.psis.draws == calls[-1]
+    warned = any(issubclass(w.category, fv.PosteriorShapeWarning) for w in caught)
+    assert warned == (escalated or first_khat > 0.7)
+    calls.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit.run_psis(1000)
+    assert calls == [1000]

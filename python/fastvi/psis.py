@@ -52,6 +52,9 @@ _PRIOR_K, _PRIOR_WEIGHT = 0.5, 10.0
 # PSIS step costs 3.0 / 5.1 / 9.6 / 18.5 % of the fit's CPU time (median; at most 4.8 / 8.7 / 17.1
 # / 34.5 %), on one thread. 1000 is the largest M that keeps every fit's PSIS step under 10 %.
 DEFAULT_DRAWS = 1000
+# After a fit, a k-hat between KHAT_GOOD and KHAT_BAD from DEFAULT_DRAWS draws is recomputed from
+# this many times as many (fv.fit only; run_psis does what it is asked).
+ESCALATE = 4
 # Fewer tail draws than this and no GPD is fitted (as loo and ArviZ).
 _MIN_TAIL = 5
 # Log ratios within this much of each other, relative to the largest |log p| or |log q|, count as
