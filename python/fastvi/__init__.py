@@ -35,6 +35,7 @@ from .kernels import (  # noqa: E402
     register_kernel,
 )
 from .model import Model, Param  # noqa: E402
+from .status import FitStatus  # noqa: E402
 from .summary import Summary, summary  # noqa: E402
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "ConvergenceWarning",
     "ImproperPosteriorWarning",
     "Expr",
+    "FitStatus",
     "InputCheck",
     "InputSpec",
     "KernelCheck",

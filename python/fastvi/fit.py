@@ -17,6 +17,7 @@ from ._threads import warn_if_forked
 from ._validate import INT64_END, bool_setting, int_setting, seed_setting, threads_setting
 from .laplace import Laplace, coordinate_names, find_laplace
 from .model import Model
+from .status import FitStatus, status_of
 
 _FAMILIES = ("meanfield", "fullrank", "lowrank")
 _DETERMINISTIC_DRAWS = 10_000
@@ -134,6 +135,14 @@ class Approximation:
         posterior; 0.5 to 0.7 q is off but the PSIS-corrected results (``importance="psis"``) are
         usually better; above 0.7 neither is reliable. See ``fastvi.psis``."""
         return None if self.psis is None else self.psis.khat
+
+    @property
+    def status(self) -> "FitStatus":
+        """What this fit can be trusted for: ``optimisation`` (converged, with the refinement's error
+        estimate), ``shape`` (PSIS k-hat: good / fair / poor / unknown), ``corrected`` (PSIS
+        results available and reliable) and ``use`` ("q", "psis" or "none"); ``print(fit.status)``
+        says it in words. See ``fastvi.status``."""
+        return status_of(self)
 
     @property
     def ess(self) -> Optional[float]:

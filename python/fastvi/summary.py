@@ -91,7 +91,11 @@ def _psis_notes(fit: Any, importance: Optional[str]) -> List[str]:
                else " (0.5-0.7: q is somewhat off; importance='psis' is usually better)" if k <= 0.7
                else " (> 0.7: q is a poor approximation; neither q nor PSIS is reliable)")
     source = "PSIS-resampled draws" if importance == "psis" else "draws from q"
-    return [f"{source}; PSIS k-hat = {k:.2f}{verdict}, ESS = {result.ess:.0f} of {result.draws}"]
+    notes = [f"{source}; PSIS k-hat = {k:.2f}{verdict}, ESS = {result.ess:.0f} of {result.draws}"]
+    status = getattr(fit, "status", None)
+    if status is not None:
+        notes.append(str(status))
+    return notes
 
 
 def _scalar_names(name: str, shape: Tuple[int, ...]) -> List[str]:
