@@ -197,3 +197,14 @@ def test_mode_search_says_what_is_wrong():
     model, _, _ = P.build("eight_schools-eight_schools_centered")
     laplace = find_laplace(model, np.zeros(model.dim), full=False)
     assert not laplace.ok and laplace.kind == "no_mode" and laplace.parameters == ("tau",)
+
+
+def test_a_scale_still_shrinking_at_the_end_is_reported_by_name():
+    # q's log sd falls by ~lr per step towards log(1e-30) = -69: still falling when the steps run
+    # out. Never "converged", and the warning names the coordinate (as it would a funnel's neck).
+    model = fv.Model()
+    model.add("normal", model.param("x"), loc=0.0, scale=1e-30)
+    with pytest.warns(fv.ConvergenceWarning, match="scale along x kept shrinking"):
+        approx = fv.fit(model, seed=0, steps=4000, precondition=None, init_scale=1.0, psis_draws=0)
+    assert not approx.converged
+    assert "shrinking along x" in approx.message

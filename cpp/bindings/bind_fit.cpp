@@ -60,6 +60,7 @@ void bind_fit(py::module_& m) {
       .def_readonly("message", &FitResult::message)
       .def_readonly("drifting", &FitResult::drifting)
       .def_readonly("growing", &FitResult::growing)
+      .def_readonly("shrinking", &FitResult::shrinking)
       .def_readonly("log_sd", &FitResult::log_sd)
       .def_readonly("refinements", &FitResult::refinements)
       .def_readonly("error_mean", &FitResult::error_mean)

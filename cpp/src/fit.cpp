@@ -262,6 +262,14 @@ class BlockMonitor {
     for (Index i = 0; i < run_.size(); ++i)
       if (run_(i) >= runs) out.push_back(i);
   }
+  // Coordinates whose block-mean log sd fell by more than the threshold at each of the last `runs`
+  // block ends: q collapsing onto a point (a funnel's neck, a mode where the log density is
+  // unbounded), where its scale means nothing.
+  void falling(int runs, std::vector<Index>& out) const {
+    out.clear();
+    for (Index i = 0; i < run_.size(); ++i)
+      if (run_(i) <= -runs) out.push_back(i);
+  }
   bool scale_moving(int runs) const { return run_.size() && run_.cwiseAbs().maxCoeff() >= runs; }
   // The means over the block closed last.
   const Vector& block_mean() const { return mu_prev_; }
@@ -391,9 +399,10 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   elbo_var.reserve(size_t(max_windows));
   Index window_good = 0, bad_run = 0, below_tol = 0, windows_since_check = 0;
   ElboCheck last_check;
-  std::vector<Index> drifting, growing;  // as of the last check
+  std::vector<Index> drifting, growing, shrinking;  // as of the last check
   drifting.reserve(size_t(family.dim()));
   growing.reserve(size_t(family.dim()));
+  shrinking.reserve(size_t(family.dim()));
   using Clock = std::chrono::steady_clock;
   auto last_monitor = Clock::now();
   Progress progress;
@@ -500,6 +509,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
           last_check = c;
           blocks.drifting(opt.max_drift, drifting);
           blocks.rising(kRiseBlocks, growing);
+          blocks.falling(kRiseBlocks, shrinking);
           below_tol = c.settled && drifting.empty() && !blocks.scale_moving(kRiseBlocks) ? below_tol + 1 : 0;
         }
         if (opt.tol > 0 && !r.converged && below_tol >= opt.patience) {
@@ -621,6 +631,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
       }
       if (!drifting.empty()) add("q's mean still moving along " + std::to_string(drifting.size()) + " coordinate(s)");
       if (!growing.empty()) add("q's scale still growing along " + std::to_string(growing.size()) + " coordinate(s)");
+      if (!shrinking.empty()) add("q's scale still shrinking along " + std::to_string(shrinking.size()) + " coordinate(s)");
       if (withdrawn > 0) add(withdrawn_why);
       if (!why.empty()) r.message += " (" + why + ")";
     }
@@ -628,6 +639,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   if (!r.converged) {
     r.drifting = drifting;
     r.growing = growing;
+    r.shrinking = shrinking;
   }
   if (opt.average) {
     if (tail_steps > 0) {

@@ -15,7 +15,7 @@ from . import _core
 from . import psis as _psis
 from ._threads import warn_if_forked
 from ._validate import INT64_END, bool_setting, int_setting, seed_setting, threads_setting
-from .laplace import Laplace, coordinate_names, find_laplace
+from .laplace import Laplace, coordinate_names, find_laplace, name_list
 from .model import Model
 from .status import FitStatus, status_of
 
@@ -549,6 +549,7 @@ def _interrupted_result(phi0: np.ndarray, message: str) -> SimpleNamespace:
     """What _core.fit returns, for a fit interrupted before its loop started."""
     return SimpleNamespace(phi=np.array(phi0), elbo=[], elbo_step=[], steps=0, converged=False, converged_step=-1,
                            averaged_steps=0, interrupted=True, skipped=0, lr_reductions=0, message=message,
+                           drifting=[], growing=[], shrinking=[],
                            refinements=0, error_mean=float("nan"), error_scale=float("nan"))
 
 
@@ -573,10 +574,11 @@ def _diagnose(approx: Approximation, result: "_core.FitResult", laplace: Optiona
     warned = False
     # name the coordinates the loop could only count
     for what, coordinates in (("q's mean still moving along", result.drifting),
-                              ("q's scale still growing along", result.growing)):
+                              ("q's scale still growing along", result.growing),
+                              ("q's scale still shrinking along", result.shrinking)):
         if len(coordinates):
             approx.message = approx.message.replace(f"{what} {len(coordinates)} coordinate(s)",
-                                                    f"{what} {', '.join(coordinate_names(model, list(coordinates)))}")
+                                                    f"{what} {name_list(coordinate_names(model, list(coordinates)))}")
 
     def unconverged(reason: str):
         if approx.converged:
@@ -606,7 +608,7 @@ def _diagnose(approx: Approximation, result: "_core.FitResult", laplace: Optiona
 
     # The mode search found a direction along which the log density is flat: unidentified.
     if laplace is not None and laplace.kind == "flat":
-        names = ", ".join(laplace.parameters)
+        names = name_list(laplace.parameters)
         unconverged(f"the posterior is improper or unidentified along {names}")
         warnings.warn(f"the posterior may be improper or unidentified: {laplace.message}. A Gaussian approximation "
                       f"of it means nothing (its sds along that direction are arbitrary); give {names} proper priors, "
@@ -616,17 +618,29 @@ def _diagnose(approx: Approximation, result: "_core.FitResult", laplace: Optiona
     # q's scale was still growing, block after block, when the fit ran out of steps.
     growing = list(result.growing) if check and not approx.converged and not approx.interrupted else []
     if growing:
-        names = ", ".join(coordinate_names(model, growing))
+        names = name_list(coordinate_names(model, growing))
         warnings.warn(f"fit did not converge in {approx.steps} steps: q's scale along {names} kept growing to the "
                       "end. The posterior may be improper or unidentified along them (give them proper priors, "
                       "check that the data determine them); if it is not, the fit needs more steps (or a smaller "
                       f"lr). {approx.message}", ImproperPosteriorWarning, stacklevel=3)
         warned = True
+    # q's scale was still shrinking, block after block: q collapsing onto a point (the neck of a
+    # funnel, or a "mode" where the log density is unbounded), where its sds mean nothing.
+    shrinking = list(result.shrinking) if check and not approx.converged and not approx.interrupted else []
+    if shrinking:
+        names = name_list(coordinate_names(model, shrinking))
+        warnings.warn(f"fit did not converge in {approx.steps} steps: q's scale along {names} kept shrinking to the "
+                      "end. Either the fit needs more steps (q is still narrowing towards a very small posterior "
+                      "sd: preconditioning, the default, avoids this) or q is collapsing onto a point (the neck of "
+                      "a funnel, or a log density that grows without bound as a scale parameter goes to 0), where "
+                      "its sds mean nothing: a non-centred parameterisation, or a prior that keeps the scale "
+                      f"parameter away from 0, usually helps. {approx.message}", ConvergenceWarning, stacklevel=3)
+        warned = True
     # No proper mode (a funnel, a saddle, or an improper posterior with a tilt): the fit ran without
     # preconditioning; whether it converged is the stopping rule's verdict, which sees q still
     # moving if the posterior is improper. (A funnel is proper and can be fitted: no verdict here.)
     if laplace is not None and not laplace.ok and laplace.kind != "flat":
-        names = ", ".join(laplace.parameters) or "the parameters"
+        names = name_list(laplace.parameters) or "the parameters"
         warnings.warn(f"the mode search found no proper mode ({laplace.message}), so the fit ran without "
                       f"preconditioning. If the posterior is improper (a flat or improper prior on {names} that the "
                       "data do not pin down), give them proper priors; if it is a funnel (a hierarchical scale), a "

@@ -83,6 +83,15 @@ def coordinate_names(model, coordinates) -> Tuple[str, ...]:
     return tuple(names)
 
 
+def name_list(names, limit: int = 8) -> str:
+    """Names for a message: all of them up to ``limit``, else the first ``limit`` and a count (a
+    funnel's message once listed 90 elements of a latent vector)."""
+    names = list(names)
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f" and {len(names) - limit} more"
+
+
 def _hessian(model, z, keep_full, threads):
     """Central differences of the gradient of -log p at z: (diagonal, full matrix or None, evaluations)."""
     D = z.size
@@ -235,7 +244,7 @@ def find_laplace(model, start: np.ndarray, full: bool, threads: int = 1) -> Lapl
             kind, coordinates, words = problem
             names = coordinate_names(model, coordinates)
             where = "at the mode" if newton == 0 else "where the mode search ended"
-            words = words.format(", ".join(names))
+            words = words.format(name_list(names))
             if kind == "no_mode":
                 message = f"no mode found: {words} where the search ended; the posterior may be improper or a funnel"
             elif kind == "not_finite":
@@ -250,7 +259,7 @@ def find_laplace(model, start: np.ndarray, full: bool, threads: int = 1) -> Lapl
             v = np.abs(step) * np.sqrt(diag)
             names = coordinate_names(model, np.flatnonzero(v >= 0.25 * v.max()))
             return fail("no_mode", f"no mode found: after L-BFGS and {newton} Newton steps the log density still "
-                                   f"increases {np.sqrt(decrement):.3g} posterior sd away, along {', '.join(names)}; "
+                                   f"increases {np.sqrt(decrement):.3g} posterior sd away, along {name_list(names)}; "
                                    "the posterior may be improper or a funnel", names, mode=z, hessian_diag=diag)
         # Newton step with backtracking; a loss below rounding of |lp| still counts as no loss.
         t, moved = 1.0, False

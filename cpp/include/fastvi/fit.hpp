@@ -106,6 +106,7 @@ struct FitResult {
   // the optimiser works in: the model's unconstrained coordinates, whitened when preconditioned):
   std::vector<Index> drifting;      // whose mean was still moving by more than max_drift sd per block
   std::vector<Index> growing;       // whose log sd kept rising, block after block
+  std::vector<Index> shrinking;     // whose log sd kept falling, block after block (q collapsing)
   Vector log_sd;                    // log of q's marginal sds (unconstrained space) at the end
   // Refinement (see FitOptions): levels run after the first, and the estimated remaining error of
   // the returned q (NaN until two levels have been compared): the largest over the unconstrained
