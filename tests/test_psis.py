@@ -324,7 +324,7 @@ def test_repr_and_summary_say_what_khat_means():
         fv.summary({"w": np.zeros(4)}, importance="psis")
     approx.psis.khat = 0.6  # the middle band: no warning at fit time, but repr says so
     assert "0.5-0.7" in repr(approx) and "importance='psis'" in repr(approx)
-    approx.psis.khat = 0.9
+    approx.psis.khat, approx.psis.ess = 0.9, 0.5 * approx.psis.draws
     assert "> 0.7" in repr(approx)
 
 
@@ -367,6 +367,7 @@ def test_a_khat_near_the_threshold_is_decided_with_more_draws(monkeypatch, first
         calls.append(m)
         result = real(approx, m, threads, seed)
         result.khat = first_khat if len(calls) == 1 else 0.9
+        result.ess = 0.5 * m  # weights that vary: not a tails-only k-hat
         return result
 
     monkeypatch.setattr(psis, "diagnose", fake)
@@ -384,3 +385,31 @@ def test_a_khat_near_the_threshold_is_decided_with_more_draws(monkeypatch, first
         warnings.simplefilter("ignore")
         fit.run_psis(1000)
     assert calls == [1000]
+
+
+@pytest.mark.parametrize("khat, ess_fraction, nonfinite, warns, shape", [
+    (0.75, 0.95, 0, False, "fair"),   # heavy tails only: accurate full-rank fits of scale-parameter models
+    (0.75, 0.50, 0, True, "poor"),    # the weights vary: q misses mass
+    (0.75, 0.95, 3, True, "poor"),    # some draws had no finite log density
+    (1.50, 0.99, 0, False, "fair"),
+])
+def test_a_khat_from_heavy_tails_alone_does_not_warn(monkeypatch, khat, ess_fraction, nonfinite, warns, shape):
+    real = psis.diagnose
+
+    def fake(approx, m, threads=1, seed=None):
+        result = real(approx, m, threads, seed)
+        result.khat, result.ess, result.n_nonfinite = khat, ess_fraction * m, nonfinite
+        return result
+
+    monkeypatch.setattr(psis, "diagnose", fake)
+    m = fv.Model()
+    m.add("normal", m.param("w"), loc=0, scale=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = fv.fit(m, seed=0)
+    assert any(issubclass(w.category, fv.PosteriorShapeWarning) for w in caught) == warns
+    assert psis.tails_only(fit.psis) == (not warns)
+    assert fit.status.shape == shape
+    assert fit.status.use == ("q" if not warns else "none")
+    assert not fit.status.corrected
+    assert ("heavy tails only" in repr(fit)) == (not warns)

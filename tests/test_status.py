@@ -51,7 +51,7 @@ def test_shape_follows_khat(khat, shape, use, corrected):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fv.fit(_normal_model(), seed=0)
-    fit.psis.khat = khat
+    fit.psis.khat, fit.psis.ess = khat, 0.5 * fit.psis.draws
     s = status_of(fit)
     assert (s.shape, s.use, s.corrected) == (shape, use, corrected)
 

@@ -164,7 +164,7 @@ class Approximation:
             # line decide with 4x the draws (eight schools centred, full-rank: 0.70 from 1000
             # draws, 0.83-0.94 from 4000). The draws are indexed, so the first M are the same.
             self.psis = _psis.diagnose(self, _psis.ESCALATE * draws, threads, seed)
-        if not self.psis.khat <= _psis.KHAT_BAD and not math.isnan(self.psis.khat):
+        if not self.psis.khat <= _psis.KHAT_BAD and not math.isnan(self.psis.khat) and not _psis.tails_only(self.psis):
             warnings.warn(_psis.khat_message(self.psis, self.family), PosteriorShapeWarning, stacklevel=_stacklevel)
         return self.psis
 

@@ -4,7 +4,8 @@
    (``converged`` with the refinement's error estimate), or not (and why)?
 2. **Shape**: is that Gaussian a good description of the posterior? The PSIS k-hat of log p - log q
    over draws of q: "good" (k-hat <= 0.5: q's moments and draws can be used), "fair" (0.5-0.7: q is
-   off, the PSIS-corrected results are usually better), "poor" (> 0.7: neither is reliable),
+   off, the PSIS-corrected results are usually better; or k-hat > 0.7 from heavy tails alone, the
+   weights hardly varying: q's moments are usable), "poor" (> 0.7: neither is reliable),
    "unknown" (PSIS not run).
 3. **Corrected results**: whether ``importance="psis"`` draws and moments are available and
    reliable (k-hat <= 0.7).
@@ -91,6 +92,12 @@ def status_of(fit: Any) -> FitStatus:
         shape = "good"
     elif khat <= _psis.KHAT_BAD:
         shape = "fair"
+    elif _psis.tails_only(result):
+        shape = "fair"
+        reasons.append(f"k-hat {khat:.2f} > {_psis.KHAT_BAD} but the importance weights hardly vary (ESS "
+                       f"{result.ess / result.draws:.0%} of the draws): the posterior's tails are heavier than q's, "
+                       "q matches it where its mass is; q's moments are usable, its extreme quantiles and the "
+                       "PSIS correction are not")
     else:
         shape = "poor"
     corrected = result is not None and result.ess > 0 and khat is not None and khat <= _psis.KHAT_BAD
@@ -108,7 +115,7 @@ def status_of(fit: Any) -> FitStatus:
     if optimisation == "converged" and shape == "good":
         use = "q"
     elif optimisation == "converged" and shape in ("fair", "unknown") and not funnel:
-        use = "psis" if corrected else "q"
+        use = "psis" if corrected else "q"  # (a tails-only k-hat: not corrected, q itself)
     else:
         use = "none"
     if shape == "unknown" and use == "q":

@@ -7,6 +7,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import psis as _psis
+
 
 class Summary:
     """A table with one row per scalar (``w``, ``beta[0]``, ``L[1, 0]``) and statistics as columns.
@@ -89,6 +91,8 @@ def _psis_notes(fit: Any, importance: Optional[str]) -> List[str]:
     k = result.khat
     verdict = (f" ({result.note})" if math.isnan(k) else " (< 0.5: q is close to the posterior)" if k <= 0.5
                else " (0.5-0.7: q is somewhat off; importance='psis' is usually better)" if k <= 0.7
+               else " (> 0.7 from heavy tails only: the weights hardly vary, q's moments are usable)"
+               if _psis.tails_only(result)
                else " (> 0.7: q is a poor approximation; neither q nor PSIS is reliable)")
     source = "PSIS-resampled draws" if importance == "psis" else "draws from q"
     notes = [f"{source}; PSIS k-hat = {k:.2f}{verdict}, ESS = {result.ess:.0f} of {result.draws}"]
