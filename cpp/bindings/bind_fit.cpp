@@ -56,6 +56,7 @@ void bind_fit(py::module_& m) {
       .def_readonly("interrupted", &FitResult::interrupted)
       .def_readonly("skipped", &FitResult::skipped)
       .def_readonly("lr_reductions", &FitResult::lr_reductions)
+      .def_readonly("divergences", &FitResult::divergences)
       .def_readonly("final_lr", &FitResult::final_lr)
       .def_readonly("message", &FitResult::message)
       .def_readonly("drifting", &FitResult::drifting)

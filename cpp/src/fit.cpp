@@ -60,6 +60,30 @@ constexpr Index kBadStepsBeforeBackoff = 5;
 // the fit gives up and says so.
 constexpr Index kMaxBackoffs = 30;
 
+// Divergence guard: the fit has diverged when, at kDivergeChecks block checks running, the median
+// window ELBO of the last block lies below the best block's median by more than
+// max(kDivergeNats, kDivergeScatter x that best block's window scatter (1.4826 MAD)). It then goes
+// back to the iterate at the end of the best block and halves the step size (as after non-finite
+// steps; the same kMaxBackoffs limit). Medians and MADs, not means and standard errors: in the
+// failure this is for, the ELBO draws are heavy-tailed and their spread grows with the fall (full-
+// rank q on a horseshoe or stochastic-volatility posterior: the gradient of q's scale arrives in
+// rare huge bursts that Adam normalises away, the entropy's steady push wins, and q's scale random-
+// walks up; the window ELBOs went -308 (best block, scatter 1.2) -> -434 -> -1099 -> -8e5 ->
+// -2e9 and q overflowed). A settled fit's block medians scatter by about 0.6 window sds around
+// their mean, and the best of many by ~2 above it: 10 is far outside that.
+constexpr double kDivergeScatter = 10.0;
+constexpr double kDivergeNats = 1.0;
+constexpr int kDivergeChecks = 2;
+
+// Median of x (reordered in place).
+double median_inplace(std::vector<double>& x) {
+  const size_t n = x.size(), h = n / 2;
+  std::nth_element(x.begin(), x.begin() + std::ptrdiff_t(h), x.end());
+  const double upper = x[h];
+  if (n % 2) return upper;
+  return 0.5 * (upper + *std::max_element(x.begin(), x.begin() + std::ptrdiff_t(h)));
+}
+
 // Sums of the iterates over the current window and the two windows before it, so that a fit that
 // never converged can still return the average over its last two complete windows.
 struct WindowAverage {
@@ -134,6 +158,7 @@ void marginal_log_sd(const GaussianFamily& family, const Vector& phi, Vector& ou
 // The stopping rule's ELBO part (see fit.hpp): the mean ELBO of the last `block` windows against
 // the mean of the `block` windows before, and against the block kLongBlocks blocks back.
 struct ElboCheck {
+  double recent = 0.0;       // mean ELBO of the last block
   double diff = 0.0;         // recent block mean - the block mean before
   double diff_long = 0.0;    // recent block mean - the block mean kLongBlocks blocks back (0 if none)
   double improvement = 0.0;  // recent block mean - first window, if positive: the climb so far
@@ -155,6 +180,7 @@ ElboCheck check_elbo(const std::vector<double>& elbo, const std::vector<double>&
   }
   recent /= double(b);
   before /= double(b);
+  c.recent = recent;
   c.diff = recent - before;
   c.improvement = std::max(recent - elbo.front(), 0.0);
   const size_t back = size_t(kLongBlocks) * b;
@@ -393,6 +419,12 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   // The iterate at the end of the last window with no bad step: where a fit that has wandered
   // into a region of non-finite log density goes back to.
   Vector checkpoint = r.phi;
+  // The divergence guard's best block (its mean ELBO and the iterate at its end).
+  Vector best_phi = r.phi;
+  double best_median = -kInf, best_scatter = 0.0;
+  int diverging = 0;
+  std::vector<double> block_windows(size_t(opt.block));  // scratch for medians: sized once
+  bool keep_phi = false;  // return r.phi as it is (the best iterate), not an average
   Index window_bad = 0;
   double window_sum = 0.0, window_shift = 0.0, window_d = 0.0, window_d2 = 0.0;
   std::vector<double> elbo_var;  // per window: the variance of its mean ELBO, from its steps' scatter
@@ -451,7 +483,12 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
       ++r.skipped;
       ++window_bad;
       if (++bad_run >= kBadStepsBeforeBackoff) {
-        r.phi = checkpoint;
+        // Back to the last window without bad steps, or, if the ELBO had already fallen away from
+        // its best (a divergence that ends in non-finite steps), to the best block's iterate.
+        const bool fallen = !r.elbo.empty() && std::isfinite(best_median) &&
+                            r.elbo.back() < best_median - std::max(kDivergeNats, kDivergeScatter * best_scatter);
+        r.phi = fallen ? best_phi : checkpoint;
+        if (fallen) adam.reset_momentum();
         lr *= 0.5;
         ++r.lr_reductions;
         bad_run = 0;
@@ -511,6 +548,43 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
           blocks.rising(kRiseBlocks, growing);
           blocks.falling(kRiseBlocks, shrinking);
           below_tol = c.settled && drifting.empty() && !blocks.scale_moving(kRiseBlocks) ? below_tol + 1 : 0;
+          // The divergence guard (see kDivergeScatter): median and scatter of the last block's windows.
+          std::copy(r.elbo.end() - opt.block, r.elbo.end(), block_windows.begin());
+          const double median = median_inplace(block_windows);
+          for (double& w : block_windows) w = std::abs(w - median);
+          const double scatter = 1.4826 * median_inplace(block_windows);
+          if (!(median <= best_median)) {  // (also the first check)
+            best_median = median;
+            best_scatter = scatter;
+            best_phi = r.phi;
+            diverging = 0;
+          } else if (best_median - median > std::max(kDivergeNats, kDivergeScatter * best_scatter)) {
+            diverging += 1;
+          } else {
+            diverging = 0;
+          }
+          if (diverging >= kDivergeChecks) {
+            diverging = 0;
+            r.phi = best_phi;
+            checkpoint = r.phi;
+            lr *= 0.5;
+            adam.reset_momentum();
+            ++r.lr_reductions;
+            ++r.divergences;
+            below_tol = 0;
+            if (r.converged) {  // a converged fit that then diverged was not converged
+              r.converged = false;
+              r.converged_step = -1;
+              r.message.clear();
+              tail_steps = 0;
+              tail_sum.setZero();
+            }
+            if (r.lr_reductions >= kMaxBackoffs) {
+              r.message = "stopped: the ELBO kept falling away from its best (step size halved " +
+                          std::to_string(r.lr_reductions) + " times); q is the iterate at the best ELBO";
+              stop = keep_phi = true;
+            }
+          }
         }
         if (opt.tol > 0 && !r.converged && below_tol >= opt.patience) {
           r.converged = true;
@@ -641,7 +715,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
     r.growing = growing;
     r.shrinking = shrinking;
   }
-  if (opt.average) {
+  if (opt.average && !keep_phi) {
     if (tail_steps > 0) {
       r.phi = tail_sum / double(tail_steps);
       r.averaged_steps = tail_steps;

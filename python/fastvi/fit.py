@@ -78,6 +78,8 @@ class Approximation:
         self.interrupted: bool = result.interrupted
         self.n_skipped: int = result.skipped  # steps whose log density or gradient was not finite
         self.lr_reductions: int = result.lr_reductions
+        # times the ELBO fell away from its best and the fit went back there with half the step size
+        self.divergences: int = result.divergences
         # Step-size refinements after the first convergence, and the estimated remaining error of q
         # (largest |mean error| / q's sd and |log sd error| over the unconstrained coordinates;
         # None until two step sizes were compared): see fit()'s ``precision``.
@@ -535,6 +537,11 @@ def fit(
         warnings.warn(f"{approx.n_skipped} of {approx.steps} steps had a non-finite log density or gradient and "
                       f"were skipped (step size halved {approx.lr_reductions} times). {approx.message}",
                       ConvergenceWarning, stacklevel=2)
+    if approx.divergences:
+        warnings.warn(f"the ELBO fell away from its best {approx.divergences} time(s) (q's scale running away on a "
+                      "heavy-tailed posterior, or too large a step size); each time the fit went back to its best "
+                      f"iterate and halved the step size (now {result.final_lr:.3g}). {approx.message}",
+                      ConvergenceWarning, stacklevel=2)
     if approx.interrupted:
         warnings.warn(f"fit {approx.message}; returning the state reached so far", ConvergenceWarning, stacklevel=2)
     elif not approx.converged and opts.tol > 0 and not warned:
@@ -548,7 +555,7 @@ def fit(
 def _interrupted_result(phi0: np.ndarray, message: str) -> SimpleNamespace:
     """What _core.fit returns, for a fit interrupted before its loop started."""
     return SimpleNamespace(phi=np.array(phi0), elbo=[], elbo_step=[], steps=0, converged=False, converged_step=-1,
-                           averaged_steps=0, interrupted=True, skipped=0, lr_reductions=0, message=message,
+                           averaged_steps=0, interrupted=True, skipped=0, lr_reductions=0, divergences=0, message=message,
                            drifting=[], growing=[], shrinking=[],
                            refinements=0, error_mean=float("nan"), error_scale=float("nan"))
 

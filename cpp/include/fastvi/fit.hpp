@@ -99,7 +99,8 @@ struct FitResult {
   Index averaged_steps = 0;         // iterates averaged into phi
   bool interrupted = false;
   Index skipped = 0;                // steps whose log density or gradient was not finite
-  Index lr_reductions = 0;          // times the step size was halved after repeated bad steps
+  Index lr_reductions = 0;          // times the step size was halved (after repeated bad steps or a divergence)
+  Index divergences = 0;            // times the ELBO fell away from its best and the fit went back to it
   double final_lr = 0.0;
   std::string message;              // why the fit stopped, in words
   // Unconverged fits only, as of the last check of the stopping rule (coordinates of the space
