@@ -76,9 +76,13 @@ def test_without_refinement_the_constant_step_bias_remains(logistic):
 
 def test_refinement_cut_short_by_the_step_limit_is_not_converged(logistic):
     model, _, _ = logistic
+    full = fv.fit(model, "fullrank", seed=0, psis_draws=0)
+    assert full.converged and full.refinements == 1
+    # The same fit, stopped before the refined level converged (converged_step is the step at which
+    # the last level's rule was met): q is the first level's average, and not converged.
     with pytest.warns(fv.ConvergenceWarning, match="refin|raise steps"):
-        fit = fv.fit(model, "fullrank", seed=0, steps=9000, psis_draws=0)
-    assert not fit.converged
+        fit = fv.fit(model, "fullrank", seed=0, steps=full.converged_step - 100, psis_draws=0)
+    assert not fit.converged and fit.refinements == 1 and "refining" in fit.message
     assert np.all(np.isfinite(fit.phi))
 
 
