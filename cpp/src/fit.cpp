@@ -128,35 +128,6 @@ std::string format_number(double x) {
   return buffer;
 }
 
-// log of q's marginal sd along every coordinate, read from phi (layouts in family.hpp), in the
-// optimiser's coordinates (whitened ones when preconditioned). O(num_params); no D x D matrix.
-// It reads each family's layout of phi, so it would sit better in GaussianFamily as a virtual
-// (the codebase issue); it lives here for now, beside its only user.
-void marginal_log_sd(const GaussianFamily& family, const Vector& phi, Vector& out) {
-  const Index d = family.dim();
-  out.resize(d);
-  if (const auto* low = dynamic_cast<const LowRankGaussian*>(&family)) {
-    Eigen::Map<const Matrix> b(phi.data() + 2 * d, d, low->rank());
-    for (Index i = 0; i < d; ++i) {
-      // 0.5 log(exp(2 omega) + |B_i|^2), without overflow for large omega
-      const double w = phi(d + i), bb = b.row(i).squaredNorm();
-      const double m = std::max(w, bb > 0 ? 0.5 * std::log(bb) : -kInf);
-      out(i) = m + 0.5 * std::log(std::exp(2 * (w - m)) + bb * std::exp(-2 * m));
-    }
-  } else if (dynamic_cast<const FullRankGaussian*>(&family)) {
-    Eigen::Map<const Matrix> l(phi.data() + d, d, d);  // log diagonal, strict lower triangle
-    out.setZero();  // first the squared norms of L's off-diagonal rows (no scratch: called every window)
-    for (Index j = 0; j < d; ++j) out.tail(d - j - 1) += l.col(j).tail(d - j - 1).array().square().matrix();
-    for (Index i = 0; i < d; ++i) {
-      const double w = l(i, i), bb = out(i);
-      const double m = std::max(w, bb > 0 ? 0.5 * std::log(bb) : -kInf);
-      out(i) = m + 0.5 * std::log(std::exp(2 * (w - m)) + bb * std::exp(-2 * m));
-    }
-  } else {  // mean-field: [mu, omega]
-    out = phi.segment(d, d);
-  }
-}
-
 // The stopping rule's ELBO part (see fit.hpp): the mean ELBO of the last `block` windows against
 // the mean of the `block` windows before, and against the block kLongBlocks blocks back.
 struct ElboCheck {
@@ -266,7 +237,7 @@ class BlockMonitor {
     ++mu_n_;
   }
   void add_window_end(const GaussianFamily& family, const Vector& phi) {
-    marginal_log_sd(family, phi, scratch_);
+    family.log_marginal_sd(phi, scratch_);
     ls_sum_ += scratch_;
     ++ls_n_;
   }
@@ -478,7 +449,8 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
     Vector p = phi;
     if (preconditioner && preconditioner->active()) family.unwhiten(p, *preconditioner);
     mean = p.head(family.dim());
-    marginal_log_sd(family, p, log_sd);
+    log_sd.resize(family.dim());
+    family.log_marginal_sd(p, log_sd);
   };
   // The estimated remaining error of `phi` (a level's average) against the last level's; true
   // when within opt.precision.
@@ -758,7 +730,8 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   }
   r.final_lr = lr;
   if (preconditioner && preconditioner->active()) family.unwhiten(r.phi, *preconditioner);
-  marginal_log_sd(family, r.phi, r.log_sd);
+  r.log_sd.resize(family.dim());
+  family.log_marginal_sd(r.phi, r.log_sd);
   if (!r.phi.allFinite() || !r.log_sd.allFinite()) {
     // Adam moves every coordinate by at most ~lr per step, so this takes an absurd scale (an
     // improper posterior run for very long, or a preconditioner with a huge scale): say so.

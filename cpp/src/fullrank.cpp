@@ -83,4 +83,12 @@ Matrix FullRankGaussian::covariance(const Eigen::Ref<const Vector>& phi) const {
   return l * l.transpose();
 }
 
+void FullRankGaussian::log_marginal_sd(const Eigen::Ref<const Vector>& phi, Eigen::Ref<Vector> out) const {
+  const Index d = dim();
+  Eigen::Map<const Matrix> l(phi.data() + d, d, d);  // log diagonal, strict lower triangle
+  out.setZero();  // first the squared norms of L's off-diagonal rows, column by column
+  for (Index j = 0; j < d; ++j) out.tail(d - j - 1) += l.col(j).tail(d - j - 1).array().square().matrix();
+  for (Index i = 0; i < d; ++i) out(i) = log_sd_of(l(i, i), out(i));
+}
+
 }  // namespace fastvi

@@ -303,4 +303,10 @@ Matrix LowRankGaussian::covariance(const Eigen::Ref<const Vector>& phi) const {
   return cov;
 }
 
+void LowRankGaussian::log_marginal_sd(const Eigen::Ref<const Vector>& phi, Eigen::Ref<Vector> out) const {
+  const Index d = dim();
+  Eigen::Map<const Matrix> b(phi.data() + 2 * d, d, rank());  // phi = [mu, omega, B]
+  for (Index i = 0; i < d; ++i) out(i) = log_sd_of(phi(d + i), b.row(i).squaredNorm());
+}
+
 }  // namespace fastvi

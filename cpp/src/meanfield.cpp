@@ -59,4 +59,8 @@ Matrix MeanFieldGaussian::covariance(const Eigen::Ref<const Vector>& phi) const 
   return (2.0 * phi.tail(dim()).array()).exp().matrix().asDiagonal();
 }
 
+void MeanFieldGaussian::log_marginal_sd(const Eigen::Ref<const Vector>& phi, Eigen::Ref<Vector> out) const {
+  out = phi.segment(dim(), dim());  // phi = [mu, omega], sd = exp(omega)
+}
+
 }  // namespace fastvi

@@ -15,6 +15,8 @@
 
 #include <Eigen/Cholesky>
 #include <Eigen/Eigenvalues>
+#include <algorithm>
+#include <cmath>
 #include <memory>
 #include <string>
 
@@ -63,6 +65,9 @@ class GaussianFamily {
   virtual void log_q(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
                      Eigen::Ref<Vector> out) const;
   virtual Matrix covariance(const Eigen::Ref<const Vector>& phi) const = 0;
+  // log of q's marginal sd along every coordinate, into `out` (size dim(); no allocation, no D x D
+  // matrix: the stopping rule calls it at every window end).
+  virtual void log_marginal_sd(const Eigen::Ref<const Vector>& phi, Eigen::Ref<Vector> out) const = 0;
   // Turns phi for q(u) into phi for q(zeta), zeta = shift + C u (see precondition.hpp). Throws
   // std::invalid_argument if the family cannot represent the result (a full C for mean-field).
   virtual void unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const = 0;
@@ -84,6 +89,12 @@ class GaussianFamily {
  protected:
   // Entropy of a D-dimensional Gaussian whose Cholesky factor's log-diagonal sums to sum_log_diag.
   double gaussian_entropy(double sum_log_diag) const;
+  // 0.5 log(exp(2 w) + b2): the log sd of a coordinate whose variance is a diagonal term exp(2 w)
+  // plus a sum of squares b2, without overflow for large w.
+  static double log_sd_of(double w, double b2) {
+    const double m = std::max(w, b2 > 0 ? 0.5 * std::log(b2) : -kInf);
+    return m + 0.5 * std::log(std::exp(2 * (w - m)) + b2 * std::exp(-2 * m));
+  }
 
  private:
   Index dim_;
@@ -103,6 +114,7 @@ class MeanFieldGaussian final : public GaussianFamily {
                      Eigen::Ref<Vector> grad_phi) override;
   double entropy(const Eigen::Ref<const Vector>& phi) const override;
   Matrix covariance(const Eigen::Ref<const Vector>& phi) const override;
+  void log_marginal_sd(const Eigen::Ref<const Vector>& phi, Eigen::Ref<Vector> out) const override;
   void unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const override;
 };
 
@@ -122,6 +134,7 @@ class FullRankGaussian final : public GaussianFamily {
                      Eigen::Ref<Vector> grad_phi) override;
   double entropy(const Eigen::Ref<const Vector>& phi) const override;
   Matrix covariance(const Eigen::Ref<const Vector>& phi) const override;
+  void log_marginal_sd(const Eigen::Ref<const Vector>& phi, Eigen::Ref<Vector> out) const override;
   void unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const override;
   void reserve(Index draws) override;
 
@@ -160,6 +173,7 @@ class LowRankGaussian final : public GaussianFamily {
   void log_q(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
              Eigen::Ref<Vector> out) const override;
   Matrix covariance(const Eigen::Ref<const Vector>& phi) const override;
+  void log_marginal_sd(const Eigen::Ref<const Vector>& phi, Eigen::Ref<Vector> out) const override;
   // Needs a diagonal C: C (diag(d)^2 + B B^T) C = diag(C d)^2 + (C B)(C B)^T.
   void unwhiten(Eigen::Ref<Vector> phi, const Preconditioner& p) const override;
   void reserve(Index draws) override;
