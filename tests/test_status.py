@@ -51,7 +51,9 @@ def test_shape_follows_khat(khat, shape, use, corrected):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fv.fit(_normal_model(), seed=0)
-    fit.psis.khat, fit.psis.ess = khat, 0.5 * fit.psis.draws
+    # (ESS 95 % of the draws: a high ESS, yet not a tails-only k-hat above 0.7, which needs ESS
+    # >= 90 % -- so 0.9 gets 50 %)
+    fit.psis.khat, fit.psis.ess = khat, (0.5 if khat > 0.7 else 0.95) * fit.psis.draws
     s = status_of(fit)
     assert (s.shape, s.use, s.corrected) == (shape, use, corrected)
 
@@ -74,3 +76,18 @@ def test_a_funnel_is_flagged_by_the_mode_search_and_the_shape():
     assert not s.ok and s.use == "none"
     assert "no_mode" in s.mode
     assert any("funnel" in r for r in s.reasons)
+
+
+@pytest.mark.parametrize("khat, ess_fraction, shape", [(0.3, 0.95, "good"), (0.3, 0.6, "fair"), (0.45, 0.84, "fair"),
+                                                       (0.6, 0.99, "fair"), (0.8, 0.95, "fair"), (0.8, 0.5, "poor")])
+def test_shape_needs_both_a_small_khat_and_a_high_ess(khat, ess_fraction, shape):
+    # Non-centred eight schools, full-rank: k-hat 0.49 with ESS 48-59 %, tau 0.17 sd off: "fair", so
+    # that status.use points to the PSIS-corrected results (0.08 sd off).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fv.fit(_normal_model(), seed=0)
+    fit.psis.khat, fit.psis.ess = khat, ess_fraction * fit.psis.draws
+    assert psis.shape(fit.psis) == shape == fit.status.shape
+    if shape == "fair" and khat <= 0.5:
+        assert any("ESS" in r for r in fit.status.reasons)
+        assert "ESS below" in repr(fit)

@@ -3,10 +3,10 @@
 1. **Optimisation**: did the fit reach the best Gaussian of its family, and how close
    (``converged`` with the refinement's error estimate), or not (and why)?
 2. **Shape**: is that Gaussian a good description of the posterior? The PSIS k-hat of log p - log q
-   over draws of q: "good" (k-hat <= 0.5: q's moments and draws can be used), "fair" (0.5-0.7: q is
-   off, the PSIS-corrected results are usually better; or k-hat > 0.7 from heavy tails alone, the
-   weights hardly varying: q's moments are usable), "poor" (> 0.7: neither is reliable),
-   "unknown" (PSIS not run).
+   over draws of q: "good" (k-hat <= 0.5 and an importance ESS >= 85 % of the draws: q's moments
+   and draws can be used), "fair" (k-hat 0.5-0.7, or a lower ESS: q is off, the PSIS-corrected
+   results are usually better; or k-hat > 0.7 from heavy tails alone, the weights hardly varying:
+   q's moments are usable), "poor" (> 0.7: neither is reliable), "unknown" (PSIS not run).
 3. **Corrected results**: whether ``importance="psis"`` draws and moments are available and
    reliable (k-hat <= 0.7).
 
@@ -84,22 +84,17 @@ def status_of(fit: Any) -> FitStatus:
         reasons.append(fit.message)
     result = fit.psis
     khat = None if result is None else float(result.khat)
-    if khat is None or math.isnan(khat):
-        shape = "unknown" if result is None or result.ess > 0 else "poor"
-        if result is not None:
-            reasons.append(f"PSIS: {result.note}")
-    elif khat <= _psis.KHAT_GOOD:
-        shape = "good"
-    elif khat <= _psis.KHAT_BAD:
-        shape = "fair"
-    elif _psis.tails_only(result):
-        shape = "fair"
+    shape = _psis.shape(result)
+    if result is not None and khat is not None and math.isnan(khat):
+        reasons.append(f"PSIS: {result.note}")
+    if shape == "fair" and khat is not None and khat <= _psis.KHAT_GOOD:
+        reasons.append(f"k-hat {khat:.2f} is small but the importance ESS is {result.ess / result.draws:.0%} of the "
+                       f"draws (below {_psis.ESS_GOOD:.0%}): q is off somewhere in the bulk of the posterior")
+    if result is not None and _psis.tails_only(result):
         reasons.append(f"k-hat {khat:.2f} > {_psis.KHAT_BAD} but the importance weights hardly vary (ESS "
                        f"{result.ess / result.draws:.0%} of the draws): the posterior's tails are heavier than q's, "
                        "q matches it where its mass is; q's moments are usable, its extreme quantiles and the "
                        "PSIS correction are not")
-    else:
-        shape = "poor"
     corrected = result is not None and result.ess > 0 and khat is not None and khat <= _psis.KHAT_BAD
     laplace = fit.laplace
     if laplace is None:

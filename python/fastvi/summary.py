@@ -89,7 +89,10 @@ def _psis_notes(fit: Any, importance: Optional[str]) -> List[str]:
     if result is None:
         return ["PSIS diagnostic not run (psis_draws=0 or an interrupted fit)"]
     k = result.khat
-    verdict = (f" ({result.note})" if math.isnan(k) else " (< 0.5: q is close to the posterior)" if k <= 0.5
+    verdict = (f" ({result.note})" if math.isnan(k)
+               else " (< 0.5: q is close to the posterior)" if _psis.shape(result) == "good"
+               else f" (< 0.5 but ESS below {_psis.ESS_GOOD:.0%}: q is somewhat off; importance='psis' is usually better)"
+               if k <= 0.5
                else " (0.5-0.7: q is somewhat off; importance='psis' is usually better)" if k <= 0.7
                else " (> 0.7 from heavy tails only: the weights hardly vary, q's moments are usable)"
                if _psis.tails_only(result)
