@@ -131,9 +131,9 @@ MODELS = {"hier_5groups_centered": hier_5groups_centered, "horseshoe_logit": hor
           "varying_intercepts": varying_intercepts}
 # NUTS settings per model (target acceptance, sampler reparameterisation; the posterior is the same)
 NUTS_SETTINGS = {
-    "hier_5groups_centered": dict(target_accept_prob=0.95, reparam={"theta": "LocScaleReparam(centered=0)"}),
-    "horseshoe_logit": dict(target_accept_prob=0.99, reparam={}),
-    "stoch_vol": dict(target_accept_prob=0.95, reparam={"h": "non-centred innovations (stoch_vol_noncentered)"}),
+    "hier_5groups_centered": dict(target_accept_prob=0.99, reparam={"theta": "LocScaleReparam(centered=0)"}),
+    "horseshoe_logit": dict(target_accept_prob=0.999, reparam={}),
+    "stoch_vol": dict(target_accept_prob=0.99, reparam={"h": "non-centred innovations (stoch_vol_noncentered)"}),
     "breast_cancer_logit": dict(target_accept_prob=0.8, reparam={}),
     "varying_intercepts": dict(target_accept_prob=0.9, reparam={}),
 }
