@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -190,7 +190,7 @@ def build_varying_intercepts(data: dict, m):
 # specs: parameters (name, shape, lower, upper) in declaration order, and deterministics as numpy
 # functions of constrained draws (dict name -> array with a leading draw axis)
 
-Param = Tuple[str, Tuple[int, ...], Optional[float], Optional[float]]
+ParamSpec = Tuple[str, Tuple[int, ...], Optional[float], Optional[float]]  # (name, shape, lower, upper)
 
 
 def _specs() -> Dict[str, dict]:
