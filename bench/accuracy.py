@@ -1,6 +1,7 @@
-"""Accuracy of fastvi against posteriordb reference posteriors.
+"""Accuracy of fastvi against posteriordb reference posteriors and the gallery of harder models.
 
-Fits every posterior of bench/posteriors.py with every Gaussian family, with fastvi's **default
+Fits every posterior of bench/posteriors.py, and of bench/gallery.py whose NUTS reference is in
+bench/data/gallery (bench/nuts_reference.py writes them), with every Gaussian family, with fastvi's **default
 settings** (only ``seed`` is set), and prints, per (posterior, family, seed):
 
 - max |mean err|: the largest |fitted mean − reference mean| / reference sd over the compared
@@ -19,12 +20,18 @@ settings** (only ``seed`` is set), and prints, per (posterior, family, seed):
   threads inside scipy's L-BFGS-B can make a small fit's times 10-30x longer on a busy machine);
 - steps taken, converged?;
 - target: for full-rank (and low-rank), whether max |mean err| <= 0.1 and every sd is within 10 %
-  of the reference (the accuracy target); "n/a" on posteriors not close to Gaussian.
+  of the reference (the accuracy target); "n/a" on posteriordb posteriors not close to Gaussian;
+- flagged: whether fastvi told the user something is wrong: converged=False, any fastvi warning
+  (``fv.ConvergenceWarning`` and its subclasses) during the fit, or k-hat > 0.7;
+- silent miss: a result outside the tolerance (the target's) that is not flagged. Counted for
+  full-rank and low-rank; for mean-field (whose optimum is not the reference even on a Gaussian
+  posterior) only when its max |mean err| exceeds 0.5 sd.
 
     python bench/accuracy.py                       # everything, seed 0
     python bench/accuracy.py --only kidiq --families fullrank --seeds 0 1 2
     python bench/accuracy.py --markdown            # the table for bench/README.md
     python bench/accuracy.py --detail --only arK   # every compared quantity
+    python bench/accuracy.py --gallery --families meanfield fullrank --seeds 0 1   # the gallery only
 
 A family is one line in FAMILIES below: its fv.fit arguments. Families this build of fastvi does not
 know (e.g. low-rank before it is merged) are skipped with a note.
@@ -46,6 +53,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fastvi as fv  # noqa: E402
+import gallery as G  # noqa: E402
 import posteriors as P  # noqa: E402
 
 # name -> fv.fit arguments. Adding a family is one line here.
@@ -58,6 +66,17 @@ FAMILIES: Dict[str, dict] = {
 MEAN_TOL = 0.1   # target: |mean error| <= 0.1 reference sd
 SD_TOL = 0.10    # target: |sd / reference sd − 1| <= 10 %
 TARGET_FAMILIES = ("fullrank", "lowrank")
+KHAT_FLAG = 0.7          # flagged when k-hat exceeds this (fastvi warns there too)
+MF_SILENT_MEAN = 0.5     # mean-field: a silent miss only when max |mean err| > 0.5 sd
+
+
+def build(name: str, info: dict):
+    """(model, targets, info) from the gallery or posteriordb."""
+    return G.build(name, info) if name in G.SPECS else P.build(name, info)
+
+
+def load(name: str) -> dict:
+    return G.load(name) if name in G.SPECS else P.load(name)
 
 
 def available(family: str) -> bool:
@@ -80,7 +99,7 @@ def meets_target(rows: List[P.Row]) -> bool:
 
 
 def run_one(name: str, family: str, seed: int, info: dict) -> dict:
-    model, targets, info = P.build(name, info)
+    model, targets, info = build(name, info)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         t0, c0 = time.perf_counter(), time.process_time()
@@ -92,11 +111,16 @@ def run_one(name: str, family: str, seed: int, info: dict) -> dict:
     psis_rows = _compare(approx, targets, info, importance="psis") if psis is not None and psis.ess > 0 else None
     psis_time = psis.seconds if psis is not None else 0.0
     psis_cpu = psis.cpu_seconds if psis is not None else 0.0
-    return dict(name=name, family=family, seed=seed, rows=rows, worst_mean=wm, worst_sd=ws, wall=wall - psis_time,
+    fv_warnings = [str(w.message) for w in caught if issubclass(w.category, fv.ConvergenceWarning)]
+    reasons = ([] if approx.converged else ["unconverged"]) + (["warning"] if fv_warnings else []) + \
+        (["k-hat"] if approx.khat is not None and approx.khat > KHAT_FLAG else [])
+    target = meets_target(rows)
+    miss = not target if family in TARGET_FAMILIES else abs(wm.mean_err) > MF_SILENT_MEAN or not math.isfinite(wm.mean_err)
+    return dict(flag_reasons=reasons, silent_miss=miss and not reasons, fv_warnings=fv_warnings,name=name, family=family, seed=seed, rows=rows, worst_mean=wm, worst_sd=ws, wall=wall - psis_time,
                 psis_time=psis_time, cpu=cpu - psis_cpu, psis_cpu=psis_cpu, khat=approx.khat, ess=approx.ess, psis_rows=psis_rows,
                 psis_worst_mean=P.worst(psis_rows)[0] if psis_rows else None,
                 steps=approx.steps, converged=approx.converged, skipped=approx.n_skipped,
-                warnings=[str(w.message) for w in caught], target=meets_target(rows))
+                warnings=[str(w.message) for w in caught], target=target)
 
 
 def _compare(approx, targets, info, importance=None) -> List[P.Row]:
@@ -123,7 +147,7 @@ def _fmt(x: float, spec: str) -> str:
 def table(results: List[dict], infos: Dict[str, dict], markdown: bool) -> str:
     head = ["posterior", "family", "seed", "max \\|mean err\\| (sd)", "max \\|log sd ratio\\|",
             "log MF-sd ratio", "k-hat", "ESS", "PSIS max \\|mean err\\|", "time (s)", "PSIS %", "steps",
-            "converged", "target"]
+            "converged", "target", "flagged", "silent miss"]
     if not markdown:
         head = [h.replace("\\|", "|") for h in head]
     lines = []
@@ -142,6 +166,8 @@ def table(results: List[dict], infos: Dict[str, dict], markdown: bool) -> str:
                                                       f"({r['psis_worst_mean'].key})",
             f"{r['wall']:.2f}", f"{100 * r['psis_cpu'] / r['cpu']:.1f}", str(r["steps"]), "yes" if r["converged"] else "**no**" if markdown else "no",
             _target_cell(r),
+            ("yes (" + ", ".join(r["flag_reasons"]) + ")") if r["flag_reasons"] else "no",
+            ("**yes**" if markdown else "YES") if r["silent_miss"] else "no",
         ])
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
@@ -156,6 +182,7 @@ def detail(r: dict) -> str:
     out = [f"{r['name']} / {r['family']} / seed {r['seed']}: {r['steps']} steps, "
            f"{'converged' if r['converged'] else 'NOT converged'}, {r['wall']:.2f} s; PSIS k-hat {r['khat']}, "
            f"ESS {r['ess']}, {r['psis_time']:.3f} s"]
+    out.append(f"  flagged: {', '.join(r['flag_reasons']) or 'no'}; silent miss: {'yes' if r['silent_miss'] else 'no'}")
     out += [f"  warning: {w}" for w in r["warnings"]]
     out.append(f"  {'quantity':16s} {'mean':>12s} {'ref mean':>12s} {'err (sd)':>9s} {'sd':>11s} {'ref sd':>11s} {'log ratio':>9s}")
     psis_rows = r["psis_rows"] or [None] * len(r["rows"])
@@ -178,16 +205,23 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--detail", action="store_true", help="also print every compared quantity")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--gallery", action="store_true", help="only the gallery of bench/gallery.py")
+    which.add_argument("--posteriordb", action="store_true", help="only the posteriordb posteriors")
     args = ap.parse_args(argv)
 
-    names = [n for n in P.NAMES if not args.only or any(s in n for s in args.only)]
+    pool = ([] if args.gallery else P.NAMES) + ([] if args.posteriordb else G.available())
+    missing = [n for n in G.NAMES if n not in G.available()]
+    if missing and not args.posteriordb:
+        print(f"gallery references not found (run bench/nuts_reference.py): {', '.join(missing)}", file=sys.stderr)
+    names = [n for n in pool if not args.only or any(s in n for s in args.only)]
     if not names:
-        ap.error(f"--only matched none of {P.NAMES}")
+        ap.error(f"--only matched none of {pool}")
     families = args.families or list(FAMILIES)
     skipped = [f for f in families if not available(f)]
     families = [f for f in families if f not in skipped]
 
-    infos = {n: P.load(n) for n in names}
+    infos = {n: load(n) for n in names}
     results = []
     for name in names:
         for family in families:
@@ -225,6 +259,12 @@ def main(argv=None) -> int:
                     counts.append(f"{name} {sum(r['target'] for r in rs)}/{len(rs)}")
             total = [r for r in target_rows if r["family"] == family]
             print(f"  {family}: {sum(r['target'] for r in total)}/{len(total)} ({', '.join(counts)})")
+    silent = [r for r in results if r["silent_miss"]]
+    print(f"silent misses (outside {MEAN_TOL} sd / {SD_TOL:.0%} for full-rank and low-rank, max |mean err| > "
+          f"{MF_SILENT_MEAN} sd for mean-field, and not flagged): {len(silent)} of {len(results)}"
+          + "".join(f"\n  {r['name']} / {r['family']} / seed {r['seed']}: max |mean err| "
+                    f"{abs(r['worst_mean'].mean_err):.3f} ({r['worst_mean'].key}), worst log sd ratio "
+                    f"{r['worst_sd'].log_sd_ratio:+.3f} ({r['worst_sd'].key}), k-hat {r['khat']}" for r in silent))
     return 0
 
 

@@ -9,7 +9,8 @@ e.g. a subclass that reparameterises; default ``fv.Model()``) and returns ``(mod
   ``"sigma": ("sigma", None)``. The reference names are the keys of the JSON file's ``reference``
   or ``reference_derived``. A name ``log(x)`` is compared with the *unconstrained* coordinate of
   the fastvi parameter ``x`` (fastvi maps a ``lower=0`` parameter through x = exp(ζ), so ζ = log x):
-  that is the coordinate the Gaussian q actually lives in.
+  that is the coordinate the Gaussian q actually lives in. Likewise ``logit((x+1)/2)`` (bench/gallery.py)
+  is the unconstrained coordinate of an interval parameter x on (-1, 1).
 
 Conventions (the same for every model):
 
@@ -349,7 +350,7 @@ def psis_unconstrained_moments(approx: fv.Approximation) -> Tuple[np.ndarray, np
 def fitted_moments(approx: fv.Approximation, targets: Targets,
                    importance: Optional[str] = None) -> Dict[str, Tuple[float, float]]:
     """(mean, sd) under q of every target: constrained moments from ``approx.mean()/std()``, and for
-    ``log(x)`` targets the Gaussian moments of x's unconstrained coordinate. ``importance="psis"``:
+    ``log(x)`` / ``logit(...)`` targets the Gaussian moments of x's unconstrained coordinate. ``importance="psis"``:
     the PSIS-corrected moments instead (``approx.mean(importance="psis")``, and weighted moments of
     the unconstrained coordinate)."""
     means, sds = approx.mean(importance=importance), approx.std(importance=importance)
@@ -361,10 +362,12 @@ def fitted_moments(approx: fv.Approximation, targets: Targets,
     params = approx.model.params
     out = {}
     for key, (name, index) in targets.items():
-        if key.startswith("log("):
+        if key.startswith(("log(", "logit(")):
             p = params[name]
-            if not (p.lower == 0.0 and math.isinf(p.upper)):
+            if key.startswith("log(") and not (p.lower == 0.0 and math.isinf(p.upper)):
                 raise ValueError(f"{key}: {name} is not a lower=0 parameter, so its coordinate is not log({name})")
+            if key.startswith("logit(") and not (math.isfinite(p.lower) and math.isfinite(p.upper)):
+                raise ValueError(f"{key}: {name} is not an interval parameter, so its coordinate is not a logit")
             j = p.offset + (0 if index is None else index)
             out[key] = (float(mu[j]), float(sd_u[j]))
         else:
