@@ -22,7 +22,8 @@ settings** (only ``seed`` is set), and prints, per (posterior, family, seed):
 - target: for full-rank (and low-rank), whether max |mean err| <= 0.1 and every sd is within 10 %
   of the reference (the accuracy target); "n/a" on posteriordb posteriors not close to Gaussian;
 - flagged: whether fastvi told the user something is wrong: converged=False, any fastvi warning
-  (``fv.ConvergenceWarning`` and its subclasses) during the fit, or k-hat > 0.7;
+  (``fv.ConvergenceWarning`` and its subclasses) during the fit, or ``fit.status.use`` other than
+  "q" (its shape verdict from k-hat and the ESS: "psis" = use the corrected results, "none");
 - silent miss: a result outside the tolerance (the target's) that is not flagged. Counted for
   full-rank and low-rank; for mean-field (whose optimum is not the reference even on a Gaussian
   posterior) only when its max |mean err| exceeds 0.5 sd.
@@ -66,7 +67,6 @@ FAMILIES: Dict[str, dict] = {
 MEAN_TOL = 0.1   # target: |mean error| <= 0.1 reference sd
 SD_TOL = 0.10    # target: |sd / reference sd − 1| <= 10 %
 TARGET_FAMILIES = ("fullrank", "lowrank")
-KHAT_FLAG = 0.7          # flagged when k-hat exceeds this (fastvi warns there too)
 MF_SILENT_MEAN = 0.5     # mean-field: a silent miss only when max |mean err| > 0.5 sd
 
 
@@ -112,8 +112,9 @@ def run_one(name: str, family: str, seed: int, info: dict) -> dict:
     psis_time = psis.seconds if psis is not None else 0.0
     psis_cpu = psis.cpu_seconds if psis is not None else 0.0
     fv_warnings = [str(w.message) for w in caught if issubclass(w.category, fv.ConvergenceWarning)]
+    status = approx.status
     reasons = ([] if approx.converged else ["unconverged"]) + (["warning"] if fv_warnings else []) + \
-        (["k-hat"] if approx.khat is not None and approx.khat > KHAT_FLAG else [])
+        ([f"status: use {status.use}"] if status.use != "q" else [])
     target = meets_target(rows)
     miss = not target if family in TARGET_FAMILIES else abs(wm.mean_err) > MF_SILENT_MEAN or not math.isfinite(wm.mean_err)
     return dict(flag_reasons=reasons, silent_miss=miss and not reasons, fv_warnings=fv_warnings,name=name, family=family, seed=seed, rows=rows, worst_mean=wm, worst_sd=ws, wall=wall - psis_time,
