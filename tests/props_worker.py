@@ -84,6 +84,8 @@ def _fastvi():
     if _fv is None:
         import fastvi
 
+        # every GLM with more than one row chunk runs in parallel (threads=2 vs 1 bit-identity)
+        fastvi._core._set_glm_parallel_work(0.0)
         _fv = fastvi
     return _fv
 

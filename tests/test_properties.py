@@ -10,8 +10,9 @@ Properties, for every generated example:
 * data layout and dtype do not matter: a model built from float32 / int / bool arrays, Python
   scalars, lists, Fortran-ordered, strided, reversed or broadcast views (and zeta passed alike)
   gives bit-for-bit the log density and gradient of one built from float64 C-contiguous copies;
-* threads=1 and threads=2 give bit-identical log densities and fits (the worker sets
-  FASTVI_GLM_PARALLEL_WORK=0, so every GLM with more than one row chunk runs in parallel);
+* threads=1 and threads=2 give bit-identical log densities and fits (the worker sets the GLM
+  kernels' parallel threshold to 0 through a testing hook, so every GLM with more than one row
+  chunk runs in parallel);
 * the log density of a normal model with a normal prior equals scipy.stats' logpdf sum;
 * zero draws give empty arrays.
 
@@ -88,7 +89,7 @@ class Worker:
         fd, self.errpath = tempfile.mkstemp(prefix="props_worker_", suffix=".stderr")
         os.close(fd)
         self.seen = 0
-        self.env = dict(os.environ, FASTVI_GLM_PARALLEL_WORK="0", OMP_NUM_THREADS="2",
+        self.env = dict(os.environ, OMP_NUM_THREADS="2",
                         FASTVI_PROPS_RLIMIT_AS=str(8 << 30), PYTHONFAULTHANDLER="1")
 
     def start(self) -> None:

@@ -59,6 +59,7 @@
 #include "fastvi/adam.hpp"
 #include "fastvi/elbo.hpp"
 #include "glm_rows.hpp"     // cpp/src/kernels: the row kernel, for its in-cache floor
+#include "glm_tuning.hpp"   // cpp/src/kernels: the knobs the sweeps below turn
 #include "models.hpp"
 #include "packet_math.hpp"  // cpp/src/kernels: the logistic column's exp and log1p
 
@@ -390,6 +391,11 @@ int main(int argc, char** argv) {
     std::perror("execv");  // only reached if the re-execution failed
   }
   benchmark::AddCustomContext("OMP_WAIT_POLICY", std::getenv("OMP_WAIT_POLICY"));
+  // The GLM kernels' knobs, for the sweeps below (the library reads no environment variables).
+  if (const char* env = std::getenv("FASTVI_GLM_PARALLEL_WORK"))
+    kernels::glm_tuning::set_parallel_work(std::strtod(env, nullptr));
+  if (const char* env = std::getenv("FASTVI_GLM_FUSED_MAX_DRAWS"))
+    kernels::glm_tuning::set_fused_max_draws(Index(std::strtol(env, nullptr, 10)));
 
   const Index k = 50;
   const std::vector<Index> logistic_n = {10000, 100000};

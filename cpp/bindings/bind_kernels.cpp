@@ -2,6 +2,7 @@
 #include <pybind11/stl.h>
 
 #include "bindings.hpp"
+#include "../src/kernels/glm_tuning.hpp"  // testing hook below
 #include "fastvi/registry.hpp"
 
 namespace py = pybind11;
@@ -44,6 +45,9 @@ py::dict describe(const KernelInfo& k) {
 
 void bind_kernels(py::module_& m) {
   m.def("kernel_names", [] { return KernelRegistry::global().names(); });
+  // Testing hook (tests/props_worker.py): 0 makes every GLM evaluation with more than one row
+  // chunk run in parallel, so that small property-test models exercise the parallel path.
+  m.def("_set_glm_parallel_work", &kernels::glm_tuning::set_parallel_work, py::arg("multiply_adds"));
   m.def("kernel_info", [](const std::string& name) { return describe(KernelRegistry::global().get(name)); },
         py::arg("name"));
 }

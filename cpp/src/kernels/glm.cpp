@@ -26,6 +26,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <stdexcept>
@@ -35,6 +36,7 @@
 #include "fastvi/math.hpp"
 #include "fastvi/parallel.hpp"
 #include "glm_rows.hpp"
+#include "glm_tuning.hpp"
 #include "packet_math.hpp"
 
 namespace fastvi::kernels {
@@ -61,23 +63,16 @@ constexpr Index kMaxChunks = 64;
 // (passively waiting) thread costs tens of microseconds, more than it saves on smaller problems.
 // bench/cpp's threshold sweep measures it (bench/README.md); on the shared 2-core machine it was
 // run on, 2 threads were 0.6-0.75x as fast as 1 up to 2e5 multiply-adds, so 1e6 was kept.
-// FASTVI_GLM_PARALLEL_WORK overrides it (read once), for that measurement.
+// glm_tuning::set_parallel_work overrides it, for that measurement.
 constexpr double kParallelWork = 1.0e6;
-double parallel_work() {
-  static const double value = [] {
-    const char* env = std::getenv("FASTVI_GLM_PARALLEL_WORK");
-    return env ? std::strtod(env, nullptr) : kParallelWork;
-  }();
-  return value;
-}
+std::atomic<double> g_parallel_work{kParallelWork};
+double parallel_work() { return g_parallel_work.load(std::memory_order_relaxed); }
 // Draws up to which the single-pass row kernel runs instead of the GEMM path:
-// glm_rows::max_draws(K) (where the measurement is described). FASTVI_GLM_FUSED_MAX_DRAWS
-// overrides it for every K (read once), for that measurement.
+// glm_rows::max_draws(K) (where the measurement is described). glm_tuning::set_fused_max_draws
+// overrides it for every K, for that measurement.
+std::atomic<Index> g_fused_max_draws{-1};
 Index fused_max_draws(Index k) {
-  static const Index value = [] {
-    const char* env = std::getenv("FASTVI_GLM_FUSED_MAX_DRAWS");
-    return env ? Index(std::strtol(env, nullptr, 10)) : Index(-1);
-  }();
+  const Index value = g_fused_max_draws.load(std::memory_order_relaxed);
   return value >= 0 ? value : glm_rows::max_draws(k);
 }
 
@@ -460,3 +455,10 @@ void register_glm(KernelRegistry& r) {
 }
 
 }  // namespace fastvi::kernels
+
+namespace fastvi::kernels::glm_tuning {
+
+void set_parallel_work(double work) { g_parallel_work.store(work, std::memory_order_relaxed); }
+void set_fused_max_draws(Index draws) { g_fused_max_draws.store(draws, std::memory_order_relaxed); }
+
+}  // namespace fastvi::kernels::glm_tuning
