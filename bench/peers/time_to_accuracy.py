@@ -606,7 +606,7 @@ def main():
     print(f"# Time to accuracy: fastvi vs NumPyro SVI vs PyMC ADVI ({started:%Y-%m-%d %H:%M %Z})")
     print()
     print(f"- command: `{' '.join(sys.argv)}` (interpreter {sys.executable})")
-    print(f"- machine: {platform.machine()}, {os.cpu_count()} cores, this run on CPU(s) {cpus}; "
+    print(f"- machine: {platform.machine()}, {os.cpu_count()} cores, this run on CPU(s) {cpus} at niceness {os.nice(0)}; "
           f"load average at start {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} (1 / 5 / 15 min)")
     vers = versions()
     print("- versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()))
