@@ -270,7 +270,8 @@ def test_psis_sample_resamples_the_weighted_draws():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         approx = fv.fit(model, seed=0)
-    r = approx.psis
+    r = approx._corrected_psis()  # the diagnostic's draws, or more of the same stream if its ESS < 2000
+    assert r.ess >= min(psis.CORRECTED_ESS * 0.5, r.draws) or r.draws == psis.CORRECTED_MAX_DRAWS
     m = r.draws
     zeta = approx._family.sample(approx.phi, m, r.seed)
     w = r.weights
@@ -302,7 +303,7 @@ def test_psis_moments_include_deterministics_and_match_weighted_draws():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fv.PosteriorShapeWarning)  # not what this test is about
         approx = fv.fit(model, seed=1)
-    r = approx.psis
+    r = approx._corrected_psis()
     zeta = approx._family.sample(approx.phi, r.draws, r.seed)
     theta = model.constrain(zeta)
     w = r.weights
@@ -413,3 +414,23 @@ def test_a_khat_from_heavy_tails_alone_does_not_warn(monkeypatch, khat, ess_frac
     assert fit.status.use == ("q" if not warns else "none")
     assert not fit.status.corrected
     assert ("heavy tails only" in repr(fit)) == (not warns)
+
+
+def test_corrected_results_use_enough_draws_and_keep_the_diagnostic():
+    """The diagnostic's 1,000 draws judge q; the corrected results come from PSIS over enough draws
+    of the same stream for an ESS of ~2,000, computed once, and fit.psis (k-hat) is left alone."""
+    model = _student_t2()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        approx = fv.fit(model, seed=0)
+    diagnostic = approx.psis
+    corrected = approx._corrected_psis()
+    if diagnostic.ess >= psis.CORRECTED_ESS:
+        assert corrected is diagnostic
+    else:
+        assert corrected.draws > diagnostic.draws and corrected.seed == diagnostic.seed
+        assert approx._corrected_psis() is corrected  # kept
+        approx.mean(importance="psis")
+        assert approx.psis is diagnostic
+        approx.run_psis(2000)  # a new diagnostic: the corrected draws are recomputed for it
+        assert approx._corrected_psis() is not corrected

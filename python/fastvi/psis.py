@@ -66,6 +66,11 @@ TAILS_ONLY_ESS = 0.9
 # the misses with k-hat <= 0.5 had 48-62 % (non-centred eight schools, tau 0.17 sd off and its log
 # sd 36 % too small) and 78-80 % (mesquite full-rank: the KL-optimal Gaussian's sds 11 % small).
 ESS_GOOD = 0.85
+# The corrected results (importance="psis") come from PSIS over enough draws of q for an ESS of
+# about this many (the diagnostic's draws if their ESS already is; else up to CORRECTED_MAX_DRAWS
+# draws of the same stream): Monte Carlo error of a corrected mean about sd / sqrt(2000) = 0.02 sd.
+CORRECTED_ESS = 2000
+CORRECTED_MAX_DRAWS = 64000
 # After a fit, a k-hat between KHAT_GOOD and KHAT_BAD from DEFAULT_DRAWS draws is recomputed from
 # this many times as many (fv.fit only; run_psis does what it is asked).
 ESCALATE = 4
