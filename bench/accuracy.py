@@ -11,6 +11,8 @@ settings** (only ``seed`` is set), and prints, per (posterior, family, seed):
 - MF-sd ratio: log of the README's mean-field sd ratio, i.e. the worst log sd ratio a KL-optimal
   mean-field Gaussian *should* show on a Gaussian posterior with the reference covariance.
   Mean-field rows are expected to sit near it, not near 0;
+- use: ``fit.status.use`` ("q", "psis" or "none"); PSIS target: whether the PSIS-corrected means
+  and sds meet the target (every mean within 0.1 sd, every sd within 10 %);
 - PSIS k-hat and importance ESS of the fit's PSIS diagnostic (``fit.khat``, ``fit.ess``, from
   the default number of draws), and the PSIS-corrected max |mean err| (the same quantities with
   ``mean(importance="psis")``), i.e. whether importance weighting q's draws moves the means towards
@@ -117,7 +119,7 @@ def run_one(name: str, family: str, seed: int, info: dict) -> dict:
         ([f"status: use {status.use}"] if status.use != "q" else [])
     target = meets_target(rows)
     miss = not target if family in TARGET_FAMILIES else abs(wm.mean_err) > MF_SILENT_MEAN or not math.isfinite(wm.mean_err)
-    return dict(flag_reasons=reasons, silent_miss=miss and not reasons, fv_warnings=fv_warnings,name=name, family=family, seed=seed, rows=rows, worst_mean=wm, worst_sd=ws, wall=wall - psis_time,
+    return dict(use=status.use, flag_reasons=reasons, silent_miss=miss and not reasons, fv_warnings=fv_warnings,name=name, family=family, seed=seed, rows=rows, worst_mean=wm, worst_sd=ws, wall=wall - psis_time,
                 psis_time=psis_time, cpu=cpu - psis_cpu, psis_cpu=psis_cpu, khat=approx.khat, ess=approx.ess, psis_rows=psis_rows,
                 psis_worst_mean=P.worst(psis_rows)[0] if psis_rows else None,
                 steps=approx.steps, converged=approx.converged, skipped=approx.n_skipped,
@@ -147,8 +149,8 @@ def _fmt(x: float, spec: str) -> str:
 
 def table(results: List[dict], infos: Dict[str, dict], markdown: bool) -> str:
     head = ["posterior", "family", "seed", "max \\|mean err\\| (sd)", "max \\|log sd ratio\\|",
-            "log MF-sd ratio", "k-hat", "ESS", "PSIS max \\|mean err\\|", "time (s)", "PSIS %", "steps",
-            "converged", "target", "flagged", "silent miss"]
+            "log MF-sd ratio", "k-hat", "ESS", "PSIS max \\|mean err\\|", "PSIS target", "use", "time (s)",
+            "PSIS %", "steps", "converged", "target", "flagged", "silent miss"]
     if not markdown:
         head = [h.replace("\\|", "|") for h in head]
     lines = []
@@ -165,6 +167,8 @@ def table(results: List[dict], infos: Dict[str, dict], markdown: bool) -> str:
             "-" if r["ess"] is None else f"{r['ess']:.0f}",
             "-" if r["psis_worst_mean"] is None else f"{_fmt(abs(r['psis_worst_mean'].mean_err), '.3f')} "
                                                       f"({r['psis_worst_mean'].key})",
+            "-" if r["psis_rows"] is None else ("yes" if meets_target(r["psis_rows"]) else "no"),
+            r["use"],
             f"{r['wall']:.2f}", f"{100 * r['psis_cpu'] / r['cpu']:.1f}", str(r["steps"]), "yes" if r["converged"] else "**no**" if markdown else "no",
             _target_cell(r),
             ("yes (" + ", ".join(r["flag_reasons"]) + ")") if r["flag_reasons"] else "no",
@@ -266,6 +270,14 @@ def main(argv=None) -> int:
           + "".join(f"\n  {r['name']} / {r['family']} / seed {r['seed']}: max |mean err| "
                     f"{abs(r['worst_mean'].mean_err):.3f} ({r['worst_mean'].key}), worst log sd ratio "
                     f"{r['worst_sd'].log_sd_ratio:+.3f} ({r['worst_sd'].key}), k-hat {r['khat']}" for r in silent))
+    # What status.use recommends, and whether it delivers: "q" -> q's results meet the target,
+    # "psis" -> the corrected ones do (full-rank and low-rank fits).
+    for use in ("q", "psis"):
+        rec = [r for r in results if r["family"] in TARGET_FAMILIES and r["use"] == use]
+        good = [r for r in rec if (r["target"] if use == "q" else r["psis_rows"] is not None and meets_target(r["psis_rows"]))]
+        print(f"status.use == {use!r} (full-rank, low-rank): {len(rec)} fits, the recommended results meet the target "
+              f"in {len(good)}" + "".join(f"\n  not: {r['name']} / {r['family']} / seed {r['seed']}"
+                                          for r in rec if r not in good))
     return 0
 
 
