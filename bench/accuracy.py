@@ -51,8 +51,6 @@ import warnings
 from pathlib import Path
 from typing import Dict, List
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fastvi as fv  # noqa: E402
@@ -66,10 +64,10 @@ FAMILIES: Dict[str, dict] = {
     "lowrank": dict(family="lowrank", rank=2),
 }
 
-MEAN_TOL = 0.1   # target: |mean error| <= 0.1 reference sd
-SD_TOL = 0.10    # target: |sd / reference sd − 1| <= 10 %
+MEAN_TOL = 0.1  # target: |mean error| <= 0.1 reference sd
+SD_TOL = 0.10  # target: |sd / reference sd − 1| <= 10 %
 TARGET_FAMILIES = ("fullrank", "lowrank")
-MF_SILENT_MEAN = 0.5     # mean-field: a silent miss only when max |mean err| > 0.5 sd
+MF_SILENT_MEAN = 0.5  # mean-field: a silent miss only when max |mean err| > 0.5 sd
 
 
 def build(name: str, info: dict):
@@ -115,15 +113,40 @@ def run_one(name: str, family: str, seed: int, info: dict) -> dict:
     psis_cpu = psis.cpu_seconds if psis is not None else 0.0
     fv_warnings = [str(w.message) for w in caught if issubclass(w.category, fv.ConvergenceWarning)]
     status = approx.status
-    reasons = ([] if approx.converged else ["unconverged"]) + (["warning"] if fv_warnings else []) + \
-        ([f"status: use {status.use}"] if status.use != "q" else [])
+    reasons = (
+        ([] if approx.converged else ["unconverged"])
+        + (["warning"] if fv_warnings else [])
+        + ([f"status: use {status.use}"] if status.use != "q" else [])
+    )
     target = meets_target(rows)
-    miss = not target if family in TARGET_FAMILIES else abs(wm.mean_err) > MF_SILENT_MEAN or not math.isfinite(wm.mean_err)
-    return dict(use=status.use, flag_reasons=reasons, silent_miss=miss and not reasons, fv_warnings=fv_warnings,name=name, family=family, seed=seed, rows=rows, worst_mean=wm, worst_sd=ws, wall=wall - psis_time,
-                psis_time=psis_time, cpu=cpu - psis_cpu, psis_cpu=psis_cpu, khat=approx.khat, ess=approx.ess, psis_rows=psis_rows,
-                psis_worst_mean=P.worst(psis_rows)[0] if psis_rows else None,
-                steps=approx.steps, converged=approx.converged, skipped=approx.n_skipped,
-                warnings=[str(w.message) for w in caught], target=target)
+    miss = (
+        not target if family in TARGET_FAMILIES else abs(wm.mean_err) > MF_SILENT_MEAN or not math.isfinite(wm.mean_err)
+    )
+    return dict(
+        use=status.use,
+        flag_reasons=reasons,
+        silent_miss=miss and not reasons,
+        fv_warnings=fv_warnings,
+        name=name,
+        family=family,
+        seed=seed,
+        rows=rows,
+        worst_mean=wm,
+        worst_sd=ws,
+        wall=wall - psis_time,
+        psis_time=psis_time,
+        cpu=cpu - psis_cpu,
+        psis_cpu=psis_cpu,
+        khat=approx.khat,
+        ess=approx.ess,
+        psis_rows=psis_rows,
+        psis_worst_mean=P.worst(psis_rows)[0] if psis_rows else None,
+        steps=approx.steps,
+        converged=approx.converged,
+        skipped=approx.n_skipped,
+        warnings=[str(w.message) for w in caught],
+        target=target,
+    )
 
 
 def _compare(approx, targets, info, importance=None) -> List[P.Row]:
@@ -148,9 +171,26 @@ def _fmt(x: float, spec: str) -> str:
 
 
 def table(results: List[dict], infos: Dict[str, dict], markdown: bool) -> str:
-    head = ["posterior", "family", "seed", "max \\|mean err\\| (sd)", "max \\|log sd ratio\\|",
-            "log MF-sd ratio", "k-hat", "ESS", "PSIS max \\|mean err\\|", "PSIS target", "use", "time (s)",
-            "PSIS %", "steps", "converged", "target", "flagged", "silent miss"]
+    head = [
+        "posterior",
+        "family",
+        "seed",
+        "max \\|mean err\\| (sd)",
+        "max \\|log sd ratio\\|",
+        "log MF-sd ratio",
+        "k-hat",
+        "ESS",
+        "PSIS max \\|mean err\\|",
+        "PSIS target",
+        "use",
+        "time (s)",
+        "PSIS %",
+        "steps",
+        "converged",
+        "target",
+        "flagged",
+        "silent miss",
+    ]
     if not markdown:
         head = [h.replace("\\|", "|") for h in head]
     lines = []
@@ -158,22 +198,30 @@ def table(results: List[dict], infos: Dict[str, dict], markdown: bool) -> str:
         wm, ws = r["worst_mean"], r["worst_sd"]
         mf = math.log(P.mf_sd_ratio(infos[r["name"]]))
         sd_cell = f"{_fmt(ws.log_sd_ratio, '+.3f')} ({ws.key})"
-        lines.append([
-            r["name"], r["family"], str(r["seed"]),
-            f"{_fmt(abs(wm.mean_err), '.3f')} ({wm.key})",
-            sd_cell,
-            f"{mf:+.3f}" if r["family"] == "meanfield" else "",
-            "-" if r["khat"] is None else f"{r['khat']:.2f}",
-            "-" if r["ess"] is None else f"{r['ess']:.0f}",
-            "-" if r["psis_worst_mean"] is None else f"{_fmt(abs(r['psis_worst_mean'].mean_err), '.3f')} "
-                                                      f"({r['psis_worst_mean'].key})",
-            "-" if r["psis_rows"] is None else ("yes" if meets_target(r["psis_rows"]) else "no"),
-            r["use"],
-            f"{r['wall']:.2f}", f"{100 * r['psis_cpu'] / r['cpu']:.1f}", str(r["steps"]), "yes" if r["converged"] else "**no**" if markdown else "no",
-            _target_cell(r),
-            ("yes (" + ", ".join(r["flag_reasons"]) + ")") if r["flag_reasons"] else "no",
-            ("**yes**" if markdown else "YES") if r["silent_miss"] else "no",
-        ])
+        lines.append(
+            [
+                r["name"],
+                r["family"],
+                str(r["seed"]),
+                f"{_fmt(abs(wm.mean_err), '.3f')} ({wm.key})",
+                sd_cell,
+                f"{mf:+.3f}" if r["family"] == "meanfield" else "",
+                "-" if r["khat"] is None else f"{r['khat']:.2f}",
+                "-" if r["ess"] is None else f"{r['ess']:.0f}",
+                "-"
+                if r["psis_worst_mean"] is None
+                else f"{_fmt(abs(r['psis_worst_mean'].mean_err), '.3f')} ({r['psis_worst_mean'].key})",
+                "-" if r["psis_rows"] is None else ("yes" if meets_target(r["psis_rows"]) else "no"),
+                r["use"],
+                f"{r['wall']:.2f}",
+                f"{100 * r['psis_cpu'] / r['cpu']:.1f}",
+                str(r["steps"]),
+                "yes" if r["converged"] else "**no**" if markdown else "no",
+                _target_cell(r),
+                ("yes (" + ", ".join(r["flag_reasons"]) + ")") if r["flag_reasons"] else "no",
+                ("**yes**" if markdown else "YES") if r["silent_miss"] else "no",
+            ]
+        )
     if markdown:
         out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in lines]
@@ -184,18 +232,24 @@ def table(results: List[dict], infos: Dict[str, dict], markdown: bool) -> str:
 
 
 def detail(r: dict) -> str:
-    out = [f"{r['name']} / {r['family']} / seed {r['seed']}: {r['steps']} steps, "
-           f"{'converged' if r['converged'] else 'NOT converged'}, {r['wall']:.2f} s; PSIS k-hat {r['khat']}, "
-           f"ESS {r['ess']}, {r['psis_time']:.3f} s"]
+    out = [
+        f"{r['name']} / {r['family']} / seed {r['seed']}: {r['steps']} steps, "
+        f"{'converged' if r['converged'] else 'NOT converged'}, {r['wall']:.2f} s; PSIS k-hat {r['khat']}, "
+        f"ESS {r['ess']}, {r['psis_time']:.3f} s"
+    ]
     out.append(f"  flagged: {', '.join(r['flag_reasons']) or 'no'}; silent miss: {'yes' if r['silent_miss'] else 'no'}")
     out += [f"  warning: {w}" for w in r["warnings"]]
-    out.append(f"  {'quantity':16s} {'mean':>12s} {'ref mean':>12s} {'err (sd)':>9s} {'sd':>11s} {'ref sd':>11s} {'log ratio':>9s}")
+    out.append(
+        f"  {'quantity':16s} {'mean':>12s} {'ref mean':>12s} {'err (sd)':>9s} {'sd':>11s} {'ref sd':>11s} {'log ratio':>9s}"
+    )
     psis_rows = r["psis_rows"] or [None] * len(r["rows"])
     if r["psis_rows"]:
         out[-1] += f" {'PSIS mean':>12s} {'err (sd)':>9s} {'PSIS sd':>11s}"
     for row, prow in zip(r["rows"], psis_rows):
-        line = (f"  {row.key:16s} {row.mean:12.5g} {row.ref_mean:12.5g} {row.mean_err:+9.3f} "
-                f"{row.sd:11.4g} {row.ref_sd:11.4g} {row.log_sd_ratio:+9.3f}")
+        line = (
+            f"  {row.key:16s} {row.mean:12.5g} {row.ref_mean:12.5g} {row.mean_err:+9.3f} "
+            f"{row.sd:11.4g} {row.ref_sd:11.4g} {row.log_sd_ratio:+9.3f}"
+        )
         if prow is not None:
             line += f" {prow.mean:12.5g} {prow.mean_err:+9.3f} {prow.sd:11.4g}"
         out.append(line)
@@ -204,8 +258,7 @@ def detail(r: dict) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", nargs="+", metavar="NAME",
-                    help="posteriors whose name contains any of these substrings")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="posteriors whose name contains any of these substrings")
     ap.add_argument("--families", nargs="+", choices=list(FAMILIES), help="default: every family this build has")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
@@ -244,13 +297,17 @@ def main(argv=None) -> int:
     psis_cpu = sum(r["psis_cpu"] for r in results)
     shares = sorted(100 * r["psis_cpu"] / r["cpu"] for r in results)
     wall_shares = sorted(100 * r["psis_time"] / r["wall"] for r in results)
-    print(f"PSIS step (default {fv.psis.DEFAULT_DRAWS} draws), CPU time: {psis_cpu:.3f} s in all, "
-          f"{100 * psis_cpu / fit_cpu:.1f} % of the fits' {fit_cpu:.2f} s; per fit median {shares[len(shares) // 2]:.1f} %, "
-          f"at most {shares[-1]:.1f} % (wall time: median {wall_shares[len(wall_shares) // 2]:.1f} %, "
-          f"at most {wall_shares[-1]:.1f} %)")
-    print(f"fastvi {fv.__version__}; normal likelihood via "
-          f"{'fused normal_id_glm' if P.has_glm() else 'expression normal(y | X @ beta, sigma)'}; "
-          f"threads: {os.environ.get('OMP_NUM_THREADS', 'all cores')}")
+    print(
+        f"PSIS step (default {fv.psis.DEFAULT_DRAWS} draws), CPU time: {psis_cpu:.3f} s in all, "
+        f"{100 * psis_cpu / fit_cpu:.1f} % of the fits' {fit_cpu:.2f} s; per fit median {shares[len(shares) // 2]:.1f} %, "
+        f"at most {shares[-1]:.1f} % (wall time: median {wall_shares[len(wall_shares) // 2]:.1f} %, "
+        f"at most {wall_shares[-1]:.1f} %)"
+    )
+    print(
+        f"fastvi {fv.__version__}; normal likelihood via "
+        f"{'fused normal_id_glm' if P.has_glm() else 'expression normal(y | X @ beta, sigma)'}; "
+        f"threads: {os.environ.get('OMP_NUM_THREADS', 'all cores')}"
+    )
     if skipped:
         print(f"families not in this build (skipped): {', '.join(skipped)}")
     target_rows = [r for r in results if r["family"] in TARGET_FAMILIES and r["name"] not in P.NOT_GAUSSIAN]
@@ -265,19 +322,30 @@ def main(argv=None) -> int:
             total = [r for r in target_rows if r["family"] == family]
             print(f"  {family}: {sum(r['target'] for r in total)}/{len(total)} ({', '.join(counts)})")
     silent = [r for r in results if r["silent_miss"]]
-    print(f"silent misses (outside {MEAN_TOL} sd / {SD_TOL:.0%} for full-rank and low-rank, max |mean err| > "
-          f"{MF_SILENT_MEAN} sd for mean-field, and not flagged): {len(silent)} of {len(results)}"
-          + "".join(f"\n  {r['name']} / {r['family']} / seed {r['seed']}: max |mean err| "
-                    f"{abs(r['worst_mean'].mean_err):.3f} ({r['worst_mean'].key}), worst log sd ratio "
-                    f"{r['worst_sd'].log_sd_ratio:+.3f} ({r['worst_sd'].key}), k-hat {r['khat']}" for r in silent))
+    print(
+        f"silent misses (outside {MEAN_TOL} sd / {SD_TOL:.0%} for full-rank and low-rank, max |mean err| > "
+        f"{MF_SILENT_MEAN} sd for mean-field, and not flagged): {len(silent)} of {len(results)}"
+        + "".join(
+            f"\n  {r['name']} / {r['family']} / seed {r['seed']}: max |mean err| "
+            f"{abs(r['worst_mean'].mean_err):.3f} ({r['worst_mean'].key}), worst log sd ratio "
+            f"{r['worst_sd'].log_sd_ratio:+.3f} ({r['worst_sd'].key}), k-hat {r['khat']}"
+            for r in silent
+        )
+    )
     # What status.use recommends, and whether it delivers: "q" -> q's results meet the target,
     # "psis" -> the corrected ones do (full-rank and low-rank fits).
     for use in ("q", "psis"):
         rec = [r for r in results if r["family"] in TARGET_FAMILIES and r["use"] == use]
-        good = [r for r in rec if (r["target"] if use == "q" else r["psis_rows"] is not None and meets_target(r["psis_rows"]))]
-        print(f"status.use == {use!r} (full-rank, low-rank): {len(rec)} fits, the recommended results meet the target "
-              f"in {len(good)}" + "".join(f"\n  not: {r['name']} / {r['family']} / seed {r['seed']}"
-                                          for r in rec if r not in good))
+        good = [
+            r
+            for r in rec
+            if (r["target"] if use == "q" else r["psis_rows"] is not None and meets_target(r["psis_rows"]))
+        ]
+        print(
+            f"status.use == {use!r} (full-rank, low-rank): {len(rec)} fits, the recommended results meet the target "
+            f"in {len(good)}"
+            + "".join(f"\n  not: {r['name']} / {r['family']} / seed {r['seed']}" for r in rec if r not in good)
+        )
     return 0
 
 

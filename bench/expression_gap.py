@@ -24,9 +24,8 @@ import time
 for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import numpy as np  # noqa: E402
-
 import fastvi as fv  # noqa: E402
+import numpy as np  # noqa: E402
 
 LIKELIHOODS = ("bernoulli", "poisson", "normal")
 FUSED = {"bernoulli": "bernoulli_logit_glm", "poisson": "poisson_log_glm", "normal": "normal_id_glm"}
@@ -100,12 +99,17 @@ def main():
             f, e = statistics.median(times[True]), statistics.median(times[False])
             rows.append((likelihood, s, f * 1e6, e * 1e6, e / f))
             if not args.markdown:
-                print(f"{likelihood:9s} S={s:3d}  fused {f * 1e6:8.0f} us  expression {e * 1e6:8.0f} us  "
-                      f"ratio {e / f:5.2f}", flush=True)
+                print(
+                    f"{likelihood:9s} S={s:3d}  fused {f * 1e6:8.0f} us  expression {e * 1e6:8.0f} us  "
+                    f"ratio {e / f:5.2f}",
+                    flush=True,
+                )
 
     if args.markdown:
-        print(f"N = {args.n}, K = {args.k}, {args.steps} steps, median of {args.repeats} runs, one thread; "
-              "time per step in µs\n")
+        print(
+            f"N = {args.n}, K = {args.k}, {args.steps} steps, median of {args.repeats} runs, one thread; "
+            "time per step in µs\n"
+        )
         print("| likelihood | S | fused | expression | ratio |")
         print("|---|---|---|---|---|")
         for likelihood, s, f, e, r in rows:

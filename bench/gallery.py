@@ -76,7 +76,7 @@ def data_stoch_vol() -> dict:
     rng = np.random.default_rng(20261203)
     T, mu, phi, sigma = 500, -1.0, 0.95, 0.25
     h = np.empty(T)
-    h[0] = mu + sigma / math.sqrt(1 - phi ** 2) * rng.standard_normal()
+    h[0] = mu + sigma / math.sqrt(1 - phi**2) * rng.standard_normal()
     for t in range(1, T):
         h[t] = mu + phi * (h[t - 1] - mu) + sigma * rng.standard_normal()
     y = np.exp(h / 2) * rng.standard_normal(T)
@@ -84,15 +84,20 @@ def data_stoch_vol() -> dict:
 
 
 def data_breast_cancer_logit() -> dict:
-    from sklearn.datasets import load_breast_cancer
     import sklearn
+    from sklearn.datasets import load_breast_cancer
 
     bc = load_breast_cancer()
     X = np.asarray(bc.data, dtype=float)
     X = (X - X.mean(axis=0)) / X.std(axis=0)
-    return {"N": X.shape[0], "K": X.shape[1], "X": X.tolist(), "y": np.asarray(bc.target, dtype=int).tolist(),
-            "source": f"sklearn.datasets.load_breast_cancer (scikit-learn {sklearn.__version__}); columns "
-                      f"standardised (x - mean) / sd with the population sd; y = 1 for benign"}
+    return {
+        "N": X.shape[0],
+        "K": X.shape[1],
+        "X": X.tolist(),
+        "y": np.asarray(bc.target, dtype=int).tolist(),
+        "source": f"sklearn.datasets.load_breast_cancer (scikit-learn {sklearn.__version__}); columns "
+        f"standardised (x - mean) / sd with the population sd; y = 1 for benign",
+    }
 
 
 def data_varying_intercepts() -> dict:
@@ -103,11 +108,17 @@ def data_varying_intercepts() -> dict:
     sizes = 1 + np.floor(w / w.sum() * (N - J)).astype(int)
     sizes[np.argsort(-w)[: N - sizes.sum()]] += 1
     g = rng.permutation(np.repeat(np.arange(J), sizes))
-    x = (rng.uniform(size=N) < 0.8).astype(float)       # like radon's floor indicator
+    x = (rng.uniform(size=N) < 0.8).astype(float)  # like radon's floor indicator
     a = 1.5 + 0.3 * rng.standard_normal(J)
     y = a[g] - 0.7 * x + 0.75 * rng.standard_normal(N)
-    return {"J": J, "N": N, "g": g.tolist(), "x": x.tolist(), "y": y.tolist(),
-            "group_sizes": {"min": int(sizes.min()), "max": int(sizes.max())}}
+    return {
+        "J": J,
+        "N": N,
+        "g": g.tolist(),
+        "x": x.tolist(),
+        "y": y.tolist(),
+        "group_sizes": {"min": int(sizes.min()), "max": int(sizes.max())},
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,7 +165,7 @@ def build_stoch_vol(data: dict, m):
     sigma = m.param("sigma", lower=0.0)
     h = m.param("h", shape=(T,))
     m.add("cauchy", mu, loc=0.0, scale=10.0)
-    m.add("half_cauchy", sigma, scale=5.0)          # phi: flat on (-1, 1) = Uniform(-1, 1)
+    m.add("half_cauchy", sigma, scale=5.0)  # phi: flat on (-1, 1) = Uniform(-1, 1)
     # no sqrt/pow in fastvi's expressions: sigma / sqrt(1 - phi^2) = sigma * exp(-log(1 - phi^2) / 2)
     m.add("normal", h[0], loc=mu, scale=sigma * fv.exp(-0.5 * fv.log(1.0 - phi * phi)))
     m.add("normal", h[1:], loc=mu + phi * (h[:-1] - mu), scale=sigma)
@@ -196,31 +207,60 @@ ParamSpec = Tuple[str, Tuple[int, ...], Optional[float], Optional[float]]  # (na
 def _specs() -> Dict[str, dict]:
     return {
         "hier_5groups_centered": dict(
-            data=data_hier_5groups_centered, build=build_hier_5groups_centered,
-            params=[("mu", (), None, None), ("tau", (), 0.0, None), ("sigma", (), 0.0, None), ("theta", (5,), None, None)],
-            deterministics={}),
+            data=data_hier_5groups_centered,
+            build=build_hier_5groups_centered,
+            params=[
+                ("mu", (), None, None),
+                ("tau", (), 0.0, None),
+                ("sigma", (), 0.0, None),
+                ("theta", (5,), None, None),
+            ],
+            deterministics={},
+        ),
         "horseshoe_logit": dict(
-            data=data_horseshoe_logit, build=build_horseshoe_logit,
-            params=[("alpha", (), None, None), ("z", (50,), None, None), ("lambda", (50,), 0.0, None),
-                    ("tau", (), 0.0, None)],
+            data=data_horseshoe_logit,
+            build=build_horseshoe_logit,
+            params=[
+                ("alpha", (), None, None),
+                ("z", (50,), None, None),
+                ("lambda", (50,), 0.0, None),
+                ("tau", (), 0.0, None),
+            ],
             deterministics={"beta": lambda d: d["z"] * d["lambda"] * d["tau"][:, None]},
             # lambda_k's posterior tail is ~ lambda^-3 where the data pin beta_k down (the z_k = beta_k /
             # (lambda_k tau) integral adds a 1/lambda to the half-Cauchy's lambda^-2): its variance is
             # infinite, so its NUTS sd (138 for lambda[1]) is no reference. log(lambda_k) is compared.
-            unconstrained_only={"lambda"}),
+            unconstrained_only={"lambda"},
+        ),
         "stoch_vol": dict(
-            data=data_stoch_vol, build=build_stoch_vol,
-            params=[("mu", (), None, None), ("phi", (), -1.0, 1.0), ("sigma", (), 0.0, None), ("h", (500,), None, None)],
-            deterministics={}),
+            data=data_stoch_vol,
+            build=build_stoch_vol,
+            params=[
+                ("mu", (), None, None),
+                ("phi", (), -1.0, 1.0),
+                ("sigma", (), 0.0, None),
+                ("h", (500,), None, None),
+            ],
+            deterministics={},
+        ),
         "breast_cancer_logit": dict(
-            data=data_breast_cancer_logit, build=build_breast_cancer_logit,
+            data=data_breast_cancer_logit,
+            build=build_breast_cancer_logit,
             params=[("alpha", (), None, None), ("beta", (30,), None, None)],
-            deterministics={}),
+            deterministics={},
+        ),
         "varying_intercepts": dict(
-            data=data_varying_intercepts, build=build_varying_intercepts,
-            params=[("a_raw", (85,), None, None), ("mu_a", (), None, None), ("b", (), None, None),
-                    ("sigma_a", (), 0.0, None), ("sigma_y", (), 0.0, None)],
-            deterministics={"a": lambda d: d["mu_a"][:, None] + d["sigma_a"][:, None] * d["a_raw"]}),
+            data=data_varying_intercepts,
+            build=build_varying_intercepts,
+            params=[
+                ("a_raw", (85,), None, None),
+                ("mu_a", (), None, None),
+                ("b", (), None, None),
+                ("sigma_a", (), 0.0, None),
+                ("sigma_y", (), 0.0, None),
+            ],
+            deterministics={"a": lambda d: d["mu_a"][:, None] + d["sigma_a"][:, None] * d["a_raw"]},
+        ),
     }
 
 
@@ -279,7 +319,7 @@ def det_quantities(name: str, det_shapes: Dict[str, tuple]) -> Dict[str, Tuple[s
     return {key: ("deterministic", d, k) for d, shape in det_shapes.items() for key, k in _elements(d, shape)}
 
 
-def targets(name: str, model) -> "P.Targets":
+def targets(name: str, model) -> P.Targets:
     """posteriors.Targets of model ``name``: every parameter (but those in the spec's
     ``unconstrained_only``), its unconstrained coordinate where bounded, and every deterministic."""
     dets = {d: e.shape for d, e in model.deterministics.items()}
@@ -350,6 +390,7 @@ def _main(argv=None) -> int:
 
 if __name__ == "__main__":
     import sys
+
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if fv is None:
         import fastvi as fv  # noqa: F811

@@ -103,7 +103,7 @@ def stoch_vol(d):
     phi = numpyro.sample("phi", dist.Uniform(-1.0, 1.0))
     sigma = numpyro.sample("sigma", dist.HalfCauchy(5.0))
     h = numpyro.sample("h", dist.ImproperUniform(dist.constraints.real, (), (T,)))
-    numpyro.factor("h1", dist.Normal(mu, sigma / jnp.sqrt(1.0 - phi ** 2)).log_prob(h[0]))
+    numpyro.factor("h1", dist.Normal(mu, sigma / jnp.sqrt(1.0 - phi**2)).log_prob(h[0]))
     numpyro.factor("h_rest", dist.Normal(mu + phi * (h[:-1] - mu), sigma).log_prob(h[1:]).sum())
     numpyro.sample("y", dist.Normal(0.0, jnp.exp(h / 2)), obs=y)
 
@@ -117,7 +117,7 @@ def stoch_vol_noncentered(d):
     phi = numpyro.sample("phi", dist.Uniform(-1.0, 1.0))
     sigma = numpyro.sample("sigma", dist.HalfCauchy(5.0))
     h_std = numpyro.sample("h_std", dist.Normal(0.0, 1.0).expand([T]).to_event(1))
-    h0 = mu + sigma / jnp.sqrt(1.0 - phi ** 2) * h_std[0]
+    h0 = mu + sigma / jnp.sqrt(1.0 - phi**2) * h_std[0]
 
     def step(prev, e):
         h = mu + phi * (prev - mu) + sigma * e
@@ -146,9 +146,13 @@ def varying_intercepts(d):
     numpyro.sample("y", dist.Normal(a[g] + b * x, sigma_y), obs=y)
 
 
-MODELS = {"hier_5groups_centered": hier_5groups_centered, "horseshoe_logit": horseshoe_logit,
-          "stoch_vol": stoch_vol, "breast_cancer_logit": breast_cancer_logit,
-          "varying_intercepts": varying_intercepts}
+MODELS = {
+    "hier_5groups_centered": hier_5groups_centered,
+    "horseshoe_logit": horseshoe_logit,
+    "stoch_vol": stoch_vol,
+    "breast_cancer_logit": breast_cancer_logit,
+    "varying_intercepts": varying_intercepts,
+}
 # NUTS settings per model (target acceptance, sampler reparameterisation; the posterior is the same)
 NUTS_SETTINGS = {
     "hier_5groups_centered": dict(target_accept_prob=0.99, reparam={"theta": "LocScaleReparam(centered=0)"}),
@@ -181,7 +185,7 @@ def numpyro_log_density(name, data, zetas):
     shapes = {p: s for p, s, lo, hi in G.SPECS[name]["params"]}
 
     def lp(z):
-        params = {p: z[off:off + n].reshape(shapes[p]) for p, off, n in layout}
+        params = {p: z[off : off + n].reshape(shapes[p]) for p, off, n in layout}
         return -potential_energy(MODELS[name], (data,), {}, params)
 
     f = jax.jit(lp)
@@ -252,9 +256,13 @@ def summarise(by_key):
         # arviz 0.23.4's mcse(method="sd") fails under numpy 2.4: the normal approximation
         # sd / sqrt(2 ESS_sd) from arviz's ESS of the sd instead
         ess_sd = float(az.ess(x, method="sd"))
-        diag[key] = {"ess_bulk": float(az.ess(x, method="bulk")), "ess_tail": float(az.ess(x, method="tail")),
-                     "r_hat": float(az.rhat(x)), "mcse_mean": float(np.ravel(az.mcse(x, method="mean"))[0]),
-                     "mcse_sd": ref[key]["sd"] / np.sqrt(2 * ess_sd)}
+        diag[key] = {
+            "ess_bulk": float(az.ess(x, method="bulk")),
+            "ess_tail": float(az.ess(x, method="tail")),
+            "r_hat": float(az.rhat(x)),
+            "mcse_mean": float(np.ravel(az.mcse(x, method="mean"))[0]),
+            "mcse_sd": ref[key]["sd"] / np.sqrt(2 * ess_sd),
+        }
     return ref, diag
 
 
@@ -269,11 +277,19 @@ def meanfield_ratio(Z):
 
 def versions():
     import arviz
-    out = {"python": platform.python_version(), "numpy": np.__version__, "jax": jax.__version__,
-           "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
-           "numpyro": numpyro.__version__, "arviz": arviz.__version__, "platform": platform.platform()}
+
+    out = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+        "numpyro": numpyro.__version__,
+        "arviz": arviz.__version__,
+        "platform": platform.platform(),
+    }
     try:
         import sklearn
+
         out["scikit-learn"] = sklearn.__version__
     except ImportError:
         pass
@@ -283,9 +299,17 @@ def versions():
 def run(name, args):
     data = G.SPECS[name]["data"]()
     settings = NUTS_SETTINGS[name]
-    kernel = NUTS(sampler_model(name), target_accept_prob=settings["target_accept_prob"], max_tree_depth=args.max_tree_depth)
-    mcmc = MCMC(kernel, num_warmup=args.warmup, num_samples=args.draws, num_chains=args.chains,
-                chain_method="sequential", progress_bar=False)
+    kernel = NUTS(
+        sampler_model(name), target_accept_prob=settings["target_accept_prob"], max_tree_depth=args.max_tree_depth
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=args.warmup,
+        num_samples=args.draws,
+        num_chains=args.chains,
+        chain_method="sequential",
+        progress_bar=False,
+    )
     t0 = time.perf_counter()
     mcmc.run(jax.random.PRNGKey(SEEDS[name]), data, extra_fields=("diverging", "num_steps"))
     seconds = time.perf_counter() - t0
@@ -302,30 +326,47 @@ def run(name, args):
     worst_ess = min(diag.items(), key=lambda kv: kv[1]["ess_bulk"])
     steps = np.asarray(extra["num_steps"])
     info = {
-        "name": name, "model": G.SPECS[name]["build"].__name__, "description": _doc(name),
+        "name": name,
+        "model": G.SPECS[name]["build"].__name__,
+        "description": _doc(name),
         "data": data,
         "reference": {k: v for k, v in ref_all.items() if k in params},
         "reference_derived": {k: v for k, v in ref_all.items() if k not in params},
         "reference_diagnostics": diag,
         "reference_unconstrained_summary": {
-            "min_meanfield_sd_ratio": mf, "max_abs_corr": max_corr, "corr_condition_number": cond,
+            "min_meanfield_sd_ratio": mf,
+            "max_abs_corr": max_corr,
+            "corr_condition_number": cond,
             "explanation": "from the pooled NUTS draws of fastvi's unconstrained vector: min_meanfield_sd_ratio = "
-                           "min_i 1/sqrt(Sigma_ii (Sigma^-1)_ii)"},
+            "min_i 1/sqrt(Sigma_ii (Sigma^-1)_ii)",
+        },
         "n_draws": int(args.chains * args.draws),
-        "nuts": {"chains": args.chains, "warmup": args.warmup, "draws_per_chain": args.draws,
-                 "target_accept_prob": settings["target_accept_prob"], "max_tree_depth": args.max_tree_depth,
-                 "sampler_reparam": settings["reparam"], "seed": SEEDS[name], "chain_method": "sequential",
-                 "float64": True, "seconds": seconds,
-                 "divergences": int(np.asarray(extra["diverging"]).sum()),
-                 "divergences_per_chain": np.asarray(extra["diverging"]).sum(axis=1).tolist(),
-                 "mean_leapfrog_steps": float(steps.mean()), "max_leapfrog_steps": int(steps.max()),
-                 "max_r_hat": [worst_rhat[0], worst_rhat[1]["r_hat"]],
-                 "min_ess_bulk": [worst_ess[0], worst_ess[1]["ess_bulk"]],
-                 "min_ess_tail": min(d["ess_tail"] for d in diag.values())},
-        "log_density_check": {"zeta": pts.tolist(), "numpyro": numpyro_log_density(name, data, pts),
-                              "note": "NumPyro's log density (minus potential energy, with log-Jacobians) at "
-                                      "unconstrained points in fastvi's layout; differences between points must "
-                                      "match fastvi's model.log_density"},
+        "nuts": {
+            "chains": args.chains,
+            "warmup": args.warmup,
+            "draws_per_chain": args.draws,
+            "target_accept_prob": settings["target_accept_prob"],
+            "max_tree_depth": args.max_tree_depth,
+            "sampler_reparam": settings["reparam"],
+            "seed": SEEDS[name],
+            "chain_method": "sequential",
+            "float64": True,
+            "seconds": seconds,
+            "divergences": int(np.asarray(extra["diverging"]).sum()),
+            "divergences_per_chain": np.asarray(extra["diverging"]).sum(axis=1).tolist(),
+            "mean_leapfrog_steps": float(steps.mean()),
+            "max_leapfrog_steps": int(steps.max()),
+            "max_r_hat": [worst_rhat[0], worst_rhat[1]["r_hat"]],
+            "min_ess_bulk": [worst_ess[0], worst_ess[1]["ess_bulk"]],
+            "min_ess_tail": min(d["ess_tail"] for d in diag.values()),
+        },
+        "log_density_check": {
+            "zeta": pts.tolist(),
+            "numpyro": numpyro_log_density(name, data, pts),
+            "note": "NumPyro's log density (minus potential energy, with log-Jacobians) at "
+            "unconstrained points in fastvi's layout; differences between points must "
+            "match fastvi's model.log_density",
+        },
         "command": "python " + " ".join([f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "versions": versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -351,8 +392,10 @@ def check(names, python):
         err, scale = compare_densities(a, b)
         good = err <= 1e-8 * max(1.0, scale)
         ok &= good
-        print(f"{name:24s} dim {dim:4d}: max |difference of differences| {err:.2e} "
-              f"(differences up to {scale:.3g}) {'ok' if good else 'MISMATCH'}; constant {a[0] - b[0]:+.6f}")
+        print(
+            f"{name:24s} dim {dim:4d}: max |difference of differences| {err:.2e} "
+            f"(differences up to {scale:.3g}) {'ok' if good else 'MISMATCH'}; constant {a[0] - b[0]:+.6f}"
+        )
     return ok
 
 
@@ -374,9 +417,12 @@ def main(argv=None):
     for name in names:
         info = run(name, args)
         n = info["nuts"]
-        print(f"{name}: {n['seconds']:.0f} s, {n['divergences']} divergences, max R-hat {n['max_r_hat'][1]:.4f} "
-              f"({n['max_r_hat'][0]}), min bulk ESS {n['min_ess_bulk'][1]:.0f} ({n['min_ess_bulk'][0]}), "
-              f"min tail ESS {n['min_ess_tail']:.0f}, mean leapfrog steps {n['mean_leapfrog_steps']:.1f}", flush=True)
+        print(
+            f"{name}: {n['seconds']:.0f} s, {n['divergences']} divergences, max R-hat {n['max_r_hat'][1]:.4f} "
+            f"({n['max_r_hat'][0]}), min bulk ESS {n['min_ess_bulk'][1]:.0f} ({n['min_ess_bulk'][0]}), "
+            f"min tail ESS {n['min_ess_tail']:.0f}, mean leapfrog steps {n['mean_leapfrog_steps']:.1f}",
+            flush=True,
+        )
         for k in list(info["reference"])[:4]:
             print(f"    {k}: {info['reference'][k]['mean']:.4f} ± {info['reference'][k]['sd']:.4f}")
         if not args.dry_run:

@@ -41,8 +41,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     names = [n for n in P.NAMES if not args.only or any(s in n for s in args.only)]
     families = [f for f in (args.families or list(FAMILIES)) if available(f)]
-    print(f"{'posterior':42s} {'family':9s} {'M':>6s} {'khat mean':>9s} {'khat sd':>8s} {'P(k>0.7)':>8s} "
-          f"{'ESS/M':>6s} {'fit cpu s':>9s} {'PSIS cpu ms':>11s} {'PSIS %':>7s}")
+    print(
+        f"{'posterior':42s} {'family':9s} {'M':>6s} {'khat mean':>9s} {'khat sd':>8s} {'P(k>0.7)':>8s} "
+        f"{'ESS/M':>6s} {'fit cpu s':>9s} {'PSIS cpu ms':>11s} {'PSIS %':>7s}"
+    )
     summary = {m: [] for m in args.draws}
     for name in names:
         for family in families:
@@ -66,9 +68,12 @@ def main(argv=None) -> int:
                     fin = ks[np.isfinite(ks)]
                     pct = 100 * float(np.median(secs)) / fit_time
                     summary[m].append((float(np.std(fin)) if fin.size > 1 else np.nan, pct))
-                    print(f"{name:42s} {family:9s} {m:6d} {np.mean(fin) if fin.size else np.nan:9.3f} "
-                          f"{np.std(fin) if fin.size > 1 else np.nan:8.3f} {np.mean(ks > 0.7):8.2f} "
-                          f"{np.mean(ess):6.3f} {fit_time:9.3f} {1e3 * np.median(secs):11.2f} {pct:7.1f}", flush=True)
+                    print(
+                        f"{name:42s} {family:9s} {m:6d} {np.mean(fin) if fin.size else np.nan:9.3f} "
+                        f"{np.std(fin) if fin.size > 1 else np.nan:8.3f} {np.mean(ks > 0.7):8.2f} "
+                        f"{np.mean(ess):6.3f} {fit_time:9.3f} {1e3 * np.median(secs):11.2f} {pct:7.1f}",
+                        flush=True,
+                    )
     print()
     print(f"{'M':>6s} {'median khat sd':>14s} {'median PSIS %':>13s} {'max PSIS %':>10s}")
     for m, rows in summary.items():

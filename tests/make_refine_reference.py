@@ -20,8 +20,7 @@ from test_refinement import build_logistic  # noqa: E402
 
 def main() -> None:
     model = build_logistic()
-    ref = fv.fit(model, "fullrank", seed=11, steps=100_000, draws=32, lr=0.002, tol=None, precision=None,
-                 psis_draws=0)
+    ref = fv.fit(model, "fullrank", seed=11, steps=100_000, draws=32, lr=0.002, tol=None, precision=None, psis_draws=0)
     out = {
         "command": "python tests/make_refine_reference.py",
         "fit": "fv.fit(model, 'fullrank', seed=11, steps=100_000, draws=32, lr=0.002, tol=None, precision=None)",

@@ -107,8 +107,9 @@ def register_python_kernel(name: str) -> None:
     """A Python version of the normal kernel (for the models that use one)."""
     fv = _fastvi()
     if name not in _python_kernels:
-        fv.register_kernel(name, ["y", "loc", "scale"], _py_normal, supports={"scale": "positive"},
-                           defaults={"loc": 0.0, "scale": 1.0})
+        fv.register_kernel(
+            name, ["y", "loc", "scale"], _py_normal, supports={"scale": "positive"}, defaults={"loc": 0.0, "scale": 1.0}
+        )
         _python_kernels.add(name)
 
 
@@ -125,12 +126,14 @@ def _build(spec: Dict[str, Any]):
         if out[0] != "ok":
             return m, steps
     for kernel, variate, inputs in spec.get("factors", ()):
+
         def resolve(ref):
             if ref[0] == "param":
                 return m.params[ref[1]]
             if ref[0] == "param_times":
                 return m.params[ref[1]] * ref[2]
             return materialize(ref[1])
+
         args = {k: resolve(v) for k, v in inputs.items()}
         out = _outcome(m.add, kernel, resolve(variate), **args)
         steps.append(("factor", kernel, out))
@@ -177,8 +180,15 @@ def run(spec: Dict[str, Any]) -> Dict[str, Any]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 a = _fastvi().fit(m, **settings)
-            return {"phi": a.phi, "elbo": a.elbo, "steps": a.steps, "message": a.message,
-                    "mean": a.mean(), "n_skipped": a.n_skipped}
+            return {
+                "phi": a.phi,
+                "elbo": a.elbo,
+                "steps": a.steps,
+                "message": a.message,
+                "mean": a.mean(),
+                "n_skipped": a.n_skipped,
+            }
+
         result["fits"].append(_outcome(do_fit))
     return result
 

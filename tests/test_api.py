@@ -1,10 +1,9 @@
 """The public API's shapes and conveniences: kernels(), sample(), summary(), init, progress."""
 
+import fastvi as fv
 import numpy as np
 import pytest
 import scipy.stats
-
-import fastvi as fv
 
 
 def test_kernels_lists_names_and_inputs():

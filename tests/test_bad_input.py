@@ -1,9 +1,8 @@
 """Bad input raises a clear exception that names what is at fault, when the model is built."""
 
+import fastvi as fv
 import numpy as np
 import pytest
-
-import fastvi as fv
 
 
 @pytest.fixture
@@ -83,6 +82,7 @@ def test_failed_add_leaves_the_model_unchanged(model):
 
 # ---- parameters ---------------------------------------------------------------------------------
 
+
 def test_duplicate_parameter_name(model):
     with pytest.raises(ValueError, match="parameter 'w' is already declared"):
         model.param("w")
@@ -106,6 +106,7 @@ def test_bad_bounds_and_shapes(model):
 
 
 # ---- fit settings -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "kwargs,exc,match",

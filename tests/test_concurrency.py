@@ -14,10 +14,9 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
+import fastvi as fv
 import numpy as np
 import pytest
-
-import fastvi as fv
 
 SETTINGS = dict(steps=300, tol=None, draws=4, precondition=None)
 
@@ -162,8 +161,9 @@ def test_zero_draws_give_empty_results(make):
 def run_script(code, timeout=180):
     """Runs code in a fresh interpreter; a hang becomes a test failure, not a stuck test run."""
     try:
-        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired as err:
         pytest.fail(f"the script hung (killed after {timeout} s); output so far: {err.stdout!r} {err.stderr!r}")
 
@@ -194,7 +194,9 @@ FORK_PRELUDE = """
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
 def test_fork_after_a_parallel_fit_runs_serially_instead_of_hanging():
-    result = run_script(FORK_PRELUDE + """
+    result = run_script(
+        FORK_PRELUDE
+        + """
     pid = os.fork()
     if pid == 0:
         with warnings.catch_warnings(record=True) as caught:
@@ -206,14 +208,17 @@ def test_fork_after_a_parallel_fit_runs_serially_instead_of_hanging():
         os._exit(0 if ok else 3)
     _, status = os.waitpid(pid, 0)
     print("child exit", os.waitstatus_to_exitcode(status))
-    """)
+    """
+    )
     assert result.returncode == 0, result.stderr
     assert "child exit 0" in result.stdout, (result.stdout, result.stderr)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the fork start method is Linux's default")
 def test_multiprocessing_fork_pool_after_a_parallel_fit():
-    result = run_script(FORK_PRELUDE + """
+    result = run_script(
+        FORK_PRELUDE
+        + """
     import multiprocessing as mp
 
     def work(seed):
@@ -224,6 +229,7 @@ def test_multiprocessing_fork_pool_after_a_parallel_fit():
         forked = pool.map(work, [0, 1])
     serial = [work(0), work(1)]
     print("same", all(np.array_equal(a, b) for a, b in zip(forked, serial)))
-    """)
+    """
+    )
     assert result.returncode == 0, result.stderr
     assert "same True" in result.stdout, (result.stdout, result.stderr)

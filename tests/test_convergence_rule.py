@@ -12,10 +12,9 @@ import sys
 import warnings
 from pathlib import Path
 
+import fastvi as fv
 import numpy as np
 import pytest
-
-import fastvi as fv
 from fastvi.fit import ImproperPosteriorWarning
 from fastvi.laplace import find_laplace
 
@@ -243,6 +242,7 @@ def test_the_divergence_guard_leaves_settled_fits_alone(seed_data):
     # trigger it: block medians of a settled fit stay within a few window sds of the best.
     for family in ("meanfield", "fullrank"):
         for precondition in ("auto", None):
-            fit = fv.fit(_seed_model(seed_data), family, seed=0, precondition=precondition, tol=None, steps=20_000,
-                         psis_draws=0)
+            fit = fv.fit(
+                _seed_model(seed_data), family, seed=0, precondition=precondition, tol=None, steps=20_000, psis_draws=0
+            )
             assert fit.divergences == 0 and fit.lr_reductions == 0

@@ -9,10 +9,9 @@ import sys
 import textwrap
 import warnings
 
+import fastvi as fv
 import numpy as np
 import pytest
-
-import fastvi as fv
 
 
 def _model():
@@ -71,6 +70,7 @@ def _same_draws(a1, a2, n=100, seed=3):
 
 # ---- models -------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("how", ["pickle", "copy", "deepcopy"])
 def test_model_round_trip(how):
     m = _model()
@@ -126,6 +126,7 @@ def test_model_subclass_attributes_survive():
 
 # ---- parameters and expressions -----------------------------------------------------------------
 
+
 def test_param_pickled_with_its_model_is_the_models_own():
     m = _model()
     m2, beta2 = pickle.loads(pickle.dumps((m, m.params["beta"])))
@@ -153,6 +154,7 @@ def test_param_and_expression_alone(how):
 
 
 # ---- approximations -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("family", ["meanfield", "fullrank", "lowrank"])
 def test_approximation_pickle_round_trip(family):
@@ -193,21 +195,23 @@ def _run(code, tmp_path):
     """Runs `code` in a fresh interpreter that imports this fastvi."""
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(fv.__file__)))
     script = f"import sys\nsys.path.insert(0, {package_root!r})\n" + textwrap.dedent(code)
-    return subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
 def test_pickle_loads_in_a_fresh_process(tmp_path):
     a = _fit(_model(), steps=600)
     (tmp_path / "fit.pkl").write_bytes(pickle.dumps(a))
-    proc = _run("""
+    proc = _run(
+        """
         import pickle, numpy as np
         a = pickle.load(open("fit.pkl", "rb"))
         np.savez("draws.npz", **a.sample(100, seed=3))
         np.savez("mean.npz", **a.mean())
         b = __import__("fastvi").fit(a.model, steps=600, seed=4)
         np.save("phi.npy", b.phi)
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     draws, mean = np.load(tmp_path / "draws.npz"), np.load(tmp_path / "mean.npz")
     for name, want in a.sample(100, seed=3).items():
@@ -242,16 +246,21 @@ def test_python_kernel_must_be_registered_before_unpickling(tmp_path):
     assert "kernel 'pickle_test_laplace'" in missing.stderr and "register it" in missing.stderr
     assert "factor 'robust likelihood'" in missing.stderr
 
-    registered = _run(_LAPLACE_KERNEL + """
+    registered = _run(
+        _LAPLACE_KERNEL
+        + """
 import pickle
 m = pickle.load(open("model.pkl", "rb"))
 print(repr(float(m.log_density(np.array([0.2]))[0])))
-""", tmp_path)
+""",
+        tmp_path,
+    )
     assert registered.returncode == 0, registered.stderr
     assert float(registered.stdout) == want
 
 
 # ---- a model changed after the fit --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("change", ["param", "factor"])
 def test_fit_of_a_changed_model_refuses_to_sample(change):

@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import os
 
+import fastvi as fv
 import numpy as np
 import pytest
 from scipy import stats
-
-import fastvi as fv
 
 try:
     import fastvi_laplace
 except ImportError as exc:
     if os.environ.get("CI"):
-        raise ImportError("CI must build the example extension: pip install --no-build-isolation "
-                          "./examples/custom_kernel (see README.md, Test)") from exc
-    pytest.skip("examples/custom_kernel is not installed (pip install --no-build-isolation ./examples/custom_kernel)",
-                allow_module_level=True)
+        raise ImportError(
+            "CI must build the example extension: pip install --no-build-isolation "
+            "./examples/custom_kernel (see README.md, Test)"
+        ) from exc
+    pytest.skip(
+        "examples/custom_kernel is not installed (pip install --no-build-isolation ./examples/custom_kernel)",
+        allow_module_level=True,
+    )
 
 
 def reference(y, loc, scale):
@@ -34,14 +37,24 @@ def test_importing_the_module_registers_its_kernel():
     assert fastvi_laplace.kernels == ("laplace",)
     spec = fv.kernels()["laplace"]
     assert [(i.name, i.support, i.default) for i in spec.inputs] == [
-        ("y", "real", None), ("loc", "real", 0.0), ("scale", "positive", 1.0)]
+        ("y", "real", None),
+        ("loc", "real", 0.0),
+        ("scale", "positive", 1.0),
+    ]
     assert spec.elementwise and "fastvi_laplace" in spec.doc
 
 
 def test_headers_are_installed_with_the_package():
     include = fv.get_include()
-    for header in ("kernel.hpp", "operand.hpp", "registry.hpp", "extension.hpp", "types.hpp", "elementwise.hpp",
-                   "math.hpp"):
+    for header in (
+        "kernel.hpp",
+        "operand.hpp",
+        "registry.hpp",
+        "extension.hpp",
+        "types.hpp",
+        "elementwise.hpp",
+        "math.hpp",
+    ):
         assert os.path.isfile(os.path.join(include, "fastvi", header))
     assert isinstance(fv.get_compile_flags(), list)
 
@@ -58,22 +71,28 @@ def test_log_density_matches_scipy():
     np.testing.assert_allclose(lp, expected, rtol=1e-13)
 
 
-@pytest.mark.parametrize("values,params", [
-    (None, None),
-    ({"y": np.linspace(-1, 2, 8).reshape(2, 4), "scale": [0.5, 1.0, 2.0, 3.0]}, ("loc", "scale")),
-    ({"loc": [0.1, -0.2]}, ("y", "loc")),
-])
+@pytest.mark.parametrize(
+    "values,params",
+    [
+        (None, None),
+        ({"y": np.linspace(-1, 2, 8).reshape(2, 4), "scale": [0.5, 1.0, 2.0, 3.0]}, ("loc", "scale")),
+        ({"loc": [0.1, -0.2]}, ("y", "loc")),
+    ],
+)
 def test_check_kernel_passes(values, params):
     report = fv.check_kernel("laplace", values, params=params, draws=4, reference=reference)
     assert report.passed, str(report)
 
 
-@pytest.mark.parametrize("values,params", [
-    (None, None),
-    ({"y": np.linspace(-2, 2, 20).reshape(4, 5)}, ("scale",)),
-    ({"y": np.linspace(-1, 2, 20).reshape(4, 5), "scale": [0.5, 1.0, 2.0, 3.0, 1.5]}, ("loc", "scale")),
-    ({"loc": np.linspace(-0.5, 0.5, 5)}, ("y", "loc")),
-])
+@pytest.mark.parametrize(
+    "values,params",
+    [
+        (None, None),
+        ({"y": np.linspace(-2, 2, 20).reshape(4, 5)}, ("scale",)),
+        ({"y": np.linspace(-1, 2, 20).reshape(4, 5), "scale": [0.5, 1.0, 2.0, 3.0, 1.5]}, ("loc", "scale")),
+        ({"loc": np.linspace(-0.5, 0.5, 5)}, ("y", "loc")),
+    ],
+)
 def test_check_kernel_passes_on_the_vectorised_path(values, params):
     # 20 elements: the driver works on whole runs of Eigen arrays (and gathers the broadcast ones).
     report = fv.check_kernel("laplace", values, params=params, shape=(4, 5), draws=3, reference=reference)
@@ -83,13 +102,16 @@ def test_check_kernel_passes_on_the_vectorised_path(values, params):
 def test_fit_matches_the_same_kernel_written_in_python():
     def laplace_py(y, loc, scale, params):
         z = y - loc
-        return (-np.log(2 * scale) - np.abs(z) / scale,
-                {"y": -np.sign(z) / scale, "loc": np.sign(z) / scale, "scale": (np.abs(z) / scale - 1) / scale})
+        return (
+            -np.log(2 * scale) - np.abs(z) / scale,
+            {"y": -np.sign(z) / scale, "loc": np.sign(z) / scale, "scale": (np.abs(z) / scale - 1) / scale},
+        )
 
     name = "test_cpp_ext_laplace_py"
     if name not in fv.kernels():
-        fv.register_kernel(name, ["y", "loc", "scale"], laplace_py, supports={"scale": "positive"},
-                           defaults={"loc": 0.0, "scale": 1.0})
+        fv.register_kernel(
+            name, ["y", "loc", "scale"], laplace_py, supports={"scale": "positive"}, defaults={"loc": 0.0, "scale": 1.0}
+        )
     x = np.random.default_rng(2).laplace(1.0, 2.0, size=300)
     fits = []
     for kernel in ("laplace", name):

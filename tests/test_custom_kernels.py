@@ -12,11 +12,10 @@ import gc
 import itertools
 import warnings
 
+import fastvi as fv
 import numpy as np
 import pytest
 from scipy import stats
-
-import fastvi as fv
 
 _ids = itertools.count()
 
@@ -42,16 +41,28 @@ def normal_fn(y, loc, scale, params):
 @pytest.fixture(scope="module")
 def laplace():
     name = unique("laplace")
-    fv.register_kernel(name, ["y", "loc", "scale"], laplace_fn, supports={"scale": "positive"},
-                       defaults={"loc": 0.0, "scale": 1.0}, doc="Laplace(y | loc, scale)")
+    fv.register_kernel(
+        name,
+        ["y", "loc", "scale"],
+        laplace_fn,
+        supports={"scale": "positive"},
+        defaults={"loc": 0.0, "scale": 1.0},
+        doc="Laplace(y | loc, scale)",
+    )
     return name
 
 
 @pytest.fixture(scope="module")
 def py_normal():
     name = unique("normal")
-    fv.register_kernel(name, ["y", "loc", "scale"], normal_fn, supports={"scale": "positive"},
-                       defaults={"loc": 0.0, "scale": 1.0}, doc="Normal(y | loc, scale), in Python")
+    fv.register_kernel(
+        name,
+        ["y", "loc", "scale"],
+        normal_fn,
+        supports={"scale": "positive"},
+        defaults={"loc": 0.0, "scale": 1.0},
+        doc="Normal(y | loc, scale), in Python",
+    )
     return name
 
 
@@ -60,6 +71,7 @@ def laplace_ref(y, loc, scale):
 
 
 # ---- registration and the calling convention -------------------------------------------------------
+
 
 def test_registered_kernel_is_listed_with_its_spec(laplace):
     spec = fv.kernels()[laplace]
@@ -74,9 +86,14 @@ def test_fn_sees_broadcast_arrays_with_a_trailing_draws_axis():
     seen = []
 
     def fn(y, loc, scale, params):
-        seen.append({"shapes": (y.shape, loc.shape, scale.shape), "params": params,
-                     "writeable": (y.flags.writeable, loc.flags.writeable, scale.flags.writeable),
-                     "values": (y.copy(), loc.copy(), scale.copy())})
+        seen.append(
+            {
+                "shapes": (y.shape, loc.shape, scale.shape),
+                "params": params,
+                "writeable": (y.flags.writeable, loc.flags.writeable, scale.flags.writeable),
+                "values": (y.copy(), loc.copy(), scale.copy()),
+            }
+        )
         return normal_fn(y, loc, scale, params)
 
     name = unique("spy")
@@ -130,13 +147,16 @@ def test_log_density_matches_scipy(laplace):
     np.testing.assert_allclose(lp, expected, rtol=1e-13)
 
 
-@pytest.mark.parametrize("values,params,shape", [
-    (None, None, ()),
-    (None, None, (4,)),
-    ({"y": np.linspace(-2, 2, 6).reshape(2, 3), "loc": [0.1, 0.2, 0.3]}, ("loc", "scale"), ()),
-    ({"y": [0.3, -0.4]}, ("scale",), ()),
-    ({"loc": 1.5, "scale": 0.7}, None, ()),
-])
+@pytest.mark.parametrize(
+    "values,params,shape",
+    [
+        (None, None, ()),
+        (None, None, (4,)),
+        ({"y": np.linspace(-2, 2, 6).reshape(2, 3), "loc": [0.1, 0.2, 0.3]}, ("loc", "scale"), ()),
+        ({"y": [0.3, -0.4]}, ("scale",), ()),
+        ({"loc": 1.5, "scale": 0.7}, None, ()),
+    ],
+)
 def test_check_kernel_passes_for_a_correct_python_kernel(laplace, values, params, shape):
     report = fv.check_kernel(laplace, values, params=params, shape=shape, draws=4, reference=laplace_ref)
     assert report.passed and report.reference_error < 1e-12
@@ -172,9 +192,14 @@ def test_check_kernel_fails_on_a_missing_gradient_and_a_wrong_log_density():
 
 
 def test_check_kernel_on_builtin_kernels():
-    for kernel, values in [("normal", None), ("gamma", None), ("beta", {"y": [0.2, 0.9]}),
-                           ("poisson_log", {"y": [0.0, 3.0]}), ("binomial_logit", {"y": [1.0, 4.0], "trials": 5.0}),
-                           ("student_t", {"df": 3.5})]:
+    for kernel, values in [
+        ("normal", None),
+        ("gamma", None),
+        ("beta", {"y": [0.2, 0.9]}),
+        ("poisson_log", {"y": [0.0, 3.0]}),
+        ("binomial_logit", {"y": [1.0, 4.0], "trials": 5.0}),
+        ("student_t", {"df": 3.5}),
+    ]:
         report = fv.check_kernel(kernel, values, draws=3, seed=1)
         assert report.passed, str(report)
 
@@ -197,6 +222,7 @@ def test_check_kernel_validates_its_arguments(laplace):
 
 
 # ---- fits -------------------------------------------------------------------------------------------
+
 
 def test_python_normal_fits_like_the_builtin_normal(py_normal):
     x = np.random.default_rng(3).normal(2.0, 1.0, size=50)
@@ -279,6 +305,7 @@ def test_gradient_in_the_inputs_own_shape_is_accepted():
 
 def test_non_elementwise_kernel():
     """A standard multivariate normal of a K-vector: inputs arrive in their own shapes."""
+
     def mvn(y, loc, params):
         z = y - loc  # (K, S)
         lp = -0.5 * (z * z).sum(axis=0) - 0.5 * z.shape[0] * np.log(2 * np.pi)
@@ -287,8 +314,9 @@ def test_non_elementwise_kernel():
     name = unique("std_mvn")
     fv.register_kernel(name, ["y", "loc"], mvn, elementwise=False)
     assert not fv.kernel_spec(name).elementwise
-    fv.check_kernel(name, shape=(3,), draws=4,
-                    reference=lambda y, loc: stats.multivariate_normal.logpdf(y, loc, np.eye(3)))
+    fv.check_kernel(
+        name, shape=(3,), draws=4, reference=lambda y, loc: stats.multivariate_normal.logpdf(y, loc, np.eye(3))
+    )
     m = fv.Model()
     v = m.param("v", shape=(3,))
     m.add(name, v, loc=np.zeros(3))
@@ -319,6 +347,7 @@ def test_model_with_a_python_kernel_is_garbage_collected(laplace):
 
 # ---- errors -----------------------------------------------------------------------------------------
 
+
 def _model_for(name, shape=(2,)):
     m = fv.Model()
     w = m.param("w", shape=shape)
@@ -326,19 +355,32 @@ def _model_for(name, shape=(2,)):
     return m
 
 
-@pytest.mark.parametrize("result,error,message", [
-    (lambda y, loc: (np.zeros(3), {}), ValueError, r"lp has shape \(3,\), expected \(4,\) or \(2, 4\)"),
-    (lambda y, loc: (np.zeros((4, 2)), {}), ValueError, r"lp has shape \(4, 2\)"),
-    (lambda y, loc: ("x", {}), TypeError, "lp must be an array"),
-    (lambda y, loc: 3.0, TypeError, r"the function must return a pair \(lp, grads\), got float"),
-    (lambda y, loc: (np.zeros(y.shape[-1]),), TypeError, r"the function must return a pair"),
-    (lambda y, loc: (np.zeros(y.shape[-1]), [1.0]), TypeError, "grads must be a dict"),
-    (lambda y, loc: (np.zeros(y.shape[-1]), {"y": np.zeros((2, 3))}), ValueError,
-     r"the gradient for input 'y' has shape \(2, 3\), expected \(2, 4\)"),
-    (lambda y, loc: (np.zeros(y.shape[-1]), {"y": "nope"}), TypeError, "the gradient for input 'y' must be an array"),
-    (lambda y, loc: (np.zeros(y.shape[-1]), {"scale": y}), ValueError,
-     r"grads has an entry for 'scale', which is not one of its inputs \(y, loc\)"),
-])
+@pytest.mark.parametrize(
+    "result,error,message",
+    [
+        (lambda y, loc: (np.zeros(3), {}), ValueError, r"lp has shape \(3,\), expected \(4,\) or \(2, 4\)"),
+        (lambda y, loc: (np.zeros((4, 2)), {}), ValueError, r"lp has shape \(4, 2\)"),
+        (lambda y, loc: ("x", {}), TypeError, "lp must be an array"),
+        (lambda y, loc: 3.0, TypeError, r"the function must return a pair \(lp, grads\), got float"),
+        (lambda y, loc: (np.zeros(y.shape[-1]),), TypeError, r"the function must return a pair"),
+        (lambda y, loc: (np.zeros(y.shape[-1]), [1.0]), TypeError, "grads must be a dict"),
+        (
+            lambda y, loc: (np.zeros(y.shape[-1]), {"y": np.zeros((2, 3))}),
+            ValueError,
+            r"the gradient for input 'y' has shape \(2, 3\), expected \(2, 4\)",
+        ),
+        (
+            lambda y, loc: (np.zeros(y.shape[-1]), {"y": "nope"}),
+            TypeError,
+            "the gradient for input 'y' must be an array",
+        ),
+        (
+            lambda y, loc: (np.zeros(y.shape[-1]), {"scale": y}),
+            ValueError,
+            r"grads has an entry for 'scale', which is not one of its inputs \(y, loc\)",
+        ),
+    ],
+)
 def test_bad_return_values_are_reported_with_the_kernel_and_input(result, error, message):
     name = unique("bad_return")
     fv.register_kernel(name, ["y", "loc"], lambda y, loc, params: result(y, loc))
@@ -402,23 +444,26 @@ def test_name_clashes_are_refused(laplace):
         fv.register_kernel(laplace, ["y"], normal_fn)
 
 
-@pytest.mark.parametrize("kwargs,error,message", [
-    (dict(inputs=[]), ValueError, "at least the variate"),
-    (dict(inputs="y"), TypeError, "inputs must be a list"),
-    (dict(inputs=["y", "y"]), ValueError, "unique"),
-    (dict(inputs=["y", "not an identifier"]), ValueError, "identifiers"),
-    (dict(inputs=["y", "lambda"]), ValueError, "identifiers"),
-    (dict(inputs=["y", "name"]), ValueError, "Model.add's own keyword"),
-    (dict(supports={"scale": "positive"}), ValueError, r"supports names unknown inputs \['scale'\]"),
-    (dict(supports={"loc": "big"}), ValueError, "support of 'loc' must be one of"),
-    (dict(data_only=["x"]), ValueError, "data_only names unknown inputs"),
-    (dict(defaults={"y": 0.0}), ValueError, "the variate 'y' cannot have a default"),
-    (dict(defaults={"loc": "zero"}), TypeError, "default of 'loc' must be a number"),
-    (dict(supports={"loc": "positive"}, defaults={"loc": 0.0}), ValueError, "outside its support"),
-    (dict(fn=42), TypeError, "fn must be callable"),
-    (dict(name=""), ValueError, "name must be"),
-    (dict(elementwise="yes"), TypeError, "elementwise must be a bool"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,message",
+    [
+        (dict(inputs=[]), ValueError, "at least the variate"),
+        (dict(inputs="y"), TypeError, "inputs must be a list"),
+        (dict(inputs=["y", "y"]), ValueError, "unique"),
+        (dict(inputs=["y", "not an identifier"]), ValueError, "identifiers"),
+        (dict(inputs=["y", "lambda"]), ValueError, "identifiers"),
+        (dict(inputs=["y", "name"]), ValueError, "Model.add's own keyword"),
+        (dict(supports={"scale": "positive"}), ValueError, r"supports names unknown inputs \['scale'\]"),
+        (dict(supports={"loc": "big"}), ValueError, "support of 'loc' must be one of"),
+        (dict(data_only=["x"]), ValueError, "data_only names unknown inputs"),
+        (dict(defaults={"y": 0.0}), ValueError, "the variate 'y' cannot have a default"),
+        (dict(defaults={"loc": "zero"}), TypeError, "default of 'loc' must be a number"),
+        (dict(supports={"loc": "positive"}, defaults={"loc": 0.0}), ValueError, "outside its support"),
+        (dict(fn=42), TypeError, "fn must be callable"),
+        (dict(name=""), ValueError, "name must be"),
+        (dict(elementwise="yes"), TypeError, "elementwise must be a bool"),
+    ],
+)
 def test_bad_kernel_specs_are_refused(kwargs, error, message):
     args = dict(name=unique("spec"), inputs=["y", "loc"], fn=normal_fn)
     args.update(kwargs)
@@ -431,11 +476,15 @@ def test_bad_kernel_specs_are_refused(kwargs, error, message):
 
 def test_supports_and_data_only_are_enforced_by_model_add():
     name = unique("enforced")
-    fv.register_kernel(name, ["y", "rate", "x"], lambda y, rate, x, params: (np.zeros(y.shape[-1]), None),
-                       supports={"rate": "positive", "y": "count"}, data_only=["x"])
+    fv.register_kernel(
+        name,
+        ["y", "rate", "x"],
+        lambda y, rate, x, params: (np.zeros(y.shape[-1]), None),
+        supports={"rate": "positive", "y": "count"},
+        data_only=["x"],
+    )
     spec = fv.kernel_spec(name)
-    assert [(i.support, i.data_only) for i in spec.inputs] == [("count", False), ("positive", False),
-                                                               ("real", True)]
+    assert [(i.support, i.data_only) for i in spec.inputs] == [("count", False), ("positive", False), ("real", True)]
     m = fv.Model()
     free = m.param("free")
     pos = m.param("pos", lower=0.0)

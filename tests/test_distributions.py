@@ -17,11 +17,10 @@ from __future__ import annotations
 import itertools
 from typing import NamedTuple, Optional
 
+import fastvi as fv
 import numpy as np
 import pytest
 from scipy import special, stats
-
-import fastvi as fv
 
 
 class In(NamedTuple):
@@ -33,36 +32,64 @@ class In(NamedTuple):
 
 # kernel -> (inputs as the registry must declare them, scipy log density of broadcast arrays)
 CASES = {
-    "normal": ([In("y", "real"), In("loc", "real", 0.0), In("scale", "positive", 1.0)],
-               lambda y, loc, scale: stats.norm.logpdf(y, loc, scale)),
-    "student_t": ([In("y", "real"), In("df", "positive"), In("loc", "real", 0.0), In("scale", "positive", 1.0)],
-                  lambda y, df, loc, scale: stats.t.logpdf(y, df, loc, scale)),
-    "cauchy": ([In("y", "real"), In("loc", "real", 0.0), In("scale", "positive", 1.0)],
-               lambda y, loc, scale: stats.cauchy.logpdf(y, loc, scale)),
-    "half_normal": ([In("y", "nonnegative"), In("scale", "positive", 1.0)],
-                    lambda y, scale: stats.halfnorm.logpdf(y, scale=scale)),
-    "half_cauchy": ([In("y", "nonnegative"), In("scale", "positive", 1.0)],
-                    lambda y, scale: stats.halfcauchy.logpdf(y, scale=scale)),
-    "exponential": ([In("y", "nonnegative"), In("rate", "positive", 1.0)],
-                    lambda y, rate: stats.expon.logpdf(y, scale=1.0 / rate)),
-    "gamma": ([In("y", "positive"), In("shape", "positive"), In("rate", "positive")],
-              lambda y, shape, rate: stats.gamma.logpdf(y, a=shape, scale=1.0 / rate)),
-    "lognormal": ([In("y", "positive"), In("loc", "real", 0.0), In("scale", "positive", 1.0)],
-                  lambda y, loc, scale: stats.lognorm.logpdf(y, s=scale, scale=np.exp(loc))),
-    "beta": ([In("y", "unit_interval"), In("a", "positive"), In("b", "positive")],
-             lambda y, a, b: stats.beta.logpdf(y, a, b)),
-    "bernoulli_logit": ([In("y", "binary", data_only=True), In("logit", "real")],
-                        lambda y, logit: stats.bernoulli.logpmf(y, special.expit(logit))),
-    "binomial_logit": ([In("y", "count", data_only=True), In("trials", "count", data_only=True), In("logit", "real")],
-                       lambda y, trials, logit: stats.binom.logpmf(y, trials, special.expit(logit))),
-    "poisson_log": ([In("y", "count", data_only=True), In("log_rate", "real")],
-                    lambda y, log_rate: stats.poisson.logpmf(y, np.exp(log_rate))),
+    "normal": (
+        [In("y", "real"), In("loc", "real", 0.0), In("scale", "positive", 1.0)],
+        lambda y, loc, scale: stats.norm.logpdf(y, loc, scale),
+    ),
+    "student_t": (
+        [In("y", "real"), In("df", "positive"), In("loc", "real", 0.0), In("scale", "positive", 1.0)],
+        lambda y, df, loc, scale: stats.t.logpdf(y, df, loc, scale),
+    ),
+    "cauchy": (
+        [In("y", "real"), In("loc", "real", 0.0), In("scale", "positive", 1.0)],
+        lambda y, loc, scale: stats.cauchy.logpdf(y, loc, scale),
+    ),
+    "half_normal": (
+        [In("y", "nonnegative"), In("scale", "positive", 1.0)],
+        lambda y, scale: stats.halfnorm.logpdf(y, scale=scale),
+    ),
+    "half_cauchy": (
+        [In("y", "nonnegative"), In("scale", "positive", 1.0)],
+        lambda y, scale: stats.halfcauchy.logpdf(y, scale=scale),
+    ),
+    "exponential": (
+        [In("y", "nonnegative"), In("rate", "positive", 1.0)],
+        lambda y, rate: stats.expon.logpdf(y, scale=1.0 / rate),
+    ),
+    "gamma": (
+        [In("y", "positive"), In("shape", "positive"), In("rate", "positive")],
+        lambda y, shape, rate: stats.gamma.logpdf(y, a=shape, scale=1.0 / rate),
+    ),
+    "lognormal": (
+        [In("y", "positive"), In("loc", "real", 0.0), In("scale", "positive", 1.0)],
+        lambda y, loc, scale: stats.lognorm.logpdf(y, s=scale, scale=np.exp(loc)),
+    ),
+    "beta": (
+        [In("y", "unit_interval"), In("a", "positive"), In("b", "positive")],
+        lambda y, a, b: stats.beta.logpdf(y, a, b),
+    ),
+    "bernoulli_logit": (
+        [In("y", "binary", data_only=True), In("logit", "real")],
+        lambda y, logit: stats.bernoulli.logpmf(y, special.expit(logit)),
+    ),
+    "binomial_logit": (
+        [In("y", "count", data_only=True), In("trials", "count", data_only=True), In("logit", "real")],
+        lambda y, trials, logit: stats.binom.logpmf(y, trials, special.expit(logit)),
+    ),
+    "poisson_log": (
+        [In("y", "count", data_only=True), In("log_rate", "real")],
+        lambda y, log_rate: stats.poisson.logpmf(y, np.exp(log_rate)),
+    ),
 }
 KERNELS = list(CASES)
 
 # How to declare a parameter for each support, and valid data for each support.
-BOUNDS = {"real": {}, "positive": {"lower": 0.0}, "nonnegative": {"lower": 0.0},
-          "unit_interval": {"lower": 0.0, "upper": 1.0}}
+BOUNDS = {
+    "real": {},
+    "positive": {"lower": 0.0},
+    "nonnegative": {"lower": 0.0},
+    "unit_interval": {"lower": 0.0, "upper": 1.0},
+}
 SAMPLERS = {
     "real": lambda rng, shape: rng.normal(0.0, 1.0, shape),
     "positive": lambda rng, shape: rng.uniform(0.5, 2.5, shape),
@@ -72,8 +99,13 @@ SAMPLERS = {
     "count": lambda rng, shape: rng.integers(0, 6, shape).astype(float),  # successes / counts: 0..5
 }
 TRIALS = lambda rng, shape: rng.integers(6, 12, shape).astype(float)  # noqa: E731  (always >= any y)
-BAD_VALUES = {"positive": [0.0, -1.0], "nonnegative": [-0.5], "unit_interval": [0.0, 1.0, 1.5],
-              "binary": [2.0, 0.5, -1.0], "count": [-1.0, 2.5]}
+BAD_VALUES = {
+    "positive": [0.0, -1.0],
+    "nonnegative": [-0.5],
+    "unit_interval": [0.0, 1.0, 1.5],
+    "binary": [2.0, 0.5, -1.0],
+    "count": [-1.0, 2.5],
+}
 
 
 def sample(inp: In, rng, shape):
@@ -126,7 +158,7 @@ def log_jacobian(handles, zeta):
     """Sum of the transforms' log-Jacobians per draw: log|d theta / d zeta| for exp and expit."""
     out = np.zeros(zeta.shape[1])
     for p in handles.values():
-        z = zeta[p.offset:p.offset + p.size]
+        z = zeta[p.offset : p.offset + p.size]
         if p.lower == 0.0 and p.upper == 1.0:
             out += (special.log_expit(z) + special.log_expit(-z)).sum(axis=0)
         elif p.lower == 0.0:
@@ -140,7 +172,7 @@ def reference(kernel, handles, data, zeta):
     ndim = max([len(p.shape) for p in handles.values()] + [d.ndim for d in data.values()])
     values = {}
     for name, p in handles.items():
-        z = zeta[p.offset:p.offset + p.size]
+        z = zeta[p.offset : p.offset + p.size]
         theta = special.expit(z) if p.upper == 1.0 else np.exp(z) if p.lower == 0.0 else z
         # Leading axis: draws; then the parameter's own shape, left-padded to the common rank.
         values[name] = theta.T.reshape((draws,) + (1,) * (ndim - len(p.shape)) + p.shape)
@@ -292,7 +324,9 @@ def test_factors_add_to_log_density_and_gradient(kernel):
     np.testing.assert_allclose(grad, fd_gradient(m, zeta), **GRAD_TOL)
 
 
-@pytest.mark.parametrize("kernel", [k for k, (inputs, _) in CASES.items() if any(i.default is not None for i in inputs)])
+@pytest.mark.parametrize(
+    "kernel", [k for k, (inputs, _) in CASES.items() if any(i.default is not None for i in inputs)]
+)
 def test_defaults(kernel):
     # Omit every input that has a default; the variate is a parameter so the model has a dimension.
     inputs, logpdf = CASES[kernel]
@@ -322,19 +356,33 @@ def test_registry_metadata(kernel):
 
 # ---- numerically extreme but valid inputs -------------------------------------------------------
 
-@pytest.mark.parametrize("kernel,y,extra,eta,expected", [
-    # Near-certain outcomes: log p ~ -exp(-40) must not round to 0 (y * eta - log1p_exp(eta) would).
-    ("bernoulli_logit", [1.0], {}, [40.0], lambda eta: special.log_expit(40.0)),
-    ("bernoulli_logit", [0.0], {}, [-40.0], lambda eta: special.log_expit(40.0)),
-    ("binomial_logit", [10.0], {"trials": 10.0}, [50.0], lambda eta: 10 * special.log_expit(50.0)),
-    ("binomial_logit", [0.0], {"trials": 10.0}, [-50.0], lambda eta: 10 * special.log_expit(50.0)),
-    # Nearly impossible outcomes stay finite (no exp overflow).
-    ("bernoulli_logit", [1.0, 0.0], {}, [-800.0, 800.0], lambda eta: -1600.0),
-    ("binomial_logit", [10.0, 3.0], {"trials": 10.0}, [-700.0, 0.0],
-     lambda eta: -7000.0 + stats.binom.logpmf(3, 10, 0.5)),
-    ("poisson_log", [0.0, 3.0, 700.0], {}, [-30.0, 1.0, np.log(700.0)],
-     lambda eta: stats.poisson.logpmf([0.0, 3.0, 700.0], np.exp(eta)).sum()),
-])
+
+@pytest.mark.parametrize(
+    "kernel,y,extra,eta,expected",
+    [
+        # Near-certain outcomes: log p ~ -exp(-40) must not round to 0 (y * eta - log1p_exp(eta) would).
+        ("bernoulli_logit", [1.0], {}, [40.0], lambda eta: special.log_expit(40.0)),
+        ("bernoulli_logit", [0.0], {}, [-40.0], lambda eta: special.log_expit(40.0)),
+        ("binomial_logit", [10.0], {"trials": 10.0}, [50.0], lambda eta: 10 * special.log_expit(50.0)),
+        ("binomial_logit", [0.0], {"trials": 10.0}, [-50.0], lambda eta: 10 * special.log_expit(50.0)),
+        # Nearly impossible outcomes stay finite (no exp overflow).
+        ("bernoulli_logit", [1.0, 0.0], {}, [-800.0, 800.0], lambda eta: -1600.0),
+        (
+            "binomial_logit",
+            [10.0, 3.0],
+            {"trials": 10.0},
+            [-700.0, 0.0],
+            lambda eta: -7000.0 + stats.binom.logpmf(3, 10, 0.5),
+        ),
+        (
+            "poisson_log",
+            [0.0, 3.0, 700.0],
+            {},
+            [-30.0, 1.0, np.log(700.0)],
+            lambda eta: stats.poisson.logpmf([0.0, 3.0, 700.0], np.exp(eta)).sum(),
+        ),
+    ],
+)
 @pytest.mark.parametrize("copies", [1, 16])  # 16 copies: enough elements for the kernels' vectorised path
 def test_extreme_linear_predictors(kernel, y, extra, eta, expected, copies):
     m = fv.Model()
@@ -359,6 +407,7 @@ def test_binomial_edge_counts_match_scipy():
 
 # ---- input validation ---------------------------------------------------------------------------
 
+
 def valid_inputs(kernel, rng, shape=()):
     inputs, _ = CASES[kernel]
     return {i.name: sample(i, rng, shape) for i in inputs}
@@ -382,9 +431,15 @@ def test_nan_data_rejected(kernel, inp):
         add(fv.Model(), kernel, values)
 
 
-@pytest.mark.parametrize("kernel,inp,bad", [
-    pytest.param(k, i, v, id=f"{k}-{i.name}-{v}") for k, (inputs, _) in CASES.items()
-    for i in inputs for v in BAD_VALUES.get(i.support, [])])
+@pytest.mark.parametrize(
+    "kernel,inp,bad",
+    [
+        pytest.param(k, i, v, id=f"{k}-{i.name}-{v}")
+        for k, (inputs, _) in CASES.items()
+        for i in inputs
+        for v in BAD_VALUES.get(i.support, [])
+    ],
+)
 def test_data_outside_support_rejected(kernel, inp, bad):
     values = valid_inputs(kernel, np.random.default_rng(0))
     values[inp.name] = np.array([values[inp.name], bad])
@@ -427,17 +482,23 @@ def test_unknown_input_rejected(kernel):
         add(fv.Model(), kernel, {**values, "sigma": 1.0})
 
 
-@pytest.mark.parametrize("kernel,values,match", [
-    ("half_normal", {"y": [1.0], "scale": 0.0}, "input 'scale' must be > 0"),
-    ("normal", {"y": [0.0, np.nan]}, "input 'y' contains nan"),
-    ("bernoulli_logit", {"y": [0.0, 2.0], "logit": 0.0}, "input 'y' must be 0 or 1"),
-    ("poisson_log", {"y": [-1.0], "log_rate": 0.0}, "input 'y' must be a non-negative integer"),
-    ("binomial_logit", {"y": [1.5], "trials": 3.0, "logit": 0.0}, "input 'y' must be a non-negative integer"),
-    ("beta", {"y": [0.5, 1.0], "a": 1.0, "b": 1.0}, r"input 'y' must be in the open interval \(0, 1\)"),
-    # y > trials, found after broadcasting: y (2, 3) against trials (3,); flat index 4 is y[1, 1].
-    ("binomial_logit", {"y": [[1.0, 2.0, 3.0], [4.0, 6.0, 0.0]], "trials": [5.0, 5.0, 9.0], "logit": 0.0},
-     r"input 'y' must not exceed input 'trials', got y = 6 > trials = 5 at flat index 4"),
-])
+@pytest.mark.parametrize(
+    "kernel,values,match",
+    [
+        ("half_normal", {"y": [1.0], "scale": 0.0}, "input 'scale' must be > 0"),
+        ("normal", {"y": [0.0, np.nan]}, "input 'y' contains nan"),
+        ("bernoulli_logit", {"y": [0.0, 2.0], "logit": 0.0}, "input 'y' must be 0 or 1"),
+        ("poisson_log", {"y": [-1.0], "log_rate": 0.0}, "input 'y' must be a non-negative integer"),
+        ("binomial_logit", {"y": [1.5], "trials": 3.0, "logit": 0.0}, "input 'y' must be a non-negative integer"),
+        ("beta", {"y": [0.5, 1.0], "a": 1.0, "b": 1.0}, r"input 'y' must be in the open interval \(0, 1\)"),
+        # y > trials, found after broadcasting: y (2, 3) against trials (3,); flat index 4 is y[1, 1].
+        (
+            "binomial_logit",
+            {"y": [[1.0, 2.0, 3.0], [4.0, 6.0, 0.0]], "trials": [5.0, 5.0, 9.0], "logit": 0.0},
+            r"input 'y' must not exceed input 'trials', got y = 6 > trials = 5 at flat index 4",
+        ),
+    ],
+)
 def test_specific_bad_inputs(kernel, values, match):
     with pytest.raises(ValueError, match=match):
         add(fv.Model(), kernel, {k: np.asarray(v) for k, v in values.items()})

@@ -8,10 +8,9 @@ Target: independent normals p(z) = prod_i Normal(z_i | m_i, s_i). For q = Normal
 
 import math
 
+import fastvi as fv
 import numpy as np
 import pytest
-
-import fastvi as fv
 from fastvi import _core
 
 M = np.array([1.0, -2.0, 0.5])
@@ -58,8 +57,9 @@ def test_gradient_estimator_is_unbiased(family, gradient):
     exact_elbo, exact_grad = _exact(family, phi)
     elbos, grads = [], []
     for step in range(200):
-        elbo, grad = _core.elbo_gradient(model._core, fam, phi, draws=100, seed=11, step=step,
-                                         gradient=getattr(_core.GradientEstimator, gradient))
+        elbo, grad = _core.elbo_gradient(
+            model._core, fam, phi, draws=100, seed=11, step=step, gradient=getattr(_core.GradientEstimator, gradient)
+        )
         elbos.append(elbo)
         grads.append(grad)
     grads = np.array(grads)
@@ -81,8 +81,9 @@ def test_sticking_the_landing_has_zero_variance_at_the_posterior(family):
     phi[3:] = np.log(S) if family == "meanfield" else np.diag(np.log(S)).ravel(order="F")
     elbo, grad = _core.elbo_gradient(model._core, fam, phi, draws=10, seed=0, step=0)
     np.testing.assert_allclose(grad, 0.0, atol=1e-12)
-    _, grad_cf = _core.elbo_gradient(model._core, fam, phi, draws=10, seed=0, step=0,
-                                     gradient=_core.GradientEstimator.closed_form)
+    _, grad_cf = _core.elbo_gradient(
+        model._core, fam, phi, draws=10, seed=0, step=0, gradient=_core.GradientEstimator.closed_form
+    )
     assert np.abs(grad_cf).max() > 1e-3
     # and the ELBO is log Z = 0 exactly for a normalised target, with zero variance
     assert elbo == pytest.approx(0.0, abs=1e-12)

@@ -6,10 +6,9 @@ contains it, so the fit must recover mean and covariance; the KL(q||p)-optimal m
 has the exact mean and variances 1 / diag(P) (smaller than the marginal variances diag(P^-1)).
 """
 
+import fastvi as fv
 import numpy as np
 import pytest
-
-import fastvi as fv
 
 SIGMA, TAU = 0.5, 2.0
 

@@ -2,16 +2,16 @@
 
 import math
 
+import fastvi as fv
 import numpy as np
 import pytest
 import scipy.stats
 
-import fastvi as fv
-
 
 def _fd_grad(model, zeta, h=1e-6):
-    return np.array([(model.log_density(zeta + h * e)[0] - model.log_density(zeta - h * e)[0]) / (2 * h)
-                     for e in np.eye(model.dim)])
+    return np.array(
+        [(model.log_density(zeta + h * e)[0] - model.log_density(zeta - h * e)[0]) / (2 * h) for e in np.eye(model.dim)]
+    )
 
 
 def _check(model, zeta, expected_lp):
@@ -53,7 +53,7 @@ def test_functions_matvec_indexing_slicing_and_sum():
     m.add("normal", fv.log1p_exp(beta), loc=fv.inv_logit(a[0]), scale=fv.exp(a[1:2]))
     m.add("normal", fv.log(fv.exp(beta) + 1.0), loc=0.0, scale=1.0)
     zeta = rng.normal(size=m.dim) * 0.5
-    bv, av = zeta[:k + 1], zeta[k + 1:]
+    bv, av = zeta[: k + 1], zeta[k + 1 :]
     eta = av[group] + X @ bv[1:] + bv[0]
     expected = scipy.stats.bernoulli.logpmf(y, scipy.special.expit(eta)).sum()
     expected += scipy.stats.norm.logpdf(np.exp(av).sum(), 3.0, 2.0)
@@ -140,7 +140,9 @@ def test_non_centred_eight_schools_deterministic_in_samples_and_summaries():
     mean = approx.mean()
     assert mean["theta"].shape == (8,)
     # Monte Carlo mean of theta agrees with the mean of mu + tau * theta_raw computed from draws
-    assert np.all(np.abs(mean["theta"] - draws["theta"].mean(axis=0)) < 4 * draws["theta"].std(axis=0) / math.sqrt(2000))
+    assert np.all(
+        np.abs(mean["theta"] - draws["theta"].mean(axis=0)) < 4 * draws["theta"].std(axis=0) / math.sqrt(2000)
+    )
     assert "theta[7]" in fv.summary(draws).rows
 
 
@@ -152,11 +154,15 @@ def test_binary_operations_in_every_operand_layout(op):
     # differences.
     rng = np.random.default_rng(7)
     m = fv.Model()
-    params = {"u": m.param("u", shape=(4, 4), lower=0.0), "v": m.param("v", shape=(4, 4), lower=0.0),
-              "s": m.param("s", lower=0.0), "r": m.param("r", shape=(4,), lower=0.0)}
+    params = {
+        "u": m.param("u", shape=(4, 4), lower=0.0),
+        "v": m.param("v", shape=(4, 4), lower=0.0),
+        "s": m.param("s", lower=0.0),
+        "r": m.param("r", shape=(4,), lower=0.0),
+    }
     data = {"D": rng.uniform(0.5, 1.5, size=(4, 4)), "d": 1.3, "row": rng.uniform(0.5, 1.5, size=4)}
     zeta = rng.normal(0.0, 0.3, size=m.dim)
-    theta = {name: np.exp(zeta[p.offset:p.offset + p.size]).reshape(p.shape) for name, p in params.items()}
+    theta = {name: np.exp(zeta[p.offset : p.offset + p.size]).reshape(p.shape) for name, p in params.items()}
     apply = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}[op]
     expected = zeta.sum()  # log-Jacobians of the lower=0 parameters
     operands = [*params, *data]
@@ -186,13 +192,18 @@ def test_functions_at_extreme_arguments():
     np.testing.assert_allclose(values["prob"], expit, rtol=1e-15, atol=0)
     _, grad = m.log_density(x)
     # d/dw of -soft^2/2 - prob^2/2: soft' = expit(w), prob' = expit(w) expit(-w)
-    np.testing.assert_allclose(grad, -values["soft"] * expit - values["prob"] * expit * scipy.special.expit(-x),
-                               rtol=1e-14, atol=0)
+    np.testing.assert_allclose(
+        grad, -values["soft"] * expit - values["prob"] * expit * scipy.special.expit(-x), rtol=1e-14, atol=0
+    )
 
 
 GLMS = {  # fused kernel, element-wise kernel and its linear-predictor input, data
-    "bernoulli": ("bernoulli_logit_glm", "bernoulli_logit", "logit",
-                  lambda rng, eta: (rng.uniform(size=eta.size) < scipy.special.expit(eta)).astype(float)),
+    "bernoulli": (
+        "bernoulli_logit_glm",
+        "bernoulli_logit",
+        "logit",
+        lambda rng, eta: (rng.uniform(size=eta.size) < scipy.special.expit(eta)).astype(float),
+    ),
     "poisson": ("poisson_log_glm", "poisson_log", "log_rate", lambda rng, eta: rng.poisson(np.exp(eta)).astype(float)),
     "normal": ("normal_id_glm", "normal", "loc", lambda rng, eta: eta + rng.normal(size=eta.size)),
 }

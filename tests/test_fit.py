@@ -9,10 +9,9 @@ import textwrap
 import threading
 import warnings
 
+import fastvi as fv
 import numpy as np
 import pytest
-
-import fastvi as fv
 
 
 def _seed_model(x):
@@ -76,8 +75,9 @@ def test_tol_none_runs_every_step_and_records_the_elbo(seed_data):
     # the ELBO of this conjugate model at the optimum is log p(x), the log evidence
     x = seed_data
     n = len(x)
-    log_evidence = (-0.5 * n * math.log(2 * math.pi) - 0.5 * math.log(n + 1)
-                    - 0.5 * (np.sum(x**2) - x.sum() ** 2 / (n + 1)))
+    log_evidence = (
+        -0.5 * n * math.log(2 * math.pi) - 0.5 * math.log(n + 1) - 0.5 * (np.sum(x**2) - x.sum() ** 2 / (n + 1))
+    )
     assert approx.elbo[-1] == pytest.approx(log_evidence, abs=0.05)
 
 
@@ -167,7 +167,8 @@ def test_hopeless_start_stops_with_a_message_and_finite_state():
 def test_result_does_not_depend_on_thread_count_across_processes(tmp_path):
     # OMP_NUM_THREADS is read when OpenMP starts, so compare two fresh processes.
     script = tmp_path / "fit.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys, numpy as np, fastvi as fv
         rng = np.random.default_rng(1)
         y = rng.normal(size=(3000, 4)) @ np.ones(4) + rng.normal(size=3000)
@@ -177,10 +178,12 @@ def test_result_does_not_depend_on_thread_count_across_processes(tmp_path):
         m.add("normal", y, loc=w, scale=1.0)
         a = fv.fit(m, steps=300, draws=4, seed=3, tol=None)
         sys.stdout.write(a.phi.tobytes().hex())
-    """))
+    """)
+    )
     outs = []
     for threads in ("1", "2"):
         env = dict(os.environ, OMP_NUM_THREADS=threads)
-        outs.append(subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                                   check=True).stdout)
+        outs.append(
+            subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True).stdout
+        )
     assert outs[0] == outs[1] and len(outs[0]) > 0

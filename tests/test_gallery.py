@@ -33,7 +33,7 @@ def _constrain(name, z):
     shapes = {p: (s, lo, hi) for p, s, lo, hi in G.SPECS[name]["params"]}
     for p, off, n in G.zeta_layout(name):
         shape, lo, hi = shapes[p]
-        u = z[off:off + n]
+        u = z[off : off + n]
         if lo is None and hi is None:
             x = u
         elif hi is None:
@@ -54,25 +54,49 @@ def scipy_log_density(name, d, v):
     N = stats.norm.logpdf
     if name == "hier_5groups_centered":
         g = np.asarray(d["g"])
-        return (N(v["mu"], 0, 5) + stats.halfnorm.logpdf(v["tau"], scale=2) + stats.halfnorm.logpdf(v["sigma"], scale=2)
-                + N(v["theta"], v["mu"], v["tau"]).sum() + N(d["y"], v["theta"][g], v["sigma"]).sum())
+        return (
+            N(v["mu"], 0, 5)
+            + stats.halfnorm.logpdf(v["tau"], scale=2)
+            + stats.halfnorm.logpdf(v["sigma"], scale=2)
+            + N(v["theta"], v["mu"], v["tau"]).sum()
+            + N(d["y"], v["theta"][g], v["sigma"]).sum()
+        )
     if name == "horseshoe_logit":
         beta = v["z"] * v["lambda"] * v["tau"]
-        return (N(v["alpha"], 0, 2.5) + N(v["z"]).sum() + stats.halfcauchy.logpdf(v["lambda"]).sum()
-                + stats.halfcauchy.logpdf(v["tau"]) + _bernoulli_logit(np.asarray(d["y"]), v["alpha"] + np.asarray(d["X"]) @ beta))
+        return (
+            N(v["alpha"], 0, 2.5)
+            + N(v["z"]).sum()
+            + stats.halfcauchy.logpdf(v["lambda"]).sum()
+            + stats.halfcauchy.logpdf(v["tau"])
+            + _bernoulli_logit(np.asarray(d["y"]), v["alpha"] + np.asarray(d["X"]) @ beta)
+        )
     if name == "stoch_vol":
         mu, phi, sigma, h = v["mu"], v["phi"], v["sigma"], v["h"]
-        return (stats.cauchy.logpdf(mu, 0, 10) + stats.halfcauchy.logpdf(sigma, scale=5) + stats.uniform.logpdf(phi, -1, 2)
-                + N(h[0], mu, sigma / math.sqrt(1 - phi ** 2)) + N(h[1:], mu + phi * (h[:-1] - mu), sigma).sum()
-                + N(d["y"], 0, np.exp(h / 2)).sum())
+        return (
+            stats.cauchy.logpdf(mu, 0, 10)
+            + stats.halfcauchy.logpdf(sigma, scale=5)
+            + stats.uniform.logpdf(phi, -1, 2)
+            + N(h[0], mu, sigma / math.sqrt(1 - phi**2))
+            + N(h[1:], mu + phi * (h[:-1] - mu), sigma).sum()
+            + N(d["y"], 0, np.exp(h / 2)).sum()
+        )
     if name == "breast_cancer_logit":
-        return (N(v["alpha"], 0, 2.5) + N(v["beta"], 0, 2.5).sum()
-                + _bernoulli_logit(np.asarray(d["y"]), v["alpha"] + np.asarray(d["X"]) @ v["beta"]))
+        return (
+            N(v["alpha"], 0, 2.5)
+            + N(v["beta"], 0, 2.5).sum()
+            + _bernoulli_logit(np.asarray(d["y"]), v["alpha"] + np.asarray(d["X"]) @ v["beta"])
+        )
     if name == "varying_intercepts":
         g, x = np.asarray(d["g"]), np.asarray(d["x"])
         a = v["mu_a"] + v["sigma_a"] * v["a_raw"]
-        return (N(v["a_raw"]).sum() + N(v["mu_a"], 0, 10) + N(v["b"], 0, 10) + stats.halfnorm.logpdf(v["sigma_a"])
-                + stats.halfnorm.logpdf(v["sigma_y"]) + N(d["y"], a[g] + v["b"] * x, v["sigma_y"]).sum())
+        return (
+            N(v["a_raw"]).sum()
+            + N(v["mu_a"], 0, 10)
+            + N(v["b"], 0, 10)
+            + stats.halfnorm.logpdf(v["sigma_a"])
+            + stats.halfnorm.logpdf(v["sigma_y"])
+            + N(d["y"], a[g] + v["b"] * x, v["sigma_y"]).sum()
+        )
     raise KeyError(name)
 
 

@@ -1,10 +1,9 @@
 """The fused GLM kernels: normal_id_glm, bernoulli_logit_glm, poisson_log_glm."""
 
+import fastvi as fv
 import numpy as np
 import pytest
 from scipy import stats
-
-import fastvi as fv
 
 KERNELS = ["normal_id_glm", "bernoulli_logit_glm", "poisson_log_glm"]
 
@@ -68,14 +67,13 @@ class GlmCase:
         values = dict(self.fixed)
         jac = 0.0
         for name, p in self.params.items():
-            z = zeta[p.offset:p.offset + p.size]
+            z = zeta[p.offset : p.offset + p.size]
             if name == "sigma":
                 values[name] = np.exp(z[0])
                 jac += z[0]
             else:
                 values[name] = z if p.shape else z[0]
-        return reference_lp(self.kernel, self.y, self.X, values["alpha"], values["beta"],
-                            values.get("sigma")) + jac
+        return reference_lp(self.kernel, self.y, self.X, values["alpha"], values["beta"], values.get("sigma")) + jac
 
 
 CONFIGS = [
@@ -136,8 +134,11 @@ def test_gradient_matches_finite_differences(kernel, alpha, beta, sigma):
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
-@pytest.mark.parametrize("beta,n,S", [("param", 30000, 1), ("param", 5000, 6), ("param", 5000, 9), ("data", 20000, 8)],
-                         ids=["param-row-kernel-S1", "param-row-kernel-S6", "param-gemm-S9", "data"])
+@pytest.mark.parametrize(
+    "beta,n,S",
+    [("param", 30000, 1), ("param", 5000, 6), ("param", 5000, 9), ("data", 20000, 8)],
+    ids=["param-row-kernel-S1", "param-row-kernel-S6", "param-gemm-S9", "data"],
+)
 def test_threads_are_bit_identical(kernel, beta, n, S):
     # Large enough to cross the kernels' parallel threshold (1e6 multiply-adds per evaluation:
     # N K S >= 1.2e6 with beta a parameter; N S 8 = 2e4 * 8 * 8 = 1.3e6 with beta data) and to
@@ -177,7 +178,7 @@ def test_row_kernel_and_gemm_paths_match_reference(kernel, n, k):
         zeta = rng.normal(size=(case.m.dim, S)) * 0.3
         lp, grad = case.m.log_density(zeta)
         np.testing.assert_allclose(lp, [case.reference(zeta[:, s]) for s in range(S)], rtol=1e-10)
-        eta = zeta[a] + case.X @ zeta[b:b + k]
+        eta = zeta[a] + case.X @ zeta[b : b + k]
         if kernel == "normal_id_glm":
             sigma = np.exp(zeta[case.params["sigma"].offset])
             r = (case.y[:, None] - eta) / sigma**2
@@ -186,7 +187,7 @@ def test_row_kernel_and_gemm_paths_match_reference(kernel, n, k):
         else:
             r = case.y[:, None] - np.exp(eta)
         scale = np.abs(case.X).T @ np.abs(r) + 1.0
-        np.testing.assert_allclose(grad[b:b + k], case.X.T @ r, rtol=0, atol=1e-11 * scale.max())
+        np.testing.assert_allclose(grad[b : b + k], case.X.T @ r, rtol=0, atol=1e-11 * scale.max())
         np.testing.assert_allclose(grad[a], r.sum(axis=0), rtol=1e-10, atol=1e-10)
 
 
@@ -210,9 +211,9 @@ def test_large_k_tiles_match_reference():
     # d lp / d beta = X^T (y - inv_logit(eta)), d lp / d alpha = sum(y - inv_logit(eta)).
     a = case.params["alpha"].offset
     b = case.params["beta"].offset
-    eta = zeta[a] + case.X @ zeta[b:b + 300]
+    eta = zeta[a] + case.X @ zeta[b : b + 300]
     r = case.y[:, None] - 1 / (1 + np.exp(-eta))
-    np.testing.assert_allclose(grad[b:b + 300], case.X.T @ r, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(grad[b : b + 300], case.X.T @ r, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(grad[a], r.sum(axis=0), rtol=1e-9, atol=1e-9)
 
 

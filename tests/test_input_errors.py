@@ -5,10 +5,9 @@ std::bad_alloc, or a silent conversion."""
 import re
 import warnings
 
+import fastvi as fv
 import numpy as np
 import pytest
-
-import fastvi as fv
 
 
 @pytest.fixture
@@ -30,6 +29,7 @@ def approx():
 
 
 # ---- integer settings must fit what C++ takes ---------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "kwargs,match",
@@ -60,13 +60,16 @@ def test_fit_flags_must_be_real_bools(model, kwargs, match):
         fv.fit(model, **kwargs)
 
 
-@pytest.mark.parametrize("threads,exc,match", [
-    ("2", TypeError, r"threads must be an int, got '2'"),
-    (1.5, TypeError, r"threads must be an int"),
-    (0, ValueError, r"threads must be >= 1, got 0"),
-    (-1, ValueError, r"threads must be >= 1, got -1"),
-    (2**31, ValueError, r"threads must be < 2\*\*31"),
-])
+@pytest.mark.parametrize(
+    "threads,exc,match",
+    [
+        ("2", TypeError, r"threads must be an int, got '2'"),
+        (1.5, TypeError, r"threads must be an int"),
+        (0, ValueError, r"threads must be >= 1, got 0"),
+        (-1, ValueError, r"threads must be >= 1, got -1"),
+        (2**31, ValueError, r"threads must be < 2\*\*31"),
+    ],
+)
 def test_log_density_threads(model, threads, exc, match):
     with pytest.raises(exc, match=match):
         model.log_density(np.zeros(model.dim), threads=threads)
@@ -108,6 +111,7 @@ def test_sample_allocation_failure_names_n():
 
 # ---- callbacks ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("answer", ["stop", 0, [], 1.0])
 def test_callback_must_return_none_or_a_bool(model, answer):
     with pytest.raises(TypeError, match=r"callback must return None, True or False, got " + re.escape(repr(answer))):
@@ -124,6 +128,7 @@ def test_callback_bools_still_steer_the_fit(model):
 
 # ---- model building -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", [2**63, (2**32, 2**32), (3, 6148914691236517206), (2**41,)])
 def test_huge_parameter_shapes(shape):
     m = fv.Model()
@@ -138,11 +143,14 @@ def test_factor_name_must_be_a_str(model):
     assert len(model.factors) == 1
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"lower": "0"}, r"parameter 'b': lower must be a number or None, got '0'"),
-    ({"upper": "1"}, r"parameter 'b': upper must be a number or None, got '1'"),
-    ({"lower": True}, r"parameter 'b': lower must be a number or None, got True"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"lower": "0"}, r"parameter 'b': lower must be a number or None, got '0'"),
+        ({"upper": "1"}, r"parameter 'b': upper must be a number or None, got '1'"),
+        ({"lower": True}, r"parameter 'b': lower must be a number or None, got True"),
+    ],
+)
 def test_bounds_must_be_numbers(kwargs, match):
     with pytest.raises(TypeError, match=match):
         fv.Model().param("b", **kwargs)
@@ -179,6 +187,7 @@ def test_huge_broadcast_shapes():
 
 
 # ---- arrays: complex and masked -----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("call", ["log_density", "constrain"])
 def test_complex_zeta(model, call):

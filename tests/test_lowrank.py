@@ -16,12 +16,11 @@ import sys
 import warnings
 from pathlib import Path
 
+import fastvi as fv
 import numpy as np
 import pytest
-from scipy import stats
-
-import fastvi as fv
 from fastvi import _core
+from scipy import stats
 
 M = np.array([1.0, -2.0, 0.5])
 S = np.array([0.5, 2.0, 1.5])
@@ -29,7 +28,7 @@ SIGMA, TAU = 0.5, 2.0
 
 
 def _unpack(phi, d, r):
-    return phi[:d], phi[d:2 * d], phi[2 * d:].reshape(d, r, order="F")
+    return phi[:d], phi[d : 2 * d], phi[2 * d :].reshape(d, r, order="F")
 
 
 def _pack(mu, omega, b):
@@ -73,11 +72,12 @@ def _exact(phi, d, r):
 def _random_phi(fam, d, r, seed):
     rng = np.random.default_rng(seed)
     phi = fam.initialise(rng.normal(size=d), 0.7)
-    phi[2 * d:] = 0.5 * rng.normal(size=d * r)
+    phi[2 * d :] = 0.5 * rng.normal(size=d * r)
     return phi
 
 
 # ---- moments ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("d,r", [(1, 1), (3, 1), (3, 2), (3, 3), (7, 3)])
 def test_layout_entropy_and_covariance(d, r):
@@ -114,6 +114,7 @@ def test_initial_point(d, r):
 
 # ---- the gradient estimators ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("gradient", ["stl", "closed_form"])
 @pytest.mark.parametrize("r", [1, 2, 3])
 def test_gradient_estimator_is_unbiased(r, gradient):
@@ -123,8 +124,9 @@ def test_gradient_estimator_is_unbiased(r, gradient):
     exact_elbo, exact_grad = _exact(phi, 3, r)
     elbos, grads = [], []
     for step in range(200):
-        elbo, grad = _core.elbo_gradient(model._core, fam, phi, draws=100, seed=11, step=step,
-                                         gradient=getattr(_core.GradientEstimator, gradient))
+        elbo, grad = _core.elbo_gradient(
+            model._core, fam, phi, draws=100, seed=11, step=step, gradient=getattr(_core.GradientEstimator, gradient)
+        )
         elbos.append(elbo)
         grads.append(grad)
     grads = np.array(grads)
@@ -152,8 +154,9 @@ def test_sticking_the_landing_has_zero_variance_at_the_posterior(r):
         elbo, grad = _core.elbo_gradient(model._core, fam, phi, draws=10, seed=0, step=step)
         np.testing.assert_allclose(grad, 0.0, atol=1e-11)
         assert elbo == pytest.approx(log_z, abs=1e-11)
-    _, grad_cf = _core.elbo_gradient(model._core, fam, phi, draws=10, seed=0, step=0,
-                                     gradient=_core.GradientEstimator.closed_form)
+    _, grad_cf = _core.elbo_gradient(
+        model._core, fam, phi, draws=10, seed=0, step=0, gradient=_core.GradientEstimator.closed_form
+    )
     assert np.abs(grad_cf).max() > 1e-3
 
 
@@ -172,18 +175,21 @@ def test_zero_factor_matches_meanfield_on_the_same_draws(d, r, gradient):
     mf = _core.Family("meanfield", d)
     lr = _core.Family("lowrank", d, rank=r)
     for step in range(3):
-        elbo_mf, grad_mf = _core.elbo_gradient(model._core, mf, np.concatenate([mu, omega]), draws=7, seed=5,
-                                               step=step, gradient=est)
-        elbo_lr, grad_lr = _core.elbo_gradient(model._core, lr, _pack(mu, omega, np.zeros((d, r))), draws=7,
-                                               seed=5, step=step, gradient=est)
-        np.testing.assert_allclose(grad_lr[:2 * d], grad_mf, rtol=1e-12, atol=1e-12)
+        elbo_mf, grad_mf = _core.elbo_gradient(
+            model._core, mf, np.concatenate([mu, omega]), draws=7, seed=5, step=step, gradient=est
+        )
+        elbo_lr, grad_lr = _core.elbo_gradient(
+            model._core, lr, _pack(mu, omega, np.zeros((d, r))), draws=7, seed=5, step=step, gradient=est
+        )
+        np.testing.assert_allclose(grad_lr[: 2 * d], grad_mf, rtol=1e-12, atol=1e-12)
         assert elbo_lr == pytest.approx(elbo_mf, rel=1e-12)
         # B's gradient is not zero on any one draw set, but is zero in expectation (B = 0 is a
         # stationary point, which is why the fit does not start there)
-        assert np.abs(grad_lr[2 * d:]).max() > 0
+        assert np.abs(grad_lr[2 * d :]).max() > 0
 
 
 # ---- fits with exact answers ----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def regression():
@@ -258,8 +264,7 @@ def test_rank_1_closed_form_gets_there_too(diagonal_plus_rank_1):
     # The closed-form entropy gradient's noise does not vanish at the optimum, so its fits jitter
     # more (and rarely meet tol): more draws, a plain run, and twice the tolerances.
     model, mean, cov = diagonal_plus_rank_1
-    approx = fv.fit(model, family="lowrank", rank=1, steps=30_000, draws=16, seed=0, tol=None,
-                    gradient="closed_form")
+    approx = fv.fit(model, family="lowrank", rank=1, steps=30_000, draws=16, seed=0, tol=None, gradient="closed_form")
     _assert_recovers(approx, mean, cov, "z", tol=2.0)
 
 
@@ -296,8 +301,15 @@ def test_badly_scaled_diagonal_plus_rank_1_posterior(diagonal_plus_rank_1, preco
     mean, cov = scale * mean, cov * np.outer(scale, scale)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fv.ConvergenceWarning)
-        approx = fv.fit(_gaussian_target(mean, cov), family="lowrank", rank=1, steps=20_000, draws=4, seed=0,
-                        precondition=precondition)
+        approx = fv.fit(
+            _gaussian_target(mean, cov),
+            family="lowrank",
+            rank=1,
+            steps=20_000,
+            draws=4,
+            seed=0,
+            precondition=precondition,
+        )
     if precondition == "auto":
         assert approx.laplace.ok
         _assert_recovers(approx, mean, cov, "z")
@@ -319,9 +331,11 @@ def test_a_ridge_posterior_starts_from_the_laplace_directions(monkeypatch, lapla
     mean = rng.normal(size=d)
     if not laplace_start:
         fit_module = sys.modules["fastvi.fit"]
-        monkeypatch.setattr(fit_module, "_laplace_factor",
-                            lambda c, diagonal, rank, scale: _core.Family("lowrank", d, rank).initialise(
-                                np.zeros(d), scale)[2 * d:])
+        monkeypatch.setattr(
+            fit_module,
+            "_laplace_factor",
+            lambda c, diagonal, rank, scale: _core.Family("lowrank", d, rank).initialise(np.zeros(d), scale)[2 * d :],
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fv.ConvergenceWarning)
         approx = fv.fit(_gaussian_target(mean, cov), family="lowrank", rank=1, seed=0, steps=10_000)
@@ -358,8 +372,15 @@ def test_same_seed_same_fit():
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import posteriors as P  # noqa: E402
 
-RANK_2_MEETS_TARGET = ["kidiq-kidscore_momiq", "kidiq-kidscore_interaction", "earnings-logearn_interaction",
-                       "earnings-earn_height", "sblrc-blr", "sblri-blr", "kilpisjarvi_mod-kilpisjarvi"]
+RANK_2_MEETS_TARGET = [
+    "kidiq-kidscore_momiq",
+    "kidiq-kidscore_interaction",
+    "earnings-logearn_interaction",
+    "earnings-earn_height",
+    "sblrc-blr",
+    "sblri-blr",
+    "kilpisjarvi_mod-kilpisjarvi",
+]
 RANK_2_TOO_LOW = ["mesquite-logmesquite", "nes2000-nes", "arK-arK"]
 
 
@@ -376,7 +397,9 @@ def test_rank_2_meets_the_accuracy_target_with_defaults(name):
     # tests/test_posteriordb.py's full-rank target: means within 0.1 reference sd, sds within 10 %
     # (seeds 0-3 all meet it on these seven)
     _, rows = _posteriordb_fit(name)
-    bad = [(r.key, r.mean_err, r.sd / r.ref_sd) for r in rows if abs(r.mean_err) > 0.1 or abs(r.sd / r.ref_sd - 1) > 0.1]
+    bad = [
+        (r.key, r.mean_err, r.sd / r.ref_sd) for r in rows if abs(r.mean_err) > 0.1 or abs(r.sd / r.ref_sd - 1) > 0.1
+    ]
     assert not bad, bad
 
 
@@ -390,14 +413,17 @@ def _best_diagonal_plus_rank(precision, rank):
         b = x[k:].reshape(k, rank, order="F")
         cov = np.diag(np.exp(2 * x[:k])) + b @ b.T
         g = precision - np.linalg.inv(cov)
-        return (0.5 * (np.trace(precision @ cov) - np.linalg.slogdet(cov)[1]),
-                np.concatenate([np.diag(g) * np.exp(2 * x[:k]), (g @ b).ravel(order="F")]))
+        return (
+            0.5 * (np.trace(precision @ cov) - np.linalg.slogdet(cov)[1]),
+            np.concatenate([np.diag(g) * np.exp(2 * x[:k]), (g @ b).ravel(order="F")]),
+        )
 
     best = None
     for seed in range(3):
         x0 = np.concatenate([np.zeros(k), np.random.default_rng(seed).normal(size=k * rank)])
-        res = scipy.optimize.minimize(kl, x0, jac=True, method="L-BFGS-B",
-                                      options=dict(maxiter=50_000, gtol=1e-12, ftol=1e-15))
+        res = scipy.optimize.minimize(
+            kl, x0, jac=True, method="L-BFGS-B", options=dict(maxiter=50_000, gtol=1e-12, ftol=1e-15)
+        )
         best = res if best is None or res.fun < best.fun else best
     b = best.x[k:].reshape(k, rank, order="F")
     return np.diag(np.exp(2 * best.x[:k])) + b @ b.T
@@ -419,6 +445,7 @@ def test_rank_2_sds_shrink_as_the_best_rank_2_gaussian_predicts(name):
 
 
 # ---- sampling ------------------------------------------------------------------------------------
+
 
 def test_sampling_shapes_reproducibility_and_moments():
     m = fv.Model()
@@ -454,6 +481,7 @@ def test_sampling_shapes_reproducibility_and_moments():
 
 
 # ---- bad input -----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def small_model():

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import fastvi as fv  # noqa: E402
 import posteriors as P  # noqa: E402
 
-MEAN_TOL = 0.1        # |mean − reference mean| <= 0.1 reference sd
-SD_TOL = 0.10         # |sd / reference sd − 1| <= 10 %
-MF_SHRINK_TOL = 0.2   # mean-field: |worst log(sd / ref sd) − log(MF-sd ratio)| <= 0.2 (about ±20 %;
-                      # at defaults the largest deviation over seeds 0-4 is 0.154, nes2000)
+MEAN_TOL = 0.1  # |mean − reference mean| <= 0.1 reference sd
+SD_TOL = 0.10  # |sd / reference sd − 1| <= 10 %
+MF_SHRINK_TOL = 0.2  # mean-field: |worst log(sd / ref sd) − log(MF-sd ratio)| <= 0.2 (about ±20 %;
+# at defaults the largest deviation over seeds 0-4 is 0.154, nes2000)
 
 GAUSSIAN = [n for n in P.NAMES if n not in P.NOT_GAUSSIAN]
 
@@ -39,13 +39,17 @@ GAUSSIAN = [n for n in P.NAMES if n not in P.NOT_GAUSSIAN]
 # removed and the target locked in. (Before Laplace preconditioning every full-rank case was here.)
 KNOWN_MISSES = {
     ("fullrank", "mesquite-logmesquite"): "the KL-optimal Gaussian's sigma sd is itself ~0.90x the reference: "
-                                          "at the edge of the 10 % target",
+    "at the edge of the 10 % target",
 }
 
 
 def _cases(kind, names):
-    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[(kind, n)]))
-            if (kind, n) in KNOWN_MISSES else n for n in names]
+    return [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[(kind, n)]))
+        if (kind, n) in KNOWN_MISSES
+        else n
+        for n in names
+    ]
 
 
 def _fit_and_compare(name, family, seed=0):
@@ -87,8 +91,9 @@ def test_model_mode_matches_reference_means(name):
 
     z = np.zeros(model.dim)
     for _ in range(3):
-        z = scipy_optimize.minimize(f, z, jac=True, method="L-BFGS-B",
-                                    options=dict(maxiter=50_000, ftol=1e-15, gtol=1e-10, maxcor=30)).x
+        z = scipy_optimize.minimize(
+            f, z, jac=True, method="L-BFGS-B", options=dict(maxiter=50_000, ftol=1e-15, gtol=1e-10, maxcor=30)
+        ).x
     errors = {}
     for key, (pname, index) in targets.items():
         p = model.params[pname]
@@ -137,10 +142,24 @@ def test_fullrank_defaults_meet_the_target(name):
 # ---- mean-field: the honest behaviour ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", _cases("mf-sds", ["sblri-blr", "sblrc-blr", "kidiq-kidscore_momiq",
-                                                   "kidiq-kidscore_interaction", "mesquite-logmesquite",
-                                                   "arK-arK", "nes2000-nes", "earnings-logearn_interaction",
-                                                   "earnings-earn_height", "kilpisjarvi_mod-kilpisjarvi"]))
+@pytest.mark.parametrize(
+    "name",
+    _cases(
+        "mf-sds",
+        [
+            "sblri-blr",
+            "sblrc-blr",
+            "kidiq-kidscore_momiq",
+            "kidiq-kidscore_interaction",
+            "mesquite-logmesquite",
+            "arK-arK",
+            "nes2000-nes",
+            "earnings-logearn_interaction",
+            "earnings-earn_height",
+            "kilpisjarvi_mod-kilpisjarvi",
+        ],
+    ),
+)
 def test_meanfield_sds_shrink_as_predicted(name):
     """Mean-field under-disperses, and by the predicted amount: the worst log sd ratio is the log of
     the file's MF-sd ratio (the KL-optimal mean-field sd for a Gaussian with the reference

@@ -49,7 +49,7 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, assume, given, note, settings  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 from scipy import stats  # noqa: E402
@@ -69,13 +69,18 @@ PY_KERNEL = "props_py_normal"  # a Python version of the normal kernel, register
 
 
 def props(max_examples: int):
-    return settings(max_examples=max(1, int(max_examples * SCALE)), deadline=None, derandomize=True,
-                    database=None, print_blob=False,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
+    return settings(
+        max_examples=max(1, int(max_examples * SCALE)),
+        deadline=None,
+        derandomize=True,
+        database=None,
+        print_blob=False,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
 
 
 # ---- the child process ---------------------------------------------------------------------------
+
 
 class WorkerDied(AssertionError):
     pass
@@ -89,15 +94,20 @@ class Worker:
         fd, self.errpath = tempfile.mkstemp(prefix="props_worker_", suffix=".stderr")
         os.close(fd)
         self.seen = 0
-        self.env = dict(os.environ, OMP_NUM_THREADS="2",
-                        FASTVI_PROPS_RLIMIT_AS=str(8 << 30), PYTHONFAULTHANDLER="1")
+        self.env = dict(os.environ, OMP_NUM_THREADS="2", FASTVI_PROPS_RLIMIT_AS=str(8 << 30), PYTHONFAULTHANDLER="1")
 
     def start(self) -> None:
         self.seen = 0
         # The child appends (O_APPEND) to a file of its own; we read it through another handle.
         with open(self.errpath, "wb") as err:
-            self.proc = subprocess.Popen([sys.executable, str(HERE / "props_worker.py")], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=err, env=self.env, cwd=str(HERE))
+            self.proc = subprocess.Popen(
+                [sys.executable, str(HERE / "props_worker.py")],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=self.env,
+                cwd=str(HERE),
+            )
 
     def _read_stderr(self, start: int = 0) -> bytes:
         with open(self.errpath, "rb") as f:
@@ -177,6 +187,7 @@ def worker():
 
 # ---- checking, or counting (census mode) -------------------------------------------------------
 
+
 class Census:
     def __init__(self) -> None:
         self.examples: Dict[str, int] = {}
@@ -208,9 +219,14 @@ class Census:
         self._end()
         if not CENSUS_PATH:
             return
-        out = {"examples": self.examples, "bad_examples": self.bad_examples,
-               "failures": {k: {"count": v["count"], "message": v["message"], "example": repr(v["example"])}
-                            for k, v in sorted(self.failures.items())}}
+        out = {
+            "examples": self.examples,
+            "bad_examples": self.bad_examples,
+            "failures": {
+                k: {"count": v["count"], "message": v["message"], "example": repr(v["example"])}
+                for k, v in sorted(self.failures.items())
+            },
+        }
         Path(CENSUS_PATH).write_text(json.dumps(out, indent=1))
 
 
@@ -264,8 +280,11 @@ def check_error(check: Checker, outcome, names, what: str) -> None:
     """An error outcome must be a TypeError or ValueError that names one of `names`."""
     _, etype, msg = outcome
     check(etype in ("TypeError", "ValueError"), f"{what}: {etype} (not TypeError/ValueError)", f"{etype}: {msg}")
-    check(names_one_of(msg, names), f"{what}: error does not name the input",
-          f"{etype}: {msg} (expected one of {sorted(map(str, names))})")
+    check(
+        names_one_of(msg, names),
+        f"{what}: error does not name the input",
+        f"{etype}: {msg} (expected one of {sorted(map(str, names))})",
+    )
 
 
 # ---- strategies: data ----------------------------------------------------------------------------
@@ -277,8 +296,9 @@ ALL_DTYPES = FLOAT_DTYPES + INT_DTYPES + (np.bool_,)
 
 def _float_values(support: str):
     return {
-        "real": st.one_of(st.floats(-5, 5), st.floats(-1e3, 1e3),
-                          st.sampled_from([0.0, -0.0, 1e-300, 1e6, -1e6, 1e300, -1e300])),
+        "real": st.one_of(
+            st.floats(-5, 5), st.floats(-1e3, 1e3), st.sampled_from([0.0, -0.0, 1e-300, 1e6, -1e6, 1e300, -1e300])
+        ),
         "positive": st.one_of(st.floats(0.05, 20), st.floats(1e-3, 1e3), st.sampled_from([1e-300, 1e300, 5e-324])),
         "nonnegative": st.one_of(st.just(0.0), st.floats(0, 20), st.just(1e300)),
         "unit_interval": st.one_of(st.floats(0.001, 0.999), st.sampled_from([1e-300, 1 - 2**-53])),
@@ -290,8 +310,11 @@ def _float_values(support: str):
 def _int_values(support: str, dtype) -> st.SearchStrategy:
     lo = 0 if dtype == np.uint8 else -20
     return {
-        "real": st.integers(lo, 20), "positive": st.integers(1, 20), "nonnegative": st.integers(0, 20),
-        "binary": st.integers(0, 1), "count": st.integers(0, 30),
+        "real": st.integers(lo, 20),
+        "positive": st.integers(1, 20),
+        "nonnegative": st.integers(0, 20),
+        "binary": st.integers(0, 1),
+        "count": st.integers(0, 30),
     }[support].map(float)
 
 
@@ -301,9 +324,18 @@ def _values(support: str, dtype):
     if dtype in INT_DTYPES:
         return _int_values(support, dtype)
     if dtype == np.float32:  # values that stay inside the support as float32 (1e-300 would be 0)
-        return _float_values(support).filter(lambda x: abs(x) < 1e38).map(lambda x: float(np.float32(x))).filter(
-            lambda x: math.isfinite(x) and (support == "real" or x > 0 or support in ("nonnegative", "binary", "count"))
-            and (support != "unit_interval" or x < 1))
+        return (
+            _float_values(support)
+            .filter(lambda x: abs(x) < 1e38)
+            .map(lambda x: float(np.float32(x)))
+            .filter(
+                lambda x: (
+                    math.isfinite(x)
+                    and (support == "real" or x > 0 or support in ("nonnegative", "binary", "count"))
+                    and (support != "unit_interval" or x < 1)
+                )
+            )
+        )
     return _float_values(support)
 
 
@@ -343,7 +375,9 @@ SUPPORT_BOUNDS = {  # strategies for (lower, upper) of a parameter used as an in
         st.tuples(st.floats(-10, 10), st.floats(0.1, 10)).map(lambda t: (t[0], t[0] + t[1])),
     ),
     "positive": st.one_of(
-        st.just((0.0, None)), st.just((0, None)), st.floats(0, 5).map(lambda a: (a, None)),
+        st.just((0.0, None)),
+        st.just((0, None)),
+        st.floats(0, 5).map(lambda a: (a, None)),
         st.tuples(st.floats(0, 5), st.floats(0.1, 10)).map(lambda t: (t[0], t[0] + t[1])),
     ),
     "unit_interval": st.one_of(
@@ -354,11 +388,15 @@ SUPPORT_BOUNDS = {  # strategies for (lower, upper) of a parameter used as an in
 SUPPORT_BOUNDS["nonnegative"] = SUPPORT_BOUNDS["positive"]
 
 BAD_VALUE = {  # a value outside each support
-    "positive": [0.0, -1.0], "nonnegative": [-0.5], "unit_interval": [0.0, 1.0, 1.5],
-    "binary": [0.5, 2.0, -1.0], "count": [-1.0, 2.5],
+    "positive": [0.0, -1.0],
+    "nonnegative": [-0.5],
+    "unit_interval": [0.0, 1.0, 1.5],
+    "binary": [0.5, 2.0, -1.0],
+    "count": [-1.0, 2.5],
 }
 BAD_BOUNDS = {  # parameter bounds that reach outside each support
-    "positive": [(None, None), (-1.0, None), (None, 3.0)], "nonnegative": [(None, None), (-1.0, 2.0)],
+    "positive": [(None, None), (-1.0, None), (None, 3.0)],
+    "nonnegative": [(None, None), (-1.0, 2.0)],
     "unit_interval": [(0.0, None), (None, None), (-0.5, 0.5), (0.5, 2.0)],
 }
 # Objects that are not numeric data. (Complex and masked arrays are KNOWN failures.)
@@ -372,9 +410,23 @@ def _kernels():
     return {n: s for n, s in fv.kernels().items() if n in BUILTIN}
 
 
-BUILTIN = ("normal", "student_t", "cauchy", "half_normal", "half_cauchy", "exponential", "gamma", "lognormal",
-           "beta", "bernoulli_logit", "binomial_logit", "poisson_log", "normal_id_glm",
-           "bernoulli_logit_glm", "poisson_log_glm")
+BUILTIN = (
+    "normal",
+    "student_t",
+    "cauchy",
+    "half_normal",
+    "half_cauchy",
+    "exponential",
+    "gamma",
+    "lognormal",
+    "beta",
+    "bernoulli_logit",
+    "binomial_logit",
+    "poisson_log",
+    "normal_id_glm",
+    "bernoulli_logit_glm",
+    "poisson_log_glm",
+)
 GLMS = ("normal_id_glm", "bernoulli_logit_glm", "poisson_log_glm")
 
 
@@ -424,8 +476,9 @@ def factor_spec(draw, specs):
             pshape = tuple(max(d, 1) for d in shape)
             if kind == "shape":
                 pshape = pshape + (4,) if own_shape is None else tuple(d + 1 for d in pshape) or (2,)
-            lower, upper = draw(st.sampled_from(BAD_BOUNDS[support])) if kind == "bounds" else \
-                draw(SUPPORT_BOUNDS[support])
+            lower, upper = (
+                draw(st.sampled_from(BAD_BOUNDS[support])) if kind == "bounds" else draw(SUPPORT_BOUNDS[support])
+            )
             pname = f"p_{inp}"
             params.append((pname, pshape, lower, upper))
             refs[inp] = ("param", pname)
@@ -454,8 +507,10 @@ def factor_spec(draw, specs):
         # make trials >= every y, keeping its dtype and layout
         y = np.asarray(materialize(refs["y"][1]), dtype=np.float64)
         top = float(y.max()) if y.size else 0.0
-        refs["trials"] = ("data", {"base": np.array(top + draw(st.integers(0, 5))), "layout":
-                                   draw(st.sampled_from(["scalar", "0d", "C"]))})
+        refs["trials"] = (
+            "data",
+            {"base": np.array(top + draw(st.integers(0, 5))), "layout": draw(st.sampled_from(["scalar", "0d", "C"]))},
+        )
     variate = inputs[0][0]
     spec = {"params": params, "factors": [(name, refs.pop(variate), refs)]}
     if name == PY_KERNEL:
@@ -465,8 +520,10 @@ def factor_spec(draw, specs):
 
 def reference_spec(spec):
     """The same model with every data input a float64 C-contiguous copy."""
+
     def ref(r):
         return r if r[0] != "data" or r[1]["layout"] == "raw" else ("data", reference_payload(r[1]))
+
     factors = [(k, ref(v), {n: ref(x) for n, x in inp.items()}) for k, v, inp in spec["factors"]]
     return dict(spec, factors=factors)
 
@@ -475,8 +532,13 @@ def spec_dim(spec) -> int:
     return sum(int(np.prod(shape, dtype=np.int64)) for _, shape, _, _ in spec["params"])
 
 
-ZETA_ELEMENTS = st.one_of(st.floats(-3, 3), st.floats(-3, 3), st.floats(-50, 50),
-                          st.floats(-1e300, 1e300), st.sampled_from([0.0, -0.0, 700.0, -700.0, 5e-324, 1e300]))
+ZETA_ELEMENTS = st.one_of(
+    st.floats(-3, 3),
+    st.floats(-3, 3),
+    st.floats(-50, 50),
+    st.floats(-1e300, 1e300),
+    st.sampled_from([0.0, -0.0, 700.0, -700.0, 5e-324, 1e300]),
+)
 
 
 @st.composite
@@ -511,6 +573,7 @@ def eval_outcomes_equal(check: Checker, a, b, what: str) -> None:
 
 # ---- Model.add + Model.log_density over kernels, dtypes, layouts, draws, threads ---------------
 
+
 @pytest.fixture(scope="module")
 def kernel_specs():
     return _kernels()
@@ -528,8 +591,9 @@ def test_add_and_log_density(worker, kernel_specs, data):
     # KNOWN: a Python kernel at zero draws dies with SIGFPE (its own xfail test below)
     zeta, s, single = data.draw(zeta_payload(dim, allow_zero_draws=INCLUDE_KNOWN or not uses_py), label="zeta")
     zeta_ref = reference_payload(zeta)
-    spec = dict(spec, evals=[{"zeta": zeta, "threads": 1}, {"zeta": zeta, "threads": 2},
-                             {"zeta": zeta_ref, "threads": 1}])
+    spec = dict(
+        spec, evals=[{"zeta": zeta, "threads": 1}, {"zeta": zeta, "threads": 2}, {"zeta": zeta_ref, "threads": 1}]
+    )
     ref = dict(reference_spec(spec), evals=[{"zeta": zeta_ref, "threads": 1}])
     check = Checker("test_add_and_log_density", (spec, fault))
     got = check.call(worker, "run", spec=spec)
@@ -542,14 +606,20 @@ def test_add_and_log_density(worker, kernel_specs, data):
     inputs = [kernel] + kernel_inputs(kernel, kernel_specs)
     built = all(step[-1][0] == "ok" for step in got["build"])
     # a data input that is not a float64 C array is built exactly as its float64 C copy would be
-    check([s[-1][:2] for s in got["build"]] == [s[-1][:2] for s in exp["build"]],
-          "add: layout/dtype changes the outcome", f"{got['build']!r} vs {exp['build']!r}")
+    check(
+        [s[-1][:2] for s in got["build"]] == [s[-1][:2] for s in exp["build"]],
+        "add: layout/dtype changes the outcome",
+        f"{got['build']!r} vs {exp['build']!r}",
+    )
     if not built:
         err = next(step[-1] for step in got["build"] if step[-1][0] != "ok")
         check_error(check, err, inputs + [p[0] for p in spec["params"]], "add")
         if fault is not None and fault[1] in ("value", "nonfinite", "bounds", "object"):
-            check(names_one_of(err[2], [fault[0], f"p_{fault[0]}"]), "add: error does not name the bad input",
-                  f"{err[2]} (bad input {fault[0]!r}, {fault[1]})")
+            check(
+                names_one_of(err[2], [fault[0], f"p_{fault[0]}"]),
+                "add: error does not name the bad input",
+                f"{err[2]} (bad input {fault[0]!r}, {fault[1]})",
+            )
         return
     if fault is not None and fault[1] in ("value", "nonfinite", "object", "bounds"):
         check(False, f"add: accepted a bad input ({fault[1]})", f"input {fault[0]!r}")
@@ -560,8 +630,11 @@ def test_add_and_log_density(worker, kernel_specs, data):
     else:
         lp, grad = first[1]
         want = ((), (dim,)) if single else ((s,), (dim, s))
-        check((lp.shape, grad.shape) == want, "log_density: wrong result shapes",
-              f"{lp.shape}, {grad.shape} for zeta {want}")
+        check(
+            (lp.shape, grad.shape) == want,
+            "log_density: wrong result shapes",
+            f"{lp.shape}, {grad.shape} for zeta {want}",
+        )
         check(lp.dtype == np.float64 and grad.dtype == np.float64, "log_density: not float64", "")
     eval_outcomes_equal(check, first, threaded, "threads=1 vs threads=2")
     eval_outcomes_equal(check, first, plain, "zeta layout/dtype")
@@ -581,8 +654,21 @@ BOUNDS = st.one_of(
     st.floats(-1e6, 1e6).map(lambda a: (a, None)),
     st.floats(-1e6, 1e6).map(lambda b: (None, b)),
     st.tuples(st.floats(-1e3, 1e3), st.floats(1e-3, 1e3)).map(lambda t: (t[0], t[0] + t[1])),
-    st.sampled_from([(0.0, 1.0), (0, None), (None, 0), (-1e300, 1e300), (1e300, None), (None, -1e300),
-                     (-1.0, 1.0), (1.0, 1.0 + 1e-9), (-np.inf, np.inf), (-np.inf, 2.0), (3.0, np.inf)]),
+    st.sampled_from(
+        [
+            (0.0, 1.0),
+            (0, None),
+            (None, 0),
+            (-1e300, 1e300),
+            (1e300, None),
+            (None, -1e300),
+            (-1.0, 1.0),
+            (1.0, 1.0 + 1e-9),
+            (-np.inf, np.inf),
+            (-np.inf, 2.0),
+            (3.0, np.inf),
+        ]
+    ),
 )
 
 
@@ -597,14 +683,26 @@ def bounded_model(draw):
         params.append((f"p{i}", shape, lower, upper))
         how = draw(st.sampled_from(["none", "normal", "normal", "python", "data_on_param"]))
         if how == "normal":
-            factors.append(("normal", ("param", f"p{i}"), {
-                "loc": ("data", draw(data_payload(draw(sub_shape(shape)), "real"))),
-                "scale": ("data", draw(data_payload((), "positive", FLOAT_DTYPES)))}))
+            factors.append(
+                (
+                    "normal",
+                    ("param", f"p{i}"),
+                    {
+                        "loc": ("data", draw(data_payload(draw(sub_shape(shape)), "real"))),
+                        "scale": ("data", draw(data_payload((), "positive", FLOAT_DTYPES))),
+                    },
+                )
+            )
         elif how == "python":
             factors.append((PY_KERNEL, ("param", f"p{i}"), {}))
         elif how == "data_on_param":  # the parameter as the location of data
-            factors.append(("normal", ("data", draw(data_payload(draw(sub_shape((2,) + shape)), "real"))),
-                            {"loc": ("param", f"p{i}")}))
+            factors.append(
+                (
+                    "normal",
+                    ("data", draw(data_payload(draw(sub_shape((2,) + shape)), "real"))),
+                    {"loc": ("param", f"p{i}")},
+                )
+            )
     if draw(st.booleans()):  # a factor on data alone: a constant term
         factors.append(("normal", ("data", draw(data_payload((2,), "real"))), {}))
     spec = {"params": params, "factors": factors}
@@ -624,8 +722,11 @@ def test_log_density_with_bounds(worker, data):
     uses_py = "python_kernels" in spec
     zeta, s, single = data.draw(zeta_payload(dim, allow_zero_draws=INCLUDE_KNOWN or not uses_py), label="zeta")
     zeta_ref = reference_payload(zeta)
-    spec = dict(spec, evals=[{"zeta": zeta, "threads": 1}, {"zeta": zeta, "threads": 2},
-                             {"zeta": zeta_ref, "threads": 1}], constrain=[zeta])
+    spec = dict(
+        spec,
+        evals=[{"zeta": zeta, "threads": 1}, {"zeta": zeta, "threads": 2}, {"zeta": zeta_ref, "threads": 1}],
+        constrain=[zeta],
+    )
     ref = dict(reference_spec(spec), evals=[{"zeta": zeta_ref, "threads": 1}], constrain=[])
     check = Checker("test_log_density_with_bounds", spec)
     got = check.call(worker, "run", spec=spec)
@@ -653,8 +754,11 @@ def test_log_density_with_bounds(worker, data):
             lo = -np.inf if lower is None else lower
             hi = np.inf if upper is None else upper
             inside = bool(np.all((v >= lo) & (v <= hi)))  # rounding may land on a bound
-            check(inside, f"constrain: value outside its bounds ({'interval' if lower is not None and upper is not None else 'one-sided'})",
-                  f"{name} in [{lo}, {hi}]: {v!r}")
+            check(
+                inside,
+                f"constrain: value outside its bounds ({'interval' if lower is not None and upper is not None else 'one-sided'})",
+                f"{name} in [{lo}, {hi}]: {v!r}",
+            )
 
 
 def test_zero_draws_give_empty_arrays(worker):
@@ -672,6 +776,7 @@ m.add("normal", np.zeros((0, 2)), loc=w)
 
 
 # ---- scipy.stats reference -----------------------------------------------------------------------
+
 
 @props(max_examples=100)
 @given(data=st.data())
@@ -697,13 +802,30 @@ def test_normal_model_matches_scipy(worker, data):
     zeta[:mu_size] = data.draw(hnp.arrays(np.float64, (mu_size, s), elements=st.floats(-1e3, 1e3)), label="mu")
     if scale_param:
         zeta[mu_size] = data.draw(hnp.arrays(np.float64, (s,), elements=st.floats(-5, 5)), label="log sigma")
-    spec = {"params": params, "factors": [
-        ("normal", ("param", "mu"), {"loc": ("data", {"base": np.array(m0), "layout": "scalar"}),
-                                     "scale": ("data", {"base": np.array(s0), "layout": "scalar"})}),
-        ("normal", ("data", {"base": x, "layout": "C"}),
-         {"loc": ("param", "mu"),
-          "scale": ("param", "sigma") if scale_param else ("data", {"base": np.array(scale_data), "layout": "0d"})}),
-    ], "evals": [{"zeta": {"base": zeta, "layout": "C"}, "threads": 1}]}
+    spec = {
+        "params": params,
+        "factors": [
+            (
+                "normal",
+                ("param", "mu"),
+                {
+                    "loc": ("data", {"base": np.array(m0), "layout": "scalar"}),
+                    "scale": ("data", {"base": np.array(s0), "layout": "scalar"}),
+                },
+            ),
+            (
+                "normal",
+                ("data", {"base": x, "layout": "C"}),
+                {
+                    "loc": ("param", "mu"),
+                    "scale": ("param", "sigma")
+                    if scale_param
+                    else ("data", {"base": np.array(scale_data), "layout": "0d"}),
+                },
+            ),
+        ],
+        "evals": [{"zeta": {"base": zeta, "layout": "C"}, "threads": 1}],
+    }
     check = Checker("test_normal_model_matches_scipy", spec)
     got = check.call(worker, "run", spec=spec)
     if got is None:
@@ -724,22 +846,32 @@ def test_normal_model_matches_scipy(worker, data):
         terms = np.concatenate(terms)
         want = math.fsum(terms)
         mag = math.fsum(np.abs(terms))
-        check(abs(lp[j] - want) <= 1e-10 * max(mag, 1e-300), "log density differs from scipy.stats",
-              f"draw {j}: {lp[j]!r} vs {want!r} (relative to the terms {abs(lp[j] - want) / max(mag, 1e-300):.2e})")
+        check(
+            abs(lp[j] - want) <= 1e-10 * max(mag, 1e-300),
+            "log density differs from scipy.stats",
+            f"draw {j}: {lp[j]!r} vs {want!r} (relative to the terms {abs(lp[j] - want) / max(mag, 1e-300):.2e})",
+        )
         # gradient with respect to mu: prior + likelihood, summed over the elements mu broadcasts to
         g_terms = [-(mu - m0) / s0**2, ((x - mu) / sigma**2).reshape((n,) + mu_shape).sum(axis=0)]
         g_mu = g_terms[0] + g_terms[1]
         g_mag = np.abs(g_terms[0]) + np.abs((x - mu) / sigma**2).reshape((n,) + mu_shape).sum(axis=0)
         err = np.abs(grad[:mu_size, j] - np.ravel(g_mu))
-        check(bool(np.all(err <= 1e-10 * np.maximum(np.ravel(g_mag), 1e-300))), "gradient differs from the analytic one",
-              f"draw {j}: {grad[:mu_size, j]!r} vs {np.ravel(g_mu)!r}")
+        check(
+            bool(np.all(err <= 1e-10 * np.maximum(np.ravel(g_mag), 1e-300))),
+            "gradient differs from the analytic one",
+            f"draw {j}: {grad[:mu_size, j]!r} vs {np.ravel(g_mu)!r}",
+        )
 
 
 # ---- fv.fit settings ------------------------------------------------------------------------------
 
+
 def _pool(valid, invalid, known=()):
-    return [(v, True) for v in valid] + [(v, False) for v in invalid] + \
-        ([(v, False) for v in known] if INCLUDE_KNOWN else [])
+    return (
+        [(v, True) for v in valid]
+        + [(v, False) for v in invalid]
+        + ([(v, False) for v in known] if INCLUDE_KNOWN else [])
+    )
 
 
 NAN, INF = float("nan"), float("inf")
@@ -763,27 +895,65 @@ FIT_POOLS = {
 _FIT_DATA = np.random.default_rng(1).normal(1.0, 2.0, size=(600, 3))
 FIT_MODELS = {
     # name: (params, factors, a valid init, invalid inits)
-    "mean": ([("mu", (), None, None)],
-             [("normal", ("param", "mu"), {}), ("normal", ("data", {"base": _FIT_DATA[:20, 0], "layout": "C"}),
-                                               {"loc": ("param", "mu")})],
-             {"mu": 0.3}, [{"nope": 1.0}, {"mu": "a"}, [1.0], {"mu": np.nan}]),
-    "scale": ([("mu", (), None, None), ("sigma", (), 0.0, None)],
-              [("normal", ("param", "mu"), {}), ("half_normal", ("param", "sigma"), {"scale": ("data", {"base": np.array(2.0), "layout": "scalar"})}),
-               ("normal", ("data", {"base": _FIT_DATA[:30, 0], "layout": "C"}),
-                {"loc": ("param", "mu"), "scale": ("param", "sigma")})],
-             {"mu": 1.0, "sigma": 2.0}, [{"sigma": -1.0}, {"mu": [1.0, 2.0]}]),
-    "vector": ([("theta", (3,), None, None), ("p", (), 0.0, 1.0)],
-               [("normal", ("param", "theta"), {}),
-                ("normal", ("data", {"base": _FIT_DATA[:4], "layout": "F"}), {"loc": ("param", "theta")}),
-                ("beta", ("param", "p"), {"a": ("data", {"base": np.array(2.0), "layout": "scalar"}),
-                                          "b": ("data", {"base": np.array(3.0), "layout": "scalar"})})],
-               {"theta": [0.0, 1.0, 2.0], "p": 0.5}, [{"p": 1.5}, {"theta": [1.0, 2.0]}]),
-    "glm": ([("alpha", (), None, None), ("beta", (3,), None, None), ("sigma", (), 0.0, None)],
-            [("normal", ("param", "beta"), {}), ("normal", ("param", "alpha"), {}),
-             ("normal_id_glm", ("data", {"base": _FIT_DATA[:, 0] + 0.5 * _FIT_DATA[:, 1], "layout": "C"}),
-              {"X": ("data", {"base": _FIT_DATA, "layout": "F"}), "alpha": ("param", "alpha"),
-               "beta": ("param", "beta"), "sigma": ("param", "sigma")})],
-            {"beta": [0.0, 0.5, 0.0]}, [{"beta": 1.0, "sigma": 0.0}]),
+    "mean": (
+        [("mu", (), None, None)],
+        [
+            ("normal", ("param", "mu"), {}),
+            ("normal", ("data", {"base": _FIT_DATA[:20, 0], "layout": "C"}), {"loc": ("param", "mu")}),
+        ],
+        {"mu": 0.3},
+        [{"nope": 1.0}, {"mu": "a"}, [1.0], {"mu": np.nan}],
+    ),
+    "scale": (
+        [("mu", (), None, None), ("sigma", (), 0.0, None)],
+        [
+            ("normal", ("param", "mu"), {}),
+            ("half_normal", ("param", "sigma"), {"scale": ("data", {"base": np.array(2.0), "layout": "scalar"})}),
+            (
+                "normal",
+                ("data", {"base": _FIT_DATA[:30, 0], "layout": "C"}),
+                {"loc": ("param", "mu"), "scale": ("param", "sigma")},
+            ),
+        ],
+        {"mu": 1.0, "sigma": 2.0},
+        [{"sigma": -1.0}, {"mu": [1.0, 2.0]}],
+    ),
+    "vector": (
+        [("theta", (3,), None, None), ("p", (), 0.0, 1.0)],
+        [
+            ("normal", ("param", "theta"), {}),
+            ("normal", ("data", {"base": _FIT_DATA[:4], "layout": "F"}), {"loc": ("param", "theta")}),
+            (
+                "beta",
+                ("param", "p"),
+                {
+                    "a": ("data", {"base": np.array(2.0), "layout": "scalar"}),
+                    "b": ("data", {"base": np.array(3.0), "layout": "scalar"}),
+                },
+            ),
+        ],
+        {"theta": [0.0, 1.0, 2.0], "p": 0.5},
+        [{"p": 1.5}, {"theta": [1.0, 2.0]}],
+    ),
+    "glm": (
+        [("alpha", (), None, None), ("beta", (3,), None, None), ("sigma", (), 0.0, None)],
+        [
+            ("normal", ("param", "beta"), {}),
+            ("normal", ("param", "alpha"), {}),
+            (
+                "normal_id_glm",
+                ("data", {"base": _FIT_DATA[:, 0] + 0.5 * _FIT_DATA[:, 1], "layout": "C"}),
+                {
+                    "X": ("data", {"base": _FIT_DATA, "layout": "F"}),
+                    "alpha": ("param", "alpha"),
+                    "beta": ("param", "beta"),
+                    "sigma": ("param", "sigma"),
+                },
+            ),
+        ],
+        {"beta": [0.0, 0.5, 0.0]},
+        [{"beta": 1.0, "sigma": 0.0}],
+    ),
 }
 
 
@@ -860,8 +1030,11 @@ def test_fit_settings(worker, case):
         check(out[0] == "ok", "fit refused valid settings", f"{settings_!r}: {out!r}")
     if len(outs) == 2 and outs[0][0] == "ok" and outs[1][0] == "ok":
         a, b = outs[0][1], outs[1][1]
-        check(same_bits(a["phi"], b["phi"]) and same_bits(a["elbo"], b["elbo"]) and a["steps"] == b["steps"],
-              "fit: threads=1 and threads=2 differ", f"phi {a['phi']!r} vs {b['phi']!r}")
+        check(
+            same_bits(a["phi"], b["phi"]) and same_bits(a["elbo"], b["elbo"]) and a["steps"] == b["steps"],
+            "fit: threads=1 and threads=2 differ",
+            f"phi {a['phi']!r} vs {b['phi']!r}",
+        )
         check(bool(np.all(np.isfinite(a["phi"]))), "fit: non-finite parameters", repr(a["phi"]))
 
 
@@ -869,46 +1042,110 @@ def test_fit_settings(worker, case):
 
 KNOWN = [
     # (id, setup, code, what must hold of the outcome, reason)
-    pytest.param("""
+    pytest.param(
+        """
 register_python_kernel("props_py_normal")
 m = fv.Model()
 m.add("props_py_normal", m.param("w"))
-""", "[a.shape for a in m.log_density(np.zeros((1, 0)))]", ("ok", "[(0,), (1, 0)]"), None,
-                 id="python-kernel-zero-draws"),
-    pytest.param("m = fv.Model()", "(m.param('b', shape=(2**32, 2**32)), m.dim)", None, ["b", "shape"],
-                 id="huge-shape-wraps"),
-    pytest.param("m = fv.Model()", "(m.param('b', shape=(2**62,)), m.add('normal', m.params['b']))",
-                 None, ["b", "shape"], id="huge-shape-add"),
-    pytest.param("m = fv.Model()", "m.param('b', shape=(2**64,))", None, ["b", "shape"],
-                 id="shape-beyond-int64"),
-    pytest.param("m = fv.Model(); m.add('normal', m.param('w'))", "m.log_density(np.zeros(1), threads='2')",
-                 None, ["threads"], id="log-density-threads-str"),
-    pytest.param("m = fv.Model(); m.add('normal', m.param('w'))", "m.log_density(np.zeros(1), threads=2**40)",
-                 None, ["threads"], id="log-density-threads-huge"),
-    pytest.param("m = fv.Model(); m.add('normal', m.param('w'))", "m.log_density(np.zeros(1), threads=0)",
-                 None, ["threads"], id="log-density-threads-zero"),
-    pytest.param("m = fv.Model(); m.add('normal', m.param('w'))", "m.log_density(np.ones(1) + 1j)",
-                 None, ["zeta"], id="log-density-complex"),
-    pytest.param("m = fv.Model(); m.add('normal', m.param('w'))",
-                 "m.log_density(np.ma.masked_array([1.0], mask=[True]))", None, ["zeta"],
-                 id="log-density-masked"),
-    pytest.param("m = fv.Model(); w = m.param('w')",
-                 "m.add('normal', np.ma.masked_array([1.0, 1e300], mask=[False, True]), loc=w)", None, ["y"],
-                 id="add-masked"),
+""",
+        "[a.shape for a in m.log_density(np.zeros((1, 0)))]",
+        ("ok", "[(0,), (1, 0)]"),
+        None,
+        id="python-kernel-zero-draws",
+    ),
+    pytest.param(
+        "m = fv.Model()", "(m.param('b', shape=(2**32, 2**32)), m.dim)", None, ["b", "shape"], id="huge-shape-wraps"
+    ),
+    pytest.param(
+        "m = fv.Model()",
+        "(m.param('b', shape=(2**62,)), m.add('normal', m.params['b']))",
+        None,
+        ["b", "shape"],
+        id="huge-shape-add",
+    ),
+    pytest.param("m = fv.Model()", "m.param('b', shape=(2**64,))", None, ["b", "shape"], id="shape-beyond-int64"),
+    pytest.param(
+        "m = fv.Model(); m.add('normal', m.param('w'))",
+        "m.log_density(np.zeros(1), threads='2')",
+        None,
+        ["threads"],
+        id="log-density-threads-str",
+    ),
+    pytest.param(
+        "m = fv.Model(); m.add('normal', m.param('w'))",
+        "m.log_density(np.zeros(1), threads=2**40)",
+        None,
+        ["threads"],
+        id="log-density-threads-huge",
+    ),
+    pytest.param(
+        "m = fv.Model(); m.add('normal', m.param('w'))",
+        "m.log_density(np.zeros(1), threads=0)",
+        None,
+        ["threads"],
+        id="log-density-threads-zero",
+    ),
+    pytest.param(
+        "m = fv.Model(); m.add('normal', m.param('w'))",
+        "m.log_density(np.ones(1) + 1j)",
+        None,
+        ["zeta"],
+        id="log-density-complex",
+    ),
+    pytest.param(
+        "m = fv.Model(); m.add('normal', m.param('w'))",
+        "m.log_density(np.ma.masked_array([1.0], mask=[True]))",
+        None,
+        ["zeta"],
+        id="log-density-masked",
+    ),
+    pytest.param(
+        "m = fv.Model(); w = m.param('w')",
+        "m.add('normal', np.ma.masked_array([1.0, 1e300], mask=[False, True]), loc=w)",
+        None,
+        ["y"],
+        id="add-masked",
+    ),
     pytest.param("m = fv.Model()", "m.param('s', lower='0')", None, ["lower"], id="lower-str"),
     pytest.param("m = fv.Model()", "m.param('s', upper=np.array('1'))", None, ["upper"], id="upper-str"),
-    pytest.param("m = fv.Model(); m.add('normal', m.param('w'))", "fv.fit(m, threads='2', steps=5)", None,
-                 ["threads"], id="fit-threads-str"),  # passes now: fit checks it
-    pytest.param("m = fv.Model(); m.add('normal', m.param('w'))", "fv.fit(m, threads=2**31, steps=5)", None,
-                 ["threads"], id="fit-threads-huge"),
-    pytest.param("m = fv.Model(); m.add('normal', m.param('w'))", "fv.fit(m, steps=2**63)", None, ["steps"],
-                 id="fit-steps-huge"),
-    pytest.param("m = fv.Model(); m.add('normal', m.param('w'))", "fv.fit(m, draws=2**63, steps=1)", None,
-                 ["draws"], id="fit-draws-huge"),
-    pytest.param("m = fv.Model(); m.add('normal', m.param('w'))", "fv.fit(m, eval_every=2**63, steps=1)", None,
-                 ["eval_every"], id="fit-eval-every-huge"),
-    pytest.param("m = fv.Model(); m.add('normal', m.param('w'))", "fv.fit(m, patience=2**63, steps=1)", None,
-                 ["patience"], id="fit-patience-huge"),
+    pytest.param(
+        "m = fv.Model(); m.add('normal', m.param('w'))",
+        "fv.fit(m, threads='2', steps=5)",
+        None,
+        ["threads"],
+        id="fit-threads-str",
+    ),  # passes now: fit checks it
+    pytest.param(
+        "m = fv.Model(); m.add('normal', m.param('w'))",
+        "fv.fit(m, threads=2**31, steps=5)",
+        None,
+        ["threads"],
+        id="fit-threads-huge",
+    ),
+    pytest.param(
+        "m = fv.Model(); m.add('normal', m.param('w'))", "fv.fit(m, steps=2**63)", None, ["steps"], id="fit-steps-huge"
+    ),
+    pytest.param(
+        "m = fv.Model(); m.add('normal', m.param('w'))",
+        "fv.fit(m, draws=2**63, steps=1)",
+        None,
+        ["draws"],
+        id="fit-draws-huge",
+    ),
+    pytest.param(
+        "m = fv.Model(); m.add('normal', m.param('w'))",
+        "fv.fit(m, eval_every=2**63, steps=1)",
+        None,
+        ["eval_every"],
+        id="fit-eval-every-huge",
+    ),
+    pytest.param(
+        "m = fv.Model(); m.add('normal', m.param('w'))",
+        "fv.fit(m, patience=2**63, steps=1)",
+        None,
+        ["patience"],
+        id="fit-patience-huge",
+    ),
 ]
 
 

@@ -5,13 +5,11 @@ import math
 import pickle
 import warnings
 
+import fastvi as fv
 import numpy as np
 import pytest
-from scipy import stats
-
-import fastvi as fv
 from fastvi import _core, psis
-
+from scipy import stats
 
 # ---- log q of every family ------------------------------------------------------------------
 
@@ -20,12 +18,13 @@ def _random_phi(fam, rng, scale_b=1.0):
     d = fam.dim
     phi = rng.normal(size=fam.num_params) * 0.5
     if fam.name == "lowrank":
-        phi[2 * d:] *= scale_b
+        phi[2 * d :] *= scale_b
     return phi
 
 
-@pytest.mark.parametrize("name, rank", [("meanfield", 0), ("fullrank", 0), ("lowrank", 1), ("lowrank", 3),
-                                        ("lowrank", 6)])
+@pytest.mark.parametrize(
+    "name, rank", [("meanfield", 0), ("fullrank", 0), ("lowrank", 1), ("lowrank", 3), ("lowrank", 6)]
+)
 def test_log_q_matches_scipy_for_every_family(name, rank):
     rng = np.random.default_rng(rank + len(name))
     fam = _core.Family(name, 6, rank)
@@ -249,8 +248,11 @@ def test_psis_draws_zero_skips_and_run_psis_runs_it():
     assert approx.psis is None and approx.khat is None and approx.ess is None
     assert "khat" not in repr(approx)
     assert "not run" in str(fv.summary(approx))
-    for call in (lambda: approx.mean(importance="psis"), lambda: approx.std(importance="psis"),
-                 lambda: approx.sample(10, importance="psis")):
+    for call in (
+        lambda: approx.mean(importance="psis"),
+        lambda: approx.std(importance="psis"),
+        lambda: approx.sample(10, importance="psis"),
+    ):
         with pytest.raises(ValueError, match="run_psis"):
             call()
     result = approx.run_psis(500)
@@ -285,8 +287,9 @@ def test_psis_sample_resamples_the_weighted_draws():
         assert np.all(counts >= np.floor(n * w) - 1e-9) and np.all(counts <= np.ceil(n * w) + 1e-9)
         if np.all(n * w <= 1):
             assert counts.max() == 1  # without replacement
-    assert not np.array_equal(approx.sample(100, seed=1, importance="psis")["w"],
-                              approx.sample(100, seed=2, importance="psis")["w"])
+    assert not np.array_equal(
+        approx.sample(100, seed=1, importance="psis")["w"], approx.sample(100, seed=2, importance="psis")["w"]
+    )
     # the resampled moments estimate the weighted ones
     big = approx.sample(m, seed=3, importance="psis")["w"]
     np.testing.assert_allclose(big.mean(axis=0), w @ zeta.T, atol=1e-12 + 3 * big.std() / math.sqrt(r.ess))
@@ -388,12 +391,15 @@ def test_a_khat_near_the_threshold_is_decided_with_more_draws(monkeypatch, first
     assert calls == [1000]
 
 
-@pytest.mark.parametrize("khat, ess_fraction, nonfinite, warns, shape", [
-    (0.75, 0.95, 0, False, "fair"),   # heavy tails only: accurate full-rank fits of scale-parameter models
-    (0.75, 0.50, 0, True, "poor"),    # the weights vary: q misses mass
-    (0.75, 0.95, 3, True, "poor"),    # some draws had no finite log density
-    (1.50, 0.99, 0, False, "fair"),
-])
+@pytest.mark.parametrize(
+    "khat, ess_fraction, nonfinite, warns, shape",
+    [
+        (0.75, 0.95, 0, False, "fair"),  # heavy tails only: accurate full-rank fits of scale-parameter models
+        (0.75, 0.50, 0, True, "poor"),  # the weights vary: q misses mass
+        (0.75, 0.95, 3, True, "poor"),  # some draws had no finite log density
+        (1.50, 0.99, 0, False, "fair"),
+    ],
+)
 def test_a_khat_from_heavy_tails_alone_does_not_warn(monkeypatch, khat, ess_fraction, nonfinite, warns, shape):
     real = psis.diagnose
 

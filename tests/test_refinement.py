@@ -10,10 +10,9 @@ import json
 import warnings
 from pathlib import Path
 
+import fastvi as fv
 import numpy as np
 import pytest
-
-import fastvi as fv
 
 REFERENCE = Path(__file__).resolve().parent / "data" / "refine_reference.json"
 

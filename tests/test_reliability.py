@@ -3,10 +3,9 @@ once have exhausted memory are fine. Each test failed on main before the reliabi
 
 import warnings
 
+import fastvi as fv
 import numpy as np
 import pytest
-
-import fastvi as fv
 
 
 def positive_model():

@@ -3,10 +3,9 @@ results to use."""
 
 import warnings
 
+import fastvi as fv
 import numpy as np
 import pytest
-
-import fastvi as fv
 from fastvi import psis
 from fastvi.status import status_of
 
@@ -45,8 +44,9 @@ def test_without_psis_the_shape_is_unknown_and_says_how_to_check():
     assert any("run_psis" in r for r in s.reasons)
 
 
-@pytest.mark.parametrize("khat, shape, use, corrected", [(0.3, "good", "q", True), (0.6, "fair", "psis", True),
-                                                        (0.9, "poor", "none", False)])
+@pytest.mark.parametrize(
+    "khat, shape, use, corrected", [(0.3, "good", "q", True), (0.6, "fair", "psis", True), (0.9, "poor", "none", False)]
+)
 def test_shape_follows_khat(khat, shape, use, corrected):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -78,8 +78,17 @@ def test_a_funnel_is_flagged_by_the_mode_search_and_the_shape():
     assert any("funnel" in r for r in s.reasons)
 
 
-@pytest.mark.parametrize("khat, ess_fraction, shape", [(0.3, 0.95, "good"), (0.3, 0.6, "fair"), (0.45, 0.84, "fair"),
-                                                       (0.6, 0.99, "fair"), (0.8, 0.95, "fair"), (0.8, 0.5, "poor")])
+@pytest.mark.parametrize(
+    "khat, ess_fraction, shape",
+    [
+        (0.3, 0.95, "good"),
+        (0.3, 0.6, "fair"),
+        (0.45, 0.84, "fair"),
+        (0.6, 0.99, "fair"),
+        (0.8, 0.95, "fair"),
+        (0.8, 0.5, "poor"),
+    ],
+)
 def test_shape_needs_both_a_small_khat_and_a_high_ess(khat, ess_fraction, shape):
     # Non-centred eight schools, full-rank: k-hat 0.49 with ESS 48-59 %, tau 0.17 sd off: "fair", so
     # that status.use points to the PSIS-corrected results (0.08 sd off).

@@ -2,10 +2,9 @@
 
 import math
 
+import fastvi as fv
 import numpy as np
 import pytest
-
-import fastvi as fv
 
 BOUNDS = [
     (None, None),

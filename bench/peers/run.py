@@ -235,8 +235,8 @@ def _median_chunk(run_chunk, n):
 
 
 def worker_fastvi(cfg, data):
-    import numpy as np
     import fastvi as fv
+    import numpy as np
 
     problem, family, S, threads, steps = cfg["problem"], cfg["family"], cfg["draws"], cfg["threads"], cfg["steps"]
     variant = cfg.get("variant", "fused")
@@ -275,8 +275,9 @@ def worker_fastvi(cfg, data):
         return m
 
     def run(m, n):
-        return fv.fit(m, family=family, steps=n, draws=S, lr=0.01, seed=0, tol=None, threads=threads,
-                      precondition=precondition)
+        return fv.fit(
+            m, family=family, steps=n, draws=S, lr=0.01, seed=0, tol=None, threads=threads, precondition=precondition
+        )
 
     t = time.perf_counter()
     fit = run(build(), steps)
@@ -289,15 +290,22 @@ def worker_fastvi(cfg, data):
     mean, sd = fit.mean(), fit.std()
     order = ["w"] if problem == "seed" else ["alpha", "beta"] + (["sigma"] if problem == "linreg" else [])
     flat = lambda d: np.concatenate([np.atleast_1d(np.asarray(d[k], dtype=float)).ravel() for k in order])
-    return {"e2e_cold": cold, "e2e_warm": warm, "per_step": per_step, "steady_steps": n * CHUNKS,
-            "mean": flat(mean).tolist(), "sd": flat(sd).tolist(), "threads": f"threads={threads}",
-            "variant": cfg.get("variant", "fused")}
+    return {
+        "e2e_cold": cold,
+        "e2e_warm": warm,
+        "per_step": per_step,
+        "steady_steps": n * CHUNKS,
+        "mean": flat(mean).tolist(),
+        "sd": flat(sd).tolist(),
+        "threads": f"threads={threads}",
+        "variant": cfg.get("variant", "fused"),
+    }
 
 
 def worker_numpyro(cfg, data):
-    import numpy as np
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     if cfg["x64"]:
         jax.config.update("jax_enable_x64", True)
@@ -312,22 +320,28 @@ def worker_numpyro(cfg, data):
     jax.devices()
 
     if problem == "seed":
+
         def model(x):
             w = numpyro.sample("w", dist.Normal(0.0, 1.0))
             numpyro.sample("x", dist.Normal(w, 1.0), obs=x)
+
         args = (data["x"],)
     elif problem == "linreg":
+
         def model(X, y):
             alpha = numpyro.sample("alpha", dist.Normal(0.0, 1.0))
             beta = numpyro.sample("beta", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
             sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))
             numpyro.sample("y", dist.Normal(alpha + X @ beta, sigma), obs=y)
+
         args = (data["X"], data["y"])
     else:
+
         def model(X, y):
             alpha = numpyro.sample("alpha", dist.Normal(0.0, 1.0))
             beta = numpyro.sample("beta", dist.Normal(0.0, 1.0).expand([X.shape[1]]).to_event(1))
             numpyro.sample("y", dist.BernoulliLogits(alpha + X @ beta), obs=y)
+
         args = (data["X"], data["y"])
 
     Guide = AutoNormal if family == "meanfield" else AutoMultivariateNormal
@@ -367,10 +381,16 @@ def worker_numpyro(cfg, data):
     draws = guide.sample_posterior(jax.random.PRNGKey(2), res.params, *dev_args, sample_shape=(10_000,))
     order = ["w"] if problem == "seed" else ["alpha", "beta"] + (["sigma"] if problem == "linreg" else [])
     stack = np.concatenate([np.asarray(draws[k], dtype=float).reshape(10_000, -1) for k in order], axis=1)
-    return {"e2e_cold": cold, "e2e_warm": warm, "per_step": per_step, "steady_steps": n * CHUNKS,
-            "mean": stack.mean(0).tolist(), "sd": stack.std(0, ddof=1).tolist(),
-            "threads": "XLA " + (os.environ.get("XLA_FLAGS") or "default (all cores)"),
-            "dtype": "float64" if cfg["x64"] else "float32"}
+    return {
+        "e2e_cold": cold,
+        "e2e_warm": warm,
+        "per_step": per_step,
+        "steady_steps": n * CHUNKS,
+        "mean": stack.mean(0).tolist(),
+        "sd": stack.std(0, ddof=1).tolist(),
+        "threads": "XLA " + (os.environ.get("XLA_FLAGS") or "default (all cores)"),
+        "dtype": "float64" if cfg["x64"] else "float32",
+    }
 
 
 def worker_pymc(cfg, data):
@@ -406,8 +426,15 @@ def worker_pymc(cfg, data):
     def e2e():
         t = time.perf_counter()
         model = build()
-        approx = pm.fit(n=steps, method=method, model=model, obj_optimizer=pm.adam(learning_rate=0.01),
-                        obj_n_mc=S, progressbar=False, random_seed=0)
+        approx = pm.fit(
+            n=steps,
+            method=method,
+            model=model,
+            obj_optimizer=pm.adam(learning_rate=0.01),
+            obj_n_mc=S,
+            progressbar=False,
+            random_seed=0,
+        )
         return time.perf_counter() - t, model, approx
 
     cold, model, approx = e2e()
@@ -438,8 +465,15 @@ def worker_pymc(cfg, data):
             blas = f"OpenBLAS {info[0].get('num_threads')} threads, {info[0].get('architecture')} kernels"
     except Exception:  # pragma: no cover - informational only
         pass
-    return {"e2e_cold": cold, "e2e_warm": warm, "per_step": per_step, "steady_steps": n * CHUNKS,
-            "mean": stack.mean(0).tolist(), "sd": stack.std(0, ddof=1).tolist(), "threads": blas}
+    return {
+        "e2e_cold": cold,
+        "e2e_warm": warm,
+        "per_step": per_step,
+        "steady_steps": n * CHUNKS,
+        "mean": stack.mean(0).tolist(),
+        "sd": stack.std(0, ddof=1).tolist(),
+        "threads": blas,
+    }
 
 
 WORKERS = {"fastvi": worker_fastvi, "numpyro": worker_numpyro, "pymc": worker_pymc}
@@ -513,14 +547,18 @@ def wait_quiet(max_wait, threshold):
 
 def run_worker_once(cfg, args):
     c0, u0, t0 = _cpu_times(), _children_cpu(), time.perf_counter()
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(cfg)],
-                          env=worker_env(cfg["lib"], args), capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(cfg)],
+        env=worker_env(cfg["lib"], args),
+        capture_output=True,
+        text=True,
+    )
     c1, u1, wall = _cpu_times(), _children_cpu(), time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
         return {"error": " | ".join(tail) or f"exit code {proc.returncode}"}
-    res = json.loads(lines[-1][len("RESULT "):])
+    res = json.loads(lines[-1][len("RESULT ") :])
     res["wall"] = wall
     if c0 and c1:
         # cores used by processes other than this benchmark while the worker ran
@@ -539,8 +577,11 @@ def run_worker(cfg, args):
         res["attempts"] = attempt + 1
         if best is None or res.get("others_load", 0.0) < best.get("others_load", 0.0):
             best = res
-        if ("e2e_cold" not in res or res.get("others_load", 0.0) < args.quiet_load
-                or res.get("wall", 0.0) > args.retry_max_wall):
+        if (
+            "e2e_cold" not in res
+            or res.get("others_load", 0.0) < args.quiet_load
+            or res.get("wall", 0.0) > args.retry_max_wall
+        ):
             break
     best["attempts"] = attempt + 1
     return best
@@ -574,13 +615,19 @@ def aggregate(results):
     ok = [r for r in results if "e2e_cold" in r]
     if not ok:
         return results[0] if results else {"error": "no result"}
+
     def med(key):
         vals = [r[key] for r in ok if r.get(key) is not None]
         return statistics.median(vals) if vals else None
 
     out = dict(ok[-1])
-    out.update(e2e_cold=med("e2e_cold"), e2e_warm=med("e2e_warm"), per_step=med("per_step"), n=len(ok),
-               others_load_max=max(r.get("others_load", 0.0) for r in ok))
+    out.update(
+        e2e_cold=med("e2e_cold"),
+        e2e_warm=med("e2e_warm"),
+        per_step=med("per_step"),
+        n=len(ok),
+        others_load_max=max(r.get("others_load", 0.0) for r in ok),
+    )
     return out
 
 
@@ -599,39 +646,70 @@ def posterior_check(res, ref_mean, ref_sd):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--repeats", type=int, default=3, help="runs per configuration; the table shows medians")
-    ap.add_argument("--only", choices=sorted(PROBLEMS), action="append",
-                    help="run only this problem (repeatable)")
+    ap.add_argument("--only", choices=sorted(PROBLEMS), action="append", help="run only this problem (repeatable)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 500 steps, 1 repeat")
-    ap.add_argument("--draws", type=lambda v: [int(x) for x in v.split(",")],
-                    help="only these draws per step, e.g. 8,32 (the logistic problem runs 1, 8 and 32)")
+    ap.add_argument(
+        "--draws",
+        type=lambda v: [int(x) for x in v.split(",")],
+        help="only these draws per step, e.g. 8,32 (the logistic problem runs 1, 8 and 32)",
+    )
     ap.add_argument("--steps", type=int, default=10_000)
     ap.add_argument("--peers", default="numpyro,pymc", help="comma-separated: numpyro, pymc (or empty)")
-    ap.add_argument("--peer-threads", choices=["all", "1"], default="all",
-                    help="'all' (default): peers use every core as they do out of the box; "
-                         "'1': XLA and OpenBLAS single-threaded")
+    ap.add_argument(
+        "--peer-threads",
+        choices=["all", "1"],
+        default="all",
+        help="'all' (default): peers use every core as they do out of the box; '1': XLA and OpenBLAS single-threaded",
+    )
     ap.add_argument("--x64", action="store_true", help="run NumPyro in float64 (default: JAX's float32)")
-    ap.add_argument("--keep-openblas-env", action="store_true",
-                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the workers' environment")
-    ap.add_argument("--budget", type=float, default=20.0,
-                    help="max seconds for one steady-state timing loop (fewer steps if longer)")
-    ap.add_argument("--wait-idle", type=float, default=120.0,
-                    help="before each measurement, wait up to this many seconds for other processes "
-                         "to go quiet (this machine is shared)")
-    ap.add_argument("--quiet-load", type=float, default=0.25,
-                    help="'quiet' means other processes use fewer cores than this")
-    ap.add_argument("--retries", type=int, default=2,
-                    help="re-run a measurement during which others used more than --quiet-load cores")
-    ap.add_argument("--retry-max-wall", type=float, default=90.0,
-                    help="never re-run a measurement that took longer than this many seconds")
-    ap.add_argument("--heavy-seconds", type=float, default=60.0,
-                    help="a job whose 10,000-step fit takes longer than this runs only once, not "
-                         "--repeats times (PyMC at S=8 and S=32)")
+    ap.add_argument(
+        "--keep-openblas-env",
+        action="store_true",
+        help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the workers' environment",
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=20.0,
+        help="max seconds for one steady-state timing loop (fewer steps if longer)",
+    )
+    ap.add_argument(
+        "--wait-idle",
+        type=float,
+        default=120.0,
+        help="before each measurement, wait up to this many seconds for other processes "
+        "to go quiet (this machine is shared)",
+    )
+    ap.add_argument(
+        "--quiet-load", type=float, default=0.25, help="'quiet' means other processes use fewer cores than this"
+    )
+    ap.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="re-run a measurement during which others used more than --quiet-load cores",
+    )
+    ap.add_argument(
+        "--retry-max-wall",
+        type=float,
+        default=90.0,
+        help="never re-run a measurement that took longer than this many seconds",
+    )
+    ap.add_argument(
+        "--heavy-seconds",
+        type=float,
+        default=60.0,
+        help="a job whose 10,000-step fit takes longer than this runs only once, not "
+        "--repeats times (PyMC at S=8 and S=32)",
+    )
     ap.add_argument("--json", help="also write all raw results to this file")
-    ap.add_argument("--from-json", metavar="FILE",
-                    help="run nothing: print the table again from the raw results a --json run saved")
+    ap.add_argument(
+        "--from-json", metavar="FILE", help="run nothing: print the table again from the raw results a --json run saved"
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -660,8 +738,10 @@ def main():
     started = datetime.datetime.now().astimezone()
     print(f"# fastvi peer comparison, {started:%Y-%m-%d %H:%M %Z}")
     print(f"# command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
-    print(f"# {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores; "
-          f"steps={args.steps}, repeats={args.repeats} (medians), peer threads={args.peer_threads}")
+    print(
+        f"# {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores; "
+        f"steps={args.steps}, repeats={args.repeats} (medians), peer threads={args.peer_threads}"
+    )
     vers = versions()
     print("# versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()), flush=True)
 
@@ -678,24 +758,43 @@ def main():
                 for lib, variant, thr in jobs:  # interleave libraries so machine noise hits all alike
                     if (lib, variant, thr) in heavy:
                         continue
-                    cfg = {"lib": lib, "variant": variant, "problem": problem, "family": family, "draws": S,
-                           "steps": args.steps, "threads": thr or 1, "budget": args.budget, "x64": args.x64,
-                           "repeat": rep}
+                    cfg = {
+                        "lib": lib,
+                        "variant": variant,
+                        "problem": problem,
+                        "family": family,
+                        "draws": S,
+                        "steps": args.steps,
+                        "threads": thr or 1,
+                        "budget": args.budget,
+                        "x64": args.x64,
+                        "repeat": rep,
+                    }
                     res = run_worker(cfg, args)
                     raw.append({"config": cfg, "result": res})
                     if (res.get("e2e_cold") or 0.0) > args.heavy_seconds:
                         heavy.add((lib, variant, thr))
-                    status = res.get("error") or res.get("skipped") or (
-                        f"cold {fmt_time(res['e2e_cold'])}, warm {fmt_time(res.get('e2e_warm'))}, "
-                        f"step {fmt_step(res['per_step'])}; others' load {res.get('others_load', 0):.2f} cores, "
-                        f"attempt {res['attempts']}")
-                    print(f"  [{problem} {family} S={S} {job_label(lib, variant, thr)}{'' if thr is None else f' t={thr}'} "
-                          f"rep {rep + 1}/{args.repeats}] {status}", file=sys.stderr, flush=True)
+                    status = (
+                        res.get("error")
+                        or res.get("skipped")
+                        or (
+                            f"cold {fmt_time(res['e2e_cold'])}, warm {fmt_time(res.get('e2e_warm'))}, "
+                            f"step {fmt_step(res['per_step'])}; others' load {res.get('others_load', 0):.2f} cores, "
+                            f"attempt {res['attempts']}"
+                        )
+                    )
+                    print(
+                        f"  [{problem} {family} S={S} {job_label(lib, variant, thr)}{'' if thr is None else f' t={thr}'} "
+                        f"rep {rep + 1}/{args.repeats}] {status}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             print_rows(build_rows(raw[first:]))
             if args.json:  # after every configuration, so an interrupted run keeps what it measured
                 with open(args.json, "w") as fh:
-                    json.dump({"started": started.isoformat(), "argv": sys.argv, "versions": vers,
-                               "runs": raw}, fh, indent=1)
+                    json.dump(
+                        {"started": started.isoformat(), "argv": sys.argv, "versions": vers, "runs": raw}, fh, indent=1
+                    )
     print()
     report(raw, args.quiet_load)
 
@@ -707,8 +806,11 @@ def build_rows(raw):
     for item in raw:
         c = item["config"]
         key = (c["problem"], c["family"], c["draws"])
-        job = (c["lib"], c.get("variant") if c["lib"] == "fastvi" else None,
-               c["threads"] if c["lib"] == "fastvi" else None)
+        job = (
+            c["lib"],
+            c.get("variant") if c["lib"] == "fastvi" else None,
+            c["threads"] if c["lib"] == "fastvi" else None,
+        )
         groups.setdefault(key, {}).setdefault(job, []).append(item["result"])
     rows = []
     refs = {}
@@ -720,8 +822,10 @@ def build_rows(raw):
         if "e2e_cold" not in ref1:
             ref1 = agg.get(("fastvi", "expr", 1), {})
         ref2 = agg.get(("fastvi", "fused", 2))
-        rows += [Row(problem, family, S, lib, variant, thr, res, ref1, ref2, refs[problem])
-                 for (lib, variant, thr), res in agg.items()]
+        rows += [
+            Row(problem, family, S, lib, variant, thr, res, ref1, ref2, refs[problem])
+            for (lib, variant, thr), res in agg.items()
+        ]
     return rows
 
 
@@ -732,10 +836,14 @@ def report(raw, quiet_load):
     print(f"\nReference posteriors ({', '.join(names)}): see reference_posterior() in run.py.")
     noisy = [(r, r.res.get("others_load_max", 0.0)) for r in rows if r.res.get("others_load_max", 0.0) >= quiet_load]
     if noisy:
-        print(f"Note: other processes used >= {quiet_load} cores during some kept runs of: "
-              + "; ".join(f"{r.problem} {r.family} S={r.S} {job_label(r.lib, r.variant, r.thr)}"
-                          f"{'' if r.thr is None else f' t={r.thr}'} ({load:.2f})"
-                          for r, load in noisy))
+        print(
+            f"Note: other processes used >= {quiet_load} cores during some kept runs of: "
+            + "; ".join(
+                f"{r.problem} {r.family} S={r.S} {job_label(r.lib, r.variant, r.thr)}"
+                f"{'' if r.thr is None else f' t={r.thr}'} ({load:.2f})"
+                for r, load in noisy
+            )
+        )
 
 
 class Row:
@@ -750,9 +858,21 @@ def job_label(lib, variant, thr):
     return "fastvi" + {"expr": " (X @ beta expression)", "auto": " (precondition='auto')"}.get(variant, "")
 
 
-HEADER = ["problem", "family", "S", "library", "threads", "e2e cold", "e2e warm", "per step",
-          "time / fastvi: e2e", "time / fastvi: per step", "dmean vs fastvi", "dmean vs exact",
-          "sd / exact sd"]
+HEADER = [
+    "problem",
+    "family",
+    "S",
+    "library",
+    "threads",
+    "e2e cold",
+    "e2e warm",
+    "per step",
+    "time / fastvi: e2e",
+    "time / fastvi: per step",
+    "dmean vs fastvi",
+    "dmean vs exact",
+    "sd / exact sd",
+]
 
 
 def row_cells(row):
@@ -776,8 +896,16 @@ def row_cells(row):
             step_r += f" / {fmt_ratio(res['per_step'], ref2['per_step'])}"
         dm = posterior_check(res, ref1.get("mean"), ref1.get("sd"))[0]
     dm_exact, sd_ratio = posterior_check(res, row.exact[0], row.exact[1])
-    return head + [fmt_time(res["e2e_cold"]), fmt_time(res.get("e2e_warm")), fmt_step(res["per_step"]),
-                   e2e_r, step_r, dm, dm_exact, sd_ratio]
+    return head + [
+        fmt_time(res["e2e_cold"]),
+        fmt_time(res.get("e2e_warm")),
+        fmt_step(res["per_step"]),
+        e2e_r,
+        step_r,
+        dm,
+        dm_exact,
+        sd_ratio,
+    ]
 
 
 def print_rows(rows):

@@ -84,14 +84,13 @@ POSTERIORS = [
 ]
 QUICK_POSTERIORS = ["kidiq-kidscore_interaction", "kilpisjarvi_mod-kilpisjarvi"]
 NOTES = {
-    "mesquite-logmesquite":
-        "sigma's posterior is skewed (39 residual degrees of freedom): the KL-optimal Gaussian's "
-        "sigma sd is 0.89-0.94x the reference (bench/README.md), so even an exact full-rank fit sits "
-        "at the 10 % sd edge and may miss the target.",
+    "mesquite-logmesquite": "sigma's posterior is skewed (39 residual degrees of freedom): the KL-optimal Gaussian's "
+    "sigma sd is 0.89-0.94x the reference (bench/README.md), so even an exact full-rank fit sits "
+    "at the 10 % sd edge and may miss the target.",
 }
 
-MEAN_TOL = 0.1   # worst |mean error| <= 0.1 reference sd
-SD_TOL = 0.10    # every |sd / reference sd - 1| <= 10 %
+MEAN_TOL = 0.1  # worst |mean error| <= 0.1 reference sd
+SD_TOL = 0.10  # every |sd / reference sd - 1| <= 10 %
 PYMC_DRAWS = 4000
 SEED = 0
 
@@ -143,21 +142,29 @@ def spec(name, data):
         age = np.asarray(data["age_discrete"])
         dummies = [(age == k).astype(float) for k in (2, 3, 4)]
         ideo = col("real_ideo")
-        s.update(X=np.column_stack([ones(ideo), ideo, col("race_adj"), *dummies, col("educ1"), col("gender"),
-                                    col("income")]), y=col("partyid7"))
+        s.update(
+            X=np.column_stack(
+                [ones(ideo), ideo, col("race_adj"), *dummies, col("educ1"), col("gender"), col("income")]
+            ),
+            y=col("partyid7"),
+        )
     elif name in ("sblrc-blr", "sblri-blr"):  # sblr
-        s.update(X=np.asarray(data["X"], dtype=float), y=col("y"), beta=("normal", 0.0, 10.0),
-                 sigma=("half_normal", 10.0))
+        s.update(
+            X=np.asarray(data["X"], dtype=float), y=col("y"), beta=("normal", 0.0, 10.0), sigma=("half_normal", 10.0)
+        )
     elif name == "arK-arK":  # ark
         K, T = int(data["K"]), int(data["T"])
         y = col("y")
-        lags = np.column_stack([y[K - k:T - k] for k in range(1, K + 1)])
-        s.update(X=lags, y=y[K:], beta=("normal", 0.0, 10.0), alpha=("normal", 0.0, 10.0),
-                 sigma=("half_cauchy", 2.5))
+        lags = np.column_stack([y[K - k : T - k] for k in range(1, K + 1)])
+        s.update(X=lags, y=y[K:], beta=("normal", 0.0, 10.0), alpha=("normal", 0.0, 10.0), sigma=("half_cauchy", 2.5))
     elif name == "kilpisjarvi_mod-kilpisjarvi":  # kilpisjarvi
-        s.update(X=col("x")[:, None], y=col("y"), beta_scalar=True,
-                 alpha=("normal", float(data["pmualpha"]), float(data["psalpha"])),
-                 beta=("normal", float(data["pmubeta"]), float(data["psbeta"])))
+        s.update(
+            X=col("x")[:, None],
+            y=col("y"),
+            beta_scalar=True,
+            alpha=("normal", float(data["pmualpha"]), float(data["psalpha"])),
+            beta=("normal", float(data["pmubeta"]), float(data["psbeta"])),
+        )
     elif name == "mesquite-logmesquite":  # mesquite_logmesquite
         logs = [np.log(col(k)) for k in ("diam1", "diam2", "canopy_height", "total_height", "density")]
         s.update(X=np.column_stack([ones(logs[0]), *logs, col("group")]), y=np.log(col("weight")))
@@ -176,7 +183,6 @@ def parse_key(key):
 
 
 def numpyro_model(s):
-    import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
     from numpyro.distributions import constraints
@@ -257,11 +263,18 @@ def worker_fastvi(cfg):
         approx = fv.fit(model, cfg["setting"], seed=SEED)
         wall = time.perf_counter() - t0
     moments = P.fitted_moments(approx, targets)
-    return {"first": wall, "warm": None, "moments": moments,
-            "info": {"steps": approx.steps, "converged": bool(approx.converged),
-                     "khat": None if approx.khat is None else float(approx.khat),
-                     "psis_s": float(approx.psis.seconds) if approx.psis is not None else 0.0,
-                     "warnings": sorted({type(w.message).__name__ for w in caught})}}
+    return {
+        "first": wall,
+        "warm": None,
+        "moments": moments,
+        "info": {
+            "steps": approx.steps,
+            "converged": bool(approx.converged),
+            "khat": None if approx.khat is None else float(approx.khat),
+            "psis_s": float(approx.psis.seconds) if approx.psis is not None else 0.0,
+            "warnings": sorted({type(w.message).__name__ for w in caught}),
+        },
+    }
 
 
 def worker_numpyro(cfg):
@@ -311,8 +324,12 @@ def worker_numpyro(cfg):
             m, v = math.exp(m + 0.5 * v * v), math.exp(m + 0.5 * v * v) * math.sqrt(math.expm1(v * v))
         moments[key] = (m, v)
     finite = bool(np.all(np.isfinite(np.asarray(res.losses)[-100:])))
-    return {"first": first, "warm": warm, "moments": moments,
-            "info": {"final_loss": float(np.mean(np.asarray(res.losses)[-1000:])), "finite": finite}}
+    return {
+        "first": first,
+        "warm": warm,
+        "moments": moments,
+        "info": {"final_loss": float(np.mean(np.asarray(res.losses)[-1000:])), "finite": finite},
+    }
 
 
 def worker_pymc(cfg):
@@ -344,8 +361,12 @@ def worker_pymc(cfg):
             d = np.log(d)
         moments[key] = (float(d.mean()), float(d.std(ddof=1)))
     hist = np.asarray(approx.hist)
-    return {"first": first, "warm": warm, "moments": moments,
-            "info": {"final_loss": float(np.mean(hist[-1000:])), "finite": bool(np.all(np.isfinite(hist[-100:])))}}
+    return {
+        "first": first,
+        "warm": warm,
+        "moments": moments,
+        "info": {"final_loss": float(np.mean(hist[-1000:])), "finite": bool(np.all(np.isfinite(hist[-100:])))},
+    }
 
 
 WORKERS = {"fastvi": worker_fastvi, "numpyro": worker_numpyro, "pymc": worker_pymc}
@@ -393,12 +414,15 @@ def check_models(names, points=5):
                     if p.lower == 0.0:
                         m, sd = math.log(m), sd / m
                     vals.append(m + sd * rng.normal())
-                zeta[p.offset:p.offset + p.size] = vals
+                zeta[p.offset : p.offset + p.size] = vals
                 vector = pname == "beta" and not s["beta_scalar"]
                 unc[pname] = np.array(vals) if vector else np.array(vals[0])
             lp_f = float(np.asarray(fmodel.log_density(zeta)[0]))
-            lp_n = -float(potential_energy(nmodel, (jnp.asarray(s["X"]), jnp.asarray(s["y"])), {},
-                                           {k: jnp.asarray(v) for k, v in unc.items()}))
+            lp_n = -float(
+                potential_energy(
+                    nmodel, (jnp.asarray(s["X"]), jnp.asarray(s["y"])), {}, {k: jnp.asarray(v) for k, v in unc.items()}
+                )
+            )
             point = {}
             for v in pmodel.value_vars:
                 base = v.name.replace("_log__", "")
@@ -455,14 +479,18 @@ def _children_cpu():
 def run_worker(cfg):
     cpus = sorted(os.sched_getaffinity(0))
     b0, c0, t0 = _cpu_busy(cpus), _children_cpu(), time.perf_counter()
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(cfg)],
-                          env=worker_env(), capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(cfg)],
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+    )
     b1, c1, wall = _cpu_busy(cpus), _children_cpu(), time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-4:]
         return {"error": " | ".join(tail) or f"exit code {proc.returncode}", "wall": wall}
-    res = json.loads(lines[-1][len("RESULT "):])
+    res = json.loads(lines[-1][len("RESULT ") :])
     res["wall"] = wall
     if b0 is not None and b1 is not None:
         # cores of our CPU set that other processes used while the worker ran
@@ -515,9 +543,11 @@ def posterior_table(name, rows):
     lines = [f"### {name}", ""]
     if name in NOTES:
         lines += [f"Note: {NOTES[name]}", ""]
-    lines += ["| library | method, setting | time (s), first call | time (s), warm | worst \\|mean err\\| (ref sd) "
-              "| worst sd ratio error | reached target? | others' load |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "| library | method, setting | time (s), first call | time (s), warm | worst \\|mean err\\| (ref sd) "
+        "| worst sd ratio error | reached target? | others' load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lib, setting, steps, res = r["lib"], r["setting"], r["steps"], r["result"]
         label = setting_label(lib, setting, steps)
@@ -536,17 +566,21 @@ def posterior_table(name, rows):
             extra = " (loss not finite)"
         em = "inf" if not math.isfinite(wm[1]) else f"{wm[1]:.3f}"
         es = "inf" if not math.isfinite(ws[1]) else f"{100 * ws[1]:+.1f} %"
-        lines.append(f"| {lib} | {label}{extra} | {fmt_s(res['first'])} | {fmt_s(res.get('warm'))} | "
-                     f"{em} ({wm[0]}) | {es} ({ws[0]}) | {'**yes**' if res['reached'] else 'no'} | "
-                     f"{res.get('others_load', 0.0):.2f} |")
+        lines.append(
+            f"| {lib} | {label}{extra} | {fmt_s(res['first'])} | {fmt_s(res.get('warm'))} | "
+            f"{em} ({wm[0]}) | {es} ({ws[0]}) | {'**yes**' if res['reached'] else 'no'} | "
+            f"{res.get('others_load', 0.0):.2f} |"
+        )
     return "\n".join(lines)
 
 
 def summary_table(all_rows):
-    lines = ["| posterior | fastvi full-rank: time (s), reached? | fastest peer that reached the target "
-             "(by first call) | its time (s), first call | ratio | fastest peer by warm time | its time (s), "
-             "warm | ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| posterior | fastvi full-rank: time (s), reached? | fastest peer that reached the target "
+        "(by first call) | its time (s), first call | ratio | fastest peer by warm time | its time (s), "
+        "warm | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, rows in all_rows.items():
         fv_row = next(r for r in rows if r["lib"] == "fastvi" and r["setting"] == "fullrank")["result"]
         fv_t = fv_row.get("first")
@@ -556,29 +590,40 @@ def summary_table(all_rows):
             tried = [r for r in rows if r["lib"] != "fastvi" and "worst_mean" in r["result"]]
             closest = ""
             if tried:  # by how many tolerances its worse error is off
-                c = min(tried, key=lambda r: max(r["result"]["worst_mean"][1] / MEAN_TOL,
-                                                 abs(r["result"]["worst_sd"][1]) / SD_TOL))
+                c = min(
+                    tried,
+                    key=lambda r: max(
+                        r["result"]["worst_mean"][1] / MEAN_TOL, abs(r["result"]["worst_sd"][1]) / SD_TOL
+                    ),
+                )
                 cr = c["result"]
-                closest = (f" (closest: {c['lib']} {setting_label(c['lib'], c['setting'], c['steps'])}, mean err "
-                           f"{cr['worst_mean'][1]:.2f} sd, sd err {100 * cr['worst_sd'][1]:+.0f} %)")
+                closest = (
+                    f" (closest: {c['lib']} {setting_label(c['lib'], c['setting'], c['steps'])}, mean err "
+                    f"{cr['worst_mean'][1]:.2f} sd, sd err {100 * cr['worst_sd'][1]:+.0f} %)"
+                )
             lines.append(f"| {name} | {fv_cell} | no peer got there{closest} | | | | | |")
             continue
         cells = []
         for key in ("first", "warm"):
             best = min(peers, key=lambda r: r["result"][key])
             t = best["result"][key]
-            ratio = f"{t / fv_t:.0f}x" if fv_row.get("reached") and t / fv_t >= 10 else (
-                f"{t / fv_t:.1f}x" if fv_row.get("reached") else "- (fastvi missed)")
+            ratio = (
+                f"{t / fv_t:.0f}x"
+                if fv_row.get("reached") and t / fv_t >= 10
+                else (f"{t / fv_t:.1f}x" if fv_row.get("reached") else "- (fastvi missed)")
+            )
             cells += [f"{best['lib']} {setting_label(best['lib'], best['setting'], best['steps'])}", fmt_s(t), ratio]
         lines.append(f"| {name} | {fv_cell} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help=f"test run: {', '.join(QUICK_POSTERIORS)}, peers at 2,000 and 20,000 steps")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help=f"test run: {', '.join(QUICK_POSTERIORS)}, peers at 2,000 and 20,000 steps"
+    )
     ap.add_argument("--only", nargs="+", metavar="NAME", help="posteriors whose name contains any of these")
     ap.add_argument("--check-models", action="store_true", help="only run the log-density identity check")
     ap.add_argument("--json", help="also write the raw results here")
@@ -595,8 +640,10 @@ def main():
         names = [n for n in POSTERIORS if any(s in n for s in args.only)]
     if args.check_models:
         for name, d in check_models(names).items():
-            print(f"{name}: spread of log p - log p_fastvi over 5 points: NumPyro {d['numpyro']:.2e}, "
-                  f"PyMC {d['pymc']:.2e} (spread of log p itself {d['logp_spread']:.2f})")
+            print(
+                f"{name}: spread of log p - log p_fastvi over 5 points: NumPyro {d['numpyro']:.2e}, "
+                f"PyMC {d['pymc']:.2e} (spread of log p itself {d['logp_spread']:.2f})"
+            )
         return
 
     started = datetime.datetime.now().astimezone()
@@ -606,20 +653,30 @@ def main():
     print(f"# Time to accuracy: fastvi vs NumPyro SVI vs PyMC ADVI ({started:%Y-%m-%d %H:%M %Z})")
     print()
     print(f"- command: `{' '.join(sys.argv)}` (interpreter {sys.executable})")
-    print(f"- machine: {platform.machine()}, {os.cpu_count()} cores, this run on CPU(s) {cpus} at niceness {os.nice(0)}; "
-          f"load average at start {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} (1 / 5 / 15 min)")
+    print(
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores, this run on CPU(s) {cpus} at niceness {os.nice(0)}; "
+        f"load average at start {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} (1 / 5 / 15 min)"
+    )
     vers = versions()
     print("- versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()))
-    print(f"- target: worst |mean error| <= {MEAN_TOL} reference sd and every |sd / reference sd - 1| <= "
-          f"{SD_TOL:.0%}, over the reference parameters and log(sigma); seed {SEED}, one run each")
-    print("- threads: 1 everywhere (OMP/OPENBLAS/MKL_NUM_THREADS=1; XLA_FLAGS=--xla_cpu_multi_thread_eigen=false "
-          "intra_op_parallelism_threads=1); see the script's docstring for the methods' settings", flush=True)
+    print(
+        f"- target: worst |mean error| <= {MEAN_TOL} reference sd and every |sd / reference sd - 1| <= "
+        f"{SD_TOL:.0%}, over the reference parameters and log(sigma); seed {SEED}, one run each"
+    )
+    print(
+        "- threads: 1 everywhere (OMP/OPENBLAS/MKL_NUM_THREADS=1; XLA_FLAGS=--xla_cpu_multi_thread_eigen=false "
+        "intra_op_parallelism_threads=1); see the script's docstring for the methods' settings",
+        flush=True,
+    )
 
     check = check_models(names)
     worst_n = max(d["numpyro"] for d in check.values())
     worst_p = max(d["pymc"] for d in check.values())
-    print(f"- model identity check: over 5 points per posterior, log p - log p_fastvi (unconstrained, with "
-          f"Jacobians) varies by at most {worst_n:.1e} (NumPyro) and {worst_p:.1e} (PyMC) nats", flush=True)
+    print(
+        f"- model identity check: over 5 points per posterior, log p - log p_fastvi (unconstrained, with "
+        f"Jacobians) varies by at most {worst_n:.1e} (NumPyro) and {worst_p:.1e} (PyMC) nats",
+        flush=True,
+    )
     print()
 
     all_rows, raw = {}, []
@@ -635,27 +692,34 @@ def main():
             res = evaluate(run_worker(cfg), info)
             rows.append({"lib": lib, "setting": setting, "steps": steps, "result": res})
             raw.append({"config": cfg, "result": res})
-            msg = res.get("error") or (f"first {fmt_s(res['first'])} s, warm {fmt_s(res.get('warm'))} s, "
-                                       f"mean err {res['worst_mean'][1]:.3f}, sd err {100 * res['worst_sd'][1]:+.1f} %, "
-                                       f"reached {res['reached']}, others {res.get('others_load', 0):.2f}")
+            msg = res.get("error") or (
+                f"first {fmt_s(res['first'])} s, warm {fmt_s(res.get('warm'))} s, "
+                f"mean err {res['worst_mean'][1]:.3f}, sd err {100 * res['worst_sd'][1]:+.1f} %, "
+                f"reached {res['reached']}, others {res.get('others_load', 0):.2f}"
+            )
             print(f"  [{name} {lib} {setting_label(lib, setting, steps)}] {msg}", file=sys.stderr, flush=True)
         all_rows[name] = rows
         print(posterior_table(name, rows))
         print(flush=True)
         if args.json:
             with open(args.json, "w") as fh:
-                json.dump({"started": started.isoformat(), "argv": sys.argv, "versions": vers, "runs": raw},
-                          fh, indent=1)
+                json.dump(
+                    {"started": started.isoformat(), "argv": sys.argv, "versions": vers, "runs": raw}, fh, indent=1
+                )
 
     print("### Summary: fastvi full-rank (defaults) against the fastest peer configuration that reached the target")
     print()
     print(summary_table(all_rows))
     print()
     load1 = os.getloadavg()
-    print(f"- finished {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, total {time.perf_counter() - t_start:.0f} s; "
-          f"load average at end {load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f}")
-    print("- ratio = the peer's time / fastvi full-rank's time (above 1: fastvi faster). \"others' load\": "
-          "cores of this run's CPU set used by other processes during the worker (from /proc/stat)")
+    print(
+        f"- finished {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}, total {time.perf_counter() - t_start:.0f} s; "
+        f"load average at end {load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f}"
+    )
+    print(
+        "- ratio = the peer's time / fastvi full-rank's time (above 1: fastvi faster). \"others' load\": "
+        "cores of this run's CPU set used by other processes during the worker (from /proc/stat)"
+    )
 
 
 if __name__ == "__main__":

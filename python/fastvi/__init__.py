@@ -20,12 +20,14 @@ import os as _os
 # has to be set before _core is imported; a user's own setting wins.)
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import _core  # noqa: E402
-from .expr import Expr, exp, inv_logit, log, log1p_exp, sum  # noqa: E402
-from .fit import Approximation, ConvergenceWarning, ImproperPosteriorWarning, PosteriorShapeWarning, fit  # noqa: E402
-from . import psis  # noqa: E402
-from .check import InputCheck, KernelCheck, check_kernel  # noqa: E402
-from .kernels import (  # noqa: E402
+from . import (
+    _core,  # noqa: F401  (first: libgomp reads OMP_WAIT_POLICY when _core loads it)
+    psis,
+)
+from .check import InputCheck, KernelCheck, check_kernel
+from .expr import Expr, exp, inv_logit, log, log1p_exp, sum
+from .fit import Approximation, ConvergenceWarning, ImproperPosteriorWarning, PosteriorShapeWarning, fit
+from .kernels import (
     InputSpec,
     KernelSpec,
     get_compile_flags,
@@ -34,18 +36,18 @@ from .kernels import (  # noqa: E402
     kernels,
     register_kernel,
 )
-from .model import Model, Param  # noqa: E402
-from .status import FitStatus  # noqa: E402
-from .summary import Summary, summary  # noqa: E402
+from .model import Model, Param
+from .status import FitStatus
+from .summary import Summary, summary
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Approximation",
     "ConvergenceWarning",
-    "ImproperPosteriorWarning",
     "Expr",
     "FitStatus",
+    "ImproperPosteriorWarning",
     "InputCheck",
     "InputSpec",
     "KernelCheck",
@@ -60,12 +62,12 @@ __all__ = [
     "get_compile_flags",
     "get_include",
     "inv_logit",
+    "kernel_spec",
+    "kernels",
     "log",
     "log1p_exp",
     "psis",
-    "sum",
-    "kernel_spec",
-    "kernels",
     "register_kernel",
+    "sum",
     "summary",
 ]

@@ -24,4 +24,6 @@ def warn_if_forked(threads: int) -> None:
             "fastvi runs on one thread in this process: it was forked after its parent ran fastvi on several "
             "threads, and OpenMP cannot start threads after such a fork. Results are the same, only slower; use "
             "multiprocessing's 'spawn' or 'forkserver' start method to keep threads in worker processes.",
-            RuntimeWarning, stacklevel=3)
+            RuntimeWarning,
+            stacklevel=3,
+        )

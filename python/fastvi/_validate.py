@@ -19,9 +19,9 @@ import numpy as np
 # int64 in C++ or numpy). The C++ core checks its own limit too.
 MAX_ELEMENTS = 2**40
 
-INT64_END = 2**63     # C++ Index (ptrdiff_t) settings take values below this
-UINT64_END = 2**64    # seeds are std::uint64_t
-INT32_END = 2**31     # thread counts are C int
+INT64_END = 2**63  # C++ Index (ptrdiff_t) settings take values below this
+UINT64_END = 2**64  # seeds are std::uint64_t
+INT32_END = 2**31  # thread counts are C int
 
 
 def int_setting(value: Any, name: str, minimum: int, end: int = INT64_END) -> int:
@@ -67,8 +67,10 @@ def check_size(shape: Sequence[int], what: str) -> None:
     """Refuses shapes with more than MAX_ELEMENTS elements, naming `what`."""
     n = element_count(shape)
     if n > MAX_ELEMENTS:
-        raise ValueError(f"{what}: shape {tuple(int(d) for d in shape)} has {n} elements, more than fastvi's "
-                         f"limit of 2**40 ({MAX_ELEMENTS})")
+        raise ValueError(
+            f"{what}: shape {tuple(int(d) for d in shape)} has {n} elements, more than fastvi's "
+            f"limit of 2**40 ({MAX_ELEMENTS})"
+        )
 
 
 def as_real_array(value: Any, what: str) -> np.ndarray:
@@ -76,8 +78,10 @@ def as_real_array(value: Any, what: str) -> np.ndarray:
     masked arrays (the mask would be dropped), complex values (the imaginary part would be),
     strings, objects, and arrays too large for the core."""
     if isinstance(value, np.ma.MaskedArray):
-        raise TypeError(f"{what} is a masked array: masks are not supported (fill or drop the masked values, "
-                        f"e.g. with .filled() or .compressed(), and pass a plain array)")
+        raise TypeError(
+            f"{what} is a masked array: masks are not supported (fill or drop the masked values, "
+            f"e.g. with .filled() or .compressed(), and pass a plain array)"
+        )
     arr = np.asarray(value)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise TypeError(f"{what} must be numeric data or a parameter, got an array of dtype {arr.dtype}")

@@ -49,14 +49,15 @@ class KernelCheck:
         return not self.failures
 
     def __str__(self) -> str:
-        lines = [f"check_kernel({self.kernel!r}): {'passed' if self.passed else 'FAILED'} "
-                 f"({self.draws} draws)"]
+        lines = [f"check_kernel({self.kernel!r}): {'passed' if self.passed else 'FAILED'} ({self.draws} draws)"]
         if self.reference_error is not None:
             lines.append(f"  log density vs reference: max relative error {self.reference_error:.3g}")
         lines.append(f"  {'input':<16}{'max abs error':>15}{'max rel error':>15}")
         for c in self.inputs.values():
-            lines.append(f"  {c.name:<16}{c.max_abs_error:>15.3g}{c.max_rel_error:>15.3g}  "
-                         f"{'ok' if c.passed else 'FAILED: ' + c.worst}")
+            lines.append(
+                f"  {c.name:<16}{c.max_abs_error:>15.3g}{c.max_rel_error:>15.3g}  "
+                f"{'ok' if c.passed else 'FAILED: ' + c.worst}"
+            )
         lines.extend(f"  {f}" for f in self.failures if not f.startswith("gradient of"))
         return "\n".join(lines)
 
@@ -128,8 +129,10 @@ def check_kernel(
             if n not in by_name:
                 raise ValueError(f"{where}: params names unknown input {n!r} (inputs: {names})")
             if not can_be_param(n):
-                raise ValueError(f"{where}: input {n!r} cannot be a parameter "
-                                 f"(support {by_name[n].support!r}, data_only={by_name[n].data_only})")
+                raise ValueError(
+                    f"{where}: input {n!r} cannot be a parameter "
+                    f"(support {by_name[n].support!r}, data_only={by_name[n].data_only})"
+                )
         if len(set(params)) != len(params):
             raise ValueError(f"{where}: params has repeated names: {params}")
     if not params:
@@ -138,8 +141,9 @@ def check_kernel(
         raise ValueError(f"{where}: draws must be an int >= 1, got {draws!r}")
     for label, x in (("h", h), ("rtol", rtol), ("atol", atol), ("reference_rtol", reference_rtol)):
         if not (isinstance(x, numbers.Real) and math.isfinite(x) and x >= 0) or (label == "h" and x <= 0):
-            raise ValueError(f"{where}: {label} must be a {'positive' if label == 'h' else 'non-negative'} "
-                             f"finite number, got {x!r}")
+            raise ValueError(
+                f"{where}: {label} must be a {'positive' if label == 'h' else 'non-negative'} finite number, got {x!r}"
+            )
     if isinstance(shape, numbers.Integral):
         shape = (int(shape),)
     shape = tuple(int(d) for d in shape)
@@ -153,11 +157,16 @@ def check_kernel(
         if n in values:
             base = np.asarray(values[n], dtype=np.float64)
             if not (np.all(np.isfinite(base)) and np.all(base > lo) and np.all(base < hi)):
-                raise ValueError(f"{where}: the value of parameter input {n!r} must lie strictly inside "
-                                 f"({lo:g}, {hi:g})")
+                raise ValueError(
+                    f"{where}: the value of parameter input {n!r} must lie strictly inside ({lo:g}, {hi:g})"
+                )
             given[n] = base
-        declared[n] = model.param(n, shape=given[n].shape if n in given else shape,
-                                  lower=None if math.isinf(lo) else lo, upper=None if math.isinf(hi) else hi)
+        declared[n] = model.param(
+            n,
+            shape=given[n].shape if n in given else shape,
+            lower=None if math.isinf(lo) else lo,
+            upper=None if math.isinf(hi) else hi,
+        )
     args: Dict[str, Any] = {}
     for n in names:
         if n in declared:
@@ -165,8 +174,9 @@ def check_kernel(
         elif n in values:
             args[n] = values[n]
         elif by_name[n].default is None:
-            raise ValueError(f"{where}: input {n!r} is not a parameter here and has no default: give its value "
-                             f"in values")
+            raise ValueError(
+                f"{where}: input {n!r} is not a parameter here and has no default: give its value in values"
+            )
     model.add(kernel, args.pop(names[0]), name=f"{kernel} under check", **args)
 
     # The points: random in the unconstrained space, mapped into each support; given values at draw 0.
@@ -177,7 +187,7 @@ def check_kernel(
         theta0 = _theta(model, zeta[:, :1])[:, 0]
         for n, base in given.items():
             p = declared[n]
-            theta0[p.offset:p.offset + p.size] = base.ravel()
+            theta0[p.offset : p.offset + p.size] = base.ravel()
         z0 = model._core.unconstrain(theta0)
         for n in given:
             p = declared[n]
@@ -187,7 +197,7 @@ def check_kernel(
     theta = _theta(model, zeta)
     for n, base in given.items():  # exactly the given values, not their round trip
         p = declared[n]
-        theta[p.offset:p.offset + p.size, 0] = base.ravel()
+        theta[p.offset : p.offset + p.size, 0] = base.ravel()
 
     def evaluate(t: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         return model._core.log_density_constrained(np.asfortranarray(t), 1)
@@ -202,9 +212,9 @@ def check_kernel(
     numerical = np.empty_like(grad)
     lower = np.empty(dim)
     upper = np.empty(dim)
-    for n, p in declared.items():
-        lower[p.offset:p.offset + p.size] = p.lower
-        upper[p.offset:p.offset + p.size] = p.upper
+    for p in declared.values():
+        lower[p.offset : p.offset + p.size] = p.lower
+        upper[p.offset : p.offset + p.size] = p.upper
     for i in range(dim):
         x = theta[i]
         step = h * np.maximum(1.0, np.abs(x))
@@ -225,8 +235,10 @@ def check_kernel(
         rel = np.where(big, err / np.where(big, scale, 1.0), 0.0)
         e, s = np.unravel_index(int(np.argmax(excess)), excess.shape)
         element = f"[{', '.join(str(int(k)) for k in np.unravel_index(e, p.shape))}]" if p.shape else ""
-        worst = (f"{n}{element} at draw {s} (value {theta[p.offset + e, s]:.6g}): analytic {g[e, s]:.10g}, "
-                 f"numerical {f[e, s]:.10g}")
+        worst = (
+            f"{n}{element} at draw {s} (value {theta[p.offset + e, s]:.6g}): analytic {g[e, s]:.10g}, "
+            f"numerical {f[e, s]:.10g}"
+        )
         ok = bool(np.all(excess <= 0))
         checks[n] = InputCheck(n, float(np.max(err)), float(np.max(rel)), ok, worst)
         if not ok:
@@ -241,7 +253,7 @@ def check_kernel(
                 n = spec_in.name
                 if n in declared:
                     p = declared[n]
-                    kwargs[n] = theta[p.offset:p.offset + p.size, s].reshape(p.shape)
+                    kwargs[n] = theta[p.offset : p.offset + p.size, s].reshape(p.shape)
                 else:
                     kwargs[n] = np.asarray(values[n], dtype=np.float64) if n in values else spec_in.default
             ref[s] = np.sum(reference(**kwargs))
@@ -249,8 +261,10 @@ def check_kernel(
         reference_error = float(np.max(rel_err)) if np.all(np.isfinite(rel_err)) else math.inf
         if not reference_error <= reference_rtol:
             s = int(np.argmax(np.where(np.isfinite(rel_err), rel_err, np.inf)))
-            failures.append(f"log density at draw {s} is {lp[s]:.12g}, the reference says {ref[s]:.12g} "
-                            f"(relative error {rel_err[s]:.3g} > {reference_rtol:g})")
+            failures.append(
+                f"log density at draw {s} is {lp[s]:.12g}, the reference says {ref[s]:.12g} "
+                f"(relative error {rel_err[s]:.3g} > {reference_rtol:g})"
+            )
 
     report = KernelCheck(kernel, tuple(declared), draws, lp, reference_error, checks, tuple(failures))
     if failures and raise_on_failure:
@@ -263,5 +277,5 @@ def _theta(model: Model, zeta: np.ndarray) -> np.ndarray:
     values = model._core.values(np.asfortranarray(zeta))
     theta = np.empty_like(zeta)
     for p in model:
-        theta[p.offset:p.offset + p.size] = values[p.row:p.row + p.size]
+        theta[p.offset : p.offset + p.size] = values[p.row : p.row + p.size]
     return theta

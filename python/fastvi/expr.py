@@ -41,8 +41,15 @@ class Expr:
     # numpy defers to our reflected operators, so X @ beta and 2.0 * beta build expressions
     __array_ufunc__ = None
 
-    def __init__(self, model, block: int, shape: Tuple[int, ...], lower: float = -math.inf,
-                 upper: float = math.inf, label: str = "expression"):
+    def __init__(
+        self,
+        model,
+        block: int,
+        shape: Tuple[int, ...],
+        lower: float = -math.inf,
+        upper: float = math.inf,
+        label: str = "expression",
+    ):
         self._model = model
         self._block = block
         self.shape = tuple(shape)
@@ -64,7 +71,7 @@ class Expr:
     # An expression is pickled with its model (rebuilt from the model's build log, see Model);
     # the block id stays valid because the rebuild adds the same nodes in the same order. A copy
     # is a deep copy: a shallow one would share the C++ model with the original.
-    def __copy__(self) -> "Expr":
+    def __copy__(self) -> Expr:
         return copy.deepcopy(self)
 
     # ---- building nodes -------------------------------------------------------------------------
@@ -74,7 +81,7 @@ class Expr:
         build log records (Model._decode turns it into the C++ operand)."""
         return ("block", input_name, self._block)
 
-    def _new(self, block: int, shape, lower: float, upper: float, label: str) -> "Expr":
+    def _new(self, block: int, shape, lower: float, upper: float, label: str) -> Expr:
         return Expr(self._model, block, tuple(shape), lower, upper, label)
 
     def _coerce(self, other: Any, what: str):
@@ -89,7 +96,7 @@ class Expr:
             raise ValueError(f"{what}: operand contains NaN or inf")
         return ("data", what, arr), arr.shape, _bounds_of_data(arr), "data", arr
 
-    def _binary(self, other: Any, op: str, reverse: bool = False) -> "Expr":
+    def _binary(self, other: Any, op: str, reverse: bool = False) -> Expr:
         name = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[op]
         o_op, o_shape, o_bounds, o_label, o_data = self._coerce(other, f"'{name}'")
         s_op, s_bounds = self._operand(f"'{name}'"), (self.lower, self.upper)
@@ -109,22 +116,37 @@ class Expr:
         block = self._model._build("add_binary", op, a, b, label, lower, upper)
         return self._new(block, shape, lower, upper, label)
 
-    def __add__(self, other): return self._binary(other, "add")
-    def __radd__(self, other): return self._binary(other, "add", reverse=True)
-    def __sub__(self, other): return self._binary(other, "sub")
-    def __rsub__(self, other): return self._binary(other, "sub", reverse=True)
-    def __mul__(self, other): return self._binary(other, "mul")
-    def __rmul__(self, other): return self._binary(other, "mul", reverse=True)
-    def __truediv__(self, other): return self._binary(other, "div")
-    def __rtruediv__(self, other): return self._binary(other, "div", reverse=True)
+    def __add__(self, other):
+        return self._binary(other, "add")
 
-    def __neg__(self) -> "Expr":
+    def __radd__(self, other):
+        return self._binary(other, "add", reverse=True)
+
+    def __sub__(self, other):
+        return self._binary(other, "sub")
+
+    def __rsub__(self, other):
+        return self._binary(other, "sub", reverse=True)
+
+    def __mul__(self, other):
+        return self._binary(other, "mul")
+
+    def __rmul__(self, other):
+        return self._binary(other, "mul", reverse=True)
+
+    def __truediv__(self, other):
+        return self._binary(other, "div")
+
+    def __rtruediv__(self, other):
+        return self._binary(other, "div", reverse=True)
+
+    def __neg__(self) -> Expr:
         return _unary(self, "neg", -self.upper, -self.lower)
 
-    def __pos__(self) -> "Expr":
+    def __pos__(self) -> Expr:
         return self
 
-    def __rmatmul__(self, x: Any) -> "Expr":
+    def __rmatmul__(self, x: Any) -> Expr:
         X = as_data(x, "X @ v: X")
         label = f"(X @ {self._label})"
         if X.ndim != 2:
@@ -136,10 +158,10 @@ class Expr:
         block = self._model._build("add_matvec", X, self._operand("v"), label)
         return self._new(block, (X.shape[0],), -math.inf, math.inf, label)
 
-    def __matmul__(self, other: Any) -> "Expr":
+    def __matmul__(self, other: Any) -> Expr:
         raise TypeError("only data @ expression is supported (write X @ beta with X a data matrix)")
 
-    def __getitem__(self, key: Any) -> "Expr":
+    def __getitem__(self, key: Any) -> Expr:
         if isinstance(key, Expr):
             raise TypeError("indices must be data (integer arrays, slices), not expressions")
         flat = np.arange(self.size).reshape(self.shape)
@@ -154,7 +176,7 @@ class Expr:
         block = self._model._build("add_gather", self._operand("index"), index, picked.shape, label)
         return self._new(block, picked.shape, self.lower, self.upper, label)
 
-    def sum(self) -> "Expr":
+    def sum(self) -> Expr:
         return sum(self)
 
     def __bool__(self):
@@ -224,7 +246,7 @@ def inv_logit(x: Expr) -> Expr:
     return _unary(x, "inv_logit", 0.0, 1.0)
 
 
-def sum(x: Expr) -> Expr:  # noqa: A001 - mirrors numpy's name
+def sum(x: Expr) -> Expr:
     """The sum of all elements of an expression (a scalar expression)."""
     if not isinstance(x, Expr):
         raise TypeError("fv.sum takes an expression or parameter; use numpy for data")

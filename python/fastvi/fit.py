@@ -63,7 +63,7 @@ class Approximation:
     the fit, sampling and moments raise RuntimeError: refit.
     """
 
-    def __init__(self, model: Model, family: "_core.Family", result: "_core.FitResult", options: Dict[str, Any]):
+    def __init__(self, model: Model, family: _core.Family, result: _core.FitResult, options: Dict[str, Any]):
         self.model = model
         self._family = family
         self.family: str = family.name
@@ -100,8 +100,10 @@ class Approximation:
         now = self.model._structure()
         if now != self._structure:
             (d0, p0, f0), (d1, p1, f1) = self._structure, now
-            raise RuntimeError(f"the model changed after this fit (dim was {d0}, now {d1}; {p0} parameters, now "
-                               f"{p1}; {f0} factors, now {f1}): refit")
+            raise RuntimeError(
+                f"the model changed after this fit (dim was {d0}, now {d1}; {p0} parameters, now "
+                f"{p1}; {f0} factors, now {f1}): refit"
+            )
 
     # ---- copies and pickling ------------------------------------------------------------------
 
@@ -117,7 +119,7 @@ class Approximation:
         self.__dict__.update(state)
         self._family = _core.Family(name, dim, rank)
 
-    def __copy__(self) -> "Approximation":
+    def __copy__(self) -> Approximation:
         # a shallow copy would share the model, which can still be changed after the fit
         return copy.deepcopy(self)
 
@@ -139,7 +141,7 @@ class Approximation:
         return None if self.psis is None else self.psis.khat
 
     @property
-    def status(self) -> "FitStatus":
+    def status(self) -> FitStatus:
         """What this fit can be trusted for: ``optimisation`` (converged, with the refinement's error
         estimate), ``shape`` (PSIS k-hat: good / fair / poor / unknown), ``corrected`` (PSIS
         results available and reliable) and ``use`` ("q", "psis" or "none"); ``print(fit.status)``
@@ -151,8 +153,15 @@ class Approximation:
         """Effective sample size of the PSIS draws' smoothed weights (None if PSIS was not run)."""
         return None if self.psis is None else self.psis.ess
 
-    def run_psis(self, draws: int = _psis.DEFAULT_DRAWS, *, seed: Optional[int] = None,
-                 threads: Optional[int] = None, _stacklevel: int = 2, _escalate: bool = False) -> "_psis.PSIS":
+    def run_psis(
+        self,
+        draws: int = _psis.DEFAULT_DRAWS,
+        *,
+        seed: Optional[int] = None,
+        threads: Optional[int] = None,
+        _stacklevel: int = 2,
+        _escalate: bool = False,
+    ) -> _psis.PSIS:
         """Runs (again) the PSIS diagnostic that ``fv.fit`` runs after every fit, with ``draws``
         draws from q (seed: by default derived from the fit's), stores it in ``psis`` (``khat``,
         ``ess``) and returns it; warns with a PosteriorShapeWarning when k-hat > 0.7."""
@@ -170,16 +179,20 @@ class Approximation:
             warnings.warn(_psis.khat_message(self.psis, self.family), PosteriorShapeWarning, stacklevel=_stacklevel)
         return self.psis
 
-    def _need_psis(self, what: str) -> "_psis.PSIS":
+    def _need_psis(self, what: str) -> _psis.PSIS:
         if self.psis is None:
-            raise ValueError(f"{what} needs the PSIS draws, and this fit has none (psis_draws=0, or the fit was "
-                             f"interrupted): call fit.run_psis() first")
+            raise ValueError(
+                f"{what} needs the PSIS draws, and this fit has none (psis_draws=0, or the fit was "
+                f"interrupted): call fit.run_psis() first"
+            )
         if self.psis.ess == 0:
-            raise FloatingPointError(f"{what}: no PSIS draw has a finite importance ratio "
-                                     f"({self.psis.note}); there is nothing to correct q with")
+            raise FloatingPointError(
+                f"{what}: no PSIS draw has a finite importance ratio "
+                f"({self.psis.note}); there is nothing to correct q with"
+            )
         return self._corrected_psis()
 
-    def _corrected_psis(self) -> "_psis.PSIS":
+    def _corrected_psis(self) -> _psis.PSIS:
         """The PSIS result behind the corrected results: the diagnostic's own if its ESS is at least
         _psis.CORRECTED_ESS, else PSIS over more draws of the same stream (at most
         _psis.CORRECTED_MAX_DRAWS), computed once and kept. The diagnostic's 1,000 draws are enough
@@ -250,8 +263,9 @@ class Approximation:
         above 0.7 neither is reliable. Its Monte Carlo error is about sd / sqrt(ESS)."""
         self._check_model()
         if self._importance(importance) == "psis":
-            return self._finite(_psis.weighted_moments(self, self._need_psis("mean(importance='psis')"))[0],
-                                "mean(importance='psis')")
+            return self._finite(
+                _psis.weighted_moments(self, self._need_psis("mean(importance='psis')"))[0], "mean(importance='psis')"
+            )
         out = self.model._split_zeta(self._marginal_moments()[0])
         out.update(self._deterministic_moments()[0])
         return self._finite(out, "mean()")
@@ -261,8 +275,9 @@ class Approximation:
         importance="psis", the self-normalised PSIS estimate of the posterior sd)."""
         self._check_model()
         if self._importance(importance) == "psis":
-            return self._finite(_psis.weighted_moments(self, self._need_psis("std(importance='psis')"))[1],
-                                "std(importance='psis')")
+            return self._finite(
+                _psis.weighted_moments(self, self._need_psis("std(importance='psis')"))[1], "std(importance='psis')"
+            )
         out = self.model._split_zeta(self._marginal_moments()[1])
         out.update(self._deterministic_moments()[1])
         return self._finite(out, "std()")
@@ -282,13 +297,15 @@ class Approximation:
                 parts.append(f"{name!r} (a deterministic)")
                 continue
             sl = slice(p.offset, p.offset + p.size)
-            parts.append(f"{name!r} (q's unconstrained mean up to {np.max(np.abs(mu[sl])):.3g}, sd up to "
-                         f"{np.max(sd[sl]):.3g})")
+            parts.append(
+                f"{name!r} (q's unconstrained mean up to {np.max(np.abs(mu[sl])):.3g}, sd up to {np.max(sd[sl]):.3g})"
+            )
         state = "converged" if self.converged else f"did not converge: {self.message}"
         raise FloatingPointError(
             f"{what} is not finite for {', '.join(parts)}: q is too wide or too far out for the constrained value "
             f"to be a finite float64. The fit {state}. Check the model (a missing prior or an improper posterior), "
-            f"or refit with better initial values (init=...).")
+            f"or refit with better initial values (init=...)."
+        )
 
     def sample(self, n: int, seed: int = 0, importance: Optional[str] = None) -> Dict[str, np.ndarray]:
         """``n`` draws from q, as a dict of constrained arrays with a leading draw axis.
@@ -313,17 +330,23 @@ class Approximation:
         rows = max(self.model._core.rows, self._family.noise_dim, 1)
         size = n * rows * 8
         if n > 2**32:  # the generator's draw counter is 32 bits: draw j + 2**32 would repeat draw j
-            raise ValueError(f"n = {n} draws in one call: at most 2**32 (the generator's draw counter is 32 bits); "
-                             f"draw fewer at a time, with different seeds")
+            raise ValueError(
+                f"n = {n} draws in one call: at most 2**32 (the generator's draw counter is 32 bits); "
+                f"draw fewer at a time, with different seeds"
+            )
         if size >= INT64_END:
-            raise ValueError(f"n = {n} draws of {rows} values would take {size} bytes, more than an array can hold; "
-                             f"draw fewer at a time")
+            raise ValueError(
+                f"n = {n} draws of {rows} values would take {size} bytes, more than an array can hold; "
+                f"draw fewer at a time"
+            )
         try:
             zeta = self._family.sample(self.phi, n, seed)
             return self._finite(self.model._split_values(self.model._core.values(zeta).T), f"sample({n})")
         except MemoryError:
-            raise MemoryError(f"not enough memory for n = {n} draws of {rows} values ({size / 2**30:.3g} GiB per "
-                              f"copy); draw fewer at a time") from None
+            raise MemoryError(
+                f"not enough memory for n = {n} draws of {rows} values ({size / 2**30:.3g} GiB per "
+                f"copy); draw fewer at a time"
+            ) from None
 
     def _psis_sample(self, n: int, seed: int) -> Dict[str, np.ndarray]:
         result = self._need_psis(f"sample({n}, importance='psis')")
@@ -337,7 +360,8 @@ class Approximation:
 
     def __repr__(self) -> str:
         state = (
-            f"converged at step {self.converged_step}" if self.converged
+            f"converged at step {self.converged_step}"
+            if self.converged
             else ("interrupted" if self.interrupted else "not converged")
         )
         if self.error_mean is not None:  # the refinement's estimate of the distance to the optimum
@@ -345,8 +369,10 @@ class Approximation:
 
         elbo = f"{self.elbo[-1]:.6g}" if self.elbo.size else "n/a"
         rank = f" rank={self.rank}" if self.rank is not None else ""
-        return (f"<Approximation family={self.family!r}{rank} dim={self.model.dim} steps={self.steps} "
-                f"{state} elbo={elbo} skipped={self.n_skipped}{_psis.repr_part(self.psis)}>")
+        return (
+            f"<Approximation family={self.family!r}{rank} dim={self.model.dim} steps={self.steps} "
+            f"{state} elbo={elbo} skipped={self.n_skipped}{_psis.repr_part(self.psis)}>"
+        )
 
 
 def fit(
@@ -502,13 +528,19 @@ def fit(
             # so far, here the starting q (no optimisation step was taken).
             laplace = Laplace(False, "interrupted by Ctrl-C during the mode search")
             phi0 = fam.initialise(start, 0.1 if init_scale is None else _float_setting(init_scale, "init_scale"))
-            result = _interrupted_result(phi0, "interrupted during the mode search (preconditioning), before any "
-                                               "optimisation step")
-            approx = Approximation(model, fam, result, {"family": family_name, "seed": opts.seed,
-                                                        "precondition": precondition, "threads": opts.threads})
+            result = _interrupted_result(
+                phi0, "interrupted during the mode search (preconditioning), before any optimisation step"
+            )
+            approx = Approximation(
+                model,
+                fam,
+                result,
+                {"family": family_name, "seed": opts.seed, "precondition": precondition, "threads": opts.threads},
+            )
             approx.laplace = laplace
-            warnings.warn(f"fit {approx.message}; returning the starting approximation", ConvergenceWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"fit {approx.message}; returning the starting approximation", ConvergenceWarning, stacklevel=2
+            )
             return approx
         if laplace.ok:
             precond.shift = laplace.mode
@@ -523,7 +555,7 @@ def fit(
     init_scale = (1.0 if whitened else 0.1) if init_scale is None else _float_setting(init_scale, "init_scale")
     phi0 = fam.initialise(np.zeros(model.dim) if whitened else start, init_scale)
     if family_name == "lowrank" and whitened and laplace.covariance is not None:
-        phi0[2 * model.dim:] = _laplace_factor(laplace.covariance, precond.diagonal, rank, init_scale)
+        phi0[2 * model.dim :] = _laplace_factor(laplace.covariance, precond.diagonal, rank, init_scale)
 
     bar = _progress_bar(opts.steps) if progress else None
 
@@ -538,34 +570,62 @@ def fit(
         result = _core.fit(model._core, fam, phi0, opts, monitor if (bar or callback) else None, precond)
     except MemoryError as err:
         # C++ reports std::bad_alloc bare: say which settings size the fit's memory
-        raise MemoryError(f"fit ran out of memory ({err}) with steps={opts.steps}, draws={opts.draws} and "
-                          f"{model.dim} unconstrained parameters: reduce steps or draws") from err
+        raise MemoryError(
+            f"fit ran out of memory ({err}) with steps={opts.steps}, draws={opts.draws} and "
+            f"{model.dim} unconstrained parameters: reduce steps or draws"
+        ) from err
     finally:
         if bar is not None:
             bar.close()
-    approx = Approximation(model, fam, result, {
-        "family": family_name, "steps": opts.steps, "draws": opts.draws, "lr": opts.lr, "gradient": gradient,
-        "seed": opts.seed, "rank": rank if family_name == "lowrank" else None,
-        "tol": opts.tol, "tol_abs": opts.tol_abs, "eval_every": opts.eval_every, "patience": opts.patience,
-        "average": opts.average, "precision": precision, "precondition": precondition,
-        "init_scale": init_scale, "threads": opts.threads,
-    })
+    approx = Approximation(
+        model,
+        fam,
+        result,
+        {
+            "family": family_name,
+            "steps": opts.steps,
+            "draws": opts.draws,
+            "lr": opts.lr,
+            "gradient": gradient,
+            "seed": opts.seed,
+            "rank": rank if family_name == "lowrank" else None,
+            "tol": opts.tol,
+            "tol_abs": opts.tol_abs,
+            "eval_every": opts.eval_every,
+            "patience": opts.patience,
+            "average": opts.average,
+            "precision": precision,
+            "precondition": precondition,
+            "init_scale": init_scale,
+            "threads": opts.threads,
+        },
+    )
     approx.laplace = laplace
     warned = _diagnose(approx, result, laplace, opts.tol > 0)
     if approx.n_skipped:
-        warnings.warn(f"{approx.n_skipped} of {approx.steps} steps had a non-finite log density or gradient and "
-                      f"were skipped (step size halved {approx.lr_reductions} times). {approx.message}",
-                      ConvergenceWarning, stacklevel=2)
+        warnings.warn(
+            f"{approx.n_skipped} of {approx.steps} steps had a non-finite log density or gradient and "
+            f"were skipped (step size halved {approx.lr_reductions} times). {approx.message}",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     if approx.divergences:
-        warnings.warn(f"the ELBO fell away from its best {approx.divergences} time(s) (q's scale running away on a "
-                      "heavy-tailed posterior, or too large a step size); each time the fit went back to its best "
-                      f"iterate and halved the step size (now {result.final_lr:.3g}). {approx.message}",
-                      ConvergenceWarning, stacklevel=2)
+        warnings.warn(
+            f"the ELBO fell away from its best {approx.divergences} time(s) (q's scale running away on a "
+            "heavy-tailed posterior, or too large a step size); each time the fit went back to its best "
+            f"iterate and halved the step size (now {result.final_lr:.3g}). {approx.message}",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     if approx.interrupted:
         warnings.warn(f"fit {approx.message}; returning the state reached so far", ConvergenceWarning, stacklevel=2)
     elif not approx.converged and opts.tol > 0 and not warned:
-        warnings.warn(f"fit did not converge in {approx.steps} steps ({approx.message}); "
-                      "increase steps or lr, or pass tol=None to silence this", ConvergenceWarning, stacklevel=2)
+        warnings.warn(
+            f"fit did not converge in {approx.steps} steps ({approx.message}); "
+            "increase steps or lr, or pass tol=None to silence this",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     if psis_draws and not approx.interrupted:  # the PSIS diagnostic (k-hat, ESS), warns if k-hat > 0.7
         approx.run_psis(psis_draws, threads=opts.threads, _stacklevel=3, _escalate=True)
     return approx
@@ -573,10 +633,26 @@ def fit(
 
 def _interrupted_result(phi0: np.ndarray, message: str) -> SimpleNamespace:
     """What _core.fit returns, for a fit interrupted before its loop started."""
-    return SimpleNamespace(phi=np.array(phi0), elbo=[], elbo_step=[], steps=0, converged=False, converged_step=-1,
-                           averaged_steps=0, interrupted=True, skipped=0, lr_reductions=0, divergences=0, message=message,
-                           drifting=[], growing=[], shrinking=[],
-                           refinements=0, error_mean=float("nan"), error_scale=float("nan"))
+    return SimpleNamespace(
+        phi=np.array(phi0),
+        elbo=[],
+        elbo_step=[],
+        steps=0,
+        converged=False,
+        converged_step=-1,
+        averaged_steps=0,
+        interrupted=True,
+        skipped=0,
+        lr_reductions=0,
+        divergences=0,
+        message=message,
+        drifting=[],
+        growing=[],
+        shrinking=[],
+        refinements=0,
+        error_mean=float("nan"),
+        error_scale=float("nan"),
+    )
 
 
 def _keep_going(answer: Any) -> Optional[bool]:
@@ -591,7 +667,7 @@ def _keep_going(answer: Any) -> Optional[bool]:
 _LOG_MAX = math.log(np.finfo(np.float64).max)
 
 
-def _diagnose(approx: Approximation, result: "_core.FitResult", laplace: Optional[Laplace], check: bool) -> bool:
+def _diagnose(approx: Approximation, result: _core.FitResult, laplace: Optional[Laplace], check: bool) -> bool:
     """Checks the fit's outcome for what the loop cannot judge by itself, sets ``converged`` to False
     and warns where it fails: non-finite results, an unidentified or improper posterior (a flat
     direction at the mode, or, unless ``check`` is off (tol=None), q's scale still growing at the
@@ -599,12 +675,16 @@ def _diagnose(approx: Approximation, result: "_core.FitResult", laplace: Optiona
     model = approx.model
     warned = False
     # name the coordinates the loop could only count
-    for what, coordinates in (("q's mean still moving along", result.drifting),
-                              ("q's scale still growing along", result.growing),
-                              ("q's scale still shrinking along", result.shrinking)):
+    for what, coordinates in (
+        ("q's mean still moving along", result.drifting),
+        ("q's scale still growing along", result.growing),
+        ("q's scale still shrinking along", result.shrinking),
+    ):
         if len(coordinates):
-            approx.message = approx.message.replace(f"{what} {len(coordinates)} coordinate(s)",
-                                                    f"{what} {name_list(coordinate_names(model, list(coordinates)))}")
+            approx.message = approx.message.replace(
+                f"{what} {len(coordinates)} coordinate(s)",
+                f"{what} {name_list(coordinate_names(model, list(coordinates)))}",
+            )
 
     def unconverged(reason: str):
         if approx.converged:
@@ -614,63 +694,83 @@ def _diagnose(approx: Approximation, result: "_core.FitResult", laplace: Optiona
         approx.converged, approx.converged_step = False, None
 
     # Non-finite results, or moments that overflow once mapped to the constrained space.
-    mu, log_sd = approx.phi[:model.dim], np.asarray(result.log_sd)
+    mu, log_sd = approx.phi[: model.dim], np.asarray(result.log_sd)
     overflow = []
     for p in model:
         sl = slice(p.offset, p.offset + p.size)
         m, ls = mu[sl], log_sd[sl]
         if not (np.all(np.isfinite(m)) and np.all(np.isfinite(ls))):
             overflow.append(f"{p.name} (q's mean or sd is not finite)")
-        elif (math.isfinite(p.lower) != math.isfinite(p.upper)) and np.any(m + 0.5 * np.exp(2 * np.minimum(ls, 300))
-                                                                           > _LOG_MAX):
+        elif (math.isfinite(p.lower) != math.isfinite(p.upper)) and np.any(
+            m + 0.5 * np.exp(2 * np.minimum(ls, 300)) > _LOG_MAX
+        ):
             # one bound: a log-normal, whose mean exp(m + s^2 / 2) is beyond the largest double
             overflow.append(f"{p.name} (its mean exp(m + s^2/2) under q overflows)")
     if overflow:
         unconverged("q is not finite in the constrained space for " + ", ".join(overflow))
-        warnings.warn(f"the fit's result is not usable: {approx.message}. The posterior may be improper "
-                      "along these parameters (give them proper priors), or the fit diverged (try a smaller lr or "
-                      "init_scale)", ConvergenceWarning, stacklevel=3)
+        warnings.warn(
+            f"the fit's result is not usable: {approx.message}. The posterior may be improper "
+            "along these parameters (give them proper priors), or the fit diverged (try a smaller lr or "
+            "init_scale)",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
         warned = True
 
     # The mode search found a direction along which the log density is flat: unidentified.
     if laplace is not None and laplace.kind == "flat":
         names = name_list(laplace.parameters)
         unconverged(f"the posterior is improper or unidentified along {names}")
-        warnings.warn(f"the posterior may be improper or unidentified: {laplace.message}. A Gaussian approximation "
-                      f"of it means nothing (its sds along that direction are arbitrary); give {names} proper priors, "
-                      "or remove the redundancy (fix one of them, or reparameterise)", ImproperPosteriorWarning,
-                      stacklevel=3)
+        warnings.warn(
+            f"the posterior may be improper or unidentified: {laplace.message}. A Gaussian approximation "
+            f"of it means nothing (its sds along that direction are arbitrary); give {names} proper priors, "
+            "or remove the redundancy (fix one of them, or reparameterise)",
+            ImproperPosteriorWarning,
+            stacklevel=3,
+        )
         return True
     # q's scale was still growing, block after block, when the fit ran out of steps.
     growing = list(result.growing) if check and not approx.converged and not approx.interrupted else []
     if growing:
         names = name_list(coordinate_names(model, growing))
-        warnings.warn(f"fit did not converge in {approx.steps} steps: q's scale along {names} kept growing to the "
-                      "end. The posterior may be improper or unidentified along them (give them proper priors, "
-                      "check that the data determine them); if it is not, the fit needs more steps (or a smaller "
-                      f"lr). {approx.message}", ImproperPosteriorWarning, stacklevel=3)
+        warnings.warn(
+            f"fit did not converge in {approx.steps} steps: q's scale along {names} kept growing to the "
+            "end. The posterior may be improper or unidentified along them (give them proper priors, "
+            "check that the data determine them); if it is not, the fit needs more steps (or a smaller "
+            f"lr). {approx.message}",
+            ImproperPosteriorWarning,
+            stacklevel=3,
+        )
         warned = True
     # q's scale was still shrinking, block after block: q collapsing onto a point (the neck of a
     # funnel, or a "mode" where the log density is unbounded), where its sds mean nothing.
     shrinking = list(result.shrinking) if check and not approx.converged and not approx.interrupted else []
     if shrinking:
         names = name_list(coordinate_names(model, shrinking))
-        warnings.warn(f"fit did not converge in {approx.steps} steps: q's scale along {names} kept shrinking to the "
-                      "end. Either the fit needs more steps (q is still narrowing towards a very small posterior "
-                      "sd: preconditioning, the default, avoids this) or q is collapsing onto a point (the neck of "
-                      "a funnel, or a log density that grows without bound as a scale parameter goes to 0), where "
-                      "its sds mean nothing: a non-centred parameterisation, or a prior that keeps the scale "
-                      f"parameter away from 0, usually helps. {approx.message}", ConvergenceWarning, stacklevel=3)
+        warnings.warn(
+            f"fit did not converge in {approx.steps} steps: q's scale along {names} kept shrinking to the "
+            "end. Either the fit needs more steps (q is still narrowing towards a very small posterior "
+            "sd: preconditioning, the default, avoids this) or q is collapsing onto a point (the neck of "
+            "a funnel, or a log density that grows without bound as a scale parameter goes to 0), where "
+            "its sds mean nothing: a non-centred parameterisation, or a prior that keeps the scale "
+            f"parameter away from 0, usually helps. {approx.message}",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
         warned = True
     # No proper mode (a funnel, a saddle, or an improper posterior with a tilt): the fit ran without
     # preconditioning; whether it converged is the stopping rule's verdict, which sees q still
     # moving if the posterior is improper. (A funnel is proper and can be fitted: no verdict here.)
     if laplace is not None and not laplace.ok and laplace.kind != "flat":
         names = name_list(laplace.parameters) or "the parameters"
-        warnings.warn(f"the mode search found no proper mode ({laplace.message}), so the fit ran without "
-                      f"preconditioning. If the posterior is improper (a flat or improper prior on {names} that the "
-                      "data do not pin down), give them proper priors; if it is a funnel (a hierarchical scale), a "
-                      "non-centred parameterisation fits much better", ConvergenceWarning, stacklevel=3)
+        warnings.warn(
+            f"the mode search found no proper mode ({laplace.message}), so the fit ran without "
+            f"preconditioning. If the posterior is improper (a flat or improper prior on {names} that the "
+            "data do not pin down), give them proper priors; if it is a funnel (a hierarchical scale), a "
+            "non-centred parameterisation fits much better",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     return warned
 
 
@@ -696,7 +796,7 @@ def _resolve_rank(rank: Optional[int], family: str, dim: int) -> int:
             raise ValueError(f"rank applies only to family='lowrank', not to family={family!r}")
         return 0
     if rank is None:
-        return min(dim, max(1, int(round(math.sqrt(dim)))))
+        return min(dim, max(1, round(math.sqrt(dim))))
     rank = int_setting(rank, "rank", 1)
     if rank > dim:
         raise ValueError(f"rank must be <= the number of unconstrained parameters ({dim}), got {rank}")
@@ -719,7 +819,7 @@ def _laplace_factor(covariance: np.ndarray, diagonal: np.ndarray, rank: int, sca
         lam, vec = scipy.linalg.eigh(cov_u, subset_by_index=[d - rank, d - 1])
     except ImportError:  # pragma: no cover - scipy is a dependency of preconditioning anyway
         lam, vec = np.linalg.eigh(cov_u)
-        lam, vec = lam[d - rank:], vec[:, d - rank:]
+        lam, vec = lam[d - rank :], vec[:, d - rank :]
     b = vec[:, ::-1] * np.sqrt(np.maximum(lam[::-1] - scale**2, (0.1 * scale) ** 2))
     return b.ravel(order="F")
 

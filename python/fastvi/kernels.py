@@ -39,9 +39,7 @@ class KernelSpec:
         return self.inputs[0]
 
     def __str__(self) -> str:
-        args = ", ".join(
-            i.name if i.default is None else f"{i.name}={i.default:g}" for i in self.inputs[1:]
-        )
+        args = ", ".join(i.name if i.default is None else f"{i.name}={i.default:g}" for i in self.inputs[1:])
         return f"{self.name}({self.variate.name} | {args}): {self.doc}"
 
 
@@ -69,6 +67,7 @@ def kernels() -> Dict[str, KernelSpec]:
 
 
 # ---- user-defined kernels ------------------------------------------------------------------------
+
 
 def _in_support(support: str, x: float) -> bool:
     if not math.isfinite(x):
@@ -174,8 +173,7 @@ def register_kernel(
     def _known(what: str, keys: Iterable[str]) -> None:
         unknown = [k for k in keys if k not in inputs]
         if unknown:
-            raise ValueError(f"register_kernel({name!r}): {what} names unknown inputs {unknown} "
-                             f"(inputs: {inputs})")
+            raise ValueError(f"register_kernel({name!r}): {what} names unknown inputs {unknown} (inputs: {inputs})")
 
     supports = dict(supports or {})
     _known("supports", supports)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np
+
 # Imported with fastvi rather than at the first fit: it takes 0.2-0.6 s, which belongs to start-up
 # (like numpy's own import), not to the first call of fv.fit.
 import scipy.linalg
@@ -59,14 +60,14 @@ class Laplace:
     ok: bool
     message: str
     mode: Optional[np.ndarray] = None
-    hessian_diag: Optional[np.ndarray] = None      # of -log p at the mode
-    covariance: Optional[np.ndarray] = None        # H^-1 (None if only the diagonal was formed)
+    hessian_diag: Optional[np.ndarray] = None  # of -log p at the mode
+    covariance: Optional[np.ndarray] = None  # H^-1 (None if only the diagonal was formed)
     iterations: int = 0
     evaluations: int = 0
     # "ok", or why there is no proper mode: "flat" (unidentified or improper), "upward" (a funnel
     # or a saddle), "no_mode" (the log density kept increasing), "not_finite"
     kind: str = "ok"
-    parameters: Tuple[str, ...] = ()               # the parameters along the direction at fault
+    parameters: Tuple[str, ...] = ()  # the parameters along the direction at fault
 
 
 def coordinate_names(model, coordinates) -> Tuple[str, ...]:
@@ -207,8 +208,9 @@ def find_laplace(model, start: np.ndarray, full: bool, threads: int = 1) -> Lapl
     # L-BFGS can stop early on badly scaled posteriors; restarting from where it stopped resets its
     # curvature memory and usually finishes the job.
     for _ in range(3):
-        res = scipy.optimize.minimize(negative, z, jac=True, method="L-BFGS-B",
-                                      options=dict(maxiter=2_000, maxcor=30, ftol=1e-15, gtol=1e-9))
+        res = scipy.optimize.minimize(
+            negative, z, jac=True, method="L-BFGS-B", options=dict(maxiter=2_000, maxcor=30, ftol=1e-15, gtol=1e-9)
+        )
         iterations += int(res.nit)
         if not np.all(np.isfinite(res.x)):
             break
@@ -223,8 +225,15 @@ def find_laplace(model, start: np.ndarray, full: bool, threads: int = 1) -> Lapl
                 shift, scale = lp, 1.0 / max(1.0, float(np.max(np.abs(grad), initial=0.0)))
 
     def fail(kind, message, parameters=(), **extra):
-        return Laplace(False, message, iterations=iterations, evaluations=evaluations, kind=kind,
-                       parameters=tuple(parameters), **extra)
+        return Laplace(
+            False,
+            message,
+            iterations=iterations,
+            evaluations=evaluations,
+            kind=kind,
+            parameters=tuple(parameters),
+            **extra,
+        )
 
     lp, grad = model.log_density(z, threads)
     evaluations += 1
@@ -258,9 +267,15 @@ def find_laplace(model, start: np.ndarray, full: bool, threads: int = 1) -> Lapl
         if newton == _NEWTON_STEPS:
             v = np.abs(step) * np.sqrt(diag)
             names = coordinate_names(model, np.flatnonzero(v >= 0.25 * v.max()))
-            return fail("no_mode", f"no mode found: after L-BFGS and {newton} Newton steps the log density still "
-                                   f"increases {np.sqrt(decrement):.3g} posterior sd away, along {name_list(names)}; "
-                                   "the posterior may be improper or a funnel", names, mode=z, hessian_diag=diag)
+            return fail(
+                "no_mode",
+                f"no mode found: after L-BFGS and {newton} Newton steps the log density still "
+                f"increases {np.sqrt(decrement):.3g} posterior sd away, along {name_list(names)}; "
+                "the posterior may be improper or a funnel",
+                names,
+                mode=z,
+                hessian_diag=diag,
+            )
         # Newton step with backtracking; a loss below rounding of |lp| still counts as no loss.
         t, moved = 1.0, False
         while t >= 1e-6:
@@ -273,13 +288,25 @@ def find_laplace(model, start: np.ndarray, full: bool, threads: int = 1) -> Lapl
             t *= 0.5
         newton += 1
         if not moved:
-            return fail("no_mode", "no mode found: a Newton step from where L-BFGS stopped does not increase the "
-                                   "log density; the posterior may be improper or a funnel", mode=z, hessian_diag=diag)
+            return fail(
+                "no_mode",
+                "no mode found: a Newton step from where L-BFGS stopped does not increase the "
+                "log density; the posterior may be improper or a funnel",
+                mode=z,
+                hessian_diag=diag,
+            )
 
     covariance = None
     if full and L is not None:
         Linv = np.linalg.solve(L, np.eye(D))
         covariance = Linv.T @ Linv
     how = f"L-BFGS in {iterations} iterations" + (f" and {newton} Newton steps" if newton else "")
-    return Laplace(True, f"mode found by {how}", mode=z, hessian_diag=diag, covariance=covariance,
-                   iterations=iterations, evaluations=evaluations)
+    return Laplace(
+        True,
+        f"mode found by {how}",
+        mode=z,
+        hessian_diag=diag,
+        covariance=covariance,
+        iterations=iterations,
+        evaluations=evaluations,
+    )

@@ -28,12 +28,21 @@ Shape = Union[int, Sequence[int]]
 class Param(Expr):
     """A parameter block of a :class:`Model`: pass it (or expressions of it) as kernel inputs."""
 
-    def __init__(self, model: "Model", name: str, shape: Tuple[int, ...], lower: float, upper: float,
-                 block: int, offset: int, row: int):
+    def __init__(
+        self,
+        model: Model,
+        name: str,
+        shape: Tuple[int, ...],
+        lower: float,
+        upper: float,
+        block: int,
+        offset: int,
+        row: int,
+    ):
         super().__init__(model, block, shape, lower, upper, label=name)
         self.name = name
         self.offset = offset  # first coordinate of the block in the unconstrained vector
-        self.row = row        # first row of the block in the value matrix
+        self.row = row  # first row of the block in the value matrix
 
     def __reduce__(self):
         # pickled (and deep-copied) as "parameter `name` of the model", so that a parameter
@@ -53,7 +62,7 @@ class Param(Expr):
         return f"Param({self.name!r}, shape={self.shape}{bounds})"
 
 
-def _param_of(model: "Model", name: str) -> Param:
+def _param_of(model: Model, name: str) -> Param:
     return model._params[name]
 
 
@@ -90,8 +99,10 @@ def _as_bound(value: Optional[float], what: str, name: str) -> Optional[float]:
 def _check_interval(lo: float, hi: float, name: str) -> None:
     """The interval transform maps through upper - lower, which must be a finite float."""
     if math.isfinite(lo) and math.isfinite(hi) and not math.isfinite(hi - lo):
-        raise ValueError(f"parameter {name!r}: the width of (lower, upper) = ({lo:g}, {hi:g}) overflows to inf; "
-                         f"use a one-sided bound or rescale the parameter")
+        raise ValueError(
+            f"parameter {name!r}: the width of (lower, upper) = ({lo:g}, {hi:g}) overflows to inf; "
+            f"use a one-sided bound or rescale the parameter"
+        )
 
 
 class Model:
@@ -127,8 +138,9 @@ class Model:
 
     # ---- parameters -----------------------------------------------------------------------------
 
-    def param(self, name: str, shape: Shape = (), lower: Optional[float] = None,
-              upper: Optional[float] = None) -> Param:
+    def param(
+        self, name: str, shape: Shape = (), lower: Optional[float] = None, upper: Optional[float] = None
+    ) -> Param:
         """Declares a parameter block and returns a reference to use as a kernel input.
 
         ``lower`` and/or ``upper`` constrain it (through log or logit transforms; the fit works in
@@ -270,7 +282,7 @@ class Model:
             return core.add_sum(operand(a), label, lo, hi)
         raise ValueError(f"unknown model build step {op!r}")
 
-    def _decode(self, encoded: tuple) -> "_core.Operand":
+    def _decode(self, encoded: tuple) -> _core.Operand:
         """The C++ operand for a recipe operand: ("block", input, block id) or ("data", input, array)."""
         kind, input_name, source = encoded
         if kind == "block":
@@ -300,11 +312,11 @@ class Model:
             self._build(*entry)
         self.__dict__.update(state["extra"])
 
-    def __copy__(self) -> "Model":
+    def __copy__(self) -> Model:
         # a shallow copy would share the C++ model: what is added to one would appear in the other
         return self.__deepcopy__({})
 
-    def __deepcopy__(self, memo: Dict[int, Any]) -> "Model":
+    def __deepcopy__(self, memo: Dict[int, Any]) -> Model:
         new = type(self).__new__(type(self))
         memo[id(self)] = new  # expressions copied along with the model refer to the new one
         state = self.__getstate__()
@@ -358,14 +370,14 @@ class Model:
                 raise ValueError(f"value of {n!r} must be finite")
             if np.any(arr <= p.lower) or np.any(arr >= p.upper):
                 raise ValueError(f"value of {n!r} must lie strictly inside ({p.lower:g}, {p.upper:g})")
-            theta[p.offset:p.offset + p.size] = arr.ravel()
+            theta[p.offset : p.offset + p.size] = arr.ravel()
         return self._core.unconstrain(theta)
 
     def _split_zeta(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
         """Splits the last axis of `flat` (one entry per unconstrained coordinate) by parameter."""
         lead = flat.shape[:-1]
         return {
-            p.name: flat[..., p.offset:p.offset + p.size].reshape(lead + p.shape).copy()
+            p.name: flat[..., p.offset : p.offset + p.size].reshape(lead + p.shape).copy()
             for p in self._params.values()
         }
 
@@ -376,7 +388,7 @@ class Model:
         out = {}
         for name, e in [*self._params.items(), *self._deterministics.items()]:
             row = self._core.block(e._block)["row"]
-            out[name] = flat[..., row:row + e.size].reshape(lead + e.shape).copy()
+            out[name] = flat[..., row : row + e.size].reshape(lead + e.shape).copy()
         return out
 
 
@@ -395,6 +407,8 @@ def _require_kernel(kernel: str, label: str) -> None:
     """Before replaying a factor: a kernel registered by name in the process that built the model
     (from Python, or by an extension module) must be registered again in this one."""
     if kernel not in _core.kernel_names():
-        raise RuntimeError(f"cannot restore the model: factor {label!r} uses kernel {kernel!r}, which is not "
-                           f"registered in this process; register it (fv.register_kernel, or import the module "
-                           f"that defines it) before unpickling the model")
+        raise RuntimeError(
+            f"cannot restore the model: factor {label!r} uses kernel {kernel!r}, which is not "
+            f"registered in this process; register it (fv.register_kernel, or import the module "
+            f"that defines it) before unpickling the model"
+        )

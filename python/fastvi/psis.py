@@ -35,8 +35,17 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["DEFAULT_DRAWS", "KHAT_BAD", "KHAT_GOOD", "PSIS", "diagnose", "gpd_fit", "psis_seed", "psislw",
-           "tail_length"]
+__all__ = [
+    "DEFAULT_DRAWS",
+    "KHAT_BAD",
+    "KHAT_GOOD",
+    "PSIS",
+    "diagnose",
+    "gpd_fit",
+    "psis_seed",
+    "psislw",
+    "tail_length",
+]
 
 # Pareto k-hat thresholds (Vehtari et al. 2024): below GOOD q is fine; above BAD even the smoothed
 # importance weights are unreliable.
@@ -137,14 +146,16 @@ class PSIS:
 
     def __repr__(self) -> str:
         extra = f", {self.n_nonfinite} non-finite" if self.n_nonfinite else ""
-        return (f"PSIS(khat={self.khat:.3g}, ess={self.ess:.4g} of {self.draws} draws, tail={self.tail}"
-                f"{extra}{', ' + self.note if self.note else ''})")
+        return (
+            f"PSIS(khat={self.khat:.3g}, ess={self.ess:.4g} of {self.draws} draws, tail={self.tail}"
+            f"{extra}{', ' + self.note if self.note else ''})"
+        )
 
 
 def tail_length(m: int) -> int:
     """M_tail = ceil(min(M / 5, 3 sqrt(M))), the number of largest ratios the GPD is fitted to
     (Vehtari et al. 2024, with relative efficiency 1: the draws from q are independent)."""
-    return int(math.ceil(min(m / 5.0, 3.0 * math.sqrt(m))))
+    return math.ceil(min(m / 5.0, 3.0 * math.sqrt(m)))
 
 
 def gpd_fit(x: np.ndarray) -> Tuple[float, float]:
@@ -223,13 +234,11 @@ def psislw(log_ratios: Any, flat_tol: float = 0.0) -> PSIS:
     x = np.where(finite, lr, -np.inf)
     base = dict(log_ratios=np.array(lr), draws=m, tail=tail, n_nonfinite=n_nonfinite)
     if not finite.any():
-        return PSIS(khat=math.inf, ess=0.0, log_weights=np.full(m, -np.inf), note="no draw has a finite ratio",
-                    **base)
+        return PSIS(khat=math.inf, ess=0.0, log_weights=np.full(m, -np.inf), note="no draw has a finite ratio", **base)
     x -= np.max(x)  # the largest ratio is 1: exp cannot overflow
     if tail >= _MIN_TAIL and np.min(x[finite]) >= -flat_tol:  # every finite ratio equal: IS is exact
         lw = x - _logsumexp(x)
-        return PSIS(khat=-math.inf, ess=float(finite.sum()), log_weights=lw, note="every finite ratio is equal",
-                    **base)
+        return PSIS(khat=-math.inf, ess=float(finite.sum()), log_weights=lw, note="every finite ratio is equal", **base)
     khat, sigma, smoothed, note = math.nan, math.nan, False, ""
     if tail < _MIN_TAIL:
         note = f"too few draws to fit the tail (M = {m}; at least 21 are needed)"
@@ -294,7 +303,7 @@ def diagnose(approx: Any, m: int, threads: int = 1, seed: Optional[int] = None) 
     for first, zeta, log_q in draws(approx, m, seed, log_q=True):
         lp, _ = approx.model._core.log_density(zeta, threads)
         with np.errstate(invalid="ignore"):
-            log_ratios[first:first + zeta.shape[1]] = lp - log_q
+            log_ratios[first : first + zeta.shape[1]] = lp - log_q
         both = np.abs(np.concatenate([lp, log_q]))
         magnitude = max(magnitude, float(np.max(both[np.isfinite(both)], initial=0.0)))
     # log p and log q are sums of many terms, each rounded: ratios closer than this are equal
@@ -314,7 +323,7 @@ def weighted_moments(approx: Any, result: PSIS) -> Tuple[Dict[str, np.ndarray], 
     shift: Optional[np.ndarray] = None
     sq: Optional[np.ndarray] = None
     for first, zeta in draws(approx, result.draws, result.seed):
-        wb = w[first:first + zeta.shape[1]]
+        wb = w[first : first + zeta.shape[1]]
         keep = wb > 0
         if not keep.any():
             continue
@@ -370,24 +379,35 @@ def tails_only(result: PSIS) -> bool:
     """k-hat > KHAT_BAD, yet the weights hardly vary (ESS >= TAILS_ONLY_ESS of the draws, every
     ratio finite): the posterior's tails are heavier than q's, while q matches it where its mass is.
     q's moments can be used; importance weighting (and tail probabilities) cannot."""
-    return (math.isfinite(result.khat) and result.khat > KHAT_BAD and result.n_nonfinite == 0
-            and result.ess >= TAILS_ONLY_ESS * result.draws)
+    return (
+        math.isfinite(result.khat)
+        and result.khat > KHAT_BAD
+        and result.n_nonfinite == 0
+        and result.ess >= TAILS_ONLY_ESS * result.draws
+    )
 
 
 def khat_message(result: PSIS, family: str) -> str:
     """What k-hat says about a fit, and what to try."""
     k = result.khat
-    lead = (f"PSIS k-hat = {k:.2f} > {KHAT_BAD} (from {result.draws} draws of q, importance ESS "
-            f"{result.ess:.0f})" if math.isfinite(k) else f"PSIS k-hat = {k} ({result.note})")
+    lead = (
+        f"PSIS k-hat = {k:.2f} > {KHAT_BAD} (from {result.draws} draws of q, importance ESS {result.ess:.0f})"
+        if math.isfinite(k)
+        else f"PSIS k-hat = {k} ({result.note})"
+    )
     if result.n_nonfinite:
         lead += f"; {result.n_nonfinite} of the draws had a non-finite log density"
     advice = ["a reparameterisation (e.g. non-centring a hierarchical model's group effects)"]
     if family != "fullrank":
         advice.insert(0, f"the full-rank family (family='fullrank'; this fit is {family!r})")
-    advice.append("fit.sample(n, importance='psis') / fit.mean(importance='psis') (also unreliable at this "
-                  "k-hat, but they show which way q is off)")
-    text = (f"{lead}: q is a poor approximation of the posterior, which has mass that q misses; q's means, sds "
-            f"and draws may be off. Try " + "; ".join(advice) + ".")
+    advice.append(
+        "fit.sample(n, importance='psis') / fit.mean(importance='psis') (also unreliable at this "
+        "k-hat, but they show which way q is off)"
+    )
+    text = (
+        f"{lead}: q is a poor approximation of the posterior, which has mass that q misses; q's means, sds "
+        f"and draws may be off. Try " + "; ".join(advice) + "."
+    )
     return text
 
 
@@ -404,9 +424,13 @@ def repr_part(result: Optional[PSIS]) -> str:
     if k > KHAT_BAD:
         return f" khat={k:.2f}{ess} (> {KHAT_BAD}: q is a poor approximation, its moments may be off)"
     if k > KHAT_GOOD:
-        return (f" khat={k:.2f}{ess} ({KHAT_GOOD}-{KHAT_BAD}: q is somewhat off; importance='psis' "
-                f"results are usually better)")
+        return (
+            f" khat={k:.2f}{ess} ({KHAT_GOOD}-{KHAT_BAD}: q is somewhat off; importance='psis' "
+            f"results are usually better)"
+        )
     if shape(result) == "fair":
-        return (f" khat={k:.2f}{ess} (ESS below {ESS_GOOD:.0%}: q is somewhat off; importance='psis' results "
-                f"are usually better)")
+        return (
+            f" khat={k:.2f}{ess} (ESS below {ESS_GOOD:.0%}: q is somewhat off; importance='psis' results "
+            f"are usually better)"
+        )
     return f" khat={k:.2f}{ess}"

@@ -35,15 +35,15 @@ __all__ = ["FitStatus", "status_of"]
 
 @dataclass(frozen=True)
 class FitStatus:
-    optimisation: str          # "converged", "not converged", "interrupted"
-    shape: str                 # "good", "fair", "poor", "unknown"
-    corrected: bool            # PSIS-corrected results available and reliable (k-hat <= 0.7)
-    use: str                   # "q", "psis" or "none": the results to use
+    optimisation: str  # "converged", "not converged", "interrupted"
+    shape: str  # "good", "fair", "poor", "unknown"
+    corrected: bool  # PSIS-corrected results available and reliable (k-hat <= 0.7)
+    use: str  # "q", "psis" or "none": the results to use
     khat: Optional[float]
-    error_mean: Optional[float]    # refinement's estimated error of q's means (q's sds)
-    error_scale: Optional[float]   # ... and of its log sds
-    mode: str                  # the mode search: "found", "not run", or Laplace.kind ("no_mode", ...)
-    reasons: tuple             # sentences: why the optimisation or the shape is not as it should be
+    error_mean: Optional[float]  # refinement's estimated error of q's means (q's sds)
+    error_scale: Optional[float]  # ... and of its log sds
+    mode: str  # the mode search: "found", "not run", or Laplace.kind ("no_mode", ...)
+    reasons: tuple  # sentences: why the optimisation or the shape is not as it should be
 
     @property
     def ok(self) -> bool:
@@ -52,21 +52,27 @@ class FitStatus:
 
     def __str__(self) -> str:
         if self.optimisation == "converged" and self.error_mean is not None:
-            opt = (f"converged (estimated error: means {self.error_mean:.2g} sd, log sds "
-                   f"{self.error_scale:.2g})")
+            opt = f"converged (estimated error: means {self.error_mean:.2g} sd, log sds {self.error_scale:.2g})"
         else:
             opt = self.optimisation
-        shape = {"good": "good (q's moments and draws are reliable)",
-                 "fair": "fair (q is somewhat off; importance='psis' results are usually better)",
-                 "poor": "poor (a Gaussian does not describe this posterior; neither q nor its PSIS correction "
-                         "is reliable)",
-                 "unknown": "unknown (PSIS not run)"}[self.shape]
+        shape = {
+            "good": "good (q's moments and draws are reliable)",
+            "fair": "fair (q is somewhat off; importance='psis' results are usually better)",
+            "poor": "poor (a Gaussian does not describe this posterior; neither q nor its PSIS correction is reliable)",
+            "unknown": "unknown (PSIS not run)",
+        }[self.shape]
         k = "" if self.khat is None or math.isnan(self.khat) else f"k-hat {self.khat:.2f}: "
-        use = {"q": "q (fit.sample, fit.mean, fit.std)",
-               "psis": "the PSIS-corrected results (importance='psis')",
-               "none": "none without checking: see the reasons"}[self.use]
-        lines = [f"optimisation: {opt}", f"shape:        {k}{shape}",
-                 f"mode search:  {self.mode}", f"use:          {use}"]
+        use = {
+            "q": "q (fit.sample, fit.mean, fit.std)",
+            "psis": "the PSIS-corrected results (importance='psis')",
+            "none": "none without checking: see the reasons",
+        }[self.use]
+        lines = [
+            f"optimisation: {opt}",
+            f"shape:        {k}{shape}",
+            f"mode search:  {self.mode}",
+            f"use:          {use}",
+        ]
         lines += [f"  - {r}" for r in self.reasons]
         return "\n".join(lines)
 
@@ -88,13 +94,17 @@ def status_of(fit: Any) -> FitStatus:
     if result is not None and khat is not None and math.isnan(khat):
         reasons.append(f"PSIS: {result.note}")
     if shape == "fair" and khat is not None and khat <= _psis.KHAT_GOOD:
-        reasons.append(f"k-hat {khat:.2f} is small but the importance ESS is {result.ess / result.draws:.0%} of the "
-                       f"draws (below {_psis.ESS_GOOD:.0%}): q is off somewhere in the bulk of the posterior")
+        reasons.append(
+            f"k-hat {khat:.2f} is small but the importance ESS is {result.ess / result.draws:.0%} of the "
+            f"draws (below {_psis.ESS_GOOD:.0%}): q is off somewhere in the bulk of the posterior"
+        )
     if result is not None and _psis.tails_only(result):
-        reasons.append(f"k-hat {khat:.2f} > {_psis.KHAT_BAD} but the importance weights hardly vary (ESS "
-                       f"{result.ess / result.draws:.0%} of the draws): the posterior's tails are heavier than q's, "
-                       "q matches it where its mass is; q's moments are usable, its extreme quantiles and the "
-                       "PSIS correction are not")
+        reasons.append(
+            f"k-hat {khat:.2f} > {_psis.KHAT_BAD} but the importance weights hardly vary (ESS "
+            f"{result.ess / result.draws:.0%} of the draws): the posterior's tails are heavier than q's, "
+            "q matches it where its mass is; q's moments are usable, its extreme quantiles and the "
+            "PSIS correction are not"
+        )
     corrected = result is not None and result.ess > 0 and khat is not None and khat <= _psis.KHAT_BAD
     laplace = fit.laplace
     if laplace is None:
@@ -104,8 +114,10 @@ def status_of(fit: Any) -> FitStatus:
     else:
         mode = f"{laplace.kind}: {laplace.message}"
         if laplace.kind in ("no_mode", "upward"):  # a funnel or an improper posterior
-            reasons.append("the mode search found no proper mode (a funnel or an improper posterior): "
-                           "a Gaussian may not represent it")
+            reasons.append(
+                "the mode search found no proper mode (a funnel or an improper posterior): "
+                "a Gaussian may not represent it"
+            )
     funnel = laplace is not None and laplace.kind in ("no_mode", "upward")
     if optimisation == "converged" and shape == "good":
         use = "q"

@@ -38,7 +38,9 @@ class Summary:
     def __str__(self) -> str:
         width = max([len(r) for r in self.rows] + [4])
         head = " " * width + "".join(f"{c:>11}" for c in self.columns)
-        lines = [head] + [f"{r:<{width}}" + "".join(f"{v:>11.4g}" for v in row) for r, row in zip(self.rows, self.values)]
+        lines = [head] + [
+            f"{r:<{width}}" + "".join(f"{v:>11.4g}" for v in row) for r, row in zip(self.rows, self.values)
+        ]
         return "\n".join(lines + self.notes)
 
     __repr__ = __str__
@@ -74,7 +76,9 @@ def summary(draws: Any, quantiles: Sequence[float] = (0.03, 0.97), importance: O
     for name, value in draws.items():
         arr = np.asarray(value, dtype=np.float64)
         if arr.ndim == 0 or arr.shape[0] < 2:
-            raise ValueError(f"draws[{name!r}] must have a leading draw axis with at least 2 draws, got shape {arr.shape}")
+            raise ValueError(
+                f"draws[{name!r}] must have a leading draw axis with at least 2 draws, got shape {arr.shape}"
+            )
         flat = arr.reshape(arr.shape[0], -1)
         cols = [flat.mean(axis=0), flat.std(axis=0, ddof=1)] + [np.quantile(flat, q, axis=0) for q in qs]
         stats.append(np.stack(cols, axis=1))
@@ -89,14 +93,19 @@ def _psis_notes(fit: Any, importance: Optional[str]) -> List[str]:
     if result is None:
         return ["PSIS diagnostic not run (psis_draws=0 or an interrupted fit)"]
     k = result.khat
-    verdict = (f" ({result.note})" if math.isnan(k)
-               else " (< 0.5: q is close to the posterior)" if _psis.shape(result) == "good"
-               else f" (< 0.5 but ESS below {_psis.ESS_GOOD:.0%}: q is somewhat off; importance='psis' is usually better)"
-               if k <= 0.5
-               else " (0.5-0.7: q is somewhat off; importance='psis' is usually better)" if k <= 0.7
-               else " (> 0.7 from heavy tails only: the weights hardly vary, q's moments are usable)"
-               if _psis.tails_only(result)
-               else " (> 0.7: q is a poor approximation; neither q nor PSIS is reliable)")
+    verdict = (
+        f" ({result.note})"
+        if math.isnan(k)
+        else " (< 0.5: q is close to the posterior)"
+        if _psis.shape(result) == "good"
+        else f" (< 0.5 but ESS below {_psis.ESS_GOOD:.0%}: q is somewhat off; importance='psis' is usually better)"
+        if k <= 0.5
+        else " (0.5-0.7: q is somewhat off; importance='psis' is usually better)"
+        if k <= 0.7
+        else " (> 0.7 from heavy tails only: the weights hardly vary, q's moments are usable)"
+        if _psis.tails_only(result)
+        else " (> 0.7: q is a poor approximation; neither q nor PSIS is reliable)"
+    )
     source = "PSIS-resampled draws" if importance == "psis" else "draws from q"
     notes = [f"{source}; PSIS k-hat = {k:.2f}{verdict}, ESS = {result.ess:.0f} of {result.draws}"]
     status = getattr(fit, "status", None)
