@@ -359,19 +359,14 @@ def test_non_finite_log_density_draws_get_weight_zero():
     assert r.khat == -math.inf and r.ess == pytest.approx((~outside).sum())
 
 
-@pytest.mark.parametrize("first_khat, escalated", [(0.3, False), (0.55, True), (0.7, True), (0.75, False)])
-def test_a_khat_near_the_threshold_is_decided_with_more_draws(monkeypatch, first_khat, escalated):
-    """fv.fit recomputes a k-hat in (0.5, 0.7] from 4x the draws (centred eight schools, full-rank,
-    seed 1: 0.70 from 1,000 draws, a funnel that 4,000 draws put at 0.83-0.94); run_psis called by
-    the user does exactly what it is asked."""
+def _fit_with_edited_psis(monkeypatch, edit):
+    """fv.fit of a one-parameter normal model, with every PSIS result passed through edit(result, m)
+    (m: the draws asked for) before fastvi sees it. Returns the fit and the warnings raised."""
     real = psis.diagnose
-    calls = []
 
     def fake(approx, m, threads=1, seed=None):
-        calls.append(m)
         result = real(approx, m, threads, seed)
-        result.khat = first_khat if len(calls) == 1 else 0.9
-        result.ess = 0.5 * m  # weights that vary: not a tails-only k-hat
+        edit(result, m)
         return result
 
     monkeypatch.setattr(psis, "diagnose", fake)
@@ -380,6 +375,22 @@ def test_a_khat_near_the_threshold_is_decided_with_more_draws(monkeypatch, first
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = fv.fit(m, seed=0, psis_draws=1000)
+    return fit, caught
+
+
+@pytest.mark.parametrize("first_khat, escalated", [(0.3, False), (0.55, True), (0.7, True), (0.75, False)])
+def test_a_khat_near_the_threshold_is_decided_with_more_draws(monkeypatch, first_khat, escalated):
+    """fv.fit recomputes a k-hat in (0.5, 0.7] from 4x the draws (centred eight schools, full-rank,
+    seed 1: 0.70 from 1,000 draws, a funnel that 4,000 draws put at 0.83-0.94); run_psis called by
+    the user does exactly what it is asked."""
+    calls = []
+
+    def edit(result, m):
+        calls.append(m)
+        result.khat = first_khat if len(calls) == 1 else 0.9
+        result.ess = 0.5 * m  # weights that vary: not a tails-only k-hat
+
+    fit, caught = _fit_with_edited_psis(monkeypatch, edit)
     assert calls == ([1000, 4000] if escalated else [1000])
     assert fit.psis.draws == calls[-1]
     warned = any(issubclass(w.category, fv.PosteriorShapeWarning) for w in caught)
@@ -401,19 +412,10 @@ def test_a_khat_near_the_threshold_is_decided_with_more_draws(monkeypatch, first
     ],
 )
 def test_a_khat_from_heavy_tails_alone_does_not_warn(monkeypatch, khat, ess_fraction, nonfinite, warns, shape):
-    real = psis.diagnose
-
-    def fake(approx, m, threads=1, seed=None):
-        result = real(approx, m, threads, seed)
+    def edit(result, m):
         result.khat, result.ess, result.n_nonfinite = khat, ess_fraction * m, nonfinite
-        return result
 
-    monkeypatch.setattr(psis, "diagnose", fake)
-    m = fv.Model()
-    m.add("normal", m.param("w"), loc=0, scale=1)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        fit = fv.fit(m, seed=0)
+    fit, caught = _fit_with_edited_psis(monkeypatch, edit)
     assert any(issubclass(w.category, fv.PosteriorShapeWarning) for w in caught) == warns
     assert psis.tails_only(fit.psis) == (not warns)
     assert fit.status.shape == shape

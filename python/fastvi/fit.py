@@ -729,35 +729,35 @@ def _diagnose(approx: Approximation, result: _core.FitResult, laplace: Optional[
             stacklevel=3,
         )
         return True
-    # q's scale was still growing, block after block, when the fit ran out of steps.
-    growing = list(result.growing) if check and not approx.converged and not approx.interrupted else []
-    if growing:
-        names = name_list(coordinate_names(model, growing))
-        warnings.warn(
-            f"fit did not converge in {approx.steps} steps: q's scale along {names} kept growing to the "
-            "end. The posterior may be improper or unidentified along them (give them proper priors, "
-            "check that the data determine them); if it is not, the fit needs more steps (or a smaller "
-            f"lr). {approx.message}",
+    # q's scale still moving the same way, block after block, when the fit ran out of steps:
+    # growing (an improper or unidentified posterior, or too few steps), or shrinking (q collapsing
+    # onto a point: the neck of a funnel, or a "mode" where the log density is unbounded).
+    scale_words = {
+        "growing": (
+            "The posterior may be improper or unidentified along them (give them proper priors, check that "
+            "the data determine them); if it is not, the fit needs more steps (or a smaller lr).",
             ImproperPosteriorWarning,
-            stacklevel=3,
-        )
-        warned = True
-    # q's scale was still shrinking, block after block: q collapsing onto a point (the neck of a
-    # funnel, or a "mode" where the log density is unbounded), where its sds mean nothing.
-    shrinking = list(result.shrinking) if check and not approx.converged and not approx.interrupted else []
-    if shrinking:
-        names = name_list(coordinate_names(model, shrinking))
-        warnings.warn(
-            f"fit did not converge in {approx.steps} steps: q's scale along {names} kept shrinking to the "
-            "end. Either the fit needs more steps (q is still narrowing towards a very small posterior "
-            "sd: preconditioning, the default, avoids this) or q is collapsing onto a point (the neck of "
-            "a funnel, or a log density that grows without bound as a scale parameter goes to 0), where "
-            "its sds mean nothing: a non-centred parameterisation, or a prior that keeps the scale "
-            f"parameter away from 0, usually helps. {approx.message}",
+        ),
+        "shrinking": (
+            "Either the fit needs more steps (q is still narrowing towards a very small posterior sd: "
+            "preconditioning, the default, avoids this) or q is collapsing onto a point (the neck of a "
+            "funnel, or a log density that grows without bound as a scale parameter goes to 0), where its "
+            "sds mean nothing: a non-centred parameterisation, or a prior that keeps the scale parameter "
+            "away from 0, usually helps.",
             ConvergenceWarning,
-            stacklevel=3,
-        )
-        warned = True
+        ),
+    }
+    for way, (advice, category) in scale_words.items():
+        coordinates = list(getattr(result, way)) if check and not approx.converged and not approx.interrupted else []
+        if coordinates:
+            names = name_list(coordinate_names(model, coordinates))
+            warnings.warn(
+                f"fit did not converge in {approx.steps} steps: q's scale along {names} kept {way} to the end. "
+                f"{advice} {approx.message}",
+                category,
+                stacklevel=3,
+            )
+            warned = True
     # No proper mode (a funnel, a saddle, or an improper posterior with a tilt): the fit ran without
     # preconditioning; whether it converged is the stopping rule's verdict, which sees q still
     # moving if the posterior is improper. (A funnel is proper and can be fitted: no verdict here.)
