@@ -63,7 +63,7 @@ class Approximation:
     the fit, sampling and moments raise RuntimeError: refit.
     """
 
-    def __init__(self, model: Model, family: _core.Family, result: _core.FitResult, options: Dict[str, Any]):
+    def __init__(self, model: Model, family: _core.Family, result: Any, options: Dict[str, Any]):
         self.model = model
         self._family = family
         self.family: str = family.name
@@ -200,6 +200,8 @@ class Approximation:
         k-hat 0.3) the corrected means' Monte Carlo error alone reached 0.13 sd over 31 coordinates,
         twice q's own error."""
         result = self.psis
+        if result is None:
+            raise ValueError("the corrected results need the PSIS draws: call fit.run_psis() first")
         if result.ess >= _psis.CORRECTED_ESS or result.draws >= _psis.CORRECTED_MAX_DRAWS:
             return result
         cached = self.__dict__.get("_psis_corrected")
@@ -352,7 +354,7 @@ class Approximation:
         result = self._need_psis(f"sample({n}, importance='psis')")
         idx = _psis.resample(result, n, seed)
         values = np.empty((self.model._core.rows, n))
-        for first, zeta in _psis.draws(self, result.draws, result.seed):
+        for first, zeta in _psis.draws(self, result.draws, _psis._seed_of(result)):
             hit = (idx >= first) & (idx < first + zeta.shape[1])
             if hit.any():
                 values[:, hit] = self.model._core.values(np.ascontiguousarray(zeta[:, idx[hit] - first]))
@@ -542,7 +544,7 @@ def fit(
                 f"fit {approx.message}; returning the starting approximation", ConvergenceWarning, stacklevel=2
             )
             return approx
-        if laplace.ok:
+        if laplace.ok and laplace.mode is not None and laplace.hessian_diag is not None:
             precond.shift = laplace.mode
             if family_name == "fullrank" and laplace.covariance is not None:
                 precond.lower = np.linalg.cholesky(laplace.covariance)
@@ -554,7 +556,7 @@ def fit(
     opts.gradient = getattr(_core.GradientEstimator, gradient)
     init_scale = (1.0 if whitened else 0.1) if init_scale is None else _float_setting(init_scale, "init_scale")
     phi0 = fam.initialise(np.zeros(model.dim) if whitened else start, init_scale)
-    if family_name == "lowrank" and whitened and laplace.covariance is not None:
+    if family_name == "lowrank" and laplace is not None and whitened and laplace.covariance is not None:
         phi0[2 * model.dim :] = _laplace_factor(laplace.covariance, precond.diagonal, rank, init_scale)
 
     bar = _progress_bar(opts.steps) if progress else None
@@ -631,7 +633,7 @@ def fit(
     return approx
 
 
-def _interrupted_result(phi0: np.ndarray, message: str) -> SimpleNamespace:
+def _interrupted_result(phi0: np.ndarray, message: str) -> Any:
     """What _core.fit returns, for a fit interrupted before its loop started."""
     return SimpleNamespace(
         phi=np.array(phi0),
@@ -667,7 +669,7 @@ def _keep_going(answer: Any) -> Optional[bool]:
 _LOG_MAX = math.log(np.finfo(np.float64).max)
 
 
-def _diagnose(approx: Approximation, result: _core.FitResult, laplace: Optional[Laplace], check: bool) -> bool:
+def _diagnose(approx: Approximation, result: Any, laplace: Optional[Laplace], check: bool) -> bool:
     """Checks the fit's outcome for what the loop cannot judge by itself, sets ``converged`` to False
     and warns where it fails: non-finite results, an unidentified or improper posterior (a flat
     direction at the mode, or, unless ``check`` is off (tol=None), q's scale still growing at the

@@ -188,15 +188,17 @@ def register_kernel(
     _known("defaults", defaults)
     if inputs[0] in defaults:
         raise ValueError(f"register_kernel({name!r}): the variate {inputs[0]!r} cannot have a default")
-    for k, v in defaults.items():
+    for k, given in defaults.items():
         try:
-            x = float(v)
+            value = float(given)
         except (TypeError, ValueError):
-            raise TypeError(f"register_kernel({name!r}): default of {k!r} must be a number, got {v!r}") from None
+            raise TypeError(f"register_kernel({name!r}): default of {k!r} must be a number, got {given!r}") from None
         support = supports.get(k, "real")
-        if not _in_support(support, x):
-            raise ValueError(f"register_kernel({name!r}): default of {k!r} ({x!r}) is outside its support {support!r}")
-        defaults[k] = x
+        if not _in_support(support, value):
+            raise ValueError(
+                f"register_kernel({name!r}): default of {k!r} ({value!r}) is outside its support {support!r}"
+            )
+        defaults[k] = value
     if not isinstance(elementwise, bool):
         raise TypeError(f"register_kernel({name!r}): elementwise must be a bool")
     if not isinstance(doc, str):

@@ -70,8 +70,9 @@ def _as_shape(shape: Shape, name: str) -> Tuple[int, ...]:
     if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
         shape = (int(shape),)
     try:
-        out = tuple(int(d) for d in shape)
-        ok = all(not isinstance(d, bool) and int(d) == d for d in shape)
+        dims = list(shape)  # type: ignore[arg-type]  # (an int was handled above; anything else may raise)
+        out = tuple(int(d) for d in dims)
+        ok = all(not isinstance(d, bool) and int(d) == d for d in dims)
     except (TypeError, ValueError):
         ok = False
     if not ok:

@@ -232,7 +232,7 @@ def psislw(log_ratios: Any, flat_tol: float = 0.0) -> PSIS:
     n_nonfinite = int(m - finite.sum())
     tail = tail_length(m)
     x = np.where(finite, lr, -np.inf)
-    base = dict(log_ratios=np.array(lr), draws=m, tail=tail, n_nonfinite=n_nonfinite)
+    base: Dict[str, Any] = dict(log_ratios=np.array(lr), draws=m, tail=tail, n_nonfinite=n_nonfinite)
     if not finite.any():
         return PSIS(khat=math.inf, ess=0.0, log_weights=np.full(m, -np.inf), note="no draw has a finite ratio", **base)
     x -= np.max(x)  # the largest ratio is 1: exp cannot overflow
@@ -315,14 +315,22 @@ def diagnose(approx: Any, m: int, threads: int = 1, seed: Optional[int] = None) 
     return result
 
 
+def _seed_of(result: PSIS) -> int:
+    """The seed of a result's draws from q (only results of a fitted approximation have one)."""
+    if result.seed is None:
+        raise ValueError("this PSIS result has no draws from q (psislw of given ratios): nothing to correct with")
+    return result.seed
+
+
 def weighted_moments(approx: Any, result: PSIS) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
     """Self-normalised PSIS mean and sd of every parameter and deterministic (constrained) over the
     draws of ``result``; draws with weight 0 are left out (their values may not be finite)."""
     w = result.weights
+    seed = _seed_of(result)
     total: Optional[np.ndarray] = None
     shift: Optional[np.ndarray] = None
     sq: Optional[np.ndarray] = None
-    for first, zeta in draws(approx, result.draws, result.seed):
+    for first, zeta in draws(approx, result.draws, seed):
         wb = w[first : first + zeta.shape[1]]
         keep = wb > 0
         if not keep.any():
@@ -335,7 +343,7 @@ def weighted_moments(approx: Any, result: PSIS) -> Tuple[Dict[str, np.ndarray], 
         dev = values - shift[:, None]
         total += dev @ wb
         sq += (dev * dev) @ wb
-    if shift is None:
+    if shift is None or total is None or sq is None:
         raise FloatingPointError("no PSIS draw has a finite importance ratio: there are no corrected moments")
     wsum = float(w.sum())
     mean_dev = total / wsum
