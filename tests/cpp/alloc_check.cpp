@@ -20,7 +20,8 @@
 // libgomp's GOMP_parallel to record each parallel region the kernel opens and its thread count:
 // Eigen's own GEMM threading would show up there as extra regions.
 //
-// Build with -DFASTVI_BUILD_BENCHMARKS=ON and run `ctest` in the build tree, or the executable.
+// Built with -DFASTVI_BUILD_TESTS=ON (or FASTVI_BUILD_BENCHMARKS); tests/test_alloc_check.py builds
+// and runs it, or run `ctest` in the build tree, or the executable.
 #include <dlfcn.h>
 
 #include <atomic>
