@@ -629,11 +629,15 @@ class ElementwiseKernel final : public Kernel {
   }
 
   // The instantiation of run_chunks for the operands' layouts: input i's view is a double if its
-  // operand is a scalar, else a Column (2^K instantiations).
+  // operand is a scalar, else a Column (2^K - 1 instantiations: with every operand a scalar there is
+  // one element, and the element path runs).
   template <class... V>
   RunFn pick() const {
     if constexpr (sizeof...(V) == K) {
-      return &ElementwiseKernel::run_chunks<V...>;
+      if constexpr ((std::is_same_v<V, double> && ...))
+        return run_;
+      else
+        return &ElementwiseKernel::run_chunks<V...>;
     } else {
       if (ops_[sizeof...(V)].is_scalar()) return pick<V..., double>();
       return pick<V..., Column>();
