@@ -345,6 +345,22 @@ def test_extreme_linear_predictors(kernel, y, extra, eta, expected, copies):
     np.testing.assert_allclose(lp, copies * expected(np.array(eta)), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("elements", [8, 40])  # the element path (math.hpp) and the vectorised one
+def test_shape_parameters_over_a_wide_range(elements):
+    # log Gamma and digamma of parameters, from 1e-2 to 1e6 (the vectorised path has its own packet
+    # forms of both): gamma's log density against scipy, its shape partial against scipy's digamma.
+    shape = np.logspace(-2, 6, elements)
+    y = np.random.default_rng(5).uniform(0.5, 2.0, elements)
+    m = fv.Model()
+    m.add("gamma", y, shape=m.param("shape", shape=elements, lower=0.0), rate=1.5)
+    zeta = np.log(shape)
+    lp, grad = m.log_density(zeta)
+    expected = stats.gamma.logpdf(y, a=shape, scale=1 / 1.5).sum() + zeta.sum()
+    np.testing.assert_allclose(lp, expected, rtol=1e-12)
+    d_shape = np.log(1.5) - special.digamma(shape) + np.log(y)
+    np.testing.assert_allclose(grad, shape * d_shape + 1.0, rtol=1e-9, atol=1e-9)
+
+
 def test_binomial_edge_counts_match_scipy():
     # y = 0 and y = trials (terms the kernel skips) and trials = 0.
     m = fv.Model()

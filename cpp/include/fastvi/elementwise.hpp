@@ -100,11 +100,21 @@
 
 namespace fastvi::elementwise::detail {
 struct IfNonneg;
-}
+struct LogGammaOp;
+struct DigammaOp;
+}  // namespace fastvi::elementwise::detail
 namespace Eigen::internal {
 template <>
 struct functor_traits<fastvi::elementwise::detail::IfNonneg> {
   enum { Cost = 3, PacketAccess = 1 };
+};
+template <>
+struct functor_traits<fastvi::elementwise::detail::LogGammaOp> {
+  enum { Cost = 60, PacketAccess = 1 };
+};
+template <>
+struct functor_traits<fastvi::elementwise::detail::DigammaOp> {
+  enum { Cost = 60, PacketAccess = 1 };
 };
 }  // namespace Eigen::internal
 
@@ -128,6 +138,73 @@ template <class T>
 inline constexpr bool is_array_v = std::is_base_of_v<Eigen::ArrayBase<T>, T>;
 template <class T>
 using if_array = std::enable_if_t<is_array_v<T>, int>;
+
+namespace detail {
+
+// Packet forms of log Gamma and digamma for x > 0, without branches: shift by the recurrence to
+// z = x + 10 (always for digamma; for log Gamma only where x < 10, since the product of the ten
+// factors would overflow for large x), then the asymptotic series at z >= 10, whose truncation
+// error is below 1e-15 there. Tails of an array shorter than a packet use the scalar forms. Over
+// x in [1e-3, 1e9] they agree with lgamma to 1e-14 max(|lgamma|, 1) and with math::digamma to
+// 2e-14 max(|digamma|, 1).
+struct LogGammaOp {
+  double operator()(double x) const { return math::log_gamma(x); }
+  template <class Packet>
+  Packet packetOp(const Packet& x) const {
+    using namespace Eigen::internal;
+    const Packet one = pset1<Packet>(1.0), ten = pset1<Packet>(10.0);
+    // log Gamma(x) = log Gamma(x + 10) - log(x (x + 1) ... (x + 9)).
+    Packet product = x, u = x;
+    for (int k = 1; k < 10; ++k) {
+      u = padd(u, one);
+      product = pmul(product, u);
+    }
+    const Packet shift = pcmp_lt(x, ten);
+    const Packet z = pselect(shift, padd(x, ten), x);
+    const Packet inv = pdiv(one, z), inv2 = pmul(inv, inv);
+    // Stirling: (z - 1/2) log z - z + log(2 pi) / 2 + sum_k B_2k / (2k (2k - 1) z^(2k - 1)).
+    Packet series = pset1<Packet>(1.0 / 156.0);
+    series = pmadd(series, inv2, pset1<Packet>(-691.0 / 360360.0));
+    series = pmadd(series, inv2, pset1<Packet>(1.0 / 1188.0));
+    series = pmadd(series, inv2, pset1<Packet>(-1.0 / 1680.0));
+    series = pmadd(series, inv2, pset1<Packet>(1.0 / 1260.0));
+    series = pmadd(series, inv2, pset1<Packet>(-1.0 / 360.0));
+    series = pmadd(series, inv2, pset1<Packet>(1.0 / 12.0));
+    const Packet stirling = padd(pmadd(psub(z, pset1<Packet>(0.5)), plog(z), psub(pset1<Packet>(math::kHalfLog2Pi), z)),
+                                 pmul(series, inv));
+    const Packet result = psub(stirling, pselect(shift, plog(product), pzero(x)));
+    return pselect(pcmp_eq(x, pset1<Packet>(kInf)), x, result);  // +inf, not inf - inf
+  }
+};
+
+struct DigammaOp {
+  double operator()(double x) const { return math::digamma(x); }
+  template <class Packet>
+  Packet packetOp(const Packet& x) const {
+    using namespace Eigen::internal;
+    const Packet one = pset1<Packet>(1.0);
+    // digamma(x) = digamma(x + 10) - sum_{k < 10} 1 / (x + k), the sum by pairs:
+    // 1 / u + 1 / (u + 1) = (2u + 1) / (u (u + 1)).
+    Packet sum = pzero(x), u = x;
+    for (int k = 0; k < 10; k += 2) {
+      const Packet u1 = padd(u, one);
+      sum = padd(sum, pdiv(padd(u, u1), pmul(u, u1)));
+      u = padd(u1, one);
+    }
+    const Packet z = u;  // x + 10
+    const Packet inv = pdiv(one, z), inv2 = pmul(inv, inv);
+    // log z - 1 / (2z) - inv2 (1/12 - inv2 (1/120 - inv2 (1/252 - inv2 (1/240 - inv2 / 132)))).
+    Packet series = pset1<Packet>(-1.0 / 132.0);
+    series = pmadd(series, inv2, pset1<Packet>(1.0 / 240.0));
+    series = pmadd(series, inv2, pset1<Packet>(-1.0 / 252.0));
+    series = pmadd(series, inv2, pset1<Packet>(1.0 / 120.0));
+    series = pmadd(series, inv2, pset1<Packet>(-1.0 / 12.0));
+    const Packet asymptotic = padd(psub(plog(z), pmul(pset1<Packet>(0.5), inv)), pmul(series, inv2));
+    return pselect(pcmp_eq(x, pset1<Packet>(kInf)), x, psub(asymptotic, sum));  // +inf, not inf / inf
+  }
+};
+
+}  // namespace detail
 
 // ---- Maths over double and Eigen arrays ---------------------------------------------------------
 //
@@ -194,14 +271,16 @@ inline double inv_logit(double x) { return math::inv_logit(x); }
 template <class T, if_array<T> = 0>
 auto inv_logit(const T& x) { return math::inv_logit(x); }
 
-// log Gamma(x) and digamma(x) for x > 0: math.hpp's, element by element (not vectorised).
+// log Gamma(x) and digamma(x) for x > 0. Doubles: math.hpp's (lgamma_r, and a recurrence up to
+// x >= 10 then the asymptotic series). Arrays: vectorised versions of the same series (packet
+// functors below); they agree with the scalar forms to about 1e-14 absolute.
 inline double log_gamma(double x) { return math::log_gamma(x); }
 template <class T, if_array<T> = 0>
-auto log_gamma(const T& x) { return x.unaryExpr([](double v) { return math::log_gamma(v); }); }
+auto log_gamma(const T& x) { return x.unaryExpr(detail::LogGammaOp()); }
 
 inline double digamma(double x) { return math::digamma(x); }
 template <class T, if_array<T> = 0>
-auto digamma(const T& x) { return x.unaryExpr([](double v) { return math::digamma(v); }); }
+auto digamma(const T& x) { return x.unaryExpr(detail::DigammaOp()); }
 
 // log Beta(a, b).
 template <class A, class B>
