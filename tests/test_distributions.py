@@ -6,9 +6,9 @@ Every kernel is checked through the public API (Model.add / Model.log_density) f
   * its gradient against central finite differences of log_density;
   * every way of binding inputs: every subset of the parameter-capable inputs as parameters (the
     rest data), on scalar, full-size and broadcast shapes, below and above the 16 elements from
-    which the driver (fastvi/elementwise.hpp) takes its vectorised path, and across its 256-element
-    runs; every mix of scalar and full-size inputs on the vectorised path; the two paths against
-    each other to rounding;
+    which the driver (fastvi/elementwise.hpp) takes its vectorised path, and across its runs (a
+    draw of more than 1024 elements is cut into several); every mix of scalar and full-size inputs
+    on the vectorised path; the two paths against each other to rounding;
   * input validation: bad data, badly bounded parameters, unknown or missing inputs.
 """
 
@@ -126,8 +126,8 @@ LAYOUTS = {
     # elements adding to one entry), the variate among them.
     "long_broadcast": ((4, 5), [(5,), (4, 1), ()], 3),
     "long_variate_broadcast": ((5,), [(4, 1), (4, 5), (1, 5)], 3),
-    # More elements than one 256-element run: several runs and a short last one.
-    "runs": ((3, 100), [(100,), (3, 1), ()], 2),
+    # More elements than one run (kChunk = 1024): two runs of 528 and 522 elements.
+    "runs": ((3, 350), [(350,), (3, 1), ()], 2),
 }
 
 
@@ -238,7 +238,9 @@ def test_gradient_matches_finite_differences(kernel, layout, params):
     zeta = random_zeta(m, LAYOUTS[layout][2])
     _, grad = m.log_density(zeta)
     assert grad.shape == zeta.shape
-    np.testing.assert_allclose(grad, fd_gradient(m, zeta), **GRAD_TOL)
+    # "runs" sums over 1,050 elements: a log density in the thousands, whose rounding, divided by
+    # h = 1e-6, reached the tolerance; a larger step keeps the difference quotient's error small.
+    np.testing.assert_allclose(grad, fd_gradient(m, zeta, h=1e-5 if layout == "runs" else 1e-6), **GRAD_TOL)
 
 
 def vectorised_layouts():
@@ -391,6 +393,22 @@ def test_extreme_linear_predictors(kernel, y, extra, eta, expected, copies):
     lp, grad = m.log_density(np.tile(eta, copies))
     assert np.isfinite(lp) and np.all(np.isfinite(grad))
     np.testing.assert_allclose(lp, copies * expected(np.array(eta)), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("elements", [8, 40])  # the element path (math.hpp) and the vectorised one
+def test_shape_parameters_over_a_wide_range(elements):
+    # log Gamma and digamma of parameters, from 1e-2 to 1e6 (the vectorised path has its own packet
+    # forms of both): gamma's log density against scipy, its shape partial against scipy's digamma.
+    shape = np.logspace(-2, 6, elements)
+    y = np.random.default_rng(5).uniform(0.5, 2.0, elements)
+    m = fv.Model()
+    m.add("gamma", y, shape=m.param("shape", shape=elements, lower=0.0), rate=1.5)
+    zeta = np.log(shape)
+    lp, grad = m.log_density(zeta)
+    expected = stats.gamma.logpdf(y, a=shape, scale=1 / 1.5).sum() + zeta.sum()
+    np.testing.assert_allclose(lp, expected, rtol=1e-12)
+    d_shape = np.log(1.5) - special.digamma(shape) + np.log(y)
+    np.testing.assert_allclose(grad, shape * d_shape + 1.0, rtol=1e-9, atol=1e-9)
 
 
 def test_binomial_edge_counts_match_scipy():
