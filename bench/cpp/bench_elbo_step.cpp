@@ -58,8 +58,8 @@
 
 #include "fastvi/adam.hpp"
 #include "fastvi/elbo.hpp"
-#include "glm_rows.hpp"     // cpp/src/kernels: the row kernel, for its in-cache floor
-#include "glm_tuning.hpp"   // cpp/src/kernels: the knobs the sweeps below turn
+#include "glm_rows.hpp"    // cpp/src/kernels: the row kernel, for its in-cache floor
+#include "glm_tuning.hpp"  // cpp/src/kernels: the knobs the sweeps below turn
 #include "models.hpp"
 #include "packet_math.hpp"  // cpp/src/kernels: the logistic column's exp and log1p
 
@@ -74,9 +74,8 @@ struct StepCost {
   double x_bytes = 0.0;  // bytes of X per step, for the X_GB/s counter
 };
 
-void run_steps(benchmark::State& state, Model& model, GaussianFamily& family, Index draws, int threads,
-               StepKind kind, StepCost cost,
-               GradientEstimator gradient = GradientEstimator::StickingTheLanding) {
+void run_steps(benchmark::State& state, Model& model, GaussianFamily& family, Index draws, int threads, StepKind kind,
+               StepCost cost, GradientEstimator gradient = GradientEstimator::StickingTheLanding) {
   ElboEstimator estimator(model, family, draws, gradient, nullptr, threads);
   Adam adam(family.num_params());
   Vector phi(family.num_params()), grad(family.num_params());
@@ -117,7 +116,12 @@ void run_kernel(benchmark::State& state, Model& model, Index draws) {
   model.prepare(ws, draws, 1);
   model.log_density(zeta, ws, lp, grad, 1);  // the constrained values
   const Kernel& kernel = *model.factors()[0].impl;
-  Batch batch{ws.theta.data(), ws.grad_theta.data(), lp.data(), ws.theta.rows(), draws, 1,
+  Batch batch{ws.theta.data(),
+              ws.grad_theta.data(),
+              lp.data(),
+              ws.theta.rows(),
+              draws,
+              1,
               ws.scratch.data() + ws.factor_scratch[0]};
   for (auto _ : state) {
     kernel.evaluate(batch);
@@ -187,7 +191,8 @@ void register_read(std::size_t bytes, int threads) {
       }
       benchmark::DoNotOptimize(sums);
     }
-    st.counters["GB/s"] = benchmark::Counter(double(st.iterations()) * double(bytes) * 1e-9, benchmark::Counter::kIsRate);
+    st.counters["GB/s"] =
+        benchmark::Counter(double(st.iterations()) * double(bytes) * 1e-9, benchmark::Counter::kIsRate);
   });
 }
 
@@ -332,8 +337,8 @@ void print_roofline(const std::map<std::string, Result>& res, Index k, const std
   std::printf("  of the kernel's own block shapes (1 thread x threads) as the peak instead.\n");
   std::printf("  t_floor = the kernel's in-cache floor (floor/...: row kernel or block GEMM rate, plus the logistic\n");
   std::printf("  column's ns per element); ratio(floor) = time / max(t_bw, t_floor).\n");
-  std::printf("%-40s %10s %9s %9s %10s %10s %7s %11s %10s %12s\n", "case", "time(us)", "bw(GB/s)", "peak(GF)", "t_bw(us)",
-              "t_flop(us)", "ratio", "ratio(blk)", "t_floor(us)", "ratio(floor)");
+  std::printf("%-40s %10s %9s %9s %10s %10s %7s %11s %10s %12s\n", "case", "time(us)", "bw(GB/s)", "peak(GF)",
+              "t_bw(us)", "t_flop(us)", "ratio", "ratio(blk)", "t_floor(us)", "ratio(floor)");
   for (Index n : ns)
     for (int threads : {1, 2})
       for (Index s : draws) {
@@ -341,12 +346,14 @@ void print_roofline(const std::map<std::string, Result>& res, Index k, const std
         auto it = res.find(name);
         if (it == res.end()) continue;
         const std::size_t bytes = std::size_t(n * k) * 8;
-        const double bw = counter(res, "roof/read/bytes:" + std::to_string(bytes) + "/threads:" + std::to_string(threads), "GB/s");
-        const double peak =
-            counter(res, "roof/gemm/square:" + std::to_string(square) + "/threads:" + std::to_string(threads), "GFLOP/s");
-        const double blk_peak =
-            threads * counter(res, "roof/gemm/glm_block/K:" + std::to_string(k) + "/S:" + std::to_string(std::min<Index>(s, 32)) +
-                                       "/threads:1", "GFLOP/s");
+        const double bw =
+            counter(res, "roof/read/bytes:" + std::to_string(bytes) + "/threads:" + std::to_string(threads), "GB/s");
+        const double peak = counter(
+            res, "roof/gemm/square:" + std::to_string(square) + "/threads:" + std::to_string(threads), "GFLOP/s");
+        const double blk_peak = threads * counter(res,
+                                                  "roof/gemm/glm_block/K:" + std::to_string(k) +
+                                                      "/S:" + std::to_string(std::min<Index>(s, 32)) + "/threads:1",
+                                                  "GFLOP/s");
         if (bw <= 0 || peak <= 0) continue;
         const double t_bw = double(bytes) / (bw * 1e9), t_flop = 4.0 * double(n * k * s) / (peak * 1e9);
         const double t_blk = blk_peak > 0 ? 4.0 * double(n * k * s) / (blk_peak * 1e9) : 0.0;
@@ -356,16 +363,19 @@ void print_roofline(const std::map<std::string, Result>& res, Index k, const std
         const double rows_rate = threads * counter(res, "floor/rows_in_l1/K:" + std::to_string(k), "GFLOP/s");
         const double col_ns = counter(res, "floor/logistic", "ns/elem") / threads;
         const double rate = s <= kernels::glm_rows::max_draws(k) ? rows_rate : blk_peak;
-        const double t_floor = rate > 0 && col_ns > 0 ? 4.0 * double(n * k * s) / (rate * 1e9) + double(n * s) * col_ns * 1e-9 : 0.0;
-        std::printf("%-40s %10.1f %9.1f %9.1f %10.1f %10.1f %7.2f %11.2f %10.1f %12.2f\n", name.c_str(), t * 1e6, bw, peak,
-                    t_bw * 1e6, t_flop * 1e6, t / std::max(t_bw, t_flop), blk_peak > 0 ? t / std::max(t_bw, t_blk) : 0.0,
-                    t_floor * 1e6, t_floor > 0 ? t / std::max(t_bw, t_floor) : 0.0);
+        const double t_floor =
+            rate > 0 && col_ns > 0 ? 4.0 * double(n * k * s) / (rate * 1e9) + double(n * s) * col_ns * 1e-9 : 0.0;
+        std::printf("%-40s %10.1f %9.1f %9.1f %10.1f %10.1f %7.2f %11.2f %10.1f %12.2f\n", name.c_str(), t * 1e6, bw,
+                    peak, t_bw * 1e6, t_flop * 1e6, t / std::max(t_bw, t_flop),
+                    blk_peak > 0 ? t / std::max(t_bw, t_blk) : 0.0, t_floor * 1e6,
+                    t_floor > 0 ? t / std::max(t_bw, t_floor) : 0.0);
       }
   std::printf("\nRead bandwidth (GB/s):");
   for (const auto& [name, r] : res)
     if (name.rfind("roof/read/", 0) == 0) std::printf("\n  %-45s %8.1f", name.c_str(), counter(res, name, "GB/s"));
   std::printf("\nIn-cache floor: row kernel %.1f GFLOP/s, logistic column %.2f ns per element",
-              counter(res, "floor/rows_in_l1/K:" + std::to_string(k), "GFLOP/s"), counter(res, "floor/logistic", "ns/elem"));
+              counter(res, "floor/rows_in_l1/K:" + std::to_string(k), "GFLOP/s"),
+              counter(res, "floor/logistic", "ns/elem"));
   std::printf("\nGEMM (GFLOP/s):");
   for (const auto& [name, r] : res)
     if (name.rfind("roof/gemm/", 0) == 0) std::printf("\n  %-45s %8.1f", name.c_str(), counter(res, name, "GFLOP/s"));
@@ -376,7 +386,9 @@ void print_roofline(const std::map<std::string, Result>& res, Index k, const std
     std::string two = name;
     two.replace(pos, 11, "/threads:2/");
     auto it = res.find(two);
-    if (it != res.end()) std::printf("  %-45s %6.2fx\n", name.substr(0, pos).append(name.substr(pos + 10)).c_str(), r.seconds / it->second.seconds);
+    if (it != res.end())
+      std::printf("  %-45s %6.2fx\n", name.substr(0, pos).append(name.substr(pos + 10)).c_str(),
+                  r.seconds / it->second.seconds);
   }
   std::fflush(stdout);
 }
@@ -432,7 +444,8 @@ int main(int argc, char** argv) {
     const char* name;
     std::vector<Index> shape, param_shape;
   };
-  const std::vector<Layout> layouts = {{"scalar", {1000}, {}}, {"vector", {1000}, {1000}}, {"broadcast", {100, 10}, {100, 1}}};
+  const std::vector<Layout> layouts = {
+      {"scalar", {1000}, {}}, {"vector", {1000}, {1000}}, {"broadcast", {100, 10}, {100, 1}}};
   for (const std::string& kernel : bench::elementwise_kernels())
     for (const Layout& layout : layouts)
       for (Index s : {1, 8})

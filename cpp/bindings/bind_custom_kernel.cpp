@@ -174,11 +174,11 @@ class PythonKernel final : public Kernel {
 
   struct Input {
     Operand op;
-    Shape shape;    // what fn sees, less the draws axis: the factor's shape (or the input's own)
-    Shape padded;   // the input's own shape with leading 1s up to shape's rank
+    Shape shape;         // what fn sees, less the draws axis: the factor's shape (or the input's own)
+    Shape padded;        // the input's own shape with leading 1s up to shape's rank
     Index elements = 0;  // prod(shape)
     py::str key;
-    py::object view;     // data: the array fn receives
+    py::object view;  // data: the array fn receives
 
     void release() {
       key.release();
@@ -274,8 +274,7 @@ class PythonKernel final : public Kernel {
         std::string expected = shape_text(full);
         if (own != full) expected += " (or its own shape plus draws, " + shape_text(own) + ")";
         fail<py::value_error>("the gradient for input '" + in->op.name + "' has shape " + shape_text(array_shape(g)) +
-                              ", expected " + expected + " like the input's array for " + std::to_string(S) +
-                              " draws");
+                              ", expected " + expected + " like the input's array for " + std::to_string(S) + " draws");
       }
     }
   }

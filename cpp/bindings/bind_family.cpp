@@ -36,15 +36,18 @@ void bind_family(py::module_& m) {
                                if (auto* lr = dynamic_cast<const LowRankGaussian*>(&self)) return py::int_(lr->rank());
                                return py::none();
                              })
-      .def("initialise",
-           [](const GaussianFamily& self, const Eigen::Ref<const Vector>& mean, double scale) {
-             if (mean.size() != self.dim()) throw std::invalid_argument("mean must have length " + std::to_string(self.dim()));
-             if (!(scale > 0) || !std::isfinite(scale)) throw std::invalid_argument("init_scale must be a positive finite number");
-             Vector phi(self.num_params());
-             self.initialise(phi, mean, scale);
-             return phi;
-           },
-           py::arg("mean"), py::arg("scale"))
+      .def(
+          "initialise",
+          [](const GaussianFamily& self, const Eigen::Ref<const Vector>& mean, double scale) {
+            if (mean.size() != self.dim())
+              throw std::invalid_argument("mean must have length " + std::to_string(self.dim()));
+            if (!(scale > 0) || !std::isfinite(scale))
+              throw std::invalid_argument("init_scale must be a positive finite number");
+            Vector phi(self.num_params());
+            self.initialise(phi, mean, scale);
+            return phi;
+          },
+          py::arg("mean"), py::arg("scale"))
       .def("mean",
            [](const GaussianFamily& self, const Eigen::Ref<const Vector>& phi) {
              check_phi(self, phi);
@@ -60,54 +63,56 @@ void bind_family(py::module_& m) {
              check_phi(self, phi);
              return self.entropy(phi);
            })
-      .def("sample",
-           [](const GaussianFamily& self, const Eigen::Ref<const Vector>& phi, Index n, std::uint64_t seed,
-              Index first, bool log_q) -> py::object {
-             check_phi(self, phi);
-             if (n < 1) throw std::invalid_argument("n must be >= 1");
-             // Philox's column counter is 32 bits: draw j of a seed is column j.
-             if (first < 0 || first + n > (Index(1) << 32))
-               throw std::invalid_argument("draws first .. first + n - 1 must lie in [0, 2**32)");
-             Matrix eps(self.noise_dim(), n), zeta(self.dim(), n);
-             Vector lq(log_q ? n : 0);
-             // A family keeps scratch for draw(): sample with a fresh one, so that threads sampling
-             // from one approximation at once do not share it.
-             auto family = self.clone();
-             {
-               py::gil_scoped_release release;
-               fill_standard_normal(eps, seed, Stream::Sample, 0, first);
-               family->reserve(n);
-               family->draw(phi, eps, zeta);
-               if (log_q) family->log_q(phi, eps, lq);
-             }
-             if (log_q) return py::make_tuple(std::move(zeta), std::move(lq));
-             return py::cast(std::move(zeta));
-           },
-           py::arg("phi"), py::arg("n"), py::arg("seed"), py::arg("first") = 0, py::arg("log_q") = false,
-           "Unconstrained draws first .. first + n - 1 of the stream for `seed` (D x n): the same draws\n"
-           "however the stream is split into calls (bit for bit for meanfield and lowrank, to rounding for\n"
-           "fullrank, whose blocked product rounds by batch width); with log_q=True, (draws, log q at each\n"
-           "draw (n)).");
+      .def(
+          "sample",
+          [](const GaussianFamily& self, const Eigen::Ref<const Vector>& phi, Index n, std::uint64_t seed, Index first,
+             bool log_q) -> py::object {
+            check_phi(self, phi);
+            if (n < 1) throw std::invalid_argument("n must be >= 1");
+            // Philox's column counter is 32 bits: draw j of a seed is column j.
+            if (first < 0 || first + n > (Index(1) << 32))
+              throw std::invalid_argument("draws first .. first + n - 1 must lie in [0, 2**32)");
+            Matrix eps(self.noise_dim(), n), zeta(self.dim(), n);
+            Vector lq(log_q ? n : 0);
+            // A family keeps scratch for draw(): sample with a fresh one, so that threads sampling
+            // from one approximation at once do not share it.
+            auto family = self.clone();
+            {
+              py::gil_scoped_release release;
+              fill_standard_normal(eps, seed, Stream::Sample, 0, first);
+              family->reserve(n);
+              family->draw(phi, eps, zeta);
+              if (log_q) family->log_q(phi, eps, lq);
+            }
+            if (log_q) return py::make_tuple(std::move(zeta), std::move(lq));
+            return py::cast(std::move(zeta));
+          },
+          py::arg("phi"), py::arg("n"), py::arg("seed"), py::arg("first") = 0, py::arg("log_q") = false,
+          "Unconstrained draws first .. first + n - 1 of the stream for `seed` (D x n): the same draws\n"
+          "however the stream is split into calls (bit for bit for meanfield and lowrank, to rounding for\n"
+          "fullrank, whose blocked product rounds by batch width); with log_q=True, (draws, log q at each\n"
+          "draw (n)).");
 
-  m.def("elbo_gradient",
-        [](const Model& model, const GaussianFamily& family, const Eigen::Ref<const Vector>& phi, Index draws,
-           std::uint64_t seed, std::uint64_t step, int threads, GradientEstimator gradient) {
-          check_phi(family, phi);
-          auto own = family.clone();  // its own scratch (see sample)
-          Vector grad(family.num_params());
-          double elbo = kNaN;
-          bool ok;
-          {
-            py::gil_scoped_release release;
-            ElboEstimator est(model, *own, draws, gradient, nullptr, threads);
-            ok = est.estimate(phi, seed, Stream::Evaluate, step, grad, elbo, threads);
-          }
-          if (!ok) grad.setConstant(kNaN);
-          return py::make_tuple(ok ? elbo : kNaN, grad);
-        },
-        py::arg("model"), py::arg("family"), py::arg("phi"), py::arg("draws"), py::arg("seed"), py::arg("step"),
-        py::arg("threads") = 1, py::arg("gradient") = GradientEstimator::StickingTheLanding,
-        "One reparameterised estimate of the ELBO and its gradient with respect to phi (NaN if not finite).");
+  m.def(
+      "elbo_gradient",
+      [](const Model& model, const GaussianFamily& family, const Eigen::Ref<const Vector>& phi, Index draws,
+         std::uint64_t seed, std::uint64_t step, int threads, GradientEstimator gradient) {
+        check_phi(family, phi);
+        auto own = family.clone();  // its own scratch (see sample)
+        Vector grad(family.num_params());
+        double elbo = kNaN;
+        bool ok;
+        {
+          py::gil_scoped_release release;
+          ElboEstimator est(model, *own, draws, gradient, nullptr, threads);
+          ok = est.estimate(phi, seed, Stream::Evaluate, step, grad, elbo, threads);
+        }
+        if (!ok) grad.setConstant(kNaN);
+        return py::make_tuple(ok ? elbo : kNaN, grad);
+      },
+      py::arg("model"), py::arg("family"), py::arg("phi"), py::arg("draws"), py::arg("seed"), py::arg("step"),
+      py::arg("threads") = 1, py::arg("gradient") = GradientEstimator::StickingTheLanding,
+      "One reparameterised estimate of the ELBO and its gradient with respect to phi (NaN if not finite).");
 }
 
 }  // namespace fastvi::bindings

@@ -88,7 +88,8 @@ void bind_fit(py::module_& m) {
             return keep_going.is_none() || keep_going.cast<bool>();
           } catch (py::error_already_set& err) {
             // Ctrl-C often lands while Python code (a progress bar) runs: same as above.
-            if (!err.matches(PyExc_KeyboardInterrupt)) pending = std::make_unique<py::error_already_set>(std::move(err));
+            if (!err.matches(PyExc_KeyboardInterrupt))
+              pending = std::make_unique<py::error_already_set>(std::move(err));
             return false;
           }
         };

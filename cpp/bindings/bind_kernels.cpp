@@ -12,12 +12,18 @@ namespace {
 
 const char* support_key(Support s) {
   switch (s) {
-    case Support::Real: return "real";
-    case Support::Positive: return "positive";
-    case Support::NonNegative: return "nonnegative";
-    case Support::UnitInterval: return "unit_interval";
-    case Support::Binary: return "binary";
-    case Support::Count: return "count";
+    case Support::Real:
+      return "real";
+    case Support::Positive:
+      return "positive";
+    case Support::NonNegative:
+      return "nonnegative";
+    case Support::UnitInterval:
+      return "unit_interval";
+    case Support::Binary:
+      return "binary";
+    case Support::Count:
+      return "count";
   }
   return "?";
 }
@@ -48,8 +54,9 @@ void bind_kernels(py::module_& m) {
   // Testing hook (tests/props_worker.py): 0 makes every GLM evaluation with more than one row
   // chunk run in parallel, so that small property-test models exercise the parallel path.
   m.def("_set_glm_parallel_work", &kernels::glm_tuning::set_parallel_work, py::arg("multiply_adds"));
-  m.def("kernel_info", [](const std::string& name) { return describe(KernelRegistry::global().get(name)); },
-        py::arg("name"));
+  m.def(
+      "kernel_info", [](const std::string& name) { return describe(KernelRegistry::global().get(name)); },
+      py::arg("name"));
 }
 
 }  // namespace fastvi::bindings

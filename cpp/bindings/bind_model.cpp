@@ -57,114 +57,125 @@ void bind_model(py::module_& m) {
       .def("add_param", &Model::add_param, py::arg("name"), py::arg("shape"), py::arg("lower"), py::arg("upper"),
            "Declares a parameter block; returns its block id.")
       .def("block_operand", &Model::block_operand, py::arg("input"), py::arg("block"))
-      .def("block",
-           [](const Model& self, Index id) {
-             const RowBlock& b = self.block(id);
-             py::dict d;
-             d["name"] = b.name;
-             d["shape"] = py::tuple(py::cast(b.shape));
-             d["row"] = b.row;
-             d["size"] = b.size;
-             d["lower"] = b.lower;
-             d["upper"] = b.upper;
-             d["is_param"] = b.is_param;
-             return d;
-           },
-           py::arg("id"))
+      .def(
+          "block",
+          [](const Model& self, Index id) {
+            const RowBlock& b = self.block(id);
+            py::dict d;
+            d["name"] = b.name;
+            d["shape"] = py::tuple(py::cast(b.shape));
+            d["row"] = b.row;
+            d["size"] = b.size;
+            d["lower"] = b.lower;
+            d["upper"] = b.upper;
+            d["is_param"] = b.is_param;
+            return d;
+          },
+          py::arg("id"))
       .def("param_offset", [](const Model& self, const std::string& name) { return self.param(name).offset; })
       // Expression nodes. Each returns the new block id; shapes are numpy-broadcast here too.
-      .def("add_binary",
-           [](Model& self, BinaryOp op, Operand a, Operand b, const std::string& name, double lower, double upper) {
-             std::vector<Operand> ops{std::move(a), std::move(b)};
-             const std::vector<Index> shape = broadcast_shape(ops, name);
-             for (auto& o : ops) set_broadcast(o, shape);
-             auto node = make_binary(op, std::move(ops[0]), std::move(ops[1]), shape_size(shape));
-             return self.add_node(std::move(node), name, shape, lower, upper);
-           },
-           py::arg("op"), py::arg("a"), py::arg("b"), py::arg("name"), py::arg("lower"), py::arg("upper"))
-      .def("add_unary",
-           [](Model& self, UnaryOp op, Operand a, const std::string& name, double lower, double upper) {
-             const std::vector<Index> shape = a.shape;
-             return self.add_node(make_unary(op, std::move(a)), name, shape, lower, upper);
-           },
-           py::arg("op"), py::arg("a"), py::arg("name"), py::arg("lower"), py::arg("upper"))
-      .def("add_matvec",
-           [](Model& self, const DoubleArray& x, Operand v, const std::string& name) {
-             if (x.ndim() != 2) throw std::invalid_argument(name + ": X must be 2-D");
-             RowMatrix xm = Eigen::Map<const RowMatrix>(x.data(), x.shape(0), x.shape(1));
-             return self.add_node(make_matvec(std::move(xm), std::move(v)), name, {Index(x.shape(0))}, -kInf, kInf);
-           },
-           py::arg("x"), py::arg("v"), py::arg("name"))
-      .def("add_gather",
-           [](Model& self, Operand a, const std::vector<Index>& index, const std::vector<Index>& shape,
-              const std::string& name) {
-             const double lower = a.lower, upper = a.upper;
-             return self.add_node(make_gather(std::move(a), index), name, shape, lower, upper);
-           },
-           py::arg("a"), py::arg("index"), py::arg("shape"), py::arg("name"))
-      .def("add_sum",
-           [](Model& self, Operand a, const std::string& name, double lower, double upper) {
-             return self.add_node(make_sum(std::move(a)), name, {}, lower, upper);
-           },
-           py::arg("a"), py::arg("name"), py::arg("lower"), py::arg("upper"))
+      .def(
+          "add_binary",
+          [](Model& self, BinaryOp op, Operand a, Operand b, const std::string& name, double lower, double upper) {
+            std::vector<Operand> ops{std::move(a), std::move(b)};
+            const std::vector<Index> shape = broadcast_shape(ops, name);
+            for (auto& o : ops) set_broadcast(o, shape);
+            auto node = make_binary(op, std::move(ops[0]), std::move(ops[1]), shape_size(shape));
+            return self.add_node(std::move(node), name, shape, lower, upper);
+          },
+          py::arg("op"), py::arg("a"), py::arg("b"), py::arg("name"), py::arg("lower"), py::arg("upper"))
+      .def(
+          "add_unary",
+          [](Model& self, UnaryOp op, Operand a, const std::string& name, double lower, double upper) {
+            const std::vector<Index> shape = a.shape;
+            return self.add_node(make_unary(op, std::move(a)), name, shape, lower, upper);
+          },
+          py::arg("op"), py::arg("a"), py::arg("name"), py::arg("lower"), py::arg("upper"))
+      .def(
+          "add_matvec",
+          [](Model& self, const DoubleArray& x, Operand v, const std::string& name) {
+            if (x.ndim() != 2) throw std::invalid_argument(name + ": X must be 2-D");
+            RowMatrix xm = Eigen::Map<const RowMatrix>(x.data(), x.shape(0), x.shape(1));
+            return self.add_node(make_matvec(std::move(xm), std::move(v)), name, {Index(x.shape(0))}, -kInf, kInf);
+          },
+          py::arg("x"), py::arg("v"), py::arg("name"))
+      .def(
+          "add_gather",
+          [](Model& self, Operand a, const std::vector<Index>& index, const std::vector<Index>& shape,
+             const std::string& name) {
+            const double lower = a.lower, upper = a.upper;
+            return self.add_node(make_gather(std::move(a), index), name, shape, lower, upper);
+          },
+          py::arg("a"), py::arg("index"), py::arg("shape"), py::arg("name"))
+      .def(
+          "add_sum",
+          [](Model& self, Operand a, const std::string& name, double lower, double upper) {
+            return self.add_node(make_sum(std::move(a)), name, {}, lower, upper);
+          },
+          py::arg("a"), py::arg("name"), py::arg("lower"), py::arg("upper"))
       .def("add_factor", &Model::add_factor, py::arg("kernel"), py::arg("operands"), py::arg("label"))
       .def_property_readonly("dim", &Model::dim)
       .def_property_readonly("rows", &Model::rows)
       .def_property_readonly("num_factors", [](const Model& self) { return self.factors().size(); })
-      .def("values",
-           [](const Model& self, const Eigen::Ref<const Matrix>& zeta) {
-             Matrix z = as_draws(zeta, self.dim());
-             Matrix value;
-             const auto lock = self.evaluation_lock();
-             self.values(z, value);
-             return value;
-           },
-           py::arg("zeta"), "The value matrix (rows x S) at unconstrained draws zeta (D x S).")
-      .def("unconstrain",
-           [](const Model& self, const Eigen::Ref<const Vector>& theta) {
-             if (theta.size() != self.dim()) throw std::invalid_argument("theta must have length " + std::to_string(self.dim()));
-             Vector zeta(self.dim());
-             self.unconstrain(theta, zeta);
-             return zeta;
-           },
-           py::arg("theta"))
-      .def("log_density",
-           [](const Model& self, const Eigen::Ref<const Matrix>& zeta, int threads) {
-             Matrix z = as_draws(zeta, self.dim());
-             Vector lp(z.cols());
-             Matrix grad(z.rows(), z.cols());
-             {
-               // Every call has its own workspace, and holds the model's evaluation lock: calls
-               // from several threads run at once, and the model cannot change under them.
-               py::gil_scoped_release release;
-               const auto lock = self.evaluation_lock();
-               ModelWorkspace ws;
-               self.prepare(ws, z.cols(), threads);
-               self.log_density(z, ws, lp, grad, threads);
-             }
-             return py::make_tuple(lp, grad);
-           },
-           py::arg("zeta"), py::arg("threads") = 1,
-           "Log density (incl. log-Jacobians) and its gradient at unconstrained draws zeta (D x S).")
-      .def("log_density_constrained",
-           [](const Model& self, const Eigen::Ref<const Matrix>& theta, int threads) {
-             if (theta.rows() != self.dim())
-               throw std::invalid_argument("theta must have " + std::to_string(self.dim()) + " rows, got " +
-                                           std::to_string(theta.rows()));
-             Matrix t = theta;
-             Vector lp(t.cols());
-             Matrix grad(t.rows(), t.cols());
-             {
-               py::gil_scoped_release release;
-               const auto lock = self.evaluation_lock();
-               ModelWorkspace ws;
-               self.prepare(ws, t.cols(), threads);
-               self.log_density_constrained(t, ws, lp, grad, threads);
-             }
-             return py::make_tuple(lp, grad);
-           },
-           py::arg("theta"), py::arg("threads") = 1,
-           "The factors' log density (no log-Jacobians) and its gradient at constrained values theta (D x S).");
+      .def(
+          "values",
+          [](const Model& self, const Eigen::Ref<const Matrix>& zeta) {
+            Matrix z = as_draws(zeta, self.dim());
+            Matrix value;
+            const auto lock = self.evaluation_lock();
+            self.values(z, value);
+            return value;
+          },
+          py::arg("zeta"), "The value matrix (rows x S) at unconstrained draws zeta (D x S).")
+      .def(
+          "unconstrain",
+          [](const Model& self, const Eigen::Ref<const Vector>& theta) {
+            if (theta.size() != self.dim())
+              throw std::invalid_argument("theta must have length " + std::to_string(self.dim()));
+            Vector zeta(self.dim());
+            self.unconstrain(theta, zeta);
+            return zeta;
+          },
+          py::arg("theta"))
+      .def(
+          "log_density",
+          [](const Model& self, const Eigen::Ref<const Matrix>& zeta, int threads) {
+            Matrix z = as_draws(zeta, self.dim());
+            Vector lp(z.cols());
+            Matrix grad(z.rows(), z.cols());
+            {
+              // Every call has its own workspace, and holds the model's evaluation lock: calls
+              // from several threads run at once, and the model cannot change under them.
+              py::gil_scoped_release release;
+              const auto lock = self.evaluation_lock();
+              ModelWorkspace ws;
+              self.prepare(ws, z.cols(), threads);
+              self.log_density(z, ws, lp, grad, threads);
+            }
+            return py::make_tuple(lp, grad);
+          },
+          py::arg("zeta"), py::arg("threads") = 1,
+          "Log density (incl. log-Jacobians) and its gradient at unconstrained draws zeta (D x S).")
+      .def(
+          "log_density_constrained",
+          [](const Model& self, const Eigen::Ref<const Matrix>& theta, int threads) {
+            if (theta.rows() != self.dim())
+              throw std::invalid_argument("theta must have " + std::to_string(self.dim()) + " rows, got " +
+                                          std::to_string(theta.rows()));
+            Matrix t = theta;
+            Vector lp(t.cols());
+            Matrix grad(t.rows(), t.cols());
+            {
+              py::gil_scoped_release release;
+              const auto lock = self.evaluation_lock();
+              ModelWorkspace ws;
+              self.prepare(ws, t.cols(), threads);
+              self.log_density_constrained(t, ws, lp, grad, threads);
+            }
+            return py::make_tuple(lp, grad);
+          },
+          py::arg("theta"), py::arg("threads") = 1,
+          "The factors' log density (no log-Jacobians) and its gradient at constrained values theta (D x S).");
 }
 
 }  // namespace fastvi::bindings

@@ -6,8 +6,9 @@
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastvi's C++ engine (private: use the fastvi package)";
-  m.def("max_threads", [] { return omp_get_max_threads(); },
-        "Threads OpenMP would use by default (OMP_NUM_THREADS or the number of cores).");
+  m.def(
+      "max_threads", [] { return omp_get_max_threads(); },
+      "Threads OpenMP would use by default (OMP_NUM_THREADS or the number of cores).");
   m.def("forked_serial", &fastvi::forked_after_parallel_team,
         "True in a process forked after fastvi ran OpenMP threads: kernels run on one thread there.");
   fastvi::bindings::bind_kernels(m);

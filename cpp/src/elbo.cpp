@@ -6,7 +6,10 @@ namespace fastvi {
 
 ElboEstimator::ElboEstimator(const Model& model, GaussianFamily& family, Index draws, GradientEstimator gradient,
                              const Preconditioner* preconditioner, int threads)
-    : model_(model), model_lock_(model.evaluation_lock()), family_(family), gradient_(gradient),
+    : model_(model),
+      model_lock_(model.evaluation_lock()),
+      family_(family),
+      gradient_(gradient),
       precond_(preconditioner && preconditioner->active() ? preconditioner : nullptr) {
   if (draws < 1) throw std::invalid_argument("draws must be >= 1");
   if (family.dim() != model.dim()) throw std::invalid_argument("family and model dimensions differ");
@@ -25,8 +28,8 @@ ElboEstimator::ElboEstimator(const Model& model, GaussianFamily& family, Index d
   family_.reserve(draws);
 }
 
-bool ElboEstimator::estimate(const Eigen::Ref<const Vector>& phi, std::uint64_t seed, Stream stream,
-                             std::uint64_t step, Eigen::Ref<Vector> grad_phi, double& elbo, int threads) {
+bool ElboEstimator::estimate(const Eigen::Ref<const Vector>& phi, std::uint64_t seed, Stream stream, std::uint64_t step,
+                             Eigen::Ref<Vector> grad_phi, double& elbo, int threads) {
   fill_standard_normal(eps_, seed, stream, step);
   if (precond_) {
     family_.draw(phi, eps_, u_);

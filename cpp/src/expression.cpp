@@ -34,10 +34,18 @@ class Binary final : public Node {
         const double x = a_.value(v, n, s), y = b_.value(v, n, s);
         double out = 0.0;
         switch (op_) {
-          case BinaryOp::Add: out = x + y; break;
-          case BinaryOp::Sub: out = x - y; break;
-          case BinaryOp::Mul: out = x * y; break;
-          case BinaryOp::Div: out = x / y; break;
+          case BinaryOp::Add:
+            out = x + y;
+            break;
+          case BinaryOp::Sub:
+            out = x - y;
+            break;
+          case BinaryOp::Mul:
+            out = x * y;
+            break;
+          case BinaryOp::Div:
+            out = x / y;
+            break;
         }
         value(row + n, s) = out;
       }
@@ -83,10 +91,18 @@ class Binary final : public Node {
       with_draw(a_, v, s, size, [&](const auto& x) {
         with_draw(b_, v, s, size, [&](const auto& y) {
           switch (op_) {
-            case BinaryOp::Add: out = x + y; break;
-            case BinaryOp::Sub: out = x - y; break;
-            case BinaryOp::Mul: out = x * y; break;
-            case BinaryOp::Div: out = x / y; break;
+            case BinaryOp::Add:
+              out = x + y;
+              break;
+            case BinaryOp::Sub:
+              out = x - y;
+              break;
+            case BinaryOp::Mul:
+              out = x * y;
+              break;
+            case BinaryOp::Div:
+              out = x / y;
+              break;
           }
         });
       });
@@ -142,11 +158,21 @@ class Unary final : public Node {
         const double x = value(a_.row + n, s);
         double out = 0.0;
         switch (op_) {
-          case UnaryOp::Neg: out = -x; break;
-          case UnaryOp::Exp: out = std::exp(x); break;
-          case UnaryOp::Log: out = std::log(x); break;
-          case UnaryOp::Log1pExp: out = math::log1p_exp(x); break;
-          case UnaryOp::InvLogit: out = math::inv_logit(x); break;
+          case UnaryOp::Neg:
+            out = -x;
+            break;
+          case UnaryOp::Exp:
+            out = std::exp(x);
+            break;
+          case UnaryOp::Log:
+            out = std::log(x);
+            break;
+          case UnaryOp::Log1pExp:
+            out = math::log1p_exp(x);
+            break;
+          case UnaryOp::InvLogit:
+            out = math::inv_logit(x);
+            break;
         }
         value(row + n, s) = out;
       }
@@ -159,11 +185,21 @@ class Unary final : public Node {
         const double x = value(a_.row + n, s), y = value(row + n, s), g = grad(row + n, s);
         double d = 0.0;  // dy/dx, from y where that is cheaper
         switch (op_) {
-          case UnaryOp::Neg: d = -1.0; break;
-          case UnaryOp::Exp: d = y; break;
-          case UnaryOp::Log: d = 1.0 / x; break;
-          case UnaryOp::Log1pExp: d = math::inv_logit(x); break;
-          case UnaryOp::InvLogit: d = y * (1.0 - y); break;
+          case UnaryOp::Neg:
+            d = -1.0;
+            break;
+          case UnaryOp::Exp:
+            d = y;
+            break;
+          case UnaryOp::Log:
+            d = 1.0 / x;
+            break;
+          case UnaryOp::Log1pExp:
+            d = math::inv_logit(x);
+            break;
+          case UnaryOp::InvLogit:
+            d = y * (1.0 - y);
+            break;
         }
         grad(a_.row + n, s) += g * d;
       }
@@ -176,14 +212,22 @@ class Unary final : public Node {
       const ConstArrayMap x(value.col(s).data() + a_.row, size);
       ArrayMap y(value.col(s).data() + row, size);
       switch (op_) {
-        case UnaryOp::Neg: y = -x; break;
-        case UnaryOp::Exp: y = x.exp(); break;
-        case UnaryOp::Log: y = x.log(); break;
+        case UnaryOp::Neg:
+          y = -x;
+          break;
+        case UnaryOp::Exp:
+          y = x.exp();
+          break;
+        case UnaryOp::Log:
+          y = x.log();
+          break;
         case UnaryOp::Log1pExp:  // max(x, 0) + log1p(exp(-|x|)), with y holding exp(-|x|) first
           y = (-x.abs()).exp();
           y = x.max(0.0) + math::log1p_nonneg(y);
           break;
-        case UnaryOp::InvLogit: y = math::inv_logit(x); break;
+        case UnaryOp::InvLogit:
+          y = math::inv_logit(x);
+          break;
       }
     }
   }
@@ -194,11 +238,21 @@ class Unary final : public Node {
       const ConstArrayMap g(grad.col(s).data() + row, size);
       ArrayMap gx(grad.col(s).data() + a_.row, size);
       switch (op_) {  // g * dy/dx, from y where that is cheaper
-        case UnaryOp::Neg: gx -= g; break;
-        case UnaryOp::Exp: gx += g * y; break;
-        case UnaryOp::Log: gx += g / x; break;
-        case UnaryOp::Log1pExp: gx += g * math::inv_logit(x); break;
-        case UnaryOp::InvLogit: gx += g * (y * (1.0 - y)); break;
+        case UnaryOp::Neg:
+          gx -= g;
+          break;
+        case UnaryOp::Exp:
+          gx += g * y;
+          break;
+        case UnaryOp::Log:
+          gx += g / x;
+          break;
+        case UnaryOp::Log1pExp:
+          gx += g * math::inv_logit(x);
+          break;
+        case UnaryOp::InvLogit:
+          gx += g * (y * (1.0 - y));
+          break;
       }
     }
   }

@@ -31,16 +31,22 @@ void check_support(const Operand& op, const InputInfo& info, const std::string& 
     }
     return;
   }
-  if (info.data_only)
-    throw std::invalid_argument(where + " must be data, not the parameter '" + op.source + "'");
+  if (info.data_only) throw std::invalid_argument(where + " must be data, not the parameter '" + op.source + "'");
   bool ok = true;
   switch (info.support) {
-    case Support::Real: break;
+    case Support::Real:
+      break;
     case Support::Positive:
-    case Support::NonNegative: ok = op.lower >= 0; break;
-    case Support::UnitInterval: ok = op.lower >= 0 && op.upper <= 1; break;
+    case Support::NonNegative:
+      ok = op.lower >= 0;
+      break;
+    case Support::UnitInterval:
+      ok = op.lower >= 0 && op.upper <= 1;
+      break;
     case Support::Binary:
-    case Support::Count: ok = false; break;
+    case Support::Count:
+      ok = false;
+      break;
   }
   if (!ok)
     throw std::invalid_argument(where + " must be " + support_name(info.support) + ", but parameter '" + op.source +
@@ -54,8 +60,8 @@ void Model::add_factor(const std::string& kernel, std::vector<Operand> operands,
   const auto lock = change_lock(label);
   const KernelInfo info = KernelRegistry::global().get(kernel);
   for (const auto& op : operands) {
-    const bool known = std::any_of(info.inputs.begin(), info.inputs.end(),
-                                   [&](const InputInfo& in) { return in.name == op.name; });
+    const bool known =
+        std::any_of(info.inputs.begin(), info.inputs.end(), [&](const InputInfo& in) { return in.name == op.name; });
     if (!known) {
       std::string names;
       for (const auto& in : info.inputs) names += (names.empty() ? "" : ", ") + in.name;

@@ -137,11 +137,11 @@ struct ElboCheck {
   double improvement = 0.0;  // recent block mean - first window, if positive: the climb so far
   double se = 0.0;           // Monte Carlo standard error of a difference of two block means
   double se_line = 0.0, se_within = 0.0;
-  double rate = 0.0;         // max(tol_abs, tol * improvement): the climb per block that counts as flat
-  double window_scale = 0.0; // robust sd of one window around the line (1.4826 MAD)
+  double rate = 0.0;            // max(tol_abs, tol * improvement): the climb per block that counts as flat
+  double window_scale = 0.0;    // robust sd of one window around the line (1.4826 MAD)
   bool settled_median = false;  // the block medians' version of the test passed
   bool settled = false;
-  bool checked = false;      // a check ran
+  bool checked = false;  // a check ran
 };
 
 ElboCheck check_elbo(const std::vector<double>& elbo, const std::vector<double>& elbo_var, const FitOptions& opt,
@@ -229,8 +229,16 @@ ElboCheck check_elbo(const std::vector<double>& elbo, const std::vector<double>&
 class BlockMonitor {
  public:
   explicit BlockMonitor(Index dim)
-      : mu_sum_(Vector::Zero(dim)), ls_sum_(Vector::Zero(dim)), mu_prev_(dim), ls_prev_(dim), mu_(dim), ls_(dim),
-        drift_(Vector::Zero(dim)), drift_prev_(Vector::Zero(dim)), scratch_(dim), run_(Eigen::VectorXi::Zero(dim)) {}
+      : mu_sum_(Vector::Zero(dim)),
+        ls_sum_(Vector::Zero(dim)),
+        mu_prev_(dim),
+        ls_prev_(dim),
+        mu_(dim),
+        ls_(dim),
+        drift_(Vector::Zero(dim)),
+        drift_prev_(Vector::Zero(dim)),
+        scratch_(dim),
+        run_(Eigen::VectorXi::Zero(dim)) {}
 
   void add_step(const Vector& phi) {
     mu_sum_ += phi.head(mu_sum_.size());
@@ -335,7 +343,8 @@ class TailTrend {
   // Coordinates whose mean (in units of q's sd) or log sd changed over the phase, along the
   // fitted line, by more than `mean_limit` / `scale_limit`, with a slope more than `z` standard
   // errors from zero. Needs 4 blocks; none before.
-  void moving(double mean_limit, double scale_limit, double z, std::vector<Index>& mean, std::vector<Index>& scale) const {
+  void moving(double mean_limit, double scale_limit, double z, std::vector<Index>& mean,
+              std::vector<Index>& scale) const {
     mean.clear();
     scale.clear();
     if (n_ < 4) return;
@@ -372,16 +381,18 @@ bool confirm(const TailTrend& trend, const FitOptions& opt, std::string& why) {
   trend.moving(kTailMeanLimit * opt.max_drift, kTailScaleLimit, kTailZ, mean, scale);
   if (mean.empty() && scale.empty()) return true;
   why = "after an apparent convergence, q's " +
-        std::string(mean.empty() ? "scale" : scale.empty() ? "mean" : "mean and scale") + " kept moving along " +
-        std::to_string(std::max(mean.size(), scale.size())) + " coordinate(s) over the " +
+        std::string(mean.empty()    ? "scale"
+                    : scale.empty() ? "mean"
+                                    : "mean and scale") +
+        " kept moving along " + std::to_string(std::max(mean.size(), scale.size())) + " coordinate(s) over the " +
         std::to_string(trend.blocks() * opt.block * opt.eval_every) + " steps of averaging";
   return false;
 }
 
 }  // namespace
 
-FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi0,
-                  const FitOptions& opt, const Monitor& monitor, const Preconditioner* preconditioner) {
+FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi0, const FitOptions& opt,
+                  const Monitor& monitor, const Preconditioner* preconditioner) {
   opt.validate();
   if (phi0.size() != family.num_params()) throw std::invalid_argument("initial parameters have the wrong length");
   if (!phi0.allFinite()) throw std::invalid_argument("initial parameters must be finite");
@@ -403,7 +414,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   // Convergence is confirmed (or withdrawn) by the trend over the averaging phase.
   TailTrend tail_trend(family.dim());
   bool tail_complete = false;
-  Index withdrawn = 0;               // convergences withdrawn after their averaging phase
+  Index withdrawn = 0;  // convergences withdrawn after their averaging phase
   std::string withdrawn_why;
   BlockMonitor blocks(family.dim());
   // The ELBO history grows by one entry per window: reserved for the windows of up to a million
@@ -422,7 +433,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   double best_median = -kInf, best_scatter = 0.0;
   int diverging = 0;
   std::vector<double> block_windows(size_t(2 * opt.block));  // scratch for medians: sized once
-  bool keep_phi = false;  // return r.phi as it is (the best iterate), not an average
+  bool keep_phi = false;                                     // return r.phi as it is (the best iterate), not an average
   Index window_bad = 0;
   double window_sum = 0.0, window_shift = 0.0, window_d = 0.0, window_d2 = 0.0;
   std::vector<double> elbo_var;  // per window: the variance of its mean ELBO, from its steps' scatter
@@ -532,8 +543,8 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
         r.elbo.push_back(e);
         r.elbo_step.push_back(t + 1);
         const double n_good = double(window_good);
-        elbo_var.push_back(window_good > 1 ? std::max(window_d2 - window_d * window_d / n_good, 0.0) / (n_good - 1) / n_good
-                                           : 0.0);
+        elbo_var.push_back(
+            window_good > 1 ? std::max(window_d2 - window_d * window_d / n_good, 0.0) / (n_good - 1) / n_good : 0.0);
         blocks.add_window_end(family, r.phi);
         if (Index(r.elbo.size()) % opt.block == 0) {
           blocks.close_block(kRiseThreshold);
@@ -593,8 +604,10 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
           r.converged_step = t + 1;
           r.message = "converged: the ELBO averaged over blocks of " + std::to_string(opt.block * opt.eval_every) +
                       " steps changed by less than max(tol_abs, tol * improvement) or its Monte Carlo noise, and "
-                      "q's means and scales stopped moving, " + std::to_string(opt.patience) + " times running" +
-                      (withdrawn > 0 ? " (" + std::to_string(withdrawn) + " earlier convergence(s) withdrawn: " + withdrawn_why + ")"
+                      "q's means and scales stopped moving, " +
+                      std::to_string(opt.patience) + " times running" +
+                      (withdrawn > 0 ? " (" + std::to_string(withdrawn) +
+                                           " earlier convergence(s) withdrawn: " + withdrawn_why + ")"
                                      : "");
           tail_target = std::max(t + 1 - level_start, (opt.average_draws + opt.draws - 1) / opt.draws);
           tail_steps = 0;
@@ -689,8 +702,8 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
         }
       }
     } else if (have_level && r.message.empty()) {
-      r.message = "ran out of steps while refining, at step size " + format_number(lr) +
-                  " (refinement " + std::to_string(r.refinements) + "): q is the average at step size " +
+      r.message = "ran out of steps while refining, at step size " + format_number(lr) + " (refinement " +
+                  std::to_string(r.refinements) + "): q is the average at step size " +
                   format_number(lr / opt.refine_factor);
     }
   }
@@ -707,7 +720,8 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
       }
       if (!drifting.empty()) add("q's mean still moving along " + std::to_string(drifting.size()) + " coordinate(s)");
       if (!growing.empty()) add("q's scale still growing along " + std::to_string(growing.size()) + " coordinate(s)");
-      if (!shrinking.empty()) add("q's scale still shrinking along " + std::to_string(shrinking.size()) + " coordinate(s)");
+      if (!shrinking.empty())
+        add("q's scale still shrinking along " + std::to_string(shrinking.size()) + " coordinate(s)");
       if (withdrawn > 0) add(withdrawn_why);
       if (!why.empty()) r.message += " (" + why + ")";
     }

@@ -196,7 +196,8 @@ double LowRankGaussian::entropy_estimate(const Eigen::Ref<const Vector>& phi, co
 // draw()'s scratch, so it is const: O(D r (r + S) + r^3), allocating, meant for diagnostics
 // (PSIS), not for the optimisation loop. Every term stays O(D + r) however large B is relative to
 // d: |L^-1 v|^2 = v^T C^-1 v is at most |e1|^2 + |e2|^2 (it is the squared norm of the projection
-// of eps_s = [e1; e2] onto the column space of [A; -I], whose Gram matrix is C), so there is no catastrophic cancellation.
+// of eps_s = [e1; e2] onto the column space of [A; -I], whose Gram matrix is C), so there is no catastrophic
+// cancellation.
 void LowRankGaussian::log_q(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps,
                             Eigen::Ref<Vector> out) const {
   const Index d = dim(), r = rank_, n = eps.cols();
@@ -206,13 +207,12 @@ void LowRankGaussian::log_q(const Eigen::Ref<const Vector>& phi, const Eigen::Re
   Matrix c = Matrix::Identity(r, r);
   c.selfadjointView<Eigen::Lower>().rankUpdate(a.transpose());
   const Eigen::LLT<Matrix> llt(c);
-  const double constant = gaussian_entropy(phi.segment(d, d).sum()) +
-                          llt.matrixLLT().diagonal().array().log().sum() - 0.5 * double(d);
+  const double constant =
+      gaussian_entropy(phi.segment(d, d).sum()) + llt.matrixLLT().diagonal().array().log().sum() - 0.5 * double(d);
   Matrix v = a.transpose() * eps.topRows(d);
   v -= eps.bottomRows(r);
   llt.matrixL().solveInPlace(v);
-  for (Index s = 0; s < n; ++s)
-    out[s] = -constant - 0.5 * (eps.col(s).squaredNorm() - v.col(s).squaredNorm());
+  for (Index s = 0; s < n; ++s) out[s] = -constant - 0.5 * (eps.col(s).squaredNorm() - v.col(s).squaredNorm());
 }
 
 // min_Q |B Q - B_reference|_F over orthogonal Q (orthogonal Procrustes): Q = U V^T, the polar

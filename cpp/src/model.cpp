@@ -26,7 +26,8 @@ Index grown(Index current, Index size, const std::string& what) {
 std::unique_lock<std::shared_mutex> Model::change_lock(const std::string& what) {
   std::unique_lock<std::shared_mutex> lock(mutex_, std::try_to_lock);
   if (!lock.owns_lock())
-    throw std::runtime_error(what + ": the model is being fitted or evaluated in another thread; it cannot change "
+    throw std::runtime_error(what +
+                             ": the model is being fitted or evaluated in another thread; it cannot change "
                              "until that finishes (build the model first, or build one model per thread)");
   ++structure_;
   return lock;

@@ -7,24 +7,36 @@ namespace fastvi {
 
 const char* support_name(Support s) {
   switch (s) {
-    case Support::Real: return "a finite real number";
-    case Support::Positive: return "> 0";
-    case Support::NonNegative: return ">= 0";
-    case Support::UnitInterval: return "in the open interval (0, 1)";
-    case Support::Binary: return "0 or 1";
-    case Support::Count: return "a non-negative integer";
+    case Support::Real:
+      return "a finite real number";
+    case Support::Positive:
+      return "> 0";
+    case Support::NonNegative:
+      return ">= 0";
+    case Support::UnitInterval:
+      return "in the open interval (0, 1)";
+    case Support::Binary:
+      return "0 or 1";
+    case Support::Count:
+      return "a non-negative integer";
   }
   return "?";
 }
 
 bool in_support(Support s, double x) {
   switch (s) {
-    case Support::Real: return std::isfinite(x);
-    case Support::Positive: return x > 0 && std::isfinite(x);
-    case Support::NonNegative: return x >= 0 && std::isfinite(x);
-    case Support::UnitInterval: return x > 0 && x < 1;
-    case Support::Binary: return x == 0 || x == 1;
-    case Support::Count: return x >= 0 && std::isfinite(x) && x == std::floor(x);
+    case Support::Real:
+      return std::isfinite(x);
+    case Support::Positive:
+      return x > 0 && std::isfinite(x);
+    case Support::NonNegative:
+      return x >= 0 && std::isfinite(x);
+    case Support::UnitInterval:
+      return x > 0 && x < 1;
+    case Support::Binary:
+      return x == 0 || x == 1;
+    case Support::Count:
+      return x >= 0 && std::isfinite(x) && x == std::floor(x);
   }
   return false;
 }
@@ -43,7 +55,8 @@ void KernelRegistry::add(KernelInfo info) {
   if (info.inputs.empty()) throw std::invalid_argument("kernel '" + info.name + "' must declare its variate");
   if (!info.factory) throw std::invalid_argument("kernel '" + info.name + "' has no factory");
   std::lock_guard<std::mutex> lock(mutex_);
-  if (kernels_.count(info.name) > 0) throw std::invalid_argument("a kernel named '" + info.name + "' is already registered");
+  if (kernels_.count(info.name) > 0)
+    throw std::invalid_argument("a kernel named '" + info.name + "' is already registered");
   const std::string name = info.name;
   kernels_.emplace(name, std::move(info));
 }

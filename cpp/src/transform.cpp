@@ -25,9 +25,12 @@ Transform Transform::from_bounds(double lower, double upper) {
 
 double Transform::unconstrain(double x) const {
   switch (kind) {
-    case TransformKind::Identity: return x;
-    case TransformKind::Lower: return std::log(x - lower);
-    case TransformKind::Upper: return std::log(upper - x);
+    case TransformKind::Identity:
+      return x;
+    case TransformKind::Lower:
+      return std::log(x - lower);
+    case TransformKind::Upper:
+      return std::log(upper - x);
     case TransformKind::Interval: {
       const double p = (x - lower) / (upper - lower);
       return std::log(p) - std::log1p(-p);

@@ -26,8 +26,7 @@ void lower_times(const Eigen::Ref<const Matrix>& l, const Eigen::Ref<const Matri
   }
 }
 
-void lower_transpose_times(const Eigen::Ref<const Matrix>& l, const Eigen::Ref<const Matrix>& x,
-                           Eigen::Ref<Matrix> y) {
+void lower_transpose_times(const Eigen::Ref<const Matrix>& l, const Eigen::Ref<const Matrix>& x, Eigen::Ref<Matrix> y) {
   const Index d = l.rows(), s = x.cols();
   for (Index c0 = 0; c0 < s; c0 += kTriPanel) {
     const Index p = std::min(kTriPanel, s - c0);

@@ -122,7 +122,12 @@ Evaluation evaluate_first_factor(const Model& model, Index draws) {
   const Kernel& kernel_impl = *model.factors()[0].impl;
   ws.grad_theta.setZero();
   Vector lp_kernel = Vector::Zero(draws);
-  Batch batch{ws.theta.data(), ws.grad_theta.data(), lp_kernel.data(), ws.theta.rows(), draws, 2,
+  Batch batch{ws.theta.data(),
+              ws.grad_theta.data(),
+              lp_kernel.data(),
+              ws.theta.rows(),
+              draws,
+              2,
               ws.scratch.data() + ws.factor_scratch[0]};
   g_allocs = 0;
   g_regions = 0;
@@ -149,8 +154,8 @@ void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_p
   // Serial evaluations open no parallel region; a parallel one opens exactly one, of 2 threads.
   // Only the two evaluations asked for 2 threads may do so, both or neither (same decision), and
   // any GEMM that Eigen threaded by itself would add regions.
-  const bool ok = e.allocs == 0 && (e.regions == 0 || (e.regions == 2 && e.max_threads == 2)) && e.identical &&
-                  e.finite;
+  const bool ok =
+      e.allocs == 0 && (e.regions == 0 || (e.regions == 2 && e.max_threads == 2)) && e.identical && e.finite;
   if (!ok) ++failures;
   std::printf("%-4s %-20s N=%6ld K=%4ld S=%3ld beta=%-5s  mallocs=%ld %-8s identical=%d%s\n", ok ? "ok" : "FAIL",
               kernel.c_str(), long(n), long(k), long(draws), beta_param ? "param" : "data", e.allocs,
@@ -210,36 +215,49 @@ void build_expression_model(Model& m, Index n, Index k) {
   std::vector<Operand> ops{m.block_operand("a", eta), m.block_operand("b", alpha_id)};
   const std::vector<Index> shape = broadcast_shape(ops, "lin");
   for (auto& o : ops) set_broadcast(o, shape);
-  const Index lin = m.add_node(make_binary(BinaryOp::Add, std::move(ops[0]), std::move(ops[1]), n), "lin", shape,
-                               -kInf, kInf);
+  const Index lin =
+      m.add_node(make_binary(BinaryOp::Add, std::move(ops[0]), std::move(ops[1]), n), "lin", shape, -kInf, kInf);
   m.add_factor("bernoulli_logit", {bench::data_operand("y", {n}, y), m.block_operand("logit", lin)}, "likelihood");
   const Index s = m.add_node(make_unary(UnaryOp::Exp, m.block_operand("a", log_s_id)), "exp(log_s)", {}, 0.0, kInf);
-  m.add_factor("normal", {m.block_operand("y", beta_id), bench::scalar_operand("loc", 0.0), m.block_operand("scale", s)},
+  m.add_factor("normal",
+               {m.block_operand("y", beta_id), bench::scalar_operand("loc", 0.0), m.block_operand("scale", s)},
                "prior beta");
   const Index total = m.add_node(make_sum(m.block_operand("a", beta_id)), "sum(beta)", {}, -kInf, kInf);
-  m.add_factor("normal", {m.block_operand("y", total), bench::scalar_operand("loc", 0.0), bench::scalar_operand("scale", 10.0)},
+  m.add_factor("normal",
+               {m.block_operand("y", total), bench::scalar_operand("loc", 0.0), bench::scalar_operand("scale", 10.0)},
                "prior sum");
   const Index head = m.add_node(make_gather(m.block_operand("a", beta_id), {0, 1, 2}), "beta[0:3]", {3}, -kInf, kInf);
-  m.add_factor("normal", {m.block_operand("y", head), bench::scalar_operand("loc", 0.0), bench::scalar_operand("scale", 1.0)},
+  m.add_factor("normal",
+               {m.block_operand("y", head), bench::scalar_operand("loc", 0.0), bench::scalar_operand("scale", 1.0)},
                "prior head");
-  m.add_factor("normal", {m.block_operand("y", log_s_id), bench::scalar_operand("loc", 0.0), bench::scalar_operand("scale", 1.0)},
+  m.add_factor("normal",
+               {m.block_operand("y", log_s_id), bench::scalar_operand("loc", 0.0), bench::scalar_operand("scale", 1.0)},
                "prior log_s");
 }
 
 std::unique_ptr<Model> make_model(const std::string& name) {
   auto m = std::make_unique<Model>();
-  if (name == "seed (normal)") bench::build_seed_model(*m);
-  else if (name == "logistic glm") bench::build_glm_model(*m, "bernoulli_logit_glm", 20000, 20);
-  else if (name == "linreg glm") bench::build_glm_model(*m, "normal_id_glm", 1000, 10);
-  else if (name == "expression") build_expression_model(*m, 2000, 8);
+  if (name == "seed (normal)")
+    bench::build_seed_model(*m);
+  else if (name == "logistic glm")
+    bench::build_glm_model(*m, "bernoulli_logit_glm", 20000, 20);
+  else if (name == "linreg glm")
+    bench::build_glm_model(*m, "normal_id_glm", 1000, 10);
+  else if (name == "expression")
+    build_expression_model(*m, 2000, 8);
   // Big enough that an untiled X @ beta (N x S GEMM) would put Eigen's packing buffers on the heap.
-  else if (name == "expression big") build_expression_model(*m, 10000, 50);
+  else if (name == "expression big")
+    build_expression_model(*m, 10000, 50);
   // K above a 240-column tile, so X @ beta is cut along K too.
-  else if (name == "expression wide") build_expression_model(*m, 3000, 300);
-  else if (name.rfind("gaussian D=", 0) == 0) bench::build_gaussian_target(*m, std::stol(name.substr(11)));
+  else if (name == "expression wide")
+    build_expression_model(*m, 3000, 300);
+  else if (name.rfind("gaussian D=", 0) == 0)
+    bench::build_gaussian_target(*m, std::stol(name.substr(11)));
   // Element-wise kernels on their vectorised path: vector parameters, and gathered ones.
-  else if (name == "student_t vector") bench::build_elementwise_likelihood(*m, "student_t", {1000}, {1000});
-  else if (name == "beta broadcast") bench::build_elementwise_likelihood(*m, "beta", {100, 10}, {100, 1});
+  else if (name == "student_t vector")
+    bench::build_elementwise_likelihood(*m, "student_t", {1000}, {1000});
+  else if (name == "beta broadcast")
+    bench::build_elementwise_likelihood(*m, "beta", {100, 10}, {100, 1});
   return m;
 }
 
@@ -352,15 +370,15 @@ int main() {
   std::printf("-- 1b. Element-wise kernels\n");
   for (const std::string& kernel : bench::elementwise_kernels())
     for (Index draws : {1, 8, 33}) {
-      check_elementwise(kernel, "scalar", {1000}, {}, draws);        // vectorised, scalar parameters
-      check_elementwise(kernel, "vector", {1000}, {1000}, draws);    // vectorised, vector parameters
+      check_elementwise(kernel, "scalar", {1000}, {}, draws);              // vectorised, scalar parameters
+      check_elementwise(kernel, "vector", {1000}, {1000}, draws);          // vectorised, vector parameters
       check_elementwise(kernel, "broadcast", {100, 10}, {100, 1}, draws);  // vectorised, gathered
-      check_elementwise(kernel, "small", {3, 4}, {3, 1}, draws);     // element by element
+      check_elementwise(kernel, "small", {3, 4}, {3, 1}, draws);           // element by element
     }
   std::printf("-- 2. ElboEstimator::estimate + Adam::step\n");
   const auto stl = GradientEstimator::StickingTheLanding, closed = GradientEstimator::ClosedFormEntropy;
-  for (const char* model :
-       {"seed (normal)", "logistic glm", "linreg glm", "expression", "gaussian D=10", "student_t vector", "beta broadcast"})
+  for (const char* model : {"seed (normal)", "logistic glm", "linreg glm", "expression", "gaussian D=10",
+                            "student_t vector", "beta broadcast"})
     for (const char* family : {"meanfield", "fullrank", "lowrank"})
       for (Index draws : {1, 8, 33})
         for (int threads : {1, 2}) check_step(model, family, draws, threads, stl, "none");

@@ -123,12 +123,24 @@ inline Vector sample_support(Support support, bool variate, Index n, std::mt1993
   Vector v(n);
   for (Index i = 0; i < n; ++i) {
     switch (support) {
-      case Support::Real: v[i] = normal(rng); break;
-      case Support::Positive: v[i] = 0.5 + 2.0 * u(rng); break;
-      case Support::NonNegative: v[i] = 2.0 * u(rng); break;
-      case Support::UnitInterval: v[i] = 0.05 + 0.9 * u(rng); break;
-      case Support::Binary: v[i] = u(rng) < 0.5 ? 0.0 : 1.0; break;
-      case Support::Count: v[i] = std::floor(6.0 * u(rng)) + (variate ? 0.0 : 6.0); break;
+      case Support::Real:
+        v[i] = normal(rng);
+        break;
+      case Support::Positive:
+        v[i] = 0.5 + 2.0 * u(rng);
+        break;
+      case Support::NonNegative:
+        v[i] = 2.0 * u(rng);
+        break;
+      case Support::UnitInterval:
+        v[i] = 0.05 + 0.9 * u(rng);
+        break;
+      case Support::Binary:
+        v[i] = u(rng) < 0.5 ? 0.0 : 1.0;
+        break;
+      case Support::Count:
+        v[i] = std::floor(6.0 * u(rng)) + (variate ? 0.0 : 6.0);
+        break;
     }
   }
   return v;

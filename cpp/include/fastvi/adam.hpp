@@ -18,8 +18,12 @@ namespace fastvi {
 class Adam {
  public:
   Adam(Index size, double beta1 = 0.9, double beta2 = 0.999, double epsilon = 1e-8)
-      : m_(Vector::Zero(size)), v_(Vector::Zero(size)), window_sq_(Vector::Zero(size)),
-        beta1_(beta1), beta2_(beta2), eps_(epsilon) {}
+      : m_(Vector::Zero(size)),
+        v_(Vector::Zero(size)),
+        window_sq_(Vector::Zero(size)),
+        beta1_(beta1),
+        beta2_(beta2),
+        eps_(epsilon) {}
 
   // Moves x along the ascent direction `grad` (which the caller has checked is finite). Each
   // coordinate moves by at most about lr / sqrt(1 - beta2), so a finite x stays finite.

@@ -170,8 +170,8 @@ struct LogGammaOp {
     series = pmadd(series, inv2, pset1<Packet>(1.0 / 1260.0));
     series = pmadd(series, inv2, pset1<Packet>(-1.0 / 360.0));
     series = pmadd(series, inv2, pset1<Packet>(1.0 / 12.0));
-    const Packet stirling = padd(pmadd(psub(z, pset1<Packet>(0.5)), plog(z), psub(pset1<Packet>(math::kHalfLog2Pi), z)),
-                                 pmul(series, inv));
+    const Packet stirling =
+        padd(pmadd(psub(z, pset1<Packet>(0.5)), plog(z), psub(pset1<Packet>(math::kHalfLog2Pi), z)), pmul(series, inv));
     const Packet result = psub(stirling, pselect(shift, plog(product), pzero(x)));
     return pselect(pcmp_eq(x, pset1<Packet>(kInf)), x, result);  // +inf, not inf - inf
   }
@@ -214,80 +214,114 @@ struct DigammaOp {
 
 inline double log(double x) { return std::log(x); }
 template <class T, if_array<T> = 0>
-auto log(const T& x) { return x.log(); }
+auto log(const T& x) {
+  return x.log();
+}
 
 inline double exp(double x) { return std::exp(x); }
 template <class T, if_array<T> = 0>
-auto exp(const T& x) { return x.exp(); }
+auto exp(const T& x) {
+  return x.exp();
+}
 
 inline double sqrt(double x) { return std::sqrt(x); }
 template <class T, if_array<T> = 0>
-auto sqrt(const T& x) { return x.sqrt(); }
+auto sqrt(const T& x) {
+  return x.sqrt();
+}
 
 inline double abs(double x) { return std::abs(x); }
 template <class T, if_array<T> = 0>
-auto abs(const T& x) { return x.abs(); }
+auto abs(const T& x) {
+  return x.abs();
+}
 
 inline double square(double x) { return x * x; }
 template <class T, if_array<T> = 0>
-auto square(const T& x) { return x.square(); }
+auto square(const T& x) {
+  return x.square();
+}
 
 // -1, 0 or 1.
 inline double sign(double x) { return double((x > 0) - (x < 0)); }
 template <class T, if_array<T> = 0>
-auto sign(const T& x) { return x.sign(); }
+auto sign(const T& x) {
+  return x.sign();
+}
 
 inline double max(double a, double b) { return std::max(a, b); }
 template <class T, if_array<T> = 0>
-auto max(const T& a, double b) { return a.max(b); }
+auto max(const T& a, double b) {
+  return a.max(b);
+}
 template <class T, if_array<T> = 0>
-auto max(double a, const T& b) { return b.max(a); }
+auto max(double a, const T& b) {
+  return b.max(a);
+}
 template <class T, class U, if_array<T> = 0, if_array<U> = 0>
-auto max(const T& a, const U& b) { return a.max(b); }
+auto max(const T& a, const U& b) {
+  return a.max(b);
+}
 
 // log(1 + x) for x > -1. Eigen has no vectorised log1p for double; the array form builds on log:
 // with u = 1 + x, log(u) - ((u - 1) - x) / u is good to a few ulp (and gives x when u rounds to 1).
 inline double log1p(double x) { return std::log1p(x); }
 template <class T, if_array<T> = 0>
-auto log1p(const T& x) { return (1.0 + x).log() - (((1.0 + x) - 1.0) - x) / (1.0 + x); }
+auto log1p(const T& x) {
+  return (1.0 + x).log() - (((1.0 + x) - 1.0) - x) / (1.0 + x);
+}
 
 // log(1 + t) for t >= 0, e.g. t = exp(-|x|); the array form is math.hpp's (good to about an ulp).
 inline double log1p_nonneg(double t) { return std::log1p(t); }
 template <class T, if_array<T> = 0>
-auto log1p_nonneg(const T& t) { return math::log1p_nonneg(t); }
+auto log1p_nonneg(const T& t) {
+  return math::log1p_nonneg(t);
+}
 
 // log(1 - x) for x < 1.
 inline double log1m(double x) { return std::log1p(-x); }
 template <class T, if_array<T> = 0>
-auto log1m(const T& x) { return log1p(-x); }
+auto log1m(const T& x) {
+  return log1p(-x);
+}
 
 // log(1 + exp(x)) without overflow.
 inline double log1p_exp(double x) { return math::log1p_exp(x); }
 template <class T, if_array<T> = 0>
-auto log1p_exp(const T& x) { return x.max(0.0) + math::log1p_nonneg((-x.abs()).exp()); }
+auto log1p_exp(const T& x) {
+  return x.max(0.0) + math::log1p_nonneg((-x.abs()).exp());
+}
 
 // 1 / (1 + exp(-x)) (see math.hpp for the array form's range).
 inline double inv_logit(double x) { return math::inv_logit(x); }
 template <class T, if_array<T> = 0>
-auto inv_logit(const T& x) { return math::inv_logit(x); }
+auto inv_logit(const T& x) {
+  return math::inv_logit(x);
+}
 
 // log Gamma(x) and digamma(x) for x > 0. Doubles: math.hpp's (lgamma_r, and a recurrence up to
 // x >= 10 then the asymptotic series). Arrays: vectorised versions of the same series (packet
 // functors below); they agree with the scalar forms to about 1e-14 absolute.
 inline double log_gamma(double x) { return math::log_gamma(x); }
 template <class T, if_array<T> = 0>
-auto log_gamma(const T& x) { return x.unaryExpr(detail::LogGammaOp()); }
+auto log_gamma(const T& x) {
+  return x.unaryExpr(detail::LogGammaOp());
+}
 
 // The double form is kept out of line: inlined into a flattened element loop, the recurrence's x
 // could be given a stack slot, a store and reload per step (beta with broadcast parameters ran 20 %
 // slower than its hand-written kernel).
 [[gnu::noinline]] inline double digamma(double x) { return math::digamma(x); }
 template <class T, if_array<T> = 0>
-auto digamma(const T& x) { return x.unaryExpr(detail::DigammaOp()); }
+auto digamma(const T& x) {
+  return x.unaryExpr(detail::DigammaOp());
+}
 
 // log Beta(a, b).
 template <class A, class B>
-auto log_beta(const A& a, const B& b) { return log_gamma(a) + log_gamma(b) - log_gamma(a + b); }
+auto log_beta(const A& a, const B& b) {
+  return log_gamma(a) + log_gamma(b) - log_gamma(a + b);
+}
 
 // x >= 0 ? a : b, element by element; vectorised (Eigen 3.4's select() is not). NaN x gives b.
 inline double if_nonneg(double x, double a, double b) { return x >= 0 ? a : b; }
@@ -351,16 +385,22 @@ struct Derive {
 
 struct Log {
   template <class T>
-  auto operator()(const T& x) const { return log(x); }
+  auto operator()(const T& x) const {
+    return log(x);
+  }
 };
 struct Log1m {
   template <class T>
-  auto operator()(const T& x) const { return log1m(x); }
+  auto operator()(const T& x) const {
+    return log1m(x);
+  }
 };
 struct Inverse {
   double operator()(double x) const { return 1.0 / x; }
   template <class T, if_array<T> = 0>
-  auto operator()(const T& x) const { return x.inverse(); }
+  auto operator()(const T& x) const {
+    return x.inverse();
+  }
 };
 
 // Broadcast element n of a data operand (for check()).
@@ -493,9 +533,17 @@ class ElementOut {
 // Elements [n0, n0 + len) of draw s, with Eigen arrays (doubles for scalar inputs).
 class ChunkOut {
  public:
-  ChunkOut(const Batch& b, const Operand* ops, unsigned params, Index n0, Index len, Index s, double* lp,
-           double* kept, double* buffer, Index stride)
-      : b_(b), ops_(ops), params_(params), n0_(n0), len_(len), s_(s), lp_(lp), kept_(kept), buffer_(buffer),
+  ChunkOut(const Batch& b, const Operand* ops, unsigned params, Index n0, Index len, Index s, double* lp, double* kept,
+           double* buffer, Index stride)
+      : b_(b),
+        ops_(ops),
+        params_(params),
+        n0_(n0),
+        len_(len),
+        s_(s),
+        lp_(lp),
+        kept_(kept),
+        buffer_(buffer),
         stride_(stride) {}
   bool param(int i) const { return (params_ >> i) & 1u; }
   template <class... I>
@@ -692,8 +740,7 @@ class ElementwiseKernel : public Kernel {
     const elementwise::detail::ConstantOut out(params_, &lp);
     for (Index n = 0; n < size_; ++n) {
       const std::array<double, K> x{{(ops_[I].is_param ? kNaN : elementwise::data_at(ops_[I], n))...}};
-      Dist::log_density(out, x[I]...,
-                        (ops_[source<D>].is_param ? kNaN : tables_[D][ops_[source<D>].element(n)])...);
+      Dist::log_density(out, x[I]..., (ops_[source<D>].is_param ? kNaN : tables_[D][ops_[source<D>].element(n)])...);
     }
     const_lp_ = lp;
   }
@@ -733,7 +780,7 @@ class ElementwiseKernel : public Kernel {
         const std::array<double, K> x{{in[I].value[in[I].index(n)]...}};
         const elementwise::detail::ElementOut<Params> out(in.data(), n, &lp);
         Dist::log_density(out, x[I]...,
-                          derived_element<D, ((Params >> source<D>) & 1u) != 0>(x[source<D>], in[source<D>].index(n))...);
+                          derived_element<D, ((Params >> source<D>)&1u) != 0>(x[source<D>], in[source<D>].index(n))...);
       }
       b.lp[s] += lp;
       (in[I].next(), ...);
@@ -809,10 +856,10 @@ class ElementwiseKernel : public Kernel {
 
   std::vector<Operand> ops_;  // as KernelInfo::inputs; broadcast data expanded to size_
   Index size_;
-  unsigned params_ = 0;  // bit i: input i is a parameter
+  unsigned params_ = 0;                   // bit i: input i is a parameter
   std::array<Vector, size_t(J)> tables_;  // Derived values of a data source's elements
-  double const_lp_ = 0.0;  // the data-only terms, summed over the elements
-  Index chunk_ = 0, stride_ = 0;  // run length, and the scratch column stride (a multiple of 8)
+  double const_lp_ = 0.0;                 // the data-only terms, summed over the elements
+  Index chunk_ = 0, stride_ = 0;          // run length, and the scratch column stride (a multiple of 8)
   std::array<elementwise::detail::Access, size_t(K)> access_;  // the operands, for run_elements
 };
 

@@ -42,10 +42,10 @@ inline constexpr const char* kCapsuleName = "fastvi._core._extension_api";
 struct AbiFacts {
   int api_version;
   std::size_t operand_size, batch_size, input_info_size, kernel_info_size, function_size;
-  int eigen_version;       // world * 10000 + major * 100 + minor
-  int eigen_align_bytes;   // EIGEN_DEFAULT_ALIGN_BYTES: how Eigen's heap allocations are aligned
-  int cxx11_abi;           // _GLIBCXX_USE_CXX11_ABI, or -1
-  int compiler_version;    // major * 100 + minor (GCC or Clang), or -1
+  int eigen_version;      // world * 10000 + major * 100 + minor
+  int eigen_align_bytes;  // EIGEN_DEFAULT_ALIGN_BYTES: how Eigen's heap allocations are aligned
+  int cxx11_abi;          // _GLIBCXX_USE_CXX11_ABI, or -1
+  int compiler_version;   // major * 100 + minor (GCC or Clang), or -1
 };
 
 constexpr AbiFacts abi_here() {
@@ -85,7 +85,8 @@ struct Api {
 inline std::string abi_mismatch(const AbiFacts& core, const AbiFacts& ext) {
   std::string out;
   auto check = [&out](const char* what, long long c, long long e) {
-    if (c != e) out += std::string("\n  ") + what + ": fastvi " + std::to_string(c) + ", this module " + std::to_string(e);
+    if (c != e)
+      out += std::string("\n  ") + what + ": fastvi " + std::to_string(c) + ", this module " + std::to_string(e);
   };
   check("extension API version", core.api_version, ext.api_version);
   check("sizeof(Operand)", (long long)core.operand_size, (long long)ext.operand_size);
@@ -110,8 +111,7 @@ inline const Api& api() {
   const std::string mismatch = abi_mismatch(api->abi, abi_here());
   if (!mismatch.empty())
     throw pybind11::import_error(
-        "this fastvi extension module was not compiled like fastvi's _core, so they cannot share kernels:" +
-        mismatch +
+        "this fastvi extension module was not compiled like fastvi's _core, so they cannot share kernels:" + mismatch +
         "\nRebuild it against the installed fastvi, with the same compiler, Eigen and "
         "fastvi.get_compile_flags().");
   cached = api;

@@ -142,8 +142,8 @@ class FullRankGaussian final : public GaussianFamily {
   Matrix cholesky(const Eigen::Ref<const Vector>& phi) const;
 
  private:
-  Matrix chol_;   // scratch: L for the current phi
-  Matrix g_path_; // scratch: g + L^-T eps (sticking the landing)
+  Matrix chol_;    // scratch: L for the current phi
+  Matrix g_path_;  // scratch: g + L^-T eps (sticking the landing)
 };
 
 // Diagonal plus low rank: Sigma = diag(d)^2 + B B^T with d = exp(omega) (D) and B (D x r),
@@ -189,14 +189,14 @@ class LowRankGaussian final : public GaussianFamily {
   // Scratch, sized by the constructor and reserve(): draw() and elbo_gradient() allocate nothing
   // (up to r ~ 300, above which Eigen's blocked Cholesky puts its panels on the heap); neither
   // does align() up to r = kSmallRank.
-  Vector d_;               // exp(omega)
-  Matrix a_;               // A = diag(d)^-1 B (D x r)
-  Matrix c_;               // C = I + A^T A (r x r)
-  Eigen::LLT<Matrix> llt_; // C = L L^T
-  Matrix v_;               // r x S: L^-1 (A^T eps1 - eps2) from draw(); C^-1 (...) after an STL gradient
-  double v_sq_ = 0.0;      // |L^-1 (A^T eps1 - eps2)|^2 summed over the draws of the last draw()
-  Vector w_;               // D, one draw at a time: diag(d) Sigma^-1 (zeta_s - mu), then g_s + Sigma^-1 (zeta_s - mu)
-  Matrix at_;              // r x D: L^-1 A^T, then C^-1 A^T (closed-form entropy gradient)
+  Vector d_;                // exp(omega)
+  Matrix a_;                // A = diag(d)^-1 B (D x r)
+  Matrix c_;                // C = I + A^T A (r x r)
+  Eigen::LLT<Matrix> llt_;  // C = L L^T
+  Matrix v_;                // r x S: L^-1 (A^T eps1 - eps2) from draw(); C^-1 (...) after an STL gradient
+  double v_sq_ = 0.0;       // |L^-1 (A^T eps1 - eps2)|^2 summed over the draws of the last draw()
+  Vector w_;                // D, one draw at a time: diag(d) Sigma^-1 (zeta_s - mu), then g_s + Sigma^-1 (zeta_s - mu)
+  Matrix at_;               // r x D: L^-1 A^T, then C^-1 A^T (closed-form entropy gradient)
   // align(): M = B^T B_reference, M^T M and its eigendecomposition, U, Q (r x r) and B Q (D x r).
   // Up to rank kSmallRank the eigensolver's storage is fixed-size (inside this object), so align()
   // allocates nothing; above it, Eigen's solver allocates one r-vector per call.

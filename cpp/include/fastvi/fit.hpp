@@ -12,10 +12,10 @@
 namespace fastvi {
 
 struct FitOptions {
-  Index steps = 10000;     // maximum number of optimisation steps
-  Index draws = 1;         // Monte Carlo draws per gradient step, evaluated as one batch
+  Index steps = 10000;  // maximum number of optimisation steps
+  Index draws = 1;      // Monte Carlo draws per gradient step, evaluated as one batch
   GradientEstimator gradient = GradientEstimator::StickingTheLanding;
-  double lr = 0.01;        // Adam step size
+  double lr = 0.01;  // Adam step size
   double beta1 = 0.9, beta2 = 0.999, adam_epsilon = 1e-8;
   Index eval_every = 100;  // steps per ELBO window
   // Stopping rule (check_elbo, BlockMonitor and TailTrend in fit.cpp). Every `block` windows the
@@ -77,9 +77,9 @@ struct FitOptions {
 };
 
 struct Progress {
-  Index step = 0;       // steps done
-  Index total = 0;      // maximum steps
-  double elbo = kNaN;   // latest windowed ELBO
+  Index step = 0;      // steps done
+  Index total = 0;     // maximum steps
+  double elbo = kNaN;  // latest windowed ELBO
   Index skipped = 0;
 };
 
@@ -88,27 +88,27 @@ struct Progress {
 using Monitor = std::function<bool(const Progress&)>;
 
 struct FitResult {
-  Vector phi;                       // the family's parameters at the end (averaged if requested)
-  std::vector<double> elbo;         // windowed ELBO estimates
-  std::vector<Index> elbo_step;     // the step at which each window ended
-  Index steps = 0;                  // steps run (including skipped ones)
+  Vector phi;                    // the family's parameters at the end (averaged if requested)
+  std::vector<double> elbo;      // windowed ELBO estimates
+  std::vector<Index> elbo_step;  // the step at which each window ended
+  Index steps = 0;               // steps run (including skipped ones)
   // The stopping rule was met and the averaging phase confirmed it (or, cut short by the step
   // limit or an interruption before 4 blocks, did not contradict it).
   bool converged = false;
   Index converged_step = -1;
-  Index averaged_steps = 0;         // iterates averaged into phi
+  Index averaged_steps = 0;  // iterates averaged into phi
   bool interrupted = false;
-  Index skipped = 0;                // steps whose log density or gradient was not finite
-  Index lr_reductions = 0;          // times the step size was halved (after repeated bad steps or a divergence)
-  Index divergences = 0;            // times the ELBO fell away from its best and the fit went back to it
+  Index skipped = 0;        // steps whose log density or gradient was not finite
+  Index lr_reductions = 0;  // times the step size was halved (after repeated bad steps or a divergence)
+  Index divergences = 0;    // times the ELBO fell away from its best and the fit went back to it
   double final_lr = 0.0;
-  std::string message;              // why the fit stopped, in words
+  std::string message;  // why the fit stopped, in words
   // Unconverged fits only, as of the last check of the stopping rule (coordinates of the space
   // the optimiser works in: the model's unconstrained coordinates, whitened when preconditioned):
-  std::vector<Index> drifting;      // whose mean was still moving by more than max_drift sd per block
-  std::vector<Index> growing;       // whose log sd kept rising, block after block
-  std::vector<Index> shrinking;     // whose log sd kept falling, block after block (q collapsing)
-  Vector log_sd;                    // log of q's marginal sds (unconstrained space) at the end
+  std::vector<Index> drifting;   // whose mean was still moving by more than max_drift sd per block
+  std::vector<Index> growing;    // whose log sd kept rising, block after block
+  std::vector<Index> shrinking;  // whose log sd kept falling, block after block (q collapsing)
+  Vector log_sd;                 // log of q's marginal sds (unconstrained space) at the end
   // Refinement (see FitOptions): levels run after the first, and the estimated remaining error of
   // the returned q (NaN until two levels have been compared): the largest over the unconstrained
   // coordinates of |mean error| / q's sd and of |log sd error|.
@@ -119,7 +119,7 @@ struct FitResult {
 // Maximises the ELBO of `model` over `family` from phi0. Runs without touching Python. With an
 // active preconditioner phi0 parameterises q(u) in whitened coordinates; the result's phi is
 // always q(zeta)'s.
-FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi0,
-                  const FitOptions& options, const Monitor& monitor, const Preconditioner* preconditioner = nullptr);
+FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi0, const FitOptions& options,
+                  const Monitor& monitor, const Preconditioner* preconditioner = nullptr);
 
 }  // namespace fastvi

@@ -21,8 +21,8 @@ bool in_support(Support s, double x);
 struct InputInfo {
   std::string name;
   Support support = Support::Real;
-  bool data_only = false;                // e.g. a GLM's design matrix or a count outcome
-  std::optional<double> default_value;   // used when the input is omitted
+  bool data_only = false;               // e.g. a GLM's design matrix or a count outcome
+  std::optional<double> default_value;  // used when the input is omitted
   std::string doc;
 };
 

@@ -48,9 +48,9 @@ struct Factor {
 // every step. Each fit and each log_density call has its own, so a model can be evaluated by
 // several threads at once (the Model itself is only read).
 struct ModelWorkspace {
-  Matrix theta;       // rows x S constrained values
-  Matrix grad_theta;  // rows x S
-  Vector scratch;     // the kernels' scratch, one aligned region per factor (Batch::scratch)
+  Matrix theta;                       // rows x S constrained values
+  Matrix grad_theta;                  // rows x S
+  Vector scratch;                     // the kernels' scratch, one aligned region per factor (Batch::scratch)
   std::vector<Index> factor_scratch;  // offset of each factor's region in `scratch`
   Index draws = -1;
   int threads = 0;
@@ -64,8 +64,8 @@ class Model {
   Index add_param(const std::string& name, const std::vector<Index>& shape, double lower, double upper);
 
   // Adds an expression node with output shape `shape`; returns its block id.
-  Index add_node(std::unique_ptr<Node> node, const std::string& name, const std::vector<Index>& shape,
-                 double lower, double upper);
+  Index add_node(std::unique_ptr<Node> node, const std::string& name, const std::vector<Index>& shape, double lower,
+                 double upper);
 
   // An operand (for a kernel input or a node) that reads block `block`, named `input`.
   Operand block_operand(const std::string& input, Index block) const;
@@ -76,8 +76,8 @@ class Model {
   // std::invalid_argument with a message that names the factor and input at fault.
   void add_factor(const std::string& kernel, std::vector<Operand> operands, const std::string& label);
 
-  Index dim() const { return dim_; }                  // length of zeta
-  Index rows() const { return Index(rows_); }         // rows of the value matrix
+  Index dim() const { return dim_; }           // length of zeta
+  Index rows() const { return Index(rows_); }  // rows of the value matrix
   const std::vector<RowBlock>& blocks() const { return blocks_; }
   const std::vector<ParamBlock>& params() const { return params_; }
   const ParamBlock& param(const std::string& name) const;

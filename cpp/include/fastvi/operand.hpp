@@ -33,9 +33,9 @@ struct Operand {
   std::string source;        // what the user passed, for messages: a parameter name or "data"
   std::vector<Index> shape;  // the operand's own shape (before broadcasting)
   bool is_param = false;
-  Vector data;               // data values, row-major (numpy order); empty for parameters
-  Index row = 0;             // first row of a parameter operand in Batch::value
-  double lower = -kInf;      // every value the operand can take lies in [lower, upper]
+  Vector data;           // data values, row-major (numpy order); empty for parameters
+  Index row = 0;         // first row of a parameter operand in Batch::value
+  double lower = -kInf;  // every value the operand can take lies in [lower, upper]
   double upper = kInf;
 
   // Broadcasting, set when the factor is bound. index_map empty: element n reads n * stride.

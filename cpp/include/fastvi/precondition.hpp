@@ -22,9 +22,7 @@ struct Preconditioner {
   void validate(Index dim) const;
 
   // log |det C|: q(zeta)'s entropy exceeds q(u)'s by this much.
-  double log_det() const {
-    return is_diagonal() ? diagonal.array().log().sum() : lower.diagonal().array().log().sum();
-  }
+  double log_det() const { return is_diagonal() ? diagonal.array().log().sum() : lower.diagonal().array().log().sum(); }
 
   // zeta = shift + C u for every column.
   void apply(const Eigen::Ref<const Matrix>& u, Eigen::Ref<Matrix> zeta) const;

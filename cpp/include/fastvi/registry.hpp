@@ -16,7 +16,7 @@ class KernelRegistry {
   static KernelRegistry& global();
 
   // Every method may be called from any thread (kernels are registered while other threads fit).
-  void add(KernelInfo info);  // throws std::invalid_argument if the name is taken
+  void add(KernelInfo info);                      // throws std::invalid_argument if the name is taken
   KernelInfo get(const std::string& name) const;  // a copy; throws std::invalid_argument naming the options
   bool contains(const std::string& name) const;
   std::vector<std::string> names() const;

@@ -15,8 +15,8 @@ struct PhiloxBlock {
   std::uint32_t v[4];
 };
 
-inline PhiloxBlock philox4x32(std::uint32_t c0, std::uint32_t c1, std::uint32_t c2, std::uint32_t c3,
-                              std::uint32_t k0, std::uint32_t k1) {
+inline PhiloxBlock philox4x32(std::uint32_t c0, std::uint32_t c1, std::uint32_t c2, std::uint32_t c3, std::uint32_t k0,
+                              std::uint32_t k1) {
   constexpr std::uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u;
   constexpr std::uint32_t kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
   for (int round = 0; round < 10; ++round) {
@@ -39,8 +39,8 @@ enum class Stream : std::uint32_t { Optimise = 0, Sample = 1, Evaluate = 2 };
 
 // Fills eps (rows x cols) with independent standard normals for (seed, stream, step):
 // entries (2k, j) and (2k+1, j) come from one Philox block with counter (k, j, step, stream).
-inline void fill_standard_normal(Eigen::Ref<Matrix> eps, std::uint64_t seed, Stream stream,
-                                 std::uint64_t step, Index first_column = 0) {
+inline void fill_standard_normal(Eigen::Ref<Matrix> eps, std::uint64_t seed, Stream stream, std::uint64_t step,
+                                 Index first_column = 0) {
   const auto k0 = std::uint32_t(seed), k1 = std::uint32_t(seed >> 32);
   const Index rows = eps.rows();
   constexpr double kTwoPi = 6.283185307179586476925286766559;

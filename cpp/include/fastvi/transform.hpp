@@ -26,10 +26,14 @@ struct Transform {
 
   double constrain(double z) const {
     switch (kind) {
-      case TransformKind::Identity: return z;
-      case TransformKind::Lower: return lower + std::exp(z);
-      case TransformKind::Upper: return upper - std::exp(z);
-      case TransformKind::Interval: return lower + (upper - lower) * inv_logit(z);
+      case TransformKind::Identity:
+        return z;
+      case TransformKind::Lower:
+        return lower + std::exp(z);
+      case TransformKind::Upper:
+        return upper - std::exp(z);
+      case TransformKind::Interval:
+        return lower + (upper - lower) * inv_logit(z);
     }
     return z;
   }
@@ -41,7 +45,8 @@ struct Transform {
   };
   Jet jet(double z) const {
     switch (kind) {
-      case TransformKind::Identity: return {z, 0.0, 1.0, 0.0};
+      case TransformKind::Identity:
+        return {z, 0.0, 1.0, 0.0};
       case TransformKind::Lower: {
         const double e = std::exp(z);
         return {lower + e, z, e, 1.0};

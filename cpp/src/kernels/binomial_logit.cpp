@@ -37,7 +37,8 @@ struct BinomialLogit {
 
   template <class Out, class Y, class Trials, class Logit>
   static void log_density(Out& out, const Y& y, const Trials& trials, const Logit& eta) {
-    if (auto lp = out.term(kY, kTrials)) lp += log_gamma(trials + 1.0) - log_gamma(y + 1.0) - log_gamma(trials - y + 1.0);
+    if (auto lp = out.term(kY, kTrials))
+      lp += log_gamma(trials + 1.0) - log_gamma(y + 1.0) - log_gamma(trials - y + 1.0);
     const auto t = out.keep(exp(-abs(eta)));
     out.lp(-(trials * log1p_nonneg(t) + y * max(-eta, 0.0) + (trials - y) * max(eta, 0.0)));
     out.grad(kLogit, y - trials * if_nonneg(eta, 1.0, t) / (1.0 + t));

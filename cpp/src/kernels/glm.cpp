@@ -115,7 +115,7 @@ struct BernoulliLogit {
     const Packet off = pset1<Packet>(offset), zero = pset1<Packet>(0.0);
     Packet acc_p = zero, rsum_p = zero;
     // M packets of y and eta (before the offset) to M packets of log-density terms and residuals.
-    auto terms = [&](const double* yy, const double* ee, Packet (&lp)[M], Packet (&r)[M]) {
+    auto terms = [&](const double* yy, const double* ee, Packet(&lp)[M], Packet(&r)[M]) {
       Packet e[M], x[M], t[M], l[M], inv[M];
       for (int j = 0; j < M; ++j) {
         e[j] = padd(ploadu<Packet>(ee + j * kWidth), off);
@@ -388,9 +388,9 @@ class Glm final : public Kernel {
                        double* scratch) const {
     const Index S = b.draws;
     const Index begin = c * l.chunk_rows, end = std::min(n_, begin + l.chunk_rows);
-    double* grad = scratch;                // S x padded_k
+    double* grad = scratch;               // S x padded_k
     double* acc = grad + S * l.padded_k;  // S
-    double* rsum = acc + S;                // S
+    double* rsum = acc + S;               // S
     double* eta = scratch + l.fused_eta;
     double* tmp = eta + glm_rows::kMaxRows;
     std::fill(grad, rsum + S, 0.0);
@@ -439,19 +439,25 @@ void register_glm(KernelRegistry& r) {
   r.add({"normal_id_glm",
          "Normal linear regression: y_n ~ Normal(alpha + X[n] . beta, sigma), fused over the rows of X",
          {{"y", Support::Real, true, std::nullopt, "outcome (N,), data"},
-          x_input(), alpha_input(), beta_input(),
+          x_input(),
+          alpha_input(),
+          beta_input(),
           {"sigma", Support::Positive, false, std::nullopt, "noise standard deviation (scalar)"}},
-         false, glm_factory<NormalId>()});
+         false,
+         glm_factory<NormalId>()});
   r.add({"bernoulli_logit_glm",
          "Logistic regression: y_n ~ Bernoulli(inv_logit(alpha + X[n] . beta)), fused over the rows of X",
          {{"y", Support::Binary, true, std::nullopt, "outcome (N,) in {0, 1}, data"},
-          x_input(), alpha_input(), beta_input()},
-         false, glm_factory<BernoulliLogit>()});
+          x_input(),
+          alpha_input(),
+          beta_input()},
+         false,
+         glm_factory<BernoulliLogit>()});
   r.add({"poisson_log_glm",
          "Poisson regression: y_n ~ Poisson(exp(alpha + X[n] . beta)), fused over the rows of X",
-         {{"y", Support::Count, true, std::nullopt, "counts (N,), data"},
-          x_input(), alpha_input(), beta_input()},
-         false, glm_factory<PoissonLog>()});
+         {{"y", Support::Count, true, std::nullopt, "counts (N,), data"}, x_input(), alpha_input(), beta_input()},
+         false,
+         glm_factory<PoissonLog>()});
 }
 
 }  // namespace fastvi::kernels

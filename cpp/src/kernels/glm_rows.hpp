@@ -52,7 +52,7 @@ inline Index max_draws(Index k) { return std::clamp<Index>(k / 6, 2, kMaxDraws);
 // N = 10^5, S = 1 5-10 % faster (fewer calls into the column, longer prefetch distance).
 constexpr Index kMaxRows = 64;
 inline Index pass_rows(Index k) { return k <= 64 ? 64 : 32; }
-constexpr int kTileK = 8;     // packets of the gradient kept in registers during the axpy
+constexpr int kTileK = 8;  // packets of the gradient kept in registers during the axpy
 static_assert(32 % kWidth == 0, "a pass is a whole number of packet groups");
 static_assert(kTileK == 8, "axpy_rows dispatches remainders of 1 to 7 packets");
 
@@ -79,7 +79,8 @@ inline void dot_rows(const double* x, Index k, Index n, const double* beta, doub
     for (Index p = 0; p < kp; ++p) {
       const Packet b = ploadu<Packet>(beta + p * kWidth);
       FASTVI_UNROLL
-      for (Index j = 0; j < kWidth; ++j) acc.packet[j] = pmadd(ploadu<Packet>(xi + j * k + p * kWidth), b, acc.packet[j]);
+      for (Index j = 0; j < kWidth; ++j)
+        acc.packet[j] = pmadd(ploadu<Packet>(xi + j * k + p * kWidth), b, acc.packet[j]);
     }
     ptranspose(acc);
     Packet sum = acc.packet[0];
@@ -130,14 +131,29 @@ inline void axpy_rows(const double* x, Index k, Index n, const double* r, double
   x += p0 * kWidth;
   g += p0 * kWidth;
   switch (kp - p0) {
-    case 0: break;
-    case 1: axpy_tile<1>(x, k, n, r, g, next, next_rows); break;
-    case 2: axpy_tile<2>(x, k, n, r, g, next, next_rows); break;
-    case 3: axpy_tile<3>(x, k, n, r, g, next, next_rows); break;
-    case 4: axpy_tile<4>(x, k, n, r, g, next, next_rows); break;
-    case 5: axpy_tile<5>(x, k, n, r, g, next, next_rows); break;
-    case 6: axpy_tile<6>(x, k, n, r, g, next, next_rows); break;
-    default: axpy_tile<7>(x, k, n, r, g, next, next_rows); break;
+    case 0:
+      break;
+    case 1:
+      axpy_tile<1>(x, k, n, r, g, next, next_rows);
+      break;
+    case 2:
+      axpy_tile<2>(x, k, n, r, g, next, next_rows);
+      break;
+    case 3:
+      axpy_tile<3>(x, k, n, r, g, next, next_rows);
+      break;
+    case 4:
+      axpy_tile<4>(x, k, n, r, g, next, next_rows);
+      break;
+    case 5:
+      axpy_tile<5>(x, k, n, r, g, next, next_rows);
+      break;
+    case 6:
+      axpy_tile<6>(x, k, n, r, g, next, next_rows);
+      break;
+    default:
+      axpy_tile<7>(x, k, n, r, g, next, next_rows);
+      break;
   }
 }
 

@@ -98,11 +98,12 @@ inline void log1p_and_inverse(const Packet (&t)[M], Packet (&log1p)[M], Packet (
     s[j] = pmul(num, pmul(q, u));
     z[j] = pmul(s[j], s[j]);
   }
-  static constexpr double kOdd[10] = {1.0,       1.0 / 3.0,  1.0 / 5.0,  1.0 / 7.0,  1.0 / 9.0,
+  static constexpr double kOdd[10] = {1.0,        1.0 / 3.0,  1.0 / 5.0,  1.0 / 7.0,  1.0 / 9.0,
                                       1.0 / 11.0, 1.0 / 13.0, 1.0 / 15.0, 1.0 / 17.0, 1.0 / 19.0};
   for (int j = 0; j < M; ++j) log1p[j] = estrin(z[j], kOdd);
   for (int j = 0; j < M; ++j)
-    log1p[j] = padd(pand(big[j], pset1<Packet>(0.69314718055994530942)), pmul(pset1<Packet>(2.0), pmul(s[j], log1p[j])));
+    log1p[j] =
+        padd(pand(big[j], pset1<Packet>(0.69314718055994530942)), pmul(pset1<Packet>(2.0), pmul(s[j], log1p[j])));
 }
 
 }  // namespace fastvi::kernels::packet_math

@@ -23,7 +23,8 @@ struct StudentT {
     const auto z = out.keep((y - loc) * inv);
     const auto log1p_t = out.keep(log1p(square(z) / df));
     out.lp(-0.5 * (df + 1.0) * log1p_t);
-    if (auto lp = out.term(kDf)) lp += log_gamma(0.5 * (df + 1.0)) - log_gamma(0.5 * df) - 0.5 * (log(df) + math::kLogPi);
+    if (auto lp = out.term(kDf))
+      lp += log_gamma(0.5 * (df + 1.0)) - log_gamma(0.5 * df) - 0.5 * (log(df) + math::kLogPi);
     if (auto lp = out.term(kScale)) lp += log(inv);
     // (df + 1) / (df + z^2): the weight that makes the t score a down-weighted normal score.
     const auto w = out.keep((df + 1.0) / (df + square(z)));
@@ -31,7 +32,8 @@ struct StudentT {
     out.grad(kLoc, w * z * inv);
     out.grad(kScale, (w * square(z) - 1.0) * inv);
     if (out.param(kDf))
-      out.grad(kDf, 0.5 * (digamma(0.5 * (df + 1.0)) - digamma(0.5 * df) - log1p_t + (square(z) - 1.0) / (df + square(z))));
+      out.grad(kDf,
+               0.5 * (digamma(0.5 * (df + 1.0)) - digamma(0.5 * df) - log1p_t + (square(z) - 1.0) / (df + square(z))));
   }
 };
 
