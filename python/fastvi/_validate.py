@@ -101,3 +101,12 @@ def as_data(value: Any, what: str) -> np.ndarray:
         arr = arr.copy()
     arr.setflags(write=False)
     return arr
+
+
+def float_setting(value: Any, name: str, positive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    out = float(value)
+    if not math.isfinite(out) or (positive and out <= 0):
+        raise ValueError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
+    return out
