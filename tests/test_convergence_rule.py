@@ -15,7 +15,7 @@ from pathlib import Path
 import fastvi as fv
 import numpy as np
 import pytest
-from fastvi.fit import ImproperPosteriorWarning
+from fastvi import ImproperPosteriorWarning
 from fastvi.laplace import find_laplace
 
 

@@ -330,7 +330,7 @@ def test_a_ridge_posterior_starts_from_the_laplace_directions(monkeypatch, lapla
     cov = np.diag((1e-2 * np.abs(b)) ** 2) + np.outer(b, b)
     mean = rng.normal(size=d)
     if not laplace_start:
-        fit_module = sys.modules["fastvi.fit"]
+        fit_module = sys.modules["fastvi._fit"]
         monkeypatch.setattr(
             fit_module,
             "_laplace_factor",

@@ -24,10 +24,8 @@ from . import (
     _core,  # noqa: F401  (first: libgomp reads OMP_WAIT_POLICY when _core loads it)
     psis,
 )
-from .check import InputCheck, KernelCheck, check_kernel
-from .expr import Expr, exp, inv_logit, log, log1p_exp, sum
-from .fit import Approximation, ConvergenceWarning, ImproperPosteriorWarning, PosteriorShapeWarning, fit
-from .kernels import (
+from ._fit import Approximation, ConvergenceWarning, ImproperPosteriorWarning, PosteriorShapeWarning, fit
+from ._kernels import (
     InputSpec,
     KernelSpec,
     get_compile_flags,
@@ -36,9 +34,11 @@ from .kernels import (
     kernels,
     register_kernel,
 )
+from ._summary import Summary, summary
+from .check import InputCheck, KernelCheck, check_kernel
+from .expr import Expr, exp, inv_logit, log, log1p_exp, sum
 from .model import Model, Param
 from .status import FitStatus
-from .summary import Summary, summary
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """The result of a fit: a Gaussian q in the model's unconstrained space, its moments, draws,
-PSIS diagnostic and corrected results (``fastvi.fit`` builds it)."""
+PSIS diagnostic and corrected results (``fastvi.fit`` builds it, in _fit.py)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ class Approximation:
 
     def __getstate__(self) -> Dict[str, Any]:
         state = self.__dict__.copy()
-        fam = state.pop("_family")  # a C++ object: rebuilt from what fit.py built it from
+        fam = state.pop("_family")  # a C++ object: rebuilt from what _fit.py built it from
         state["_family_spec"] = (fam.name, fam.dim, fam.rank or 0)
         return state
 

@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .kernels import kernel_spec
+from ._kernels import kernel_spec
 from .model import Model
 
 # How check_kernel declares a parameter for an input of each support (bounds, open interval).

@@ -17,10 +17,10 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core
+from ._kernels import kernel_spec
 from ._threads import warn_if_forked
 from ._validate import as_data, as_real_array, check_size, threads_setting
 from .expr import Expr
-from .kernels import kernel_spec
 
 Shape = Union[int, Sequence[int]]
 
