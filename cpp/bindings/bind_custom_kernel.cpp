@@ -48,16 +48,7 @@ Shape with_draws(Shape shape, Index draws) {
   return shape;
 }
 
-Support parse_support(const std::string& key) {
-  if (key == "real") return Support::Real;
-  if (key == "positive") return Support::Positive;
-  if (key == "nonnegative") return Support::NonNegative;
-  if (key == "unit_interval") return Support::UnitInterval;
-  if (key == "binary") return Support::Binary;
-  if (key == "count") return Support::Count;
-  throw std::invalid_argument("unknown support '" + key +
-                              "' (expected real, positive, nonnegative, unit_interval, binary or count)");
-}
+Support parse_support(const std::string& key) { return support_from_key(key); }
 
 // What register_kernel keeps for a Python kernel; shared by every factor bound to it. Lives in the
 // process-wide registry, which is never destroyed, so `fn` is never released without the GIL.

@@ -10,24 +10,6 @@ namespace py = pybind11;
 namespace fastvi::bindings {
 namespace {
 
-const char* support_key(Support s) {
-  switch (s) {
-    case Support::Real:
-      return "real";
-    case Support::Positive:
-      return "positive";
-    case Support::NonNegative:
-      return "nonnegative";
-    case Support::UnitInterval:
-      return "unit_interval";
-    case Support::Binary:
-      return "binary";
-    case Support::Count:
-      return "count";
-  }
-  return "?";
-}
-
 py::dict describe(const KernelInfo& k) {
   py::list inputs;
   for (const auto& in : k.inputs) {
@@ -51,6 +33,15 @@ py::dict describe(const KernelInfo& k) {
 
 void bind_kernels(py::module_& m) {
   m.def("kernel_names", [] { return KernelRegistry::global().names(); });
+  // The supports, from the core's one table: keys in order, and whether a number lies in one.
+  m.def("support_keys", [] {
+    std::vector<std::string> keys;
+    for (const auto& info : supports()) keys.push_back(info.key);
+    return keys;
+  });
+  m.def(
+      "in_support", [](const std::string& key, double x) { return in_support(support_from_key(key), x); },
+      py::arg("support"), py::arg("x"));
   // Testing hook (tests/props_worker.py): 0 makes every GLM evaluation with more than one row
   // chunk run in parallel, so that small property-test models exercise the parallel path.
   m.def("_set_glm_parallel_work", &kernels::glm_tuning::set_parallel_work, py::arg("multiply_adds"));

@@ -5,22 +5,37 @@
 
 namespace fastvi {
 
+const std::vector<SupportInfo>& supports() {
+  static const std::vector<SupportInfo> table = {
+      {Support::Real, "real", "a finite real number"},
+      {Support::Positive, "positive", "> 0"},
+      {Support::NonNegative, "nonnegative", ">= 0"},
+      {Support::UnitInterval, "unit_interval", "in the open interval (0, 1)"},
+      {Support::Binary, "binary", "0 or 1"},
+      {Support::Count, "count", "a non-negative integer"},
+  };
+  return table;
+}
+
 const char* support_name(Support s) {
-  switch (s) {
-    case Support::Real:
-      return "a finite real number";
-    case Support::Positive:
-      return "> 0";
-    case Support::NonNegative:
-      return ">= 0";
-    case Support::UnitInterval:
-      return "in the open interval (0, 1)";
-    case Support::Binary:
-      return "0 or 1";
-    case Support::Count:
-      return "a non-negative integer";
-  }
+  for (const auto& info : supports())
+    if (info.support == s) return info.description;
   return "?";
+}
+
+const char* support_key(Support s) {
+  for (const auto& info : supports())
+    if (info.support == s) return info.key;
+  return "?";
+}
+
+Support support_from_key(const std::string& key) {
+  std::string keys;
+  for (const auto& info : supports()) {
+    if (key == info.key) return info.support;
+    keys += (keys.empty() ? "" : ", ") + std::string(info.key);
+  }
+  throw std::invalid_argument("unknown support '" + key + "' (expected one of: " + keys + ")");
 }
 
 bool in_support(Support s, double x) {

@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BinaryOp', 'Family', 'FitOptions', 'FitResult', 'GradientEstimator', 'Model', 'Operand', 'Preconditioner', 'UnaryOp', 'compile_flags', 'data_operand', 'elbo_gradient', 'extension_abi', 'fit', 'forked_serial', 'kernel_info', 'kernel_names', 'max_threads', 'register_python_kernel']
+__all__: list[str] = ['BinaryOp', 'Family', 'FitOptions', 'FitResult', 'GradientEstimator', 'Model', 'Operand', 'Preconditioner', 'UnaryOp', 'compile_flags', 'data_operand', 'elbo_gradient', 'extension_abi', 'fit', 'forked_serial', 'in_support', 'kernel_info', 'kernel_names', 'max_threads', 'register_python_kernel', 'support_keys']
 class Operand:
     @property
     def is_param(self) -> bool:
@@ -487,6 +487,8 @@ def forked_serial() -> bool:
     """
     True in a process forked after fastvi ran OpenMP threads: kernels run on one thread there.
     """
+def in_support(support: str, x: typing.SupportsFloat | typing.SupportsIndex) -> bool:
+    ...
 def kernel_info(name: str) -> dict:
     ...
 def kernel_names() -> list[str]:
@@ -499,4 +501,6 @@ def register_python_kernel(name: str, doc: str, inputs: list, fn: typing.Any, el
     """
     Registers a kernel computed by a Python function (use fastvi.register_kernel).
     """
+def support_keys() -> list[str]:
+    ...
 _extension_api: typing.Any

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import keyword
-import math
 import os
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import _core
 
-SUPPORTS = ("real", "positive", "nonnegative", "unit_interval", "binary", "count")
+SUPPORTS = tuple(_core.support_keys())  # from the core's one table (registry.cpp)
 
 
 @dataclass(frozen=True)
@@ -70,16 +69,7 @@ def kernels() -> Dict[str, KernelSpec]:
 
 
 def _in_support(support: str, x: float) -> bool:
-    if not math.isfinite(x):
-        return False
-    return {
-        "real": True,
-        "positive": x > 0,
-        "nonnegative": x >= 0,
-        "unit_interval": 0 < x < 1,
-        "binary": x in (0.0, 1.0),
-        "count": x >= 0 and x == math.floor(x),
-    }[support]
+    return bool(_core.in_support(support, float(x)))
 
 
 def register_kernel(

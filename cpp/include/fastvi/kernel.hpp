@@ -15,7 +15,17 @@ namespace fastvi {
 // parameter's constraint (e.g. a `scale` parameter must be declared with lower >= 0).
 enum class Support { Real, Positive, NonNegative, UnitInterval, Binary, Count };
 
-const char* support_name(Support s);
+// The one table of supports (registry.cpp): each one's key, as Python spells it ("positive"), and
+// its description in error messages ("> 0"). The bindings and the Python package read it from here.
+struct SupportInfo {
+  Support support;
+  const char* key;
+  const char* description;
+};
+const std::vector<SupportInfo>& supports();
+const char* support_name(Support s);  // the description
+const char* support_key(Support s);
+Support support_from_key(const std::string& key);  // throws std::invalid_argument listing the keys
 bool in_support(Support s, double x);
 
 struct InputInfo {
