@@ -49,6 +49,8 @@ def _eigen_prefix() -> list:
         return []  # a system Eigen3 CMake package, if any
 
 
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="alloc_check replaces malloc, which the sanitizer run (tools/sanitize.sh) has replaced")  # fmt: skip
 def test_nothing_allocates_in_the_optimisation_loop():
     cmake = _cmake()
     generator = ["-G", "Ninja"] if shutil.which("ninja") or _has_ninja_module() else []
