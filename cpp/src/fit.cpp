@@ -131,7 +131,6 @@ std::string format_number(double x) {
 // The stopping rule's ELBO part (see fit.hpp): the mean ELBO of the last `block` windows against
 // the mean of the `block` windows before, and against the block kLongBlocks blocks back.
 struct ElboCheck {
-  double recent = 0.0;       // mean ELBO of the last block
   double diff = 0.0;         // recent block mean - the block mean before
   double diff_long = 0.0;    // recent block mean - the block mean kLongBlocks blocks back (0 if none)
   double improvement = 0.0;  // recent block mean - first window, if positive: the climb so far
@@ -156,7 +155,6 @@ ElboCheck check_elbo(const std::vector<double>& elbo, const std::vector<double>&
   }
   recent /= double(b);
   before /= double(b);
-  c.recent = recent;
   c.diff = recent - before;
   c.improvement = std::max(recent - elbo.front(), 0.0);
   const size_t back = size_t(kLongBlocks) * b;
