@@ -17,6 +17,7 @@
 #include "bindings.hpp"
 #include "fastvi/broadcast.hpp"
 #include "fastvi/extension.hpp"
+#include "fastvi/format.hpp"
 #include "fastvi/registry.hpp"
 
 namespace py = pybind11;
@@ -27,11 +28,7 @@ namespace {
 using DoubleArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
 using Shape = std::vector<py::ssize_t>;
 
-std::string shape_text(const Shape& shape) {
-  std::string out = "(";
-  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
-  return out + (shape.size() == 1 ? ",)" : ")");
-}
+std::string shape_text(const Shape& shape) { return format_shape(std::vector<Index>(shape.begin(), shape.end())); }
 
 Shape array_shape(const py::array& a) { return Shape(a.shape(), a.shape() + a.ndim()); }
 

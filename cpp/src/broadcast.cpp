@@ -1,29 +1,22 @@
 // numpy broadcasting for operands.
 #include "fastvi/broadcast.hpp"
 
-#include <sstream>
 #include <stdexcept>
+
+#include "fastvi/format.hpp"
 
 namespace fastvi {
 
 Index shape_size(const std::vector<Index>& shape, const std::string& what) {
   Index n = 1;
   for (Index d : shape) {
-    if (d < 0) throw std::invalid_argument(what + ": negative dimension in shape " + shape_str(shape));
+    if (d < 0) throw std::invalid_argument(what + ": negative dimension in shape " + format_shape(shape));
     // n * d > kMaxElements, tested without computing n * d
     if (d != 0 && n > kMaxElements / d)
-      throw std::invalid_argument(what + ": shape " + shape_str(shape) + " has more than 2**40 elements");
+      throw std::invalid_argument(what + ": shape " + format_shape(shape) + " has more than 2**40 elements");
     n *= d;
   }
   return n;
-}
-
-std::string shape_str(const std::vector<Index>& shape) {  // numpy's spelling: (), (5,), (3, 4)
-  std::ostringstream out;
-  out << "(";
-  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
-  out << (shape.size() == 1 ? ",)" : ")");
-  return out.str();
 }
 
 // numpy broadcasting of all operand shapes; throws naming the operand that does not fit.
@@ -42,8 +35,8 @@ std::vector<Index> broadcast_shape(const std::vector<Operand>& ops, const std::s
         continue;
       }
       std::string shapes;
-      for (const auto& q : ops) shapes += " " + q.name + shape_str(q.shape);
-      throw std::invalid_argument(label + ": input '" + op.name + "' with shape " + shape_str(op.shape) +
+      for (const auto& q : ops) shapes += " " + q.name + format_shape(q.shape);
+      throw std::invalid_argument(label + ": input '" + op.name + "' with shape " + format_shape(op.shape) +
                                   " does not broadcast with the other inputs:" + shapes);
     }
   }

@@ -2,21 +2,15 @@
 // broadcasting for element-wise kernels, and support checks, all before any fit starts.
 #include <algorithm>
 #include <cmath>
-#include <sstream>
 #include <stdexcept>
 
 #include "fastvi/broadcast.hpp"
+#include "fastvi/format.hpp"
 #include "fastvi/model.hpp"
 #include "fastvi/registry.hpp"
 
 namespace fastvi {
 namespace {
-
-std::string number_str(double x) {
-  std::ostringstream out;
-  out << x;
-  return out.str();
-}
 
 void check_support(const Operand& op, const InputInfo& info, const std::string& label) {
   const std::string where = label + ": input '" + op.name + "'";
@@ -24,9 +18,9 @@ void check_support(const Operand& op, const InputInfo& info, const std::string& 
     for (Index i = 0; i < op.data.size(); ++i) {
       const double x = op.data[i];
       if (!std::isfinite(x))
-        throw std::invalid_argument(where + " contains " + number_str(x) + " at flat index " + std::to_string(i));
+        throw std::invalid_argument(where + " contains " + format_number(x) + " at flat index " + std::to_string(i));
       if (!in_support(info.support, x))
-        throw std::invalid_argument(where + " must be " + support_name(info.support) + ", got " + number_str(x) +
+        throw std::invalid_argument(where + " must be " + support_name(info.support) + ", got " + format_number(x) +
                                     " at flat index " + std::to_string(i));
     }
     return;
@@ -50,7 +44,7 @@ void check_support(const Operand& op, const InputInfo& info, const std::string& 
   }
   if (!ok)
     throw std::invalid_argument(where + " must be " + support_name(info.support) + ", but parameter '" + op.source +
-                                "' can take values in [" + number_str(op.lower) + ", " + number_str(op.upper) +
+                                "' can take values in [" + format_number(op.lower) + ", " + format_number(op.upper) +
                                 "]: declare it with matching lower/upper bounds");
 }
 
@@ -59,10 +53,20 @@ void check_support(const Operand& op, const InputInfo& info, const std::string& 
 void Model::add_factor(const std::string& kernel, std::vector<Operand> operands, const std::string& label) {
   const auto lock = change_lock(label);
   const KernelInfo info = KernelRegistry::global().get(kernel);
-  for (const auto& op : operands) {
-    const bool known =
-        std::any_of(info.inputs.begin(), info.inputs.end(), [&](const InputInfo& in) { return in.name == op.name; });
-    if (!known) {
+  for (auto& op : operands) {
+    // The input op names, by its name or one of its aliases (then renamed to the input's name).
+    const auto input = std::find_if(info.inputs.begin(), info.inputs.end(), [&](const InputInfo& in) {
+      return in.name == op.name || std::find(in.aliases.begin(), in.aliases.end(), op.name) != in.aliases.end();
+    });
+    if (input != info.inputs.end() && input->name != op.name) {
+      const bool both =
+          std::any_of(operands.begin(), operands.end(), [&](const Operand& o) { return o.name == input->name; });
+      if (both)
+        throw std::invalid_argument(label + ": input '" + input->name + "' given twice (also as '" + op.name +
+                                    "', its former name)");
+      op.name = input->name;
+    }
+    if (input == info.inputs.end()) {
       std::string names;
       for (const auto& in : info.inputs) names += (names.empty() ? "" : ", ") + in.name;
       throw std::invalid_argument(label + ": kernel '" + kernel + "' has no input '" + op.name +
@@ -94,7 +98,7 @@ void Model::add_factor(const std::string& kernel, std::vector<Operand> operands,
     if (!ordered[i].is_param && ordered[i].data.size() != ordered[i].size())
       throw std::invalid_argument(label + ": input '" + ordered[i].name + "' has " +
                                   std::to_string(ordered[i].data.size()) + " values for shape " +
-                                  shape_str(ordered[i].shape));
+                                  format_shape(ordered[i].shape));
     check_support(ordered[i], info.inputs[i], label);
   }
   Index size = 0;

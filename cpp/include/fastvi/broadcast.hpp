@@ -8,9 +8,6 @@
 
 namespace fastvi {
 
-// "(3, 1)"-style text for messages.
-std::string shape_str(const std::vector<Index>& shape);
-
 // The broadcast shape of all operands (numpy rules); throws std::invalid_argument naming the
 // operand that does not fit, prefixed by `label`.
 std::vector<Index> broadcast_shape(const std::vector<Operand>& ops, const std::string& label);

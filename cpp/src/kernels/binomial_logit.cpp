@@ -3,11 +3,12 @@
 // with log(p) = -log1p_exp(-logit) and log(1 - p) = -log1p_exp(logit), no cancellation when p is
 // close to 0 or 1. With t = exp(-|logit|): log1p_exp(+-logit) = max(+-logit, 0) + log1p(t), and
 // d log p / d logit = y - trials * inv_logit(logit) = y - trials * (logit >= 0 ? 1 : t) / (1 + t).
-#include <sstream>
+#include <string>
 #include <stdexcept>
 
 #include "builtin.hpp"
 #include "fastvi/elementwise.hpp"
+#include "fastvi/format.hpp"
 
 namespace fastvi::kernels {
 namespace {
@@ -26,11 +27,9 @@ struct BinomialLogit {
     for (Index n = 0; n < size; ++n) {
       const double y = data_at(ops[kY], n), trials = data_at(ops[kTrials], n);
       if (y > trials) {
-        std::ostringstream msg;
-        msg.precision(17);
-        msg << "input 'y' must not exceed input 'trials', got y = " << y << " > trials = " << trials
-            << " at flat index " << n << " of the broadcast inputs";
-        throw std::invalid_argument(msg.str());
+        throw std::invalid_argument("input 'y' must not exceed input 'trials', got y = " + format_number(y) +
+                                    " > trials = " + format_number(trials) + " at flat index " + std::to_string(n) +
+                                    " of the broadcast inputs");
       }
     }
   }
