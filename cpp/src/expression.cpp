@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "fastvi/math.hpp"
+#include "gemm_blocking.hpp"
 
 namespace fastvi {
 namespace {
@@ -264,13 +265,10 @@ class Unary final : public Node {
 
 // X v for every draw, cut into blocks so that it never allocates.
 //
-// Why blocked: one GEMM over the whole N x S block makes Eigen pack kc x mc and kc x nc blocks of
-// its operands sized from the whole problem, and those go on the heap once they exceed
-// EIGEN_STACK_ALLOCATION_LIMIT (128 KB = 16384 doubles): at N = 10,000, S >= 8 that was 2-3
-// heap allocations per log density. As in the fused GLM kernels (kernels/glm.cpp, same limits),
-// every product here is at most (block rows) x (tile) times (tile) x (panel), or its transpose,
-// and both packed blocks together stay below kGemmBudget doubles, so Eigen keeps them on the
-// stack. The node runs serially; the blocking depends on K and S only, never on threads.
+// Why blocked: one GEMM over the whole N x S block makes Eigen pack its operands in blocks sized
+// from the whole problem, on the heap once they exceed EIGEN_STACK_ALLOCATION_LIMIT; blocked as
+// the fused GLM kernels are (gemm_blocking.hpp), Eigen keeps them on the stack. The node runs
+// serially; the blocking depends on K and S only, never on threads.
 class MatVec final : public Node {
  public:
   MatVec(RowMatrix x, Operand v) : x_(std::move(x)), v_(std::move(v)) { size = x_.rows(); }
@@ -299,22 +297,15 @@ class MatVec final : public Node {
   }
 
  private:
-  static constexpr Index kMaxPanel = 32;       // draws per product
-  static constexpr Index kMaxTileK = 240;      // columns of X per product
-  static constexpr Index kMaxBlockRows = 256;  // rows of X per product
-  static constexpr Index kGemmBudget = 12288;  // doubles in both packed blocks of a product
-
   // Calls f(r0, n, k0, kt, s0, p) for rows [r0, r0 + n) of X, its columns [k0, k0 + kt) and draws
   // [s0, s0 + p): row blocks outermost (each block of X is reused for every panel while in
   // cache), then panels of draws, then column tiles in order (k0 == 0 first).
   template <class F>
   void for_each_block(Index draws, F&& f) const {
     const Index k = x_.cols();
-    const Index panel = std::min(draws, kMaxPanel), tile = std::clamp<Index>(k, 1, kMaxTileK);
-    // The largest multiple of 8 rows (at least 8) for which tile x (rows + panel), the forward
-    // product's packed blocks, and rows x (tile + panel), the backward one's, fit the budget.
-    Index rows = std::min({kMaxBlockRows, kGemmBudget / tile - panel, kGemmBudget / (tile + panel)});
-    rows = std::max<Index>(8, rows / 8 * 8);
+    const Index panel = std::min(draws, gemm_blocking::kMaxPanel);
+    const Index tile = std::clamp<Index>(k, 1, gemm_blocking::kMaxTileK);
+    const Index rows = gemm_blocking::block_rows(tile, panel);
     for (Index r0 = 0; r0 < size; r0 += rows) {
       const Index n = std::min(rows, size - r0);
       for (Index s0 = 0; s0 < draws; s0 += panel) {

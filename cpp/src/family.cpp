@@ -4,14 +4,12 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "fastvi/math.hpp"
+
 namespace fastvi {
 
-namespace {
-constexpr double kHalfLog2PiE = 1.4189385332046727;  // (1 + log(2 pi)) / 2
-}
-
 double GaussianFamily::gaussian_entropy(double sum_log_diag) const {
-  return double(dim_) * kHalfLog2PiE + sum_log_diag;
+  return double(dim_) * math::kHalfLog2PiE + sum_log_diag;
 }
 
 double GaussianFamily::entropy_estimate(const Eigen::Ref<const Vector>& phi, const Eigen::Ref<const Matrix>& eps) {

@@ -15,6 +15,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "fastvi/math.hpp"
+
 namespace fastvi {
 
 namespace {
@@ -22,7 +24,6 @@ namespace {
 // The initial B is this fraction of the initial sd times a fixed orthonormal pattern; see
 // LowRankGaussian::initialise.
 constexpr double kInitialFactorShare = 0.1;
-constexpr double kPi = 3.14159265358979323846;
 
 }  // namespace
 
@@ -68,7 +69,7 @@ void LowRankGaussian::initialise(Eigen::Ref<Vector> phi, const Eigen::Ref<const 
   for (Index k = 0; k < r; ++k) {
     const double norm = std::sqrt((k == 0 ? 1.0 : 2.0) / double(d));
     for (Index i = 0; i < d; ++i)
-      b(i, k) = kInitialFactorShare * scale * norm * std::cos(kPi * (double(i) + 0.5) * double(k) / double(d));
+      b(i, k) = kInitialFactorShare * scale * norm * std::cos(math::kPi * (double(i) + 0.5) * double(k) / double(d));
   }
   // Each row of U has squared norm <= (1 + 2 (r - 1)) / D < 2, so the share of the variance left
   // for d^2 is above 1 - 2 * 0.1^2 = 0.98.

@@ -34,8 +34,8 @@ class Adam {
   // coordinates fall in the scalar tail depends on the size alone, so results stay deterministic.
   void step(Eigen::Ref<Vector> x, const Eigen::Ref<const Vector>& grad, double lr) {
     using namespace Eigen::internal;
-    using Packet = packet_traits<double>::type;
-    constexpr Index kWidth = packet_traits<double>::size;
+    using simd::kWidth;
+    using simd::Packet;
     ++t_;
     ++window_steps_;
     const double c1 = 1.0 - std::pow(beta1_, double(t_)), c2 = 1.0 - std::pow(beta2_, double(t_));

@@ -11,6 +11,7 @@ inline constexpr double kLogPi = 1.1447298858494002;
 inline constexpr double kLog2 = 0.69314718055994530942;
 inline constexpr double kHalfLog2Pi = 0.91893853320467274178;  // log(sqrt(2 pi))
 inline constexpr double kPi = 3.14159265358979323846;
+inline constexpr double kHalfLog2PiE = 1.4189385332046727;  // (1 + log(2 pi)) / 2, a N(0, 1)'s entropy
 
 // log(1 + exp(x)) without overflow.
 inline double log1p_exp(double x) { return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); }

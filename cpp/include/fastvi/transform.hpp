@@ -10,6 +10,7 @@
 
 #include <cmath>
 
+#include "fastvi/math.hpp"
 #include "fastvi/types.hpp"
 
 namespace fastvi {
@@ -33,7 +34,7 @@ struct Transform {
       case TransformKind::Upper:
         return upper - std::exp(z);
       case TransformKind::Interval:
-        return lower + (upper - lower) * inv_logit(z);
+        return lower + (upper - lower) * math::inv_logit(z);
     }
     return z;
   }
@@ -56,19 +57,13 @@ struct Transform {
         return {upper - e, z, -e, 1.0};
       }
       case TransformKind::Interval: {
-        const double p = inv_logit(z), width = upper - lower;
+        const double p = math::inv_logit(z), width = upper - lower;
         // log p + log(1 - p) = -|z| - 2 log1p(exp(-|z|)), stable for large |z|.
         const double log_pq = -std::abs(z) - 2.0 * std::log1p(std::exp(-std::abs(z)));
         return {lower + width * p, std::log(width) + log_pq, width * p * (1.0 - p), 1.0 - 2.0 * p};
       }
     }
     return {z, 0.0, 1.0, 0.0};
-  }
-
-  static double inv_logit(double z) {
-    if (z >= 0) return 1.0 / (1.0 + std::exp(-z));
-    const double e = std::exp(z);
-    return e / (1.0 + e);
   }
 };
 

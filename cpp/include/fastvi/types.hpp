@@ -19,4 +19,11 @@ inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 // far beyond this machine, small enough that sizes and sums of sizes never overflow Index.
 inline constexpr Index kMaxElements = Index(1) << 40;
 
+// The SIMD packet of doubles the build targets (Eigen's packet math: AVX-512, AVX or SSE) and its
+// width, for the loops written in packets (Adam's update, the GLM row kernel and column maths).
+namespace simd {
+using Packet = Eigen::internal::packet_traits<double>::type;
+inline constexpr Index kWidth = Eigen::internal::packet_traits<double>::size;
+}  // namespace simd
+
 }  // namespace fastvi

@@ -37,8 +37,8 @@
 
 namespace fastvi::kernels::glm_rows {
 
-using Packet = Eigen::internal::packet_traits<double>::type;
-constexpr Index kWidth = Eigen::internal::packet_traits<double>::size;
+using simd::kWidth;
+using simd::Packet;
 // Draws up to which glm.cpp uses this kernel rather than its GEMM path, for K columns. The
 // crossover, measured with bench/cpp's crossover sweep (bernoulli_logit_glm, 1 thread,
 // N = 10^4 and 10^5; bench/README.md), moves with K: the row kernel won at S <= 2 for every K

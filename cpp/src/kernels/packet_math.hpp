@@ -15,8 +15,8 @@ namespace fastvi::kernels::packet_math {
 // one division between them, and work on M packets at once with every step applied to all M
 // before the next: the polynomials are chains of dependent FMAs, and M independent chains keep
 // the FMA units busy instead of waiting on each one's latency.
-using Packet = Eigen::internal::packet_traits<double>::type;
-constexpr Index kWidth = Eigen::internal::packet_traits<double>::size;
+using simd::kWidth;
+using simd::Packet;
 
 // Polynomial sum_k c[k] x^k of degree N - 1 by Estrin's scheme: pairs c[2j] + c[2j+1] x, then
 // pairs of those with x^2, x^4, ... The dependency chain is about log2(N) multiply-adds deep,
