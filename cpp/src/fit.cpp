@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <stdexcept>
 
+#include "convergence.hpp"
 #include "fastvi/adam.hpp"
+#include "fastvi/format.hpp"
 
 namespace fastvi {
+
+using namespace convergence;
 
 void FitOptions::validate() const {
   auto fail = [](const std::string& what) { throw std::invalid_argument(what); };
@@ -34,25 +37,6 @@ void FitOptions::validate() const {
 
 namespace {
 
-// The stopping rule's longer look back: the last block against the one kLongBlocks blocks before,
-// where a slow steady climb has added up to kLongBlocks times its per-block size while the noise
-// of a difference of two block means stays the same.
-constexpr Index kLongBlocks = 4;
-// q's scale along a coordinate is still moving while its block-mean log sd changed by more than
-// kRiseThreshold the same way at each of the last kRiseBlocks block ends (and "keeps growing" if
-// it rose). Measured on settled fits (posteriordb, with and without preconditioning): runs of
-// changes > 0.01 reach 2 blocks with the full-rank family and up to 4 with the mean-field and
-// low-rank ones, which therefore can delay their convergence by a block or two; an improper
-// full-rank fit (a flat ridge) shows them at every block end, its sd growing like the step count.
-constexpr double kRiseThreshold = 0.01;
-constexpr int kRiseBlocks = 3;
-// The averaging phase confirms convergence unless some coordinate's block means trend, over the
-// phase, by more than kTailMeanLimit * max_drift of q's sd (mean) or kTailScaleLimit (log sd),
-// with a slope kTailZ standard errors from zero.
-constexpr double kTailMeanLimit = 2.0;
-constexpr double kTailScaleLimit = 0.05;
-constexpr double kTailZ = 4.0;
-
 // After this many consecutive non-finite steps the fit returns to its last good checkpoint and
 // halves the step size ...
 constexpr Index kBadStepsBeforeBackoff = 5;
@@ -76,15 +60,6 @@ constexpr Index kMaxBackoffs = 30;
 constexpr double kDivergeScatter = 20.0;
 constexpr double kDivergeNats = 5.0;
 constexpr int kDivergeChecks = 2;
-
-// Median of the first n elements of x (reordered in place).
-double median_of_first(std::vector<double>& x, size_t n) {
-  const size_t h = n / 2;
-  std::nth_element(x.begin(), x.begin() + std::ptrdiff_t(h), x.begin() + std::ptrdiff_t(n));
-  const double upper = x[h];
-  if (n % 2) return upper;
-  return 0.5 * (upper + *std::max_element(x.begin(), x.begin() + std::ptrdiff_t(h)));
-}
 
 // Sums of the iterates over the current window and the two windows before it, so that a fit that
 // never converged can still return the average over its last two complete windows.
@@ -121,271 +96,6 @@ struct WindowAverage {
     return n_last + n_before_last;
   }
 };
-
-std::string format_number(double x) {
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%.3g", x);
-  return buffer;
-}
-
-// The stopping rule's ELBO part (see fit.hpp): the mean ELBO of the last `block` windows against
-// the mean of the `block` windows before, and against the block kLongBlocks blocks back.
-struct ElboCheck {
-  double diff = 0.0;         // recent block mean - the block mean before
-  double diff_long = 0.0;    // recent block mean - the block mean kLongBlocks blocks back (0 if none)
-  double improvement = 0.0;  // recent block mean - first window, if positive: the climb so far
-  double se = 0.0;           // Monte Carlo standard error of a difference of two block means
-  double se_line = 0.0, se_within = 0.0;
-  double rate = 0.0;            // max(tol_abs, tol * improvement): the climb per block that counts as flat
-  double window_scale = 0.0;    // robust sd of one window around the line (1.4826 MAD)
-  bool settled_median = false;  // the block medians' version of the test passed
-  bool settled = false;
-  bool checked = false;  // a check ran
-};
-
-ElboCheck check_elbo(const std::vector<double>& elbo, const std::vector<double>& elbo_var, const FitOptions& opt,
-                     std::vector<double>& scratch) {
-  const size_t n = elbo.size(), b = size_t(opt.block), m = 2 * b;
-  ElboCheck c;
-  c.checked = true;
-  double recent = 0.0, before = 0.0;
-  for (size_t i = 0; i < b; ++i) {
-    recent += elbo[n - 1 - i];
-    before += elbo[n - 1 - b - i];
-  }
-  recent /= double(b);
-  before /= double(b);
-  c.diff = recent - before;
-  c.improvement = std::max(recent - elbo.front(), 0.0);
-  const size_t back = size_t(kLongBlocks) * b;
-  if (n >= back + b) {
-    double old = 0.0;
-    for (size_t i = 0; i < b; ++i) old += elbo[n - 1 - back - i];
-    c.diff_long = recent - old / double(b);
-  }
-  // Two estimates of the noise, each inflated by a trend in its own way, so the smaller is used:
-  // (1) the windows' scatter around a straight line through the last 2b windows (a steady climb
-  // is the line's slope, not noise; a curved one inflates it): with s^2 the residual variance of
-  // one window, a difference of two means of b windows has variance 2 s^2 / b; (2) the scatter of
-  // the single-step estimates within each window (a climb within a window inflates it).
-  if (m > 2) {
-    const double mid = 0.5 * double(m - 1);
-    double mean = 0.0, sxx = 0.0, sxy = 0.0;
-    for (size_t i = 0; i < m; ++i) mean += elbo[n - m + i];
-    mean /= double(m);
-    for (size_t i = 0; i < m; ++i) {
-      const double x = double(i) - mid;
-      sxx += x * x;
-      sxy += x * (elbo[n - m + i] - mean);
-    }
-    const double slope = sxy / sxx;
-    double rss = 0.0;
-    for (size_t i = 0; i < m; ++i) {
-      const double r = elbo[n - m + i] - mean - slope * (double(i) - mid);
-      rss += r * r;
-    }
-    c.se_line = std::sqrt(rss / double(m - 2) * 2.0 / double(b));
-    // The robust scale of one window: 1.4826 MAD of the residuals around the line.
-    for (size_t i = 0; i < m; ++i) scratch[i] = std::abs(elbo[n - m + i] - mean - slope * (double(i) - mid));
-    c.window_scale = 1.4826 * median_of_first(scratch, m);
-  }
-  double v = 0.0;
-  for (size_t i = 0; i < m; ++i) v += elbo_var[n - m + i];
-  c.se_within = std::sqrt(v) / double(b);
-  c.se = m > 2 ? std::min(c.se_line, c.se_within) : c.se_within;
-  c.rate = std::max(opt.tol_abs, opt.tol * c.improvement);
-  const double noise = opt.noise_z * c.se;
-  c.settled = std::abs(c.diff) < std::max(c.rate, noise) &&
-              std::abs(c.diff_long) < std::max(double(kLongBlocks) * c.rate, noise);
-  // The same test on block medians with a noise from the windows' MAD: when q is off in the tails
-  // (k-hat ~0.7), single-step ELBOs are heavy-tailed, one outlying window moves a block mean by
-  // several of its estimated standard errors, and the mean test alone never passed (an 89-parameter
-  // varying-intercepts fit, full-rank: block medians flat to +-0.3 nats for 20,000 steps while the
-  // block means kept "changing" by 1.6 nats against a noise of 0.29). A climb moves the medians as
-  // it moves the means, so either test passing means flat. The sd of a median of b windows is about
-  // 1.2533 sd / sqrt(b).
-  if (m > 2 && n >= 2 * b) {
-    const auto block_median = [&](size_t end) {  // median of the b windows before index `end`
-      std::copy(elbo.begin() + std::ptrdiff_t(end - b), elbo.begin() + std::ptrdiff_t(end), scratch.begin());
-      return median_of_first(scratch, b);
-    };
-    const double med_recent = block_median(n), med_before = block_median(n - b);
-    const double med_old = n >= back + b ? block_median(n - back) : med_recent;
-    const double robust_noise = opt.noise_z * 1.2533 * c.window_scale * std::sqrt(2.0 / double(b));
-    c.settled_median = std::abs(med_recent - med_before) < std::max(c.rate, robust_noise) &&
-                       std::abs(med_recent - med_old) < std::max(double(kLongBlocks) * c.rate, robust_noise);
-    c.settled = c.settled || c.settled_median;
-  }
-  return c;
-}
-
-// Block means of q's mean (over the block's steps) and of its log marginal sds (over the block's
-// window ends), and how they changed from one block to the next, in units of q's sd: whether the
-// fit's parameters are still moving although the ELBO looks flat, and whether some scale keeps
-// growing (an improper or unidentified posterior: q spreads out along a direction where the log
-// density is flat, and the entropy it gains keeps the ELBO rising slowly).
-class BlockMonitor {
- public:
-  explicit BlockMonitor(Index dim)
-      : mu_sum_(Vector::Zero(dim)),
-        ls_sum_(Vector::Zero(dim)),
-        mu_prev_(dim),
-        ls_prev_(dim),
-        mu_(dim),
-        ls_(dim),
-        drift_(Vector::Zero(dim)),
-        drift_prev_(Vector::Zero(dim)),
-        scratch_(dim),
-        run_(Eigen::VectorXi::Zero(dim)) {}
-
-  void add_step(const Vector& phi) {
-    mu_sum_ += phi.head(mu_sum_.size());
-    ++mu_n_;
-  }
-  void add_window_end(const GaussianFamily& family, const Vector& phi) {
-    family.log_marginal_sd(phi, scratch_);
-    ls_sum_ += scratch_;
-    ++ls_n_;
-  }
-  // Ends a block; from the second block on, drifting() and rising() compare it with the one before.
-  void close_block(double rise_threshold) {
-    if (mu_n_ == 0 || ls_n_ == 0) return;
-    Vector& mu = mu_;  // into buffers sized once: no allocation in the loop
-    Vector& ls = ls_;
-    mu = mu_sum_ / double(mu_n_);
-    ls = ls_sum_ / double(ls_n_);
-    if (blocks_ > 0) {
-      drift_prev_.swap(drift_);
-      drift_ = (mu - mu_prev_).array() * (-ls.array()).exp();
-      for (Index i = 0; i < ls.size(); ++i) {  // runs of rises (> 0) or of falls (< 0)
-        const double change = ls(i) - ls_prev_(i);
-        int& run = run_(i);
-        run = change > rise_threshold ? std::max(run, 0) + 1 : change < -rise_threshold ? std::min(run, 0) - 1 : 0;
-      }
-    }
-    mu_prev_.swap(mu);
-    ls_prev_.swap(ls);
-    mu_sum_.setZero();
-    ls_sum_.setZero();
-    mu_n_ = ls_n_ = 0;
-    ++blocks_;
-  }
-  Index blocks() const { return blocks_; }
-  // Coordinates whose block mean moved by more than `limit` of q's sd at each of the last two
-  // block ends, the same way both times (a coordinate jittering back and forth by less is not
-  // drifting), or by more than twice that at the last one, either way (an average of iterates that
-  // jump by that much between blocks is off by a good part of an sd).
-  // (Filled into `out`, whose capacity the caller reserved: no allocation in the loop.)
-  void drifting(double limit, std::vector<Index>& out) const {
-    out.clear();
-    if (blocks_ < 2) return;
-    for (Index i = 0; i < drift_.size(); ++i) {
-      const bool steady = blocks_ >= 3 && drift_(i) * drift_prev_(i) > 0 &&
-                          std::min(std::abs(drift_(i)), std::abs(drift_prev_(i))) > limit;
-      if (steady || !(std::abs(drift_(i)) <= 2 * limit)) out.push_back(i);
-    }
-  }
-  // Coordinates whose block-mean log sd rose by more than the threshold at each of the last
-  // `runs` block ends (growing), or changed that much the same way each time (growing or shrinking).
-  void rising(int runs, std::vector<Index>& out) const {
-    out.clear();
-    for (Index i = 0; i < run_.size(); ++i)
-      if (run_(i) >= runs) out.push_back(i);
-  }
-  // Coordinates whose block-mean log sd fell by more than the threshold at each of the last `runs`
-  // block ends: q collapsing onto a point (a funnel's neck, a mode where the log density is
-  // unbounded), where its scale means nothing.
-  void falling(int runs, std::vector<Index>& out) const {
-    out.clear();
-    for (Index i = 0; i < run_.size(); ++i)
-      if (run_(i) <= -runs) out.push_back(i);
-  }
-  bool scale_moving(int runs) const { return run_.size() && run_.cwiseAbs().maxCoeff() >= runs; }
-  // The means over the block closed last.
-  const Vector& block_mean() const { return mu_prev_; }
-  const Vector& block_log_sd() const { return ls_prev_; }
-
- private:
-  Vector mu_sum_, ls_sum_, mu_prev_, ls_prev_, mu_, ls_, drift_, drift_prev_, scratch_;
-  Eigen::VectorXi run_;
-  Index mu_n_ = 0, ls_n_ = 0, blocks_ = 0;
-};
-
-// The averaging phase double-checks convergence: the per-coordinate least-squares trend of the
-// block means of q's mean and log sd over the phase. A fit can look settled for a while on a
-// plateau and then move on (the low-rank family's B turning slowly, say); over the thousands of
-// steps of the averaging phase such a drift adds up to a trend well beyond the block means'
-// scatter around it, while a settled fit's block means scatter around a flat line.
-class TailTrend {
- public:
-  // Every buffer sized here, so that a convergence in the middle of a fit allocates nothing.
-  explicit TailTrend(Index dim) : mu0_(dim), ls0_(dim) { reset(dim); }
-  void reset(Index dim) {
-    n_ = 0;
-    sk_ = skk_ = 0.0;
-    for (auto* v : {&sx_mu_, &sxx_mu_, &skx_mu_, &sx_ls_, &sxx_ls_, &skx_ls_}) v->setZero(dim);
-  }
-  void add(const Vector& mu, const Vector& ls) {
-    if (n_ == 0) {  // trends of x - (the first block's x): no cancellation when |x| >> its scatter
-      mu0_ = mu;
-      ls0_ = ls;
-    }
-    const double k = double(n_);
-    accumulate(mu - mu0_, k, sx_mu_, sxx_mu_, skx_mu_);
-    accumulate(ls - ls0_, k, sx_ls_, sxx_ls_, skx_ls_);
-    sk_ += k;
-    skk_ += k * k;
-    ++n_;
-  }
-  Index blocks() const { return n_; }
-  // Coordinates whose mean (in units of q's sd) or log sd changed over the phase, along the
-  // fitted line, by more than `mean_limit` / `scale_limit`, with a slope more than `z` standard
-  // errors from zero. Needs 4 blocks; none before.
-  void moving(double mean_limit, double scale_limit, double z, std::vector<Index>& mean,
-              std::vector<Index>& scale) const {
-    mean.clear();
-    scale.clear();
-    if (n_ < 4) return;
-    const double n = double(n_), skk = skk_ - sk_ * sk_ / n;
-    auto trend = [&](double sx, double sxx, double skx, double unit, double limit) {
-      const double sxy = skx - sk_ * sx / n, sx2 = sxx - sx * sx / n;
-      const double slope = sxy / skk, rss = std::max(sx2 - slope * sxy, 0.0);
-      const double se = std::sqrt(rss / (n - 2) / skk);
-      return std::abs(slope) * (n - 1) > limit * unit && !(std::abs(slope) <= z * se);
-    };
-    for (Index i = 0; i < sx_mu_.size(); ++i) {
-      const double log_sd = ls0_(i) + sx_ls_(i) / n;  // the phase's mean log sd
-      if (trend(sx_mu_(i), sxx_mu_(i), skx_mu_(i), std::exp(log_sd), mean_limit)) mean.push_back(i);
-      if (trend(sx_ls_(i), sxx_ls_(i), skx_ls_(i), 1.0, scale_limit)) scale.push_back(i);
-    }
-  }
-
- private:
-  // x is an expression (x - x0): evaluated in place, no temporary vector.
-  template <class X>
-  static void accumulate(const Eigen::MatrixBase<X>& x, double k, Vector& sx, Vector& sxx, Vector& skx) {
-    sx += x;
-    sxx += x.cwiseProduct(x);
-    skx += k * x;
-  }
-  Vector mu0_, ls0_, sx_mu_, sxx_mu_, skx_mu_, sx_ls_, sxx_ls_, skx_ls_;
-  double sk_ = 0.0, skk_ = 0.0;
-  Index n_ = 0;
-};
-
-// Whether the averaging phase confirms convergence; if not, says why.
-bool confirm(const TailTrend& trend, const FitOptions& opt, std::string& why) {
-  std::vector<Index> mean, scale;
-  trend.moving(kTailMeanLimit * opt.max_drift, kTailScaleLimit, kTailZ, mean, scale);
-  if (mean.empty() && scale.empty()) return true;
-  why = "after an apparent convergence, q's " +
-        std::string(mean.empty()    ? "scale"
-                    : scale.empty() ? "mean"
-                                    : "mean and scale") +
-        " kept moving along " + std::to_string(std::max(mean.size(), scale.size())) + " coordinate(s) over the " +
-        std::to_string(trend.blocks() * opt.block * opt.eval_every) + " steps of averaging";
-  return false;
-}
 
 }  // namespace
 
@@ -472,8 +182,8 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
     return r.error_mean <= opt.precision && r.error_scale <= opt.precision;
   };
   auto error_words = [&]() {
-    return "estimated error of q's means " + format_number(r.error_mean) + " sd, of its log sds " +
-           format_number(r.error_scale);
+    return "estimated error of q's means " + format_number(r.error_mean, 3) + " sd, of its log sds " +
+           format_number(r.error_scale, 3);
   };
 
   Index t = 0;
@@ -632,7 +342,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
         const Vector average = tail_sum / double(tail_steps);
         if (have_level && estimate_error(average)) {
           refined = stop = true;
-          r.message += "; refined " + std::to_string(r.refinements) + " time(s), to step size " + format_number(lr) +
+          r.message += "; refined " + std::to_string(r.refinements) + " time(s), to step size " + format_number(lr, 3) +
                        ": " + error_words();
         } else if (r.refinements >= opt.refine_levels) {
           stop = exhausted = true;
@@ -640,7 +350,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
           r.converged_step = -1;
           r.message = "not converged to the requested precision: after " + std::to_string(r.refinements) +
                       " step-size refinement(s) the averaged q still moved between step sizes (" + error_words() +
-                      ", precision " + format_number(opt.precision) + "); try more draws or steps";
+                      ", precision " + format_number(opt.precision, 3) + "); try more draws or steps";
         } else {  // the next level: from this level's average, with a smaller step size
           level_phi = average;
           level_steps = tail_steps;
@@ -686,7 +396,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   if (refine && !refined && !exhausted) {
     if (r.converged) {
       if (have_level && tail_steps > 0 && estimate_error(tail_sum / double(tail_steps))) {
-        r.message += "; refined " + std::to_string(r.refinements) + " time(s), to step size " + format_number(lr) +
+        r.message += "; refined " + std::to_string(r.refinements) + " time(s), to step size " + format_number(lr, 3) +
                      ": " + error_words() + " (from an averaging phase cut short after " + std::to_string(tail_steps) +
                      " steps)";
       } else {
@@ -694,15 +404,15 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
         r.converged_step = -1;
         if (!r.interrupted) {
           r.message = have_level ? "ran out of steps while refining the step size (" + error_words() + ", precision " +
-                                       format_number(opt.precision) + ")"
+                                       format_number(opt.precision, 3) + ")"
                                  : "q became stationary, but the steps ran out before the step-size refinement that "
                                    "bounds its error; raise steps";
         }
       }
     } else if (have_level && r.message.empty()) {
-      r.message = "ran out of steps while refining, at step size " + format_number(lr) + " (refinement " +
+      r.message = "ran out of steps while refining, at step size " + format_number(lr, 3) + " (refinement " +
                   std::to_string(r.refinements) + "): q is the average at step size " +
-                  format_number(lr / opt.refine_factor);
+                  format_number(lr / opt.refine_factor, 3);
     }
   }
   if (r.message.empty()) {
@@ -713,8 +423,8 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
       if (!last_check.settled) {
         const bool short_term = std::abs(last_check.diff) >= std::max(last_check.rate, opt.noise_z * last_check.se);
         const Index span = (short_term ? 1 : kLongBlocks) * opt.block * opt.eval_every;
-        add("the ELBO still changed by " + format_number(short_term ? last_check.diff : last_check.diff_long) +
-            " nats over " + std::to_string(span) + " steps, Monte Carlo noise " + format_number(last_check.se));
+        add("the ELBO still changed by " + format_number(short_term ? last_check.diff : last_check.diff_long, 3) +
+            " nats over " + std::to_string(span) + " steps, Monte Carlo noise " + format_number(last_check.se, 3));
       }
       if (!drifting.empty()) add("q's mean still moving along " + std::to_string(drifting.size()) + " coordinate(s)");
       if (!growing.empty()) add("q's scale still growing along " + std::to_string(growing.size()) + " coordinate(s)");

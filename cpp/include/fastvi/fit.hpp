@@ -18,7 +18,7 @@ struct FitOptions {
   double lr = 0.01;  // Adam step size
   double beta1 = 0.9, beta2 = 0.999, adam_epsilon = 1e-8;
   Index eval_every = 100;  // steps per ELBO window
-  // Stopping rule (check_elbo, BlockMonitor and TailTrend in fit.cpp). Every `block` windows the
+  // Stopping rule (check_elbo, BlockMonitor and TailTrend in convergence.hpp). Every `block` windows the
   // fit is "settled" when all of these hold:
   //  * the ELBO: with d1 the change of the mean ELBO of the last block from the block before and
   //    d4 from the block 4 blocks back (once there are 5 blocks),
