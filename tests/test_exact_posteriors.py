@@ -31,7 +31,7 @@ def _model(X, y):
     m = fv.Model()
     beta = m.param("beta", shape=(X.shape[1],))
     m.add("normal", beta, loc=0.0, scale=TAU)
-    m.add("normal_id_glm", y, X=X, beta=beta, sigma=SIGMA)
+    m.add("normal_id_glm", y, X=X, beta=beta, scale=SIGMA)
     return m
 
 

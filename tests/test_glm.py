@@ -235,7 +235,7 @@ def _model_with(kernel, y, X, **kw):
     beta = m.param("beta", X.shape[-1] if np.ndim(X) == 2 else 3)
     inputs = {"X": X, "beta": beta}
     if kernel == "normal_id_glm":
-        inputs["sigma"] = 1.0
+        inputs["scale"] = 1.0
     inputs.update(kw)
     m.add(kernel, y, **inputs)
     return m
@@ -286,19 +286,41 @@ def test_outcome_support_is_checked():
         _model_with("poisson_log_glm", np.array([0.0, 1.0, 1.5, 2.0]), X)
 
 
-def test_sigma_must_be_positive():
+def test_scale_must_be_positive():
     X = np.ones((4, 2))
     y = np.zeros(4)
     for bad in (0.0, -1.0):
-        with pytest.raises(ValueError, match="input 'sigma' must be > 0"):
-            _model_with("normal_id_glm", y, X, sigma=bad)
+        with pytest.raises(ValueError, match="input 'scale' must be > 0"):
+            _model_with("normal_id_glm", y, X, scale=bad)
     m = fv.Model()
     beta = m.param("beta", 2)
     s = m.param("s")  # unbounded: may be negative
-    with pytest.raises(ValueError, match="input 'sigma' must be > 0, but parameter 's'"):
-        m.add("normal_id_glm", y, X=X, beta=beta, sigma=s)
-    with pytest.raises(ValueError, match="sigma must be a scalar"):
-        _model_with("normal_id_glm", y, X, sigma=np.ones(4))
+    with pytest.raises(ValueError, match="input 'scale' must be > 0, but parameter 's'"):
+        m.add("normal_id_glm", y, X=X, beta=beta, scale=s)
+    with pytest.raises(ValueError, match="scale must be a scalar"):
+        _model_with("normal_id_glm", y, X, scale=np.ones(4))
+
+
+def test_sigma_is_an_alias_of_scale():
+    # normal_id_glm's noise sd was called sigma; it is scale now, as in every other kernel, and
+    # sigma still works. Both at once is an error, and errors name the input by its new name.
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(20, 2))
+    y = X @ np.array([1.0, -1.0]) + 0.5 * rng.normal(size=20)
+    spec = {i.name: i for i in fv.kernel_spec("normal_id_glm").inputs}
+    assert spec["scale"].aliases == ("sigma",) and "sigma" not in spec
+    lp = []
+    for key in ("scale", "sigma"):
+        m = fv.Model()
+        beta = m.param("beta", 2)
+        s = m.param("s", lower=0.0)
+        m.add("normal_id_glm", y, X=X, beta=beta, **{key: s})
+        lp.append(m.log_density(np.array([0.3, -0.2, np.log(0.7)])))
+    assert lp[0][0] == lp[1][0] and np.array_equal(lp[0][1], lp[1][1])
+    with pytest.raises(ValueError, match="input 'scale' given twice \\(also as 'sigma'"):
+        m.add("normal_id_glm", y, X=X, beta=beta, scale=s, sigma=s)
+    with pytest.raises(ValueError, match="input 'scale' must be > 0"):
+        m.add("normal_id_glm", y, X=X, beta=beta, sigma=-1.0)
 
 
 def test_kernels_are_registered_as_non_elementwise():
@@ -321,7 +343,7 @@ def test_fit_bayesian_linear_regression_matches_conjugate_posterior():
     m = fv.Model()
     beta = m.param("beta", k)
     m.add("normal", beta, loc=0, scale=10)
-    m.add("normal_id_glm", y, X=X, beta=beta, sigma=sigma)
+    m.add("normal_id_glm", y, X=X, beta=beta, scale=sigma)
     approx = fv.fit(m, family="fullrank", steps=20000, draws=8, seed=0)
     cov = np.linalg.inv(X.T @ X / sigma**2 + np.eye(k) / 100)
     mu = cov @ X.T @ y / sigma**2

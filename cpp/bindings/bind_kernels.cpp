@@ -19,6 +19,7 @@ py::dict describe(const KernelInfo& k) {
     d["data_only"] = in.data_only;
     d["default"] = in.default_value ? py::cast(*in.default_value) : py::none();
     d["doc"] = in.doc;
+    d["aliases"] = py::tuple(py::cast(in.aliases));
     inputs.append(d);
   }
   py::dict out;

@@ -1,6 +1,7 @@
 #include "fastvi/registry.hpp"
 
 #include <cmath>
+#include <set>
 #include <stdexcept>
 
 namespace fastvi {
@@ -69,6 +70,15 @@ void KernelRegistry::add(KernelInfo info) {
   if (info.name.empty()) throw std::invalid_argument("kernel name must not be empty");
   if (info.inputs.empty()) throw std::invalid_argument("kernel '" + info.name + "' must declare its variate");
   if (!info.factory) throw std::invalid_argument("kernel '" + info.name + "' has no factory");
+  std::set<std::string> seen;  // input names and aliases: each must name one input
+  for (const auto& in : info.inputs) {
+    if (in.name.empty()) throw std::invalid_argument("kernel '" + info.name + "' has an input without a name");
+    std::vector<std::string> names = in.aliases;
+    names.push_back(in.name);
+    for (const auto& n : names)
+      if (n.empty() || !seen.insert(n).second)
+        throw std::invalid_argument("kernel '" + info.name + "': input name or alias '" + n + "' is empty or repeated");
+  }
   std::lock_guard<std::mutex> lock(mutex_);
   if (kernels_.count(info.name) > 0)
     throw std::invalid_argument("a kernel named '" + info.name + "' is already registered");

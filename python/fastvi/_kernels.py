@@ -21,6 +21,7 @@ class InputSpec:
     data_only: bool  # True if the input cannot be a parameter (a design matrix, a count outcome)
     default: Optional[float]  # value used when the input is omitted; None if required
     doc: str
+    aliases: Tuple[str, ...] = ()  # other names accepted for it (former spellings, e.g. sigma for scale)
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ inline void simulate_glm(const std::string& kernel, Index n, Index k, std::uint6
 }
 
 // A GLM model: alpha (scalar) and beta (K) parameters, or beta given as data (alpha stays a
-// parameter); sigma a parameter (lower 0) for normal_id_glm.
+// parameter); sigma a parameter (lower 0), the input scale, for normal_id_glm.
 inline void build_glm_model(Model& m, const std::string& kernel, Index n, Index k, bool beta_param = true,
                             std::uint64_t seed = 1) {
   Vector x, y;
@@ -102,7 +102,7 @@ inline void build_glm_model(Model& m, const std::string& kernel, Index n, Index 
   }
   if (kernel == "normal_id_glm") {
     m.add_param("sigma", {}, 0.0, kInf);
-    ops.push_back(param_operand("sigma", m, "sigma"));
+    ops.push_back(param_operand("scale", m, "sigma"));
   }
   m.add_factor(kernel, std::move(ops), kernel);
 }

@@ -34,6 +34,9 @@ struct InputInfo {
   bool data_only = false;               // e.g. a GLM's design matrix or a count outcome
   std::optional<double> default_value;  // used when the input is omitted
   std::string doc;
+  // Other names accepted for this input: earlier spellings kept working after a rename (the
+  // GLMs' `sigma`, now `scale` as in every other kernel). A factor stores the input by `name`.
+  std::vector<std::string> aliases = {};
 };
 
 class Kernel {

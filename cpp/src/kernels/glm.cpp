@@ -1,7 +1,7 @@
 // Fused GLM likelihoods (Stan's *_glm_lpmf), for a data design matrix X (N x K) and S draws of
 // the parameters at once:
 //
-//   normal_id_glm(y | X, alpha, beta, sigma)   y_n ~ Normal(eta_n, sigma)
+//   normal_id_glm(y | X, alpha, beta, scale)   y_n ~ Normal(eta_n, scale)  (scale also as `sigma`)
 //   bernoulli_logit_glm(y | X, alpha, beta)    y_n ~ Bernoulli(inv_logit(eta_n))
 //   poisson_log_glm(y | X, alpha, beta)        y_n ~ Poisson(exp(eta_n))
 //
@@ -33,8 +33,10 @@
 
 #include "builtin.hpp"
 #include "fastvi/broadcast.hpp"
+#include "fastvi/format.hpp"
 #include "fastvi/math.hpp"
 #include "fastvi/parallel.hpp"
+#include "../gemm_blocking.hpp"
 #include "glm_rows.hpp"
 #include "glm_tuning.hpp"
 #include "packet_math.hpp"
@@ -48,13 +50,8 @@ using PanelMap = Eigen::Map<Matrix, 0, Eigen::OuterStride<>>;
 using ArrayMap = Eigen::Map<Eigen::ArrayXd>;
 using ConstArrayMap = Eigen::Map<const Eigen::ArrayXd>;
 
-constexpr Index kMaxPanel = 32;       // draws per GEMM
-constexpr Index kMaxTileK = 240;      // columns of X per GEMM
-constexpr Index kMaxBlockRows = 256;  // rows of X per block
-// Eigen packs kc x mc and kc x nc blocks of a GEMM's operands, on the stack while each is below
-// EIGEN_STACK_ALLOCATION_LIMIT (128 KB = 16384 doubles), on the heap above. Every product here has
-// kc, mc, nc bounded by (tile, block rows, panel), and both packed blocks together stay below:
-constexpr Index kGemmBudget = 12288;  // doubles
+using gemm_blocking::kMaxPanel;
+using gemm_blocking::kMaxTileK;
 // Rows per chunk: at least kMinChunkRows and 4 S (so the per-chunk partial sums stay small next
 // to the chunk's rows of X), and enough that there are at most kMaxChunks chunks.
 constexpr Index kMinChunkRows = 512;
@@ -94,8 +91,8 @@ struct NormalId {
   }
 };
 
-using Packet = packet_math::Packet;
-constexpr Index kWidth = packet_math::kWidth;
+using simd::kWidth;
+using simd::Packet;
 constexpr int kInterleave = 4;  // packets in flight
 using packet_math::exp_packets;
 using packet_math::log1p_and_inverse;
@@ -185,31 +182,32 @@ struct PoissonLog {
 template <class F>
 class Glm final : public Kernel {
  public:
-  // ops: y, X, alpha, beta[, sigma], as registered.
+  // ops: y, X, alpha, beta[, scale], as registered (sigma_ holds the scale).
   explicit Glm(std::vector<Operand> ops) {
     Operand& y = ops[0];
     Operand& x = ops[1];
-    if (x.shape.size() != 2) throw std::invalid_argument("X must be 2-D (N, K), got shape " + shape_str(x.shape));
+    if (x.shape.size() != 2) throw std::invalid_argument("X must be 2-D (N, K), got shape " + format_shape(x.shape));
     n_ = x.shape[0];
     k_ = x.shape[1];
     if (n_ < 1 || k_ < 1)
-      throw std::invalid_argument("X must have at least one row and one column, got shape " + shape_str(x.shape));
-    if (y.shape.size() > 1) throw std::invalid_argument("y must be 1-D (N,), got shape " + shape_str(y.shape));
+      throw std::invalid_argument("X must have at least one row and one column, got shape " + format_shape(x.shape));
+    if (y.shape.size() > 1) throw std::invalid_argument("y must be 1-D (N,), got shape " + format_shape(y.shape));
     if (y.size() != n_)
       throw std::invalid_argument("y has " + std::to_string(y.size()) + " elements but X has " + std::to_string(n_) +
                                   " rows");
     alpha_ = std::move(ops[2]);
     beta_ = std::move(ops[3]);
-    if (alpha_.size() != 1) throw std::invalid_argument("alpha must be a scalar, got shape " + shape_str(alpha_.shape));
+    if (alpha_.size() != 1)
+      throw std::invalid_argument("alpha must be a scalar, got shape " + format_shape(alpha_.shape));
     if (beta_.shape.size() > 1)
-      throw std::invalid_argument("beta must be 1-D (K,), got shape " + shape_str(beta_.shape));
+      throw std::invalid_argument("beta must be 1-D (K,), got shape " + format_shape(beta_.shape));
     if (beta_.size() != k_)
       throw std::invalid_argument("beta has " + std::to_string(beta_.size()) + " elements but X has " +
                                   std::to_string(k_) + " columns");
     if constexpr (F::kHasSigma) {
       sigma_ = std::move(ops[4]);
       if (sigma_.size() != 1)
-        throw std::invalid_argument("sigma must be a scalar, got shape " + shape_str(sigma_.shape));
+        throw std::invalid_argument("scale must be a scalar, got shape " + format_shape(sigma_.shape));
     }
     y_ = std::move(y.data);
     // Row-major N x K, as numpy laid it out, plus one packet of zeros that the row kernel's last
@@ -302,10 +300,8 @@ class Glm final : public Kernel {
     Layout l;
     l.panel = std::max<Index>(1, std::min(draws, kMaxPanel));
     l.tile = std::min(k_, kMaxTileK);
-    l.blk = kMaxBlockRows;
-    if (beta_.is_param)  // largest multiple of 8 rows whose two products (X_blk B, X_blk^T r) fit the budget
-      while (l.blk > 8 && (l.tile * (l.blk + l.panel) > kGemmBudget || l.blk * (l.tile + l.panel) > kGemmBudget))
-        l.blk -= 8;
+    // With beta data there is no backward product, and X_blk B is one column per draw.
+    l.blk = beta_.is_param ? gemm_blocking::block_rows(l.tile, l.panel) : gemm_blocking::kMaxBlockRows;
     l.blk = std::min(l.blk, round_up(n_, 8));  // a multiple of 8 keeps every scratch column 64-byte aligned
     l.chunk_rows = round_up(std::max({kMinChunkRows, 4 * draws, (n_ + kMaxChunks - 1) / kMaxChunks}), l.blk);
     l.chunks = (n_ + l.chunk_rows - 1) / l.chunk_rows;
@@ -437,12 +433,12 @@ InputInfo beta_input() { return {"beta", Support::Real, false, std::nullopt, "co
 
 void register_glm(KernelRegistry& r) {
   r.add({"normal_id_glm",
-         "Normal linear regression: y_n ~ Normal(alpha + X[n] . beta, sigma), fused over the rows of X",
+         "Normal linear regression: y_n ~ Normal(alpha + X[n] . beta, scale), fused over the rows of X",
          {{"y", Support::Real, true, std::nullopt, "outcome (N,), data"},
           x_input(),
           alpha_input(),
           beta_input(),
-          {"sigma", Support::Positive, false, std::nullopt, "noise standard deviation (scalar)"}},
+          {"scale", Support::Positive, false, std::nullopt, "noise standard deviation (scalar)", {"sigma"}}},
          false,
          glm_factory<NormalId>()});
   r.add({"bernoulli_logit_glm",
