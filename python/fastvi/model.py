@@ -182,8 +182,8 @@ class Model:
     uses a kernel registered from Python (``fv.register_kernel``) or by an extension module can
     only be unpickled where that kernel is registered (under the same name) first.
 
-    While a fit of the model runs (in another thread), the model cannot change: ``param``,
-    ``add`` and new expressions raise RuntimeError until the fit returns.
+    While the model is being fitted or evaluated in another thread, it cannot change: ``param``,
+    ``add`` and new expressions raise RuntimeError until that returns.
 
     Examples
     --------
@@ -254,6 +254,8 @@ class Model:
         ValueError
             If the name is already taken, a dimension is < 1, the block is too large, a bound is
             NaN, ``lower >= upper``, or the interval's width overflows.
+        RuntimeError
+            If the model is being fitted or evaluated in another thread.
 
         Examples
         --------
@@ -406,6 +408,8 @@ class Model:
         TypeError
             If ``kernel`` is not a str, the variate is passed again by keyword, ``name`` is not a
             non-empty str, or data is not real numbers.
+        RuntimeError
+            If the model is being fitted or evaluated in another thread.
 
         See Also
         --------
@@ -589,7 +593,7 @@ class Model:
         Raises
         ------
         ValueError
-            If ``zeta`` does not have one of those shapes.
+            If ``zeta`` does not have one of those shapes, or ``threads`` is not in [1, 2**31).
         TypeError
             If ``zeta`` is not real numbers, or ``threads`` is not an int.
 
