@@ -186,8 +186,8 @@ def fit(
 
     See Also
     --------
-    Approximation : the result.
-    summary : a table of the fit's draws.
+    Approximation : The result.
+    summary : A table of the fit's draws.
 
     Examples
     --------

@@ -128,7 +128,7 @@ def kernel_spec(name: str) -> KernelSpec:
 
     See Also
     --------
-    kernels : every registered kernel.
+    kernels : Every registered kernel.
 
     Examples
     --------
@@ -159,8 +159,8 @@ def kernels() -> Dict[str, KernelSpec]:
 
     See Also
     --------
-    kernel_spec : one kernel's specification.
-    register_kernel : add a kernel written in Python.
+    kernel_spec : One kernel's specification.
+    register_kernel : Add a kernel written in Python.
 
     Examples
     --------
@@ -237,8 +237,8 @@ def register_kernel(
 
     See Also
     --------
-    check_kernel : check the kernel's gradients against finite differences.
-    get_include : write a kernel in C++ instead, in an extension module.
+    check_kernel : Check the kernel's gradients against finite differences.
+    get_include : Write a kernel in C++ instead, in an extension module.
 
     Notes
     -----
@@ -381,7 +381,7 @@ def get_include() -> str:
 
     See Also
     --------
-    get_compile_flags : the flags such a module must be compiled with.
+    get_compile_flags : The flags such a module must be compiled with.
 
     Examples
     --------

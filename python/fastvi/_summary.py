@@ -60,6 +60,7 @@ class Summary:
         Returns
         -------
         dict of str to dict of str to float
+            One entry per row, each ``{column: value}``.
 
         Examples
         --------
@@ -75,6 +76,7 @@ class Summary:
         Returns
         -------
         pandas.DataFrame
+            Indexed by the rows, with the statistics as columns.
 
         Raises
         ------

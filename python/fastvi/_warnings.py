@@ -48,7 +48,7 @@ class ImproperPosteriorWarning(ConvergenceWarning):
 
     See Also
     --------
-    ConvergenceWarning : its base class.
+    ConvergenceWarning : Its base class.
 
     Examples
     --------
@@ -78,8 +78,8 @@ class PosteriorShapeWarning(ConvergenceWarning):
 
     See Also
     --------
-    ConvergenceWarning : its base class.
-    Approximation.status : the same verdict (``shape`` "poor").
+    ConvergenceWarning : Its base class.
+    Approximation.status : The same verdict (``shape`` "poor").
 
     Examples
     --------

@@ -89,9 +89,9 @@ class Approximation:
 
     See Also
     --------
-    fit : makes an approximation.
-    summary : a table of its draws.
-    FitStatus : what ``status`` says.
+    fit : Makes an approximation.
+    summary : A table of its draws.
+    FitStatus : What ``status`` says.
 
     Notes
     -----
@@ -184,7 +184,7 @@ class Approximation:
     # ---- unconstrained moments ----------------------------------------------------------------
 
     def unconstrained_mean(self) -> np.ndarray:
-        """q's mean in the unconstrained space.
+        """The mean of q in the unconstrained space.
 
         Returns
         -------
@@ -193,7 +193,7 @@ class Approximation:
 
         See Also
         --------
-        mean : the means of the constrained parameters.
+        mean : The means of the constrained parameters.
 
         Examples
         --------
@@ -208,7 +208,7 @@ class Approximation:
         return np.array(self._family.mean(self.phi))
 
     def unconstrained_cov(self) -> np.ndarray:
-        """q's covariance matrix in the unconstrained space.
+        """The covariance matrix of q in the unconstrained space.
 
         Diagonal for the mean-field family, ``L L^T`` for full-rank, ``diag(d)^2 + B B^T`` for
         low-rank.
@@ -617,7 +617,7 @@ class Approximation:
 
         See Also
         --------
-        summary : a table of the draws.
+        summary : A table of the draws.
 
         Examples
         --------

@@ -208,8 +208,8 @@ def check_kernel(
 
     See Also
     --------
-    register_kernel : register a kernel written in Python.
-    KernelCheck : the report.
+    register_kernel : Register a kernel written in Python.
+    KernelCheck : The report.
 
     Examples
     --------

@@ -61,8 +61,8 @@ class Expr:
 
     See Also
     --------
-    Model.deterministic : record an expression so that its values appear in draws and summaries.
-    exp, log, log1p_exp, inv_logit, sum : element-wise functions and the sum of an expression.
+    Model.deterministic : Record an expression so that its values appear in draws and summaries.
+    exp, log, log1p_exp, inv_logit, sum : Element-wise functions and the sum of an expression.
 
     Examples
     --------
@@ -249,7 +249,7 @@ class Expr:
 
         See Also
         --------
-        sum : the function form.
+        sum : The function form.
 
         Examples
         --------
@@ -482,7 +482,7 @@ def sum(x: Expr) -> Expr:
 
     See Also
     --------
-    Expr.sum : the method form.
+    Expr.sum : The method form.
 
     Examples
     --------

@@ -171,8 +171,8 @@ class Model:
 
     See Also
     --------
-    fit : fit a Gaussian approximation to the model's posterior.
-    kernels : the kernels ``add`` accepts.
+    fit : Fit a Gaussian approximation to the model's posterior.
+    kernels : The kernels ``add`` accepts.
 
     Notes
     -----
@@ -309,7 +309,7 @@ class Model:
 
         See Also
         --------
-        Approximation.mean : a deterministic's mean is a Monte Carlo estimate over 10,000 draws.
+        Approximation.mean : A deterministic's mean is a Monte Carlo estimate over 10,000 draws.
 
         Examples
         --------
@@ -413,8 +413,8 @@ class Model:
 
         See Also
         --------
-        kernels, kernel_spec : the registered kernels and their inputs.
-        register_kernel : add a kernel written in Python.
+        kernels, kernel_spec : The registered kernels and their inputs.
+        register_kernel : Add a kernel written in Python.
 
         Examples
         --------
@@ -646,7 +646,7 @@ class Model:
 
         See Also
         --------
-        unconstrain : the inverse map, for parameters.
+        unconstrain : The inverse map, for parameters.
 
         Examples
         --------
@@ -691,7 +691,7 @@ class Model:
 
         See Also
         --------
-        constrain : the forward map.
+        constrain : The forward map.
 
         Examples
         --------

@@ -223,6 +223,7 @@ def tail_length(m: int) -> int:
     Returns
     -------
     int
+        M_tail.
 
     Examples
     --------
@@ -325,7 +326,7 @@ def psislw(log_ratios: Any, flat_tol: float = 0.0) -> PSIS:
     Returns
     -------
     PSIS
-        k-hat, the ESS and the smoothed normalised log weights (``seed`` is None).
+        The k-hat, the ESS and the smoothed normalised log weights (``seed`` is None).
 
     Raises
     ------
@@ -466,7 +467,7 @@ def diagnose(approx: Any, m: int, threads: int = 1, seed: Optional[int] = None) 
 
     See Also
     --------
-    Approximation.run_psis : the same, stored in ``fit.psis``.
+    Approximation.run_psis : The same, stored in ``fit.psis``.
 
     Examples
     --------

@@ -158,6 +158,7 @@ def status_of(fit: Any) -> FitStatus:
     Returns
     -------
     FitStatus
+        Its optimisation, shape, corrected results and the results to use.
 
     Examples
     --------
