@@ -54,72 +54,145 @@ def fit(
 ) -> Approximation:
     """Fits a Gaussian approximation to the posterior of ``model`` by maximising the ELBO.
 
-    family: ``"meanfield"`` (default), ``"fullrank"`` or ``"lowrank"`` (covariance
-        diag(d)^2 + B B^T with B of ``rank`` columns: correlations at O(D rank) cost per draw);
-        ``method="advi"`` / ``"fullrank_advi"`` is accepted as a PyMC-style alias.
-    rank: columns of B for ``family="lowrank"``, 1 <= rank <= the number of unconstrained
-        parameters D; default round(sqrt(D)) (as Pyro's and NumPyro's low-rank guides). Only for
-        the lowrank family. Meant for rank well below D: near D the best (d, B) is not unique
-        (roughly once rank > D - sqrt(2 D)), the averaged iterates can come out with sds several %
-        (up to ~10 %) too small at the default lr, and ``"fullrank"`` is the better choice anyway.
-    steps: maximum Adam steps. draws: Monte Carlo draws per step, evaluated as one batch.
-    lr: Adam step size.
-    gradient: ``"stl"`` (sticking the landing: zero variance when q matches the posterior),
-        ``"closed_form"`` (closed-form entropy gradient) or ``"auto"`` (default): STL, except for a
+    The fit finds the posterior mode and preconditions with the Laplace approximation there
+    (``precondition``), runs Adam on the reparameterised ELBO gradient in C++ with the GIL
+    released until the stopping rule is met, averages the iterates (``average``), refines the
+    step size to bound the remaining error (``precision``) and runs the PSIS diagnostic
+    (``psis_draws``). README, "How a fit runs", describes each stage.
+
+    Parameters
+    ----------
+    model : Model
+        The model, with at least one parameter.
+    family : {"meanfield", "fullrank", "lowrank"}, optional
+        ``"meanfield"`` (default), ``"fullrank"`` or ``"lowrank"`` (covariance
+        diag(d)^2 + B B^T with B of ``rank`` columns: correlations at O(D rank) cost per draw).
+    method : {"advi", "fullrank_advi", "meanfield", "fullrank"}, optional
+        A PyMC-style alias of ``family`` (``"advi"`` is mean-field, ``"fullrank_advi"``
+        full-rank); it must not contradict ``family``.
+    rank : int, optional
+        Columns of B for ``family="lowrank"`` (only for that family), 1 <= rank <= the number of
+        unconstrained parameters D; default round(sqrt(D)) (as Pyro's and NumPyro's low-rank
+        guides). Meant for rank well below D: near D the best (d, B) is not unique (roughly once
+        rank > D - sqrt(2 D)), the averaged iterates can come out with sds several % (up to
+        ~10 %) too small at the default lr, and ``"fullrank"`` is the better choice anyway.
+    steps : int, default 30_000
+        Maximum Adam steps, over every phase.
+    draws : int, default 1
+        Monte Carlo draws per step, evaluated as one batch.
+    lr : float, default 0.01
+        Adam step size.
+    gradient : {"auto", "stl", "closed_form"}, default "auto"
+        ``"stl"`` (sticking the landing: zero variance when q matches the posterior),
+        ``"closed_form"`` (closed-form entropy gradient) or ``"auto"``: STL, except for a
         full-rank fit without preconditioning, where STL's path term L^-T eps explodes while L is
         still far from the posterior's and the fit can diverge (seen on a D = 30 regression).
-    seed: the same seed gives the same result, whatever the thread count.
-    tol, tol_abs: the stopping rule (README, "How it works"). Every 5 windows of ``eval_every``
-        steps (a block) the fit is settled when the block mean of the ELBO changed from the block
-        before, and from the block 4 blocks back, by less than ``max(tol_abs, tol * improvement)``
-        per block (``improvement``: the climb since the first window) or by less than twice its
+    seed : int, default 0
+        The same seed gives the same result, whatever the thread count; in [0, 2**64).
+    tol, tol_abs : float, default 1e-5 and 0.05
+        The stopping rule (README, "How a fit runs"). Every 5 windows of ``eval_every`` steps (a
+        block) the fit is settled when the block mean of the ELBO changed from the block before,
+        and from the block 4 blocks back, by less than ``max(tol_abs, tol * improvement)`` per
+        block (``improvement``: the climb since the first window) or by less than twice its
         Monte Carlo standard error, and q has stopped moving: no coordinate of its mean moved by
         more than 0.5 of q's sd per block the same way twice (or 1 sd once), no log sd changed by
-        more than 0.01 the same way 3 blocks running. ``patience`` settled checks running make the
-        fit converged, and the averaging phase confirms it (or withdraws it, if q's means or
-        scales trend over the phase). Adding a constant to the log density changes nothing in the
-        rule. ``tol=None`` or 0 runs all ``steps``. An unconverged fit warns
-        (``ConvergenceWarning``); so does a posterior that looks improper or unidentified (a flat
-        direction at the mode, or q's scale still growing at the end: ``ImproperPosteriorWarning``,
-        with ``converged`` False) and a result that is not finite in the constrained space.
-    precondition: ``"auto"`` (default) first finds the posterior mode and the Hessian there and runs
-        the fit in coordinates whitened by that Laplace approximation (full Cholesky for full-rank,
-        diagonal otherwise), which makes badly scaled and strongly correlated posteriors as easy as
+        more than 0.01 the same way 3 blocks running. Adding a constant to the log density
+        changes nothing in the rule. ``tol=None`` or 0 runs all ``steps``.
+    eval_every : int, default 100
+        Steps per window: the ELBO is recorded (``fit.elbo``) and the callback called at the end
+        of each.
+    patience : int, default 2
+        Settled checks running that make the fit converged; the averaging phase confirms it (or
+        withdraws it, if q's means or scales trend over the phase).
+    average : bool, default True
+        Once converged, keep going for an averaging phase (as long as convergence took, and at
+        least 4,000 draws) and return the mean of its iterates: this removes the jitter a
+        constant step size leaves around the optimum. An unconverged fit averages its last two
+        windows.
+    precision : float or None, default 0.05
+        What "converged" promises. A constant step size leaves the averaged q off the optimum by
+        a bias that grows with ``lr`` (0.08 sd on a 31-coefficient logistic regression at
+        lr = 0.01, the same at every seed), so after the averaging phase the fit restarts from
+        the averaged q with a 4x smaller step size, converges and averages again, and estimates
+        the remaining error from the change between the two averages (bias taken as proportional
+        to the step size): ``fit.error_mean`` (largest |mean error| in q's sds over the
+        unconstrained coordinates) and ``fit.error_scale`` (largest |log sd error|). It refines
+        up to 3 times; ``converged`` is True only when both are below ``precision``. ``None``:
+        no refinement, no error estimate (fastvi 0.1's behaviour: faster, less exact).
+    precondition : {"auto", None}, default "auto"
+        ``"auto"`` first finds the posterior mode and the Hessian there and runs the fit in
+        coordinates whitened by that Laplace approximation (full Cholesky for full-rank, diagonal
+        otherwise), which makes badly scaled and strongly correlated posteriors as easy as
         well-conditioned ones; models without a proper mode are fitted without it (``fit.laplace``
         says what happened). ``None`` turns it off. The low-rank family also starts B along the
         Laplace covariance's leading directions (when the full Hessian is formed, D <= 2000).
-    average: once converged, keep going for an averaging phase (as long as convergence took, and
-        at least 4,000 draws) and return the mean of its iterates: this removes the jitter a
-        constant step size leaves around the optimum. An unconverged fit averages its last two
-        windows.
-    precision: what "converged" promises (default 0.05). A constant step size leaves the averaged
-        q off the optimum by a bias that grows with ``lr`` (0.08 sd on a 31-coefficient logistic
-        regression at lr = 0.01, the same at every seed), so after the averaging phase the fit
-        restarts from the averaged q with a 4x smaller step size, converges and averages again,
-        and estimates the remaining error from the change between the two averages (bias taken
-        as proportional to the step size): ``fit.error_mean`` (largest |mean error| in q's sds over
-        the unconstrained coordinates) and ``fit.error_scale`` (largest |log sd error|). It
-        refines up to 3 times; ``converged`` is True only when both are below ``precision``.
-        ``None``: no refinement, no error estimate (fastvi 0.1's behaviour: faster, less exact).
-    init: constrained starting values (dict by parameter name; others start at 0 in the
-        unconstrained space): the start of the mode search, or of q's mean without preconditioning.
-    init_scale: starting standard deviation of q, in the optimiser's coordinates (default 1 when
+    init : dict of str to array_like, optional
+        Constrained starting values by parameter name (others start at 0 in the unconstrained
+        space): the start of the mode search, or of q's mean without preconditioning.
+    init_scale : float, optional
+        Starting standard deviation of q, in the optimiser's coordinates (default 1 when
         preconditioned, i.e. the Laplace approximation's scale; 0.1 otherwise).
-    threads: OpenMP threads for large kernels (default: OMP_NUM_THREADS or all cores).
-    progress: show a tqdm progress bar. callback: called as ``callback(step, total, elbo,
-        skipped)`` every ``eval_every`` steps; it returns None or True to go on, False to stop the
-        fit (anything else is a TypeError).
+    threads : int, optional
+        OpenMP threads for large kernels (default: OMP_NUM_THREADS or all cores). The result
+        does not depend on it.
+    progress : bool, default False
+        Show a tqdm progress bar (needs tqdm: ``pip install fastvi[progress]``).
+    callback : callable, optional
+        Called as ``callback(step, total, elbo, skipped)`` (``elbo``: the last window's ELBO,
+        NaN before the first) at the end of every window of ``eval_every`` steps, and at least
+        every 0.25 s while the fit runs. It returns None or True to go on, False to stop the fit
+        (as Ctrl-C does); anything else is a TypeError.
+    psis_draws : int, default 1000
+        After the fit, draw this many points from q and run the PSIS diagnostic on them
+        (``fit.khat``, ``fit.ess``, ``fit.psis``; :mod:`fastvi.psis` explains it); 0 skips it. Its
+        cost is one batched log density evaluation of ``psis_draws`` points (3-5 % of a small
+        fit's time at the default; bench/README.md). A k-hat between 0.5 and 0.7 is recomputed
+        from 4 x psis_draws draws (k-hat's sampling sd is ~0.14 at 1,000 draws, and a fit near
+        the 0.7 line deserves a firmer answer). The draws' seed is derived from ``seed``.
 
-    psis_draws: after the fit, draw this many points from q and run the PSIS diagnostic on them
-        (``fit.khat``, ``fit.ess``, ``fit.psis``; ``fastvi.psis`` explains it), warning with a
-        PosteriorShapeWarning when k-hat > 0.7; 0 skips it. Its cost is one batched log density
-        evaluation of psis_draws points (3-5 % of a small fit's time at the default; bench/README.md).
-        A k-hat between 0.5 and 0.7 is recomputed from 4 x psis_draws draws (k-hat's sampling sd
-        is ~0.14 at 1,000 draws, and a fit near the 0.7 line deserves a firmer answer).
-        The draws' seed is derived from ``seed``.
+    Returns
+    -------
+    Approximation
+        The fitted q, with what happened (``converged``, ``message``, ``status``, ...). Ctrl-C
+        stops the fit and returns the approximation reached so far (``interrupted`` is True;
+        PSIS is skipped).
 
-    Ctrl-C stops the fit and returns the approximation reached so far (``interrupted`` is True;
-    PSIS is skipped).
+    Raises
+    ------
+    TypeError
+        If ``model`` is not a Model, an integer setting is not an int, a flag not a bool, a
+        float setting not a number, ``init`` not a dict, ``callback`` not callable (or it returns
+        something other than None, True or False).
+    ValueError
+        If the model has no parameters, or a setting is out of range or contradicts another
+        (``family`` and ``method``; ``rank`` for a family other than "lowrank" or above D), or
+        ``init`` names unknown parameters or values outside their bounds.
+    ImportError
+        With ``progress=True`` when tqdm is not installed.
+    MemoryError
+        If the fit runs out of memory (the message names the settings that size it).
+
+    Warns
+    -----
+    ConvergenceWarning
+        When the fit did not converge (unless ``tol`` is None or 0), skipped non-finite steps, diverged,
+        was interrupted, found no proper mode to precondition with, or its result is not finite
+        in the constrained space (``converged`` is then False).
+    ImproperPosteriorWarning
+        When the posterior looks improper or unidentified: a flat direction at the mode, or q's
+        scale still growing at the end (``converged`` is False).
+    PosteriorShapeWarning
+        When the PSIS k-hat is above 0.7 (q is a poor approximation of the posterior).
+
+    See Also
+    --------
+    Approximation : The result.
+    summary : A table of the fit's draws.
+
+    Examples
+    --------
+    The textbook example: w ~ Normal(0, 1), x_i ~ Normal(w, 1); the exact posterior is
+    Normal(sum(x) / 101, 1 / sqrt(101)).
 
     >>> import numpy as np, fastvi as fv
     >>> np.random.seed(42)
@@ -131,6 +204,21 @@ def fit(
     >>> approx = fv.fit(model, steps=10_000, seed=0)
     >>> bool(abs(approx.mean()["w"] - x.sum() / 101) < 0.01)
     True
+    >>> bool(abs(approx.std()["w"] - 1 / np.sqrt(101)) < 0.01), approx.converged
+    (True, True)
+
+    The other families, and a callback that stops the fit after 1,000 steps:
+
+    >>> fv.fit(model, family="fullrank", seed=0).status.use
+    'q'
+    >>> fv.fit(model, family="lowrank", rank=1, seed=0).rank
+    1
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     stopped = fv.fit(model, seed=0, callback=lambda step, total, elbo, skipped: step < 1000)
+    >>> stopped.interrupted, stopped.steps, caught[0].category.__name__
+    (True, 1000, 'ConvergenceWarning')
     """
     if not isinstance(model, Model):
         raise TypeError(f"model must be a fastvi.Model, got {type(model).__name__}")

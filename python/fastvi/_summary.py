@@ -14,8 +14,38 @@ class Summary:
     """A table with one row per scalar (``w``, ``beta[0]``, ``L[1, 0]``) and statistics as columns.
 
     ``str(summary)`` prints the table (and, for a fitted approximation, a line with its PSIS
-    k-hat: ``notes``); ``summary.to_dict()`` gives ``{row: {column: value}}``;
-    ``summary.to_dataframe()`` needs pandas.
+    k-hat and its status: ``notes``); ``summary[row]`` gives one row as ``{column: value}``;
+    ``summary.to_dict()`` gives ``{row: {column: value}}``; ``summary.to_dataframe()`` needs
+    pandas. Made by :func:`summary`.
+
+    Attributes
+    ----------
+    rows : list of str
+        One name per scalar: ``w``, ``beta[0]``, ``L[1, 0]`` (C order within a block).
+    columns : list of str
+        The statistics: ``mean``, ``sd`` and one column per quantile (``3%``, ``97%``).
+    values : ndarray
+        The table, shape ``(len(rows), len(columns))``.
+    notes : list of str
+        Lines printed below the table.
+
+    See Also
+    --------
+    summary
+
+    Examples
+    --------
+    >>> import numpy as np, fastvi as fv
+    >>> s = fv.summary({"w": np.arange(101.0), "b": np.arange(202.0).reshape(101, 2)})
+    >>> print(s)
+               mean         sd         3%        97%
+    w            50       29.3          3         97
+    b[0]        100       58.6          6        194
+    b[1]        101       58.6          7        195
+    >>> s.rows, s.values.shape
+    (['w', 'b[0]', 'b[1]'], (3, 4))
+    >>> s["b[1]"]["97%"]
+    195.0
     """
 
     def __init__(self, rows: List[str], columns: List[str], values: np.ndarray, notes: Sequence[str] = ()):
@@ -25,14 +55,47 @@ class Summary:
         self.notes: List[str] = list(notes)  # printed below the table
 
     def to_dict(self) -> Dict[str, Dict[str, float]]:
+        """The table as ``{row: {column: value}}``, with Python floats.
+
+        Returns
+        -------
+        dict of str to dict of str to float
+            One entry per row, each ``{column: value}``.
+
+        Examples
+        --------
+        >>> import numpy as np, fastvi as fv
+        >>> fv.summary({"w": np.arange(101.0)}).to_dict()["w"]["mean"]
+        50.0
+        """
         return {r: {c: float(v) for c, v in zip(self.columns, row)} for r, row in zip(self.rows, self.values)}
 
     def to_dataframe(self):
+        """The table as a pandas DataFrame: rows as its index, statistics as its columns.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by the rows, with the statistics as columns.
+
+        Raises
+        ------
+        ImportError
+            If pandas is not installed (it is an optional dependency).
+
+        Examples
+        --------
+        >>> import numpy as np, fastvi as fv
+        >>> df = fv.summary({"w": np.arange(101.0)}).to_dataframe()
+        >>> list(df.index), list(df.columns), float(df.loc["w", "mean"])
+        (['w'], ['mean', 'sd', '3%', '97%'], 50.0)
+        """
         import pandas as pd  # optional dependency
 
         return pd.DataFrame(self.values, index=self.rows, columns=self.columns)
 
     def __getitem__(self, row: str) -> Dict[str, float]:
+        """One row as ``{column: value}`` (ValueError if there is no such row)."""
         return dict(zip(self.columns, map(float, self.values[self.rows.index(row)])))
 
     def __str__(self) -> str:
@@ -47,18 +110,62 @@ class Summary:
 
 
 def summary(draws: Any, quantiles: Sequence[float] = (0.03, 0.97), importance: Optional[str] = None) -> Summary:
-    """Summarises draws (a dict of arrays with a leading draw axis, or a fitted approximation,
-    from which 4,000 draws are taken with seed 0) by mean, sd (ddof=1) and quantiles.
+    """Summarises draws by mean, sd (ddof=1) and quantiles, one row per scalar.
 
     For a fitted approximation the summary's notes give its PSIS k-hat and ESS (see
     ``fastvi.psis``: below 0.5 q is fine, 0.5 to 0.7 the PSIS-corrected draws are usually better,
-    above 0.7 neither is reliable); ``importance="psis"`` summarises draws resampled with the PSIS
-    weights (``fit.sample(4000, seed=0, importance="psis")``) instead of draws from q.
+    above 0.7 neither is reliable) and its status (``fit.status``).
 
+    Parameters
+    ----------
+    draws : dict of str to array_like, or Approximation
+        Arrays with a leading draw axis (at least 2 draws), as ``fit.sample(n)`` returns them;
+        or a fitted approximation, from which 4,000 draws are taken with seed 0
+        (``fit.sample(4000, seed=0)``).
+    quantiles : sequence of float, default (0.03, 0.97)
+        The quantiles to report, each in [0, 1]; the columns are named ``"3%"``, ``"97%"``, ...
+    importance : {None, "psis"}, default None
+        For a fitted approximation only: ``"psis"`` summarises draws resampled with the PSIS
+        weights (``fit.sample(4000, seed=0, importance="psis")``) instead of draws from q.
+
+    Returns
+    -------
+    Summary
+        The table; ``print`` it, index it by row (``s["w"]["mean"]``) or convert it
+        (``to_dict``, ``to_dataframe``).
+
+    Raises
+    ------
+    TypeError
+        If ``draws`` is neither a dict of arrays nor a fitted approximation.
+    ValueError
+        If a quantile is outside [0, 1], an array has no leading draw axis of at least 2 draws,
+        ``importance`` is given with a dict of draws, or is not None or "psis".
+
+    See Also
+    --------
+    Approximation.sample, Approximation.mean, Approximation.std
+
+    Examples
+    --------
     >>> import numpy as np, fastvi as fv
     >>> s = fv.summary({"w": np.arange(101.0)})
     >>> s["w"]["mean"], s["w"]["3%"]
     (50.0, 3.0)
+
+    A fitted approximation (posterior Normal(1.5, 0.5)), with its PSIS diagnostic in the notes:
+
+    >>> m = fv.Model()
+    >>> w = m.param("w")
+    >>> m.add("normal", w, loc=0.0, scale=1.0)
+    >>> m.add("normal", np.array([1.9, 2.1, 2.0]), loc=w, scale=1.0)
+    >>> s = fv.summary(fv.fit(m, seed=0))
+    >>> s.rows, s.columns
+    (['w'], ['mean', 'sd', '3%', '97%'])
+    >>> bool(abs(s["w"]["mean"] - 1.5) < 0.05 and abs(s["w"]["sd"] - 0.5) < 0.05)
+    True
+    >>> print(s.notes[0])    # doctest: +ELLIPSIS
+    draws from q; PSIS k-hat = ... (< 0.5: q is close to the posterior), ESS = ... of 1000
     """
     notes: List[str] = []
     if hasattr(draws, "sample") and callable(draws.sample):

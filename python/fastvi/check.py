@@ -23,7 +23,32 @@ _BOUNDS = {
 
 @dataclass(frozen=True)
 class InputCheck:
-    """How one parameter input's analytic gradient compares with finite differences."""
+    """How one parameter input's analytic gradient compares with finite differences.
+
+    An entry of :attr:`KernelCheck.inputs`.
+
+    Attributes
+    ----------
+    name : str
+        The input.
+    max_abs_error : float
+        Max ``|analytic - numerical|`` over the input's elements and the draws.
+    max_rel_error : float
+        Max of the same divided by ``max(|analytic|, |numerical|)``, over the elements where that
+        exceeds ``atol`` (0 if there are none).
+    passed : bool
+        Whether every element passed ``|analytic - numerical| <= atol + rtol * max(|analytic|,
+        |numerical|)``.
+    worst : str
+        The element and draw furthest outside the tolerance (or closest to it), with both values.
+
+    Examples
+    --------
+    >>> import fastvi as fv
+    >>> check = fv.check_kernel("normal").inputs["scale"]
+    >>> check.name, check.passed, check.max_abs_error < 1e-6
+    ('scale', True, True)
+    """
 
     name: str
     max_abs_error: float  # max |analytic - numerical| over the input's elements and the draws
@@ -34,7 +59,44 @@ class InputCheck:
 
 @dataclass(frozen=True)
 class KernelCheck:
-    """The report of :func:`check_kernel`."""
+    """The report of :func:`check_kernel`; ``print(report)`` shows a table of errors per input.
+
+    Attributes
+    ----------
+    kernel : str
+        The kernel checked.
+    params : tuple of str
+        The inputs made parameters (their gradients were checked).
+    draws : int
+        The number of points.
+    lp : ndarray
+        The kernel's log density at each point, shape ``(draws,)``.
+    reference_error : float or None
+        Max ``|lp - reference| / max(1, |reference|)`` over the points, if a reference was given.
+    inputs : dict of str to InputCheck
+        The gradient check of each parameter input.
+    failures : tuple of str
+        One line per problem found; empty if the check passed.
+    passed : bool
+        True if nothing failed.
+
+    Examples
+    --------
+    A kernel with a sign error in one gradient:
+
+    >>> import fastvi as fv
+    >>> def wrong(y, loc, params):
+    ...     return -0.5 * (y - loc) ** 2, {"y": -(y - loc), "loc": -(y - loc)}   # d/d loc is +(y - loc)
+    >>> _ = fv.register_kernel("doc_wrong_normal", ["y", "loc"], wrong)
+    >>> report = fv.check_kernel("doc_wrong_normal", raise_on_failure=False)
+    >>> report.passed, report.inputs["y"].passed, report.inputs["loc"].passed
+    (False, True, False)
+    >>> print(report)    # doctest: +ELLIPSIS
+    check_kernel('doc_wrong_normal'): FAILED (3 draws)
+      input             max abs error  max rel error
+      y ... ok
+      loc ... FAILED: loc at draw ...
+    """
 
     kernel: str
     params: Tuple[str, ...]  # the inputs made parameters (their gradients were checked)
@@ -46,6 +108,14 @@ class KernelCheck:
 
     @property
     def passed(self) -> bool:
+        """True if the check found no problem (``failures`` is empty).
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> fv.check_kernel("exponential").passed
+        True
+        """
         return not self.failures
 
     def __str__(self) -> str:
@@ -77,37 +147,86 @@ def check_kernel(
     reference_rtol: float = 1e-9,
     raise_on_failure: bool = True,
 ) -> KernelCheck:
-    """Checks a registered kernel's gradients (built-in, Python or C++) against central finite
-    differences, in the constrained space where the kernel is defined (no transform Jacobians).
+    """Checks a registered kernel's gradients against central finite differences.
 
-    kernel: its registered name. values: ``{input: value}`` (numbers or arrays). Inputs listed in
-        ``params`` become parameters of a small model; every other input takes its value from
-        ``values`` or, if omitted, the kernel's default (an input with neither is an error).
-    params: the inputs to differentiate; default: every input that can be a parameter (not data
+    Works for any kernel (built-in, Python or C++), in the constrained space where the kernel is
+    defined (no transform Jacobians): the inputs in ``params`` become parameters of a small
+    model, the log density and its gradient are evaluated at ``draws`` points in one batch, and
+    each gradient is compared with central differences of the log density.
+
+    Parameters
+    ----------
+    kernel : str
+        The kernel's registered name.
+    values : dict of str to array_like, optional
+        ``{input: value}`` (numbers or arrays). Every input not in ``params`` takes its value
+        from here or, if omitted, the kernel's default (an input with neither is an error). A
+        parameter input's value must lie strictly inside its support.
+    params : sequence of str or str, optional
+        The inputs to differentiate; default: every input that can be a parameter (not data
         only, support not "binary" or "count"). A parameter's shape is that of its value in
-        ``values``, else ``shape`` (default: a scalar). Parameters are declared with bounds that
-        match their support (``lower=0`` for a positive input).
-    draws: the number of points, evaluated as one batch: a parameter with a given value takes it at
+        ``values``, else ``shape``. Parameters are declared with bounds that match their support
+        (``lower=0`` for a positive input).
+    shape : int or tuple of int, default ()
+        The shape of parameters without a value (default: scalars).
+    draws : int, default 3
+        The number of points, evaluated as one batch: a parameter with a given value takes it at
         draw 0 and random perturbations of it at the others; one without takes random values
-        (unconstrained standard normal draws, mapped into its support). seed: for those draws.
-    h: the finite-difference step, relative to max(1, |value|) (and kept inside the support).
-    rtol, atol: an element passes if |analytic - numerical| <= atol + rtol * max(|analytic|,
-        |numerical|).
-    reference: optionally, a function of the inputs (as keywords, each in its own shape) returning
-        element-wise log densities, e.g. ``lambda y, loc, scale: scipy.stats.laplace.logpdf(y, loc,
-        scale)``: the kernel's log density must match its sum to ``reference_rtol`` (relative to
-        max(1, |reference|)).
-    raise_on_failure: raise AssertionError (with the report) if anything fails; else just return
-        the report.
+        (unconstrained standard normal draws, mapped into its support).
+    seed : int, default 0
+        The seed of those random values.
+    h : float, default 1e-6
+        The finite-difference step, relative to ``max(1, |value|)`` (and kept inside the
+        support).
+    rtol, atol : float, default 1e-5 and 1e-6
+        An element passes if ``|analytic - numerical| <= atol + rtol * max(|analytic|,
+        |numerical|)``.
+    reference : callable, optional
+        A function of the inputs (as keywords, each in its own shape) returning element-wise log
+        densities, e.g. ``lambda y, loc, scale: scipy.stats.laplace.logpdf(y, loc, scale)``: the
+        kernel's log density must match its sum to ``reference_rtol`` (relative to
+        ``max(1, |reference|)``).
+    reference_rtol : float, default 1e-9
+        The tolerance of that comparison.
+    raise_on_failure : bool, default True
+        Raise AssertionError (with the report) if anything fails; else just return the report.
 
-    Returns a :class:`KernelCheck` (print it for a table of errors per input).
+    Returns
+    -------
+    KernelCheck
+        The report (print it for a table of errors per input).
 
+    Raises
+    ------
+    AssertionError
+        If a gradient or the reference comparison fails, or the log density is not finite at a
+        point (unless ``raise_on_failure=False``).
+    ValueError
+        For an unknown kernel or input, an input that cannot be a parameter in ``params``, no
+        input that can be, a parameter value outside its support, a missing value without a
+        default, or invalid ``draws``, ``h``, ``rtol``, ``atol`` or ``reference_rtol``.
+
+    See Also
+    --------
+    register_kernel : Register a kernel written in Python.
+    KernelCheck : The report.
+
+    Examples
+    --------
     >>> import fastvi as fv
     >>> report = fv.check_kernel("normal", {"y": [0.5, -1.0]}, draws=4)
     >>> report.passed, report.params
     (True, ('y', 'loc', 'scale'))
     >>> report.inputs["scale"].max_abs_error < 1e-6
     True
+
+    Against scipy's log density, with the data fixed and only the rate as a parameter:
+
+    >>> from scipy import stats
+    >>> report = fv.check_kernel("gamma", {"y": [0.5, 2.0], "shape": 3.0}, params=["rate"],
+    ...                          reference=lambda y, shape, rate: stats.gamma.logpdf(y, shape, scale=1 / rate))
+    >>> report.params, report.reference_error < 1e-9
+    (('rate',), True)
     """
     spec = kernel_spec(kernel)
     names = [i.name for i in spec.inputs]

@@ -29,6 +29,45 @@ class Expr:
     functions :func:`exp`, :func:`log`, :func:`log1p_exp`, :func:`inv_logit` and :func:`sum`.
     Any kernel input accepts an expression.
 
+    Every operation adds a node to the model's graph in C++, evaluated for the whole batch of
+    draws at each fit step with reverse-mode gradients (no Python in the loop). Expressions are
+    not constructed directly: they come from :meth:`Model.param` and from operations on
+    parameters and other expressions of the same model.
+
+    Attributes
+    ----------
+    shape : tuple of int
+        The expression's shape (numpy broadcasting of its operands).
+    lower, upper : float
+        Bounds the expression is known to respect (``-inf`` / ``inf`` when unknown). They are
+        tracked only where they are easy and certain (a sum of bounded terms, a product or
+        quotient of non-negative ones, ``exp``, ``inv_logit``, ...), and let an expression pass
+        a kernel's support check: ``scale=tau * s`` with ``tau`` and ``s`` positive parameters.
+    size : int
+        The number of elements.
+    ndim : int
+        The number of dimensions.
+
+    Raises
+    ------
+    ValueError
+        When an operation combines expressions of different models, shapes that do not
+        broadcast, data containing NaN or inf, or divides by data that contains 0.
+    TypeError
+        On ``bool(expr)``, iteration, ``expr @ X`` (only ``X @ expr`` with a data matrix ``X``) and
+        indexing with an expression.
+    IndexError
+        When an index is out of range.
+
+    See Also
+    --------
+    Model.deterministic : Record an expression so that its values appear in draws and summaries.
+    exp, log, log1p_exp, inv_logit, sum : Element-wise functions and the sum of an expression.
+
+    Examples
+    --------
+    A non-centred hierarchical effect, recorded as a deterministic:
+
     >>> import numpy as np, fastvi as fv
     >>> m = fv.Model()
     >>> mu, tau = m.param("mu"), m.param("tau", lower=0.0)
@@ -36,6 +75,14 @@ class Expr:
     >>> theta = m.deterministic("theta", mu + tau * theta_raw)
     >>> theta.shape
     (8,)
+
+    A linear predictor and bounds:
+
+    >>> X = np.ones((5, 8))
+    >>> (X @ theta).shape, theta[1:].shape, theta[np.array([0, 0, 3])].shape
+    ((5,), (7,), (3,))
+    >>> (2.0 * tau).lower, (tau + 1.0).lower, (mu * tau).lower
+    (0.0, 1.0, -inf)
     """
 
     # numpy defers to our reflected operators, so X @ beta and 2.0 * beta build expressions
@@ -59,10 +106,26 @@ class Expr:
 
     @property
     def size(self) -> int:
+        """The number of elements (1 for a scalar).
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> fv.Model().param("beta", shape=(2, 3)).size
+        6
+        """
         return element_count(self.shape)
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions (0 for a scalar).
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> fv.Model().param("beta", shape=(2, 3)).ndim
+        2
+        """
         return len(self.shape)
 
     def __repr__(self) -> str:
@@ -177,6 +240,26 @@ class Expr:
         return self._new(block, picked.shape, self.lower, self.upper, label)
 
     def sum(self) -> Expr:
+        """The sum of all elements, a scalar expression: the same as ``fv.sum(self)``.
+
+        Returns
+        -------
+        Expr
+            A scalar expression.
+
+        See Also
+        --------
+        sum : The function form.
+
+        Examples
+        --------
+        >>> import numpy as np, fastvi as fv
+        >>> m = fv.Model()
+        >>> b = m.param("b", shape=(3,))
+        >>> total = m.deterministic("total", b.sum())
+        >>> float(m.constrain(np.array([1.0, 2.0, 3.0]))["total"])
+        6.0
+        """
         return sum(self)
 
     def __bool__(self):
@@ -227,27 +310,191 @@ def _unary(x: Expr, op: str, lower: float, upper: float) -> Expr:
 
 
 def exp(x: Expr) -> Expr:
-    """Element-wise exp of an expression."""
+    """Element-wise exp of an expression.
+
+    Parameters
+    ----------
+    x : Expr
+        A parameter or an expression of parameters (for data, use numpy).
+
+    Returns
+    -------
+    Expr
+        ``exp(x)``, shaped like ``x``, with ``lower`` 0: it passes a kernel's check that an input
+        is positive (``scale=fv.exp(log_sigma)``).
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not an expression.
+
+    See Also
+    --------
+    log, log1p_exp
+
+    Examples
+    --------
+    >>> import numpy as np, fastvi as fv
+    >>> m = fv.Model()
+    >>> log_sigma = m.param("log_sigma")
+    >>> sigma = m.deterministic("sigma", fv.exp(log_sigma))
+    >>> sigma.lower
+    0.0
+    >>> m.add("normal", np.array([0.3, -0.2]), loc=0.0, scale=sigma)
+    >>> round(float(m.constrain(np.array([np.log(2.0)]))["sigma"]), 6)
+    2.0
+    """
     return _unary(x, "exp", 0.0, math.inf)
 
 
 def log(x: Expr) -> Expr:
-    """Element-wise natural log of an expression (NaN draws where x <= 0 are skipped by the fit)."""
+    """Element-wise natural log of an expression.
+
+    A draw at which ``x <= 0`` gives NaN or ``-inf``: the fit skips that step (see :func:`fit`),
+    so apply it to expressions that are positive (a parameter declared with ``lower=0``, say).
+
+    Parameters
+    ----------
+    x : Expr
+        A parameter or an expression of parameters (for data, use numpy).
+
+    Returns
+    -------
+    Expr
+        ``log(x)``, shaped like ``x``, with no known bounds.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not an expression.
+
+    See Also
+    --------
+    exp
+
+    Examples
+    --------
+    >>> import numpy as np, fastvi as fv
+    >>> m = fv.Model()
+    >>> x = m.param("x", lower=0.0)
+    >>> log_x = m.deterministic("log_x", fv.log(x))
+    >>> values = m.constrain(m.unconstrain({"x": 2.0}))
+    >>> round(float(values["log_x"]), 4)
+    0.6931
+    """
     return _unary(x, "log", -math.inf, math.inf)
 
 
 def log1p_exp(x: Expr) -> Expr:
-    """Element-wise log(1 + exp(x)) (softplus), computed without overflow."""
+    """Element-wise log(1 + exp(x)) (softplus), computed without overflow.
+
+    Parameters
+    ----------
+    x : Expr
+        A parameter or an expression of parameters (for data, use numpy).
+
+    Returns
+    -------
+    Expr
+        ``log(1 + exp(x))``, shaped like ``x``, with ``lower`` 0.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not an expression.
+
+    See Also
+    --------
+    exp, inv_logit
+
+    Examples
+    --------
+    >>> import numpy as np, fastvi as fv
+    >>> m = fv.Model()
+    >>> z = m.param("z")
+    >>> softplus = m.deterministic("softplus", fv.log1p_exp(z))
+    >>> round(float(m.constrain(np.array([0.0]))["softplus"]), 4)
+    0.6931
+    >>> float(m.constrain(np.array([800.0]))["softplus"])    # exp(800) would overflow
+    800.0
+    """
     return _unary(x, "log1p_exp", 0.0, math.inf)
 
 
 def inv_logit(x: Expr) -> Expr:
-    """Element-wise 1 / (1 + exp(-x))."""
+    """Element-wise 1 / (1 + exp(-x)), the logistic function.
+
+    Parameters
+    ----------
+    x : Expr
+        A parameter or an expression of parameters (for data, use numpy).
+
+    Returns
+    -------
+    Expr
+        ``1 / (1 + exp(-x))``, shaped like ``x``, with bounds 0 and 1: it passes a kernel's check
+        for a "unit_interval" input.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not an expression.
+
+    See Also
+    --------
+    log1p_exp
+
+    Examples
+    --------
+    >>> import numpy as np, fastvi as fv
+    >>> m = fv.Model()
+    >>> z = m.param("z")
+    >>> p = m.deterministic("p", fv.inv_logit(z))
+    >>> p.lower, p.upper
+    (0.0, 1.0)
+    >>> float(m.constrain(np.array([0.0]))["p"])
+    0.5
+    """
     return _unary(x, "inv_logit", 0.0, 1.0)
 
 
 def sum(x: Expr) -> Expr:
-    """The sum of all elements of an expression (a scalar expression)."""
+    """The sum of all elements of an expression (a scalar expression).
+
+    Python's built-in ``sum`` does not work on an expression (iterating over one is a
+    TypeError); this one adds a single node to the graph.
+
+    Parameters
+    ----------
+    x : Expr
+        A parameter or an expression of parameters (for data, use numpy).
+
+    Returns
+    -------
+    Expr
+        A scalar expression. Its lower bound is ``size * x.lower`` when ``x.lower >= 0`` (else
+        none), its upper bound ``size * x.upper`` when ``x.upper`` is finite.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not an expression.
+
+    See Also
+    --------
+    Expr.sum : The method form.
+
+    Examples
+    --------
+    >>> import numpy as np, fastvi as fv
+    >>> m = fv.Model()
+    >>> b = m.param("b", shape=(3,), lower=0.0)
+    >>> total = m.deterministic("total", fv.sum(b))
+    >>> total.shape, total.lower
+    ((), 0.0)
+    >>> float(m.constrain(np.zeros(3))["total"])    # each element is 0 + exp(0) = 1
+    3.0
+    """
     if not isinstance(x, Expr):
         raise TypeError("fv.sum takes an expression or parameter; use numpy for data")
     label = f"sum({x._label})"

@@ -55,7 +55,44 @@ _SINGULAR = 1e-7
 
 @dataclass
 class Laplace:
-    """The outcome of the mode search: what was found and how the fit will use it."""
+    """The outcome of the mode search: what was found and how the fit will use it.
+
+    ``fit.laplace`` of a fit with ``precondition="auto"`` (the default); not constructed directly.
+
+    Attributes
+    ----------
+    ok : bool
+        Whether a proper mode was found (the fit was then preconditioned with it).
+    message : str
+        What was found, in words.
+    mode : ndarray or None
+        The mode in the unconstrained space (dim,).
+    hessian_diag : ndarray or None
+        The diagonal of the Hessian of -log p at the mode.
+    covariance : ndarray or None
+        Its inverse, the Laplace covariance (dim, dim); None if only the diagonal was formed (the
+        mean-field family, or dim > 2000).
+    iterations, evaluations : int
+        L-BFGS iterations and log density evaluations.
+    kind : str
+        "ok", or why there is no proper mode: "flat" (unidentified or improper), "upward" (a
+        funnel or a saddle), "no_mode" (the log density kept increasing), "not_finite".
+    parameters : tuple of str
+        The parameters along the direction at fault.
+
+    Examples
+    --------
+    >>> import numpy as np, fastvi as fv
+    >>> m = fv.Model()
+    >>> w = m.param("w")
+    >>> m.add("normal", w, loc=0.0, scale=1.0)
+    >>> m.add("normal", np.array([1.9, 2.1, 2.0]), loc=w, scale=1.0)
+    >>> laplace = fv.fit(m, seed=0).laplace
+    >>> laplace.ok, laplace.kind
+    (True, 'ok')
+    >>> round(float(laplace.mode[0]), 2), round(float(laplace.hessian_diag[0]), 2)   # exact: 1.5 and 4
+    (1.5, 4.0)
+    """
 
     ok: bool
     message: str

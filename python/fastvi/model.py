@@ -26,7 +26,42 @@ Shape = Union[int, Sequence[int]]
 
 
 class Param(Expr):
-    """A parameter block of a :class:`Model`: pass it (or expressions of it) as kernel inputs."""
+    """A parameter block of a :class:`Model`: pass it (or expressions of it) as kernel inputs.
+
+    Returned by :meth:`Model.param`, not constructed directly. A parameter is an :class:`Expr`:
+    it combines with numbers, arrays and other expressions of its model.
+
+    Attributes
+    ----------
+    name : str
+        The parameter's name: the key of its values in ``fit.mean()``, ``fit.sample()``, ...
+    shape : tuple of int
+        The block's shape (``()`` for a scalar).
+    lower, upper : float
+        Its bounds (``-inf`` / ``inf`` where there is none).
+    constrained : bool
+        Whether it has a finite bound (and so a transform to the unconstrained space).
+    offset : int
+        The first coordinate of the block in the model's unconstrained vector (the block takes
+        coordinates ``offset`` to ``offset + size - 1``, in C order).
+    row : int
+        The first row of the block in the model's value matrix (internal bookkeeping).
+
+    See Also
+    --------
+    Model.param
+
+    Examples
+    --------
+    >>> import fastvi as fv
+    >>> m = fv.Model()
+    >>> sigma = m.param("sigma", lower=0.0)
+    >>> beta = m.param("beta", shape=(3,))
+    >>> sigma
+    Param('sigma', shape=(), lower=0)
+    >>> sigma.constrained, beta.constrained, beta.offset, beta.size
+    (True, False, 1, 3)
+    """
 
     def __init__(
         self,
@@ -51,6 +86,15 @@ class Param(Expr):
 
     @property
     def constrained(self) -> bool:
+        """Whether the parameter has a finite ``lower`` or ``upper`` bound.
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> m = fv.Model()
+        >>> m.param("p", lower=0.0, upper=1.0).constrained, m.param("z").constrained
+        (True, False)
+        """
         return math.isfinite(self.lower) or math.isfinite(self.upper)
 
     def __repr__(self) -> str:
@@ -109,22 +153,59 @@ def _check_interval(lo: float, hi: float, name: str) -> None:
 class Model:
     """A probabilistic model: parameters and the log-density factors that involve them.
 
-    Example (the posterior of a normal mean):
+    Declare parameters with :meth:`param`, add log-density terms (priors and likelihoods alike)
+    with :meth:`add`, record derived quantities with :meth:`deterministic`, then fit with
+    :func:`fastvi.fit`. The log density is the sum of the factors, with the log-Jacobians of the
+    constraint transforms, in the unconstrained space of dimension :attr:`dim`.
 
-    >>> import numpy as np, fastvi as fv
-    >>> x = np.random.default_rng(0).normal(2.0, 1.0, size=100)
-    >>> model = fv.Model()
-    >>> w = model.param("w")
-    >>> model.add("normal", w, loc=0.0, scale=1.0)
-    >>> model.add("normal", x, loc=w, scale=1.0)
-    >>> model.dim
-    1
+    Attributes
+    ----------
+    params : dict of str to Param
+        Declared parameters, in declaration order.
+    deterministics : dict of str to Expr
+        Recorded deterministic quantities, in the order they were recorded.
+    factors : list of (str, str)
+        ``(label, kernel name)`` of every factor, in the order they were added.
+    dim : int
+        Number of unconstrained coordinates (the total size of the parameter blocks).
 
+    See Also
+    --------
+    fit : Fit a Gaussian approximation to the model's posterior.
+    kernels : The kernels ``add`` accepts.
+
+    Notes
+    -----
     Models can be pickled, and ``copy.copy`` and ``copy.deepcopy`` give independent models (both
     rebuild the model from its build log). Use the copy's own parameters (``copy.params``), or
     copy a model together with expressions of it (``copy.deepcopy((model, expr))``). A model that
     uses a kernel registered from Python (``fv.register_kernel``) or by an extension module can
     only be unpickled where that kernel is registered (under the same name) first.
+
+    While the model is being fitted or evaluated in another thread, it cannot change: ``param``,
+    ``add`` and new expressions raise RuntimeError until that returns.
+
+    Examples
+    --------
+    The posterior of a normal mean:
+
+    >>> import numpy as np, fastvi as fv
+    >>> np.random.seed(42)
+    >>> x = np.random.normal(2.0, 1.0, size=100)
+    >>> model = fv.Model()
+    >>> w = model.param("w")
+    >>> model.add("normal", w, loc=0.0, scale=1.0)
+    >>> model.add("normal", x, loc=w, scale=1.0)
+    >>> model.dim, list(model.params)
+    (1, ['w'])
+
+    A copy is independent of the original:
+
+    >>> import copy
+    >>> other = copy.deepcopy(model)
+    >>> _ = other.param("extra")
+    >>> model.dim, other.dim
+    (1, 2)
     """
 
     def __init__(self) -> None:
@@ -145,8 +226,49 @@ class Model:
         """Declares a parameter block and returns a reference to use as a kernel input.
 
         ``lower`` and/or ``upper`` constrain it (through log or logit transforms; the fit works in
-        the unconstrained space and accounts for the Jacobian). A parameter with no factor acting on
-        it has a flat, improper prior. A block has at most 2**40 elements.
+        the unconstrained space and accounts for the Jacobian): lower-bounded ``lower + exp(z)``,
+        upper-bounded ``upper - exp(z)``, interval ``lower + (upper - lower) * inv_logit(z)``. A
+        parameter with no factor acting on it has a flat, improper prior.
+
+        Parameters
+        ----------
+        name : str
+            A non-empty name, unique among the model's parameters and deterministics.
+        shape : int or tuple of int, default ()
+            The block's shape; ``()`` is a scalar. Every dimension must be >= 1, and a block has
+            at most 2**40 elements.
+        lower, upper : float or None, default None
+            Bounds (``None``: unbounded on that side). With both, ``lower < upper`` and the width
+            ``upper - lower`` must be a finite float.
+
+        Returns
+        -------
+        Param
+            The parameter, to pass as a kernel input or combine into expressions.
+
+        Raises
+        ------
+        TypeError
+            If ``name`` is not a non-empty str, ``shape`` is not an int or a tuple of ints, or a
+            bound is not a real number (``bool`` is refused).
+        ValueError
+            If the name is already taken, a dimension is < 1, the block is too large, a bound is
+            NaN, ``lower >= upper``, or the interval's width overflows.
+        RuntimeError
+            If the model is being fitted or evaluated in another thread.
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> m = fv.Model()
+        >>> m.param("mu")
+        Param('mu', shape=())
+        >>> m.param("sigma", lower=0.0)
+        Param('sigma', shape=(), lower=0)
+        >>> m.param("p", shape=(2, 3), lower=0.0, upper=1.0)
+        Param('p', shape=(2, 3), lower=0, upper=1)
+        >>> m.dim
+        8
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"parameter name must be a non-empty str, got {name!r}")
@@ -164,7 +286,42 @@ class Model:
 
     def deterministic(self, name: str, expr: Expr) -> Expr:
         """Records ``expr`` under ``name``: its values appear in ``sample()``, ``mean()``, ``std()``
-        and summaries. Returns ``expr``, so it can be used as a kernel input too."""
+        and summaries.
+
+        Parameters
+        ----------
+        name : str
+            A non-empty name, unique among the model's parameters and deterministics.
+        expr : Expr
+            An expression of this model's parameters.
+
+        Returns
+        -------
+        Expr
+            ``expr`` itself, so that it can be used as a kernel input too.
+
+        Raises
+        ------
+        TypeError
+            If ``name`` is not a non-empty str, or ``expr`` is not an expression of this model.
+        ValueError
+            If the name is already used.
+
+        See Also
+        --------
+        Approximation.mean : A deterministic's mean is a Monte Carlo estimate over 10,000 draws.
+
+        Examples
+        --------
+        >>> import numpy as np, fastvi as fv
+        >>> m = fv.Model()
+        >>> log_sigma = m.param("log_sigma")
+        >>> sigma = m.deterministic("sigma", fv.exp(log_sigma))
+        >>> list(m.deterministics)
+        ['sigma']
+        >>> float(m.constrain(np.array([0.0]))["sigma"])
+        1.0
+        """
         if not isinstance(name, str) or not name:
             raise TypeError(f"deterministic name must be a non-empty str, got {name!r}")
         if name in self._params or name in self._deterministics:
@@ -177,17 +334,45 @@ class Model:
 
     @property
     def deterministics(self) -> Dict[str, Expr]:
-        """Recorded deterministic quantities, in the order they were recorded."""
+        """Recorded deterministic quantities, in the order they were recorded (a new dict).
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> m = fv.Model()
+        >>> a = m.param("a")
+        >>> _ = m.deterministic("twice_a", 2.0 * a)
+        >>> m.deterministics
+        {'twice_a': <Expr (data * a) shape=()>}
+        """
         return dict(self._deterministics)
 
     @property
     def params(self) -> Dict[str, Param]:
-        """Declared parameters, in declaration order."""
+        """Declared parameters, in declaration order (a new dict).
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> m = fv.Model()
+        >>> _ = m.param("mu"), m.param("tau", lower=0.0)
+        >>> m.params
+        {'mu': Param('mu', shape=()), 'tau': Param('tau', shape=(), lower=0)}
+        """
         return dict(self._params)
 
     @property
     def dim(self) -> int:
-        """Number of unconstrained coordinates."""
+        """Number of unconstrained coordinates: the total number of parameter elements.
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> m = fv.Model()
+        >>> _ = m.param("mu"), m.param("beta", shape=(2, 3))
+        >>> m.dim
+        7
+        """
         return self._core.dim
 
     def __iter__(self) -> Iterator[Param]:
@@ -198,10 +383,56 @@ class Model:
     def add(self, kernel: str, value: Any, /, *, name: Optional[str] = None, **inputs: Any) -> None:
         """Adds the log density of the registered ``kernel`` to the model.
 
-        ``value`` is the variate (data or a parameter); keywords are the kernel's named inputs,
-        each data (an array or number), or a parameter. Inputs broadcast together with numpy's
-        rules. Everything is checked here, before any fit: unknown names, shapes, NaN or inf in
-        data, data outside the kernel's support. ``name`` labels the factor in messages.
+        Everything is checked here, before any fit: unknown names, shapes, NaN or inf in data,
+        data outside the kernel's support, parameters whose bounds do not lie inside it.
+
+        Parameters
+        ----------
+        kernel : str
+            The name of a registered kernel (:func:`fastvi.kernels` lists them).
+        value : array_like or Expr
+            The variate (positional only): data, a parameter or an expression.
+        name : str, optional
+            A label for the factor in messages (default: ``"factor <i> (<kernel> on <value>)"``).
+        **inputs : array_like or Expr
+            The kernel's other named inputs, each data (an array or number) or a parameter (or an
+            expression); an omitted input takes the kernel's default. For an element-wise kernel
+            the inputs broadcast together with numpy's rules.
+
+        Raises
+        ------
+        ValueError
+            For an unknown kernel or input, shapes that do not broadcast, non-finite data, data
+            outside the kernel's support, a parameter for an input that must be data, or an
+            expression of another model.
+        TypeError
+            If ``kernel`` is not a str, the variate is passed again by keyword, ``name`` is not a
+            non-empty str, or data is not real numbers.
+        RuntimeError
+            If the model is being fitted or evaluated in another thread.
+
+        See Also
+        --------
+        kernels, kernel_spec : The registered kernels and their inputs.
+        register_kernel : Add a kernel written in Python.
+
+        Examples
+        --------
+        >>> import numpy as np, fastvi as fv
+        >>> m = fv.Model()
+        >>> mu, sigma = m.param("mu"), m.param("sigma", lower=0.0)
+        >>> m.add("normal", mu, loc=0.0, scale=10.0)
+        >>> m.add("half_normal", sigma)                   # scale defaults to 1
+        >>> m.add("normal", np.array([1.2, 0.8, 1.1]), loc=mu, scale=sigma, name="likelihood")
+        >>> for label, kernel in m.factors:
+        ...     print(f"{label}: {kernel}")
+        factor 0 (normal on mu): normal
+        factor 1 (half_normal on sigma): half_normal
+        likelihood: normal
+        >>> m.add("normal", np.array([1.0, np.nan]), loc=mu)
+        Traceback (most recent call last):
+            ...
+        ValueError: factor 3 (normal on data of shape (2,)): input 'y' contains nan at flat index 1
         """
         spec = kernel_spec(kernel)
         variate = spec.variate.name
@@ -234,7 +465,16 @@ class Model:
 
     @property
     def factors(self) -> list:
-        """(label, kernel name) of every factor, in the order they were added."""
+        """(label, kernel name) of every factor, in the order they were added (a new list).
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> m = fv.Model()
+        >>> m.add("normal", m.param("w"), name="prior")
+        >>> m.factors
+        [('prior', 'normal')]
+        """
         return list(self._factors)
 
     # ---- the build log --------------------------------------------------------------------------
@@ -331,7 +571,53 @@ class Model:
     def log_density(self, zeta: Any, threads: int = 1) -> Tuple[np.ndarray, np.ndarray]:
         """Log density (with the transforms' log-Jacobians) and its gradient at unconstrained points.
 
-        ``zeta`` has shape (dim,) or (dim, S); the results have shapes () / (dim,) or (S,) / (dim, S).
+        This is the function a fit maximises the ELBO of: the sum of the factors at the
+        constrained values, plus the log-Jacobians of the transforms, as a function of the
+        unconstrained coordinates.
+
+        Parameters
+        ----------
+        zeta : array_like
+            One point, shape ``(dim,)``, or S points as the columns of a ``(dim, S)`` array,
+            evaluated as one batch.
+        threads : int, default 1
+            OpenMP threads for large kernels (the result does not depend on it).
+
+        Returns
+        -------
+        lp : float or ndarray
+            The log density: a 0-d value for one point, shape ``(S,)`` for S points.
+        grad : ndarray
+            Its gradient with respect to zeta: shape ``(dim,)`` or ``(dim, S)``.
+
+        Raises
+        ------
+        ValueError
+            If ``zeta`` does not have one of those shapes, or ``threads`` is not in [1, 2**31).
+        TypeError
+            If ``zeta`` is not real numbers, or ``threads`` is not an int.
+
+        Examples
+        --------
+        The textbook model at w = 2 (no transform, so the log density is the sum of the two
+        factors):
+
+        >>> import numpy as np, fastvi as fv
+        >>> from scipy import stats
+        >>> np.random.seed(42)
+        >>> x = np.random.normal(2.0, 1.0, size=100)
+        >>> model = fv.Model()
+        >>> w = model.param("w")
+        >>> model.add("normal", w, loc=0.0, scale=1.0)
+        >>> model.add("normal", x, loc=w, scale=1.0)
+        >>> lp, grad = model.log_density(np.array([2.0]))
+        >>> bool(np.isclose(lp, stats.norm.logpdf(2.0) + stats.norm.logpdf(x, 2.0).sum()))
+        True
+        >>> bool(np.isclose(grad[0], -2.0 + (x - 2.0).sum()))
+        True
+        >>> lp, grad = model.log_density(np.zeros((1, 5)))     # 5 points in one batch
+        >>> lp.shape, grad.shape
+        ((5,), (1, 5))
         """
         threads = threads_setting(threads)
         z, single = self._as_zeta(zeta)
@@ -340,8 +626,40 @@ class Model:
         return (lp[0], grad[:, 0]) if single else (lp, grad)
 
     def constrain(self, zeta: Any) -> Dict[str, np.ndarray]:
-        """Constrained parameter values and deterministics at unconstrained points (dim,) or
-        (dim, S); with S draws each array has a leading draw axis."""
+        """Constrained parameter values and deterministics at unconstrained points.
+
+        Parameters
+        ----------
+        zeta : array_like
+            One point, shape ``(dim,)``, or S points as the columns of a ``(dim, S)`` array.
+
+        Returns
+        -------
+        dict of str to ndarray
+            The value of every parameter and deterministic, by name, shaped like it; with S
+            points each array has a leading draw axis of length S.
+
+        Raises
+        ------
+        ValueError
+            If ``zeta`` does not have one of those shapes.
+
+        See Also
+        --------
+        unconstrain : The inverse map, for parameters.
+
+        Examples
+        --------
+        >>> import numpy as np, fastvi as fv
+        >>> m = fv.Model()
+        >>> p = m.param("p", lower=0.0, upper=1.0)
+        >>> sigma = m.param("sigma", lower=0.0)
+        >>> values = m.constrain(np.array([0.0, 0.0]))     # inv_logit(0) and 0 + exp(0)
+        >>> float(values["p"]), float(values["sigma"])
+        (0.5, 1.0)
+        >>> m.constrain(np.zeros((2, 4)))["p"].shape
+        (4,)
+        """
         z, single = self._as_zeta(zeta)
         values = self._core.values(z)
         return self._split_values(values[:, 0] if single else values.T)
@@ -353,7 +671,42 @@ class Model:
         return (z[:, None] if z.ndim == 1 else z), z.ndim == 1
 
     def unconstrain(self, values: Dict[str, Any]) -> np.ndarray:
-        """Maps a dict of constrained values (every parameter) to the unconstrained vector."""
+        """Maps a dict of constrained values (every parameter) to the unconstrained vector.
+
+        Parameters
+        ----------
+        values : dict of str to array_like
+            A value for every parameter (broadcast to its shape), strictly inside its bounds.
+
+        Returns
+        -------
+        ndarray
+            The unconstrained point, shape ``(dim,)``.
+
+        Raises
+        ------
+        ValueError
+            If a parameter is missing, a name is unknown, a value has the wrong shape, is not
+            finite or is not strictly inside the parameter's bounds.
+
+        See Also
+        --------
+        constrain : The forward map.
+
+        Examples
+        --------
+        >>> import numpy as np, fastvi as fv
+        >>> m = fv.Model()
+        >>> p = m.param("p", lower=0.0, upper=1.0)
+        >>> sigma = m.param("sigma", lower=0.0)
+        >>> zeta = m.unconstrain({"p": 0.5, "sigma": np.e})
+        >>> np.round(zeta, 6).tolist()
+        [0.0, 1.0]
+        >>> m.unconstrain({"p": 1.5, "sigma": 1.0})
+        Traceback (most recent call last):
+            ...
+        ValueError: value of 'p' must lie strictly inside (0, 1)
+        """
         theta = np.empty(self.dim)
         missing = [n for n in self._params if n not in values]
         if missing:

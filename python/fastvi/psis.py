@@ -24,6 +24,15 @@ size of the smoothed weights w is ESS = 1 / sum(w^2).
 This module is numpy only. :func:`psislw` does the computation on any vector of log ratios;
 :func:`diagnose` draws from a fitted approximation and computes it (``fv.fit`` calls it after every
 fit, see ``psis_draws``).
+
+>>> import numpy as np, fastvi as fv
+>>> m = fv.Model()
+>>> w = m.param("w")
+>>> m.add("normal", w, loc=0.0, scale=1.0)
+>>> m.add("normal", np.array([1.9, 2.1, 2.0]), loc=w, scale=1.0)
+>>> fit = fv.fit(m, seed=0)
+>>> fit.psis.draws, bool(fit.psis.khat < fv.psis.KHAT_GOOD), bool(fit.psis.ess > 900)
+(1000, True, True)
 """
 
 from __future__ import annotations
@@ -100,23 +109,55 @@ _BATCH_BYTES = 64 * 2**20
 class PSIS:
     """The result of Pareto smoothed importance sampling of M draws from q.
 
-    khat: the Pareto shape of the ratios' right tail (see the module docstring); ``inf`` when no
+    Made by :func:`psislw` and :func:`diagnose` (``fit.psis``); not constructed directly.
+
+    Attributes
+    ----------
+    khat : float
+        The Pareto shape of the ratios' right tail (see the module docstring); ``inf`` when no
         draw has a finite ratio or the tail cannot be fitted, ``-inf`` when every ratio is equal
         (q has exactly the posterior's shape), ``nan`` when M is too small (fewer than 5 tail
         draws, M < 21).
-    ess: effective sample size of the smoothed weights, 1 / sum(w^2), between 1 and M (0 when no
+    ess : float
+        Effective sample size of the smoothed weights, 1 / sum(w^2), between 1 and M (0 when no
         ratio is finite).
-    log_weights: the smoothed, truncated, normalised log weights (M,); ``-inf`` for draws whose
-        ratio was not finite.
-    log_ratios: the raw log p - log q (M,), with the non-finite ones as computed.
-    draws: M. tail: the number of largest ratios the GPD was fitted to. sigma: the GPD's scale,
-        relative to the largest ratio. smoothed: whether the tail was replaced by GPD quantiles.
-    n_nonfinite: draws whose log p (or log q) was not finite: they get weight 0.
-    seed: for a fitted approximation, the draws are ``fit.sample(M, seed=seed)`` (unconstrained:
+    log_weights : ndarray
+        The smoothed, truncated, normalised log weights (M,); ``-inf`` for draws whose ratio was
+        not finite.
+    log_ratios : ndarray
+        The raw log p - log q (M,), with the non-finite ones as computed.
+    draws : int
+        M.
+    tail : int
+        The number of largest ratios the GPD was fitted to (:func:`tail_length`).
+    sigma : float
+        The GPD's scale, relative to the largest ratio (``nan`` when not fitted).
+    smoothed : bool
+        Whether the tail was replaced by GPD quantiles.
+    n_nonfinite : int
+        Draws whose log p (or log q) was not finite: they get weight 0.
+    seed : int or None
+        For a fitted approximation, the draws are ``fit.sample(M, seed=seed)`` (unconstrained:
         ``fit._family.sample(fit.phi, M, seed)``), weight s belonging to draw s; bit for bit for
         the mean-field and low-rank families, to rounding for full-rank (drawn in batches of 256,
-        whose blocked product rounds by batch width).
-    seconds, cpu_seconds: the wall and process CPU time of drawing, evaluating and smoothing.
+        whose blocked product rounds by batch width). None for :func:`psislw` of given ratios.
+    seconds, cpu_seconds : float
+        The wall and process CPU time of drawing, evaluating and smoothing.
+    note : str
+        Why k-hat is not a finite estimate, when it is not ("" otherwise).
+    weights : ndarray
+        The normalised smoothed weights.
+    threshold : float
+        The sample-size-dependent k-hat threshold.
+
+    Examples
+    --------
+    >>> import numpy as np, fastvi as fv
+    >>> result = fv.psis.psislw(np.random.default_rng(0).normal(size=4000))
+    >>> result.draws, result.tail, result.smoothed, bool(result.khat < 0.5)
+    (4000, 190, True, True)
+    >>> fv.psis.psislw(np.zeros(100))       # q exactly the posterior's shape
+    PSIS(khat=-inf, ess=100 of 100 draws, tail=20, every finite ratio is equal)
     """
 
     khat: float
@@ -135,13 +176,30 @@ class PSIS:
 
     @property
     def weights(self) -> np.ndarray:
-        """The normalised smoothed weights (sum 1; 0 for non-finite draws)."""
+        """The normalised smoothed weights (sum 1; 0 for non-finite draws).
+
+        Examples
+        --------
+        >>> import numpy as np, fastvi as fv
+        >>> w = fv.psis.psislw([0.0, 1.0, -np.inf] * 10).weights
+        >>> round(float(w.sum()), 12), float(w[2])
+        (1.0, 0.0)
+        """
         return np.exp(self.log_weights)
 
     @property
     def threshold(self) -> float:
         """The sample-size-dependent k-hat threshold min(1 - 1 / log10(M), 0.7) of Vehtari et al.
-        (2024): above it, even more draws would not make the PSIS estimates reliable."""
+        (2024): above it, even more draws would not make the PSIS estimates reliable.
+
+        ``-inf`` for M <= 10.
+
+        Examples
+        --------
+        >>> import numpy as np, fastvi as fv
+        >>> round(fv.psis.psislw(np.zeros(1000)).threshold, 4), fv.psis.psislw(np.zeros(4000)).threshold
+        (0.6667, 0.7)
+        """
         return min(1.0 - 1.0 / math.log10(self.draws), KHAT_BAD) if self.draws > 10 else -math.inf
 
     def __repr__(self) -> str:
@@ -153,14 +211,31 @@ class PSIS:
 
 
 def tail_length(m: int) -> int:
-    """M_tail = ceil(min(M / 5, 3 sqrt(M))), the number of largest ratios the GPD is fitted to
-    (Vehtari et al. 2024, with relative efficiency 1: the draws from q are independent)."""
+    """The number of largest ratios the GPD is fitted to, M_tail = ceil(min(M / 5, 3 sqrt(M))).
+
+    Vehtari et al. (2024), with relative efficiency 1: the draws from q are independent.
+
+    Parameters
+    ----------
+    m : int
+        The number of draws M.
+
+    Returns
+    -------
+    int
+        M_tail.
+
+    Examples
+    --------
+    >>> import fastvi as fv
+    >>> fv.psis.tail_length(1000), fv.psis.tail_length(50)
+    (95, 10)
+    """
     return math.ceil(min(m / 5.0, 3.0 * math.sqrt(m)))
 
 
 def gpd_fit(x: np.ndarray) -> Tuple[float, float]:
-    """(k, sigma) of a generalised Pareto distribution with location 0 fitted to the exceedances
-    ``x`` (positive, sorted in increasing order, at least 5 of them).
+    """Fits a generalised Pareto distribution with location 0 to exceedances.
 
     The estimate of Zhang and Stephens (2009, Technometrics 51(3)): the profile likelihood of
     theta = -k / sigma, averaged over a grid of m = 30 + floor(sqrt(n)) values of theta placed by
@@ -168,6 +243,30 @@ def gpd_fit(x: np.ndarray) -> Tuple[float, float]:
     sigma = -k / theta, and k is shrunk towards 0.5 by a prior worth 10 observations (Vehtari et
     al. 2024, appendix C). Here k > 0 is a heavy tail (the sign convention of PSIS, the opposite
     of Zhang and Stephens').
+
+    Parameters
+    ----------
+    x : array_like
+        The exceedances: positive, sorted in increasing order, at least 5 of them (not checked).
+
+    Returns
+    -------
+    k : float
+        The shape (``nan`` if no grid value has a finite likelihood).
+    sigma : float
+        The scale.
+
+    Examples
+    --------
+    Exceedances drawn from a GPD with k = 0.5 and sigma = 2 (by inverting its distribution
+    function):
+
+    >>> import numpy as np, fastvi as fv
+    >>> u = np.random.default_rng(1).random(1000)
+    >>> x = np.sort(2.0 * ((1 - u) ** -0.5 - 1) / 0.5)
+    >>> k, sigma = fv.psis.gpd_fit(x)
+    >>> bool(abs(k - 0.5) < 0.1), bool(abs(sigma - 2.0) < 0.2)
+    (True, True)
     """
     x = np.asarray(x, dtype=np.float64)
     n = x.size
@@ -207,22 +306,52 @@ def _logsumexp(x: np.ndarray) -> float:
 
 
 def psislw(log_ratios: Any, flat_tol: float = 0.0) -> PSIS:
-    """Pareto smoothed importance sampling of one vector of log importance ratios log p - log q
-    (any constant offset; non-finite entries get weight 0 and are counted in ``n_nonfinite``).
-    Finite log ratios that all lie within ``flat_tol`` of each other count as equal (for the
-    rounding error of log p - log q, see :func:`diagnose`).
+    """Pareto smoothed importance sampling of one vector of log importance ratios log p - log q.
 
-    Returns a :class:`PSIS` with k-hat, the ESS and the smoothed normalised log weights. The
-    computation follows Vehtari et al. (2024) as loo and ArviZ implement it (``az.psislw`` gives
+    The computation follows Vehtari et al. (2024) as loo and ArviZ implement it (``az.psislw`` gives
     the same k-hat and weights for finite ratios with at least 5 tail draws), except in cases they
     do not distinguish: ratios that are all equal give k-hat = -inf (there is no tail; ArviZ's is
     inf), fewer than 21 draws give nan (too few to estimate; ArviZ's is inf); a tail that cannot
     be fitted because of ties gives inf, as theirs.
 
-    >>> import numpy as np
-    >>> r = psislw(np.random.default_rng(0).normal(size=4000))
+    Parameters
+    ----------
+    log_ratios : array_like
+        The log ratios, with any constant offset (flattened); non-finite entries get weight 0 and
+        are counted in ``n_nonfinite``.
+    flat_tol : float, default 0.0
+        Finite log ratios that all lie within ``flat_tol`` of each other count as equal (for the
+        rounding error of log p - log q, see :func:`diagnose`).
+
+    Returns
+    -------
+    PSIS
+        The k-hat, the ESS and the smoothed normalised log weights (``seed`` is None).
+
+    Raises
+    ------
+    ValueError
+        If ``log_ratios`` is empty.
+
+    See Also
+    --------
+    diagnose : PSIS of draws from a fitted approximation.
+
+    Examples
+    --------
+    Light-tailed ratios (log-normal), then ratios with a Pareto tail of k = 1 (their logs are
+    exponential):
+
+    >>> import numpy as np, fastvi as fv
+    >>> rng = np.random.default_rng(0)
+    >>> r = fv.psis.psislw(rng.normal(size=4000))
     >>> bool(r.khat < 0.5), r.tail
     (True, 190)
+    >>> heavy = fv.psis.psislw(rng.standard_exponential(size=4000))
+    >>> bool(heavy.khat > 0.7), bool(heavy.ess < 100)
+    (True, True)
+    >>> fv.psis.psislw(np.arange(10.0)).note
+    'too few draws to fit the tail (M = 10; at least 21 are needed)'
     """
     lr = np.array(log_ratios, dtype=np.float64).ravel()
     m = lr.size
@@ -267,9 +396,30 @@ def psislw(log_ratios: Any, flat_tol: float = 0.0) -> PSIS:
 
 
 def psis_seed(fit_seed: int) -> int:
-    """The seed of the PSIS draws of a fit with seed ``fit_seed``: derived from it (SeedSequence,
-    stable across numpy versions) so that it is reproducible but not the stream of
-    ``fit.sample(n, seed=fit_seed)``."""
+    """The seed of the PSIS draws of a fit with seed ``fit_seed``.
+
+    Derived from it (SeedSequence, stable across numpy versions) so that it is reproducible but
+    not the stream of ``fit.sample(n, seed=fit_seed)``.
+
+    Parameters
+    ----------
+    fit_seed : int
+        The fit's ``seed``.
+
+    Returns
+    -------
+    int
+        A seed in [0, 2**64).
+
+    Examples
+    --------
+    >>> import fastvi as fv
+    >>> m = fv.Model()
+    >>> m.add("normal", m.param("w"), loc=0.0, scale=1.0)
+    >>> fit = fv.fit(m, seed=3)
+    >>> fit.psis.seed == fv.psis.psis_seed(3)
+    True
+    """
     return int(np.random.SeedSequence([int(fit_seed), 0x50534953]).generate_state(1, dtype=np.uint64)[0])
 
 
@@ -293,9 +443,46 @@ def draws(approx: Any, m: int, seed: int, log_q: bool = False):
 
 
 def diagnose(approx: Any, m: int, threads: int = 1, seed: Optional[int] = None) -> PSIS:
-    """PSIS of ``m`` draws from the fitted approximation ``approx``: log p at each draw
-    (``model.log_density``, which includes the transforms' log-Jacobians) minus log q (the density
-    of q in the same unconstrained space). ``seed`` defaults to :func:`psis_seed` of the fit's."""
+    """PSIS of ``m`` draws from the fitted approximation ``approx``.
+
+    The log ratios are log p at each draw (``model.log_density``, which includes the transforms'
+    log-Jacobians) minus log q (the density of q in the same unconstrained space). Unlike
+    :meth:`Approximation.run_psis` it neither stores the result nor warns.
+
+    Parameters
+    ----------
+    approx : Approximation
+        A fitted approximation.
+    m : int
+        The number of draws.
+    threads : int, default 1
+        OpenMP threads for the log density (results do not depend on it).
+    seed : int, optional
+        The draws' seed; by default :func:`psis_seed` of the fit's.
+
+    Returns
+    -------
+    PSIS
+        With ``seed``, ``seconds`` and ``cpu_seconds`` set.
+
+    See Also
+    --------
+    Approximation.run_psis : The same, stored in ``fit.psis``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastvi as fv
+    >>> m = fv.Model()
+    >>> w = m.param("w")
+    >>> m.add("normal", w, loc=0.0, scale=1.0)
+    >>> m.add("normal", np.array([1.9, 2.1, 2.0]), loc=w, scale=1.0)
+    >>> fit = fv.fit(m, seed=0)
+    >>> result = fv.psis.diagnose(fit, 2000)
+    >>> result.draws, result.seed == fit.psis.seed, bool(result.khat < 0.5)
+    (2000, True, True)
+    >>> bool(np.allclose(result.log_ratios[:1000], fit.psis.log_ratios))   # the same first draws
+    True
+    """
     t0, c0 = time.perf_counter(), time.process_time()
     seed = psis_seed(approx.options.get("seed", 0)) if seed is None else int(seed)
     log_ratios = np.empty(m)

@@ -35,6 +35,65 @@ __all__ = ["FitStatus", "status_of"]
 
 @dataclass(frozen=True)
 class FitStatus:
+    """What a fit can be trusted for: ``fit.status`` (see the module docstring).
+
+    ``print(status)`` says it in words, with the reasons. Computed by :func:`status_of` from the
+    fit's outcome and its PSIS diagnostic; not constructed directly.
+
+    Attributes
+    ----------
+    optimisation : str
+        "converged", "not converged" or "interrupted".
+    shape : str
+        q's shape against the posterior, from PSIS: "good", "fair", "poor" or "unknown" (PSIS
+        not run).
+    corrected : bool
+        Whether the PSIS-corrected results (``importance="psis"``) are available and reliable
+        (k-hat <= 0.7).
+    use : str
+        The results to use: "q" (``fit.sample``, ``fit.mean``, ``fit.std``), "psis" (the same
+        with ``importance="psis"``) or "none" (see ``reasons``).
+    khat : float or None
+        The PSIS k-hat (None if PSIS was not run).
+    error_mean, error_scale : float or None
+        The refinement's estimated error of q's means (in q's sds) and of its log sds.
+    mode : str
+        The mode search: "found (the fit was preconditioned)", "not run", or why there was no
+        proper mode (``Laplace.kind`` and its message).
+    reasons : tuple of str
+        Why the optimisation or the shape is not as it should be.
+    ok : bool
+        Converged, and q itself describes the posterior well.
+
+    See Also
+    --------
+    Approximation.status
+
+    Examples
+    --------
+    >>> import numpy as np, fastvi as fv
+    >>> m = fv.Model()
+    >>> w = m.param("w")
+    >>> m.add("normal", w, loc=0, scale=1)
+    >>> m.add("normal", np.array([1.9, 2.1, 2.0]), loc=w, scale=1)
+    >>> status = fv.fit(m, seed=0).status
+    >>> status.ok, status.corrected, status.reasons
+    (True, True, ())
+    >>> print(status)    # doctest: +ELLIPSIS
+    optimisation: converged (estimated error: means ... sd, log sds ...)
+    shape:        k-hat ...: good (q's moments and draws are reliable)
+    mode search:  found (the fit was preconditioned)
+    use:          q (fit.sample, fit.mean, fit.std)
+
+    Without the PSIS diagnostic the shape is unknown, and the reasons say how to get it:
+
+    >>> status = fv.fit(m, seed=0, psis_draws=0).status
+    >>> status.shape, status.use, status.ok
+    ('unknown', 'q', False)
+    >>> print(*status.reasons)
+    the PSIS diagnostic was not run: call fit.run_psis() to check q's shape
+    """
+
     optimisation: str  # "converged", "not converged", "interrupted"
     shape: str  # "good", "fair", "poor", "unknown"
     corrected: bool  # PSIS-corrected results available and reliable (k-hat <= 0.7)
@@ -47,7 +106,16 @@ class FitStatus:
 
     @property
     def ok(self) -> bool:
-        """Converged, and q itself describes the posterior well (k-hat <= 0.5)."""
+        """Converged, and q itself describes the posterior well (``shape`` "good").
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> m = fv.Model()
+        >>> m.add("normal", m.param("w"), loc=0.0, scale=1.0)
+        >>> fv.fit(m, seed=0).status.ok
+        True
+        """
         return self.optimisation == "converged" and self.shape == "good"
 
     def __str__(self) -> str:
@@ -78,7 +146,30 @@ class FitStatus:
 
 
 def status_of(fit: Any) -> FitStatus:
-    """The status of a fitted Approximation (see the module docstring)."""
+    """The status of a fitted Approximation (see the module docstring).
+
+    ``fit.status`` calls it.
+
+    Parameters
+    ----------
+    fit : Approximation
+        A fitted approximation.
+
+    Returns
+    -------
+    FitStatus
+        Its optimisation, shape, corrected results and the results to use.
+
+    Examples
+    --------
+    >>> import fastvi as fv
+    >>> from fastvi.status import status_of
+    >>> m = fv.Model()
+    >>> m.add("normal", m.param("w"), loc=0.0, scale=1.0)
+    >>> fit = fv.fit(m, seed=0)
+    >>> status_of(fit) == fit.status
+    True
+    """
     reasons: List[str] = []
     if fit.interrupted:
         optimisation = "interrupted"
