@@ -30,6 +30,9 @@ class InputSpec:
         The value used when the input is omitted; None if it is required.
     doc : str
         A short description.
+    aliases : tuple of str
+        Other keywords accepted for this input: former names kept working after a rename
+        (``normal_id_glm``'s ``sigma``, now ``scale`` as in every other kernel).
 
     See Also
     --------
@@ -40,7 +43,9 @@ class InputSpec:
     >>> import fastvi as fv
     >>> scale = fv.kernel_spec("normal").inputs[2]
     >>> scale
-    InputSpec(name='scale', support='positive', data_only=False, default=1.0, doc='standard deviation')
+    InputSpec(name='scale', support='positive', data_only=False, default=1.0, doc='standard deviation', aliases=())
+    >>> fv.kernel_spec("normal_id_glm").inputs[-1].aliases
+    ('sigma',)
     """
 
     name: str
@@ -79,8 +84,8 @@ class KernelSpec:
     >>> import fastvi as fv
     >>> spec = fv.kernel_spec("normal_id_glm")
     >>> print(spec)    # doctest: +NORMALIZE_WHITESPACE
-    normal_id_glm(y | X, alpha=0, beta, sigma): Normal linear regression:
-    y_n ~ Normal(alpha + X[n] . beta, sigma), fused over the rows of X
+    normal_id_glm(y | X, alpha=0, beta, scale): Normal linear regression:
+    y_n ~ Normal(alpha + X[n] . beta, scale), fused over the rows of X
     >>> [i.name for i in spec.inputs if i.data_only], spec.elementwise
     (['y', 'X'], False)
     """
