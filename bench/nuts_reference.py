@@ -82,7 +82,7 @@ def horseshoe_logit_aux(d):
     lambda = r1 * sqrt(r2), r1 ~ HalfNormal(1), r2 ~ InverseGamma(1/2, 1/2) (so r1^2 r2 ~ F(1, 1) and
     lambda ~ HalfCauchy(1); Piironen and Vehtari 2017). Tried because the plain parameterisation left
     134 divergent transitions of 20,000 at target acceptance 0.999; this one still leaves 116 at 0.995,
-    and the two runs' moments agree to 0.04 sd in means and 5 % in sds (bench/README.md)."""
+    and the two runs' moments agree to 0.04 sd in means and 5 % in sds (tests/data/gallery/README.md)."""
     X, y = jnp.asarray(d["X"]), jnp.asarray(d["y"], dtype=jnp.float64)
     K = d["K"]
     alpha = numpyro.sample("alpha", dist.Normal(0.0, 2.5))

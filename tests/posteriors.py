@@ -280,8 +280,8 @@ BUILDERS: Dict[str, Callable[[dict], Tuple[fv.Model, Targets]]] = {
 NAMES: List[str] = list(BUILDERS)
 
 # Posteriors that are not close to Gaussian in fastvi's unconstrained space, so that no Gaussian q
-# (whatever the family) can meet the accuracy target; bench/README.md gives the evidence. They are
-# still fitted and reported, but not counted against the target.
+# (whatever the family) can meet the accuracy target; docs/performance-notes.md gives the evidence.
+# They are still fitted and reported, but not counted against the target.
 NOT_GAUSSIAN: Dict[str, str] = {
     "eight_schools-eight_schools_centered": "funnel: the sd of theta_j - mu is 0.22 when log tau < -1 and 8.9 when log tau > 2; a Gaussian "
     "has one covariance for all tau",
