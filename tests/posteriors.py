@@ -61,7 +61,7 @@ def has_glm() -> bool:
 def normal_linear(m: fv.Model, y: np.ndarray, X: np.ndarray, beta, sigma, alpha=None) -> None:
     """y ~ Normal(alpha + X @ beta, sigma), with the fused GLM kernel when it is available."""
     if has_glm():
-        inputs = dict(X=X, beta=beta, sigma=sigma)
+        inputs = dict(X=X, beta=beta, scale=sigma)
         if alpha is not None:
             inputs["alpha"] = alpha
         m.add("normal_id_glm", y, **inputs)

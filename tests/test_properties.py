@@ -768,7 +768,7 @@ m = fv.Model()
 w = m.param("w", shape=(2,))
 s = m.param("s", lower=0.0)
 m.add("normal", w, loc=0.0, scale=s)
-m.add("normal_id_glm", np.zeros(3), X=np.ones((3, 2)), beta=w, sigma=s)
+m.add("normal_id_glm", np.zeros(3), X=np.ones((3, 2)), beta=w, scale=s)
 m.add("normal", np.zeros((0, 2)), loc=w)
 """
     got = worker.call("call", setup=setup, code="[(a.shape, a.dtype.str) for a in m.log_density(np.zeros((3, 0)))]")

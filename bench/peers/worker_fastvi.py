@@ -38,7 +38,7 @@ def run(cfg, data):
             sigma = m.param("sigma", lower=0.0)
             m.add("half_normal", sigma, scale=1.0)
             if fused:
-                m.add("normal_id_glm", data["y"], X=data["X"], alpha=alpha, beta=beta, sigma=sigma)
+                m.add("normal_id_glm", data["y"], X=data["X"], alpha=alpha, beta=beta, scale=sigma)
             else:
                 m.add("normal", data["y"], loc=alpha + data["X"] @ beta, scale=sigma)
         elif fused:
