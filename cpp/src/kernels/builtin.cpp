@@ -19,6 +19,9 @@ void register_builtin_kernels(KernelRegistry& r) {
   // Categorical and ordinal outcomes (the categories on an axis of their own).
   kernels::register_categorical(r);
   kernels::register_ordered_logistic(r);
+  // Multivariate distributions.
+  kernels::register_dirichlet(r);
+  kernels::register_multi_normal_cholesky(r);
   // Fused GLM likelihoods.
   kernels::register_glm(r);
 }
