@@ -178,6 +178,49 @@ void check_elementwise(const std::string& kernel, const char* layout, const std:
               layout, long(draws), e.allocs, e.regions, int(e.identical), e.finite ? "" : " NON-FINITE");
 }
 
+// ---- 1c. Categorical, ordinal and multivariate kernels ------------------------------------------
+
+// A likelihood of one of these kernels on parameters (and data where a parameter at a random
+// point would leave the support: ordered cutpoints, simplexes): evaluate and log_density allocate
+// nothing, stay serial and agree bit for bit across thread counts.
+void check_structured(const std::string& kernel, bool shared, Index draws) {
+  Model model;
+  const Index n = 200, c = 4;
+  Vector y(n);
+  for (Index i = 0; i < n; ++i) y[i] = double((i * 7) % c);
+  std::vector<Operand> ops;
+  if (kernel == "categorical_logit") {
+    model.add_param("logits", shared ? std::vector<Index>{c} : std::vector<Index>{n, c}, -kInf, kInf);
+    ops = {bench::data_operand("y", {n}, y), bench::param_operand("logits", model, "logits")};
+  } else if (kernel == "ordered_logistic") {
+    model.add_param("eta", shared ? std::vector<Index>{} : std::vector<Index>{n}, -kInf, kInf);
+    Vector cuts(c - 1);
+    cuts << -1.0, 0.0, 1.0;
+    ops = {bench::data_operand("y", {n}, y), bench::param_operand("eta", model, "eta"),
+           bench::data_operand("cutpoints", {c - 1}, cuts)};
+  } else if (kernel == "dirichlet") {
+    const Index rows = 10;
+    model.add_param("alpha", shared ? std::vector<Index>{c} : std::vector<Index>{rows, c}, 0.0, kInf);
+    ops = {bench::data_operand("theta", {rows, c}, Vector::Constant(rows * c, 1.0 / double(c))),
+           bench::param_operand("alpha", model, "alpha")};
+  } else {  // multi_normal_cholesky: y data, mu and L parameters
+    const Index k = 3, rows = 50;
+    model.add_param("mu", shared ? std::vector<Index>{k} : std::vector<Index>{rows, k}, -kInf, kInf);
+    model.add_param("L", {k, k}, -kInf, kInf);
+    Vector yy(rows * k);
+    for (Index i = 0; i < yy.size(); ++i) yy[i] = std::sin(double(i));
+    ops = {bench::data_operand("y", {rows, k}, yy), bench::param_operand("mu", model, "mu"),
+           bench::param_operand("L", model, "L")};
+  }
+  model.add_factor(kernel, std::move(ops), kernel);
+  const Evaluation e = evaluate_first_factor(model, draws);
+  const bool ok = e.allocs == 0 && e.regions == 0 && e.identical && e.finite;
+  if (!ok) ++failures;
+  std::printf("%-4s %-22s %-8s S=%3ld  mallocs=%ld regions=%ld identical=%d%s\n", ok ? "ok" : "FAIL", kernel.c_str(),
+              shared ? "shared" : "per-row", long(draws), e.allocs, e.regions, int(e.identical),
+              e.finite ? "" : " NON-FINITE");
+}
+
 // The counters themselves: one heap allocation and one 2-thread region must be seen.
 bool self_test() {
   std::atomic<int> members{0};
@@ -375,6 +418,10 @@ int main() {
       check_elementwise(kernel, "broadcast", {100, 10}, {100, 1}, draws);  // vectorised, gathered
       check_elementwise(kernel, "small", {3, 4}, {3, 1}, draws);           // element by element
     }
+  std::printf("-- 1c. Categorical, ordinal and multivariate kernels\n");
+  for (const char* kernel : {"categorical_logit", "ordered_logistic", "dirichlet", "multi_normal_cholesky"})
+    for (bool shared : {true, false})
+      for (Index draws : {1, 8, 33}) check_structured(kernel, shared, draws);
   std::printf("-- 2. ElboEstimator::estimate + Adam::step\n");
   const auto stl = GradientEstimator::StickingTheLanding, closed = GradientEstimator::ClosedFormEntropy;
   for (const char* model : {"seed (normal)", "logistic glm", "linreg glm", "expression", "gaussian D=10",
