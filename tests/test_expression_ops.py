@@ -608,3 +608,34 @@ def test_positive_expressions_pass_as_scales():
     assert "declare it with matching" not in message
     with pytest.raises(ValueError, match="but parameter 'w' .*declare it with matching lower/upper bounds"):
         m.add("normal", y, loc=0.0, scale=w)
+
+
+def test_broadcasting_in_the_new_binary_operations():
+    # pow and log_add_exp through the element-by-element path with broadcast operands, a scalar
+    # parameter exponent, and a vectorised-size (>= 16 elements) operand
+    m = fv.Model()
+    x = m.param("x", shape=(3, 1), lower=0.0)
+    e = m.param("e")
+    v = m.param("v", shape=(4,))
+    big = m.param("big", shape=(4, 5))
+    p = np.array([0.5, 1.0, 2.5, 3.0])
+    w = _weights((3, 4))
+    m.factor(w * x**p)
+    m.factor(w * x**e)
+    m.factor(w * fv.log_add_exp(x, v))
+    m.factor(fv.log_add_exp(big, v[:, None]) * 0.5)
+    m.factor(fv.pow(big * big + 1.0, e))
+
+    def expected(c):
+        xv, ev, vv, bv = np.exp(c[:3]).reshape(3, 1), c[3], c[4:8], c[8:].reshape(4, 5)
+        return (
+            (w * xv**p).sum()
+            + (w * xv**ev).sum()
+            + (w * np.logaddexp(xv, vv)).sum()
+            + 0.5 * np.logaddexp(bv, vv[:, None]).sum()
+            + ((bv * bv + 1.0) ** ev).sum()
+            + c[:3].sum()
+        )
+
+    zeta = np.random.default_rng(15).normal(0.0, 0.5, size=(m.dim, DRAWS))
+    _check_batch(m, zeta, expected)
