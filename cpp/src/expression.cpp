@@ -53,11 +53,12 @@ double binary_value(BinaryOp op, double x, double y) {
   return kNaN;
 }
 
-// The partials of out = x (op) y with respect to x and y.
+// The partials of out = x (op) y with respect to x and y (dy only when need_dy: for a power, it
+// costs a log that a data exponent does not need).
 struct Partials {
   double dx, dy;
 };
-Partials binary_partials(BinaryOp op, double x, double y, double out) {
+Partials binary_partials(BinaryOp op, double x, double y, double out, bool need_dy) {
   switch (op) {
     case BinaryOp::Add:
       return {1.0, 1.0};
@@ -69,7 +70,7 @@ Partials binary_partials(BinaryOp op, double x, double y, double out) {
       return {1.0 / y, -out / y};  // d(x/y)/dy = -(x/y)/y
     case BinaryOp::Pow:
       // d/dx = y x^(y-1) (0 for y == 0, also at x == 0); d/dy = x^y log x (0 where x^y is 0)
-      return {y == 0 ? 0.0 : y * std::pow(x, y - 1.0), out == 0 ? 0.0 : out * std::log(x)};
+      return {y == 0 ? 0.0 : y * std::pow(x, y - 1.0), (!need_dy || out == 0) ? 0.0 : out * std::log(x)};
     case BinaryOp::LogAddExp:
       if (out == -kInf) return {0.0, 0.0};
       return {std::exp(x - out), std::exp(y - out)};
@@ -190,7 +191,7 @@ class Binary final : public Node {
     for (Index s = 0; s < v.draws; ++s)
       for (Index n = 0; n < size; ++n) {
         const double g = grad(row + n, s);
-        const Partials d = binary_partials(op_, a_.value(v, n, s), b_.value(v, n, s), value(row + n, s));
+        const Partials d = binary_partials(op_, a_.value(v, n, s), b_.value(v, n, s), value(row + n, s), db);
         if (da) a_.add_grad(v, n, s, g * d.dx);
         if (db) b_.add_grad(v, n, s, g * d.dy);
       }
