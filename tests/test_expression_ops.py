@@ -639,3 +639,17 @@ def test_broadcasting_in_the_new_binary_operations():
 
     zeta = np.random.default_rng(15).normal(0.0, 0.5, size=(m.dim, DRAWS))
     _check_batch(m, zeta, expected)
+
+
+@pytest.mark.parametrize("size", [4, 20])  # element path and vectorised path
+def test_log_add_exp_of_minus_infinities(size):
+    # log(a - a) = log(0) = -inf exactly: log_add_exp of two is -inf (not NaN), of -inf and b is b
+    m = fv.Model()
+    a = m.param("a", shape=(size,))
+    minus_inf = fv.log(a - a)
+    m.deterministic("both", fv.log_add_exp(minus_inf, minus_inf))
+    m.deterministic("one", fv.log_add_exp(minus_inf, a))
+    z = np.linspace(-3.0, 3.0, size)
+    values = m.constrain(z)
+    assert np.all(values["both"] == -np.inf)
+    np.testing.assert_array_equal(values["one"], z)

@@ -168,7 +168,7 @@ bool vectorised(UnaryOp op) {
       return false;
   }
 }
-bool vectorised(BinaryOp op) { return op != BinaryOp::Pow && op != BinaryOp::LogAddExp; }
+bool vectorised(BinaryOp op) { return op != BinaryOp::Pow; }
 
 class Binary final : public Node {
  public:
@@ -219,6 +219,11 @@ class Binary final : public Node {
             case BinaryOp::Div:
               out = x / y;
               break;
+            case BinaryOp::LogAddExp:  // max + log1p(exp(-|x - y|)), with out holding exp(-|x - y|) first;
+              // where the max is infinite (x - y can be NaN there) the result is the max
+              out = (-(x - y).abs()).exp();
+              out = (x.max(y).abs() == kInf).select(x.max(y), x.max(y) + math::log1p_nonneg(out));
+              break;
             default:  // not vectorised: never on this path
               break;
           }
@@ -249,6 +254,10 @@ class Binary final : public Node {
             case BinaryOp::Div:
               if (da) add_grad_draw(a_, v, s, g / y);
               if (db) add_grad_draw(b_, v, s, -g * out / y);  // d(x/y)/dy = -(x/y)/y
+              break;
+            case BinaryOp::LogAddExp:  // d/dx = exp(x - out), 0 where out is -inf
+              if (da) add_grad_draw(a_, v, s, (out == -kInf).select(0.0, g * (x - out).exp()));
+              if (db) add_grad_draw(b_, v, s, (out == -kInf).select(0.0, g * (y - out).exp()));
               break;
             default:  // not vectorised: never on this path
               break;
