@@ -237,7 +237,7 @@ void build_expression_model(Model& m, Index n, Index k) {
   // The nodes of issue 11 and Model.factor's target: reductions over beta, lgamma(s), a power, a
   // concatenation and a product of two parameter vectors.
   //   c = [log_sum_exp(beta), lgamma(s), cumsum(beta) @ softmax(beta)];  factor(-square(c));
-  //   factor(softmax(beta) ** 1.5)
+  //   factor(softmax(beta) ** 1.5);  factor(-square(log_add_exp(beta, cumsum(beta))))
   std::vector<Index> all(static_cast<size_t>(k));
   for (Index i = 0; i < k; ++i) all[size_t(i)] = i;
   const Index lse = m.add_node(make_segmented(SegmentOp::LogSumExp, m.block_operand("a", beta_id), all, {0, k}),
@@ -262,6 +262,13 @@ void build_expression_model(Model& m, Index n, Index k) {
   const Index pw = m.add_node(make_binary(BinaryOp::Pow, std::move(pow_ops[0]), std::move(pow_ops[1]), k),
                               "softmax(beta) ** 1.5", pow_shape, 0.0, 1.0);
   m.add_bound_factor("factor", make_target(m.block_operand("expr", pw)), "factor pow");
+  // factor(-square(log_add_exp(beta, cumsum(beta)))): the vectorised log_add_exp path from K = 16
+  const Index lae =
+      m.add_node(make_binary(BinaryOp::LogAddExp, m.block_operand("a", beta_id), m.block_operand("b", cs), k),
+                 "log_add_exp(beta, cumsum(beta))", {k}, -kInf, kInf);
+  const Index lae2 = m.add_node(make_unary(UnaryOp::Square, m.block_operand("a", lae)), "square(lae)", {k}, 0.0, kInf);
+  const Index lae3 = m.add_node(make_unary(UnaryOp::Neg, m.block_operand("a", lae2)), "-square(lae)", {k}, -kInf, 0.0);
+  m.add_bound_factor("factor", make_target(m.block_operand("expr", lae3)), "factor log_add_exp");
 }
 
 std::unique_ptr<Model> make_model(const std::string& name) {
