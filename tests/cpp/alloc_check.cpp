@@ -7,7 +7,8 @@
 // 2. The whole step, ElboEstimator::estimate + Adam::step, for the mean-field, full-rank and
 //    low-rank families (both gradient estimators, with and without a preconditioner, D up to
 //    1,000), on GLM models, element-wise models (normal; student_t with vector and beta with
-//    broadcast parameters) and expression models (matvec, binary, unary, gather and sum nodes;
+//    broadcast parameters) and expression models (matvec, binary, unary, gather, sum, segmented
+//    (log_sum_exp, softmax, cumsum), concat and matmul nodes, and Model.factor's target kernel;
 //    N x K up to 10,000 x 50 and 3,000 x 300, sizes at which an untiled X @ beta would
 //    heap-allocate GEMM buffers), with 1 and 2 threads and several draw counts (every S from 1 to
 //    40 for two expression models): zero heap allocations over the counted steps, after two
@@ -276,6 +277,41 @@ void build_expression_model(Model& m, Index n, Index k) {
   m.add_factor("normal",
                {m.block_operand("y", log_s_id), bench::scalar_operand("loc", 0.0), bench::scalar_operand("scale", 1.0)},
                "prior log_s");
+  // The nodes of issue 11 and Model.factor's target: reductions over beta, lgamma(s), a power, a
+  // concatenation and a product of two parameter vectors.
+  //   c = [log_sum_exp(beta), lgamma(s), cumsum(beta) @ softmax(beta)];  factor(-square(c));
+  //   factor(softmax(beta) ** 1.5);  factor(-square(log_add_exp(beta, cumsum(beta))))
+  std::vector<Index> all(static_cast<size_t>(k));
+  for (Index i = 0; i < k; ++i) all[size_t(i)] = i;
+  const Index lse = m.add_node(make_segmented(SegmentOp::LogSumExp, m.block_operand("a", beta_id), all, {0, k}),
+                               "log_sum_exp(beta)", {}, -kInf, kInf);
+  const Index sm = m.add_node(make_segmented(SegmentOp::Softmax, m.block_operand("a", beta_id), all, {0, k}),
+                              "softmax(beta)", {k}, 0.0, 1.0);
+  const Index cs = m.add_node(make_segmented(SegmentOp::CumSum, m.block_operand("a", beta_id), all, {0, k}),
+                              "cumsum(beta)", {k}, -kInf, kInf);
+  const Index lg = m.add_node(make_unary(UnaryOp::LGamma, m.block_operand("a", s)), "lgamma(s)", {}, -kInf, kInf);
+  const Index dot =
+      m.add_node(make_matmul(m.block_operand("a", cs), m.block_operand("b", sm), 1, k, 1), "dot", {}, -kInf, kInf);
+  const Index c =
+      m.add_node(make_concat({m.block_operand("a", lse), m.block_operand("b", lg), m.block_operand("c", dot)},
+                             {0, 1, 2}, {0, 0, 0}),
+                 "c", {3}, -kInf, kInf);
+  const Index c2 = m.add_node(make_unary(UnaryOp::Square, m.block_operand("a", c)), "square(c)", {3}, 0.0, kInf);
+  const Index neg = m.add_node(make_unary(UnaryOp::Neg, m.block_operand("a", c2)), "-square(c)", {3}, -kInf, 0.0);
+  m.add_bound_factor("factor", make_target(m.block_operand("expr", neg)), "factor c");
+  std::vector<Operand> pow_ops{m.block_operand("a", sm), bench::scalar_operand("b", 1.5)};
+  const std::vector<Index> pow_shape = broadcast_shape(pow_ops, "pow");
+  for (auto& o : pow_ops) set_broadcast(o, pow_shape);
+  const Index pw = m.add_node(make_binary(BinaryOp::Pow, std::move(pow_ops[0]), std::move(pow_ops[1]), k),
+                              "softmax(beta) ** 1.5", pow_shape, 0.0, 1.0);
+  m.add_bound_factor("factor", make_target(m.block_operand("expr", pw)), "factor pow");
+  // factor(-square(log_add_exp(beta, cumsum(beta)))): the vectorised log_add_exp path from K = 16
+  const Index lae =
+      m.add_node(make_binary(BinaryOp::LogAddExp, m.block_operand("a", beta_id), m.block_operand("b", cs), k),
+                 "log_add_exp(beta, cumsum(beta))", {k}, -kInf, kInf);
+  const Index lae2 = m.add_node(make_unary(UnaryOp::Square, m.block_operand("a", lae)), "square(lae)", {k}, 0.0, kInf);
+  const Index lae3 = m.add_node(make_unary(UnaryOp::Neg, m.block_operand("a", lae2)), "-square(lae)", {k}, -kInf, 0.0);
+  m.add_bound_factor("factor", make_target(m.block_operand("expr", lae3)), "factor log_add_exp");
 }
 
 std::unique_ptr<Model> make_model(const std::string& name) {
