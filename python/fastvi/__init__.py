@@ -34,6 +34,7 @@ from ._kernels import (
     kernels,
     register_kernel,
 )
+from ._logp import logp
 from ._summary import Summary, summary
 from .check import InputCheck, KernelCheck, check_kernel
 from .expr import (
@@ -106,6 +107,7 @@ __all__ = [
     "log_softmax",
     "log_sum_exp",
     "logit",
+    "logp",
     "matmul",
     "pow",
     "psis",
