@@ -168,6 +168,14 @@ CASES = {
         [In("y", "positive"), In("shape", "positive"), In("scale", "positive")],
         lambda y, shape, scale: stats.weibull_min.logcdf(y, shape, scale=scale),
     ),
+    "gamma_lcdf": (
+        [In("y", "positive"), In("shape", "positive"), In("rate", "positive")],
+        lambda y, shape, rate: np.log(special.gammainc(shape, rate * y)),
+    ),
+    "gamma_lccdf": (
+        [In("y", "positive"), In("shape", "positive"), In("rate", "positive")],
+        lambda y, shape, rate: np.log(special.gammaincc(shape, rate * y)),
+    ),
     "weibull_lccdf": (
         [In("y", "positive"), In("shape", "positive"), In("scale", "positive")],
         lambda y, shape, scale: stats.weibull_min.logsf(y, shape, scale=scale),
@@ -726,6 +734,32 @@ def test_von_mises_concentration_over_a_wide_range(copies):
     np.testing.assert_allclose(lp, copies * expected.sum(), rtol=1e-13)
     d_kappa = -2 * np.sin(y / 2) ** 2 + (special.i0e(kappa) - special.i1e(kappa)) / special.i0e(kappa)
     np.testing.assert_allclose(grad, np.tile(d_kappa, copies), rtol=1e-9, atol=1e-13)
+
+
+@pytest.mark.parametrize("copies", [1, 16])
+def test_gamma_lcdf_and_lccdf_over_shape_and_tails(copies):
+    # log P(a, x) and log Q(a, x) on both sides of the series / continued-fraction switch at
+    # x = a + 1, for shapes from 0.01 to 1e6, against scipy's gammainc / gammaincc where those are
+    # representable; the shape partial against central differences of scipy's (h = 1e-6 a).
+    a = np.array([0.01, 0.5, 3.7, 9.99, 10.01, 50.0, 50.0, 1e4, 1e4, 1e6, 1e6])
+    x = np.array([1.0, 0.2, 5.0, 9.0, 12.0, 20.0, 60.0, 9.9e3, 1.01e4, 1.0e6, 1.003e6])
+    for kernel, f in (("gamma_lcdf", special.gammainc), ("gamma_lccdf", special.gammaincc)):
+        _, zeta, evaluate = one_factor(kernel, ["shape"], {"y": x, "shape": a, "rate": 1.0}, copies)
+        lp, grad = evaluate(zeta)
+        np.testing.assert_allclose(lp, copies * np.log(f(a, x)).sum(), rtol=1e-11)
+        h = 1e-6 * a
+        fd = (np.log(f(a + h, x)) - np.log(f(a - h, x))) / (2 * h)
+        np.testing.assert_allclose(grad, np.tile(fd, copies), rtol=1e-5, atol=1e-8)
+    # Far tails, where P or Q underflows: log Q(2, x) = -x + log(1 + x) exactly, and
+    # log P(1, x) = log(1 - exp(-x)) -> log(x) for tiny x.
+    for kernel, shape, y, expected in (
+        ("gamma_lccdf", 2.0, np.array([800.0, 1e5]), lambda y: -y + np.log1p(y)),
+        ("gamma_lcdf", 1.0, np.array([1e-300, 1e-20, 40.0]), lambda y: np.log(-np.expm1(-y))),
+    ):
+        _, zeta, evaluate = one_factor(kernel, ["y"], {"y": y, "shape": shape, "rate": 1.0}, copies)
+        lp, grad = evaluate(zeta)
+        assert np.all(np.isfinite(grad))
+        np.testing.assert_allclose(lp, copies * expected(y).sum(), rtol=1e-13)
 
 
 # ---- input validation ---------------------------------------------------------------------------

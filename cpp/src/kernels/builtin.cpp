@@ -32,6 +32,7 @@ void register_builtin_kernels(KernelRegistry& r) {
   kernels::register_normal_cdf(r);
   kernels::register_lognormal_cdf(r);
   kernels::register_exponential_cdf(r);
+  kernels::register_gamma_cdf(r);
   // Fused GLM likelihoods.
   kernels::register_glm(r);
 }
