@@ -349,3 +349,88 @@ def test_fit_bayesian_linear_regression_matches_conjugate_posterior():
     mu = cov @ X.T @ y / sigma**2
     sd = np.sqrt(np.diag(cov))
     assert np.all(np.abs(approx.mean()["beta"] - mu) < 0.1 * sd), (approx.mean()["beta"], mu, sd)
+
+
+# ---- offset: eta = offset + alpha + X beta ------------------------------------------------------
+
+OFFSET_CASES = [
+    # (beta, S): the row kernel (S = 1, 2), the GEMM path (S = 9), beta as data (xb_ folded)
+    ("param", 1),
+    ("param", 2),
+    ("param", 9),
+    ("data", 3),
+]
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("offset_kind", ["scalar", "vector"])
+@pytest.mark.parametrize("beta,S", OFFSET_CASES, ids=[f"beta_{b}-S{s}" for b, s in OFFSET_CASES])
+def test_offset_matches_scipy_and_finite_differences(kernel, offset_kind, beta, S):
+    # N = 700, K = 13: several row passes and two chunks, K not a multiple of the packet width.
+    n, k = 700, 13
+    X, y = make_data(kernel, n, k, seed=21)
+    rng = np.random.default_rng(22)
+    offset = rng.normal(size=n) * 0.5 if offset_kind == "vector" else 0.37
+    beta_data = rng.normal(size=k) * 0.5
+    m = fv.Model()
+    alpha = m.param("alpha")
+    inputs = {"X": X, "alpha": alpha, "offset": offset}
+    inputs["beta"] = m.param("beta", k) if beta == "param" else beta_data
+    if kernel == "normal_id_glm":
+        inputs["scale"] = m.param("sigma", lower=0.0)
+    m.add(kernel, y, **inputs)
+    zeta = rng.normal(size=(m.dim, S)) * 0.3
+    lp, grad = m.log_density(zeta)
+    for s in range(S):
+        z = zeta[:, s]
+        b = z[1 : 1 + k] if beta == "param" else beta_data
+        sigma = np.exp(z[-1]) if kernel == "normal_id_glm" else None
+        ref = reference_lp(kernel, y, X, z[0] + offset, b, sigma) + (z[-1] if sigma is not None else 0.0)
+        np.testing.assert_allclose(lp[s], ref, rtol=1e-11)
+    h = 1e-5
+    for i in range(m.dim):
+        e = np.zeros((m.dim, S))
+        e[i] = h
+        fd = (m.log_density(zeta + e)[0] - m.log_density(zeta - e)[0]) / (2 * h)
+        np.testing.assert_allclose(grad[i], fd, rtol=1e-6, atol=1e-6 * np.abs(lp).max())
+
+
+@pytest.mark.parametrize("S", [1, 9])
+def test_poisson_exposure_as_log_offset(S):
+    # Counts over different exposures: y_n ~ Poisson(exposure_n exp(alpha + x_n beta)) is
+    # poisson_log_glm with offset = log(exposure), and the same as the element-wise poisson_log
+    # with log_rate = log(exposure) + alpha + X beta.
+    rng = np.random.default_rng(30)
+    n, k = 300, 4
+    X = rng.normal(size=(n, k)) / 2
+    exposure = rng.uniform(0.1, 50.0, n)
+    y = rng.poisson(exposure * np.exp(0.2 + X @ np.array([0.5, -0.3, 0.1, 0.0]))).astype(float)
+    m = fv.Model()
+    alpha, beta = m.param("alpha"), m.param("beta", k)
+    m.add("poisson_log_glm", y, X=X, alpha=alpha, beta=beta, offset=np.log(exposure))
+    ew = fv.Model()
+    alpha_e, beta_e = ew.param("alpha"), ew.param("beta", k)
+    ew.add("poisson_log", y, log_rate=np.log(exposure) + alpha_e + X @ beta_e)
+    zeta = rng.normal(size=(m.dim, S)) * 0.2
+    lp, grad = m.log_density(zeta)
+    lp_e, grad_e = ew.log_density(zeta)
+    np.testing.assert_allclose(lp, lp_e, rtol=1e-11)
+    np.testing.assert_allclose(grad, grad_e, rtol=1e-9, atol=1e-8)
+    expected = [stats.poisson.logpmf(y, exposure * np.exp(z[0] + X @ z[1:])).sum() for z in zeta.T]
+    np.testing.assert_allclose(lp, expected, rtol=1e-11)
+
+
+def test_offset_is_data_with_a_default_of_zero():
+    for kernel in KERNELS:
+        inputs = {i.name: i for i in fv.kernel_spec(kernel).inputs}
+        assert inputs["offset"].data_only and inputs["offset"].default == 0.0
+    X, y = np.ones((4, 2)), np.zeros(4)
+    with pytest.raises(ValueError, match=r"offset must be a scalar or 1-D \(N,\) with N = 4"):
+        _model_with("poisson_log_glm", y, X, offset=np.zeros(3))
+    with pytest.raises(ValueError, match=r"offset must be a scalar or 1-D"):
+        _model_with("poisson_log_glm", y, X, offset=np.zeros((4, 1)))
+    with pytest.raises(ValueError, match="input 'offset' contains nan"):
+        _model_with("poisson_log_glm", y, X, offset=np.array([0.0, np.nan, 0.0, 0.0]))
+    m = fv.Model()
+    with pytest.raises(ValueError, match="input 'offset' must be data"):
+        m.add("poisson_log_glm", y, X=X, beta=m.param("beta", 2), offset=m.param("o"))

@@ -449,6 +449,7 @@ def factor_spec(draw, specs):
         n = draw(st.one_of(st.integers(1, 5), st.integers(1, 5), st.integers(513, 1200)))
         k = draw(st.one_of(st.integers(1, 3), st.integers(4, 20)))  # K > 8: packet remainders
         own_shape = {"y": (n,), "X": (n, k), "alpha": (), "beta": (k,), "scale": ()}
+        own_shape["offset"] = draw(st.sampled_from([(), (n,)]))  # a scalar or one value per row
     else:
         full = draw(st.lists(st.integers(0, 3), max_size=3).map(tuple))
         own_shape = None

@@ -44,7 +44,7 @@ class InputSpec:
     >>> scale = fv.kernel_spec("normal").inputs[2]
     >>> scale
     InputSpec(name='scale', support='positive', data_only=False, default=1.0, doc='standard deviation', aliases=())
-    >>> fv.kernel_spec("normal_id_glm").inputs[-1].aliases
+    >>> fv.kernel_spec("normal_id_glm").inputs[4].aliases
     ('sigma',)
     """
 
@@ -84,10 +84,10 @@ class KernelSpec:
     >>> import fastvi as fv
     >>> spec = fv.kernel_spec("normal_id_glm")
     >>> print(spec)    # doctest: +NORMALIZE_WHITESPACE
-    normal_id_glm(y | X, alpha=0, beta, scale): Normal linear regression:
-    y_n ~ Normal(alpha + X[n] . beta, scale), fused over the rows of X
+    normal_id_glm(y | X, alpha=0, beta, scale, offset=0): Normal linear regression:
+    y_n ~ Normal(offset_n + alpha + X[n] . beta, scale), fused over the rows of X
     >>> [i.name for i in spec.inputs if i.data_only], spec.elementwise
-    (['y', 'X'], False)
+    (['y', 'X', 'offset'], False)
     """
 
     name: str

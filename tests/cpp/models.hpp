@@ -163,8 +163,13 @@ inline void build_elementwise_likelihood(Model& m, const std::string& kernel, co
       ops.push_back(data_operand(in.name, shape, sample_support(in.support, i == 0, n, rng)));
       continue;
     }
-    const double lower = in.support == Support::Real ? -kInf : 0.0;
-    const double upper = in.support == Support::UnitInterval ? 1.0 : kInf;
+    double lower = in.support == Support::Real ? -kInf : 0.0;
+    double upper = in.support == Support::UnitInterval ? 1.0 : kInf;
+    // Inputs coupled to the variate: bounds that keep every draw inside the support, given y's
+    // data (pareto: y >= 0.5 >= y_min; uniform: lower <= -10 < y < 10 <= upper).
+    if (kernel == "pareto" && in.name == "y_min") upper = 0.5;
+    if (kernel == "uniform" && in.name == "lower") upper = -10.0;
+    if (kernel == "uniform" && in.name == "upper") lower = 10.0;
     m.add_param("p_" + in.name, param_shape, lower, upper);
     ops.push_back(param_operand(in.name, m, "p_" + in.name));
   }
@@ -179,10 +184,20 @@ inline bool build_elementwise_prior(Model& m, const std::string& kernel, const s
   if (info.inputs[0].data_only) return false;
   std::mt19937_64 rng(seed);
   const InputInfo& y = info.inputs[0];
-  m.add_param("p_y", shape, y.support == Support::Real ? -kInf : 0.0, y.support == Support::UnitInterval ? 1.0 : kInf);
+  double lower = y.support == Support::Real ? -kInf : 0.0;
+  double upper = y.support == Support::UnitInterval ? 1.0 : kInf;
+  std::vector<Vector> data;
+  for (size_t i = 1; i < info.inputs.size(); ++i) data.push_back(sample_support(info.inputs[i].support, false, 1, rng));
+  // Variates whose support depends on other inputs: inside it (pareto: y >= y_min; uniform:
+  // lower <= y <= upper, with data lower = -1 < upper = 1).
+  if (kernel == "pareto") lower = data[0][0];
+  if (kernel == "uniform") {
+    data[0][0] = lower = -1.0;
+    data[1][0] = upper = 1.0;
+  }
+  m.add_param("p_y", shape, lower, upper);
   std::vector<Operand> ops = {param_operand(y.name, m, "p_y")};
-  for (size_t i = 1; i < info.inputs.size(); ++i)
-    ops.push_back(data_operand(info.inputs[i].name, {}, sample_support(info.inputs[i].support, false, 1, rng)));
+  for (size_t i = 1; i < info.inputs.size(); ++i) ops.push_back(data_operand(info.inputs[i].name, {}, data[i - 1]));
   m.add_factor(kernel, std::move(ops), kernel);
   return true;
 }

@@ -1,11 +1,14 @@
 // Fused GLM likelihoods (Stan's *_glm_lpmf), for a data design matrix X (N x K) and S draws of
 // the parameters at once:
 //
-//   normal_id_glm(y | X, alpha, beta, scale)   y_n ~ Normal(eta_n, scale)  (scale also as `sigma`)
-//   bernoulli_logit_glm(y | X, alpha, beta)    y_n ~ Bernoulli(inv_logit(eta_n))
-//   poisson_log_glm(y | X, alpha, beta)        y_n ~ Poisson(exp(eta_n))
+//   normal_id_glm(y | X, alpha, beta, scale, offset)   y_n ~ Normal(eta_n, scale)  (scale also as `sigma`)
+//   bernoulli_logit_glm(y | X, alpha, beta, offset)    y_n ~ Bernoulli(inv_logit(eta_n))
+//   poisson_log_glm(y | X, alpha, beta, offset)        y_n ~ Poisson(exp(eta_n))
 //
-// with eta_n = alpha + x_n . beta. One driver serves all three. It streams over blocks of rows of
+// with eta_n = offset_n + alpha + x_n . beta; offset is data, a scalar or one value per row (a
+// Poisson regression's log exposure), 0 by default. A scalar offset is added with alpha; a vector
+// is folded into X beta when beta is data, and otherwise added to each column of predictors
+// before the family's column pass. One driver serves all three. It streams over blocks of rows of
 // X: for a block it forms the linear predictors of a panel of draws with one GEMM
 // (eta = X_blk B + alpha), turns them in place into the residuals r = d lp / d eta while summing
 // the log density, and adds X_blk^T r to the gradient of beta while the block is still in cache;
@@ -182,7 +185,7 @@ struct PoissonLog {
 template <class F>
 class Glm final : public Kernel {
  public:
-  // ops: y, X, alpha, beta[, scale], as registered (sigma_ holds the scale).
+  // ops: y, X, alpha, beta[, scale], offset, as registered (sigma_ holds the scale).
   explicit Glm(std::vector<Operand> ops) {
     Operand& y = ops[0];
     Operand& x = ops[1];
@@ -209,6 +212,15 @@ class Glm final : public Kernel {
       if (sigma_.size() != 1)
         throw std::invalid_argument("scale must be a scalar, got shape " + format_shape(sigma_.shape));
     }
+    const Operand& offset = ops[F::kHasSigma ? 5 : 4];
+    if (offset.size() == 1 && offset.shape.size() <= 1) {
+      offset_scalar_ = offset.data[0];
+    } else if (offset.shape.size() == 1 && offset.size() == n_) {
+      offset_ = offset.data;
+    } else {
+      throw std::invalid_argument("offset must be a scalar or 1-D (N,) with N = " + std::to_string(n_) +
+                                  " (the rows of X), got shape " + format_shape(offset.shape));
+    }
     y_ = std::move(y.data);
     // Row-major N x K, as numpy laid it out, plus one packet of zeros that the row kernel's last
     // read runs into. The row kernel also relies on X being finite (add_factor checks data
@@ -221,7 +233,8 @@ class Glm final : public Kernel {
     // Data-only parts computed once: X beta (+ alpha) for a data beta, and the log-density constants.
     if (!beta_.is_param) {
       xb_ = ConstRowMap(x_.data(), n_, k_) * beta_.data;
-      if (!alpha_.is_param) xb_.array() += alpha_.data[0];
+      xb_.array() += offset_scalar_ + (alpha_.is_param ? 0.0 : alpha_.data[0]);
+      if (offset_.size() > 0) xb_ += offset_;
     }
     lp_const_ = F::constant(y_);
   }
@@ -331,10 +344,17 @@ class Glm final : public Kernel {
     return int(std::max<Index>(1, std::min<Index>(threads, l.chunks)));
   }
 
-  // alpha for draw s, or what eta still lacks without it (0 when folded into xb_).
+  // alpha plus the scalar offset for draw s, or what eta still lacks of them (the data ones are
+  // folded into xb_ when beta is data).
   double offset(const Batch& b, Index s) const {
-    if (alpha_.is_param) return b.value[s * b.ld + alpha_.row];
-    return beta_.is_param ? alpha_.data[0] : 0.0;
+    const double alpha = alpha_.is_param ? b.value[s * b.ld + alpha_.row] : beta_.is_param ? alpha_.data[0] : 0.0;
+    return beta_.is_param ? alpha + offset_scalar_ : alpha;
+  }
+
+  // Adds rows [r0, r0 + n) of a vector offset to a column of predictors X beta (beta a parameter;
+  // with beta data the offset is in xb_ already).
+  void add_offset(double* eta, Index r0, Index n) const {
+    if (offset_.size() > 0) Eigen::Map<Vector>(eta, n) += offset_.segment(r0, n);
   }
 
   // Rows [c * chunk_rows, ...) of chunk c into its own slot of part.
@@ -367,6 +387,7 @@ class Glm final : public Kernel {
         }
         for (Index j = 0; j < p; ++j) {
           const Index s = s0 + j;
+          if (beta_.is_param) add_offset(scratch + j * l.blk, r0, n);
           F::column(y_.data() + r0, scratch + j * l.blk, tmp, n, offset(b, s), slot(acc_row, s), slot(rsum_row, s));
         }
         if (beta_.is_param)
@@ -400,6 +421,7 @@ class Glm final : public Kernel {
       const Index next_rows = std::min(n, n_ - (r0 + n));  // none after the last row of X
       for (Index s = 0; s < S; ++s) {
         glm_rows::dot_rows(x, k_, n, beta_pad + s * l.padded_k, eta);
+        add_offset(eta, r0, n);
         F::column(y_.data() + r0, eta, tmp, n, offset(b, s), acc[s], rsum[s]);
         glm_rows::axpy_rows(x, k_, n, eta, grad + s * l.padded_k, next, s == 0 ? next_rows : 0);
       }
@@ -413,6 +435,8 @@ class Glm final : public Kernel {
   }
 
   Vector y_, x_, xb_;
+  Vector offset_;               // a vector offset (N,), or empty
+  double offset_scalar_ = 0.0;  // a scalar offset
   Index n_ = 0, k_ = 0;
   Operand alpha_, beta_, sigma_;
   double lp_const_ = 0.0;
@@ -428,30 +452,40 @@ KernelFactory glm_factory() {
 InputInfo x_input() { return {"X", Support::Real, true, std::nullopt, "design matrix (N, K), data"}; }
 InputInfo alpha_input() { return {"alpha", Support::Real, false, 0.0, "intercept (scalar)"}; }
 InputInfo beta_input() { return {"beta", Support::Real, false, std::nullopt, "coefficients (K,)"}; }
+InputInfo offset_input() {
+  return {"offset", Support::Real, true, 0.0,
+          "added to the linear predictor: a scalar or (N,), data (e.g. log exposure)"};
+}
 
 }  // namespace
 
 void register_glm(KernelRegistry& r) {
   r.add({"normal_id_glm",
-         "Normal linear regression: y_n ~ Normal(alpha + X[n] . beta, scale), fused over the rows of X",
+         "Normal linear regression: y_n ~ Normal(offset_n + alpha + X[n] . beta, scale), fused over the rows of X",
          {{"y", Support::Real, true, std::nullopt, "outcome (N,), data"},
           x_input(),
           alpha_input(),
           beta_input(),
-          {"scale", Support::Positive, false, std::nullopt, "noise standard deviation (scalar)", {"sigma"}}},
+          {"scale", Support::Positive, false, std::nullopt, "noise standard deviation (scalar)", {"sigma"}},
+          offset_input()},
          false,
          glm_factory<NormalId>()});
   r.add({"bernoulli_logit_glm",
-         "Logistic regression: y_n ~ Bernoulli(inv_logit(alpha + X[n] . beta)), fused over the rows of X",
+         "Logistic regression: y_n ~ Bernoulli(inv_logit(offset_n + alpha + X[n] . beta)), fused over the rows of X",
          {{"y", Support::Binary, true, std::nullopt, "outcome (N,) in {0, 1}, data"},
           x_input(),
           alpha_input(),
-          beta_input()},
+          beta_input(),
+          offset_input()},
          false,
          glm_factory<BernoulliLogit>()});
   r.add({"poisson_log_glm",
-         "Poisson regression: y_n ~ Poisson(exp(alpha + X[n] . beta)), fused over the rows of X",
-         {{"y", Support::Count, true, std::nullopt, "counts (N,), data"}, x_input(), alpha_input(), beta_input()},
+         "Poisson regression: y_n ~ Poisson(exp(offset_n + alpha + X[n] . beta)), fused over the rows of X",
+         {{"y", Support::Count, true, std::nullopt, "counts (N,), data"},
+          x_input(),
+          alpha_input(),
+          beta_input(),
+          offset_input()},
          false,
          glm_factory<PoissonLog>()});
 }
