@@ -408,3 +408,33 @@ def test_exact_moments_of_ordered_and_cholesky_cov_match_monte_carlo(family):
         np.testing.assert_allclose(mean[name], mc_mean, atol=5e-3, rtol=0)
         np.testing.assert_allclose(std[name], mc_sd, atol=5e-3, rtol=0.01)
     assert np.all(std["L"][np.triu_indices(3, 1)] == 0)
+
+
+@pytest.mark.parametrize("family", ["meanfield", "fullrank", "lowrank"])
+def test_every_transform_through_a_fit(family):
+    # sample / mean / std / summary / PSIS / Laplace / pickled fit, with every transform at once
+    rng = np.random.default_rng(8)
+    m = fv.Model()
+    shapes = {"simplex": (2, 4), "ordered": (3,), "positive_ordered": (3,), "cholesky_corr": (3, 3)}
+    shapes["cholesky_cov"] = (2, 2)
+    params = {t: m.param(t, shape=s, transform=t) for t, s in shapes.items()}
+    for t, p in params.items():
+        m.add("normal", p, loc=0.3 * rng.normal(size=shapes[t]), scale=1.0)
+    fit = _quiet_fit(m, family=family, steps=4000)
+    assert fit.model.dim == sum(free_count(t, s) for t, s in shapes.items())
+    assert fit.laplace is not None and fit.laplace.kind == "ok"
+    assert fit.psis is not None and np.isfinite(fit.khat)
+    draws = fit.sample(300, seed=9)
+    mean, std = fit.mean(), fit.std()
+    for t, s in shapes.items():
+        assert draws[t].shape == (300,) + s and mean[t].shape == s and std[t].shape == s
+        check_constraint(t, draws[t], tol=1e-10)
+        assert np.all(np.isfinite(mean[t])) and np.all(std[t] >= 0)
+    check_constraint("simplex", mean["simplex"], tol=1e-10)  # a mean of simplexes is one
+    assert np.all(np.diff(mean["ordered"]) > 0) and np.all(np.diff(mean["positive_ordered"]) > 0)
+    text = str(fv.summary(fit))
+    assert "simplex[1, 3]" in text and "cholesky_corr[2, 1]" in text
+    again = pickle.loads(pickle.dumps(fit))
+    np.testing.assert_array_equal(again.sample(5, seed=1)["simplex"], fit.sample(5, seed=1)["simplex"])
+    corrected = fit.mean(importance="psis")
+    assert corrected["cholesky_corr"].shape == (3, 3)

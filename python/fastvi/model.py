@@ -790,7 +790,11 @@ class Model:
         Parameters
         ----------
         values : dict of str to array_like
-            A value for every parameter (broadcast to its shape), strictly inside its bounds.
+            A value for every parameter (broadcast to its shape), strictly inside its bounds, or
+            satisfying its vector transform's constraint (a simplex positive and summing to 1
+            within 1e-8, an ordered vector strictly increasing, a Cholesky factor lower
+            triangular with a positive diagonal and, for ``cholesky_corr``, rows of unit length
+            within 1e-8).
 
         Returns
         -------
@@ -801,7 +805,8 @@ class Model:
         ------
         ValueError
             If a parameter is missing, a name is unknown, a value has the wrong shape, is not
-            finite or is not strictly inside the parameter's bounds.
+            finite, is not strictly inside the parameter's bounds or does not satisfy its
+            vector constraint.
 
         See Also
         --------
@@ -820,6 +825,14 @@ class Model:
         Traceback (most recent call last):
             ...
         ValueError: value of 'p' must lie strictly inside (0, 1)
+
+        A vector transform's value has fewer free coordinates (the uniform 3-simplex is zeta = 0):
+
+        >>> m = fv.Model()
+        >>> w = m.param("w", shape=3, transform="simplex")
+        >>> zeta = m.unconstrain({"w": np.full(3, 1 / 3)})
+        >>> zeta.shape, bool(np.allclose(zeta, 0.0))
+        ((2,), True)
         """
         theta = np.empty(self._core.param_values)
         missing = [n for n in self._params if n not in values]
