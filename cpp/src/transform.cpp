@@ -1,5 +1,6 @@
 #include "fastvi/transform.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -47,10 +48,33 @@ namespace fastvi {
 
 namespace {
 
-// log(1 - tanh(y)^2) = 2 log sech(y), finite for any y.
-double log_sech2(double y) {
-  const double a = std::abs(y);
-  return 2.0 * (math::kLog2 - a - std::log1p(std::exp(-2.0 * a)));
+// inv_logit(u) and inv_logit(-u) (p and 1 - p, each to full relative precision) from one exp,
+// and optionally their logs (one log1p more).
+struct Logistic {
+  double p, q, log_p, log_q;
+};
+inline Logistic logistic(double u, bool logs) {
+  const double e = std::exp(-std::abs(u));
+  const double small = e / (1.0 + e), large = 1.0 / (1.0 + e);
+  Logistic out{u >= 0 ? large : small, u >= 0 ? small : large, 0.0, 0.0};
+  if (logs) {
+    const double l = std::log1p(e);  // log p = min(u, 0) - l, log q = min(-u, 0) - l
+    out.log_p = std::min(u, 0.0) - l;
+    out.log_q = std::min(-u, 0.0) - l;
+  }
+  return out;
+}
+
+// tanh(y) and sech(y) from one expm1 (accurate for small |y| too, finite for any y), and
+// optionally log(1 - tanh(y)^2) = 2 log sech(y) (one log1p more).
+struct Hyperbolic {
+  double tanh, sech, log_sech2;
+};
+inline Hyperbolic hyperbolic(double y, bool log) {
+  const double a = std::abs(y), m = std::expm1(-2.0 * a), e = 1.0 + m;  // e = exp(-2|y|)
+  Hyperbolic out{std::copysign(-m / (2.0 + m), y), 2.0 * std::sqrt(e) / (2.0 + m), 0.0};
+  if (log) out.log_sech2 = 2.0 * (math::kLog2 - a - std::log1p(e));
+  return out;
 }
 
 std::string shape_string(const std::vector<Index>& shape) {
@@ -141,12 +165,11 @@ double Transform::forward(const double* z, double* x) const {
       // stick_k carried as a product of (1 - inv_logit) factors, log stick_k as a sum of their logs
       double stick = 1.0, log_stick = 0.0;
       for (Index i = 0; i + 1 < K; ++i) {
-        const double u = z[i] - std::log(double(K - 1 - i));
-        const double log_1mp = -math::log1p_exp(u);
-        log_j += -math::log1p_exp(-u) + log_1mp + log_stick;
-        x[i] = stick * math::inv_logit(u);
-        stick *= math::inv_logit(-u);
-        log_stick += log_1mp;
+        const Logistic l = logistic(z[i] - std::log(double(K - 1 - i)), true);
+        log_j += l.log_p + l.log_q + log_stick;
+        x[i] = stick * l.p;
+        stick *= l.q;
+        log_stick += l.log_q;
       }
       x[K - 1] = stick;
       return log_j;
@@ -168,11 +191,11 @@ double Transform::forward(const double* z, double* x) const {
         double* row = x + i * K;
         double log_w = 0.0, w = 1.0;  // w_j = sqrt(1 - sum_{j' < j} L(i, j')^2) = prod_{j' < j} sech(z)
         for (Index j = 0; j < i; ++j) {
-          const double y = z[pos++], ls = log_sech2(y);
-          row[j] = std::tanh(y) * w;
-          log_j += ls + log_w;  // tanh's derivative, and L(i, j)'s factor w_j
-          log_w += 0.5 * ls;
-          w = std::exp(log_w);
+          const Hyperbolic h = hyperbolic(z[pos++], true);
+          row[j] = h.tanh * w;
+          log_j += h.log_sech2 + log_w;  // tanh's derivative, and L(i, j)'s factor w_j
+          log_w += 0.5 * h.log_sech2;
+          w *= h.sech;
         }
         row[i] = w;
         for (Index j = i + 1; j < K; ++j) row[j] = 0.0;
@@ -202,8 +225,8 @@ void Transform::backward(const double* z, const double* x, const double* gx, dou
       // reverse sweep of x_i = stick_i p_i, stick_{i+1} = stick_i (1 - p_i); `adj` is d/d stick_{i+1}
       double adj = gx[K - 1];
       for (Index i = K - 1; i-- > 0;) {
-        const double u = z[i] - std::log(double(K - 1 - i));
-        const double p = math::inv_logit(u), q = math::inv_logit(-u);
+        const Logistic l = logistic(z[i] - std::log(double(K - 1 - i)), false);
+        const double p = l.p, q = l.q;
         // stick_i p_i (1 - p_i) = x_i q_i; d log|J| / dz_i = 1 - 2 p_i - (K - 2 - i) p_i
         gz[i] = (gx[i] - adj) * x[i] * q + (q - p) - double(K - 2 - i) * p;
         adj = gx[i] * p + adj * q;
@@ -228,16 +251,17 @@ void Transform::backward(const double* z, const double* x, const double* gx, dou
         double* g = gz + pos;
         const double* y = z + pos;
         // forward again, keeping w_j in g[j] (overwritten by the gradient below)
-        double log_w = 0.0;
+        double w = 1.0;
         for (Index j = 0; j < i; ++j) {
-          g[j] = std::exp(log_w);
-          log_w += 0.5 * log_sech2(y[j]);
+          g[j] = w;
+          w *= hyperbolic(y[j], false).sech;
         }
         double adj = grow[i];  // d/d w_{j+1}; L(i, i) = w_i
         for (Index j = i; j-- > 0;) {
-          const double t = std::tanh(y[j]), c = std::exp(0.5 * log_sech2(y[j])), w = g[j];
+          const Hyperbolic h = hyperbolic(y[j], false);
+          const double t = h.tanh, c = h.sech;
           const double d_log_j = -2.0 * t * (1.0 + 0.5 * double(i - 1 - j));
-          g[j] = w * (grow[j] * c * c - adj * t * c) + d_log_j;
+          g[j] = g[j] * (grow[j] * c * c - adj * t * c) + d_log_j;
           adj = grow[j] * t + adj * c;
         }
         pos += i;
