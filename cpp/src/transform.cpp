@@ -121,6 +121,8 @@ Transform Transform::vector(const std::string& name, const std::vector<Index>& s
   switch (t.kind) {
     case TransformKind::Simplex:
       t.free_each = k - 1, t.size_each = k, t.lower = 0.0, t.upper = 1.0;
+      t.log_remaining.resize(size_t(k - 1));
+      for (Index i = 0; i + 1 < k; ++i) t.log_remaining[size_t(i)] = std::log(double(k - 1 - i));
       break;
     case TransformKind::Ordered:
       t.free_each = k, t.size_each = k;
@@ -165,7 +167,7 @@ double Transform::forward(const double* z, double* x) const {
       // stick_k carried as a product of (1 - inv_logit) factors, log stick_k as a sum of their logs
       double stick = 1.0, log_stick = 0.0;
       for (Index i = 0; i + 1 < K; ++i) {
-        const Logistic l = logistic(z[i] - std::log(double(K - 1 - i)), true);
+        const Logistic l = logistic(z[i] - log_remaining[size_t(i)], true);
         log_j += l.log_p + l.log_q + log_stick;
         x[i] = stick * l.p;
         stick *= l.q;
@@ -225,7 +227,7 @@ void Transform::backward(const double* z, const double* x, const double* gx, dou
       // reverse sweep of x_i = stick_i p_i, stick_{i+1} = stick_i (1 - p_i); `adj` is d/d stick_{i+1}
       double adj = gx[K - 1];
       for (Index i = K - 1; i-- > 0;) {
-        const Logistic l = logistic(z[i] - std::log(double(K - 1 - i)), false);
+        const Logistic l = logistic(z[i] - log_remaining[size_t(i)], false);
         const double p = l.p, q = l.q;
         // stick_i p_i (1 - p_i) = x_i q_i; d log|J| / dz_i = 1 - 2 p_i - (K - 2 - i) p_i
         gz[i] = (gx[i] - adj) * x[i] * q + (q - p) - double(K - 2 - i) * p;

@@ -57,6 +57,8 @@ struct Transform {
   Index count = 0;
   Index free_each = 1;
   Index size_each = 1;
+  // simplex: log(K - 1 - i), the stick-breaking offsets (computed once, not per step)
+  std::vector<double> log_remaining;
 
   // Picks the transform for the bounds; throws std::invalid_argument if lower >= upper or a bound is NaN.
   static Transform from_bounds(double lower, double upper);
