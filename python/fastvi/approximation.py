@@ -466,7 +466,7 @@ class Approximation:
         weights = weights / weights.sum()
         for p in self.model:
             if p.transform is not None:
-                continue  # vector transforms: Monte Carlo (_sampled_moments)
+                continue  # vector transforms: _vector_moments above, or _sampled_moments
             sl = slice(p.offset, p.offset + p.size)
             m, s = mu[sl], sd[sl]
             if math.isfinite(p.lower) and math.isfinite(p.upper):
