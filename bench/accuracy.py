@@ -1,7 +1,7 @@
 """Accuracy of fastvi against posteriordb reference posteriors and the gallery of harder models.
 
-Fits every posterior of bench/posteriors.py, and of bench/gallery.py whose NUTS reference is in
-bench/data/gallery (bench/nuts_reference.py writes them), with every Gaussian family, with fastvi's **default
+Fits every posterior of tests/posteriors.py, and of tests/gallery.py whose NUTS reference is in
+tests/data/gallery (bench/nuts_reference.py writes them), with every Gaussian family, with fastvi's **default
 settings** (only ``seed`` is set), and prints, per (posterior, family, seed):
 
 - max |mean err|: the largest |fitted mean − reference mean| / reference sd over the compared
@@ -51,7 +51,7 @@ import warnings
 from pathlib import Path
 from typing import Dict, List
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the models and reference data
 
 import fastvi as fv  # noqa: E402
 import gallery as G  # noqa: E402
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--detail", action="store_true", help="also print every compared quantity")
     which = ap.add_mutually_exclusive_group()
-    which.add_argument("--gallery", action="store_true", help="only the gallery of bench/gallery.py")
+    which.add_argument("--gallery", action="store_true", help="only the gallery of tests/gallery.py")
     which.add_argument("--posteriordb", action="store_true", help="only the posteriordb posteriors")
     args = ap.parse_args(argv)
 

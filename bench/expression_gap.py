@@ -11,7 +11,7 @@ median of ``repeats`` runs (the machine may be shared and noisy).
 
     bernoulli: bernoulli_logit_glm(y, X, alpha, beta)  vs  bernoulli_logit(y, logit=alpha + X @ beta)
     poisson:   poisson_log_glm(y, X, alpha, beta)      vs  poisson_log(y, log_rate=alpha + X @ beta)
-    normal:    normal_id_glm(y, X, alpha, beta, sigma) vs  normal(y, loc=alpha + X @ beta, scale=sigma)
+    normal:    normal_id_glm(y, X, alpha, beta, scale) vs  normal(y, loc=alpha + X @ beta, scale=sigma)
 """
 
 import argparse
@@ -55,7 +55,7 @@ def build(likelihood, fused, X, y):
         sigma = m.param("sigma", lower=0.0)
         m.add("half_normal", sigma, scale=1.0)
     if fused:
-        extra = {"sigma": sigma} if likelihood == "normal" else {}
+        extra = {"scale": sigma} if likelihood == "normal" else {}
         m.add(FUSED[likelihood], y, X=X, alpha=alpha, beta=beta, **extra)
     else:
         eta = alpha + X @ beta

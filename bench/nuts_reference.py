@@ -1,13 +1,13 @@
-"""NUTS reference posteriors for the gallery of bench/gallery.py (NumPyro, float64).
+"""NUTS reference posteriors for the gallery of tests/gallery.py (NumPyro, float64).
 
 Runs in the peers' virtual environment (bench/peers/requirements.txt plus scikit-learn; fastvi is
 not needed there):
 
-    python bench/nuts_reference.py                    # every gallery model; writes bench/data/gallery/*.json
+    python bench/nuts_reference.py                    # every gallery model; writes tests/data/gallery/*.json
     python bench/nuts_reference.py --only stoch_vol --draws 1000 --warmup 500 --dry-run
     python bench/nuts_reference.py --check            # log density: NumPyro vs fastvi (no sampling)
 
-Each model below is written as bench/gallery.py writes it for fastvi (same site names, priors,
+Each model below is written as tests/gallery.py writes it for fastvi (same site names, priors,
 parameterisation and constraint transforms: exp for lower=0, -1 + 2 logit^-1 for (-1, 1)), so the
 two log densities in the unconstrained space (with the log-Jacobians) differ by a constant. Where
 NUTS itself struggles with that parameterisation, ``NUTS_SETTINGS[name]["reparam"]`` samples the same
@@ -20,7 +20,7 @@ seeds, plus check points (unconstrained vectors in fastvi's layout with NumPyro'
 that tests/test_gallery.py compares with fastvi.
 
 ``--check`` evaluates NumPyro's log density at random unconstrained points and fastvi's at the
-same points (by running ``bench/gallery.py --log-density`` with ``--fastvi-python``, default
+same points (by running ``tests/gallery.py --log-density`` with ``--fastvi-python``, default
 python3, where fastvi is installed) and compares the differences between points.
 """
 
@@ -49,12 +49,12 @@ from numpyro.infer.reparam import LocScaleReparam  # noqa: E402
 from numpyro.infer.util import potential_energy  # noqa: E402
 
 numpyro.enable_x64()
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+TESTS = Path(__file__).resolve().parents[1] / "tests"  # the gallery models and their data live there
+sys.path.insert(0, str(TESTS))
 import gallery as G  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
-# the models, as bench/gallery.py writes them
+# the models, as tests/gallery.py writes them
 
 
 def hier_5groups_centered(d):
@@ -82,7 +82,7 @@ def horseshoe_logit_aux(d):
     lambda = r1 * sqrt(r2), r1 ~ HalfNormal(1), r2 ~ InverseGamma(1/2, 1/2) (so r1^2 r2 ~ F(1, 1) and
     lambda ~ HalfCauchy(1); Piironen and Vehtari 2017). Tried because the plain parameterisation left
     134 divergent transitions of 20,000 at target acceptance 0.999; this one still leaves 116 at 0.995,
-    and the two runs' moments agree to 0.04 sd in means and 5 % in sds (bench/README.md)."""
+    and the two runs' moments agree to 0.04 sd in means and 5 % in sds (tests/data/gallery/README.md)."""
     X, y = jnp.asarray(d["X"]), jnp.asarray(d["y"], dtype=jnp.float64)
     K = d["K"]
     alpha = numpyro.sample("alpha", dist.Normal(0.0, 2.5))
@@ -196,7 +196,7 @@ def fastvi_log_density(name, data, zetas, python):
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.json", Path(tmp) / "out.json"
         src.write_text(json.dumps({"name": name, "data": data, "zeta": np.asarray(zetas).tolist()}))
-        subprocess.run([python, str(HERE / "gallery.py"), "--log-density", str(src), str(dst)], check=True)
+        subprocess.run([python, str(TESTS / "gallery.py"), "--log-density", str(src), str(dst)], check=True)
         return json.loads(dst.read_text())["log_density"]
 
 
@@ -370,7 +370,7 @@ def run(name, args):
         "command": "python " + " ".join([f"bench/{Path(sys.argv[0]).name}", *sys.argv[1:]]),
         "versions": versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "data_seed": "fixed numpy seeds in bench/gallery.py (data_" + name + ")",
+        "data_seed": "fixed numpy seeds in tests/gallery.py (data_" + name + ")",
     }
     return info
 

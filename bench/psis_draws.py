@@ -1,6 +1,6 @@
 """How many draws should fastvi's PSIS diagnostic take? k-hat's sampling variability against cost.
 
-For every posterior of bench/posteriors.py and each family, fits once with the default settings
+For every posterior of tests/posteriors.py and each family, fits once with the default settings
 (``psis_draws=0``), then runs the PSIS diagnostic (``fit.run_psis(M, seed=s)``) for M in ``--draws``
 with ``--reps`` different seeds each, and prints per (posterior, family, M): the mean and sd of
 k-hat over the seeds, the mean ESS / M, how often k-hat > 0.7, and the PSIS step's CPU time (median
@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the models and reference data
 
 import fastvi as fv  # noqa: E402
 import posteriors as P  # noqa: E402

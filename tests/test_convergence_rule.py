@@ -8,9 +8,7 @@ each failed that way; every fit here takes well under a second.
 """
 
 import math
-import sys
 import warnings
-from pathlib import Path
 
 import fastvi as fv
 import numpy as np
@@ -153,7 +151,6 @@ def test_a_fit_whose_scale_settles_late_is_not_converged_early():
     # The low-rank family's B turns slowly on arK: q's sds look settled at step 1,500 and keep
     # moving until ~15,000. The averaging phase sees the trend and withdraws the convergence
     # (with steps=10,000, so that the fit stops while B is still turning).
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import posteriors as P
 
     model, _, _ = P.build("arK-arK")
@@ -190,7 +187,6 @@ def test_mode_search_says_what_is_wrong():
     laplace = find_laplace(model, np.zeros(3), full=True)
     assert not laplace.ok and laplace.kind == "flat" and laplace.parameters == ("a[0]",)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import posteriors as P
 
     model, _, _ = P.build("eight_schools-eight_schools_centered")

@@ -1,6 +1,6 @@
-"""The gallery of bench/gallery.py: its fastvi models against the stored NUTS reference files.
+"""The gallery of tests/gallery.py: its fastvi models against the stored NUTS reference files.
 
-Runs on the stored JSON only (bench/data/gallery, written by bench/nuts_reference.py): no jax, no
+Runs on the stored JSON only (tests/data/gallery, written by bench/nuts_reference.py): no jax, no
 scikit-learn. Checks that each fastvi model has the same log density, up to a constant, as
 
 - NumPyro's (stored at a few unconstrained points by the reference script), and
@@ -11,17 +11,12 @@ that its NUTS run converged.
 """
 
 import math
-import sys
-from pathlib import Path
 
+import gallery as G  # tests/gallery.py (pytest puts tests/ on sys.path)
 import numpy as np
 import pytest
 from scipy import stats
 from scipy.special import expit, log_expit
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import gallery as G  # noqa: E402
 
 NAMES = G.available()
 pytestmark = pytest.mark.skipif(not NAMES, reason="no gallery reference files (bench/nuts_reference.py)")

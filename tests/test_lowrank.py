@@ -14,10 +14,10 @@ Closed forms for the diagonal target p(z) = prod_i Normal(z_i | m_i, s_i) of tes
 import math
 import sys
 import warnings
-from pathlib import Path
 
 import fastvi as fv
 import numpy as np
+import posteriors as P  # tests/posteriors.py (pytest puts tests/ on sys.path)
 import pytest
 from fastvi import _core
 from scipy import stats
@@ -367,10 +367,8 @@ def test_same_seed_same_fit():
     np.testing.assert_array_equal(fits[0].phi, fits[2].phi)
 
 
-# ---- posteriordb (the models of bench/posteriors.py, the references in bench/data) -------------
+# ---- posteriordb (the models of tests/posteriors.py, the references in tests/data) -------------
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import posteriors as P  # noqa: E402
 
 RANK_2_MEETS_TARGET = [
     "kidiq-kidscore_momiq",

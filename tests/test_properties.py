@@ -448,7 +448,7 @@ def factor_spec(draw, specs):
     if name in GLMS:
         n = draw(st.one_of(st.integers(1, 5), st.integers(1, 5), st.integers(513, 1200)))
         k = draw(st.one_of(st.integers(1, 3), st.integers(4, 20)))  # K > 8: packet remainders
-        own_shape = {"y": (n,), "X": (n, k), "alpha": (), "beta": (k,), "sigma": ()}
+        own_shape = {"y": (n,), "X": (n, k), "alpha": (), "beta": (k,), "scale": ()}
     else:
         full = draw(st.lists(st.integers(0, 3), max_size=3).map(tuple))
         own_shape = None
@@ -768,7 +768,7 @@ m = fv.Model()
 w = m.param("w", shape=(2,))
 s = m.param("s", lower=0.0)
 m.add("normal", w, loc=0.0, scale=s)
-m.add("normal_id_glm", np.zeros(3), X=np.ones((3, 2)), beta=w, sigma=s)
+m.add("normal_id_glm", np.zeros(3), X=np.ones((3, 2)), beta=w, scale=s)
 m.add("normal", np.zeros((0, 2)), loc=w)
 """
     got = worker.call("call", setup=setup, code="[(a.shape, a.dtype.str) for a in m.log_density(np.zeros((3, 0)))]")
@@ -947,7 +947,7 @@ FIT_MODELS = {
                     "X": ("data", {"base": _FIT_DATA, "layout": "F"}),
                     "alpha": ("param", "alpha"),
                     "beta": ("param", "beta"),
-                    "sigma": ("param", "sigma"),
+                    "scale": ("param", "sigma"),
                 },
             ),
         ],

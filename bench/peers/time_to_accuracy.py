@@ -16,7 +16,7 @@ It needs fastvi, numpyro (with jax[cpu]) and pymc importable from one interprete
 with ``python3 -m venv --system-site-packages VENV && VENV/bin/pip install -r
 bench/peers/requirements.txt`` on a machine where fastvi is installed.
 
-Methods (every one from the same numpy arrays, built here exactly as bench/posteriors.py builds
+Methods (every one from the same numpy arrays, built here exactly as tests/posteriors.py builds
 them; ``--check-models`` / the start of every run checks that the three libraries' log densities
 on the unconstrained space agree with fastvi's up to a constant):
 
@@ -71,7 +71,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCH = os.path.dirname(HERE)
+TESTS = os.path.join(os.path.dirname(os.path.dirname(HERE)), "tests")  # tests/posteriors.py and its data
 
 POSTERIORS = [
     "kidiq-kidscore_interaction",
@@ -110,12 +110,12 @@ FULLRANK = {"fullrank", "AutoMultivariateNormal", "fullrank_advi"}
 
 
 # ------------------------------------------------------------------------------------------------
-# The models, as data + priors (the same transforms of the data as bench/posteriors.py)
+# The models, as data + priors (the same transforms of the data as tests/posteriors.py)
 # ------------------------------------------------------------------------------------------------
 
 
 def load_info(name):
-    with open(os.path.join(BENCH, "data", "posteriordb", f"{name}.json")) as fh:
+    with open(os.path.join(TESTS, "data", "posteriordb", f"{name}.json")) as fh:
         return json.load(fh)
 
 
@@ -126,7 +126,7 @@ def spec(name, data):
     ``beta_scalar``: beta is one scalar parameter (kilpisjarvi: loc = alpha + beta * x);
     ``alpha``: None (no separate intercept) or ("normal", loc, scale); ``sigma``: "flat" (flat on
     (0, inf)), ("half_cauchy", scale) or ("half_normal", scale).
-    The comments name the bench/posteriors.py builder each one copies."""
+    The comments name the tests/posteriors.py builder each one copies."""
     import numpy as np
 
     col = lambda k: np.asarray(data[k], dtype=float)
@@ -250,7 +250,7 @@ def worker_fastvi(cfg):
 
     import numpy as np  # noqa: F401
 
-    sys.path.insert(0, BENCH)
+    sys.path.insert(0, TESTS)
     import fastvi as fv
     import posteriors as P
 
@@ -387,7 +387,7 @@ def check_models(names, points=5):
     import jax.numpy as jnp
     from numpyro.infer.util import potential_energy
 
-    sys.path.insert(0, BENCH)
+    sys.path.insert(0, TESTS)
     import posteriors as P
 
     out = {}
@@ -682,7 +682,7 @@ def main():
     all_rows, raw = {}, []
     for name in names:
         info = load_info(name)
-        sys.path.insert(0, BENCH)
+        sys.path.insert(0, TESTS)
         import posteriors as P
 
         keys = list(P.BUILDERS[name](info["data"])[1])

@@ -44,13 +44,31 @@ void bind_model(py::module_& m) {
       .value("add", BinaryOp::Add)
       .value("sub", BinaryOp::Sub)
       .value("mul", BinaryOp::Mul)
-      .value("div", BinaryOp::Div);
+      .value("div", BinaryOp::Div)
+      .value("pow", BinaryOp::Pow)
+      .value("log_add_exp", BinaryOp::LogAddExp);
   py::enum_<UnaryOp>(m, "UnaryOp")
       .value("neg", UnaryOp::Neg)
       .value("exp", UnaryOp::Exp)
       .value("log", UnaryOp::Log)
       .value("log1p_exp", UnaryOp::Log1pExp)
-      .value("inv_logit", UnaryOp::InvLogit);
+      .value("inv_logit", UnaryOp::InvLogit)
+      .value("sqrt", UnaryOp::Sqrt)
+      .value("square", UnaryOp::Square)
+      .value("abs", UnaryOp::Abs)
+      .value("log1m", UnaryOp::Log1m)
+      .value("lgamma", UnaryOp::LGamma)
+      .value("log1p", UnaryOp::Log1p)
+      .value("expm1", UnaryOp::Expm1)
+      .value("tanh", UnaryOp::Tanh)
+      .value("logit", UnaryOp::Logit)
+      .value("log_inv_logit", UnaryOp::LogInvLogit);
+  py::enum_<SegmentOp>(m, "SegmentOp")
+      .value("sum", SegmentOp::Sum)
+      .value("log_sum_exp", SegmentOp::LogSumExp)
+      .value("cumsum", SegmentOp::CumSum)
+      .value("log_softmax", SegmentOp::LogSoftmax)
+      .value("softmax", SegmentOp::Softmax);
 
   py::class_<Model>(m, "Model")
       .def(py::init<>())
@@ -122,6 +140,47 @@ void bind_model(py::module_& m) {
             return self.add_node(make_sum(std::move(a)), name, {}, lower, upper);
           },
           py::arg("a"), py::arg("name"), py::arg("lower"), py::arg("upper"))
+      .def(
+          "add_segmented",
+          [](Model& self, SegmentOp op, Operand a, const std::vector<Index>& index, const std::vector<Index>& offsets,
+             const std::vector<Index>& shape, const std::string& name, double lower, double upper) {
+            return self.add_node(make_segmented(op, std::move(a), index, offsets), name, shape, lower, upper);
+          },
+          py::arg("op"), py::arg("a"), py::arg("index"), py::arg("offsets"), py::arg("shape"), py::arg("name"),
+          py::arg("lower"), py::arg("upper"))
+      .def(
+          "add_concat",
+          [](Model& self, std::vector<Operand> parts, const std::vector<Index>& part, const std::vector<Index>& element,
+             const std::vector<Index>& shape, const std::string& name, double lower, double upper) {
+            return self.add_node(make_concat(std::move(parts), part, element), name, shape, lower, upper);
+          },
+          py::arg("parts"), py::arg("part"), py::arg("element"), py::arg("shape"), py::arg("name"), py::arg("lower"),
+          py::arg("upper"))
+      .def(
+          "add_matmul",
+          [](Model& self, Operand a, Operand b, Index n, Index k, Index m, const std::vector<Index>& shape,
+             const std::string& name) {
+            return self.add_node(make_matmul(std::move(a), std::move(b), n, k, m), name, shape, -kInf, kInf);
+          },
+          py::arg("a"), py::arg("b"), py::arg("n"), py::arg("k"), py::arg("m"), py::arg("shape"), py::arg("name"))
+      .def(
+          "add_target",
+          [](Model& self, Operand a, const std::string& label) {
+            if (!a.is_param) throw std::invalid_argument(label + ": a factor needs a parameter or expression");
+            self.add_bound_factor("factor", make_target(std::move(a)), label);
+          },
+          py::arg("a"), py::arg("label"), "Adds the sum of a block's elements to the log density (Model.factor).")
+      .def(
+          "reshaped_operand",
+          [](const Model& self, const std::string& input, Index block, const std::vector<Index>& shape) {
+            Operand op = self.block_operand(input, block);
+            if (shape_size(shape) != op.size())
+              throw std::invalid_argument(input + ": cannot reshape " + std::to_string(op.size()) + " elements");
+            op.shape = shape;
+            return op;
+          },
+          py::arg("input"), py::arg("block"), py::arg("shape"),
+          "An operand that reads block `block` with another shape of the same size (a reshape).")
       .def("add_factor", &Model::add_factor, py::arg("kernel"), py::arg("operands"), py::arg("label"))
       .def_property_readonly("dim", &Model::dim)
       .def_property_readonly("rows", &Model::rows)

@@ -20,36 +20,168 @@ using ConstStridedMap = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;
 using ArrayMap = Eigen::Map<Eigen::ArrayXd>;  // one draw's run of a node's or operand's rows
 using ConstArrayMap = Eigen::Map<const Eigen::ArrayXd>;
 
+// d/dx log Gamma(x) for any x that is not 0 or a negative integer (reflection below 0).
+double digamma_any(double x) {
+  if (x > 0) return math::digamma(x);
+  if (x == std::floor(x)) return kNaN;
+  return math::digamma(1.0 - x) - math::kPi / std::tan(math::kPi * x);
+}
+
+// log(exp(x) + exp(y)) without overflow; -inf when both are.
+double log_add_exp(double x, double y) {
+  const double m = std::max(x, y);
+  if (m == -kInf) return -kInf;
+  if (m == kInf) return kInf;
+  return m + std::log1p(std::exp(-std::abs(x - y)));
+}
+
+double binary_value(BinaryOp op, double x, double y) {
+  switch (op) {
+    case BinaryOp::Add:
+      return x + y;
+    case BinaryOp::Sub:
+      return x - y;
+    case BinaryOp::Mul:
+      return x * y;
+    case BinaryOp::Div:
+      return x / y;
+    case BinaryOp::Pow:
+      return std::pow(x, y);
+    case BinaryOp::LogAddExp:
+      return log_add_exp(x, y);
+  }
+  return kNaN;
+}
+
+// The partials of out = x (op) y with respect to x and y (dy only when need_dy: for a power, it
+// costs a log that a data exponent does not need).
+struct Partials {
+  double dx, dy;
+};
+Partials binary_partials(BinaryOp op, double x, double y, double out, bool need_dy) {
+  switch (op) {
+    case BinaryOp::Add:
+      return {1.0, 1.0};
+    case BinaryOp::Sub:
+      return {1.0, -1.0};
+    case BinaryOp::Mul:
+      return {y, x};
+    case BinaryOp::Div:
+      return {1.0 / y, -out / y};  // d(x/y)/dy = -(x/y)/y
+    case BinaryOp::Pow:
+      // d/dx = y x^(y-1) (0 for y == 0, also at x == 0); d/dy = x^y log x (0 where x^y is 0)
+      return {y == 0 ? 0.0 : y * std::pow(x, y - 1.0), (!need_dy || out == 0) ? 0.0 : out * std::log(x)};
+    case BinaryOp::LogAddExp:
+      if (out == -kInf) return {0.0, 0.0};
+      return {std::exp(x - out), std::exp(y - out)};
+  }
+  return {kNaN, kNaN};
+}
+
+double unary_value(UnaryOp op, double x) {
+  switch (op) {
+    case UnaryOp::Neg:
+      return -x;
+    case UnaryOp::Exp:
+      return std::exp(x);
+    case UnaryOp::Log:
+      return std::log(x);
+    case UnaryOp::Log1pExp:
+      return math::log1p_exp(x);
+    case UnaryOp::InvLogit:
+      return math::inv_logit(x);
+    case UnaryOp::Sqrt:
+      return std::sqrt(x);
+    case UnaryOp::Square:
+      return x * x;
+    case UnaryOp::Abs:
+      return std::abs(x);
+    case UnaryOp::Log1m:
+      return std::log1p(-x);
+    case UnaryOp::LGamma:
+      return math::log_gamma(x);
+    case UnaryOp::Log1p:
+      return std::log1p(x);
+    case UnaryOp::Expm1:
+      return std::expm1(x);
+    case UnaryOp::Tanh:
+      return std::tanh(x);
+    case UnaryOp::Logit:
+      return std::log(x) - std::log1p(-x);
+    case UnaryOp::LogInvLogit:
+      return -math::log1p_exp(-x);
+  }
+  return kNaN;
+}
+
+// dy/dx at x, given y = f(x) (used where that is cheaper).
+double unary_derivative(UnaryOp op, double x, double y) {
+  switch (op) {
+    case UnaryOp::Neg:
+      return -1.0;
+    case UnaryOp::Exp:
+      return y;
+    case UnaryOp::Log:
+      return 1.0 / x;
+    case UnaryOp::Log1pExp:
+      return math::inv_logit(x);
+    case UnaryOp::InvLogit:
+      return y * (1.0 - y);
+    case UnaryOp::Sqrt:
+      return 0.5 / y;
+    case UnaryOp::Square:
+      return 2.0 * x;
+    case UnaryOp::Abs:
+      return x > 0 ? 1.0 : (x < 0 ? -1.0 : 0.0);
+    case UnaryOp::Log1m:
+      return -1.0 / (1.0 - x);
+    case UnaryOp::LGamma:
+      return digamma_any(x);
+    case UnaryOp::Log1p:
+      return 1.0 / (1.0 + x);
+    case UnaryOp::Expm1:
+      return y + 1.0;
+    case UnaryOp::Tanh:
+      return 1.0 - y * y;
+    case UnaryOp::Logit:
+      return 1.0 / (x * (1.0 - x));
+    case UnaryOp::LogInvLogit:
+      return math::inv_logit(-x);
+  }
+  return kNaN;
+}
+
+// Ops whose whole-draw path is written with Eigen's vectorised array functions; the others run
+// element by element through unary_value / binary_value on either path.
+bool vectorised(UnaryOp op) {
+  switch (op) {
+    case UnaryOp::Neg:
+    case UnaryOp::Exp:
+    case UnaryOp::Log:
+    case UnaryOp::Log1pExp:
+    case UnaryOp::InvLogit:
+    case UnaryOp::Sqrt:
+    case UnaryOp::Square:
+    case UnaryOp::Abs:
+      return true;
+    default:
+      return false;
+  }
+}
+bool vectorised(BinaryOp op) { return op != BinaryOp::Pow; }
+
 class Binary final : public Node {
  public:
   Binary(BinaryOp op, Operand a, Operand b, Index n) : op_(op), a_(std::move(a)), b_(std::move(b)) {
     size = n;
-    whole_draw_ = n >= kMinWholeDraw && a_.whole_draw() && b_.whole_draw();
+    whole_draw_ = n >= kMinWholeDraw && a_.whole_draw() && b_.whole_draw() && vectorised(op_);
   }
 
   void forward(Matrix& value) const override {
     const Batch v = view(value, nullptr);
     if (whole_draw_) return forward_whole_draws(v, value);
     for (Index s = 0; s < v.draws; ++s)
-      for (Index n = 0; n < size; ++n) {
-        const double x = a_.value(v, n, s), y = b_.value(v, n, s);
-        double out = 0.0;
-        switch (op_) {
-          case BinaryOp::Add:
-            out = x + y;
-            break;
-          case BinaryOp::Sub:
-            out = x - y;
-            break;
-          case BinaryOp::Mul:
-            out = x * y;
-            break;
-          case BinaryOp::Div:
-            out = x / y;
-            break;
-        }
-        value(row + n, s) = out;
-      }
+      for (Index n = 0; n < size; ++n) value(row + n, s) = binary_value(op_, a_.value(v, n, s), b_.value(v, n, s));
   }
 
   void backward(const Matrix& value, Matrix& grad) const override {
@@ -59,26 +191,9 @@ class Binary final : public Node {
     for (Index s = 0; s < v.draws; ++s)
       for (Index n = 0; n < size; ++n) {
         const double g = grad(row + n, s);
-        switch (op_) {
-          case BinaryOp::Add:
-            if (da) a_.add_grad(v, n, s, g);
-            if (db) b_.add_grad(v, n, s, g);
-            break;
-          case BinaryOp::Sub:
-            if (da) a_.add_grad(v, n, s, g);
-            if (db) b_.add_grad(v, n, s, -g);
-            break;
-          case BinaryOp::Mul:
-            if (da) a_.add_grad(v, n, s, g * b_.value(v, n, s));
-            if (db) b_.add_grad(v, n, s, g * a_.value(v, n, s));
-            break;
-          case BinaryOp::Div: {
-            const double y = b_.value(v, n, s);
-            if (da) a_.add_grad(v, n, s, g / y);
-            if (db) b_.add_grad(v, n, s, -g * value(row + n, s) / y);  // d(x/y)/dy = -(x/y)/y
-            break;
-          }
-        }
+        const Partials d = binary_partials(op_, a_.value(v, n, s), b_.value(v, n, s), value(row + n, s), db);
+        if (da) a_.add_grad(v, n, s, g * d.dx);
+        if (db) b_.add_grad(v, n, s, g * d.dy);
       }
   }
 
@@ -103,6 +218,13 @@ class Binary final : public Node {
               break;
             case BinaryOp::Div:
               out = x / y;
+              break;
+            case BinaryOp::LogAddExp:  // max + log1p(exp(-|x - y|)), with out holding exp(-|x - y|) first;
+              // where the max is infinite (x - y can be NaN there) the result is the max
+              out = (-(x - y).abs()).exp();
+              out = (x.max(y).abs() == kInf).select(x.max(y), x.max(y) + math::log1p_nonneg(out));
+              break;
+            default:  // not vectorised: never on this path
               break;
           }
         });
@@ -133,6 +255,12 @@ class Binary final : public Node {
               if (da) add_grad_draw(a_, v, s, g / y);
               if (db) add_grad_draw(b_, v, s, -g * out / y);  // d(x/y)/dy = -(x/y)/y
               break;
+            case BinaryOp::LogAddExp:  // d/dx = exp(x - out), 0 where out is -inf
+              if (da) add_grad_draw(a_, v, s, (out == -kInf).select(0.0, g * (x - out).exp()));
+              if (db) add_grad_draw(b_, v, s, (out == -kInf).select(0.0, g * (y - out).exp()));
+              break;
+            default:  // not vectorised: never on this path
+              break;
           }
         });
       });
@@ -149,34 +277,13 @@ class Unary final : public Node {
  public:
   Unary(UnaryOp op, Operand a) : op_(op), a_(std::move(a)) {
     size = a_.size();
-    whole_draw_ = size >= kMinWholeDraw;
+    whole_draw_ = size >= kMinWholeDraw && vectorised(op_);
   }
 
   void forward(Matrix& value) const override {
     if (whole_draw_) return forward_whole_draws(value);
     for (Index s = 0; s < value.cols(); ++s)
-      for (Index n = 0; n < size; ++n) {
-        const double x = value(a_.row + n, s);
-        double out = 0.0;
-        switch (op_) {
-          case UnaryOp::Neg:
-            out = -x;
-            break;
-          case UnaryOp::Exp:
-            out = std::exp(x);
-            break;
-          case UnaryOp::Log:
-            out = std::log(x);
-            break;
-          case UnaryOp::Log1pExp:
-            out = math::log1p_exp(x);
-            break;
-          case UnaryOp::InvLogit:
-            out = math::inv_logit(x);
-            break;
-        }
-        value(row + n, s) = out;
-      }
+      for (Index n = 0; n < size; ++n) value(row + n, s) = unary_value(op_, value(a_.row + n, s));
   }
 
   void backward(const Matrix& value, Matrix& grad) const override {
@@ -184,30 +291,12 @@ class Unary final : public Node {
     for (Index s = 0; s < value.cols(); ++s)
       for (Index n = 0; n < size; ++n) {
         const double x = value(a_.row + n, s), y = value(row + n, s), g = grad(row + n, s);
-        double d = 0.0;  // dy/dx, from y where that is cheaper
-        switch (op_) {
-          case UnaryOp::Neg:
-            d = -1.0;
-            break;
-          case UnaryOp::Exp:
-            d = y;
-            break;
-          case UnaryOp::Log:
-            d = 1.0 / x;
-            break;
-          case UnaryOp::Log1pExp:
-            d = math::inv_logit(x);
-            break;
-          case UnaryOp::InvLogit:
-            d = y * (1.0 - y);
-            break;
-        }
-        grad(a_.row + n, s) += g * d;
+        grad(a_.row + n, s) += g * unary_derivative(op_, x, y);
       }
   }
 
  private:
-  // The same, a draw at a time with Eigen arrays.
+  // The same, a draw at a time with Eigen arrays (the ops for which vectorised() is true).
   [[gnu::noinline]] void forward_whole_draws(Matrix& value) const {
     for (Index s = 0; s < value.cols(); ++s) {
       const ConstArrayMap x(value.col(s).data() + a_.row, size);
@@ -228,6 +317,17 @@ class Unary final : public Node {
           break;
         case UnaryOp::InvLogit:
           y = math::inv_logit(x);
+          break;
+        case UnaryOp::Sqrt:
+          y = x.sqrt();
+          break;
+        case UnaryOp::Square:
+          y = x.square();
+          break;
+        case UnaryOp::Abs:
+          y = x.abs();
+          break;
+        default:  // not vectorised: never on this path
           break;
       }
     }
@@ -254,13 +354,24 @@ class Unary final : public Node {
         case UnaryOp::InvLogit:
           gx += g * (y * (1.0 - y));
           break;
+        case UnaryOp::Sqrt:
+          gx += 0.5 * g / y;
+          break;
+        case UnaryOp::Square:
+          gx += 2.0 * g * x;
+          break;
+        case UnaryOp::Abs:  // sign(x), 0 at 0
+          gx += g * ((x > 0.0).cast<double>() - (x < 0.0).cast<double>());
+          break;
+        default:  // not vectorised: never on this path
+          break;
       }
     }
   }
 
   UnaryOp op_;
   Operand a_;
-  bool whole_draw_ = false;  // enough elements for the vectorised path
+  bool whole_draw_ = false;  // enough elements for the vectorised path, and a vectorised op
 };
 
 // X v for every draw, cut into blocks so that it never allocates.
@@ -356,6 +467,224 @@ class Sum final : public Node {
   Operand a_;
 };
 
+// See make_segmented. Per draw, one pass per group (two for the normalisations); nothing is
+// stored between forward and backward but the node's own output rows.
+class Segmented final : public Node {
+ public:
+  Segmented(SegmentOp op, Operand a, std::vector<Index> index, std::vector<Index> offsets)
+      : op_(op), a_(std::move(a)), index_(std::move(index)), offsets_(std::move(offsets)) {
+    size = reduces() ? Index(offsets_.size()) - 1 : Index(index_.size());
+  }
+
+  bool reduces() const { return op_ == SegmentOp::Sum || op_ == SegmentOp::LogSumExp; }
+
+  void forward(Matrix& value) const override {
+    const Index groups = Index(offsets_.size()) - 1;
+    for (Index s = 0; s < value.cols(); ++s) {
+      const double* x = value.col(s).data() + a_.row;
+      double* y = value.col(s).data() + row;
+      for (Index j = 0; j < groups; ++j) {
+        const Index begin = offsets_[size_t(j)], end = offsets_[size_t(j + 1)];
+        switch (op_) {
+          case SegmentOp::Sum: {
+            double t = 0.0;
+            for (Index k = begin; k < end; ++k) t += x[at(k)];
+            y[j] = t;
+            break;
+          }
+          case SegmentOp::LogSumExp:
+            y[j] = log_sum_exp(x, begin, end);
+            break;
+          case SegmentOp::CumSum: {
+            double t = 0.0;
+            for (Index k = begin; k < end; ++k) y[at(k)] = t += x[at(k)];
+            break;
+          }
+          case SegmentOp::LogSoftmax: {  // x - max - log(sum(exp(x - max)))
+            const Shifted sh = shifted_sum(x, begin, end);
+            if (std::isfinite(sh.max)) {
+              const double log_sum = std::log(sh.sum);
+              for (Index k = begin; k < end; ++k) y[at(k)] = (x[at(k)] - sh.max) - log_sum;
+            } else {  // inf or NaN: as x - log_sum_exp(x)
+              const double lse = log_sum_exp(x, begin, end);
+              for (Index k = begin; k < end; ++k) y[at(k)] = x[at(k)] - lse;
+            }
+            break;
+          }
+          case SegmentOp::Softmax: {  // exp(x - max) / sum(exp(x - max))
+            const Shifted sh = shifted_sum(x, begin, end);
+            if (std::isfinite(sh.max)) {
+              const double inv = 1.0 / sh.sum;
+              for (Index k = begin; k < end; ++k) y[at(k)] = std::exp(x[at(k)] - sh.max) * inv;
+            } else {
+              const double lse = log_sum_exp(x, begin, end);
+              for (Index k = begin; k < end; ++k) y[at(k)] = std::exp(x[at(k)] - lse);
+            }
+            break;
+          }
+        }
+      }
+    }
+  }
+
+  void backward(const Matrix& value, Matrix& grad) const override {
+    const Index groups = Index(offsets_.size()) - 1;
+    for (Index s = 0; s < value.cols(); ++s) {
+      const double* x = value.col(s).data() + a_.row;
+      const double* y = value.col(s).data() + row;
+      const double* gy = grad.col(s).data() + row;
+      double* gx = grad.col(s).data() + a_.row;
+      for (Index j = 0; j < groups; ++j) {
+        const Index begin = offsets_[size_t(j)], end = offsets_[size_t(j + 1)];
+        switch (op_) {
+          case SegmentOp::Sum:
+            for (Index k = begin; k < end; ++k) gx[at(k)] += gy[j];
+            break;
+          case SegmentOp::LogSumExp:  // d/dx_k = softmax_k = exp(x_k - lse)
+            if (gy[j] != 0.0 && y[j] > -kInf)
+              for (Index k = begin; k < end; ++k) gx[at(k)] += gy[j] * std::exp(x[at(k)] - y[j]);
+            break;
+          case SegmentOp::CumSum: {  // d/dx_k = the sum of the gradients of outputs k, k + 1, ...
+            double t = 0.0;
+            for (Index k = end - 1; k >= begin; --k) gx[at(k)] += t += gy[at(k)];
+            break;
+          }
+          case SegmentOp::LogSoftmax: {  // g_k - softmax_k * sum(g)
+            double t = 0.0;
+            for (Index k = begin; k < end; ++k) t += gy[at(k)];
+            for (Index k = begin; k < end; ++k) gx[at(k)] += gy[at(k)] - std::exp(y[at(k)]) * t;
+            break;
+          }
+          case SegmentOp::Softmax: {  // y_k (g_k - sum(g y))
+            double t = 0.0;
+            for (Index k = begin; k < end; ++k) t += gy[at(k)] * y[at(k)];
+            for (Index k = begin; k < end; ++k) gx[at(k)] += y[at(k)] * (gy[at(k)] - t);
+            break;
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  Index at(Index k) const { return index_[size_t(k)]; }
+
+  // A group's maximum and sum(exp(x - max)) (the sum only when the maximum is finite).
+  struct Shifted {
+    double max, sum;
+  };
+  Shifted shifted_sum(const double* x, Index begin, Index end) const {
+    double m = -kInf;
+    for (Index k = begin; k < end; ++k) m = std::max(m, x[at(k)]);
+    double t = 0.0;
+    if (std::isfinite(m))
+      for (Index k = begin; k < end; ++k) t += std::exp(x[at(k)] - m);
+    return {m, t};
+  }
+
+  // log(sum(exp(x))) over a group, shifted by its maximum; -inf for an empty group or all -inf.
+  double log_sum_exp(const double* x, Index begin, Index end) const {
+    double m = -kInf;
+    for (Index k = begin; k < end; ++k) m = std::max(m, x[at(k)]);
+    if (!std::isfinite(m)) {
+      // +inf, -inf (all -inf or empty) or NaN: the sum passes NaN on
+      double t = 0.0;
+      for (Index k = begin; k < end; ++k) t += x[at(k)];
+      return std::isnan(t) ? t : m;
+    }
+    double t = 0.0;
+    for (Index k = begin; k < end; ++k) t += std::exp(x[at(k)] - m);
+    return m + std::log(t);
+  }
+
+  SegmentOp op_;
+  Operand a_;
+  std::vector<Index> index_, offsets_;
+};
+
+class Concat final : public Node {
+ public:
+  Concat(std::vector<Operand> parts, std::vector<Index> part, std::vector<Index> element)
+      : parts_(std::move(parts)), part_(std::move(part)), element_(std::move(element)) {
+    size = Index(part_.size());
+  }
+
+  void forward(Matrix& value) const override {
+    for (Index s = 0; s < value.cols(); ++s)
+      for (Index n = 0; n < size; ++n) {
+        const Operand& p = parts_[size_t(part_[size_t(n)])];
+        const Index e = element_[size_t(n)];
+        value(row + n, s) = p.is_param ? value(p.row + e, s) : p.data[e];
+      }
+  }
+
+  void backward(const Matrix&, Matrix& grad) const override {
+    for (Index s = 0; s < grad.cols(); ++s)
+      for (Index n = 0; n < size; ++n) {
+        const Operand& p = parts_[size_t(part_[size_t(n)])];
+        if (p.is_param) grad(p.row + element_[size_t(n)], s) += grad(row + n, s);
+      }
+  }
+
+ private:
+  std::vector<Operand> parts_;
+  std::vector<Index> part_, element_;
+};
+
+// A B per draw, coefficient by coefficient (Eigen's lazy product: no packing, so no allocation).
+class MatMul final : public Node {
+ public:
+  MatMul(Operand a, Operand b, Index n, Index k, Index m) : a_(std::move(a)), b_(std::move(b)), n_(n), k_(k), m_(m) {
+    size = n * m;
+  }
+
+  void forward(Matrix& value) const override {
+    for (Index s = 0; s < value.cols(); ++s) {
+      RowMap out(value.col(s).data() + row, n_, m_);
+      out.noalias() = matrix(a_, value, s, n_, k_).lazyProduct(matrix(b_, value, s, k_, m_));
+    }
+  }
+
+  void backward(const Matrix& value, Matrix& grad) const override {
+    for (Index s = 0; s < value.cols(); ++s) {
+      const ConstRowMap g(grad.col(s).data() + row, n_, m_);
+      if (a_.is_param)
+        RowMap(grad.col(s).data() + a_.row, n_, k_).noalias() +=
+            g.lazyProduct(matrix(b_, value, s, k_, m_).transpose());
+      if (b_.is_param)
+        RowMap(grad.col(s).data() + b_.row, k_, m_).noalias() +=
+            matrix(a_, value, s, n_, k_).transpose().lazyProduct(g);
+    }
+  }
+
+ private:
+  using RowMap = Eigen::Map<RowMatrix>;
+  using ConstRowMap = Eigen::Map<const RowMatrix>;
+
+  static ConstRowMap matrix(const Operand& op, const Matrix& value, Index s, Index rows, Index cols) {
+    return {op.is_param ? value.col(s).data() + op.row : op.data.data(), rows, cols};
+  }
+
+  Operand a_, b_;
+  Index n_, k_, m_;
+};
+
+class Target final : public Kernel {
+ public:
+  explicit Target(Operand a) : a_(std::move(a)) {}
+
+  void evaluate(const Batch& b) const override {
+    const Index n = a_.size();
+    for (Index s = 0; s < b.draws; ++s) {
+      b.lp[s] += ConstArrayMap(b.value + s * b.ld + a_.row, n).sum();
+      ArrayMap(b.grad + s * b.ld + a_.row, n) += 1.0;
+    }
+  }
+
+ private:
+  Operand a_;
+};
+
 void require_rows(const Operand& op, const char* what) {
   if (!op.is_param) throw std::invalid_argument(std::string(what) + " needs a parameter or expression input");
 }
@@ -393,6 +722,54 @@ std::unique_ptr<Node> make_gather(Operand a, std::vector<Index> index) {
 std::unique_ptr<Node> make_sum(Operand a) {
   require_rows(a, "sum");
   return std::make_unique<Sum>(std::move(a));
+}
+
+std::unique_ptr<Node> make_segmented(SegmentOp op, Operand a, std::vector<Index> index, std::vector<Index> offsets) {
+  require_rows(a, "a reduction");
+  if (offsets.empty() || offsets.front() != 0 || offsets.back() != Index(index.size()))
+    throw std::invalid_argument("a reduction's group offsets must run from 0 to the number of indices");
+  for (size_t j = 1; j < offsets.size(); ++j)
+    if (offsets[j] < offsets[j - 1]) throw std::invalid_argument("a reduction's group offsets must not decrease");
+  std::vector<char> seen(size_t(a.size()), 0);
+  for (Index i : index) {
+    if (i < 0 || i >= a.size())
+      throw std::invalid_argument("index " + std::to_string(i) + " is out of bounds for " + std::to_string(a.size()) +
+                                  " elements");
+    seen[size_t(i)] = 1;
+  }
+  const bool reduces = op == SegmentOp::Sum || op == SegmentOp::LogSumExp;
+  if (!reduces && (Index(index.size()) != a.size() || std::find(seen.begin(), seen.end(), 0) != seen.end()))
+    throw std::invalid_argument("cumsum, softmax and log_softmax need groups that cover every element once");
+  return std::make_unique<Segmented>(op, std::move(a), std::move(index), std::move(offsets));
+}
+
+std::unique_ptr<Node> make_concat(std::vector<Operand> parts, std::vector<Index> part, std::vector<Index> element) {
+  if (part.size() != element.size()) throw std::invalid_argument("concatenate: part and element differ in length");
+  if (std::none_of(parts.begin(), parts.end(), [](const Operand& p) { return p.is_param; }))
+    throw std::invalid_argument("an expression needs at least one parameter input");
+  for (size_t n = 0; n < part.size(); ++n) {
+    if (part[n] < 0 || part[n] >= Index(parts.size())) throw std::invalid_argument("concatenate: part out of range");
+    const Operand& p = parts[size_t(part[n])];
+    if (element[n] < 0 || element[n] >= p.size() || (!p.is_param && element[n] >= p.data.size()))
+      throw std::invalid_argument("concatenate: element out of range");
+  }
+  return std::make_unique<Concat>(std::move(parts), std::move(part), std::move(element));
+}
+
+std::unique_ptr<Node> make_matmul(Operand a, Operand b, Index n, Index k, Index m) {
+  if (!a.is_param && !b.is_param) throw std::invalid_argument("an expression needs at least one parameter input");
+  if (a.size() != n * k || b.size() != k * m)
+    throw std::invalid_argument("A @ B: the operands' sizes do not match (" + std::to_string(n) + " x " +
+                                std::to_string(k) + ") @ (" + std::to_string(k) + " x " + std::to_string(m) + ")");
+  for (const Operand* op : {&a, &b})
+    if (!op->is_param && (op->data.size() != op->size() || !op->data.allFinite()))
+      throw std::invalid_argument("A @ B: data contains NaN or inf");
+  return std::make_unique<MatMul>(std::move(a), std::move(b), n, k, m);
+}
+
+std::unique_ptr<Kernel> make_target(Operand a) {
+  if (!a.is_param) throw std::invalid_argument("a factor needs a parameter or expression");
+  return std::make_unique<Target>(std::move(a));
 }
 
 }  // namespace fastvi

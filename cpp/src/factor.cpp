@@ -12,7 +12,9 @@
 namespace fastvi {
 namespace {
 
-void check_support(const Operand& op, const InputInfo& info, const std::string& label) {
+// `is_parameter`: the operand is a parameter block (not an expression node), whose bounds the user
+// declares; an expression's bounds follow from its parts, so the advice differs.
+void check_support(const Operand& op, const InputInfo& info, const std::string& label, bool is_parameter) {
   const std::string where = label + ": input '" + op.name + "'";
   if (!op.is_param) {
     for (Index i = 0; i < op.data.size(); ++i) {
@@ -42,10 +44,17 @@ void check_support(const Operand& op, const InputInfo& info, const std::string& 
       ok = false;
       break;
   }
-  if (!ok)
+  if (!ok && is_parameter)
     throw std::invalid_argument(where + " must be " + support_name(info.support) + ", but parameter '" + op.source +
                                 "' can take values in [" + format_number(op.lower) + ", " + format_number(op.upper) +
                                 "]: declare it with matching lower/upper bounds");
+  if (!ok)
+    throw std::invalid_argument(where + " must be " + support_name(info.support) + ", but the expression '" +
+                                op.source + "' can take values in [" + format_number(op.lower) + ", " +
+                                format_number(op.upper) +
+                                "] as far as its bounds follow from its parts (interval arithmetic through + - * / "
+                                "**, exp, sqrt, abs, softmax, ...): build it from parts whose bounds give the "
+                                "support (e.g. fv.exp(log_s) or s * t with s and t declared lower=0)");
 }
 
 }  // namespace
@@ -99,7 +108,11 @@ void Model::add_factor(const std::string& kernel, std::vector<Operand> operands,
       throw std::invalid_argument(label + ": input '" + ordered[i].name + "' has " +
                                   std::to_string(ordered[i].data.size()) + " values for shape " +
                                   format_shape(ordered[i].shape));
-    check_support(ordered[i], info.inputs[i], label);
+    const bool is_parameter =
+        ordered[i].is_param && std::any_of(params_.begin(), params_.end(), [&](const ParamBlock& p) {
+          return p.row == ordered[i].row && p.name == ordered[i].source;
+        });
+    check_support(ordered[i], info.inputs[i], label, is_parameter);
   }
   Index size = 0;
   if (info.elementwise) {

@@ -102,6 +102,15 @@ Index Model::add_node(std::unique_ptr<Node> node, const std::string& name, const
   return Index(blocks_.size()) - 1;
 }
 
+void Model::add_bound_factor(const std::string& kernel, std::unique_ptr<Kernel> impl, const std::string& label) {
+  const auto lock = change_lock(label);
+  Factor f;
+  f.label = label;
+  f.kernel = kernel;
+  f.impl = std::move(impl);
+  factors_.push_back(std::move(f));
+}
+
 const RowBlock& Model::block(Index id) const {
   if (id < 0 || id >= Index(blocks_.size())) throw std::invalid_argument("no block with id " + std::to_string(id));
   return blocks_[size_t(id)];

@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BinaryOp', 'Family', 'FitOptions', 'FitResult', 'GradientEstimator', 'Model', 'Operand', 'Preconditioner', 'UnaryOp', 'compile_flags', 'data_operand', 'elbo_gradient', 'extension_abi', 'fit', 'forked_serial', 'in_support', 'kernel_info', 'kernel_names', 'max_threads', 'register_python_kernel', 'support_keys']
+__all__: list[str] = ['BinaryOp', 'Family', 'FitOptions', 'FitResult', 'GradientEstimator', 'Model', 'Operand', 'Preconditioner', 'SegmentOp', 'UnaryOp', 'compile_flags', 'data_operand', 'elbo_gradient', 'extension_abi', 'fit', 'forked_serial', 'in_support', 'kernel_info', 'kernel_names', 'max_threads', 'register_python_kernel', 'support_keys']
 class Operand:
     @property
     def is_param(self) -> bool:
@@ -33,11 +33,17 @@ class BinaryOp:
       mul
     
       div
+    
+      pow
+    
+      log_add_exp
     """
     __members__: typing.ClassVar[dict[str, BinaryOp]]
     add: typing.ClassVar[BinaryOp]
     div: typing.ClassVar[BinaryOp]
+    log_add_exp: typing.ClassVar[BinaryOp]
     mul: typing.ClassVar[BinaryOp]
+    pow: typing.ClassVar[BinaryOp]
     sub: typing.ClassVar[BinaryOp]
     @typing.overload
     def __eq__(self, other: BinaryOp) -> bool:
@@ -86,13 +92,43 @@ class UnaryOp:
       log1p_exp
     
       inv_logit
+    
+      sqrt
+    
+      square
+    
+      abs
+    
+      log1m
+    
+      lgamma
+    
+      log1p
+    
+      expm1
+    
+      tanh
+    
+      logit
+    
+      log_inv_logit
     """
     __members__: typing.ClassVar[dict[str, UnaryOp]]
+    abs: typing.ClassVar[UnaryOp]
     exp: typing.ClassVar[UnaryOp]
+    expm1: typing.ClassVar[UnaryOp]
     inv_logit: typing.ClassVar[UnaryOp]
+    lgamma: typing.ClassVar[UnaryOp]
     log: typing.ClassVar[UnaryOp]
+    log1m: typing.ClassVar[UnaryOp]
+    log1p: typing.ClassVar[UnaryOp]
     log1p_exp: typing.ClassVar[UnaryOp]
+    log_inv_logit: typing.ClassVar[UnaryOp]
+    logit: typing.ClassVar[UnaryOp]
     neg: typing.ClassVar[UnaryOp]
+    sqrt: typing.ClassVar[UnaryOp]
+    square: typing.ClassVar[UnaryOp]
+    tanh: typing.ClassVar[UnaryOp]
     @typing.overload
     def __eq__(self, other: UnaryOp) -> bool:
         ...
@@ -127,14 +163,72 @@ class UnaryOp:
     @property
     def value(self) -> int:
         ...
+class SegmentOp:
+    """
+    Members:
+    
+      sum
+    
+      log_sum_exp
+    
+      cumsum
+    
+      log_softmax
+    
+      softmax
+    """
+    __members__: typing.ClassVar[dict[str, SegmentOp]]
+    cumsum: typing.ClassVar[SegmentOp]
+    log_softmax: typing.ClassVar[SegmentOp]
+    log_sum_exp: typing.ClassVar[SegmentOp]
+    softmax: typing.ClassVar[SegmentOp]
+    sum: typing.ClassVar[SegmentOp]
+    @typing.overload
+    def __eq__(self, other: SegmentOp) -> bool:
+        ...
+    @typing.overload
+    def __eq__(self, other: typing.Any) -> bool:
+        ...
+    def __getstate__(self) -> int:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __index__(self) -> int:
+        ...
+    def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __int__(self) -> int:
+        ...
+    @typing.overload
+    def __ne__(self, other: SegmentOp) -> bool:
+        ...
+    @typing.overload
+    def __ne__(self, other: typing.Any) -> bool:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __str__(self) -> str:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def value(self) -> int:
+        ...
 class Model:
     def __init__(self) -> None:
         ...
     def add_binary(self, op: BinaryOp, a: Operand, b: Operand, name: str, lower: typing.SupportsFloat | typing.SupportsIndex, upper: typing.SupportsFloat | typing.SupportsIndex) -> int:
         ...
+    def add_concat(self, parts: collections.abc.Sequence[Operand], part: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], element: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], name: str, lower: typing.SupportsFloat | typing.SupportsIndex, upper: typing.SupportsFloat | typing.SupportsIndex) -> int:
+        ...
     def add_factor(self, kernel: str, operands: collections.abc.Sequence[Operand], label: str) -> None:
         ...
     def add_gather(self, a: Operand, index: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], name: str) -> int:
+        ...
+    def add_matmul(self, a: Operand, b: Operand, n: typing.SupportsInt | typing.SupportsIndex, k: typing.SupportsInt | typing.SupportsIndex, m: typing.SupportsInt | typing.SupportsIndex, shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], name: str) -> int:
         ...
     def add_matvec(self, x: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], v: Operand, name: str) -> int:
         ...
@@ -148,8 +242,14 @@ class Model:
         """
         Declares a parameter block with a vector transform; returns its block id.
         """
+    def add_segmented(self, op: SegmentOp, a: Operand, index: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], offsets: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], name: str, lower: typing.SupportsFloat | typing.SupportsIndex, upper: typing.SupportsFloat | typing.SupportsIndex) -> int:
+        ...
     def add_sum(self, a: Operand, name: str, lower: typing.SupportsFloat | typing.SupportsIndex, upper: typing.SupportsFloat | typing.SupportsIndex) -> int:
         ...
+    def add_target(self, a: Operand, label: str) -> None:
+        """
+        Adds the sum of a block's elements to the log density (Model.factor).
+        """
     def add_unary(self, op: UnaryOp, a: Operand, name: str, lower: typing.SupportsFloat | typing.SupportsIndex, upper: typing.SupportsFloat | typing.SupportsIndex) -> int:
         ...
     def block(self, id: typing.SupportsInt | typing.SupportsIndex) -> dict:
@@ -170,6 +270,10 @@ class Model:
         """
     def param_offset(self, arg0: str) -> int:
         ...
+    def reshaped_operand(self, input: str, block: typing.SupportsInt | typing.SupportsIndex, shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> Operand:
+        """
+        An operand that reads block `block` with another shape of the same size (a reshape).
+        """
     def unconstrain(self, theta: typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"]) -> typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"]:
         ...
     def values(self, zeta: typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, n]", "flags.f_contiguous"]) -> typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, n]"]:

@@ -553,6 +553,64 @@ class Model:
             _check_broadcast_size(shapes, label)
         self._build("add_factor", kernel, tuple(operands), label)
 
+    def factor(self, expr: Expr, name: Optional[str] = None) -> None:
+        """Adds the sum of an expression to the log density (Stan's ``target +=``, PyMC's
+        ``Potential``).
+
+        Any log-density term that is not a registered kernel can be written this way: a mixture
+        (:func:`fastvi.log_mix`), a soft constraint, a Jacobian adjustment. The factor is recorded
+        like one added with :meth:`add` (in :attr:`factors`, as kernel ``"factor"``; copies and
+        pickles keep it) and is evaluated in C++ with the rest of the model.
+
+        Parameters
+        ----------
+        expr : Expr
+            An expression of this model's parameters, of any shape: its elements are summed.
+        name : str, optional
+            A label for the factor in messages (default: ``"factor <i> (factor on <expr>)"``).
+
+        Raises
+        ------
+        TypeError
+            If ``expr`` is data (a constant does not change the posterior) or not an expression,
+            or ``name`` is not a non-empty str.
+        ValueError
+            If ``expr`` belongs to another model.
+        RuntimeError
+            If the model is being fitted or evaluated in another thread.
+
+        See Also
+        --------
+        add : Add a registered kernel's log density.
+        log_mix : A mixture's log density, to pass here.
+
+        Examples
+        --------
+        A standard normal prior written by hand, the same log density as the kernel's up to a
+        constant:
+
+        >>> import numpy as np, fastvi as fv
+        >>> m = fv.Model()
+        >>> w = m.param("w", shape=(2,))
+        >>> m.factor(-0.5 * w ** 2, name="prior")
+        >>> m.factors
+        [('prior', 'factor')]
+        >>> lp, grad = m.log_density(np.array([1.0, 2.0]))
+        >>> float(lp), grad.tolist()
+        (-2.5, [-1.0, -2.0])
+        """
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"factor: name must be a non-empty str or None, got {name!r}")
+        if not isinstance(expr, Expr):
+            raise TypeError(
+                f"factor: expected an expression of this model's parameters, got {type(expr).__name__} "
+                f"(data alone adds a constant, which does not change the posterior)"
+            )
+        if expr._model is not self:
+            raise ValueError(f"factor: {expr._label!r} is an expression of another model")
+        label = name if name is not None else f"factor {len(self._factors)} (factor on {expr._label})"
+        self._build("add_target", expr._operand("expr"), label)
+
     @staticmethod
     def _describe(value: Any) -> str:
         if isinstance(value, Expr):
@@ -620,6 +678,24 @@ class Model:
             core.add_factor(kernel, [operand(o) for o in operands], label)
             self._factors.append((label, kernel))
             return None
+        if op == "add_target":
+            a, label = args
+            core.add_target(operand(a), label)
+            self._factors.append((label, "factor"))
+            return None
+        if op == "add_segmented":
+            name, a, index, offsets, shape, label, lo, hi = args
+            return core.add_segmented(
+                getattr(_core.SegmentOp, name), operand(a), index.tolist(), offsets.tolist(), list(shape), label, lo, hi
+            )
+        if op == "add_concat":
+            operands, part, element, shape, label, lo, hi = args
+            return core.add_concat(
+                [operand(o) for o in operands], part.tolist(), element.tolist(), list(shape), label, lo, hi
+            )
+        if op == "add_matmul":
+            a, b, n, k, m, shape, label = args
+            return core.add_matmul(operand(a), operand(b), n, k, m, list(shape), label)
         if op == "add_binary":
             name, a, b, label, lo, hi = args
             return core.add_binary(getattr(_core.BinaryOp, name), operand(a), operand(b), label, lo, hi)
@@ -638,8 +714,11 @@ class Model:
         raise ValueError(f"unknown model build step {op!r}")
 
     def _decode(self, encoded: tuple) -> _core.Operand:
-        """The C++ operand for a recipe operand: ("block", input, block id) or ("data", input, array)."""
-        kind, input_name, source = encoded
+        """The C++ operand for a recipe operand: ("block", input, block id), ("reshaped", input,
+        block id, shape) or ("data", input, array)."""
+        kind, input_name, source = encoded[:3]
+        if kind == "reshaped":
+            return self._core.reshaped_operand(input_name, source, list(encoded[3]))
         if kind == "block":
             return self._core.block_operand(input_name, source)
         return _core.data_operand(input_name, source)

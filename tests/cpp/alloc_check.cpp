@@ -8,7 +8,8 @@
 //    low-rank families (both gradient estimators, with and without a preconditioner, D up to
 //    1,000), on GLM models, element-wise models (normal; student_t with vector and beta with
 //    broadcast parameters), a model with every vector transform (simplex, ordered, ...) and
-//    expression models (matvec, binary, unary, gather and sum nodes;
+//    expression models (matvec, binary, unary, gather, sum, segmented
+//    (log_sum_exp, softmax, cumsum), concat and matmul nodes, and Model.factor's target kernel;
 //    N x K up to 10,000 x 50 and 3,000 x 300, sizes at which an untiled X @ beta would
 //    heap-allocate GEMM buffers), with 1 and 2 threads and several draw counts (every S from 1 to
 //    40 for two expression models): zero heap allocations over the counted steps, after two
@@ -181,6 +182,49 @@ void check_elementwise(const std::string& kernel, const char* layout, const std:
               layout, long(draws), e.allocs, e.regions, int(e.identical), e.finite ? "" : " NON-FINITE");
 }
 
+// ---- 1c. Categorical, ordinal and multivariate kernels ------------------------------------------
+
+// A likelihood of one of these kernels on parameters (and data where a parameter at a random
+// point would leave the support: ordered cutpoints, simplexes): evaluate and log_density allocate
+// nothing, stay serial and agree bit for bit across thread counts.
+void check_structured(const std::string& kernel, bool shared, Index draws) {
+  Model model;
+  const Index n = 200, c = 4;
+  Vector y(n);
+  for (Index i = 0; i < n; ++i) y[i] = double((i * 7) % c);
+  std::vector<Operand> ops;
+  if (kernel == "categorical_logit") {
+    model.add_param("logits", shared ? std::vector<Index>{c} : std::vector<Index>{n, c}, -kInf, kInf);
+    ops = {bench::data_operand("y", {n}, y), bench::param_operand("logits", model, "logits")};
+  } else if (kernel == "ordered_logistic") {
+    model.add_param("eta", shared ? std::vector<Index>{} : std::vector<Index>{n}, -kInf, kInf);
+    Vector cuts(c - 1);
+    cuts << -1.0, 0.0, 1.0;
+    ops = {bench::data_operand("y", {n}, y), bench::param_operand("eta", model, "eta"),
+           bench::data_operand("cutpoints", {c - 1}, cuts)};
+  } else if (kernel == "dirichlet") {
+    const Index rows = 10;
+    model.add_param("alpha", shared ? std::vector<Index>{c} : std::vector<Index>{rows, c}, 0.0, kInf);
+    ops = {bench::data_operand("theta", {rows, c}, Vector::Constant(rows * c, 1.0 / double(c))),
+           bench::param_operand("alpha", model, "alpha")};
+  } else {  // multi_normal_cholesky: y data, mu and L parameters
+    const Index k = 3, rows = 50;
+    model.add_param("mu", shared ? std::vector<Index>{k} : std::vector<Index>{rows, k}, -kInf, kInf);
+    model.add_param("L", {k, k}, -kInf, kInf);
+    Vector yy(rows * k);
+    for (Index i = 0; i < yy.size(); ++i) yy[i] = std::sin(double(i));
+    ops = {bench::data_operand("y", {rows, k}, yy), bench::param_operand("mu", model, "mu"),
+           bench::param_operand("L", model, "L")};
+  }
+  model.add_factor(kernel, std::move(ops), kernel);
+  const Evaluation e = evaluate_first_factor(model, draws);
+  const bool ok = e.allocs == 0 && e.regions == 0 && e.identical && e.finite;
+  if (!ok) ++failures;
+  std::printf("%-4s %-22s %-8s S=%3ld  mallocs=%ld regions=%ld identical=%d%s\n", ok ? "ok" : "FAIL", kernel.c_str(),
+              shared ? "shared" : "per-row", long(draws), e.allocs, e.regions, int(e.identical),
+              e.finite ? "" : " NON-FINITE");
+}
+
 // The counters themselves: one heap allocation and one 2-thread region must be seen.
 bool self_test() {
   std::atomic<int> members{0};
@@ -236,6 +280,41 @@ void build_expression_model(Model& m, Index n, Index k) {
   m.add_factor("normal",
                {m.block_operand("y", log_s_id), bench::scalar_operand("loc", 0.0), bench::scalar_operand("scale", 1.0)},
                "prior log_s");
+  // The nodes of issue 11 and Model.factor's target: reductions over beta, lgamma(s), a power, a
+  // concatenation and a product of two parameter vectors.
+  //   c = [log_sum_exp(beta), lgamma(s), cumsum(beta) @ softmax(beta)];  factor(-square(c));
+  //   factor(softmax(beta) ** 1.5);  factor(-square(log_add_exp(beta, cumsum(beta))))
+  std::vector<Index> all(static_cast<size_t>(k));
+  for (Index i = 0; i < k; ++i) all[size_t(i)] = i;
+  const Index lse = m.add_node(make_segmented(SegmentOp::LogSumExp, m.block_operand("a", beta_id), all, {0, k}),
+                               "log_sum_exp(beta)", {}, -kInf, kInf);
+  const Index sm = m.add_node(make_segmented(SegmentOp::Softmax, m.block_operand("a", beta_id), all, {0, k}),
+                              "softmax(beta)", {k}, 0.0, 1.0);
+  const Index cs = m.add_node(make_segmented(SegmentOp::CumSum, m.block_operand("a", beta_id), all, {0, k}),
+                              "cumsum(beta)", {k}, -kInf, kInf);
+  const Index lg = m.add_node(make_unary(UnaryOp::LGamma, m.block_operand("a", s)), "lgamma(s)", {}, -kInf, kInf);
+  const Index dot =
+      m.add_node(make_matmul(m.block_operand("a", cs), m.block_operand("b", sm), 1, k, 1), "dot", {}, -kInf, kInf);
+  const Index c =
+      m.add_node(make_concat({m.block_operand("a", lse), m.block_operand("b", lg), m.block_operand("c", dot)},
+                             {0, 1, 2}, {0, 0, 0}),
+                 "c", {3}, -kInf, kInf);
+  const Index c2 = m.add_node(make_unary(UnaryOp::Square, m.block_operand("a", c)), "square(c)", {3}, 0.0, kInf);
+  const Index neg = m.add_node(make_unary(UnaryOp::Neg, m.block_operand("a", c2)), "-square(c)", {3}, -kInf, 0.0);
+  m.add_bound_factor("factor", make_target(m.block_operand("expr", neg)), "factor c");
+  std::vector<Operand> pow_ops{m.block_operand("a", sm), bench::scalar_operand("b", 1.5)};
+  const std::vector<Index> pow_shape = broadcast_shape(pow_ops, "pow");
+  for (auto& o : pow_ops) set_broadcast(o, pow_shape);
+  const Index pw = m.add_node(make_binary(BinaryOp::Pow, std::move(pow_ops[0]), std::move(pow_ops[1]), k),
+                              "softmax(beta) ** 1.5", pow_shape, 0.0, 1.0);
+  m.add_bound_factor("factor", make_target(m.block_operand("expr", pw)), "factor pow");
+  // factor(-square(log_add_exp(beta, cumsum(beta)))): the vectorised log_add_exp path from K = 16
+  const Index lae =
+      m.add_node(make_binary(BinaryOp::LogAddExp, m.block_operand("a", beta_id), m.block_operand("b", cs), k),
+                 "log_add_exp(beta, cumsum(beta))", {k}, -kInf, kInf);
+  const Index lae2 = m.add_node(make_unary(UnaryOp::Square, m.block_operand("a", lae)), "square(lae)", {k}, 0.0, kInf);
+  const Index lae3 = m.add_node(make_unary(UnaryOp::Neg, m.block_operand("a", lae2)), "-square(lae)", {k}, -kInf, 0.0);
+  m.add_bound_factor("factor", make_target(m.block_operand("expr", lae3)), "factor log_add_exp");
 }
 
 // Every vector transform, with normal factors on its values (a batch of two simplexes, and
@@ -396,6 +475,10 @@ int main() {
       check_elementwise(kernel, "broadcast", {100, 10}, {100, 1}, draws);  // vectorised, gathered
       check_elementwise(kernel, "small", {3, 4}, {3, 1}, draws);           // element by element
     }
+  std::printf("-- 1c. Categorical, ordinal and multivariate kernels\n");
+  for (const char* kernel : {"categorical_logit", "ordered_logistic", "dirichlet", "multi_normal_cholesky"})
+    for (bool shared : {true, false})
+      for (Index draws : {1, 8, 33}) check_structured(kernel, shared, draws);
   std::printf("-- 2. ElboEstimator::estimate + Adam::step\n");
   const auto stl = GradientEstimator::StickingTheLanding, closed = GradientEstimator::ClosedFormEntropy;
   for (const char* model : {"seed (normal)", "logistic glm", "linreg glm", "expression", "gaussian D=10",

@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "fastvi/kernel.hpp"
 #include "fastvi/operand.hpp"
 
 namespace fastvi {
@@ -26,8 +27,29 @@ class Node {
   Index size = 0;  // number of output elements
 };
 
-enum class BinaryOp { Add, Sub, Mul, Div };
-enum class UnaryOp { Neg, Exp, Log, Log1pExp, InvLogit };
+// Pow: a ** b; LogAddExp: log(exp(a) + exp(b)), max-shifted.
+enum class BinaryOp { Add, Sub, Mul, Div, Pow, LogAddExp };
+// Log1m: log(1 - x); LogInvLogit: log(inv_logit(x)) = -log1p_exp(-x); Logit: log(x / (1 - x)).
+enum class UnaryOp {
+  Neg,
+  Exp,
+  Log,
+  Log1pExp,
+  InvLogit,
+  Sqrt,
+  Square,
+  Abs,
+  Log1m,
+  LGamma,
+  Log1p,
+  Expm1,
+  Tanh,
+  Logit,
+  LogInvLogit
+};
+// Operations over groups of an operand's elements (see make_segmented). Sum and LogSumExp reduce
+// each group to one element; CumSum, LogSoftmax and Softmax keep the operand's layout.
+enum class SegmentOp { Sum, LogSumExp, CumSum, LogSoftmax, Softmax };
 
 // Element-wise a (op) b; both operands already broadcast to `size` elements.
 std::unique_ptr<Node> make_binary(BinaryOp op, Operand a, Operand b, Index size);
@@ -41,5 +63,21 @@ std::unique_ptr<Node> make_matvec(RowMatrix x, Operand v);
 std::unique_ptr<Node> make_gather(Operand a, std::vector<Index> index);
 // The sum of all of a's elements.
 std::unique_ptr<Node> make_sum(Operand a);
+// `op` over groups of a's elements: group j is a's elements index[offsets[j]] ..
+// index[offsets[j + 1] - 1], in that order (the order a cumulative sum runs in). A reduction
+// (Sum, LogSumExp) has one output element per group; the others have a's layout (element
+// index[k] of the output belongs to element index[k] of a), and their groups must cover every
+// element of a exactly once. Python computes the layout from an axis (fv.sum(x, axis=...)).
+std::unique_ptr<Node> make_segmented(SegmentOp op, Operand a, std::vector<Index> index, std::vector<Index> offsets);
+// out[n] = parts[part[n]] element element[n]: concatenation and stacking of parameters, nodes
+// and data (a data part's elements are constants).
+std::unique_ptr<Node> make_concat(std::vector<Operand> parts, std::vector<Index> part, std::vector<Index> element);
+// A per-draw product with parameter matrices: out (N x M, row-major) = A B with A an N x K and B
+// a K x M operand, each data or a block of rows (row-major), at least one of them a block.
+std::unique_ptr<Node> make_matmul(Operand a, Operand b, Index n, Index k, Index m);
+
+// The kernel behind Model.factor: adds the sum of a block's elements to each draw's log density
+// (and 1 to each element's gradient).
+std::unique_ptr<Kernel> make_target(Operand a);
 
 }  // namespace fastvi

@@ -79,6 +79,8 @@ class Model {
   // omitted inputs take the kernel's defaults. Validates names, shapes and supports and throws
   // std::invalid_argument with a message that names the factor and input at fault.
   void add_factor(const std::string& kernel, std::vector<Operand> operands, const std::string& label);
+  // Adds a factor built outside the registry (Model.factor's make_target), listed as `kernel`.
+  void add_bound_factor(const std::string& kernel, std::unique_ptr<Kernel> impl, const std::string& label);
 
   Index dim() const { return dim_; }           // length of zeta
   Index rows() const { return Index(rows_); }  // rows of the value matrix

@@ -16,6 +16,13 @@ void register_builtin_kernels(KernelRegistry& r) {
   kernels::register_bernoulli_logit(r);
   kernels::register_binomial_logit(r);
   kernels::register_poisson_log(r);
+  // Categorical and ordinal outcomes (the categories on an axis of their own).
+  kernels::register_categorical(r);
+  kernels::register_ordered_logistic(r);
+  // Multivariate distributions.
+  kernels::register_dirichlet(r);
+  kernels::register_multi_normal_cholesky(r);
+  kernels::register_lkj_corr_cholesky(r);
   // Fused GLM likelihoods.
   kernels::register_glm(r);
 }

@@ -17,6 +17,11 @@ void register_beta(KernelRegistry& r);
 void register_bernoulli_logit(KernelRegistry& r);
 void register_binomial_logit(KernelRegistry& r);
 void register_poisson_log(KernelRegistry& r);
+void register_categorical(KernelRegistry& r);  // categorical_logit, categorical
+void register_ordered_logistic(KernelRegistry& r);
+void register_dirichlet(KernelRegistry& r);
+void register_multi_normal_cholesky(KernelRegistry& r);
+void register_lkj_corr_cholesky(KernelRegistry& r);
 void register_glm(KernelRegistry& r);  // normal_id_glm, bernoulli_logit_glm, poisson_log_glm
 
 }  // namespace fastvi::kernels

@@ -18,13 +18,14 @@ breast-cancer set) and a fastvi builder:
   (non-centred), 85 groups, N = 900, radon-like group sizes (1 to ~100) and a binary x;
   mu_a, b ~ N(0, 10), sigma_a, sigma_y ~ HalfNormal(1).
 
-The reference JSON files (bench/data/gallery/<name>.json) are written by bench/nuts_reference.py
+The reference JSON files (tests/data/gallery/<name>.json) are written by bench/nuts_reference.py
 (NumPyro NUTS) and hold the data, so this module needs neither scikit-learn nor jax to fit. Key
-conventions are bench/posteriors.py's (1-based ``theta[1]``; ``log(x)`` is the unconstrained
+conventions are tests/posteriors.py's (1-based ``theta[1]``; ``log(x)`` is the unconstrained
 coordinate of a lower=0 parameter), plus ``logit((phi+1)/2)`` for the (-1, 1) parameter phi
 (fastvi maps it through phi = -1 + 2 logit^-1(zeta)). :data:`SPECS` lists each model's parameters
 in declaration order, so that the unconstrained layout is known without fastvi (the NumPyro
-script uses it).
+script uses it). (This module and its data lived in bench/ until issue 10; the stored files'
+``data_seed`` still names bench/gallery.py, the same code.)
 
 Not expressible with built-ins directly: sqrt / pow (the stationary sd sigma / sqrt(1 - phi^2) is
 written ``sigma * exp(-0.5 log(1 - phi*phi))``) and an AR(1) / time-series kernel (written as two
@@ -329,7 +330,7 @@ def targets(name: str, model) -> P.Targets:
 
 
 # ---------------------------------------------------------------------------------------------
-# loading (the bench/posteriors.py interface)
+# loading (the tests/posteriors.py interface)
 
 
 def path(name: str) -> Path:
@@ -373,7 +374,7 @@ def zeta_layout(name: str) -> List[Tuple[str, int, int]]:
 
 
 def _main(argv=None) -> int:
-    """``python bench/gallery.py --log-density IN.json OUT.json``: fastvi's log density of model
+    """``python tests/gallery.py --log-density IN.json OUT.json``: fastvi's log density of model
     ``name`` with ``data`` at the points ``zeta`` (S, dim) of IN, written to OUT (used by
     bench/nuts_reference.py --check, which runs where fastvi is not installed)."""
     import argparse

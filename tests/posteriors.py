@@ -1,4 +1,4 @@
-"""The 12 posteriordb reference posteriors of bench/data/posteriordb, written with fastvi's API.
+"""The 12 posteriordb reference posteriors of tests/data/posteriordb, written with fastvi's API.
 
 Each builder takes the posteriordb ``data`` dict (and optionally a fresh ``model`` to build into,
 e.g. a subclass that reparameterises; default ``fv.Model()``) and returns ``(model, targets)``:
@@ -9,7 +9,7 @@ e.g. a subclass that reparameterises; default ``fv.Model()``) and returns ``(mod
   ``"sigma": ("sigma", None)``. The reference names are the keys of the JSON file's ``reference``
   or ``reference_derived``. A name ``log(x)`` is compared with the *unconstrained* coordinate of
   the fastvi parameter ``x`` (fastvi maps a ``lower=0`` parameter through x = exp(ζ), so ζ = log x):
-  that is the coordinate the Gaussian q actually lives in. Likewise ``logit((x+1)/2)`` (bench/gallery.py)
+  that is the coordinate the Gaussian q actually lives in. Likewise ``logit((x+1)/2)`` (tests/gallery.py)
   is the unconstrained coordinate of an interval parameter x on (-1, 1).
 
 Conventions (the same for every model):
@@ -27,6 +27,10 @@ Conventions (the same for every model):
 
 Also here (used by bench/accuracy.py and tests/test_posteriordb.py): :func:`load`, :func:`build`,
 :func:`reference_moments` and :func:`compare`.
+
+This module and its data live under tests/ because the tests use them; the benchmark scripts in
+bench/ import them from here (bench may depend on tests, never the reverse). Test modules import
+it as ``import posteriors``: pytest's default (prepend) import mode puts tests/ on sys.path.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def has_glm() -> bool:
 def normal_linear(m: fv.Model, y: np.ndarray, X: np.ndarray, beta, sigma, alpha=None) -> None:
     """y ~ Normal(alpha + X @ beta, sigma), with the fused GLM kernel when it is available."""
     if has_glm():
-        inputs = dict(X=X, beta=beta, sigma=sigma)
+        inputs = dict(X=X, beta=beta, scale=sigma)
         if alpha is not None:
             inputs["alpha"] = alpha
         m.add("normal_id_glm", y, **inputs)
@@ -276,8 +280,8 @@ BUILDERS: Dict[str, Callable[[dict], Tuple[fv.Model, Targets]]] = {
 NAMES: List[str] = list(BUILDERS)
 
 # Posteriors that are not close to Gaussian in fastvi's unconstrained space, so that no Gaussian q
-# (whatever the family) can meet the accuracy target; bench/README.md gives the evidence. They are
-# still fitted and reported, but not counted against the target.
+# (whatever the family) can meet the accuracy target; docs/performance-notes.md gives the evidence.
+# They are still fitted and reported, but not counted against the target.
 NOT_GAUSSIAN: Dict[str, str] = {
     "eight_schools-eight_schools_centered": "funnel: the sd of theta_j - mu is 0.22 when log tau < -1 and 8.9 when log tau > 2; a Gaussian "
     "has one covariance for all tau",
