@@ -438,3 +438,36 @@ def test_every_transform_through_a_fit(family):
     np.testing.assert_array_equal(again.sample(5, seed=1)["simplex"], fit.sample(5, seed=1)["simplex"])
     corrected = fit.mean(importance="psis")
     assert corrected["cholesky_corr"].shape == (3, 3)
+
+
+def test_simplex_with_the_dirichlet_kernel():
+    # dirichlet(alpha) on a simplex parameter: log p(zeta) is scipy's Dirichlet log density at
+    # x plus the stick-breaking log-Jacobian, and the fit recovers the Dirichlet's moments
+    from scipy import stats
+
+    alpha = np.array([2.0, 3.0, 5.0])
+    m, w = model_with("simplex", (3,))
+    m.add("dirichlet", w, alpha=alpha)
+    flat, _ = model_with("simplex", (3,))
+    zeta = np.random.default_rng(10).normal(size=(2, 6))
+    x = m.constrain(zeta)["x"]
+    expected = np.array([stats.dirichlet.logpdf(xs, alpha) for xs in x]) + flat.log_density(zeta)[0]
+    np.testing.assert_allclose(m.log_density(zeta)[0], expected, rtol=1e-10)
+    fit = _quiet_fit(m, family="fullrank")
+    a0 = alpha.sum()
+    np.testing.assert_allclose(fit.mean(importance="psis")["x"], alpha / a0, atol=0.01)
+    sd = np.sqrt(alpha * (a0 - alpha) / (a0**2 * (a0 + 1)))
+    np.testing.assert_allclose(fit.std(importance="psis")["x"], sd, atol=0.01)
+
+
+def test_cholesky_corr_with_lkj_1_is_uniform_over_correlations():
+    # lkj_corr_cholesky(eta=1) on a cholesky_corr parameter: L L^T uniform over 3 x 3 correlation
+    # matrices, whose correlations are 2 Beta(3/2, 3/2) - 1 (mean 0, sd 1/2)
+    m, L = model_with("cholesky_corr", (3, 3))
+    m.add("lkj_corr_cholesky", L, eta=1.0)
+    fit = _quiet_fit(m, family="fullrank")
+    draws = fit.sample(200, seed=4)["x"]
+    check_constraint("cholesky_corr", draws)
+    mean, std = fit.mean(importance="psis")["x"], fit.std(importance="psis")["x"]
+    np.testing.assert_allclose([mean[1, 0], mean[2, 0]], 0.0, atol=0.04)
+    np.testing.assert_allclose([std[1, 0], std[2, 0]], 0.5, atol=0.04)
