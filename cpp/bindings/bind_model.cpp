@@ -72,8 +72,14 @@ void bind_model(py::module_& m) {
 
   py::class_<Model>(m, "Model")
       .def(py::init<>())
-      .def("add_param", &Model::add_param, py::arg("name"), py::arg("shape"), py::arg("lower"), py::arg("upper"),
+      .def("add_param",
+           py::overload_cast<const std::string&, const std::vector<Index>&, double, double>(&Model::add_param),
+           py::arg("name"), py::arg("shape"), py::arg("lower"), py::arg("upper"),
            "Declares a parameter block; returns its block id.")
+      .def("add_param",
+           py::overload_cast<const std::string&, const std::vector<Index>&, const std::string&>(&Model::add_param),
+           py::arg("name"), py::arg("shape"), py::arg("transform"),
+           "Declares a parameter block with a vector transform; returns its block id.")
       .def("block_operand", &Model::block_operand, py::arg("input"), py::arg("block"))
       .def(
           "block",
@@ -91,6 +97,9 @@ void bind_model(py::module_& m) {
           },
           py::arg("id"))
       .def("param_offset", [](const Model& self, const std::string& name) { return self.param(name).offset; })
+      .def(
+          "param_free", [](const Model& self, const std::string& name) { return self.param(name).free; },
+          py::arg("name"), "The parameter's coordinates in zeta.")
       // Expression nodes. Each returns the new block id; shapes are numpy-broadcast here too.
       .def(
           "add_binary",
@@ -175,6 +184,7 @@ void bind_model(py::module_& m) {
       .def("add_factor", &Model::add_factor, py::arg("kernel"), py::arg("operands"), py::arg("label"))
       .def_property_readonly("dim", &Model::dim)
       .def_property_readonly("rows", &Model::rows)
+      .def_property_readonly("param_values", &Model::param_values)
       .def_property_readonly("num_factors", [](const Model& self) { return self.factors().size(); })
       .def(
           "values",
@@ -189,8 +199,8 @@ void bind_model(py::module_& m) {
       .def(
           "unconstrain",
           [](const Model& self, const Eigen::Ref<const Vector>& theta) {
-            if (theta.size() != self.dim())
-              throw std::invalid_argument("theta must have length " + std::to_string(self.dim()));
+            if (theta.size() != self.param_values())
+              throw std::invalid_argument("theta must have length " + std::to_string(self.param_values()));
             Vector zeta(self.dim());
             self.unconstrain(theta, zeta);
             return zeta;
@@ -218,8 +228,8 @@ void bind_model(py::module_& m) {
       .def(
           "log_density_constrained",
           [](const Model& self, const Eigen::Ref<const Matrix>& theta, int threads) {
-            if (theta.rows() != self.dim())
-              throw std::invalid_argument("theta must have " + std::to_string(self.dim()) + " rows, got " +
+            if (theta.rows() != self.param_values())
+              throw std::invalid_argument("theta must have " + std::to_string(self.param_values()) + " rows, got " +
                                           std::to_string(theta.rows()));
             Matrix t = theta;
             Vector lp(t.cols());

@@ -14,6 +14,13 @@ namespace {
 constexpr Index kScratchAlign = 8;  // doubles
 Index align_up(Index n) { return (n + kScratchAlign - 1) / kScratchAlign * kScratchAlign; }
 
+// Element (row, col) of a column-major matrix view, as a pointer (a vector transform works on the
+// contiguous rows of one column).
+template <class M>
+auto at(M& m, Index row, Index col) {
+  return m.data() + col * m.outerStride() + row;
+}
+
 // Rows of the value matrix (or coordinates of zeta) after adding `size` more, checked.
 Index grown(Index current, Index size, const std::string& what) {
   if (size > kMaxElements - current)
@@ -35,6 +42,29 @@ std::unique_lock<std::shared_mutex> Model::change_lock(const std::string& what) 
 
 Index Model::add_param(const std::string& name, const std::vector<Index>& shape, double lower, double upper) {
   if (name.empty()) throw std::invalid_argument("parameter name must not be empty");
+  Transform transform;
+  try {
+    transform = Transform::from_bounds(lower, upper);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("parameter '" + name + "': " + e.what());
+  }
+  return add_param_block(name, shape, transform);
+}
+
+Index Model::add_param(const std::string& name, const std::vector<Index>& shape, const std::string& transform) {
+  if (name.empty()) throw std::invalid_argument("parameter name must not be empty");
+  for (Index d : shape)
+    if (d < 1) throw std::invalid_argument("parameter '" + name + "': every dimension of shape must be >= 1");
+  Transform t;
+  try {
+    t = Transform::vector(transform, shape);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument("parameter '" + name + "': " + e.what());
+  }
+  return add_param_block(name, shape, t);
+}
+
+Index Model::add_param_block(const std::string& name, const std::vector<Index>& shape, const Transform& transform) {
   const auto lock = change_lock("parameter '" + name + "'");
   for (const auto& p : params_)
     if (p.name == name) throw std::invalid_argument("parameter '" + name + "' is already declared");
@@ -44,19 +74,18 @@ Index Model::add_param(const std::string& name, const std::vector<Index>& shape,
   for (Index d : shape)
     if (d < 1) throw std::invalid_argument("parameter '" + name + "': every dimension of shape must be >= 1");
   block.size = shape_size(shape, "parameter '" + name + "'");
-  const Index new_dim = grown(dim_, block.size, "parameter '" + name + "'");
+  block.transform = transform;
+  block.free = transform.free_size(block.size);
+  const Index new_dim = grown(dim_, block.free, "parameter '" + name + "'");
   const Index new_rows = grown(rows_, block.size, "parameter '" + name + "'");
-  try {
-    block.transform = Transform::from_bounds(lower, upper);
-  } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument("parameter '" + name + "': " + e.what());
-  }
+  const Index new_values = grown(param_values_, block.size, "parameter '" + name + "'");
   block.offset = dim_;
   block.row = rows_;
   dim_ = new_dim;
   rows_ = new_rows;
+  param_values_ = new_values;
   params_.push_back(block);
-  blocks_.push_back({name, shape, block.row, block.size, lower, upper, true});
+  blocks_.push_back({name, shape, block.row, block.size, transform.lower, transform.upper, true});
   return Index(blocks_.size()) - 1;
 }
 
@@ -128,15 +157,32 @@ void Model::prepare(ModelWorkspace& ws, Index draws, int threads) const {
 
 void Model::values(const Eigen::Ref<const Matrix>& zeta, Matrix& value) const {
   value.resize(rows(), zeta.cols());
-  for (const auto& p : params_)
-    for (Index s = 0; s < zeta.cols(); ++s)
-      for (Index i = 0; i < p.size; ++i) value(p.row + i, s) = p.transform.constrain(zeta(p.offset + i, s));
+  for (const auto& p : params_) {
+    const Transform& t = p.transform;
+    for (Index s = 0; s < zeta.cols(); ++s) {
+      if (t.elementwise()) {
+        for (Index i = 0; i < p.size; ++i) value(p.row + i, s) = t.constrain(zeta(p.offset + i, s));
+      } else {
+        for (Index c = 0; c < t.count; ++c)
+          t.forward(at(zeta, p.offset + c * t.free_each, s), at(value, p.row + c * t.size_each, s));
+      }
+    }
+  }
   for (const auto& n : nodes_) n->forward(value);
 }
 
 void Model::unconstrain(const Eigen::Ref<const Vector>& theta, Eigen::Ref<Vector> zeta) const {
-  for (const auto& p : params_)
-    for (Index i = p.offset; i < p.offset + p.size; ++i) zeta[i] = p.transform.unconstrain(theta[i]);
+  Index first = 0;  // the parameter's first value in theta
+  for (const auto& p : params_) {
+    const Transform& t = p.transform;
+    if (t.elementwise()) {
+      for (Index i = 0; i < p.size; ++i) zeta[p.offset + i] = t.unconstrain(theta[first + i]);
+    } else {
+      for (Index c = 0; c < t.count; ++c)
+        t.inverse(theta.data() + first + c * t.size_each, zeta.data() + p.offset + c * t.free_each);
+    }
+    first += p.size;
+  }
 }
 
 void Model::check_workspace(const ModelWorkspace& ws, Index draws, int threads) const {
@@ -166,29 +212,46 @@ void Model::log_density(const Eigen::Ref<const Matrix>& zeta, ModelWorkspace& ws
   // Forward: constrain, collecting log-Jacobians. The backward pass recomputes each transform's
   // derivatives rather than storing them: that is cheaper than a second D x S buffer.
   for (const auto& p : params_) {
-    if (p.transform.kind == TransformKind::Identity) {
+    const Transform& t = p.transform;
+    if (t.kind == TransformKind::Identity) {
       ws.theta.middleRows(p.row, p.size) = zeta.middleRows(p.offset, p.size);
       continue;
     }
-    for (Index s = 0; s < draws; ++s)
-      for (Index i = 0; i < p.size; ++i) {
-        const Transform::Jet jet = p.transform.jet(zeta(p.offset + i, s));
-        ws.theta(p.row + i, s) = jet.value;
-        lp[s] += jet.log_jacobian;
+    for (Index s = 0; s < draws; ++s) {
+      if (t.elementwise()) {
+        for (Index i = 0; i < p.size; ++i) {
+          const Transform::Jet jet = t.jet(zeta(p.offset + i, s));
+          ws.theta(p.row + i, s) = jet.value;
+          lp[s] += jet.log_jacobian;
+        }
+      } else {
+        for (Index c = 0; c < t.count; ++c)
+          lp[s] += t.forward(at(zeta, p.offset + c * t.free_each, s), at(ws.theta, p.row + c * t.size_each, s));
       }
+    }
   }
   evaluate_factors(ws, lp, threads);
   // Backward through the transforms: d/d zeta = d/d theta * d theta/d zeta + d log|J| / d zeta.
+  // (The parameters' rows of ws.theta still hold their values: nodes and kernels write elsewhere.)
   for (const auto& p : params_) {
-    if (p.transform.kind == TransformKind::Identity) {
+    const Transform& t = p.transform;
+    if (t.kind == TransformKind::Identity) {
       grad_zeta.middleRows(p.offset, p.size) = ws.grad_theta.middleRows(p.row, p.size);
       continue;
     }
-    for (Index s = 0; s < draws; ++s)
-      for (Index i = 0; i < p.size; ++i) {
-        const Transform::Jet jet = p.transform.jet(zeta(p.offset + i, s));
-        grad_zeta(p.offset + i, s) = ws.grad_theta(p.row + i, s) * jet.dvalue + jet.dlog_jacobian;
+    for (Index s = 0; s < draws; ++s) {
+      if (t.elementwise()) {
+        for (Index i = 0; i < p.size; ++i) {
+          const Transform::Jet jet = t.jet(zeta(p.offset + i, s));
+          grad_zeta(p.offset + i, s) = ws.grad_theta(p.row + i, s) * jet.dvalue + jet.dlog_jacobian;
+        }
+      } else {
+        for (Index c = 0; c < t.count; ++c) {
+          const Index z0 = p.offset + c * t.free_each, x0 = p.row + c * t.size_each;
+          t.backward(at(zeta, z0, s), at(ws.theta, x0, s), at(ws.grad_theta, x0, s), at(grad_zeta, z0, s));
+        }
       }
+    }
   }
 }
 
@@ -198,9 +261,17 @@ void Model::log_density_constrained(const Eigen::Ref<const Matrix>& theta, Model
   check_workspace(ws, draws, threads);
   lp.setZero();
   if (draws == 0) return;
-  for (const auto& p : params_) ws.theta.middleRows(p.row, p.size) = theta.middleRows(p.offset, p.size);
+  Index first = 0;  // the parameters' values, stacked
+  for (const auto& p : params_) {
+    ws.theta.middleRows(p.row, p.size) = theta.middleRows(first, p.size);
+    first += p.size;
+  }
   evaluate_factors(ws, lp, threads);
-  for (const auto& p : params_) grad_theta.middleRows(p.offset, p.size) = ws.grad_theta.middleRows(p.row, p.size);
+  first = 0;
+  for (const auto& p : params_) {
+    grad_theta.middleRows(first, p.size) = ws.grad_theta.middleRows(p.row, p.size);
+    first += p.size;
+  }
 }
 
 }  // namespace fastvi

@@ -232,9 +232,15 @@ class Model:
         ...
     def add_matvec(self, x: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], v: Operand, name: str) -> int:
         ...
+    @typing.overload
     def add_param(self, name: str, shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], lower: typing.SupportsFloat | typing.SupportsIndex, upper: typing.SupportsFloat | typing.SupportsIndex) -> int:
         """
         Declares a parameter block; returns its block id.
+        """
+    @typing.overload
+    def add_param(self, name: str, shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], transform: str) -> int:
+        """
+        Declares a parameter block with a vector transform; returns its block id.
         """
     def add_segmented(self, op: SegmentOp, a: Operand, index: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], offsets: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], name: str, lower: typing.SupportsFloat | typing.SupportsIndex, upper: typing.SupportsFloat | typing.SupportsIndex) -> int:
         ...
@@ -258,6 +264,10 @@ class Model:
         """
         The factors' log density (no log-Jacobians) and its gradient at constrained values theta (D x S).
         """
+    def param_free(self, name: str) -> int:
+        """
+        The parameter's coordinates in zeta.
+        """
     def param_offset(self, arg0: str) -> int:
         ...
     def reshaped_operand(self, input: str, block: typing.SupportsInt | typing.SupportsIndex, shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex]) -> Operand:
@@ -275,6 +285,9 @@ class Model:
         ...
     @property
     def num_factors(self) -> int:
+        ...
+    @property
+    def param_values(self) -> int:
         ...
     @property
     def rows(self) -> int:

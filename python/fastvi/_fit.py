@@ -494,12 +494,14 @@ def _diagnose(approx: Approximation, result: Any, laplace: Optional[Laplace], ch
     mu, log_sd = approx.phi[: model.dim], np.asarray(result.log_sd)
     overflow = []
     for p in model:
-        sl = slice(p.offset, p.offset + p.size)
+        sl = slice(p.offset, p.offset + p.free_size)
         m, ls = mu[sl], log_sd[sl]
         if not (np.all(np.isfinite(m)) and np.all(np.isfinite(ls))):
             overflow.append(f"{p.name} (q's mean or sd is not finite)")
-        elif (math.isfinite(p.lower) != math.isfinite(p.upper)) and np.any(
-            m + 0.5 * np.exp(2 * np.minimum(ls, 300)) > _LOG_MAX
+        elif (
+            p.transform is None
+            and (math.isfinite(p.lower) != math.isfinite(p.upper))
+            and np.any(m + 0.5 * np.exp(2 * np.minimum(ls, 300)) > _LOG_MAX)
         ):
             # one bound: a log-normal, whose mean exp(m + s^2 / 2) is beyond the largest double
             overflow.append(f"{p.name} (its mean exp(m + s^2/2) under q overflows)")

@@ -109,12 +109,16 @@ class Laplace:
 
 def coordinate_names(model, coordinates) -> Tuple[str, ...]:
     """Names of unconstrained coordinates: ``"sigma"`` for a scalar parameter, ``"beta[2]"`` for an
-    element of a block (flat index in C order), in the order of the coordinates, without repeats."""
+    element of a block (flat index in C order), ``"w[free 1]"`` for a free coordinate of a vector
+    transform, in the order of the coordinates, without repeats."""
     names = []
     for i in coordinates:
         for p in model:
-            if p.offset <= i < p.offset + p.size:
-                name = p.name if p.size == 1 and p.shape in ((), (1,)) else f"{p.name}[{i - p.offset}]"
+            if p.offset <= i < p.offset + p.free_size:
+                if p.transform is not None:  # a free coordinate, not an element of the value
+                    name = f"{p.name}[free {i - p.offset}]"
+                else:
+                    name = p.name if p.size == 1 and p.shape in ((), (1,)) else f"{p.name}[{i - p.offset}]"
                 if name not in names:
                     names.append(name)
                 break

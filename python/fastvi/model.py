@@ -38,12 +38,22 @@ class Param(Expr):
     shape : tuple of int
         The block's shape (``()`` for a scalar).
     lower, upper : float
-        Its bounds (``-inf`` / ``inf`` where there is none).
+        Its bounds (``-inf`` / ``inf`` where there is none); for a vector transform, the range
+        its values lie in (a simplex's in (0, 1), a Cholesky factor of a correlation matrix's in
+        [-1, 1], a positive_ordered vector's above 0).
+    transform : str or None
+        The vector transform (``"simplex"``, ``"ordered"``, ``"positive_ordered"``,
+        ``"cholesky_corr"``, ``"cholesky_cov"``), or None for a real or bounded parameter.
     constrained : bool
-        Whether it has a finite bound (and so a transform to the unconstrained space).
+        Whether it has a finite bound or a vector transform (and so a transform to the
+        unconstrained space).
     offset : int
         The first coordinate of the block in the model's unconstrained vector (the block takes
-        coordinates ``offset`` to ``offset + size - 1``, in C order).
+        coordinates ``offset`` to ``offset + free_size - 1``, in C order).
+    free_size : int
+        The block's unconstrained coordinates: ``size``, or fewer for a vector transform (a
+        K-simplex has K - 1, a K x K Cholesky factor K(K + 1)/2 or K(K - 1)/2 for a correlation
+        matrix's).
     row : int
         The first row of the block in the model's value matrix (internal bookkeeping).
 
@@ -61,6 +71,11 @@ class Param(Expr):
     Param('sigma', shape=(), lower=0)
     >>> sigma.constrained, beta.constrained, beta.offset, beta.size
     (True, False, 1, 3)
+    >>> w = m.param("w", shape=(3,), transform="simplex")
+    >>> w
+    Param('w', shape=(3,), transform='simplex')
+    >>> w.size, w.free_size, w.offset, m.dim
+    (3, 2, 4, 6)
     """
 
     def __init__(
@@ -73,11 +88,15 @@ class Param(Expr):
         block: int,
         offset: int,
         row: int,
+        transform: Optional[str] = None,
+        free_size: Optional[int] = None,
     ):
         super().__init__(model, block, shape, lower, upper, label=name)
         self.name = name
         self.offset = offset  # first coordinate of the block in the unconstrained vector
         self.row = row  # first row of the block in the value matrix
+        self.transform = transform  # a vector transform's name, or None
+        self.free_size = self.size if free_size is None else free_size  # coordinates in zeta
 
     def __reduce__(self):
         # pickled (and deep-copied) as "parameter `name` of the model", so that a parameter
@@ -86,7 +105,7 @@ class Param(Expr):
 
     @property
     def constrained(self) -> bool:
-        """Whether the parameter has a finite ``lower`` or ``upper`` bound.
+        """Whether the parameter has a finite ``lower`` or ``upper`` bound or a vector transform.
 
         Examples
         --------
@@ -94,10 +113,14 @@ class Param(Expr):
         >>> m = fv.Model()
         >>> m.param("p", lower=0.0, upper=1.0).constrained, m.param("z").constrained
         (True, False)
+        >>> m.param("c", shape=(3,), transform="ordered").constrained
+        True
         """
-        return math.isfinite(self.lower) or math.isfinite(self.upper)
+        return self.transform is not None or math.isfinite(self.lower) or math.isfinite(self.upper)
 
     def __repr__(self) -> str:
+        if self.transform is not None:
+            return f"Param({self.name!r}, shape={self.shape}, transform={self.transform!r})"
         bounds = ""
         if math.isfinite(self.lower):
             bounds += f", lower={self.lower:g}"
@@ -167,7 +190,8 @@ class Model:
     factors : list of (str, str)
         ``(label, kernel name)`` of every factor, in the order they were added.
     dim : int
-        Number of unconstrained coordinates (the total size of the parameter blocks).
+        Number of unconstrained coordinates (the total size of the parameter blocks, less the
+        coordinates vector transforms remove: a K-simplex has K - 1).
 
     See Also
     --------
@@ -221,7 +245,12 @@ class Model:
     # ---- parameters -----------------------------------------------------------------------------
 
     def param(
-        self, name: str, shape: Shape = (), lower: Optional[float] = None, upper: Optional[float] = None
+        self,
+        name: str,
+        shape: Shape = (),
+        lower: Optional[float] = None,
+        upper: Optional[float] = None,
+        transform: Optional[str] = None,
     ) -> Param:
         """Declares a parameter block and returns a reference to use as a kernel input.
 
@@ -229,6 +258,31 @@ class Model:
         the unconstrained space and accounts for the Jacobian): lower-bounded ``lower + exp(z)``,
         upper-bounded ``upper - exp(z)``, interval ``lower + (upper - lower) * inv_logit(z)``. A
         parameter with no factor acting on it has a flat, improper prior.
+
+        ``transform`` declares a vector-valued constraint instead (Stan's definitions, with their
+        log-Jacobians), on the last axis of ``shape`` (the last two for the Cholesky factors; any
+        leading axes hold independent vectors or matrices):
+
+        - ``"simplex"``, shape ``(K,)``, K >= 2: positive, summing to 1, from K - 1 free
+          coordinates by stick-breaking, ``x_k = stick_k * inv_logit(z_k - log(K - 1 - k))``
+          (``stick_0 = 1``, ``stick_{k+1} = stick_k - x_k``, ``x_{K-1} = stick_{K-1}``), so that
+          z = 0 is the uniform simplex. With no factor on it, its density is uniform on the
+          simplex (a flat Dirichlet(1, ..., 1)).
+        - ``"ordered"``, shape ``(K,)``: strictly increasing, ``x_0 = z_0``,
+          ``x_k = x_{k-1} + exp(z_k)``.
+        - ``"positive_ordered"``, shape ``(K,)``: positive and strictly increasing,
+          ``x_0 = exp(z_0)``, ``x_k = x_{k-1} + exp(z_k)``.
+        - ``"cholesky_corr"``, shape ``(K, K)``, K >= 2: the lower-triangular Cholesky factor L of
+          a correlation matrix (L @ L.T has a unit diagonal), from K(K - 1)/2 free coordinates
+          (``tanh`` gives the canonical partial correlations, row by row below the diagonal).
+          The log-Jacobian is that of the free (strictly lower) entries, as in Stan: with no
+          factor on it, L is uniform in them, not LKJ(1) over L @ L.T (that needs a prior).
+        - ``"cholesky_cov"``, shape ``(K, K)``: lower-triangular with a positive diagonal (the
+          Cholesky factor of a covariance matrix), from K(K + 1)/2 free coordinates: the lower
+          triangle row by row, ``exp`` on the diagonal. Its flat density is flat in L.
+
+        :attr:`dim` counts the free coordinates; ``fit.sample()``, ``mean()`` and ``std()``
+        report the constrained values, with the parameter's full shape.
 
         Parameters
         ----------
@@ -240,6 +294,9 @@ class Model:
         lower, upper : float or None, default None
             Bounds (``None``: unbounded on that side). With both, ``lower < upper`` and the width
             ``upper - lower`` must be a finite float.
+        transform : str or None, default None
+            A vector transform: ``"simplex"``, ``"ordered"``, ``"positive_ordered"``,
+            ``"cholesky_corr"`` or ``"cholesky_cov"``; not together with ``lower`` / ``upper``.
 
         Returns
         -------
@@ -253,7 +310,9 @@ class Model:
             bound is not a real number (``bool`` is refused).
         ValueError
             If the name is already taken, a dimension is < 1, the block is too large, a bound is
-            NaN, ``lower >= upper``, or the interval's width overflows.
+            NaN, ``lower >= upper``, or the interval's width overflows; if ``transform`` is not
+            one of those names, is given with ``lower`` or ``upper``, or does not fit the shape
+            (a simplex needs K >= 2, a Cholesky factor a square (K, K) shape, ...).
         RuntimeError
             If the model is being fitted or evaluated in another thread.
 
@@ -269,12 +328,45 @@ class Model:
         Param('p', shape=(2, 3), lower=0, upper=1)
         >>> m.dim
         8
+
+        Vector transforms: a 3-simplex has 2 free coordinates, a 3 x 3 correlation matrix's
+        Cholesky factor 3.
+
+        >>> import numpy as np
+        >>> m = fv.Model()
+        >>> theta = m.param("theta", shape=3, transform="simplex")
+        >>> L = m.param("L", shape=(3, 3), transform="cholesky_corr")
+        >>> m.dim
+        5
+        >>> values = m.constrain(np.zeros(5))
+        >>> np.round(values["theta"], 4).tolist()          # zeta = 0: the uniform simplex
+        [0.3333, 0.3333, 0.3333]
+        >>> np.allclose(values["L"], np.eye(3))            # and the identity correlation matrix
+        True
+        >>> m.param("c", shape=(2, 3), transform="cholesky_cov")   # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: parameter 'c': transform 'cholesky_cov' needs square matrices, ... got (2, 3)
         """
         if not isinstance(name, str) or not name:
             raise TypeError(f"parameter name must be a non-empty str, got {name!r}")
         if name in self._deterministics:
             raise ValueError(f"parameter {name!r}: the name is already used by a deterministic")
         shape = _as_shape(shape, name)
+        if transform is not None:
+            if not isinstance(transform, str):
+                raise TypeError(f"parameter {name!r}: transform must be a str or None, got {transform!r}")
+            if transform not in TRANSFORMS:
+                raise ValueError(
+                    f"parameter {name!r}: unknown transform {transform!r}; expected one of "
+                    + ", ".join(repr(t) for t in TRANSFORMS)
+                )
+            if lower is not None or upper is not None:
+                raise ValueError(
+                    f"parameter {name!r}: transform={transform!r} cannot be combined with lower or upper bounds "
+                    f"(the transform defines the constraint)"
+                )
+            return self._build("add_param_transform", name, shape, transform)
         lo = _as_bound(lower, "lower", name)
         hi = _as_bound(upper, "upper", name)
         if lo is not None and hi is not None and not lo < hi:
@@ -363,7 +455,8 @@ class Model:
 
     @property
     def dim(self) -> int:
-        """Number of unconstrained coordinates: the total number of parameter elements.
+        """Number of unconstrained coordinates: the total number of parameter elements, less
+        what vector transforms take away (a K-simplex has K - 1 coordinates).
 
         Examples
         --------
@@ -372,6 +465,9 @@ class Model:
         >>> _ = m.param("mu"), m.param("beta", shape=(2, 3))
         >>> m.dim
         7
+        >>> _ = m.param("w", shape=(4,), transform="simplex")
+        >>> m.dim
+        10
         """
         return self._core.dim
 
@@ -553,6 +649,24 @@ class Model:
             name, shape, lo, hi = args
             block = core.add_param(name, list(shape), lo, hi)
             p = Param(self, name, shape, lo, hi, block, core.param_offset(name), core.block(block)["row"])
+            self._params[name] = p
+            return p
+        if op == "add_param_transform":
+            name, shape, transform = args
+            block = core.add_param(name, list(shape), transform)
+            info = core.block(block)
+            p = Param(
+                self,
+                name,
+                shape,
+                info["lower"],
+                info["upper"],
+                block,
+                core.param_offset(name),
+                info["row"],
+                transform,
+                core.param_free(name),
+            )
             self._params[name] = p
             return p
         if op == "deterministic":
@@ -755,7 +869,11 @@ class Model:
         Parameters
         ----------
         values : dict of str to array_like
-            A value for every parameter (broadcast to its shape), strictly inside its bounds.
+            A value for every parameter (broadcast to its shape), strictly inside its bounds, or
+            satisfying its vector transform's constraint (a simplex positive and summing to 1
+            within 1e-8, an ordered vector strictly increasing, a Cholesky factor lower
+            triangular with a positive diagonal and, for ``cholesky_corr``, rows of unit length
+            within 1e-8).
 
         Returns
         -------
@@ -766,7 +884,8 @@ class Model:
         ------
         ValueError
             If a parameter is missing, a name is unknown, a value has the wrong shape, is not
-            finite or is not strictly inside the parameter's bounds.
+            finite, is not strictly inside the parameter's bounds or does not satisfy its
+            vector constraint.
 
         See Also
         --------
@@ -785,11 +904,24 @@ class Model:
         Traceback (most recent call last):
             ...
         ValueError: value of 'p' must lie strictly inside (0, 1)
+
+        A vector transform's value has fewer free coordinates (the uniform 3-simplex is zeta = 0):
+
+        >>> m = fv.Model()
+        >>> w = m.param("w", shape=3, transform="simplex")
+        >>> zeta = m.unconstrain({"w": np.full(3, 1 / 3)})
+        >>> zeta.shape, bool(np.allclose(zeta, 0.0))
+        ((2,), True)
         """
-        theta = np.empty(self.dim)
+        theta = np.empty(self._core.param_values)
         missing = [n for n in self._params if n not in values]
         if missing:
             raise ValueError(f"values missing for parameters {missing}")
+        first = {}
+        at = 0
+        for p in self._params.values():
+            first[p.name] = at
+            at += p.size
         for n, v in values.items():
             if n not in self._params:
                 raise ValueError(f"no parameter named {n!r}")
@@ -801,17 +933,21 @@ class Model:
                 raise ValueError(f"value of {n!r} has shape {arr.shape}, expected {p.shape}") from None
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"value of {n!r} must be finite")
-            if np.any(arr <= p.lower) or np.any(arr >= p.upper):
+            if p.transform is not None:
+                _check_transform_value(arr, p)
+            elif np.any(arr <= p.lower) or np.any(arr >= p.upper):
                 raise ValueError(f"value of {n!r} must lie strictly inside ({p.lower:g}, {p.upper:g})")
-            theta[p.offset : p.offset + p.size] = arr.ravel()
+            theta[first[n] : first[n] + p.size] = arr.ravel()
         return self._core.unconstrain(theta)
 
     def _split_zeta(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
-        """Splits the last axis of `flat` (one entry per unconstrained coordinate) by parameter."""
+        """Splits the last axis of `flat` (one entry per unconstrained coordinate) by parameter,
+        for parameters without a vector transform (whose coordinates are their values)."""
         lead = flat.shape[:-1]
         return {
             p.name: flat[..., p.offset : p.offset + p.size].reshape(lead + p.shape).copy()
             for p in self._params.values()
+            if p.transform is None
         }
 
     def _split_values(self, flat: np.ndarray) -> Dict[str, np.ndarray]:
@@ -823,6 +959,34 @@ class Model:
             row = self._core.block(e._block)["row"]
             out[name] = flat[..., row : row + e.size].reshape(lead + e.shape).copy()
         return out
+
+
+TRANSFORMS = ("simplex", "ordered", "positive_ordered", "cholesky_corr", "cholesky_cov")
+"""The vector transforms ``Model.param(..., transform=...)`` takes."""
+
+# How far a value may be from its constraint (sum to 1, unit rows) and still be unconstrained:
+# Stan's tolerance.
+_CONSTRAINT_TOL = 1e-8
+
+
+def _check_transform_value(x: np.ndarray, p: Param) -> None:
+    """Refuses a value that does not satisfy p's vector constraint, with a message that names p."""
+    t, what = p.transform, f"value of {p.name!r}"
+    if t == "simplex":
+        if np.any(x <= 0) or np.any(np.abs(x.sum(axis=-1) - 1.0) > _CONSTRAINT_TOL):
+            raise ValueError(f"{what} must be a simplex: positive, summing to 1 along the last axis")
+    elif t in ("ordered", "positive_ordered"):
+        if np.any(np.diff(x, axis=-1) <= 0):
+            raise ValueError(f"{what} must be strictly increasing along the last axis")
+        if t == "positive_ordered" and np.any(x[..., 0] <= 0):
+            raise ValueError(f"{what} must be positive")
+    else:  # Cholesky factors
+        upper = np.triu(np.ones(p.shape[-2:], dtype=bool), 1)
+        diag = np.diagonal(x, axis1=-2, axis2=-1)
+        if np.any(x[..., upper] != 0) or np.any(diag <= 0):
+            raise ValueError(f"{what} must be lower triangular with a positive diagonal")
+        if t == "cholesky_corr" and np.any(np.abs(np.sum(x * x, axis=-1) - 1.0) > _CONSTRAINT_TOL):
+            raise ValueError(f"{what} must have rows of unit length (L @ L.T with a unit diagonal)")
 
 
 def _check_broadcast_size(shapes: Sequence[Tuple[int, ...]], label: str) -> None:

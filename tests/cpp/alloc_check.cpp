@@ -7,7 +7,8 @@
 // 2. The whole step, ElboEstimator::estimate + Adam::step, for the mean-field, full-rank and
 //    low-rank families (both gradient estimators, with and without a preconditioner, D up to
 //    1,000), on GLM models, element-wise models (normal; student_t with vector and beta with
-//    broadcast parameters) and expression models (matvec, binary, unary, gather, sum, segmented
+//    broadcast parameters), a model with every vector transform (simplex, ordered, ...) and
+//    expression models (matvec, binary, unary, gather, sum, segmented
 //    (log_sum_exp, softmax, cumsum), concat and matmul nodes, and Model.factor's target kernel;
 //    N x K up to 10,000 x 50 and 3,000 x 300, sizes at which an untiled X @ beta would
 //    heap-allocate GEMM buffers), with 1 and 2 threads and several draw counts (every S from 1 to
@@ -30,6 +31,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "fastvi/adam.hpp"
 #include "fastvi/broadcast.hpp"
@@ -314,6 +317,22 @@ void build_expression_model(Model& m, Index n, Index k) {
   m.add_bound_factor("factor", make_target(m.block_operand("expr", lae3)), "factor log_add_exp");
 }
 
+// Every vector transform, with normal factors on its values (a batch of two simplexes, and
+// Cholesky factors of 4 x 4 matrices).
+void build_vector_transform_model(Model& m) {
+  const std::vector<std::pair<std::string, std::vector<Index>>> params = {{"simplex", {2, 5}},
+                                                                          {"ordered", {4}},
+                                                                          {"positive_ordered", {3}},
+                                                                          {"cholesky_corr", {4, 4}},
+                                                                          {"cholesky_cov", {4, 4}}};
+  for (const auto& [transform, shape] : params) {
+    const Index id = m.add_param(transform, shape, transform);
+    m.add_factor("normal",
+                 {m.block_operand("y", id), bench::scalar_operand("loc", 0.1), bench::scalar_operand("scale", 1.0)},
+                 "prior " + transform);
+  }
+}
+
 std::unique_ptr<Model> make_model(const std::string& name) {
   auto m = std::make_unique<Model>();
   if (name == "seed (normal)")
@@ -337,6 +356,8 @@ std::unique_ptr<Model> make_model(const std::string& name) {
     bench::build_elementwise_likelihood(*m, "student_t", {1000}, {1000});
   else if (name == "beta broadcast")
     bench::build_elementwise_likelihood(*m, "beta", {100, 10}, {100, 1});
+  else if (name == "vector transforms")
+    build_vector_transform_model(*m);
   return m;
 }
 
@@ -461,7 +482,7 @@ int main() {
   std::printf("-- 2. ElboEstimator::estimate + Adam::step\n");
   const auto stl = GradientEstimator::StickingTheLanding, closed = GradientEstimator::ClosedFormEntropy;
   for (const char* model : {"seed (normal)", "logistic glm", "linreg glm", "expression", "gaussian D=10",
-                            "student_t vector", "beta broadcast"})
+                            "student_t vector", "beta broadcast", "vector transforms"})
     for (const char* family : {"meanfield", "fullrank", "lowrank"})
       for (Index draws : {1, 8, 33})
         for (int threads : {1, 2}) check_step(model, family, draws, threads, stl, "none");

@@ -32,7 +32,7 @@ inline Operand param_operand(const std::string& name, const Model& model, const 
   op.source = param;
   op.is_param = true;
   op.shape = p.shape;
-  op.row = p.offset;
+  op.row = p.row;  // its first value row (p.offset is its first coordinate in zeta)
   op.lower = p.transform.lower;
   op.upper = p.transform.upper;
   return op;

@@ -24,7 +24,8 @@ struct ParamBlock {
   std::vector<Index> shape;
   Index offset = 0;  // first coordinate in zeta
   Index row = 0;     // first row in the value matrix
-  Index size = 1;
+  Index size = 1;    // values (rows of the value matrix)
+  Index free = 1;    // coordinates of zeta: size, or fewer for a vector transform (a K-simplex has K - 1)
   Transform transform;
 };
 
@@ -62,6 +63,9 @@ class Model {
   // Declares a parameter block; throws std::invalid_argument for a repeated name, a bad shape or
   // bad bounds. Returns its block id.
   Index add_param(const std::string& name, const std::vector<Index>& shape, double lower, double upper);
+  // Declares a parameter block with a vector transform (Transform::vector's names); throws
+  // std::invalid_argument, naming the parameter, for a shape the transform does not fit.
+  Index add_param(const std::string& name, const std::vector<Index>& shape, const std::string& transform);
 
   // Adds an expression node with output shape `shape`; returns its block id.
   Index add_node(std::unique_ptr<Node> node, const std::string& name, const std::vector<Index>& shape, double lower,
@@ -98,8 +102,11 @@ class Model {
 
   // The value matrix (rows x S: constrained parameters and every node's output) at zeta (D x S).
   void values(const Eigen::Ref<const Matrix>& zeta, Matrix& value) const;
-  // Inverse of constrain for one point.
+  // Inverse of constrain for one point. theta stacks the parameters' values in declaration order
+  // (values() total values), zeta is dim().
   void unconstrain(const Eigen::Ref<const Vector>& theta, Eigen::Ref<Vector> zeta) const;
+  // The total size of the parameter blocks' values (dim() unless there are vector transforms).
+  Index param_values() const { return param_values_; }
 
   // lp[s] = log p(theta_s) + log|J|(zeta_s); grad_zeta = d lp / d zeta. zeta is D x S, ws was
   // prepared for S draws and at least `threads` threads. Non-finite values are returned as they
@@ -107,7 +114,8 @@ class Model {
   void log_density(const Eigen::Ref<const Matrix>& zeta, ModelWorkspace& ws, Eigen::Ref<Vector> lp,
                    Eigen::Ref<Matrix> grad_zeta, int threads) const;
 
-  // The factors' log density at constrained parameter values theta (D x S, stacked like zeta),
+  // The factors' log density at constrained parameter values theta (param_values() x S, the
+  // parameters' values stacked in declaration order; stacked like zeta without vector transforms),
   // without log-Jacobians, and its gradient with respect to theta: what the kernels compute, in the
   // space where they are defined (for checking kernels against finite differences).
   void log_density_constrained(const Eigen::Ref<const Matrix>& theta, ModelWorkspace& ws, Eigen::Ref<Vector> lp,
@@ -120,12 +128,14 @@ class Model {
   std::vector<Factor> factors_;
   Index dim_ = 0;
   Index rows_ = 0;
+  Index param_values_ = 0;
   std::uint64_t structure_ = 0;
   mutable std::shared_mutex mutex_;
 
   // Exclusive access for a structural change; throws if the model is being evaluated.
   std::unique_lock<std::shared_mutex> change_lock(const std::string& what);
   void check_workspace(const ModelWorkspace& ws, Index draws, int threads) const;
+  Index add_param_block(const std::string& name, const std::vector<Index>& shape, const Transform& transform);
   // Runs the nodes and the factors on ws.theta (its parameter rows filled), adding to lp and
   // leaving d lp / d theta in ws.grad_theta.
   void evaluate_factors(ModelWorkspace& ws, Eigen::Ref<Vector> lp, int threads) const;
