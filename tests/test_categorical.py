@@ -82,8 +82,6 @@ def test_categorical_gradient(shape):
 
 
 def test_categorical_theta_from_softmax_of_a_parameter_equals_categorical_logit():
-    if not hasattr(fv, "softmax"):
-        pytest.skip("fv.softmax not available")
     z = RNG.normal(size=C)
     lp = []
     for kernel in ("categorical_logit", "categorical"):
