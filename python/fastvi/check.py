@@ -277,7 +277,8 @@ def check_kernel(
             base = np.asarray(values[n], dtype=np.float64)
             if not (np.all(np.isfinite(base)) and np.all(base > lo) and np.all(base < hi)):
                 raise ValueError(
-                    f"{where}: the value of parameter input {n!r} must lie strictly inside ({lo:g}, {hi:g})"
+                    f"{where}: the value of parameter input {n!r} must lie strictly inside "
+                    f"({float(lo)!r}, {float(hi)!r})"
                 )
             given[n] = base
         declared[n] = model.param(

@@ -168,7 +168,7 @@ def _check_interval(lo: float, hi: float, name: str) -> None:
     """The interval transform maps through upper - lower, which must be a finite float."""
     if math.isfinite(lo) and math.isfinite(hi) and not math.isfinite(hi - lo):
         raise ValueError(
-            f"parameter {name!r}: the width of (lower, upper) = ({lo:g}, {hi:g}) overflows to inf; "
+            f"parameter {name!r}: the width of (lower, upper) = ({float(lo)!r}, {float(hi)!r}) overflows to inf; "
             f"use a one-sided bound or rescale the parameter"
         )
 
@@ -370,7 +370,7 @@ class Model:
         lo = _as_bound(lower, "lower", name)
         hi = _as_bound(upper, "upper", name)
         if lo is not None and hi is not None and not lo < hi:
-            raise ValueError(f"parameter {name!r}: lower ({lo:g}) must be less than upper ({hi:g})")
+            raise ValueError(f"parameter {name!r}: lower ({float(lo)!r}) must be less than upper ({float(hi)!r})")
         lo = -math.inf if lo is None else lo
         hi = math.inf if hi is None else hi
         _check_interval(lo, hi, name)
@@ -936,7 +936,7 @@ class Model:
             if p.transform is not None:
                 _check_transform_value(arr, p)
             elif np.any(arr <= p.lower) or np.any(arr >= p.upper):
-                raise ValueError(f"value of {n!r} must lie strictly inside ({p.lower:g}, {p.upper:g})")
+                raise ValueError(f"value of {n!r} must lie strictly inside ({float(p.lower)!r}, {float(p.upper)!r})")
             theta[first[n] : first[n] + p.size] = arr.ravel()
         return self._core.unconstrain(theta)
 
