@@ -59,11 +59,6 @@ struct CategoricalLayout {
   }
 };
 
-// Draw s's value of element e of operand p (data or parameter rows), and its gradient slot.
-inline double at(const Operand& p, const Batch& b, Index s, Index e) {
-  return p.is_param ? b.value[s * b.ld + p.row + e] : p.data[e];
-}
-
 class CategoricalLogit final : public Kernel {
  public:
   CategoricalLogit(const Operand& y, Operand logits) : layout_(y, logits, "logits"), p_(std::move(logits)) {}
@@ -74,20 +69,21 @@ class CategoricalLogit final : public Kernel {
       double lp = 0.0;
       if (layout_.shared) {
         const double lse = log_sum_exp_row(b, s, 0);
-        for (Index k = 0; k < c; ++k) lp += layout_.counts[k] * at(p_, b, s, k);
+        for (Index k = 0; k < c; ++k) lp += layout_.counts[k] * p_.value(b, k, s);
         lp -= double(layout_.n) * lse;
         if (p_.is_param) {
           double* g = b.grad + s * b.ld + p_.row;
-          for (Index k = 0; k < c; ++k) g[k] += layout_.counts[k] - double(layout_.n) * std::exp(at(p_, b, s, k) - lse);
+          for (Index k = 0; k < c; ++k)
+            g[k] += layout_.counts[k] - double(layout_.n) * std::exp(p_.value(b, k, s) - lse);
         }
       } else {
         for (Index i = 0; i < layout_.n; ++i) {
           const Index base = i * c, yi = layout_.y[size_t(i)];
           const double lse = log_sum_exp_row(b, s, base);
-          lp += at(p_, b, s, base + yi) - lse;
+          lp += p_.value(b, base + yi, s) - lse;
           if (p_.is_param) {
             double* g = b.grad + s * b.ld + p_.row + base;
-            for (Index k = 0; k < c; ++k) g[k] -= std::exp(at(p_, b, s, base + k) - lse);
+            for (Index k = 0; k < c; ++k) g[k] -= std::exp(p_.value(b, base + k, s) - lse);
             g[yi] += 1.0;
           }
         }
@@ -101,10 +97,10 @@ class CategoricalLogit final : public Kernel {
   // only if every element is -inf, NaN if any is NaN).
   double log_sum_exp_row(const Batch& b, Index s, Index base) const {
     double m = -kInf;
-    for (Index k = 0; k < layout_.c; ++k) m = std::max(m, at(p_, b, s, base + k));
+    for (Index k = 0; k < layout_.c; ++k) m = std::max(m, p_.value(b, base + k, s));
     if (!std::isfinite(m)) return m;
     double sum = 0.0;
-    for (Index k = 0; k < layout_.c; ++k) sum += std::exp(at(p_, b, s, base + k) - m);
+    for (Index k = 0; k < layout_.c; ++k) sum += std::exp(p_.value(b, base + k, s) - m);
     return m + std::log(sum);
   }
 
@@ -125,14 +121,14 @@ class Categorical final : public Kernel {
       if (layout_.shared) {
         for (Index k = 0; k < c; ++k)
           if (layout_.counts[k] > 0) {
-            const double t = at(p_, b, s, k);
+            const double t = p_.value(b, k, s);
             lp += layout_.counts[k] * std::log(t);
             if (p_.is_param) b.grad[s * b.ld + p_.row + k] += layout_.counts[k] / t;
           }
       } else {
         for (Index i = 0; i < layout_.n; ++i) {
           const Index e = i * c + layout_.y[size_t(i)];
-          const double t = at(p_, b, s, e);
+          const double t = p_.value(b, e, s);
           lp += std::log(t);
           if (p_.is_param) b.grad[s * b.ld + p_.row + e] += 1.0 / t;
         }

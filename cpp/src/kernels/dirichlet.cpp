@@ -18,10 +18,6 @@
 namespace fastvi::kernels {
 namespace {
 
-inline double at(const Operand& p, const Batch& b, Index s, Index e) {
-  return p.is_param ? b.value[s * b.ld + p.row + e] : p.data[e];
-}
-
 class Dirichlet final : public Kernel {
  public:
   Dirichlet(Operand theta, Operand alpha) : theta_(std::move(theta)), alpha_(std::move(alpha)) {
@@ -54,7 +50,7 @@ class Dirichlet final : public Kernel {
         const Index a0 = alpha_shared_ ? 0 : i * k_, t0 = i * k_;
         double alpha_sum = 0.0;
         for (Index k = 0; k < k_; ++k) {
-          const double a = at(alpha_, b, s, a0 + k), t = at(theta_, b, s, t0 + k);
+          const double a = alpha_.value(b, a0 + k, s), t = theta_.value(b, t0 + k, s);
           alpha_sum += a;
           lp += (a - 1.0) * std::log(t) - math::log_gamma(a);
           if (theta_.is_param) b.grad[s * b.ld + theta_.row + t0 + k] += (a - 1.0) / t;
@@ -63,7 +59,7 @@ class Dirichlet final : public Kernel {
         if (alpha_.is_param) {
           const double psi_sum = math::digamma(alpha_sum);
           for (Index k = 0; k < k_; ++k) {
-            const double a = at(alpha_, b, s, a0 + k), t = at(theta_, b, s, t0 + k);
+            const double a = alpha_.value(b, a0 + k, s), t = theta_.value(b, t0 + k, s);
             b.grad[s * b.ld + alpha_.row + a0 + k] += psi_sum - math::digamma(a) + std::log(t);
           }
         }

@@ -22,10 +22,6 @@
 namespace fastvi::kernels {
 namespace {
 
-inline double at(const Operand& p, const Batch& b, Index s, Index e) {
-  return p.is_param ? b.value[s * b.ld + p.row + e] : p.data[e];
-}
-
 class LkjCorrCholesky final : public Kernel {
  public:
   LkjCorrCholesky(Operand l, Operand eta) : l_(std::move(l)), eta_(std::move(eta)) {
@@ -40,10 +36,10 @@ class LkjCorrCholesky final : public Kernel {
   void evaluate(const Batch& b) const override {
     const double kd = double(k_);
     for (Index s = 0; s < b.draws; ++s) {
-      const double eta = at(eta_, b, s, 0);
+      const double eta = eta_.value(b, 0, s);
       double lp = 0.0, sum_log_diag = 0.0;
       for (Index i = 1; i < k_; ++i) {  // k = i + 1
-        const double d = at(l_, b, s, i * k_ + i), w = kd - double(i + 1) + 2.0 * eta - 2.0;
+        const double d = l_.value(b, i * k_ + i, s), w = kd - double(i + 1) + 2.0 * eta - 2.0;
         const double log_d = std::log(d);
         lp += w * log_d;
         sum_log_diag += log_d;

@@ -17,10 +17,6 @@
 namespace fastvi::kernels {
 namespace {
 
-inline double at(const Operand& p, const Batch& b, Index s, Index e) {
-  return p.is_param ? b.value[s * b.ld + p.row + e] : p.data[e];
-}
-
 class MultiNormalCholesky final : public Kernel {
  public:
   MultiNormalCholesky(Operand y, Operand mu, Operand l) : y_(std::move(y)), mu_(std::move(mu)), l_(std::move(l)) {
@@ -51,7 +47,7 @@ class MultiNormalCholesky final : public Kernel {
     double* w = b.scratch + k_;
     const double constant = -double(n_) * double(k_) * math::kHalfLog2Pi;
     // L[i, j] of draw s (row-major (K, K)).
-    auto lij = [&](Index s, Index i, Index j) { return at(l_, b, s, i * k_ + j); };
+    auto lij = [&](Index s, Index i, Index j) { return l_.value(b, i * k_ + j, s); };
     for (Index s = 0; s < b.draws; ++s) {
       double lp = constant;
       for (Index i = 0; i < k_; ++i) {
@@ -63,8 +59,8 @@ class MultiNormalCholesky final : public Kernel {
         // z = L^-1 (y_n - mu_n)
         for (Index i = 0; i < k_; ++i) {
           const Index e = n * k_ + i;
-          const double mu = at(mu_, b, s, mu_scalar_ ? 0 : mu_shared_ ? i : e);
-          double acc = at(y_, b, s, e) - mu;
+          const double mu = mu_.value(b, mu_scalar_ ? 0 : mu_shared_ ? i : e, s);
+          double acc = y_.value(b, e, s) - mu;
           for (Index j = 0; j < i; ++j) acc -= lij(s, i, j) * z[j];
           z[i] = acc / lij(s, i, i);
         }

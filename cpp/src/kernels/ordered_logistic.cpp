@@ -28,10 +28,6 @@ namespace {
 // log(1 - exp(x)) for x < 0 (Maechler's switch at -log 2).
 inline double log1m_exp(double x) { return x > -math::kLog2 ? std::log(-std::expm1(x)) : std::log1p(-std::exp(x)); }
 
-inline double at(const Operand& p, const Batch& b, Index s, Index e) {
-  return p.is_param ? b.value[s * b.ld + p.row + e] : p.data[e];
-}
-
 class OrderedLogistic final : public Kernel {
  public:
   OrderedLogistic(const Operand& y, Operand eta, Operand cuts) : eta_(std::move(eta)), cuts_(std::move(cuts)) {
@@ -68,21 +64,21 @@ class OrderedLogistic final : public Kernel {
       double lp = 0.0;
       for (Index i = 0; i < n_; ++i) {
         const Index e = eta_scalar ? 0 : i;
-        const double eta = at(eta_, b, s, e);
+        const double eta = eta_.value(b, e, s);
         const Index y = y_[size_t(i)];
         double d_eta = 0.0;
         if (y == 0) {
-          const double x = eta - at(cuts_, b, s, 0);
+          const double x = eta - cuts_.value(b, 0, s);
           lp -= math::log1p_exp(x);
           d_eta = -math::inv_logit(x);
           if (cuts_.is_param) b.grad[s * b.ld + cuts_.row] -= d_eta;
         } else if (y == k_) {
-          const double x = eta - at(cuts_, b, s, k_ - 1);
+          const double x = eta - cuts_.value(b, k_ - 1, s);
           lp -= math::log1p_exp(-x);
           d_eta = math::inv_logit(-x);
           if (cuts_.is_param) b.grad[s * b.ld + cuts_.row + k_ - 1] -= d_eta;
         } else {
-          const double a = eta - at(cuts_, b, s, y - 1), c = eta - at(cuts_, b, s, y);
+          const double a = eta - cuts_.value(b, y - 1, s), c = eta - cuts_.value(b, y, s);
           const double la = math::log1p_exp(a), lc = math::log1p_exp(c);
           const double log_p = a + log1m_exp(c - a) - la - lc;  // NaN if cutpoints are out of order
           lp += log_p;
