@@ -33,11 +33,11 @@ void register_normal_cdf(KernelRegistry& r);       // normal_lcdf, normal_lccdf
 void register_lognormal_cdf(KernelRegistry& r);    // lognormal_lcdf, lognormal_lccdf
 void register_exponential_cdf(KernelRegistry& r);  // exponential_lcdf, exponential_lccdf
 void register_gamma_cdf(KernelRegistry& r);        // gamma_lcdf, gamma_lccdf
-void register_categorical(KernelRegistry& r);  // categorical_logit, categorical
+void register_categorical(KernelRegistry& r);      // categorical_logit, categorical
 void register_ordered_logistic(KernelRegistry& r);
 void register_dirichlet(KernelRegistry& r);
 void register_multi_normal_cholesky(KernelRegistry& r);
 void register_lkj_corr_cholesky(KernelRegistry& r);
-void register_glm(KernelRegistry& r);              // normal_id_glm, bernoulli_logit_glm, poisson_log_glm
+void register_glm(KernelRegistry& r);  // normal_id_glm, bernoulli_logit_glm, poisson_log_glm
 
 }  // namespace fastvi::kernels
