@@ -903,7 +903,7 @@ class Model:
         >>> m.unconstrain({"p": 1.5, "sigma": 1.0})
         Traceback (most recent call last):
             ...
-        ValueError: value of 'p' must lie strictly inside (0, 1)
+        ValueError: value of 'p' must lie strictly inside (0.0, 1.0)
 
         A vector transform's value has fewer free coordinates (the uniform 3-simplex is zeta = 0):
 
