@@ -182,6 +182,8 @@ void bind_model(py::module_& m) {
           py::arg("input"), py::arg("block"), py::arg("shape"),
           "An operand that reads block `block` with another shape of the same size (a reshape).")
       .def("add_factor", &Model::add_factor, py::arg("kernel"), py::arg("operands"), py::arg("label"))
+      .def("add_kernel_logp", &Model::add_kernel_logp, py::arg("kernel"), py::arg("operands"), py::arg("label"),
+           "Adds a node holding an element-wise kernel's log density per element (fv.logp); returns its block id.")
       .def_property_readonly("dim", &Model::dim)
       .def_property_readonly("rows", &Model::rows)
       .def_property_readonly("param_values", &Model::param_values)

@@ -59,9 +59,9 @@ void check_support(const Operand& op, const InputInfo& info, const std::string& 
 
 }  // namespace
 
-void Model::add_factor(const std::string& kernel, std::vector<Operand> operands, const std::string& label) {
-  const auto lock = change_lock(label);
-  const KernelInfo info = KernelRegistry::global().get(kernel);
+std::vector<Operand> Model::bind_operands(const std::string& kernel, const KernelInfo& info,
+                                          std::vector<Operand> operands, const std::string& label,
+                                          std::vector<Index>& shape) const {
   for (auto& op : operands) {
     // The input op names, by its name or one of its aliases (then renamed to the input's name).
     const auto input = std::find_if(info.inputs.begin(), info.inputs.end(), [&](const InputInfo& in) {
@@ -114,12 +114,20 @@ void Model::add_factor(const std::string& kernel, std::vector<Operand> operands,
         });
     check_support(ordered[i], info.inputs[i], label, is_parameter);
   }
-  Index size = 0;
+  shape.clear();
   if (info.elementwise) {
-    const std::vector<Index> shape = broadcast_shape(ordered, label);
-    size = shape_size(shape, label);
+    shape = broadcast_shape(ordered, label);
     for (auto& op : ordered) set_broadcast(op, shape);
   }
+  return ordered;
+}
+
+void Model::add_factor(const std::string& kernel, std::vector<Operand> operands, const std::string& label) {
+  const auto lock = change_lock(label);
+  const KernelInfo info = KernelRegistry::global().get(kernel);
+  std::vector<Index> shape;
+  std::vector<Operand> ordered = bind_operands(kernel, info, std::move(operands), label, shape);
+  const Index size = info.elementwise ? shape_size(shape, label) : 0;
   Factor f;
   f.label = label;
   f.kernel = kernel;
@@ -129,6 +137,23 @@ void Model::add_factor(const std::string& kernel, std::vector<Operand> operands,
     throw std::invalid_argument(label + ": " + e.what());
   }
   factors_.push_back(std::move(f));
+}
+
+Index Model::add_kernel_logp(const std::string& kernel, std::vector<Operand> operands, const std::string& label) {
+  const auto lock = change_lock(label);
+  const KernelInfo info = KernelRegistry::global().get(kernel);
+  if (!info.elementwise)
+    throw std::invalid_argument(label + ": kernel '" + kernel +
+                                "' is not element-wise, so it has no log density per element; add it as a factor");
+  std::vector<Index> shape;
+  std::vector<Operand> ordered = bind_operands(kernel, info, std::move(operands), label, shape);
+  std::unique_ptr<Node> node;
+  try {
+    node = make_kernel_logp(info, std::move(ordered), shape_size(shape, label));
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(label + ": " + e.what());
+  }
+  return insert_node(std::move(node), label, shape, -kInf, kInf);
 }
 
 }  // namespace fastvi

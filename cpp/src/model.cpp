@@ -92,6 +92,11 @@ Index Model::add_param_block(const std::string& name, const std::vector<Index>& 
 Index Model::add_node(std::unique_ptr<Node> node, const std::string& name, const std::vector<Index>& shape,
                       double lower, double upper) {
   const auto lock = change_lock(name);
+  return insert_node(std::move(node), name, shape, lower, upper);
+}
+
+Index Model::insert_node(std::unique_ptr<Node> node, const std::string& name, const std::vector<Index>& shape,
+                         double lower, double upper) {
   const Index size = shape_size(shape, name);
   if (size != node->size) throw std::logic_error("expression node size does not match its shape");
   const Index new_rows = grown(rows_, size, name);

@@ -226,6 +226,10 @@ class Model:
         ...
     def add_factor(self, kernel: str, operands: collections.abc.Sequence[Operand], label: str) -> None:
         ...
+    def add_kernel_logp(self, kernel: str, operands: collections.abc.Sequence[Operand], label: str) -> int:
+        """
+        Adds a node holding an element-wise kernel's log density per element (fv.logp); returns its block id.
+        """
     def add_gather(self, a: Operand, index: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], name: str) -> int:
         ...
     def add_matmul(self, a: Operand, b: Operand, n: typing.SupportsInt | typing.SupportsIndex, k: typing.SupportsInt | typing.SupportsIndex, m: typing.SupportsInt | typing.SupportsIndex, shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], name: str) -> int:

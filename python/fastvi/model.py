@@ -678,6 +678,9 @@ class Model:
             core.add_factor(kernel, [operand(o) for o in operands], label)
             self._factors.append((label, kernel))
             return None
+        if op == "add_kernel_logp":
+            kernel, operands, label = args
+            return core.add_kernel_logp(kernel, [operand(o) for o in operands], label)
         if op == "add_target":
             a, label = args
             core.add_target(operand(a), label)
@@ -741,7 +744,7 @@ class Model:
             raise ValueError(f"cannot restore a fastvi.Model from state format {state.get('format')!r}")
         self._reset()
         for entry in state["recipe"]:
-            if entry[0] == "add_factor":
+            if entry[0] in ("add_factor", "add_kernel_logp"):
                 _require_kernel(entry[1], entry[3])
             self._build(*entry)
         self.__dict__.update(state["extra"])

@@ -76,6 +76,12 @@ std::unique_ptr<Node> make_concat(std::vector<Operand> parts, std::vector<Index>
 // a K x M operand, each data or a block of rows (row-major), at least one of them a block.
 std::unique_ptr<Node> make_matmul(Operand a, Operand b, Index n, Index k, Index m);
 
+// fv.logp: element n is the log density an element-wise kernel gives broadcast element n of its
+// operands (already bound and broadcast to `size` elements by Model::add_kernel_logp), with the
+// kernel's own partials. Works for any element-wise kernel, built-in or registered by a user, at
+// the cost of one kernel call per element per pass (see kernel_logp.cpp).
+std::unique_ptr<Node> make_kernel_logp(const KernelInfo& info, std::vector<Operand> operands, Index size);
+
 // The kernel behind Model.factor: adds the sum of a block's elements to each draw's log density
 // (and 1 to each element's gradient).
 std::unique_ptr<Kernel> make_target(Operand a);

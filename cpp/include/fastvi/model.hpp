@@ -79,6 +79,9 @@ class Model {
   // omitted inputs take the kernel's defaults. Validates names, shapes and supports and throws
   // std::invalid_argument with a message that names the factor and input at fault.
   void add_factor(const std::string& kernel, std::vector<Operand> operands, const std::string& label);
+  // Adds an expression node holding an element-wise kernel's log density per element (fv.logp):
+  // the operands are matched, checked and broadcast as add_factor does; returns its block id.
+  Index add_kernel_logp(const std::string& kernel, std::vector<Operand> operands, const std::string& label);
   // Adds a factor built outside the registry (Model.factor's make_target), listed as `kernel`.
   void add_bound_factor(const std::string& kernel, std::unique_ptr<Kernel> impl, const std::string& label);
 
@@ -131,6 +134,16 @@ class Model {
   Index param_values_ = 0;
   std::uint64_t structure_ = 0;
   mutable std::shared_mutex mutex_;
+
+  // add_factor's and add_kernel_logp's binding: the operands ordered as the kernel declares its
+  // inputs, defaults filled in, names, shapes and supports checked, and (for an element-wise
+  // kernel) broadcast to `shape`, which is left empty for other kernels.
+  std::vector<Operand> bind_operands(const std::string& kernel, const KernelInfo& info, std::vector<Operand> operands,
+                                     const std::string& label, std::vector<Index>& shape) const;
+
+  // add_node's work, for callers that hold the change lock already.
+  Index insert_node(std::unique_ptr<Node> node, const std::string& name, const std::vector<Index>& shape, double lower,
+                    double upper);
 
   // Exclusive access for a structural change; throws if the model is being evaluated.
   std::unique_lock<std::shared_mutex> change_lock(const std::string& what);
