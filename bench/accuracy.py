@@ -1,7 +1,8 @@
 """Accuracy of fastvi against posteriordb reference posteriors and the gallery of harder models.
 
-Fits every posterior of tests/posteriors.py, and of tests/gallery.py whose NUTS reference is in
-tests/data/gallery (bench/nuts_reference.py writes them), with every Gaussian family, with fastvi's **default
+Fits every posterior of tests/posteriors.py, and of tests/gallery.py and tests/gallery_applied.py
+whose NUTS reference is in tests/data/gallery (bench/nuts_reference.py and
+bench/nuts_reference_applied.py write them), with every Gaussian family, with fastvi's **default
 settings** (only ``seed`` is set), and prints, per (posterior, family, seed):
 
 - max |mean err|: the largest |fitted mean − reference mean| / reference sd over the compared
@@ -55,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the mo
 
 import fastvi as fv  # noqa: E402
 import gallery as G  # noqa: E402
+import gallery_applied as GA  # noqa: E402
 import posteriors as P  # noqa: E402
 
 # name -> fv.fit arguments. Adding a family is one line here.
@@ -71,12 +73,22 @@ MF_SILENT_MEAN = 0.5  # mean-field: a silent miss only when max |mean err| > 0.5
 
 
 def build(name: str, info: dict):
-    """(model, targets, info) from the gallery or posteriordb."""
+    """(model, targets, info) from the gallery, the applied gallery or posteriordb."""
+    if name in GA.SPECS:
+        return GA.build(name, info)
     return G.build(name, info) if name in G.SPECS else P.build(name, info)
 
 
 def load(name: str) -> dict:
+    if name in GA.SPECS:
+        return GA.load(name)
     return G.load(name) if name in G.SPECS else P.load(name)
+
+
+def applied_available() -> List[str]:
+    """Applied-gallery models with a reference that this fastvi can build (gp_regression needs
+    fv.cholesky)."""
+    return [n for n in GA.available() if n != "gp_regression" or GA.gp_available()]
 
 
 def available(family: str) -> bool:
@@ -264,11 +276,13 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     ap.add_argument("--detail", action="store_true", help="also print every compared quantity")
     which = ap.add_mutually_exclusive_group()
-    which.add_argument("--gallery", action="store_true", help="only the gallery of tests/gallery.py")
+    which.add_argument(
+        "--gallery", action="store_true", help="only the galleries (tests/gallery.py, tests/gallery_applied.py)"
+    )
     which.add_argument("--posteriordb", action="store_true", help="only the posteriordb posteriors")
     args = ap.parse_args(argv)
 
-    pool = ([] if args.gallery else P.NAMES) + ([] if args.posteriordb else G.available())
+    pool = ([] if args.gallery else P.NAMES) + ([] if args.posteriordb else G.available() + applied_available())
     missing = [n for n in G.NAMES if n not in G.available()]
     if missing and not args.posteriordb:
         print(f"gallery references not found (run bench/nuts_reference.py): {', '.join(missing)}", file=sys.stderr)
