@@ -36,6 +36,7 @@ settings** (only ``seed`` is set), and prints, per (posterior, family, seed):
     python bench/accuracy.py --markdown            # the table for bench/README.md
     python bench/accuracy.py --detail --only arK   # every compared quantity
     python bench/accuracy.py --gallery --families meanfield fullrank --seeds 0 1   # the gallery only
+    python bench/accuracy.py --families meanfield fullrank --per-model --only ar1 eight_schools_non  # + a row per model
 
 A family is one line in FAMILIES below: its fv.fit arguments. Families this build of fastvi does not
 know (e.g. low-rank before it is merged) are skipped with a note.
@@ -243,6 +244,33 @@ def table(results: List[dict], infos: Dict[str, dict], markdown: bool) -> str:
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*row) for row in lines])
 
 
+def per_model(results: List[dict]) -> str:
+    """One Markdown row per posterior, the families side by side (``--per-model``, the applied
+    gallery's table in bench/README.md): fit time, worst |mean err| in reference sds, the range of
+    fitted sd / reference sd over the compared quantities, k-hat and status.use."""
+    names = list(dict.fromkeys(r["name"] for r in results))
+    fams = list(dict.fromkeys(r["family"] for r in results))
+    by = {(r["name"], r["family"]): r for r in results}
+
+    def cells(r: dict) -> List[str]:
+        ratios = [row.sd / row.ref_sd for row in r["rows"]]
+        return [
+            f"{r['wall']:.2f}",
+            f"{_fmt(abs(r['worst_mean'].mean_err), '.3f')}",
+            f"{_fmt(min(ratios), '.2f')}-{_fmt(max(ratios), '.2f')}",
+            f"{r['khat']:.2f} / {r['use']}" + ("" if r["converged"] else " (unconverged)"),
+        ]
+
+    head = ["posterior"] + [
+        f"{c} ({f})" for c in ("time (s)", "max \\|mean err\\| (sd)", "sd ratio range", "k-hat / use") for f in fams
+    ]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for n in names:
+        per = [cells(by[(n, f)]) if (n, f) in by else ["-"] * 4 for f in fams]
+        out.append("| " + " | ".join([n] + [per[j][i] for i in range(4) for j in range(len(fams))]) + " |")
+    return "\n".join(out)
+
+
 def detail(r: dict) -> str:
     out = [
         f"{r['name']} / {r['family']} / seed {r['seed']}: {r['steps']} steps, "
@@ -274,6 +302,7 @@ def main(argv=None) -> int:
     ap.add_argument("--families", nargs="+", choices=list(FAMILIES), help="default: every family this build has")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--per-model", action="store_true", help="also a Markdown table with one row per posterior")
     ap.add_argument("--detail", action="store_true", help="also print every compared quantity")
     which = ap.add_mutually_exclusive_group()
     which.add_argument(
@@ -306,6 +335,8 @@ def main(argv=None) -> int:
                     print(f"  {name} / {family} / seed {seed}: {r['wall']:.2f} s", file=sys.stderr, flush=True)
 
     print(table(results, infos, args.markdown))
+    if args.per_model:
+        print("\n" + per_model(results))
     print()
     fit_cpu = sum(r["cpu"] for r in results)
     psis_cpu = sum(r["psis_cpu"] for r in results)
