@@ -11,7 +11,7 @@ model, and each Python kernel's gradient is checked against finite differences
 (``fv.check_kernel``).
 
     OPENBLAS_NUM_THREADS=1 python bench/gallery_speed.py              # medians of 3 runs
-    OPENBLAS_NUM_THREADS=1 python bench/gallery_speed.py --only ar1 --repeats 5 --markdown
+    OPENBLAS_NUM_THREADS=1 python bench/gallery_speed.py --only student_t_df --repeats 5 --markdown --per-step
 
 Run with OPENBLAS_NUM_THREADS=1 (scipy's L-BFGS in the mode search, on a busy 2-core machine).
 """
@@ -301,6 +301,13 @@ def time_fit(model, family, steps, seed=0):
     return dt
 
 
+def per_step(model, family, repeats, short=1000, long=6000):
+    """Microseconds per step: (time of a long fit - time of a short one) / (long - short), each the
+    minimum of ``repeats`` runs, so that the mode search and set-up cancel."""
+    t = [min(time_fit(model, family, n) for _ in range(repeats)) for n in (short, long)]
+    return 1e6 * (t[1] - t[0]) / (long - short)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="+", choices=list(PY_BUILDERS))
@@ -308,6 +315,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--per-step", action="store_true", help="also the cost of one step (long minus short fits)")
     args = ap.parse_args(argv)
     register()
     for name, (inputs, fn, kw) in KERNELS.items():
@@ -331,15 +339,24 @@ def main(argv=None) -> int:
             tb = [time_fit(builtin, family, args.steps) for _ in range(args.repeats)] if builtin else [float("nan")]
             tp = [time_fit(python, family, args.steps) for _ in range(args.repeats)]
             b, p = statistics.median(tb), statistics.median(tp)
-            rows.append((name, family, b, p, p / b, diff))
-            print(f"  {name} / {family}: built-in {b:.3f} s, Python kernel {p:.3f} s, x{p / b:.1f}", file=sys.stderr)
+            steps = ""
+            if args.per_step:
+                sb = per_step(builtin, family, args.repeats) if builtin else float("nan")
+                sp = per_step(python, family, args.repeats)
+                steps = f"{sb:.1f} / {sp:.1f} (x{sp / sb:.1f})"
+            rows.append((name, family, b, p, p / b, diff, steps))
+            print(
+                f"  {name} / {family}: built-in {b:.3f} s, Python kernel {p:.3f} s, x{p / b:.1f} {steps}",
+                file=sys.stderr,
+            )
     head = ["model", "family", "built-in (s)", "Python kernel (s)", "speed-up", "max rel. density/gradient diff"]
+    head += ["us per step: built-in / Python"] if args.per_step else []
     sep = " | " if args.markdown else "  "
     print(("| " if args.markdown else "") + sep.join(head) + (" |" if args.markdown else ""))
     if args.markdown:
         print("|" + "|".join("---" for _ in head) + "|")
-    for name, family, b, p, r, diff in rows:
-        cells = [name, family, f"{b:.3f}", f"{p:.3f}", f"{r:.1f}x", f"{diff:.1e}"]
+    for name, family, b, p, r, diff, steps in rows:
+        cells = [name, family, f"{b:.3f}", f"{p:.3f}", f"{r:.1f}x", f"{diff:.1e}"] + ([steps] if args.per_step else [])
         print(("| " if args.markdown else "") + sep.join(cells) + (" |" if args.markdown else ""))
     print(
         f"\n{args.steps} steps per fit (tol=None), medians of {args.repeats} runs; fastvi {fv.__version__}; "
