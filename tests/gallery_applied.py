@@ -17,7 +17,7 @@ the way a Stan or PyMC user would, one line per likelihood:
 - ``normal_mixture``: y_i ~ w N(mu_1, sigma_1) + (1 - w) N(mu_2, sigma_2), N = 300, mu ordered
   (identifies the components), mu_k ~ N(0, 5), sigma_k ~ HalfNormal(2), w ~ Beta(2, 2).
 - ``weibull_survival``: t_i ~ Weibull(k, exp(alpha + x_i . beta)), N = 300, K = 2, right-censored
-  at a per-row time (about 30 % of rows: their log survival function); alpha ~ N(0, 5),
+  at a per-row time (25 % of rows: their log survival function); alpha ~ N(0, 5),
   beta_k ~ N(0, 1), k ~ Gamma(2, 1).
 - ``poisson_exposure``: y_i ~ Poisson(E_i exp(alpha + x_i . beta)), N = 300, K = 3, exposures E_i
   log-normal (offset log E_i); alpha ~ N(0, 2.5), beta_k ~ N(0, 1).
