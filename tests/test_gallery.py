@@ -267,3 +267,47 @@ def test_applied_fullrank_fit_meets_the_target(applied):
 def test_applied_meanfield_on_correlated_posteriors_is_flagged(name):
     fit, within, warned, summary = _fit(name, GA.load(name), "meanfield")
     assert not within and fit.status.use == "none", summary
+
+
+def test_label_switching_mixture_is_flagged():
+    """normal_mixture without the ordering: the posterior has two modes (the labels swapped) that
+    no Gaussian covers. fastvi's mode search starts on the symmetric saddle (mu_1 = mu_2) and
+    warns; mean-field stays near it, full-rank slides into one mode (half the posterior, means
+    off by ~1.5 sd of the symmetric posterior's): both must end with use "none"."""
+    y = np.asarray(GA.data_normal_mixture()["y"])
+    for family in ("meanfield", "fullrank"):
+        m = fv.Model()
+        w, mu, s = (
+            m.param("w", lower=0.0, upper=1.0),
+            m.param("mu", shape=(2,)),
+            m.param("sigma", shape=(2,), lower=0.0),
+        )
+        m.add("beta", w, a=2.0, b=2.0)
+        m.add("normal", mu, loc=0.0, scale=5.0)
+        m.add("half_normal", s, scale=2.0)
+        lp1 = fv.logp("normal", y, loc=mu[0], scale=s[0])
+        m.factor(fv.log_mix(w, lp1, fv.logp("normal", y, loc=mu[1], scale=s[1])))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fit = fv.fit(m, family=family, seed=0)
+        assert fit.status.use == "none", (family, fit.khat, fit.mean())
+        assert any(issubclass(c.category, fv.ConvergenceWarning) for c in caught), family
+
+
+def test_gp_reference_log_density_matches_scipy():
+    """The stored NumPyro log density of gp_regression against scipy's multivariate normal (so the
+    reference is known right before fastvi can build the model)."""
+    if "gp_regression" not in APPLIED:
+        pytest.skip("no reference")
+    info = GA.load("gp_regression")
+    x, y = np.asarray(info["data"]["x"]), np.asarray(info["data"]["y"])
+
+    def lp(z):
+        rho, alpha, sigma = np.exp(z)
+        K = alpha**2 * np.exp(-0.5 * ((x[:, None] - x[None, :]) / rho) ** 2) + sigma**2 * np.eye(len(x))
+        prior = stats.invgamma.logpdf(rho, 5, scale=5) + stats.halfnorm.logpdf(alpha) + stats.halfnorm.logpdf(sigma)
+        return stats.multivariate_normal.logpdf(y, np.zeros(len(x)), K) + prior + z.sum()
+
+    chk = info["log_density_check"]
+    ref = [lp(np.asarray(z)) for z in chk["zeta"]]
+    np.testing.assert_allclose(_differences(chk["numpyro"]), _differences(ref), rtol=0, atol=1e-9)
