@@ -1,7 +1,8 @@
 """Accuracy of fastvi against posteriordb reference posteriors and the gallery of harder models.
 
-Fits every posterior of tests/posteriors.py, and of tests/gallery.py whose NUTS reference is in
-tests/data/gallery (bench/nuts_reference.py writes them), with every Gaussian family, with fastvi's **default
+Fits every posterior of tests/posteriors.py, and of tests/gallery.py and tests/gallery_applied.py
+whose NUTS reference is in tests/data/gallery (bench/nuts_reference.py and
+bench/nuts_reference_applied.py write them), with every Gaussian family, with fastvi's **default
 settings** (only ``seed`` is set), and prints, per (posterior, family, seed):
 
 - max |mean err|: the largest |fitted mean − reference mean| / reference sd over the compared
@@ -35,6 +36,7 @@ settings** (only ``seed`` is set), and prints, per (posterior, family, seed):
     python bench/accuracy.py --markdown            # the table for bench/README.md
     python bench/accuracy.py --detail --only arK   # every compared quantity
     python bench/accuracy.py --gallery --families meanfield fullrank --seeds 0 1   # the gallery only
+    python bench/accuracy.py --families meanfield fullrank --per-model --only ar1 eight_schools_non  # + a row per model
 
 A family is one line in FAMILIES below: its fv.fit arguments. Families this build of fastvi does not
 know (e.g. low-rank before it is merged) are skipped with a note.
@@ -55,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the mo
 
 import fastvi as fv  # noqa: E402
 import gallery as G  # noqa: E402
+import gallery_applied as GA  # noqa: E402
 import posteriors as P  # noqa: E402
 
 # name -> fv.fit arguments. Adding a family is one line here.
@@ -71,12 +74,22 @@ MF_SILENT_MEAN = 0.5  # mean-field: a silent miss only when max |mean err| > 0.5
 
 
 def build(name: str, info: dict):
-    """(model, targets, info) from the gallery or posteriordb."""
+    """(model, targets, info) from the gallery, the applied gallery or posteriordb."""
+    if name in GA.SPECS:
+        return GA.build(name, info)
     return G.build(name, info) if name in G.SPECS else P.build(name, info)
 
 
 def load(name: str) -> dict:
+    if name in GA.SPECS:
+        return GA.load(name)
     return G.load(name) if name in G.SPECS else P.load(name)
+
+
+def applied_available() -> List[str]:
+    """Applied-gallery models with a reference that this fastvi can build (gp_regression needs
+    fv.cholesky)."""
+    return [n for n in GA.available() if n != "gp_regression" or GA.gp_available()]
 
 
 def available(family: str) -> bool:
@@ -231,6 +244,33 @@ def table(results: List[dict], infos: Dict[str, dict], markdown: bool) -> str:
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*row) for row in lines])
 
 
+def per_model(results: List[dict]) -> str:
+    """One Markdown row per posterior, the families side by side (``--per-model``, the applied
+    gallery's table in bench/README.md): fit time, worst |mean err| in reference sds, the range of
+    fitted sd / reference sd over the compared quantities, k-hat and status.use."""
+    names = list(dict.fromkeys(r["name"] for r in results))
+    fams = list(dict.fromkeys(r["family"] for r in results))
+    by = {(r["name"], r["family"]): r for r in results}
+
+    def cells(r: dict) -> List[str]:
+        ratios = [row.sd / row.ref_sd for row in r["rows"]]
+        return [
+            f"{r['wall']:.2f}",
+            f"{_fmt(abs(r['worst_mean'].mean_err), '.3f')}",
+            f"{_fmt(min(ratios), '.2f')}-{_fmt(max(ratios), '.2f')}",
+            f"{r['khat']:.2f} / {r['use']}" + ("" if r["converged"] else " (unconverged)"),
+        ]
+
+    head = ["posterior"] + [
+        f"{c} ({f})" for c in ("time (s)", "max \\|mean err\\| (sd)", "sd ratio range", "k-hat / use") for f in fams
+    ]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for n in names:
+        per = [cells(by[(n, f)]) if (n, f) in by else ["-"] * 4 for f in fams]
+        out.append("| " + " | ".join([n] + [per[j][i] for i in range(4) for j in range(len(fams))]) + " |")
+    return "\n".join(out)
+
+
 def detail(r: dict) -> str:
     out = [
         f"{r['name']} / {r['family']} / seed {r['seed']}: {r['steps']} steps, "
@@ -262,13 +302,16 @@ def main(argv=None) -> int:
     ap.add_argument("--families", nargs="+", choices=list(FAMILIES), help="default: every family this build has")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--per-model", action="store_true", help="also a Markdown table with one row per posterior")
     ap.add_argument("--detail", action="store_true", help="also print every compared quantity")
     which = ap.add_mutually_exclusive_group()
-    which.add_argument("--gallery", action="store_true", help="only the gallery of tests/gallery.py")
+    which.add_argument(
+        "--gallery", action="store_true", help="only the galleries (tests/gallery.py, tests/gallery_applied.py)"
+    )
     which.add_argument("--posteriordb", action="store_true", help="only the posteriordb posteriors")
     args = ap.parse_args(argv)
 
-    pool = ([] if args.gallery else P.NAMES) + ([] if args.posteriordb else G.available())
+    pool = ([] if args.gallery else P.NAMES) + ([] if args.posteriordb else G.available() + applied_available())
     missing = [n for n in G.NAMES if n not in G.available()]
     if missing and not args.posteriordb:
         print(f"gallery references not found (run bench/nuts_reference.py): {', '.join(missing)}", file=sys.stderr)
@@ -292,6 +335,8 @@ def main(argv=None) -> int:
                     print(f"  {name} / {family} / seed {seed}: {r['wall']:.2f} s", file=sys.stderr, flush=True)
 
     print(table(results, infos, args.markdown))
+    if args.per_model:
+        print("\n" + per_model(results))
     print()
     fit_cpu = sum(r["cpu"] for r in results)
     psis_cpu = sum(r["psis_cpu"] for r in results)

@@ -382,8 +382,9 @@ def fitted_moments(
     for key, (name, index) in targets.items():
         if key.startswith(("log(", "logit(")):
             p = params[name]
-            if key.startswith("log(") and not (p.lower == 0.0 and math.isinf(p.upper)):
-                raise ValueError(f"{key}: {name} is not a lower=0 parameter, so its coordinate is not log({name})")
+            # log(x) for lower=0, log(x-a) for lower=a (tests/gallery_applied.py's nu > 1)
+            if key.startswith("log(") and not (math.isfinite(p.lower) and math.isinf(p.upper)):
+                raise ValueError(f"{key}: {name} is not a lower-bounded parameter, so its coordinate is not a log")
             if key.startswith("logit(") and not (math.isfinite(p.lower) and math.isfinite(p.upper)):
                 raise ValueError(f"{key}: {name} is not an interval parameter, so its coordinate is not a logit")
             j = p.offset + (0 if index is None else index)
