@@ -348,4 +348,3 @@ def test_logp_of_a_python_kernel_and_pickling():
     np.testing.assert_allclose(grad, _finite_difference(m, z), rtol=1e-6)
     m2 = pickle.loads(pickle.dumps(m))
     assert m2.log_density(z)[0] == pytest.approx(float(lp), rel=1e-15)
-

@@ -78,8 +78,10 @@ def _log1m_exp(x: Any) -> Any:
 
 
 def _lchoose(n: Any, k: Any) -> Any:  # data only (counts)
-    return special.gammaln(np.asarray(n) + 1.0) - special.gammaln(np.asarray(k) + 1.0) - special.gammaln(
-        np.asarray(n) - np.asarray(k) + 1.0
+    return (
+        special.gammaln(np.asarray(n) + 1.0)
+        - special.gammaln(np.asarray(k) + 1.0)
+        - special.gammaln(np.asarray(n) - np.asarray(k) + 1.0)
     )
 
 
