@@ -315,6 +315,12 @@ void build_expression_model(Model& m, Index n, Index k) {
   const Index lae2 = m.add_node(make_unary(UnaryOp::Square, m.block_operand("a", lae)), "square(lae)", {k}, 0.0, kInf);
   const Index lae3 = m.add_node(make_unary(UnaryOp::Neg, m.block_operand("a", lae2)), "-square(lae)", {k}, -kInf, 0.0);
   m.add_bound_factor("factor", make_target(m.block_operand("expr", lae3)), "factor log_add_exp");
+  // factor(logp("skew_normal", beta, scale=s, alpha=0.5)): fv.logp's per-element kernel node,
+  // whose thread-local buffers must be sized by the warm-up step and never again
+  const Index kl = m.add_kernel_logp(
+      "skew_normal", {m.block_operand("y", beta_id), m.block_operand("scale", s), bench::scalar_operand("alpha", 0.5)},
+      "logp(skew_normal)");
+  m.add_bound_factor("factor", make_target(m.block_operand("expr", kl)), "factor logp");
 }
 
 // Every vector transform, with normal factors on its values (a batch of two simplexes, and
