@@ -1,11 +1,17 @@
-"""The fused GLM kernels: normal_id_glm, bernoulli_logit_glm, poisson_log_glm."""
+"""The fused GLM kernels: normal_id_glm, bernoulli_logit_glm, poisson_log_glm, neg_binomial_2_log_glm
+(categorical_logit_glm, with a matrix of coefficients, is in test_categorical_glm.py)."""
 
 import fastvi as fv
 import numpy as np
 import pytest
 from scipy import stats
 
-KERNELS = ["normal_id_glm", "bernoulli_logit_glm", "poisson_log_glm"]
+KERNELS = ["normal_id_glm", "bernoulli_logit_glm", "poisson_log_glm", "neg_binomial_2_log_glm"]
+# The family's own positive scalar input, its value when data, and (normal_id_glm) the name the
+# cases use for it (its alias sigma).
+SCALAR = {"normal_id_glm": "sigma", "neg_binomial_2_log_glm": "phi"}
+SCALAR_DATA = {"normal_id_glm": 1.3, "neg_binomial_2_log_glm": 2.5}
+PHI = 3.0  # the simulated negative binomial's phi
 
 
 def make_data(kernel, n, k, seed=0):
@@ -16,16 +22,22 @@ def make_data(kernel, n, k, seed=0):
         y = eta + rng.normal(size=n)
     elif kernel == "bernoulli_logit_glm":
         y = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(float)
+    elif kernel == "neg_binomial_2_log_glm":
+        mu = np.exp(eta)
+        y = rng.negative_binomial(PHI, PHI / (PHI + mu)).astype(float)
     else:
         y = rng.poisson(np.exp(eta)).astype(float)
     return X, y
 
 
 def reference_lp(kernel, y, X, alpha, beta, sigma):
-    """Sum of scipy log densities with eta computed in numpy, for one draw."""
+    """Sum of scipy log densities with eta computed in numpy, for one draw (sigma: the family's
+    scalar, normal_id_glm's scale or neg_binomial_2_log_glm's phi)."""
     eta = alpha + X @ beta
     if kernel == "normal_id_glm":
         return stats.norm.logpdf(y, eta, sigma).sum()
+    if kernel == "neg_binomial_2_log_glm":  # scipy's nbinom(n = phi, p = phi / (phi + mu))
+        return stats.nbinom.logpmf(y, sigma, sigma / (sigma + np.exp(eta))).sum()
     if kernel == "bernoulli_logit_glm":
         return stats.bernoulli.logpmf(y, 1 / (1 + np.exp(-eta))).sum()
     return stats.poisson.logpmf(y, np.exp(eta)).sum()
@@ -50,11 +62,11 @@ class GlmCase:
             self.params["beta"] = self.m.param("beta", k)
         else:
             self.fixed["beta"] = rng.normal(size=k) * 0.5
-        if kernel == "normal_id_glm":
+        if kernel in SCALAR:
             if sigma == "param":
-                self.params["sigma"] = self.m.param("sigma", lower=0)
+                self.params[SCALAR[kernel]] = self.m.param(SCALAR[kernel], lower=0)
             else:
-                self.fixed["sigma"] = 1.3
+                self.fixed[SCALAR[kernel]] = SCALAR_DATA[kernel]
         for name, p in self.params.items():
             inputs[name] = p
         for name, v in self.fixed.items():
@@ -68,12 +80,13 @@ class GlmCase:
         jac = 0.0
         for name, p in self.params.items():
             z = zeta[p.offset : p.offset + p.size]
-            if name == "sigma":
+            if name in SCALAR.values():
                 values[name] = np.exp(z[0])
                 jac += z[0]
             else:
                 values[name] = z if p.shape else z[0]
-        return reference_lp(self.kernel, self.y, self.X, values["alpha"], values["beta"], values.get("sigma")) + jac
+        scalar = values.get(SCALAR.get(self.kernel, ""))
+        return reference_lp(self.kernel, self.y, self.X, values["alpha"], values["beta"], scalar) + jac
 
 
 CONFIGS = [
@@ -89,7 +102,7 @@ CONFIGS = [
 def cases():
     for kernel in KERNELS:
         for alpha, beta, sigma in CONFIGS:
-            if kernel != "normal_id_glm":
+            if kernel not in SCALAR:
                 if (alpha, beta, sigma) == ("omitted", "data", "param"):
                     continue  # nothing left to be a parameter
                 sigma = "-"
@@ -182,6 +195,9 @@ def test_row_kernel_and_gemm_paths_match_reference(kernel, n, k):
         if kernel == "normal_id_glm":
             sigma = np.exp(zeta[case.params["sigma"].offset])
             r = (case.y[:, None] - eta) / sigma**2
+        elif kernel == "neg_binomial_2_log_glm":
+            phi = np.exp(zeta[case.params["phi"].offset])
+            r = case.y[:, None] - (case.y[:, None] + phi) / (1 + phi * np.exp(-eta))
         elif kernel == "bernoulli_logit_glm":
             r = case.y[:, None] - 1 / (1 + np.exp(-eta))
         else:
@@ -236,6 +252,8 @@ def _model_with(kernel, y, X, **kw):
     inputs = {"X": X, "beta": beta}
     if kernel == "normal_id_glm":
         inputs["scale"] = 1.0
+    if kernel == "neg_binomial_2_log_glm":
+        inputs["phi"] = 2.0
     inputs.update(kw)
     m.add(kernel, y, **inputs)
     return m
@@ -249,7 +267,7 @@ def test_shape_errors_name_the_input(kernel):
         _model_with(kernel, y, np.ones(100))
     m = fv.Model()
     beta = m.param("beta", 3)
-    kw = {"sigma": 1.0} if kernel == "normal_id_glm" else {}
+    kw = {SCALAR[kernel]: 1.0} if kernel in SCALAR else {}
     with pytest.raises(ValueError, match="beta has 3 elements but X has 5 columns"):
         m.add(kernel, y, X=X, beta=beta, **kw)
     with pytest.raises(ValueError, match="y has 99 elements but X has 100 rows"):
@@ -271,7 +289,7 @@ def test_bad_data_names_the_input(kernel):
     m = fv.Model()
     beta = m.param("beta", 2)
     Xp = m.param("Xp", (10, 2))
-    kw = {"sigma": 1.0} if kernel == "normal_id_glm" else {}
+    kw = {SCALAR[kernel]: 1.0} if kernel in SCALAR else {}
     with pytest.raises(ValueError, match="input 'X' must be data, not the parameter 'Xp'"):
         m.add(kernel, y, X=Xp, beta=beta, **kw)
 
@@ -376,15 +394,15 @@ def test_offset_matches_scipy_and_finite_differences(kernel, offset_kind, beta, 
     alpha = m.param("alpha")
     inputs = {"X": X, "alpha": alpha, "offset": offset}
     inputs["beta"] = m.param("beta", k) if beta == "param" else beta_data
-    if kernel == "normal_id_glm":
-        inputs["scale"] = m.param("sigma", lower=0.0)
+    if kernel in SCALAR:
+        inputs[SCALAR[kernel]] = m.param("sigma", lower=0.0)
     m.add(kernel, y, **inputs)
     zeta = rng.normal(size=(m.dim, S)) * 0.3
     lp, grad = m.log_density(zeta)
     for s in range(S):
         z = zeta[:, s]
         b = z[1 : 1 + k] if beta == "param" else beta_data
-        sigma = np.exp(z[-1]) if kernel == "normal_id_glm" else None
+        sigma = np.exp(z[-1]) if kernel in SCALAR else None
         ref = reference_lp(kernel, y, X, z[0] + offset, b, sigma) + (z[-1] if sigma is not None else 0.0)
         np.testing.assert_allclose(lp[s], ref, rtol=1e-11)
     h = 1e-5
@@ -434,3 +452,114 @@ def test_offset_is_data_with_a_default_of_zero():
     m = fv.Model()
     with pytest.raises(ValueError, match="input 'offset' must be data"):
         m.add("poisson_log_glm", y, X=X, beta=m.param("beta", 2), offset=m.param("o"))
+
+
+# ---- neg_binomial_2_log_glm: phi, and the unfused model ---------------------------------------
+
+
+def _nb_pair(n, k, seed, offset=0.0, phi_param=True):
+    """The fused model and neg_binomial_2_log on alpha + X @ beta (+ offset), same parameters."""
+    X, y = make_data("neg_binomial_2_log_glm", n, k, seed)
+    models = []
+    for fused in (True, False):
+        m = fv.Model()
+        a, b = m.param("alpha"), m.param("beta", k)
+        phi = m.param("phi", lower=0.0) if phi_param else 2.5
+        if fused:
+            m.add("neg_binomial_2_log_glm", y, X=X, alpha=a, beta=b, phi=phi, offset=offset)
+        else:
+            m.add("neg_binomial_2_log", y, log_mu=X @ b + a + offset, phi=phi)
+        models.append(m)
+    return X, y, models
+
+
+@pytest.mark.parametrize("S", [1, 2, 9])
+@pytest.mark.parametrize("offset", ["none", "vector"])
+def test_neg_binomial_glm_equals_the_unfused_model(S, offset):
+    # S = 1, 2 on the row kernel, 9 on the GEMM path; 1,300 rows = 3 chunks.
+    n, k = 1300, 7
+    off = np.random.default_rng(1).normal(size=n) * 0.3 if offset == "vector" else 0.0
+    _, _, (fused, unfused) = _nb_pair(n, k, seed=13, offset=off)
+    zeta = np.random.default_rng(14).normal(size=(fused.dim, S)) * 0.3
+    lp, grad = fused.log_density(zeta)
+    lp_u, grad_u = unfused.log_density(zeta)
+    np.testing.assert_allclose(lp, lp_u, rtol=1e-12)
+    np.testing.assert_allclose(grad, grad_u, rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize("phi", [1e-3, 0.7, 30.0, 1e6, 1e12])
+def test_neg_binomial_glm_over_phi(phi):
+    # Small phi (huge overdispersion), the digamma / lgamma series switch at phi = 10, and phi ->
+    # infinity, where the log density tends to poisson_log_glm's without cancellation.
+    X, y = make_data("neg_binomial_2_log_glm", 200, 4, seed=15)
+    rng = np.random.default_rng(16)
+    z = np.concatenate([[0.2], rng.normal(size=4) * 0.5, [np.log(phi)]])
+    m = fv.Model()
+    a, b, p = m.param("alpha"), m.param("beta", 4), m.param("phi", lower=0.0)
+    m.add("neg_binomial_2_log_glm", y, X=X, alpha=a, beta=b, phi=p)
+    lp, grad = m.log_density(z)
+    eta = z[0] + X @ z[1:5]
+    # scipy's nbinom loses digits to lgamma(phi + y) - lgamma(phi) as phi grows (1e-10 relative at
+    # phi = 1e6, 1e-3 at 1e12): the reference is the same formula in 40-digit arithmetic.
+    import mpmath
+
+    mpmath.mp.dps = 40
+    P = mpmath.mpf(phi)
+    ref = sum(
+        mpmath.loggamma(yi + P) - mpmath.loggamma(P) - mpmath.loggamma(yi + 1)
+        + P * mpmath.log(P / (P + mpmath.exp(e))) + yi * (e - mpmath.log(P + mpmath.exp(e)))
+        for yi, e in zip(y, eta)
+    )  # fmt: skip
+    np.testing.assert_allclose(lp, float(ref) + z[-1], rtol=1e-12)  # + log(phi), the log-Jacobian
+    if phi <= 30:
+        scipy_ref = stats.nbinom.logpmf(y, phi, phi / (phi + np.exp(eta))).sum() + z[-1]
+        np.testing.assert_allclose(lp, scipy_ref, rtol=1e-11)
+    if phi == 1e12:  # the Poisson limit (their difference is ~ mu / phi relative)
+        np.testing.assert_allclose(lp, stats.poisson.logpmf(y, np.exp(eta)).sum() + z[-1], rtol=1e-10)
+    # d lp / d log(phi) = phi * d lp / d phi against the element-wise kernel's (the same formulas,
+    # checked against finite differences in test_distributions).
+    e = fv.Model()
+    pe = e.param("phi", lower=0.0)
+    e.add("neg_binomial_2_log", y, log_mu=eta, phi=pe)
+    _, g_e = e.log_density(z[-1:])
+    np.testing.assert_allclose(grad[-1], g_e[0], rtol=1e-9, atol=1e-9)
+
+
+def test_neg_binomial_glm_phi_errors_name_the_input():
+    X, y = np.ones((4, 2)), np.zeros(4)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="input 'phi' must be > 0"):
+            _model_with("neg_binomial_2_log_glm", y, X, phi=bad)
+    with pytest.raises(ValueError, match="phi must be a scalar"):
+        _model_with("neg_binomial_2_log_glm", y, X, phi=np.ones(4))
+    m = fv.Model()
+    with pytest.raises(ValueError, match="input 'phi' must be > 0, but parameter 'p'"):
+        m.add("neg_binomial_2_log_glm", y, X=X, beta=m.param("beta", 2), phi=m.param("p"))
+    with pytest.raises(ValueError, match="input 'y' must be a non-negative integer, got 1.5"):
+        _model_with("neg_binomial_2_log_glm", np.array([0.0, 1.0, 1.5, 2.0]), X)
+
+
+def test_neg_binomial_glm_fit_recovers_the_parameters():
+    # 2,000 counts at alpha = 0.5, beta = (0.8, -0.4, 0.2), phi = 3: the fused and unfused fits
+    # agree, and the truth lies within 4 posterior sds.
+    rng = np.random.default_rng(17)
+    n, k, phi = 2000, 3, 3.0
+    X = rng.normal(size=(n, k)) * 0.5
+    beta = np.array([0.8, -0.4, 0.2])
+    mu = np.exp(0.5 + X @ beta)
+    y = rng.negative_binomial(phi, phi / (phi + mu)).astype(float)
+    fits = []
+    for fused in (True, False):
+        m = fv.Model()
+        a, b, p = m.param("alpha"), m.param("beta", k), m.param("phi", lower=0.0)
+        m.add("normal", b, loc=0.0, scale=5.0)
+        m.add("half_normal", p, scale=10.0)
+        if fused:
+            m.add("neg_binomial_2_log_glm", y, X=X, alpha=a, beta=b, phi=p)
+        else:
+            m.add("neg_binomial_2_log", y, log_mu=X @ b + a, phi=p)
+        fits.append(fv.fit(m, seed=0))
+    mean, sd = fits[0].mean(), fits[0].std()
+    for name, truth in (("alpha", 0.5), ("beta", beta), ("phi", phi)):
+        assert np.all(np.abs(mean[name] - truth) < 4 * sd[name]), (name, mean[name], truth, sd[name])
+        np.testing.assert_allclose(mean[name], fits[1].mean()[name], atol=0.1 * np.max(sd[name]))

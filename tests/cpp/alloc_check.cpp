@@ -1,9 +1,10 @@
 // Checks that nothing allocates inside the optimisation loop. Exits non-zero on any failure.
 //
-// 1. The GLM kernels: evaluate() neither allocates nor forks threads it was not asked for, and 1
-//    and 2 threads give bit-identical results, over a grid of shapes (including K above the
-//    240-column GEMM tile and S above the 32-draw panel); likewise (1b) every element-wise kernel
-//    as a likelihood with scalar, vector, broadcast and small parameters.
+// 1. The GLM kernels (categorical_logit_glm too, C up to 40): evaluate() neither allocates nor
+//    forks threads it was not asked for, and 1 and 2 threads give bit-identical results, over a
+//    grid of shapes (including K above the 240-column GEMM tile and S above the 32-draw panel);
+//    likewise (1b) every element-wise kernel as a likelihood with scalar, vector, broadcast and
+//    small parameters, and (1c) the categorical, ordinal, multinomial and multivariate kernels.
 // 2. The whole step, ElboEstimator::estimate + Adam::step, for the mean-field, full-rank and
 //    low-rank families (both gradient estimators, with and without a preconditioner, D up to
 //    1,000), on GLM models, element-wise models (normal; student_t with vector and beta with
@@ -151,9 +152,13 @@ Evaluation evaluate_first_factor(const Model& model, Index draws) {
   return e;
 }
 
-void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_param) {
+// c > 0: categorical_logit_glm with c categories; else the vector GLM `kernel`.
+void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_param, Index c = 0) {
   Model model;
-  bench::build_glm_model(model, kernel, n, k, beta_param);
+  if (c > 0)
+    bench::build_categorical_glm_model(model, n, k, c, beta_param);
+  else
+    bench::build_glm_model(model, kernel, n, k, beta_param);
   const Evaluation e = evaluate_first_factor(model, draws);
   // Serial evaluations open no parallel region; a parallel one opens exactly one, of 2 threads.
   // Only the two evaluations asked for 2 threads may do so, both or neither (same decision), and
@@ -161,8 +166,8 @@ void check(const std::string& kernel, Index n, Index k, Index draws, bool beta_p
   const bool ok =
       e.allocs == 0 && (e.regions == 0 || (e.regions == 2 && e.max_threads == 2)) && e.identical && e.finite;
   if (!ok) ++failures;
-  std::printf("%-4s %-20s N=%6ld K=%4ld S=%3ld beta=%-5s  mallocs=%ld %-8s identical=%d%s\n", ok ? "ok" : "FAIL",
-              kernel.c_str(), long(n), long(k), long(draws), beta_param ? "param" : "data", e.allocs,
+  std::printf("%-4s %-22s N=%6ld K=%4ld C=%3ld S=%3ld beta=%-5s  mallocs=%ld %-8s identical=%d%s\n", ok ? "ok" : "FAIL",
+              kernel.c_str(), long(n), long(k), long(c), long(draws), beta_param ? "param" : "data", e.allocs,
               e.regions ? "parallel" : "serial", int(e.identical), e.finite ? "" : " NON-FINITE");
 }
 
@@ -196,7 +201,12 @@ void check_structured(const std::string& kernel, bool shared, Index draws) {
   if (kernel == "categorical_logit") {
     model.add_param("logits", shared ? std::vector<Index>{c} : std::vector<Index>{n, c}, -kInf, kInf);
     ops = {bench::data_operand("y", {n}, y), bench::param_operand("logits", model, "logits")};
-  } else if (kernel == "ordered_logistic") {
+  } else if (kernel == "multinomial_logit") {  // y (N, C) counts; gamma (C,) or (N, C)
+    model.add_param("gamma", shared ? std::vector<Index>{c} : std::vector<Index>{n, c}, -kInf, kInf);
+    Vector counts(n * c);
+    for (Index i = 0; i < counts.size(); ++i) counts[i] = double((i * 5) % 7);
+    ops = {bench::data_operand("y", {n, c}, counts), bench::param_operand("gamma", model, "gamma")};
+  } else if (kernel == "ordered_logistic" || kernel == "ordered_probit") {
     model.add_param("eta", shared ? std::vector<Index>{} : std::vector<Index>{n}, -kInf, kInf);
     Vector cuts(c - 1);
     cuts << -1.0, 0.0, 1.0;
@@ -347,6 +357,10 @@ std::unique_ptr<Model> make_model(const std::string& name) {
     bench::build_glm_model(*m, "bernoulli_logit_glm", 20000, 20);
   else if (name == "linreg glm")
     bench::build_glm_model(*m, "normal_id_glm", 1000, 10);
+  else if (name == "neg-binomial glm")
+    bench::build_glm_model(*m, "neg_binomial_2_log_glm", 2000, 10);
+  else if (name == "categorical glm")
+    bench::build_categorical_glm_model(*m, 2000, 10, 4);
   else if (name == "expression")
     build_expression_model(*m, 2000, 8);
   // Big enough that an untiled X @ beta (N x S GEMM) would put Eigen's packing buffers on the heap.
@@ -463,7 +477,7 @@ void check_fit(const std::string& model_name, const std::string& family_name) {
 int main() {
   if (!self_test()) return 1;
   std::printf("-- 1. GLM kernels\n");
-  for (const char* kernel : {"normal_id_glm", "bernoulli_logit_glm", "poisson_log_glm"}) {
+  for (const char* kernel : {"normal_id_glm", "bernoulli_logit_glm", "poisson_log_glm", "neg_binomial_2_log_glm"}) {
     for (Index draws : {1, 3, 8, 32, 40}) {
       check(kernel, 10000, 50, draws, true);
       check(kernel, 3000, 5, draws, true);
@@ -473,6 +487,16 @@ int main() {
     check(kernel, 800, 1000, 33, true);
     check(kernel, 7, 3, 2, true);
   }
+  // categorical_logit_glm: C below and above the 32-column product tile, K above the 240-column
+  // tile, S across panels (32 / C draws each), beta as data.
+  for (Index draws : {1, 3, 8, 16, 33}) {
+    check("categorical_logit_glm", 10000, 10, draws, true, 4);
+    check("categorical_logit_glm", 3000, 5, draws, true, 3);
+    check("categorical_logit_glm", 2000, 20, draws, true, 40);
+    check("categorical_logit_glm", 20000, 20, draws, false, 4);
+  }
+  check("categorical_logit_glm", 1000, 300, 8, true, 5);
+  check("categorical_logit_glm", 7, 3, 2, true, 2);
   std::printf("-- 1b. Element-wise kernels\n");
   for (const std::string& kernel : bench::elementwise_kernels())
     for (Index draws : {1, 8, 33}) {
@@ -482,13 +506,14 @@ int main() {
       check_elementwise(kernel, "small", {3, 4}, {3, 1}, draws);           // element by element
     }
   std::printf("-- 1c. Categorical, ordinal and multivariate kernels\n");
-  for (const char* kernel : {"categorical_logit", "ordered_logistic", "dirichlet", "multi_normal_cholesky"})
+  for (const char* kernel : {"categorical_logit", "ordered_logistic", "ordered_probit", "multinomial_logit",
+                             "dirichlet", "multi_normal_cholesky"})
     for (bool shared : {true, false})
       for (Index draws : {1, 8, 33}) check_structured(kernel, shared, draws);
   std::printf("-- 2. ElboEstimator::estimate + Adam::step\n");
   const auto stl = GradientEstimator::StickingTheLanding, closed = GradientEstimator::ClosedFormEntropy;
-  for (const char* model : {"seed (normal)", "logistic glm", "linreg glm", "expression", "gaussian D=10",
-                            "student_t vector", "beta broadcast", "vector transforms"})
+  for (const char* model : {"seed (normal)", "logistic glm", "linreg glm", "neg-binomial glm", "categorical glm",
+                            "expression", "gaussian D=10", "student_t vector", "beta broadcast", "vector transforms"})
     for (const char* family : {"meanfield", "fullrank", "lowrank"})
       for (Index draws : {1, 8, 33})
         for (int threads : {1, 2}) check_step(model, family, draws, threads, stl, "none");

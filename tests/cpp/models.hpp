@@ -104,7 +104,46 @@ inline void build_glm_model(Model& m, const std::string& kernel, Index n, Index 
     m.add_param("sigma", {}, 0.0, kInf);
     ops.push_back(param_operand("scale", m, "sigma"));
   }
+  if (kernel == "neg_binomial_2_log_glm") {  // on the Poisson counts simulate_glm gives it
+    m.add_param("phi", {}, 0.0, kInf);
+    ops.push_back(param_operand("phi", m, "phi"));
+  }
   m.add_factor(kernel, std::move(ops), kernel);
+}
+
+// categorical_logit_glm: y in {0..C-1} from a simulated multi-logit regression, X (N x K), alpha
+// (C,) and beta (K x C) parameters (or beta as data).
+inline void build_categorical_glm_model(Model& m, Index n, Index k, Index c, bool beta_param = true,
+                                        std::uint64_t seed = 1) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  Vector beta(k * c), x(n * k), y(n), logits(c);
+  for (Index j = 0; j < beta.size(); ++j) beta[j] = normal(rng);
+  const double scale = 1.0 / std::sqrt(double(k));
+  for (Index i = 0; i < n; ++i) {
+    for (Index j = 0; j < k; ++j) x[i * k + j] = scale * normal(rng);
+    double total = 0.0;
+    for (Index cc = 0; cc < c; ++cc) {
+      logits[cc] = 0.0;
+      for (Index j = 0; j < k; ++j) logits[cc] += x[i * k + j] * beta[j * c + cc];
+      total += logits[cc] = std::exp(logits[cc]);
+    }
+    double u = uniform(rng) * total;
+    Index cat = 0;
+    while (cat + 1 < c && u > logits[cat]) u -= logits[cat++];
+    y[i] = double(cat);
+  }
+  m.add_param("alpha", {c}, -kInf, kInf);
+  std::vector<Operand> ops = {data_operand("y", {n}, y), data_operand("X", {n, k}, x),
+                              param_operand("alpha", m, "alpha")};
+  if (beta_param) {
+    m.add_param("beta", {k, c}, -kInf, kInf);
+    ops.push_back(param_operand("beta", m, "beta"));
+  } else {
+    ops.push_back(data_operand("beta", {k, c}, Vector::Constant(k * c, 0.1)));
+  }
+  m.add_factor("categorical_logit_glm", std::move(ops), "categorical_logit_glm");
 }
 
 // Every registered element-wise kernel (the GLM kernels are not element-wise).

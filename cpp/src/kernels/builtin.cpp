@@ -36,12 +36,15 @@ void register_builtin_kernels(KernelRegistry& r) {
   // Categorical and ordinal outcomes (the categories on an axis of their own).
   kernels::register_categorical(r);
   kernels::register_ordered_logistic(r);
+  kernels::register_ordered_probit(r);
+  kernels::register_multinomial_logit(r);
   // Multivariate distributions.
   kernels::register_dirichlet(r);
   kernels::register_multi_normal_cholesky(r);
   kernels::register_lkj_corr_cholesky(r);
   // Fused GLM likelihoods.
   kernels::register_glm(r);
+  kernels::register_categorical_logit_glm(r);
 }
 
 }  // namespace fastvi

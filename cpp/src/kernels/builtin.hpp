@@ -35,9 +35,12 @@ void register_exponential_cdf(KernelRegistry& r);  // exponential_lcdf, exponent
 void register_gamma_cdf(KernelRegistry& r);        // gamma_lcdf, gamma_lccdf
 void register_categorical(KernelRegistry& r);      // categorical_logit, categorical
 void register_ordered_logistic(KernelRegistry& r);
+void register_ordered_probit(KernelRegistry& r);
+void register_multinomial_logit(KernelRegistry& r);
 void register_dirichlet(KernelRegistry& r);
 void register_multi_normal_cholesky(KernelRegistry& r);
 void register_lkj_corr_cholesky(KernelRegistry& r);
-void register_glm(KernelRegistry& r);  // normal_id_glm, bernoulli_logit_glm, poisson_log_glm
+void register_glm(KernelRegistry& r);  // normal_id_glm, bernoulli_logit_glm, poisson_log_glm, neg_binomial_2_log_glm
+void register_categorical_logit_glm(KernelRegistry& r);
 
 }  // namespace fastvi::kernels

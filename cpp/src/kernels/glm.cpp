@@ -4,6 +4,8 @@
 //   normal_id_glm(y | X, alpha, beta, scale, offset)   y_n ~ Normal(eta_n, scale)  (scale also as `sigma`)
 //   bernoulli_logit_glm(y | X, alpha, beta, offset)    y_n ~ Bernoulli(inv_logit(eta_n))
 //   poisson_log_glm(y | X, alpha, beta, offset)        y_n ~ Poisson(exp(eta_n))
+//   neg_binomial_2_log_glm(y | X, alpha, beta, phi, offset)
+//                                                      y_n ~ NegBinomial2(exp(eta_n), phi)
 //
 // with eta_n = offset_n + alpha + x_n . beta; offset is data, a scalar or one value per row (a
 // Poisson regression's log exposure), 0 by default. A scalar offset is added with alpha; a vector
@@ -22,6 +24,9 @@
 // GEMVs or thin GEMMs, bound by reading X or by Eigen's packing, and the driver uses glm_rows.hpp's
 // single-pass row kernel instead: each row's dot products and axpys while the row is in L1. Which
 // path runs depends on S and K alone, so results still do not depend on the thread count.
+//
+// A family with a scalar parameter of its own (neg_binomial_2_log_glm's phi, kHasPhi) gets its
+// value per draw in its column pass and sums d lp / d phi over the rows into one more partial sum.
 //
 // Scratch comes from the caller (scratch_size, Batch::scratch); evaluate() does not allocate and
 // keeps no state, so one kernel serves concurrent fits. The GEMMs are kept small enough for
@@ -42,6 +47,7 @@
 #include "../gemm_blocking.hpp"
 #include "glm_rows.hpp"
 #include "glm_tuning.hpp"
+#include "glm_neg_binomial.hpp"
 #include "packet_math.hpp"
 
 namespace fastvi::kernels {
@@ -83,6 +89,7 @@ Index round_up(Index x, Index m) { return (x + m - 1) / m * m; }
 // rsum. tmp is scratch of the same length. constant(y) is the data-only part of the log density.
 struct NormalId {
   static constexpr bool kHasSigma = true;
+  static constexpr bool kHasPhi = false;
   static double constant(const Vector& y) { return -double(y.size()) * math::kHalfLog2Pi; }
   // r is the raw residual y - eta here; the driver divides by sigma^2 at the end. acc gets sum r^2.
   static void column(const double* y, double* eta, double* tmp, Index n, double offset, double& acc, double& rsum) {
@@ -102,6 +109,7 @@ using packet_math::log1p_and_inverse;
 
 struct BernoulliLogit {
   static constexpr bool kHasSigma = false;
+  static constexpr bool kHasPhi = false;
   static double constant(const Vector&) { return 0.0; }
   // lp = y eta - log1p_exp(eta), log1p_exp(eta) = max(eta, 0) + log1p(t), t = exp(-|eta|);
   // r = y - inv_logit(eta), inv_logit(eta) = 1 / (1 + t) if eta >= 0, else t / (1 + t).
@@ -165,6 +173,7 @@ struct BernoulliLogit {
 
 struct PoissonLog {
   static constexpr bool kHasSigma = false;
+  static constexpr bool kHasPhi = false;
   static double constant(const Vector& y) {
     double c = 0.0;
     for (Index i = 0; i < y.size(); ++i) c -= math::log_gamma(y[i] + 1.0);
@@ -182,10 +191,23 @@ struct PoissonLog {
   }
 };
 
+// The family's column pass, with its own parameter for the families that have one.
+template <class F>
+inline void column(const double* y, double* eta, double* tmp, Index n, double offset, double phi, double& acc,
+                   double& rsum, double& dphi) {
+  if constexpr (F::kHasPhi) {
+    F::column(y, eta, tmp, n, offset, phi, acc, rsum, dphi);
+  } else {
+    (void)phi;
+    (void)dphi;
+    F::column(y, eta, tmp, n, offset, acc, rsum);
+  }
+}
+
 template <class F>
 class Glm final : public Kernel {
  public:
-  // ops: y, X, alpha, beta[, scale], offset, as registered (sigma_ holds the scale).
+  // ops: y, X, alpha, beta[, scale or phi], offset, as registered (sigma_ holds the scale, phi_ phi).
   explicit Glm(std::vector<Operand> ops) {
     Operand& y = ops[0];
     Operand& x = ops[1];
@@ -212,7 +234,11 @@ class Glm final : public Kernel {
       if (sigma_.size() != 1)
         throw std::invalid_argument("scale must be a scalar, got shape " + format_shape(sigma_.shape));
     }
-    const Operand& offset = ops[F::kHasSigma ? 5 : 4];
+    if constexpr (F::kHasPhi) {
+      phi_ = std::move(ops[4]);
+      if (phi_.size() != 1) throw std::invalid_argument("phi must be a scalar, got shape " + format_shape(phi_.shape));
+    }
+    const Operand& offset = ops[F::kHasSigma || F::kHasPhi ? 5 : 4];
     if (offset.size() == 1 && offset.shape.size() <= 1) {
       offset_scalar_ = offset.data[0];
     } else if (offset.shape.size() == 1 && offset.size() == n_) {
@@ -237,6 +263,26 @@ class Glm final : public Kernel {
       if (offset_.size() > 0) xb_ += offset_;
     }
     lp_const_ = F::constant(y_);
+    if constexpr (F::kHasPhi) {
+      // The distinct values of y and their counts, for the terms in y and phi alone; with phi data
+      // their sum is a constant.
+      std::vector<double> sorted(y_.data(), y_.data() + y_.size());
+      std::sort(sorted.begin(), sorted.end());
+      std::vector<double> values, counts;
+      for (double v : sorted) {
+        if (values.empty() || v != values.back()) {
+          values.push_back(v);
+          counts.push_back(0.0);
+        }
+        counts.back() += 1.0;
+      }
+      y_values_ = Eigen::Map<const Vector>(values.data(), Index(values.size()));
+      y_counts_ = Eigen::Map<const Vector>(counts.data(), Index(counts.size()));
+      if (!phi_.is_param) {
+        double unused = 0.0;
+        F::phi_terms(phi_.data[0], y_values_, y_counts_, lp_const_, unused);
+      }
+    }
   }
 
   Index scratch_size(Index draws, int threads) const override {
@@ -278,9 +324,17 @@ class Glm final : public Kernel {
     // Serial reduction in chunk order, then the per-draw terms.
     auto total = part.leftCols(S);
     for (Index c = 1; c < l.chunks; ++c) total += part.middleCols(c * S, S);
-    const Index acc_row = l.part_rows - 2, rsum_row = l.part_rows - 1;
+    const Index acc_row = l.part_rows - 2, rsum_row = l.part_rows - 1, dphi_row = l.part_rows - 3;
     for (Index s = 0; s < S; ++s) {
       const double acc = total(acc_row, s), rsum = total(rsum_row, s);
+      if constexpr (F::kHasPhi) {
+        if (phi_.is_param) {
+          double lp_phi = 0.0, dphi = total(dphi_row, s);
+          F::phi_terms(b.value[s * b.ld + phi_.row], y_values_, y_counts_, lp_phi, dphi);
+          b.lp[s] += lp_phi;
+          b.grad[s * b.ld + phi_.row] += dphi;
+        }
+      }
       double scale = 1.0;  // d lp / d eta = scale * r
       if constexpr (F::kHasSigma) {
         const double sigma = sigma_.is_param ? b.value[s * b.ld + sigma_.row] : sigma_.data[0];
@@ -318,7 +372,7 @@ class Glm final : public Kernel {
     l.blk = std::min(l.blk, round_up(n_, 8));  // a multiple of 8 keeps every scratch column 64-byte aligned
     l.chunk_rows = round_up(std::max({kMinChunkRows, 4 * draws, (n_ + kMaxChunks - 1) / kMaxChunks}), l.blk);
     l.chunks = (n_ + l.chunk_rows - 1) / l.chunk_rows;
-    l.part_rows = (beta_.is_param ? k_ : 0) + 2;
+    l.part_rows = (beta_.is_param ? k_ : 0) + 2 + (F::kHasPhi ? 1 : 0);  // [beta], [dphi], acc, rsum
     l.fused = beta_.is_param && draws <= fused_max_draws(k_);
     l.shared = round_up(l.part_rows * l.chunks * draws, 8);
     if (l.fused) {
@@ -329,7 +383,7 @@ class Glm final : public Kernel {
       // not depend on which thread ran a chunk.
       l.padded_k = glm_rows::packets(k_) * glm_rows::kWidth;
       l.shared += round_up(l.padded_k * draws, 8);
-      l.fused_eta = round_up(l.padded_k * draws + 2 * draws, 8);
+      l.fused_eta = round_up(l.padded_k * draws + 3 * draws, 8);
       l.per_thread = l.fused_eta + 2 * glm_rows::kMaxRows;
       l.pass_rows = glm_rows::pass_rows(k_);
     } else {
@@ -351,6 +405,14 @@ class Glm final : public Kernel {
     return beta_.is_param ? alpha + offset_scalar_ : alpha;
   }
 
+  // The family's own parameter for draw s (phi), or 0 for families without one.
+  double phi(const Batch& b, Index s) const {
+    if constexpr (F::kHasPhi) return phi_.is_param ? b.value[s * b.ld + phi_.row] : phi_.data[0];
+    (void)b;
+    (void)s;
+    return 0.0;
+  }
+
   // Adds rows [r0, r0 + n) of a vector offset to a column of predictors X beta (beta a parameter;
   // with beta data the offset is in xb_ already).
   void add_offset(double* eta, Index r0, Index n) const {
@@ -367,6 +429,7 @@ class Glm final : public Kernel {
     const ConstRowMap x(x_.data(), n_, k_);
     const Index begin = c * l.chunk_rows, end = std::min(n_, begin + l.chunk_rows);
     const Index acc_row = l.part_rows - 2, rsum_row = l.part_rows - 1;
+    const Index dphi_row = F::kHasPhi ? l.part_rows - 3 : acc_row;  // (unused without phi)
     double* tmp = scratch + l.blk * l.panel;
     for (Index r0 = begin; r0 < end; r0 += l.blk) {
       const Index n = std::min(l.blk, end - r0);
@@ -388,7 +451,8 @@ class Glm final : public Kernel {
         for (Index j = 0; j < p; ++j) {
           const Index s = s0 + j;
           if (beta_.is_param) add_offset(scratch + j * l.blk, r0, n);
-          F::column(y_.data() + r0, scratch + j * l.blk, tmp, n, offset(b, s), slot(acc_row, s), slot(rsum_row, s));
+          column<F>(y_.data() + r0, scratch + j * l.blk, tmp, n, offset(b, s), phi(b, s), slot(acc_row, s),
+                    slot(rsum_row, s), slot(dphi_row, s));
         }
         if (beta_.is_param)
           for (Index k0 = 0; k0 < k_; k0 += l.tile) {
@@ -408,9 +472,10 @@ class Glm final : public Kernel {
     double* grad = scratch;               // S x padded_k
     double* acc = grad + S * l.padded_k;  // S
     double* rsum = acc + S;               // S
+    double* dphi = rsum + S;              // S
     double* eta = scratch + l.fused_eta;
     double* tmp = eta + glm_rows::kMaxRows;
-    std::fill(grad, rsum + S, 0.0);
+    std::fill(grad, dphi + S, 0.0);
     for (Index r0 = begin; r0 < end; r0 += l.pass_rows) {
       const Index n = std::min(l.pass_rows, end - r0);
       const double* x = x_.data() + r0 * k_;
@@ -422,7 +487,7 @@ class Glm final : public Kernel {
       for (Index s = 0; s < S; ++s) {
         glm_rows::dot_rows(x, k_, n, beta_pad + s * l.padded_k, eta);
         add_offset(eta, r0, n);
-        F::column(y_.data() + r0, eta, tmp, n, offset(b, s), acc[s], rsum[s]);
+        column<F>(y_.data() + r0, eta, tmp, n, offset(b, s), phi(b, s), acc[s], rsum[s], dphi[s]);
         glm_rows::axpy_rows(x, k_, n, eta, grad + s * l.padded_k, next, s == 0 ? next_rows : 0);
       }
     }
@@ -431,6 +496,7 @@ class Glm final : public Kernel {
       slot.col(s).head(k_) = Eigen::Map<const Vector>(grad + s * l.padded_k, k_);
       slot(l.part_rows - 2, s) = acc[s];
       slot(l.part_rows - 1, s) = rsum[s];
+      if constexpr (F::kHasPhi) slot(l.part_rows - 3, s) = dphi[s];
     }
   }
 
@@ -438,7 +504,8 @@ class Glm final : public Kernel {
   Vector offset_;               // a vector offset (N,), or empty
   double offset_scalar_ = 0.0;  // a scalar offset
   Index n_ = 0, k_ = 0;
-  Operand alpha_, beta_, sigma_;
+  Operand alpha_, beta_, sigma_, phi_;
+  Vector y_values_, y_counts_;  // the distinct values of y and how often each occurs (kHasPhi)
   double lp_const_ = 0.0;
 };
 
@@ -488,6 +555,17 @@ void register_glm(KernelRegistry& r) {
           offset_input()},
          false,
          glm_factory<PoissonLog>()});
+  r.add({"neg_binomial_2_log_glm",
+         "Negative binomial regression: y_n ~ NegBinomial2(exp(offset_n + alpha + X[n] . beta), phi), fused over the "
+         "rows of X",
+         {{"y", Support::Count, true, std::nullopt, "counts (N,), data"},
+          x_input(),
+          alpha_input(),
+          beta_input(),
+          {"phi", Support::Positive, false, std::nullopt, "precision (inverse overdispersion), scalar"},
+          offset_input()},
+         false,
+         glm_factory<glm_families::NegBinomial2Log>()});
 }
 
 }  // namespace fastvi::kernels
