@@ -37,6 +37,7 @@ void register_categorical(KernelRegistry& r);      // categorical_logit, categor
 void register_ordered_logistic(KernelRegistry& r);
 void register_dirichlet(KernelRegistry& r);
 void register_multi_normal_cholesky(KernelRegistry& r);
+void register_multi_normal(KernelRegistry& r);
 void register_lkj_corr_cholesky(KernelRegistry& r);
 void register_glm(KernelRegistry& r);  // normal_id_glm, bernoulli_logit_glm, poisson_log_glm
 
