@@ -164,6 +164,29 @@ void bind_model(py::module_& m) {
           },
           py::arg("a"), py::arg("b"), py::arg("n"), py::arg("k"), py::arg("m"), py::arg("shape"), py::arg("name"))
       .def(
+          "add_exp_quad_cov",
+          [](Model& self, const DoubleArray& x, Operand alpha, Operand rho, const std::string& name, double upper) {
+            if (x.ndim() != 2) throw std::invalid_argument(name + ": x must be 2-D (N, D)");
+            const RowMatrix xm = Eigen::Map<const RowMatrix>(x.data(), x.shape(0), x.shape(1));
+            const Index n = xm.rows();
+            return self.add_node(make_exp_quad_cov(xm, std::move(alpha), std::move(rho)), name, {n, n}, 0.0, upper);
+          },
+          py::arg("x"), py::arg("alpha"), py::arg("rho"), py::arg("name"), py::arg("upper"))
+      .def(
+          "add_add_diag",
+          [](Model& self, Operand k, Operand d, const std::string& name, double lower, double upper) {
+            const std::vector<Index> shape = k.shape;
+            return self.add_node(make_add_diag(std::move(k), std::move(d)), name, shape, lower, upper);
+          },
+          py::arg("k"), py::arg("d"), py::arg("name"), py::arg("lower"), py::arg("upper"))
+      .def(
+          "add_cholesky",
+          [](Model& self, Operand k, const std::string& name) {
+            const std::vector<Index> shape = k.shape;
+            return self.add_node(make_cholesky(std::move(k)), name, shape, -kInf, kInf);
+          },
+          py::arg("k"), py::arg("name"))
+      .def(
           "add_target",
           [](Model& self, Operand a, const std::string& label) {
             if (!a.is_param) throw std::invalid_argument(label + ": a factor needs a parameter or expression");

@@ -34,6 +34,7 @@ from ._kernels import (
     kernels,
     register_kernel,
 )
+from ._linalg import add_diag, cholesky, exp_quad_cov
 from ._logp import logp
 from ._summary import Summary, summary
 from .check import InputCheck, KernelCheck, check_kernel
@@ -85,10 +86,13 @@ __all__ = [
     "PosteriorShapeWarning",
     "Summary",
     "abs",
+    "add_diag",
     "check_kernel",
+    "cholesky",
     "concatenate",
     "cumsum",
     "exp",
+    "exp_quad_cov",
     "expm1",
     "fit",
     "get_compile_flags",

@@ -714,6 +714,15 @@ class Model:
         if op == "add_sum":
             a, label, lo, hi = args
             return core.add_sum(operand(a), label, lo, hi)
+        if op == "add_exp_quad_cov":
+            x, alpha, rho, label, hi = args
+            return core.add_exp_quad_cov(x, operand(alpha), operand(rho), label, hi)
+        if op == "add_add_diag":
+            k, d, label, lo, hi = args
+            return core.add_add_diag(operand(k), operand(d), label, lo, hi)
+        if op == "add_cholesky":
+            k, label = args
+            return core.add_cholesky(operand(k), label)
         raise ValueError(f"unknown model build step {op!r}")
 
     def _decode(self, encoded: tuple) -> _core.Operand:

@@ -11,6 +11,8 @@
 //    broadcast parameters), a model with every vector transform (simplex, ordered, ...) and
 //    expression models (matvec, binary, unary, gather, sum, segmented
 //    (log_sum_exp, softmax, cumsum), concat and matmul nodes, and Model.factor's target kernel;
+//    GP regressions with exp_quad_cov, add_diag and cholesky nodes into multi_normal_cholesky, and
+//    with multi_normal on the node-built covariance, at N = 60;
 //    N x K up to 10,000 x 50 and 3,000 x 300, sizes at which an untiled X @ beta would
 //    heap-allocate GEMM buffers), with 1 and 2 threads and several draw counts (every S from 1 to
 //    40 for two expression models): zero heap allocations over the counted steps, after two
@@ -217,6 +219,23 @@ void check_structured(const std::string& kernel, bool shared, Index draws) {
     model.add_param("alpha", shared ? std::vector<Index>{c} : std::vector<Index>{rows, c}, 0.0, kInf);
     ops = {bench::data_operand("theta", {rows, c}, Vector::Constant(rows * c, 1.0 / double(c))),
            bench::param_operand("alpha", model, "alpha")};
+  } else if (kernel == "multi_normal") {  // y data, mu a parameter, Sigma data or an add_diag node
+    const Index k = 3, rows = 50;
+    model.add_param("mu", {k}, -kInf, kInf);
+    Vector yy(rows * k);
+    for (Index i = 0; i < yy.size(); ++i) yy[i] = std::sin(double(i));
+    Operand sigma;
+    if (shared) {
+      Vector eye = Vector::Zero(k * k);
+      for (Index i = 0; i < k; ++i) eye[i * k + i] = 1.0;
+      sigma = bench::data_operand("Sigma", {k, k}, eye);
+    } else {  // A + 5 I, A a (K, K) parameter near 0: its symmetric part is positive-definite
+      const Index a = model.add_param("A", {k, k}, -kInf, kInf);
+      const Index node = model.add_node(make_add_diag(model.block_operand("K", a), bench::scalar_operand("d", 5.0)),
+                                        "A + 5 I", {k, k}, -kInf, kInf);
+      sigma = model.block_operand("Sigma", node);
+    }
+    ops = {bench::data_operand("y", {rows, k}, yy), bench::param_operand("mu", model, "mu"), std::move(sigma)};
   } else {  // multi_normal_cholesky: y data, mu and L parameters
     const Index k = 3, rows = 50;
     model.add_param("mu", shared ? std::vector<Index>{k} : std::vector<Index>{rows, k}, -kInf, kInf);
@@ -333,6 +352,39 @@ void build_expression_model(Model& m, Index n, Index k) {
   m.add_bound_factor("factor", make_target(m.block_operand("expr", kl)), "factor logp");
 }
 
+// GP regression, hyperparameters fitted: y ~ MultiNormal(0, K + sigma^2 I) with
+// K = exp_quad_cov(x, alpha, rho), as multi_normal_cholesky(L = cholesky(add_diag(K, square(sigma))))
+// or as multi_normal(Sigma = add_diag(K, square(sigma))); half-normal priors on the three.
+void build_gp_model(Model& m, Index n, bool cholesky) {
+  RowMatrix x(n, 1);
+  Vector y(n);
+  for (Index i = 0; i < n; ++i) {
+    x(i, 0) = 10.0 * double(i) / double(n);
+    y[i] = std::sin(x(i, 0)) + 0.1 * std::cos(7.0 * double(i));
+  }
+  const Index alpha = m.add_param("alpha", {}, 0.0, kInf);
+  const Index rho = m.add_param("rho", {}, 0.0, kInf);
+  const Index sigma = m.add_param("sigma", {}, 0.0, kInf);
+  for (const char* p : {"alpha", "rho", "sigma"})
+    m.add_factor("half_normal", {bench::param_operand("y", m, p), bench::scalar_operand("scale", 1.0)},
+                 std::string("prior ") + p);
+  const Index eq = m.add_node(make_exp_quad_cov(x, m.block_operand("alpha", alpha), m.block_operand("rho", rho)), "K",
+                              {n, n}, 0.0, kInf);
+  const Index s2 = m.add_node(make_unary(UnaryOp::Square, m.block_operand("a", sigma)), "sigma^2", {}, 0.0, kInf);
+  const Index cov =
+      m.add_node(make_add_diag(m.block_operand("K", eq), m.block_operand("d", s2)), "K + sigma^2 I", {n, n}, 0.0, kInf);
+  if (cholesky) {
+    const Index l = m.add_node(make_cholesky(m.block_operand("K", cov)), "L", {n, n}, -kInf, kInf);
+    m.add_factor("multi_normal_cholesky",
+                 {bench::data_operand("y", {n}, y), bench::scalar_operand("mu", 0.0), m.block_operand("L", l)},
+                 "likelihood");
+  } else {
+    m.add_factor("multi_normal",
+                 {bench::data_operand("y", {n}, y), bench::scalar_operand("mu", 0.0), m.block_operand("Sigma", cov)},
+                 "likelihood");
+  }
+}
+
 // Every vector transform, with normal factors on its values (a batch of two simplexes, and
 // Cholesky factors of 4 x 4 matrices).
 void build_vector_transform_model(Model& m) {
@@ -378,6 +430,10 @@ std::unique_ptr<Model> make_model(const std::string& name) {
     bench::build_elementwise_likelihood(*m, "beta", {100, 10}, {100, 1});
   else if (name == "vector transforms")
     build_vector_transform_model(*m);
+  else if (name == "gp cholesky")
+    build_gp_model(*m, 60, true);
+  else if (name == "gp multi_normal")
+    build_gp_model(*m, 60, false);
   return m;
 }
 
@@ -507,13 +563,14 @@ int main() {
     }
   std::printf("-- 1c. Categorical, ordinal and multivariate kernels\n");
   for (const char* kernel : {"categorical_logit", "ordered_logistic", "ordered_probit", "multinomial_logit",
-                             "dirichlet", "multi_normal_cholesky"})
+                             "dirichlet", "multi_normal_cholesky", "multi_normal"})
     for (bool shared : {true, false})
       for (Index draws : {1, 8, 33}) check_structured(kernel, shared, draws);
   std::printf("-- 2. ElboEstimator::estimate + Adam::step\n");
   const auto stl = GradientEstimator::StickingTheLanding, closed = GradientEstimator::ClosedFormEntropy;
-  for (const char* model : {"seed (normal)", "logistic glm", "linreg glm", "neg-binomial glm", "categorical glm",
-                            "expression", "gaussian D=10", "student_t vector", "beta broadcast", "vector transforms"})
+  for (const char* model :
+       {"seed (normal)", "logistic glm", "linreg glm", "neg-binomial glm", "categorical glm", "expression",
+        "gaussian D=10", "student_t vector", "beta broadcast", "vector transforms", "gp cholesky", "gp multi_normal"})
     for (const char* family : {"meanfield", "fullrank", "lowrank"})
       for (Index draws : {1, 8, 33})
         for (int threads : {1, 2}) check_step(model, family, draws, threads, stl, "none");
@@ -540,6 +597,7 @@ int main() {
     check_fit("logistic glm", family);
     check_fit("expression", family);
   }
+  check_fit("gp cholesky", "meanfield");
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   return failures ? 1 : 0;
 }

@@ -20,7 +20,8 @@ class Node {
   virtual ~Node() = default;
   // Writes this node's rows of `value` for every draw.
   virtual void forward(Matrix& value) const = 0;
-  // Adds d lp / d(inputs) given d lp / d(this node's rows) in `grad`.
+  // Adds d lp / d(inputs) given d lp / d(this node's rows) in `grad`. It may overwrite its own
+  // rows of `grad` (as scratch: nothing reads them after this node's backward pass), never others'.
   virtual void backward(const Matrix& value, Matrix& grad) const = 0;
 
   Index row = 0;   // set by the model when the node is added
@@ -81,6 +82,15 @@ std::unique_ptr<Node> make_matmul(Operand a, Operand b, Index n, Index k, Index 
 // kernel's own partials. Works for any element-wise kernel, built-in or registered by a user, at
 // the cost of one kernel call per element per pass (see kernel_logp.cpp).
 std::unique_ptr<Node> make_kernel_logp(const KernelInfo& info, std::vector<Operand> operands, Index size);
+// Linear algebra (linalg_nodes.cpp), on (N, N) blocks stored row-major, per draw.
+// K[i, j] = alpha^2 exp(-|x_i - x_j|^2 / (2 rho^2)) (Stan's gp_exp_quad_cov) for the N points in the
+// rows of x (N x D data); alpha and rho are scalar operands, at least one of them a parameter.
+std::unique_ptr<Node> make_exp_quad_cov(const RowMatrix& x, Operand alpha, Operand rho);
+// K + diag(d) for an (N, N) operand K and a scalar or (N,) operand d (data or parameters).
+std::unique_ptr<Node> make_add_diag(Operand k, Operand d);
+// The lower-triangular Cholesky factor of (K + K^T) / 2 for an (N, N) parameter or node operand K;
+// NaN in every element for a draw where that is not positive-definite.
+std::unique_ptr<Node> make_cholesky(Operand k);
 
 // The kernel behind Model.factor: adds the sum of a block's elements to each draw's log density
 // (and 1 to each element's gradient).

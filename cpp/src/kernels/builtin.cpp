@@ -41,6 +41,7 @@ void register_builtin_kernels(KernelRegistry& r) {
   // Multivariate distributions.
   kernels::register_dirichlet(r);
   kernels::register_multi_normal_cholesky(r);
+  kernels::register_multi_normal(r);
   kernels::register_lkj_corr_cholesky(r);
   // Fused GLM likelihoods.
   kernels::register_glm(r);

@@ -39,6 +39,7 @@ void register_ordered_probit(KernelRegistry& r);
 void register_multinomial_logit(KernelRegistry& r);
 void register_dirichlet(KernelRegistry& r);
 void register_multi_normal_cholesky(KernelRegistry& r);
+void register_multi_normal(KernelRegistry& r);
 void register_lkj_corr_cholesky(KernelRegistry& r);
 void register_glm(KernelRegistry& r);  // normal_id_glm, bernoulli_logit_glm, poisson_log_glm, neg_binomial_2_log_glm
 void register_categorical_logit_glm(KernelRegistry& r);
