@@ -426,3 +426,25 @@ def test_y_must_be_integer_categories():
         m.add("categorical_logit", np.array([0.5, 1.0]), logits=w)
     with pytest.raises(ValueError, match="input 'y'"):
         m.add("categorical_logit", np.array([-1.0, 1.0]), logits=w)
+
+
+@pytest.mark.parametrize("eta_shape", ["rows", "scalar"])
+@pytest.mark.parametrize("cats", [2, 6])
+def test_ordered_logistic_many_rows(eta_shape, cats):
+    # Enough rows for whole packet groups after the sort by category, one category left empty
+    # (with 6), and two categories only (one cutpoint: every row is an end category).
+    rng = np.random.default_rng(23)
+    n = 301
+    cuts = np.sort(rng.normal(scale=2.0, size=cats - 1))
+    y = rng.integers(0, cats, size=n).astype(float)
+    if cats > 2:
+        y[y == 2] = 3
+    eta = rng.normal(scale=3.0, size=n if eta_shape == "rows" else ())
+    m = fv.Model()
+    e = m.param("eta", shape=np.shape(eta))
+    c = m.param("c", shape=(cats - 1,))
+    m.add("ordered_logistic", y, eta=e, cutpoints=c)
+    expected = _ordered_logistic_lp(y, eta, cuts)
+    assert _lp(m, np.concatenate([np.ravel(eta), cuts])) == pytest.approx(expected, rel=1e-12)
+    fv.check_kernel("ordered_logistic", {"y": y, "eta": eta, "cutpoints": cuts}, params=["eta", "cutpoints"])
+    fv.check_kernel("ordered_logistic", {"y": y, "eta": eta, "cutpoints": cuts}, params=["cutpoints"])

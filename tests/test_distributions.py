@@ -637,6 +637,29 @@ def test_neg_binomial_2_log_extreme_log_mu(copies):
     np.testing.assert_allclose(grad[: 3 * copies], np.tile(d_eta, copies), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("n", [5, 46])  # the element path and the vectorised path under the phi groups
+@pytest.mark.parametrize("phi", [0.3, 2.5, 9.999, 10.0, 1e3, 1e12])
+@pytest.mark.parametrize("kernel, loc", [("neg_binomial_2", "mu"), ("neg_binomial_2_log", "log_mu")])
+def test_neg_binomial_2_scalar_phi_sums_by_distinct_count(n, phi, kernel, loc):
+    # A scalar phi parameter takes the phi-only terms once per distinct count (small counts by
+    # their recurrences, large ones by lgamma and digamma): the same model with phi one per
+    # count (element by element) is the reference, and scipy where its lgamma differences hold.
+    rng = np.random.default_rng(7)
+    y = np.concatenate([rng.poisson(3.0, size=n - 4), [0.0, 150.0, 2000.0, 1e6]])
+    mu = np.concatenate([rng.uniform(0.5, 8.0, size=n - 4), [0.7, 160.0, 1900.0, 1.1e6]])
+    v = {"y": y, loc: mu if loc == "mu" else np.log(mu)}
+    _, zeta, evaluate = one_factor(kernel, [loc, "phi"], {**v, "phi": phi})
+    lp, grad = evaluate(zeta)
+    _, zeta_ref, evaluate_ref = one_factor(kernel, [loc, "phi"], {**v, "phi": np.full(n, phi)})
+    lp_ref, grad_ref = evaluate_ref(zeta_ref)
+    assert zeta.size == n + 1
+    np.testing.assert_allclose(lp, lp_ref, rtol=1e-10)  # terms of ~1e7 (the count 1e6) cancel to ~1e2
+    np.testing.assert_allclose(grad[:n], grad_ref[:n], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(grad[n], grad_ref[n:].sum(), rtol=1e-10, atol=1e-12 * n)
+    if phi <= 1e3:
+        np.testing.assert_allclose(lp, stats.nbinom.logpmf(y, phi, phi / (mu + phi)).sum(), rtol=1e-10)
+
+
 @pytest.mark.parametrize("copies", [1, 16])
 def test_beta_binomial_huge_shapes_is_binomial(copies):
     # a, b -> infinity with a / (a + b) = p fixed: the binomial limit; log B(y + a, ...) - log B(a, b)
