@@ -122,7 +122,7 @@ class OrderedLogistic final : public Kernel {
           throw std::invalid_argument("input 'cutpoints' must be strictly increasing, got " +
                                       format_number(cuts_.data[j - 1]) + " then " + format_number(cuts_.data[j]) +
                                       " at flat index " + std::to_string(j));
-    std::vector<Index> category(size_t(n_));
+    std::vector<Index> category(static_cast<size_t>(n_));
     offset_.assign(size_t(k_ + 2), 0);
     for (Index i = 0; i < n_; ++i) {
       const double v = y.data[i];  // a count (checked by the registry's support)
