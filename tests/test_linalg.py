@@ -18,33 +18,13 @@ from pathlib import Path
 import fastvi as fv
 import numpy as np
 import pytest
+from gradcheck import check_batch as _check_batch  # tests/gradcheck.py
+from gradcheck import weights as _weights
 from scipy import stats
 from scipy.spatial.distance import cdist
 
 DATA = Path(__file__).resolve().parent / "data"
 DRAWS = 3
-
-
-def _fd(model, zeta, h=1e-6):
-    """Central differences of log_density at one point."""
-    return np.array(
-        [(model.log_density(zeta + h * e)[0] - model.log_density(zeta - h * e)[0]) / (2 * h) for e in np.eye(model.dim)]
-    )
-
-
-def _check_batch(model, zeta, expected, rtol=1e-10, grad_tol=1e-6):
-    """log_density of the batch zeta (dim x S) against expected(column) for every draw, and each
-    draw's gradient against finite differences."""
-    lp, grad = model.log_density(zeta)
-    want = np.array([expected(zeta[:, s]) for s in range(zeta.shape[1])])
-    np.testing.assert_allclose(lp, want, rtol=rtol, atol=rtol)
-    for s in range(zeta.shape[1]):
-        np.testing.assert_allclose(grad[:, s], _fd(model, zeta[:, s]), rtol=grad_tol, atol=grad_tol)
-
-
-def _weights(shape, seed=0):
-    """Fixed weights for a factor: sum(w * f(x)) exercises every element's gradient separately."""
-    return np.random.default_rng(seed).uniform(0.5, 1.5, size=shape)
 
 
 def _eq(x, alpha, rho):

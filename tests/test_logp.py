@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from fastvi._kernels import kernel_spec
 from fastvi._logp import LOGP_KERNELS, _kernel_logp
+from gradcheck import finite_difference  # tests/gradcheck.py
 from scipy import special, stats
 
 RNG = np.random.default_rng(4)
@@ -289,10 +290,6 @@ def test_bad_input():
         fv.logp("skew_normal", np.zeros(2), loc=mu, alpha=other)
 
 
-def _finite_difference(m, z, h=1e-6):
-    return np.array([(m.log_density(z + h * e)[0] - m.log_density(z - h * e)[0]) / (2 * h) for e in np.eye(len(z))])
-
-
 def test_mixture_through_the_kernel_node_has_the_right_gradient():
     """log_mix of a skew-normal and a Student-t component: the node's backward pass scales each
     element's partials by log_mix's upstream gradient (not 1), checked by finite differences."""
@@ -318,7 +315,7 @@ def test_mixture_through_the_kernel_node_has_the_right_gradient():
     jac = np.log(dfv - 1.0) + np.log(wv) + np.log1p(-wv)
     assert float(lp) == pytest.approx(mix + jac, rel=1e-11)
     # central differences with h = 1e-6 on an O(100) log density: error ~1e-8 relative
-    np.testing.assert_allclose(grad, _finite_difference(m, z), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grad, finite_difference(m, z), rtol=1e-6, atol=1e-6)
 
 
 def test_logp_of_a_python_kernel_and_pickling():
@@ -345,6 +342,6 @@ def test_logp_of_a_python_kernel_and_pickling():
         np.log(0.3) + stats.laplace.logpdf(y, 0.4, 1.5), np.log(0.7) + stats.norm.logpdf(y, 0.4, 1.0)
     ).sum()
     assert float(lp) == pytest.approx(expected, rel=1e-12)
-    np.testing.assert_allclose(grad, _finite_difference(m, z), rtol=1e-6)
+    np.testing.assert_allclose(grad, finite_difference(m, z), rtol=1e-6)
     m2 = pickle.loads(pickle.dumps(m))
     assert m2.log_density(z)[0] == pytest.approx(float(lp), rel=1e-15)
