@@ -1,5 +1,14 @@
+import signal
+
 import numpy as np
 import pytest
+
+# The Ctrl-C tests send SIGINT to this process. A shell that starts a job in the background without
+# job control (`cmd &` in a script, nohup) starts it with SIGINT ignored, and Python then keeps it
+# ignored: the signal would be lost and a fit of 10**7 steps would run to its end. Python's own
+# handler makes the tests mean the same wherever the suite is started.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
