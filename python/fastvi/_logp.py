@@ -30,7 +30,7 @@ import numpy as np
 from scipy import special
 
 from . import _core
-from ._kernels import kernel_spec
+from ._kernels import kernel_spec, registry_name
 from ._validate import as_data
 from .expr import Expr, exp, expm1, lgamma, log, log1m, log1p, log1p_exp, log_add_exp
 
@@ -394,7 +394,7 @@ def _kernel_logp(kernel: str, variate: str, value: Any, inputs: Dict[str, Any]) 
             operands.append(("data", key, data))
             shapes.append(data.shape)
     _check_broadcast_size(shapes, label)
-    block = model._build("add_kernel_logp", kernel, tuple(operands), label)
+    block = model._build("add_kernel_logp", registry_name(kernel), tuple(operands), label)
     shape = tuple(model._core.block(block)["shape"])
     out = Expr(model, block, shape, -math.inf, math.inf, label)
     if models:
