@@ -1,5 +1,7 @@
 """The public API's shapes and conveniences: kernels(), sample(), summary(), init, progress."""
 
+import time
+
 import fastvi as fv
 import numpy as np
 import pytest
@@ -91,6 +93,29 @@ def test_progress_bar_runs(seed_data, capsys):
     m.add("normal", seed_data, loc=w, scale=1.0)
     approx = fv.fit(m, steps=500, progress=True, tol=None)
     assert approx.steps == 500
+
+
+def test_progress_bar_redraws_by_time_not_by_step(capsys):
+    """A fit of about a second writes a few progress lines, not one per ELBO window (2,000 here).
+
+    tqdm redraws at most once per mininterval (fastvi's _PROGRESS_SECONDS, 0.5 s), so a bar that
+    lives t seconds draws at most t / 0.5 times, plus its first draw and the one when it closes;
+    the bar lives within the fit, so the fit's wall time bounds it whatever the machine's speed."""
+    pytest.importorskip("tqdm")
+    from fastvi import _fit
+
+    rng = np.random.default_rng(1)
+    m = fv.Model()
+    w = m.param("w", shape=(5,))
+    m.add("normal", rng.normal(size=(200, 5)), loc=w)
+    steps = 200_000  # about 1 s at ~200,000 steps/s
+    start = time.monotonic()
+    fv.fit(m, steps=steps, tol=None, precision=None, psis_draws=0, progress=True)
+    elapsed = time.monotonic() - start
+    written = capsys.readouterr().err
+    draws = written.count(f"/{steps} [")  # every draw of the bar shows "n/total ["
+    assert 2 <= draws <= elapsed / _fit._PROGRESS_SECONDS + 2, (elapsed, written)
+    assert f"{steps}/{steps} [" in written.splitlines()[-1]  # the last line: the fit's end
 
 
 def test_log_density_at_a_point_matches_scipy(seed_data):
