@@ -5,6 +5,7 @@ import time
 import fastvi as fv
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
 
 
@@ -127,3 +128,24 @@ def test_log_density_at_a_point_matches_scipy(seed_data):
     expected = scipy.stats.norm.logpdf(1.7) + scipy.stats.norm.logpdf(seed_data, 1.7).sum()
     assert lp == pytest.approx(expected, rel=1e-12)
     assert grad[0] == pytest.approx(-1.7 + np.sum(seed_data - 1.7), rel=1e-12)
+
+
+def test_mean_and_std_reuse_the_quadrature_rule(monkeypatch):
+    """mean() and std() of interval-bounded parameters integrate with a 64-point Gauss-Hermite
+    rule; hermegauss (an eigenproblem, costlier than a small fit) runs once per process, not per
+    call, and the cached rule gives the same moments as a fresh one."""
+    m = fv.Model()
+    m.add("beta", m.param("p", lower=0.0, upper=1.0), a=3.0, b=8.0)
+    fit = fv.fit(m, seed=0)
+    first_mean, first_std = fit.mean()["p"], fit.std()["p"]
+
+    def refuse(points):
+        raise AssertionError("hermegauss called again")
+
+    monkeypatch.setattr(np.polynomial.hermite_e, "hermegauss", refuse)
+    assert fit.mean()["p"] == first_mean and fit.std()["p"] == first_std
+    monkeypatch.undo()
+    nodes, weights = np.polynomial.hermite_e.hermegauss(64)
+    mu, sd = fit.unconstrained_mean()[0], np.sqrt(fit.unconstrained_cov()[0, 0])
+    expected = scipy.special.expit(mu + sd * nodes) @ (weights / weights.sum())
+    assert first_mean == pytest.approx(expected, rel=1e-12)
