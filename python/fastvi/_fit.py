@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _core
 from . import psis as _psis
-from ._threads import warn_if_forked
+from ._threads import one_blas_thread, warn_if_forked
 from ._validate import bool_setting, float_setting, int_setting, seed_setting, threads_setting
 from ._warnings import ConvergenceWarning, ImproperPosteriorWarning, PosteriorShapeWarning
 from .approximation import Approximation
@@ -233,14 +233,17 @@ def fit(
     fam = _core.Family(settings.family, model.dim, settings.rank)
     start = np.zeros(model.dim) if init is None else _initial_mean(model, init)
     laplace = None
-    if precondition == "auto":
-        try:
-            # the low-rank family uses the full Laplace covariance (if formed) to start B, see _start
-            laplace = find_laplace(model, start, full=settings.family in ("fullrank", "lowrank"), threads=opts.threads)
-        except KeyboardInterrupt:
-            return _interrupted_in_mode_search(model, fam, start, init_scale, settings, opts)
-    precond = _preconditioner(laplace, settings.family)
-    phi0, settings.gradient, settings.init_scale = _start(model, fam, start, laplace, precond, settings, init_scale)
+    # the mode search and the factorisations of its Hessian: small BLAS calls that threads only slow
+    with one_blas_thread():
+        if precondition == "auto":
+            try:
+                # the low-rank family uses the full Laplace covariance (if formed) to start B, see _start
+                full = settings.family in ("fullrank", "lowrank")
+                laplace = find_laplace(model, start, full=full, threads=opts.threads)
+            except KeyboardInterrupt:
+                return _interrupted_in_mode_search(model, fam, start, init_scale, settings, opts)
+        precond = _preconditioner(laplace, settings.family)
+        phi0, settings.gradient, settings.init_scale = _start(model, fam, start, laplace, precond, settings, init_scale)
     opts.gradient = getattr(_core.GradientEstimator, settings.gradient)
     result = _run(model, fam, phi0, opts, precond, settings)
     approx = Approximation(model, fam, result, settings.record(opts))
