@@ -1,6 +1,8 @@
 """What surrounds the C++ fit, which a loop of small fits pays once per fit (issue 12): BLAS limited
 to one thread in the mode search, and `import fastvi` without scipy."""
 
+import subprocess
+import sys
 import threading
 
 import fastvi as fv
@@ -75,3 +77,14 @@ def test_concurrent_fits_leave_blas_threads_as_they_were():
             w.join()
         assert results == [True] * len(models)
         assert blas_threads() == [2]
+
+
+def test_import_fastvi_does_not_import_scipy():
+    """scipy is most of the import time: fastvi imports it at the first fit that needs it."""
+    code = (
+        "import sys, fastvi\n"
+        "print(sorted(m for m in sys.modules if m == 'scipy' or m.startswith('scipy.'))[:3])\n"
+        "fastvi.Model()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
