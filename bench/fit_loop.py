@@ -92,7 +92,10 @@ def main(argv=None) -> int:
         ("`fit.mean()` + `fit.std()`, ms", "summary_ms"),
         (f"`import fastvi`, ms (median of {args.imports})", "import_ms"),
     ]
-    print(f"N = {N_ROWS}, D = {N_COEFS}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"N = {N_ROWS} rows, {N_COEFS} coefficients (7 parameters with the intercept and scale); "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     print()
     print("| | default BLAS threads | `OPENBLAS_NUM_THREADS=1` |")
     print("|---|---:|---:|")

@@ -8,8 +8,8 @@ results; this module tells the user once, so that a slower fit in a forked worke
 
 The mode search before a fit (scipy's L-BFGS, the Hessian's factorisations) calls BLAS on vectors
 of D numbers and matrices of a few dozen rows. BLAS's own threads cannot speed that up, and on a
-loaded machine they wait for cores instead: a small fit (D = 7) took 100-170 ms with OpenBLAS's
-default threads against 30 ms with one, on a busy 2-core machine (bench/fit_loop.py).
+loaded machine they wait for cores instead: a small fit (D = 7) took 100-240 ms with OpenBLAS's
+default threads against 35-55 ms with one, on a busy 2-core machine (bench/fit_loop.py).
 :func:`one_blas_thread` limits BLAS (numpy's and scipy's) to one thread for such a step, through
 threadpoolctl.
 """
