@@ -126,6 +126,9 @@ def fit(
         well-conditioned ones; models without a proper mode are fitted without it (``fit.laplace``
         says what happened). ``None`` turns it off. The low-rank family also starts B along the
         Laplace covariance's leading directions (when the full Hessian is formed, D <= 2000).
+        The mode search runs numpy's and scipy's BLAS on one thread (its calls are too small for
+        threads to pay, and on a loaded machine they cost several times the fit), Python kernels
+        called meanwhile included; the setting is restored afterwards.
     init : dict of str to array_like, optional
         Constrained starting values by parameter name (others start at 0 in the unconstrained
         space): the start of the mode search, or of q's mean without preconditioning.
