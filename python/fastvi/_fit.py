@@ -387,8 +387,8 @@ def _run(model, fam, phi0, opts, precond, settings: _Settings) -> Any:
     def monitor(step: int, total: int, elbo: float, skipped: int) -> Optional[bool]:
         if bar is not None:
             # update() redraws only once _PROGRESS_SECONDS have passed since the last redraw (the
-            # monitor runs at every ELBO window, 100 steps by default: a redraw each time wrote
-            # ~1,000 lines a 3 s fit into a log file)
+            # monitor runs at every ELBO window, 100 steps by default: redrawing each time wrote
+            # about 1,000 lines into a log file for a 3 s fit)
             bar.set_postfix(elbo=f"{elbo:.4g}", refresh=False)
             bar.update(step - bar.n)
         return _keep_going(callback(step, total, elbo, skipped)) if callback is not None else None

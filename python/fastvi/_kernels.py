@@ -274,8 +274,8 @@ def register_kernel(
     ValueError
         If the name is not identifier-like, is taken (and ``replace`` is False), or is a built-in
         kernel's or an extension module's (whatever ``replace``); the input names are empty,
-        invalid or repeated; ``supports``, ``data_only`` or ``defaults`` name unknown inputs; a support is
-        unknown; the variate has a default; or a default is outside its support.
+        invalid or repeated; ``supports``, ``data_only`` or ``defaults`` name unknown inputs; a
+        support is unknown; the variate has a default; or a default is outside its support.
     TypeError
         If ``fn`` is not callable, ``inputs`` is not a sequence of names, a default is not a
         number, ``elementwise`` or ``replace`` is not a bool or ``doc`` not a str.

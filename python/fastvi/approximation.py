@@ -29,8 +29,8 @@ def _expit(z: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def _gauss_hermite_rule(points: int = 64):
     """Nodes and normalised weights of the probabilists' Gauss-Hermite rule: E f(Z), Z ~ N(0, 1),
-    is about f(nodes) @ weights. Computed once: hermegauss solves an eigenproblem (1-12 ms, more
-    than a small fit), and mean() / std() need the rule at every call. Read-only arrays, since
+    is about f(nodes) @ weights. Computed once: hermegauss solves an eigenproblem (1-12 ms on a
+    busy machine), and mean() / std() need the rule at every call. Read-only arrays, since
     every caller shares them."""
     nodes, weights = np.polynomial.hermite_e.hermegauss(points)
     weights = weights / weights.sum()
