@@ -4,6 +4,7 @@ Laplace approximation, runs the C++ loop and reports what happened (the result i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -236,8 +237,9 @@ def fit(
     fam = _core.Family(settings.family, model.dim, settings.rank)
     start = np.zeros(model.dim) if init is None else _initial_mean(model, init)
     laplace = None
-    # the mode search and the factorisations of its Hessian: small BLAS calls that threads only slow
-    with one_blas_thread():
+    # the mode search and the factorisations of its Hessian: small BLAS calls that threads only
+    # slow (without it, nothing here calls BLAS: no need to load scipy and threadpoolctl)
+    with one_blas_thread() if precondition == "auto" else contextlib.nullcontext():
         if precondition == "auto":
             try:
                 # the low-rank family uses the full Laplace covariance (if formed) to start B, see _start
