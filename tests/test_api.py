@@ -1,8 +1,11 @@
 """The public API's shapes and conveniences: kernels(), sample(), summary(), init, progress."""
 
+import time
+
 import fastvi as fv
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
 
 
@@ -93,6 +96,29 @@ def test_progress_bar_runs(seed_data, capsys):
     assert approx.steps == 500
 
 
+def test_progress_bar_redraws_by_time_not_by_step(capsys):
+    """A fit of about a second writes a few progress lines, not one per ELBO window (2,000 here).
+
+    tqdm redraws at most once per mininterval (fastvi's _PROGRESS_SECONDS, 0.5 s), so a bar that
+    lives t seconds draws at most t / 0.5 times, plus its first draw and the one when it closes;
+    the bar lives within the fit, so the fit's wall time bounds it whatever the machine's speed."""
+    pytest.importorskip("tqdm")
+    from fastvi import _fit
+
+    rng = np.random.default_rng(1)
+    m = fv.Model()
+    w = m.param("w", shape=(5,))
+    m.add("normal", rng.normal(size=(200, 5)), loc=w)
+    steps = 200_000  # about 1 s at ~200,000 steps/s
+    start = time.monotonic()
+    fv.fit(m, steps=steps, tol=None, precision=None, psis_draws=0, progress=True)
+    elapsed = time.monotonic() - start
+    written = capsys.readouterr().err
+    draws = written.count(f"/{steps} [")  # every draw of the bar shows "n/total ["
+    assert 2 <= draws <= elapsed / _fit._PROGRESS_SECONDS + 2, (elapsed, written)
+    assert f"{steps}/{steps} [" in written.splitlines()[-1]  # the last line: the fit's end
+
+
 def test_log_density_at_a_point_matches_scipy(seed_data):
     m = fv.Model()
     w = m.param("w")
@@ -102,3 +128,24 @@ def test_log_density_at_a_point_matches_scipy(seed_data):
     expected = scipy.stats.norm.logpdf(1.7) + scipy.stats.norm.logpdf(seed_data, 1.7).sum()
     assert lp == pytest.approx(expected, rel=1e-12)
     assert grad[0] == pytest.approx(-1.7 + np.sum(seed_data - 1.7), rel=1e-12)
+
+
+def test_mean_and_std_reuse_the_quadrature_rule(monkeypatch):
+    """mean() and std() of interval-bounded parameters integrate with a 64-point Gauss-Hermite
+    rule; hermegauss (an eigenproblem, costlier than a small fit) runs once per process, not per
+    call, and the cached rule gives the same moments as a fresh one."""
+    m = fv.Model()
+    m.add("beta", m.param("p", lower=0.0, upper=1.0), a=3.0, b=8.0)
+    fit = fv.fit(m, seed=0)
+    first_mean, first_std = fit.mean()["p"], fit.std()["p"]
+
+    def refuse(points):
+        raise AssertionError("hermegauss called again")
+
+    monkeypatch.setattr(np.polynomial.hermite_e, "hermegauss", refuse)
+    assert fit.mean()["p"] == first_mean and fit.std()["p"] == first_std
+    monkeypatch.undo()
+    nodes, weights = np.polynomial.hermite_e.hermegauss(64)
+    mu, sd = fit.unconstrained_mean()[0], np.sqrt(fit.unconstrained_cov()[0, 0])
+    expected = scipy.special.expit(mu + sd * nodes) @ (weights / weights.sum())
+    assert first_mean == pytest.approx(expected, rel=1e-12)

@@ -8,8 +8,10 @@ inputs, and every way registration, a kernel's return value or its function can 
 
 from __future__ import annotations
 
+import copy
 import gc
 import itertools
+import pickle
 import warnings
 
 import fastvi as fv
@@ -438,10 +440,96 @@ def test_keyboard_interrupt_in_fn_interrupts_the_fit():
 
 
 def test_name_clashes_are_refused(laplace):
-    with pytest.raises(ValueError, match="'normal' is already registered"):
+    with pytest.raises(ValueError, match="'normal' is a built-in kernel"):
         fv.register_kernel("normal", ["y", "loc"], normal_fn)
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="already registered; choose another name, or pass replace=True"):
         fv.register_kernel(laplace, ["y"], normal_fn)
+
+
+# ---- register_kernel(..., replace=True) ------------------------------------------------------------
+
+LAPLACE_SPEC = dict(supports={"scale": "positive"}, defaults={"loc": 0.0, "scale": 1.0})
+Y = np.array([-1.0, 0.5, 2.0])
+
+
+def model_with(kernel: str):
+    """A model of Y under ``kernel`` with loc a parameter; its log density at loc = 0.3."""
+    model = fv.Model()
+    model.add(kernel, Y, loc=model.param("loc"), scale=1.5)
+    return model
+
+
+def lp_at(model) -> float:
+    return float(model.log_density(np.array([0.3]))[0])
+
+
+def test_replace_binds_the_new_definition_in_models_built_afterwards():
+    name = unique("replaced")
+    fv.register_kernel(name, ["y", "loc", "scale"], normal_fn, doc="first", **LAPLACE_SPEC)
+    before = model_with(name)
+    spec = fv.register_kernel(name, ["y", "loc", "scale"], laplace_fn, doc="second", replace=True, **LAPLACE_SPEC)
+    after = model_with(name)
+    normal_lp = stats.norm.logpdf(Y, 0.3, 1.5).sum()
+    laplace_lp = stats.laplace.logpdf(Y, 0.3, 1.5).sum()
+    assert lp_at(before) == pytest.approx(normal_lp, rel=1e-12)  # built before: keeps what it bound
+    assert lp_at(after) == pytest.approx(laplace_lp, rel=1e-12)
+    assert spec.name == name and spec.doc == "second" and fv.kernel_spec(name).doc == "second"
+    # one entry under the user's name, for the current definition: no trace of the first
+    assert fv.kernels()[name].doc == "second"
+    assert not [k for k in fv.kernels() if k.startswith(name) and k != name]
+    assert before.factors[0][1] == after.factors[0][1] == name
+    # a copy binds what the original bound; an unpickled model, the definition current now
+    assert lp_at(copy.deepcopy(before)) == pytest.approx(normal_lp, rel=1e-12)
+    assert lp_at(pickle.loads(pickle.dumps(before))) == pytest.approx(laplace_lp, rel=1e-12)
+    assert lp_at(pickle.loads(pickle.dumps(after))) == pytest.approx(laplace_lp, rel=1e-12)
+    # a third definition, and fv.logp and check_kernel follow the name too
+    fv.register_kernel(name, ["y", "loc", "scale"], normal_fn, doc="third", replace=True, **LAPLACE_SPEC)
+    assert lp_at(model_with(name)) == pytest.approx(normal_lp, rel=1e-12)
+    assert lp_at(after) == pytest.approx(laplace_lp, rel=1e-12)
+    np.testing.assert_allclose(fv.logp(name, Y, loc=0.3, scale=1.5), stats.norm.logpdf(Y, 0.3, 1.5), rtol=1e-12)
+    report = fv.check_kernel(name, reference=lambda y, loc, scale: stats.norm.logpdf(y, loc, scale))
+    assert report.passed and report.kernel == name
+
+
+def test_a_replacement_may_change_the_inputs():
+    name = unique("new_inputs")
+    fv.register_kernel(name, ["y", "loc"], lambda y, loc, params: normal_fn(y, loc, 1.0, params))
+    with pytest.raises(ValueError, match="scale"):
+        model_with(name)  # no input 'scale' yet
+    fv.register_kernel(name, ["y", "loc", "scale"], laplace_fn, replace=True, **LAPLACE_SPEC)
+    assert [i.name for i in fv.kernel_spec(name).inputs] == ["y", "loc", "scale"]
+    assert lp_at(model_with(name)) == pytest.approx(stats.laplace.logpdf(Y, 0.3, 1.5).sum(), rel=1e-12)
+
+
+def test_a_refused_replacement_leaves_the_kernel_as_it_was():
+    name = unique("kept")
+    fv.register_kernel(name, ["y", "loc", "scale"], normal_fn, doc="kept", **LAPLACE_SPEC)
+    with pytest.raises(ValueError, match="already registered"):
+        fv.register_kernel(name, ["y", "loc", "scale"], laplace_fn, **LAPLACE_SPEC)
+    with pytest.raises(ValueError, match="support of 'scale' must be one of"):
+        fv.register_kernel(name, ["y", "loc", "scale"], laplace_fn, supports={"scale": "big"}, replace=True)
+    with pytest.raises(TypeError, match="replace must be a bool"):
+        fv.register_kernel(name, ["y", "loc", "scale"], laplace_fn, replace="yes")
+    assert fv.kernel_spec(name).doc == "kept"
+    assert lp_at(model_with(name)) == pytest.approx(stats.norm.logpdf(Y, 0.3, 1.5).sum(), rel=1e-12)
+
+
+def test_replace_on_a_new_name_registers_it():
+    name = unique("fresh")
+    fv.register_kernel(name, ["y", "loc", "scale"], laplace_fn, replace=True, **LAPLACE_SPEC)
+    assert lp_at(model_with(name)) == pytest.approx(stats.laplace.logpdf(Y, 0.3, 1.5).sum(), rel=1e-12)
+
+
+def test_builtin_and_extension_kernels_cannot_be_replaced():
+    with pytest.raises(ValueError, match="'normal' is a built-in kernel, which cannot be replaced"):
+        fv.register_kernel("normal", ["y", "loc", "scale"], normal_fn, replace=True, **LAPLACE_SPEC)
+    assert fv.kernel_spec("normal").doc == "Normal(y | loc, scale)"
+    # a kernel in the core's registry that fastvi.register_kernel did not add: an extension
+    # module's C++ kernel, as far as Python can tell
+    name = unique("extension_like")
+    fv._core.register_python_kernel(name, "", [("y", "real", False, None, "")], normal_fn, True)
+    with pytest.raises(ValueError, match=f"{name!r} is already registered by an extension module"):
+        fv.register_kernel(name, ["y"], normal_fn, replace=True)
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ Laplace approximation, runs the C++ loop and reports what happened (the result i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import numpy as np
 
 from . import _core
 from . import psis as _psis
-from ._threads import warn_if_forked
+from ._threads import one_blas_thread, warn_if_forked
 from ._validate import bool_setting, float_setting, int_setting, seed_setting, threads_setting
 from ._warnings import ConvergenceWarning, ImproperPosteriorWarning, PosteriorShapeWarning
 from .approximation import Approximation
@@ -126,6 +127,9 @@ def fit(
         well-conditioned ones; models without a proper mode are fitted without it (``fit.laplace``
         says what happened). ``None`` turns it off. The low-rank family also starts B along the
         Laplace covariance's leading directions (when the full Hessian is formed, D <= 2000).
+        The mode search runs numpy's and scipy's BLAS on one thread (its calls are too small for
+        threads to pay, and on a loaded machine they cost several times the fit), Python kernels
+        called meanwhile included; the setting is restored afterwards.
     init : dict of str to array_like, optional
         Constrained starting values by parameter name (others start at 0 in the unconstrained
         space): the start of the mode search, or of q's mean without preconditioning.
@@ -136,7 +140,9 @@ def fit(
         OpenMP threads for large kernels (default: OMP_NUM_THREADS or all cores). The result
         does not depend on it.
     progress : bool, default False
-        Show a tqdm progress bar (needs tqdm: ``pip install fastvi[progress]``).
+        Show a progress bar (``tqdm.auto``: a widget in notebooks; needs tqdm, ``pip install
+        fastvi[progress]``), redrawn at most twice a second, so that a log file gets a few
+        lines per second of fit.
     callback : callable, optional
         Called as ``callback(step, total, elbo, skipped)`` (``elbo``: the last window's ELBO,
         NaN before the first) at the end of every window of ``eval_every`` steps, and at least
@@ -231,14 +237,18 @@ def fit(
     fam = _core.Family(settings.family, model.dim, settings.rank)
     start = np.zeros(model.dim) if init is None else _initial_mean(model, init)
     laplace = None
-    if precondition == "auto":
-        try:
-            # the low-rank family uses the full Laplace covariance (if formed) to start B, see _start
-            laplace = find_laplace(model, start, full=settings.family in ("fullrank", "lowrank"), threads=opts.threads)
-        except KeyboardInterrupt:
-            return _interrupted_in_mode_search(model, fam, start, init_scale, settings, opts)
-    precond = _preconditioner(laplace, settings.family)
-    phi0, settings.gradient, settings.init_scale = _start(model, fam, start, laplace, precond, settings, init_scale)
+    # the mode search and the factorisations of its Hessian: small BLAS calls that threads only
+    # slow (without it, nothing here calls BLAS: no need to load scipy and threadpoolctl)
+    with one_blas_thread() if precondition == "auto" else contextlib.nullcontext():
+        if precondition == "auto":
+            try:
+                # the low-rank family uses the full Laplace covariance (if formed) to start B, see _start
+                full = settings.family in ("fullrank", "lowrank")
+                laplace = find_laplace(model, start, full=full, threads=opts.threads)
+            except KeyboardInterrupt:
+                return _interrupted_in_mode_search(model, fam, start, init_scale, settings, opts)
+        precond = _preconditioner(laplace, settings.family)
+        phi0, settings.gradient, settings.init_scale = _start(model, fam, start, laplace, precond, settings, init_scale)
     opts.gradient = getattr(_core.GradientEstimator, settings.gradient)
     result = _run(model, fam, phi0, opts, precond, settings)
     approx = Approximation(model, fam, result, settings.record(opts))
@@ -378,9 +388,11 @@ def _run(model, fam, phi0, opts, precond, settings: _Settings) -> Any:
 
     def monitor(step: int, total: int, elbo: float, skipped: int) -> Optional[bool]:
         if bar is not None:
-            bar.n = step
+            # update() redraws only once _PROGRESS_SECONDS have passed since the last redraw (the
+            # monitor runs at every ELBO window, 100 steps by default: redrawing each time wrote
+            # about 1,000 lines into a log file for a 3 s fit)
             bar.set_postfix(elbo=f"{elbo:.4g}", refresh=False)
-            bar.refresh()
+            bar.update(step - bar.n)
         return _keep_going(callback(step, total, elbo, skipped)) if callback is not None else None
 
     try:
@@ -638,9 +650,15 @@ def _initial_mean(model: Model, init: Dict[str, Any]) -> np.ndarray:
     return model.unconstrain(values)
 
 
+# The progress bar redraws at most this often (tqdm's mininterval), so that a fit's log stays
+# small when stderr goes to a file: a few lines per second, whatever the fit's speed.
+_PROGRESS_SECONDS = 0.5
+
+
 def _progress_bar(total: int):
+    """A tqdm bar (tqdm.auto: a widget in notebooks, text elsewhere), redrawn by time only."""
     try:
         from tqdm.auto import tqdm
     except ImportError:
         raise ImportError("progress=True needs tqdm: pip install tqdm (or fastvi[progress])") from None
-    return tqdm(total=total, desc="fastvi", unit="step")
+    return tqdm(total=total, desc="fastvi", unit="step", mininterval=_PROGRESS_SECONDS)

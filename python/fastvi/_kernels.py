@@ -4,12 +4,40 @@ from __future__ import annotations
 
 import keyword
 import os
+import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import _core
 
 SUPPORTS = tuple(_core.support_keys())  # from the core's one table (registry.cpp)
+
+# The kernels the core registers when it loads. Nothing else can be registered before this line
+# runs: an extension module with C++ kernels imports fastvi (and so this module) first.
+_BUILTIN_KERNELS = frozenset(_core.kernel_names())
+
+# Kernels registered with register_kernel: the user's name -> the core-registry names of its
+# definitions, oldest first. The core's registry never removes or replaces an entry (a model's
+# factors are made by the entry's factory when they are added, and keep what it made), so a
+# replacement (register_kernel(..., replace=True)) is registered under a fresh name,
+# "<name> (definition 2)" and so on, and the user's name points at the newest definition from then
+# on. The first definition keeps the user's own name in the core.
+_python_definitions: Dict[str, List[str]] = {}
+_user_names: Dict[str, str] = {}  # core-registry name of a replacement -> the user's name
+_registration_lock = threading.Lock()  # two threads replacing one kernel must not pick the same name
+
+
+def registry_name(name: str) -> str:
+    """The core-registry name that ``name`` currently stands for: its newest definition for a
+    kernel replaced with ``register_kernel(..., replace=True)``, else ``name`` itself."""
+    definitions = _python_definitions.get(name)
+    return definitions[-1] if definitions else name
+
+
+def user_name(name: str) -> str:
+    """The name users know the kernel by, for a core-registry name (the inverse of registry_name;
+    an older definition's registry name gives the name it was registered under)."""
+    return _user_names.get(name, name)
 
 
 @dataclass(frozen=True)
@@ -146,9 +174,9 @@ def kernel_spec(name: str) -> KernelSpec:
     """
     if not isinstance(name, str):
         raise TypeError(f"kernel name must be a str, got {type(name).__name__}")
-    info = _core.kernel_info(name)
+    info = _core.kernel_info(registry_name(name))
     return KernelSpec(
-        name=info["name"],
+        name=user_name(info["name"]),
         doc=info["doc"],
         inputs=tuple(InputSpec(**i) for i in info["inputs"]),
         elementwise=info["elementwise"],
@@ -176,7 +204,7 @@ def kernels() -> Dict[str, KernelSpec]:
     >>> {"normal", "bernoulli_logit_glm", "poisson_log"} <= set(fv.kernels())
     True
     """
-    return {name: kernel_spec(name) for name in _core.kernel_names()}
+    return {name: kernel_spec(name) for name in _core.kernel_names() if name not in _user_names}
 
 
 # ---- user-defined kernels ------------------------------------------------------------------------
@@ -196,6 +224,7 @@ def register_kernel(
     defaults: Optional[Mapping[str, float]] = None,
     elementwise: bool = True,
     doc: str = "",
+    replace: bool = False,
 ) -> KernelSpec:
     """Registers a log-density kernel computed by a Python function.
 
@@ -203,7 +232,8 @@ def register_kernel(
     ----------
     name : str
         The kernel's name for ``Model.add``, an identifier-like str. It must not be taken (by a
-        built-in or an earlier registration); registrations last for the life of the process.
+        built-in or an earlier registration) unless ``replace`` is True; registrations last for
+        the life of the process.
     inputs : sequence of str
         The input names, variate first (``["y", "loc", "scale"]``); they become the keywords of
         ``Model.add``, so each must be a Python identifier (not a keyword), unique, and the inputs
@@ -225,6 +255,14 @@ def register_kernel(
         its own shape (a multivariate density, say).
     doc : str, default ""
         A short description, shown by ``str(spec)`` and :func:`kernels`.
+    replace : bool, default False
+        True to replace a kernel registered earlier under ``name`` with this function (re-running
+        a notebook cell that registers it); its inputs may change too. Models built afterwards use
+        the new definition; models built before, and their copies (``copy.deepcopy``), keep the
+        one they bound; an unpickled model binds the definition current when it is unpickled.
+        Built-in kernels and kernels registered by extension modules cannot be replaced. Without
+        an earlier registration, True registers the kernel as usual. Messages about a
+        replacement's return values call it ``"<name> (definition 2)"`` (3, ...).
 
     Returns
     -------
@@ -234,12 +272,13 @@ def register_kernel(
     Raises
     ------
     ValueError
-        If the name is not identifier-like or is taken; the input names are empty, invalid or
-        repeated; ``supports``, ``data_only`` or ``defaults`` name unknown inputs; a support is
-        unknown; the variate has a default; or a default is outside its support.
+        If the name is not identifier-like, is taken (and ``replace`` is False), or is a built-in
+        kernel's or an extension module's (whatever ``replace``); the input names are empty,
+        invalid or repeated; ``supports``, ``data_only`` or ``defaults`` name unknown inputs; a
+        support is unknown; the variate has a default; or a default is outside its support.
     TypeError
         If ``fn`` is not callable, ``inputs`` is not a sequence of names, a default is not a
-        number, ``elementwise`` is not a bool or ``doc`` not a str.
+        number, ``elementwise`` or ``replace`` is not a bool or ``doc`` not a str.
 
     See Also
     --------
@@ -306,11 +345,21 @@ def register_kernel(
     >>> model.add("doc_laplace", y, loc=loc, scale=scale)
     >>> model.factors
     [('factor 0 (doc_laplace on data of shape (200,))', 'doc_laplace')]
+
+    Registering the name again is refused, unless the new definition replaces the old one (a
+    notebook cell run twice); ``model`` keeps the function it bound:
+
+    >>> spec = fv.register_kernel("doc_laplace", ["y", "loc", "scale"], laplace,
+    ...                           supports={"scale": "positive"}, defaults={"loc": 0.0, "scale": 1.0},
+    ...                           doc="Laplace(y | loc, scale), again", replace=True)
+    >>> fv.kernel_spec("doc_laplace").doc
+    'Laplace(y | loc, scale), again'
     """
     if not isinstance(name, str) or not name or not name.isidentifier():
         raise ValueError(f"register_kernel: name must be a non-empty identifier-like str, got {name!r}")
-    if name in _core.kernel_names():
-        raise ValueError(f"register_kernel: a kernel named {name!r} is already registered; choose another name")
+    if not isinstance(replace, bool):
+        raise TypeError(f"register_kernel({name!r}): replace must be a bool, got {replace!r}")
+    _check_name_free(name, replace)
     if not callable(fn):
         raise TypeError(f"register_kernel({name!r}): fn must be callable, got {type(fn).__name__}")
     if isinstance(inputs, str) or not isinstance(inputs, Sequence):
@@ -363,8 +412,38 @@ def register_kernel(
         (n, supports.get(n, "real"), n in data_only, defaults.get(n), "variate" if i == 0 else "")
         for i, n in enumerate(inputs)
     ]
-    _core.register_python_kernel(name, doc, specs, fn, elementwise)
+    with _registration_lock:
+        _check_name_free(name, replace)  # again: another thread may have registered it meanwhile
+        definitions = _python_definitions.get(name, [])
+        taken = set(_core.kernel_names())
+        new_name, number = name, len(definitions) + 1
+        while new_name in taken:  # the first free "<name> (definition k)"
+            new_name, number = f"{name} (definition {number})", number + 1
+        _core.register_python_kernel(new_name, doc, specs, fn, elementwise)
+        _python_definitions[name] = [*definitions, new_name]
+        if new_name != name:
+            _user_names[new_name] = name
     return kernel_spec(name)
+
+
+def _check_name_free(name: str, replace: bool) -> None:
+    """Refuses a name register_kernel cannot take: a built-in's or an extension module's, and,
+    unless ``replace``, one registered from Python before."""
+    if name in _BUILTIN_KERNELS:
+        raise ValueError(
+            f"register_kernel: {name!r} is a built-in kernel, which cannot be replaced; choose another name"
+        )
+    if name in _python_definitions:
+        if not replace:
+            raise ValueError(
+                f"register_kernel: a kernel named {name!r} is already registered; choose another name, "
+                "or pass replace=True to replace it"
+            )
+    elif name in _core.kernel_names():
+        raise ValueError(
+            f"register_kernel: a kernel named {name!r} is already registered by an extension module "
+            "(a C++ kernel), which cannot be replaced; choose another name"
+        )
 
 
 def get_include() -> str:

@@ -27,10 +27,9 @@ import math
 from typing import Any, Callable, Dict
 
 import numpy as np
-from scipy import special
 
 from . import _core
-from ._kernels import kernel_spec
+from ._kernels import kernel_spec, registry_name
 from ._validate import as_data
 from .expr import Expr, exp, expm1, lgamma, log, log1m, log1p, log1p_exp, log_add_exp
 
@@ -60,8 +59,15 @@ def _exp(x: Any) -> Any:
     return exp(x) if isinstance(x, Expr) else np.exp(x)
 
 
+def _gammaln(x: Any) -> Any:
+    """scipy.special.gammaln, with scipy imported at the first call rather than with fastvi."""
+    from scipy import special
+
+    return special.gammaln(x)
+
+
 def _lgamma(x: Any) -> Any:
-    return lgamma(x) if isinstance(x, Expr) else special.gammaln(x)
+    return lgamma(x) if isinstance(x, Expr) else _gammaln(x)
 
 
 def _expm1(x: Any) -> Any:
@@ -78,11 +84,7 @@ def _log1m_exp(x: Any) -> Any:
 
 
 def _lchoose(n: Any, k: Any) -> Any:  # data only (counts)
-    return (
-        special.gammaln(np.asarray(n) + 1.0)
-        - special.gammaln(np.asarray(k) + 1.0)
-        - special.gammaln(np.asarray(n) - np.asarray(k) + 1.0)
-    )
+    return _gammaln(np.asarray(n) + 1.0) - _gammaln(np.asarray(k) + 1.0) - _gammaln(np.asarray(n) - np.asarray(k) + 1.0)
 
 
 def _normal(y, loc, scale):
@@ -139,16 +141,16 @@ def _bernoulli_logit(y, logit):
 
 
 def _binomial_logit(y, trials, logit):
-    choose = special.gammaln(trials + 1.0) - special.gammaln(y + 1.0) - special.gammaln(trials - y + 1.0)
+    choose = _gammaln(trials + 1.0) - _gammaln(y + 1.0) - _gammaln(trials - y + 1.0)
     return choose + y * logit - trials * _log1p_exp(logit)
 
 
 def _poisson_log(y, log_rate):
-    return y * log_rate - _exp(log_rate) - special.gammaln(np.asarray(y) + 1.0)
+    return y * log_rate - _exp(log_rate) - _gammaln(np.asarray(y) + 1.0)
 
 
 def _poisson(y, rate):
-    return y * _log(rate) - rate - special.gammaln(np.asarray(y) + 1.0)
+    return y * _log(rate) - rate - _gammaln(np.asarray(y) + 1.0)
 
 
 def _neg_binomial_2(y, mu, phi):
@@ -156,7 +158,7 @@ def _neg_binomial_2(y, mu, phi):
     return (
         _lgamma(y + phi)
         - _lgamma(phi)
-        - special.gammaln(y + 1.0)
+        - _gammaln(y + 1.0)
         + y * _log(mu)
         + phi * _log(phi)
         - (y + phi) * _log(mu + phi)
@@ -168,7 +170,7 @@ def _neg_binomial_2_log(y, log_mu, phi):
     return (
         _lgamma(y + phi)
         - _lgamma(phi)
-        - special.gammaln(y + 1.0)
+        - _gammaln(y + 1.0)
         + y * log_mu
         + phi * _log(phi)
         - (y + phi) * _log_add_exp(log_mu, _log(phi))
@@ -394,7 +396,7 @@ def _kernel_logp(kernel: str, variate: str, value: Any, inputs: Dict[str, Any]) 
             operands.append(("data", key, data))
             shapes.append(data.shape)
     _check_broadcast_size(shapes, label)
-    block = model._build("add_kernel_logp", kernel, tuple(operands), label)
+    block = model._build("add_kernel_logp", registry_name(kernel), tuple(operands), label)
     shape = tuple(model._core.block(block)["shape"])
     out = Expr(model, block, shape, -math.inf, math.inf, label)
     if models:

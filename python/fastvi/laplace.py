@@ -31,10 +31,9 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-# Imported with fastvi rather than at the first fit: it takes 0.2-0.6 s, which belongs to start-up
-# (like numpy's own import), not to the first call of fv.fit.
-import scipy.linalg
-import scipy.optimize
+# scipy (L-BFGS, triangular solves) is imported by the functions that use it, at the first fit:
+# it takes 0.3-0.6 s, most of `import fastvi`, which a script that only builds models, or fits
+# without preconditioning, need not pay.
 
 # Gradient columns of the finite-difference Hessian evaluated per batched call (memory: D x 2k).
 _HESSIAN_CHUNK = 256
@@ -201,6 +200,8 @@ def _newton(diag, H, grad, need_factor):
         bound = float(np.sum(grad**2 / diag)) / gamma
         if bound <= _STATIONARY:
             return None, None, None, bound
+    import scipy.linalg
+
     L = None
     try:
         L = np.linalg.cholesky(H)
@@ -228,6 +229,8 @@ def find_laplace(model, start: np.ndarray, full: bool, threads: int = 1) -> Lapl
 
     full: return the covariance H^-1 (for D <= 2000). The full Hessian is formed for every D <= 2000
     either way, to check that the mode is proper."""
+    import scipy.optimize
+
     evaluations = 0
 
     # The objective L-BFGS sees: -(log p - shift) * scale. Its first run uses the log density as

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _core
-from ._kernels import kernel_spec
+from ._kernels import kernel_spec, registry_name, user_name
 from ._threads import warn_if_forked
 from ._validate import as_data, as_real_array, check_size, threads_setting
 from .expr import Expr
@@ -204,7 +204,9 @@ class Model:
     rebuild the model from its build log). Use the copy's own parameters (``copy.params``), or
     copy a model together with expressions of it (``copy.deepcopy((model, expr))``). A model that
     uses a kernel registered from Python (``fv.register_kernel``) or by an extension module can
-    only be unpickled where that kernel is registered (under the same name) first.
+    only be unpickled where that kernel is registered (under the same name) first. An unpickled
+    model binds the kernel's definition current there, while a copy keeps the one the original
+    bound (see ``register_kernel``'s ``replace``).
 
     While the model is being fitted or evaluated in another thread, it cannot change: ``param``,
     ``add`` and new expressions raise RuntimeError until that returns.
@@ -551,7 +553,9 @@ class Model:
                 shapes.append(data.shape)
         if spec.elementwise:
             _check_broadcast_size(shapes, label)
-        self._build("add_factor", kernel, tuple(operands), label)
+        # the build log records the definition bound now (register_kernel(..., replace=True) may
+        # point the name at another one later; this model keeps what it bound)
+        self._build("add_factor", registry_name(kernel), tuple(operands), label)
 
     def factor(self, expr: Expr, name: Optional[str] = None) -> None:
         """Adds the sum of an expression to the log density (Stan's ``target +=``, PyMC's
@@ -676,7 +680,7 @@ class Model:
         if op == "add_factor":
             kernel, operands, label = args
             core.add_factor(kernel, [operand(o) for o in operands], label)
-            self._factors.append((label, kernel))
+            self._factors.append((label, user_name(kernel)))
             return None
         if op == "add_kernel_logp":
             kernel, operands, label = args
@@ -744,16 +748,34 @@ class Model:
 
     _OWN = ("_core", "_params", "_deterministics", "_factors", "_recipe")
 
+    _KERNEL_STEPS = ("add_factor", "add_kernel_logp")  # recipe entries (op, kernel, operands, label)
+
     def __getstate__(self) -> Dict[str, Any]:
-        extra = {k: v for k, v in self.__dict__.items() if k not in self._OWN}  # a subclass's attributes
-        return {"format": 1, "recipe": list(self._recipe), "extra": extra}
+        return self._state(by_user_name=True)
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
+        self._restore(state, rebind_kernels=True)
+
+    def _state(self, by_user_name: bool) -> Dict[str, Any]:
+        """The build log and a subclass's attributes. by_user_name: kernels named as users name
+        them (for a pickle, read where replaced kernels' definitions have other registry names),
+        rather than by the definitions bound here (register_kernel(..., replace=True))."""
+        extra = {k: v for k, v in self.__dict__.items() if k not in self._OWN}  # a subclass's attributes
+        recipe = list(self._recipe)
+        if by_user_name:
+            recipe = [(e[0], user_name(e[1]), *e[2:]) if e[0] in self._KERNEL_STEPS else e for e in recipe]
+        return {"format": 1, "recipe": recipe, "extra": extra}
+
+    def _restore(self, state: Dict[str, Any], rebind_kernels: bool) -> None:
+        """Rebuilds the model from a _state. rebind_kernels: kernels are users' names, bound to
+        their current definitions (an unpickled model); else the definitions to bind (a copy)."""
         if state.get("format") != 1:
             raise ValueError(f"cannot restore a fastvi.Model from state format {state.get('format')!r}")
         self._reset()
         for entry in state["recipe"]:
-            if entry[0] in ("add_factor", "add_kernel_logp"):
+            if entry[0] in self._KERNEL_STEPS:
+                if rebind_kernels:
+                    entry = (entry[0], registry_name(entry[1]), *entry[2:])
                 _require_kernel(entry[1], entry[3])
             self._build(*entry)
         self.__dict__.update(state["extra"])
@@ -765,10 +787,10 @@ class Model:
     def __deepcopy__(self, memo: Dict[int, Any]) -> Model:
         new = type(self).__new__(type(self))
         memo[id(self)] = new  # expressions copied along with the model refer to the new one
-        state = self.__getstate__()
+        state = self._state(by_user_name=False)  # a copy binds what this model bound
         # recipe entries are immutable (tuples, read-only arrays): the copy can share them
         state["extra"] = copy.deepcopy(state["extra"], memo)
-        new.__setstate__(state)
+        new._restore(state, rebind_kernels=False)
         return new
 
     # ---- evaluation -----------------------------------------------------------------------------
