@@ -237,6 +237,7 @@ def fit(
         precision, precondition, threads, progress, callback, psis_draws,
     )  # fmt: skip
     fam = _core.Family(settings.family, model.dim, settings.rank)
+    data_seen = dict(model._data_values)  # (set_data in another thread while this fit runs)
     if isinstance(init, Approximation):  # a warm start: the earlier q replaces the mode search
         scale = 1.0 if init_scale is None else float_setting(init_scale, "init_scale")
         precond, phi0 = warm_start(model, fam, init, settings.family, settings.rank, scale)
@@ -245,6 +246,7 @@ def fit(
         opts.gradient = getattr(_core.GradientEstimator, settings.gradient)
         result = _run(model, fam, phi0, opts, precond, settings)
         approx = Approximation(model, fam, result, settings.record(opts))
+        approx._data_at_fit = data_seen
         _report(approx, result, None, opts, settings.psis_draws)
         return approx
     start = np.zeros(model.dim) if init is None else _initial_mean(model, init)
@@ -260,6 +262,7 @@ def fit(
     opts.gradient = getattr(_core.GradientEstimator, settings.gradient)
     result = _run(model, fam, phi0, opts, precond, settings)
     approx = Approximation(model, fam, result, settings.record(opts))
+    approx._data_at_fit = data_seen
     approx.laplace = laplace
     _report(approx, result, laplace, opts, settings.psis_draws)
     return approx
