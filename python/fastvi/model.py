@@ -807,8 +807,8 @@ class Model:
             if not used or "data container" in str(err):
                 raise
             # the core names the factor and its input: say which container that input is
-            which = ", ".join(f"{key!r} is data container {name!r}" for name, key in used.items())
-            raise type(err)(f"{err} (input {which})") from None
+            which = ", ".join(f"input {key!r} is data container {name!r}" for name, key in used.items())
+            raise type(err)(f"{err} ({which})") from None
         self._recipe.append(entry)
         return result
 
