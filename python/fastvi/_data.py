@@ -237,7 +237,7 @@ def rebuild(model: Model, new_values: Dict[str, np.ndarray]) -> None:
     try:
         for entry in recipe:
             if entry[0] in _FIXED_POSITIONS or any(o[0] == "reshaped" for o in operands(entry)):
-                _require_same_shapes(entry, model, old_core)
+                _require_same_shapes(entry, model, old_core, saved["_data_values"])
             if entry[0] == "add_matmul":
                 entry = _matmul_with_current_shapes(entry, model)
             elif entry[0] == "deterministic":
@@ -261,13 +261,17 @@ def rebuild(model: Model, new_values: Dict[str, np.ndarray]) -> None:
         model._deterministics[name] = mine
 
 
-def _require_same_shapes(entry: tuple, model: Model, old_core: Any) -> None:
+def _require_same_shapes(entry: tuple, model: Model, old_core: Any, old_values: Dict[str, np.ndarray]) -> None:
     label = next((a for a in reversed(entry) if isinstance(a, str)), entry[0])
     for o in operands(entry):
-        if o[0] in ("block", "reshaped"):
-            before, now = tuple(old_core.block(o[2])["shape"]), tuple(model._core.block(o[2])["shape"])
-            if before != now:
+        if o[0] in ("block", "reshaped", "container"):
+            if o[0] == "container":
+                name = f"data container {o[2]!r}"
+                before, now = old_values[o[2]].shape, model._data_values[o[2]].shape
+            else:
                 name = model._core.block(o[2])["name"]
+                before, now = tuple(old_core.block(o[2])["shape"]), tuple(model._core.block(o[2])["shape"])
+            if before != now:
                 raise ValueError(
                     f"{label}: its input {name} changes shape from {before} to {now}, and {label} picks "
                     f"elements at positions fixed when it was built; keep the shape of the data it depends on"
