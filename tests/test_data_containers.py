@@ -6,6 +6,7 @@ factor or expression at fault, and leave the model as it was. A warm start lands
 conjugate posterior."""
 
 import copy
+import pathlib
 import pickle
 import warnings
 
@@ -14,6 +15,8 @@ import numpy as np
 import pytest
 from fastvi import _warm
 from scipy import stats
+
+DATA = pathlib.Path(__file__).parent / "data"
 
 
 def _regression(x, y, group, containers):
@@ -204,6 +207,44 @@ def test_pickle_and_copy_keep_containers_and_set_data_works_after():
     twin = copy.deepcopy(m)
     twin.set_data({"x": x, "y": y, "group": group})
     assert m.data_containers["x"].shape == (30,) and twin.data_containers["x"].shape == (12,)
+
+
+def test_a_format_1_pickle_of_an_earlier_fastvi_still_loads():
+    """tests/data/model_format1.pickle was written by fastvi before data containers (6437577):
+    w (2,) ~ Normal(0, 1), s ~ HalfNormal(1), deterministic total = sum(w), and a 3 x 2 array of
+    data ~ Normal(w, s)."""
+    with open(DATA / "model_format1.pickle", "rb") as f:
+        m = pickle.load(f)
+    y = np.array([[0.5, -1.0], [1.5, 2.0], [0.0, 0.25]])
+    assert list(m.params) == ["w", "s"] and m.data_containers == {}
+    zeta = np.array([0.3, -0.2, 0.1])
+    w, s = zeta[:2], np.exp(zeta[2])
+    expected = stats.norm.logpdf(w).sum() + stats.halfnorm.logpdf(s) + stats.norm.logpdf(y, w, s).sum() + zeta[2]
+    np.testing.assert_allclose(m.log_density(zeta)[0], expected, rtol=1e-13)
+    assert m.__getstate__()["format"] == 1
+    with pytest.raises(KeyError, match="this model's: none"):
+        m.set_data("y", y)
+
+
+def test_containers_in_stack_and_pow():
+    m = fv.Model()
+    offsets, powers = m.data("offsets", [1.0, 2.0]), m.data("powers", [2.0, 3.0])
+    w = m.param("w", lower=0.0)
+    joined = m.deterministic("joined", fv.concatenate([fv.stack([w]), offsets]))
+    raised = m.deterministic("raised", w**powers)
+    assert joined.lower == 0.0 and raised.lower == 0.0  # positive containers keep the bounds positive
+    at = m.unconstrain({"w": 2.0})
+    assert m.constrain(at)["joined"].tolist() == [2.0, 1.0, 2.0]
+    assert m.constrain(at)["raised"].tolist() == [4.0, 8.0]
+    m.set_data({"offsets": [5.0, 6.0], "powers": [0.5, 1.0]})
+    assert m.constrain(at)["joined"].tolist() == [2.0, 5.0, 6.0]
+    np.testing.assert_allclose(m.constrain(at)["raised"], [np.sqrt(2.0), 2.0], rtol=1e-15)
+    with pytest.raises(
+        ValueError, match=r"data container 'offsets' \(used in fv.concatenate \(part 1\)\) must stay >= 0"
+    ):
+        m.set_data("offsets", [-1.0, 0.0])
+    with pytest.raises(ValueError, match=r"input data container 'offsets' changes shape from \(2,\) to \(3,\)"):
+        m.set_data("offsets", [1.0, 2.0, 3.0])
 
 
 def test_a_fit_after_set_data_keeps_q_and_refuses_psis_on_the_new_data():
