@@ -347,3 +347,22 @@ def test_a_warm_start_needs_the_same_parameters():
     again = fv.fit(_normal_mean_model(y), init=first, seed=0)
     assert again.converged
     assert fv.fit(_normal_mean_model(y), init={"w": np.array([0.5, 0.5])}, seed=0).converged
+
+
+def test_an_interrupted_set_data_leaves_the_model_as_it_was(monkeypatch):
+    m = _normal_mean_model(np.array([[1.0], [2.0]]))
+    zeta = np.array([0.4])
+    before, recipe = m.log_density(zeta)[0], list(m._recipe)
+    replay = fv.Model._apply
+
+    def interrupted(self, entry):
+        if entry[0] == "add_factor" and self is m and len(self._factors) == 1:
+            raise KeyboardInterrupt
+        return replay(self, entry)
+
+    monkeypatch.setattr(fv.Model, "_apply", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        m.set_data("y", np.array([[5.0], [6.0], [7.0]]))
+    monkeypatch.undo()
+    assert m._recipe == recipe and m.data_containers["y"].shape == (2, 1)
+    np.testing.assert_array_equal(m.log_density(zeta)[0], before)

@@ -248,6 +248,9 @@ def rebuild(model: Model, new_values: Dict[str, np.ndarray]) -> None:
         culprits = [n for n in containers_in(entry) if n in new_values] or sorted(new_values)
         names = ", ".join(repr(n) for n in culprits)
         raise type(err)(f"set_data: the new values of data container {names} do not fit the model: {err}") from None
+    except BaseException:  # (Ctrl-C, MemoryError): never leave the model half rebuilt
+        model.__dict__.update(saved)
+        raise
     if model.dim != saved["_core"].dim:  # cannot happen: set_data never changes a parameter
         model.__dict__.update(saved)
         raise RuntimeError("set_data changed the model's dimension")
