@@ -6,6 +6,7 @@ factor or expression at fault, and leave the model as it was. A warm start lands
 conjugate posterior."""
 
 import copy
+import math
 import pathlib
 import pickle
 import warnings
@@ -148,6 +149,20 @@ def test_errors_name_the_container_and_leave_the_model_unchanged():
         m.data("counts", [1.0])
 
 
+def test_a_container_keeps_its_sign_only_where_bounds_rely_on_it():
+    m = fv.Model()
+    x, weights = m.data("x", [1.0, 2.0]), m.data("weights", [0.5, 2.0])
+    b, sigma = m.param("b"), m.param("sigma", lower=0.0)
+    free, positive = m.deterministic("free", b * x), m.deterministic("positive", sigma * weights)
+    assert (free.lower, positive.lower) == (-math.inf, 0.0)
+    m.set_data("x", [-1.0, 3.0])  # b * x has no bounds to keep: any sign
+    with pytest.raises(ValueError, match=r"data container 'weights' \(used in \(sigma \* weights\)\) must stay >= 0"):
+        m.set_data("weights", [-1.0, 3.0])
+    with pytest.raises(ValueError, match=r"data container 'x' .* contains nan"):
+        m.set_data("x", [np.nan, 3.0])
+    np.testing.assert_array_equal(m.constrain(np.array([2.0, 0.0]))["free"], [-2.0, 6.0])
+
+
 def test_divisor_and_gather_indices_are_checked_again():
     m = fv.Model()
     scale, g = m.data("scale", [1.0, 2.0]), m.data("g", [0, 1, 1])
@@ -240,7 +255,7 @@ def test_containers_in_stack_and_pow():
     assert m.constrain(at)["joined"].tolist() == [2.0, 5.0, 6.0]
     np.testing.assert_allclose(m.constrain(at)["raised"], [np.sqrt(2.0), 2.0], rtol=1e-15)
     with pytest.raises(
-        ValueError, match=r"data container 'offsets' \(used in fv.concatenate \(part 1\)\) must stay >= 0"
+        ValueError, match=r"data container 'offsets' \(used in concatenate\(.*\) \(part 1\)\) must stay >= 0"
     ):
         m.set_data("offsets", [-1.0, 0.0])
     with pytest.raises(ValueError, match=r"input data container 'offsets' changes shape from \(2,\) to \(3,\)"):

@@ -8,10 +8,11 @@ values in those entries and replays the log into a fresh C++ model (:func:`rebui
 the first build made (kernel supports, NaN, shapes that must broadcast) runs again on the new
 values, and a failure leaves the model as it was.
 
-Expressions need two more things from data than kernels do, and record them as
-``("check_data", ...)`` steps so that the replay checks them too: the bounds an expression derives
-from its data operand (a container contributes the sign of its values, see :func:`sign_bounds`)
-and, for a divisor, that it has no zero.
+Expressions need more of their data than kernels do, and record it as ``("check_data", ...)``
+steps so that the replay checks it too: finite values, the sign of the values where the
+expression's bounds rely on it (a container contributes its sign, not its range, see
+:func:`sign_bounds`; ``sigma * exposure`` relies on it, ``b * x`` with an unbounded ``b`` does
+not) and, for a divisor, no zero.
 
 A different length is allowed when the rebuilt model is consistent: operations whose shape the
 C++ core works out (kernels, element-wise arithmetic, ``X @ beta``, sums, ``a[g]`` with a

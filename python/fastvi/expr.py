@@ -191,10 +191,16 @@ class Expr:
         check_size(shape, label)
         if op == "div" and not reverse:
             _check_divisor(o_data, label)
-        if isinstance(other, Data):  # what this node assumes of the container, checked again by set_data
-            divisor = op == "div" and not reverse
-            self._model._build("check_data", other.name, o_bounds[0], o_bounds[1], divisor, label)
         lower, upper = bounds if bounds is not None else _interval(op, ab, bb)
+        if isinstance(other, Data):  # what this node assumes of the container, checked again by set_data
+            # its sign only where the node's bounds depend on it (b * x with an unbounded b does not)
+            unbounded = (-math.inf, math.inf)
+            relies = bounds is not None or _interval(op, *((unbounded, bb) if reverse else (ab, unbounded))) != (
+                lower,
+                upper,
+            )
+            o_lower, o_upper = o_bounds if relies else unbounded
+            self._model._build("check_data", other.name, o_lower, o_upper, op == "div" and not reverse, label)
         block = self._model._build("add_binary", op, a, b, label, lower, upper)
         return self._new(block, shape, lower, upper, label)
 
@@ -1397,11 +1403,9 @@ def _parts(seq: Any, what: str) -> Tuple[Any, list]:
             if p._model is not model:
                 raise ValueError(f"fv.{what}: cannot combine expressions of different models")
             parts.append((p._operand(f"part {i}"), p.shape, (p.lower, p.upper), p._label))
-        elif isinstance(p, Data):
+        elif isinstance(p, Data):  # (_join records what it assumes of it)
             _same_model(p, model, f"fv.{what}")
-            lower, upper = _data.sign_bounds(p.value)
-            model._build("check_data", p.name, lower, upper, False, f"fv.{what} (part {i})")
-            parts.append((("container", f"part {i}", p.name), p.shape, (lower, upper), p.name))
+            parts.append((("container", f"part {i}", p.name), p.shape, _data.sign_bounds(p.value), p.name))
         else:
             arr = as_data(p, f"fv.{what}: part {i}")
             if not np.all(np.isfinite(arr)):
@@ -1423,6 +1427,14 @@ def _join(seq: Any, axis: int, what: str, join: Any) -> Expr:
     lower = min(b[0] for _, _, b, _ in parts)
     upper = max(b[1] for _, _, b, _ in parts)
     label = f"{what}([{', '.join(lab for *_, lab in parts)}])"
+    for i, (op, _, (part_lower, part_upper), _) in enumerate(parts):
+        if op[0] == "container":  # checked again by set_data: finite, and its sign where the bounds rely on it
+            others = [b for j, (_, _, b, _) in enumerate(parts) if j != i]
+            # the join's bound is finite (and so relies on this part's sign) where every part's is
+            relies_lower = all(math.isfinite(b[0]) for b in [*others, (part_lower, part_upper)])
+            relies_upper = all(math.isfinite(b[1]) for b in [*others, (part_lower, part_upper)])
+            check_lower, check_upper = (0.0 if relies_lower else -math.inf), (0.0 if relies_upper else math.inf)
+            model._build("check_data", op[2], check_lower, check_upper, False, f"{label} (part {i})")
     part_flat, element_flat = part.ravel(), element.ravel()
     part_flat.setflags(write=False)
     element_flat.setflags(write=False)

@@ -549,9 +549,9 @@ class Model:
         length N together are fine, and deterministics take their new shapes); what picks
         elements at positions fixed when it was built (indexing with a constant array or slice,
         ``fv.sum`` along an axis, ``concatenate``, ``reshape``) refuses an input whose shape
-        changed, naming it. A container used in an expression must keep the sign of its values
-        (the expression's bounds were derived from it: a positive exposure stays positive) and,
-        as a divisor, have no zero.
+        changed, naming it. A container used in an expression must stay finite, keep the sign of
+        its values where the expression's bounds rely on it (``sigma * exposure`` with a positive
+        ``sigma``; not ``b * x`` with an unbounded ``b``) and, as a divisor, have no zero.
 
         A fit made before keeps q: ``sample()``, ``mean()`` and ``std()`` still work, and
         deterministics are evaluated on the current data (how to predict on new data); what
