@@ -275,7 +275,7 @@ def test_a_fit_after_set_data_keeps_q_and_refuses_psis_on_the_new_data():
     # the deterministic is evaluated on the current data: a prediction
     np.testing.assert_allclose(after["mu"], mean["a"][group] + mean["b"] * x, atol=0.05)
     assert fit.sample(10)["mu"].shape == (10, 40)
-    with pytest.raises(RuntimeError, match="data container 'x', 'y', 'group' changed"):
+    with pytest.raises(RuntimeError, match="data containers 'x', 'y', 'group' changed"):
         fit.run_psis()
     with pytest.raises(RuntimeError, match="changed"):
         fit.mean(importance="psis")

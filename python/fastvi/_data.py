@@ -247,8 +247,8 @@ def rebuild(model: Model, new_values: Dict[str, np.ndarray]) -> None:
     except (ValueError, IndexError, RuntimeError) as err:
         model.__dict__.update(saved)
         culprits = [n for n in containers_in(entry) if n in new_values] or sorted(new_values)
-        names = ", ".join(repr(n) for n in culprits)
-        raise type(err)(f"set_data: the new values of data container {names} do not fit the model: {err}") from None
+        names = ("data container " if len(culprits) == 1 else "data containers ") + ", ".join(repr(n) for n in culprits)
+        raise type(err)(f"set_data: the new values of {names} do not fit the model: {err}") from None
     except BaseException:  # (Ctrl-C, MemoryError): never leave the model half rebuilt
         model.__dict__.update(saved)
         raise

@@ -222,9 +222,11 @@ class Approximation:
             if now[name] is not values and not np.array_equal(now[name], values)
         ]
         if changed:
-            names = ", ".join(repr(n) for n in changed)
+            names = ("data container " if len(changed) == 1 else "data containers ") + ", ".join(
+                repr(n) for n in changed
+            )
             raise RuntimeError(
-                f"{what} compares q with the model's log density, and the model's data container {names} "
+                f"{what} compares q with the model's log density, and the model's {names} "
                 f"changed (set_data) after this fit: refit (fv.fit(model, init=this_fit) starts from it), "
                 f"or set the data back"
             )
