@@ -381,3 +381,22 @@ def test_an_interrupted_set_data_leaves_the_model_as_it_was(monkeypatch):
     monkeypatch.undo()
     assert m._recipe == recipe and m.data_containers["y"].shape == (2, 1)
     np.testing.assert_array_equal(m.log_density(zeta)[0], before)
+
+
+def test_set_data_keeps_python_side_state_the_build_log_does_not_hold():
+    """Attributes a model resets in _reset but keeps outside its build log (named dimensions, say)
+    survive set_data's replay."""
+
+    class Tagged(fv.Model):
+        _OWN = (*fv.Model._OWN, "_tags")
+
+        def _reset(self):
+            super()._reset()
+            self._tags = {}
+
+    m = Tagged()
+    y = m.data("y", [1.0, 2.0])
+    m.add("normal", y, loc=m.param("w"))
+    m._tags["w"] = "kept"
+    m.set_data("y", [3.0, 4.0, 5.0])
+    assert m._tags == {"w": "kept"} and m.data_containers["y"].shape == (3,)

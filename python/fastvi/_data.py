@@ -222,6 +222,10 @@ def containers_in(entry: tuple) -> Dict[str, str]:
     return used
 
 
+# The model attributes that replaying the build log rebuilds.
+_REPLAYED = ("_core", "_params", "_deterministics", "_factors", "_recipe", "_data", "_data_values")
+
+
 def rebuild(model: Model, new_values: Dict[str, np.ndarray]) -> None:
     """Replays the model's build log with new container values into a fresh C++ model. On any
     failure the model is restored as it was and the error names the containers at fault."""
@@ -255,6 +259,11 @@ def rebuild(model: Model, new_values: Dict[str, np.ndarray]) -> None:
     if model.dim != saved["_core"].dim:  # cannot happen: set_data never changes a parameter
         model.__dict__.update(saved)
         raise RuntimeError("set_data changed the model's dimension")
+    # what the replay does not rebuild (Python-side state a model may keep outside its build log)
+    # stays as it was
+    for key, value in saved.items():
+        if key not in _REPLAYED:
+            setattr(model, key, value)
     # the caller's objects stay the model's: parameters and containers are unchanged, and the
     # deterministics keep their identity with their shapes brought up to date
     model._params = saved["_params"]
