@@ -400,3 +400,17 @@ def test_set_data_keeps_python_side_state_the_build_log_does_not_hold():
     m._tags["w"] = "kept"
     m.set_data("y", [3.0, 4.0, 5.0])
     assert m._tags == {"w": "kept"} and m.data_containers["y"].shape == (3,)
+
+
+def test_recipe_readers_get_a_containers_current_values():
+    from fastvi import _data
+
+    m = fv.Model()
+    y = m.data("y", [1.0, 2.0])
+    m.add("normal", y, loc=m.param("w"))
+    variate = m._recipe[-1][2][0]
+    assert variate == ("container", "y", "y")
+    m.set_data("y", [4.0])
+    kind, key, values = _data.with_values(m, variate)
+    assert (kind, key, values.tolist()) == ("data", "y", [4.0])
+    assert _data.with_values(m, ("block", "loc", 0)) == ("block", "loc", 0)

@@ -291,6 +291,14 @@ def _require_same_shapes(entry: tuple, model: Model, old_core: Any, old_values: 
                 )
 
 
+def with_values(model: Model, encoded: tuple) -> tuple:
+    """A build-log operand with a container reference replaced by its current values,
+    ``("data", input, array)``, for code that reads data out of the recipe (observed values)."""
+    if encoded[0] == "container":
+        return ("data", encoded[1], model._data_values[encoded[2]])
+    return encoded
+
+
 def operand_shape(model: Model, encoded: tuple) -> Tuple[int, ...]:
     """The current shape of a build-log operand."""
     kind = encoded[0]
