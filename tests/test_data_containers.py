@@ -201,8 +201,34 @@ def test_containers_from_another_model_or_where_only_constants_go():
         m.add("normal", x, loc=w)
     with pytest.raises(ValueError, match="another model"):
         _ = w * x
-    with pytest.raises(TypeError, match="data container 'x' cannot be used here"):
+    with pytest.raises(ValueError, match="another model"):
         fv.exp_quad_cov(x, m.param("alpha", lower=0.0), m.param("rho", lower=0.0))
+    with pytest.raises(TypeError, match="data container 'x' cannot be used here"):
+        fv.logp("normal", x, loc=w)
+
+
+def test_a_gaussian_process_on_containers_refits_on_new_points():
+    rng = np.random.default_rng(3)
+
+    def build(x, y, containers):
+        m = fv.Model()
+        if containers:
+            x, y = m.data("x", x), m.data("y", y)
+        alpha, rho, sigma = (m.param(n, lower=0.0) for n in ("alpha", "rho", "sigma"))
+        for p in (alpha, rho, sigma):
+            m.add("lognormal", p, loc=0.0, scale=1.0)
+        L = fv.cholesky(fv.add_diag(fv.exp_quad_cov(x, alpha, rho), sigma**2))
+        m.add("multi_normal_cholesky", y, mu=0.0, L=L)
+        return m
+
+    x, y = np.linspace(0.0, 4.0, 12), rng.normal(size=12)
+    x2, y2 = rng.uniform(0.0, 4.0, size=(7, 2)), rng.normal(size=7)  # new N and 2-D points
+    m = build(x, y, containers=True)
+    m.set_data({"x": x2, "y": y2})
+    zeta = rng.normal(size=(3, 4))
+    np.testing.assert_array_equal(m.log_density(zeta)[0], build(x2, y2, containers=False).log_density(zeta)[0])
+    with pytest.raises(ValueError, match=r"data container 'x' \(the points of exp_quad_cov"):
+        m.set_data({"x": np.zeros((7, 2, 1)), "y": y2})
 
 
 def test_pickle_and_copy_keep_containers_and_set_data_works_after():

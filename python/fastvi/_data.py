@@ -16,7 +16,7 @@ not) and, for a divisor, no zero.
 
 A different length is allowed when the rebuilt model is consistent: operations whose shape the
 C++ core works out (kernels, element-wise arithmetic, ``X @ beta``, sums, ``a[g]`` with a
-container ``g``) follow the new shapes; operations that picked elements at fixed positions
+container ``g``, exp_quad_cov's points, add_diag, cholesky) follow the new shapes; operations that picked elements at fixed positions
 (indexing with a constant, ``fv.sum`` along an axis, concatenation, ``reshape``) refuse an input
 whose shape changed, naming it.
 """
@@ -39,8 +39,8 @@ class Data:
 
     Returned by :meth:`Model.data`, not constructed directly. Use it wherever the model takes
     data: as a kernel's variate or input in :meth:`Model.add`, as an operand of expressions
-    (``X @ beta``, ``alpha + beta * x``, ``mu / exposure``) and as gather indices (``a[group]``,
-    integer values along the first axis). Arithmetic on containers alone is not recorded: compute
+    (``X @ beta``, ``alpha + beta * x``, ``mu / exposure``), as gather indices (``a[group]``,
+    integer values along the first axis) and as the points of :func:`fastvi.exp_quad_cov`. Arithmetic on containers alone is not recorded: compute
     derived data with numpy before declaring it.
 
     Attributes
@@ -190,6 +190,16 @@ def gather_positions(values: np.ndarray, a_shape: Tuple[int, ...], name: str, us
         )
     flat = np.arange(element_count(a_shape), dtype=np.int64).reshape(a_shape)
     return flat[values.astype(np.int64)]
+
+
+def points_of(values: np.ndarray, name: str, used_by: str) -> np.ndarray:
+    """A container's values as the (N, D) points of fv.exp_quad_cov."""
+    if values.ndim not in (1, 2) or values.shape[0] < 1:
+        raise ValueError(
+            f"data container {name!r} (the points of {used_by}) must have shape (N,) or (N, D) with N >= 1, "
+            f"got {values.shape}"
+        )
+    return values.reshape(values.shape[0], -1)
 
 
 # ---- the build log ------------------------------------------------------------------------------

@@ -485,8 +485,9 @@ class Model:
         """Declares a named data container: data that :meth:`set_data` can replace later.
 
         Use the returned :class:`Data` wherever the model takes data: a kernel's variate or input
-        in :meth:`add`, an operand of expressions (``X @ beta``, ``a + b * x``, ``mu / exposure``)
-        and gather indices (``alpha[group]``, integers along the first axis). The model records
+        in :meth:`add`, an operand of expressions (``X @ beta``, ``a + b * x``, ``mu / exposure``),
+        gather indices (``alpha[group]``, integers along the first axis) and the points of
+        :func:`exp_quad_cov`. The model records
         the container, not its values, so that ``set_data`` can refit or predict on new data
         without building the model again (PyMC's ``pm.Data``).
 
@@ -544,8 +545,8 @@ class Model:
         if one fails, the model is left as it was. The parameters (and :attr:`dim`) never change.
 
         The same shape always works. A different shape (a new number of rows, say) works where
-        the model still builds consistently: kernels, element-wise arithmetic, ``X @ beta``, sums
-        and ``a[g]`` with a container ``g`` follow the new shapes (so ``x`` and ``y`` of a new
+        the model still builds consistently: kernels, element-wise arithmetic, ``X @ beta``, sums,
+        ``a[g]`` with a container ``g`` and :func:`exp_quad_cov` points follow the new shapes (so ``x`` and ``y`` of a new
         length N together are fine, and deterministics take their new shapes); what picks
         elements at positions fixed when it was built (indexing with a constant array or slice,
         ``fv.sum`` along an axis, ``concatenate``, ``reshape``) refuses an input whose shape
@@ -901,6 +902,8 @@ class Model:
             return core.add_sum(operand(a), label, lo, hi)
         if op == "add_exp_quad_cov":
             x, alpha, rho, label, hi = args
+            if isinstance(x, tuple):  # a container: its current values as points
+                x = _data.points_of(self._array(x), x[2], label)
             return core.add_exp_quad_cov(x, operand(alpha), operand(rho), label, hi)
         if op == "add_add_diag":
             k, d, label, lo, hi = args
