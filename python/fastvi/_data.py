@@ -16,9 +16,9 @@ not) and, for a divisor, no zero.
 
 A different length is allowed when the rebuilt model is consistent: operations whose shape the
 C++ core works out (kernels, element-wise arithmetic, ``X @ beta``, sums, ``a[g]`` with a
-container ``g``, exp_quad_cov's points, add_diag, cholesky) follow the new shapes; operations that picked elements at fixed positions
-(indexing with a constant, ``fv.sum`` along an axis, concatenation, ``reshape``) refuse an input
-whose shape changed, naming it.
+container ``g``, exp_quad_cov's points, add_diag, cholesky) follow the new shapes; operations
+that picked elements at fixed positions (indexing with a constant, ``fv.sum`` along an axis,
+concatenation, ``reshape``) refuse an input whose shape changed, naming it.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ class Data:
     Returned by :meth:`Model.data`, not constructed directly. Use it wherever the model takes
     data: as a kernel's variate or input in :meth:`Model.add`, as an operand of expressions
     (``X @ beta``, ``alpha + beta * x``, ``mu / exposure``), as gather indices (``a[group]``,
-    integer values along the first axis) and as the points of :func:`fastvi.exp_quad_cov`. Arithmetic on containers alone is not recorded: compute
-    derived data with numpy before declaring it.
+    integer values along the first axis) and as the points of :func:`fastvi.exp_quad_cov`.
+    Arithmetic on containers alone is not recorded: compute derived data with numpy before
+    declaring it.
 
     Attributes
     ----------

@@ -546,8 +546,9 @@ class Model:
 
         The same shape always works. A different shape (a new number of rows, say) works where
         the model still builds consistently: kernels, element-wise arithmetic, ``X @ beta``, sums,
-        ``a[g]`` with a container ``g`` and :func:`exp_quad_cov` points follow the new shapes (so ``x`` and ``y`` of a new
-        length N together are fine, and deterministics take their new shapes); what picks
+        ``a[g]`` with a container ``g`` and :func:`exp_quad_cov` points follow the new shapes
+        (so ``x`` and ``y`` of a new length N together are fine, and deterministics take their
+        new shapes); what picks
         elements at positions fixed when it was built (indexing with a constant array or slice,
         ``fv.sum`` along an axis, ``concatenate``, ``reshape``) refuses an input whose shape
         changed, naming it. A container used in an expression must stay finite, keep the sign of
