@@ -384,9 +384,19 @@ def test_a_warm_start_needs_the_same_parameters():
         fv.fit(other, init=first)
     with pytest.raises(TypeError, match="or an earlier fit"):
         fv.fit(other, init=[1.0])
-    # a freshly built model with the same parameters is fine, and init=dict still works
+    # a freshly built model with the same parameters is fine, also with a factor more, and
+    # init=dict still works
     again = fv.fit(_normal_mean_model(y), init=first, seed=0)
     assert again.converged
+    more = _normal_mean_model(y)
+    more.add("normal", more.params["w"], loc=1.0, scale=3.0)
+    first_of_more = fv.fit(more, seed=0)
+    more.add("normal", more.params["w"], loc=-1.0, scale=3.0)  # a factor added after that fit
+    assert fv.fit(more, init=first_of_more, seed=0).converged
+    grown = first.model  # a parameter added to the fitted model after the fit
+    grown.param("extra")
+    with pytest.raises(ValueError, match="2 unconstrained coordinates and this model 3"):
+        fv.fit(grown, init=first)
     assert fv.fit(_normal_mean_model(y), init={"w": np.array([0.5, 0.5])}, seed=0).converged
 
 

@@ -32,8 +32,8 @@ def parameter_layout(model: Any) -> list:
 
 
 def check_same_parameters(model: Any, previous: Any) -> None:
-    """A warm start needs the earlier fit's q to be over the same unconstrained coordinates."""
-    previous._check_model()  # (a parameter added to its model since would make phi the wrong length)
+    """A warm start needs the earlier fit's q to be over the same unconstrained coordinates (a
+    factor added since is fine: q is still a start)."""
     mine, theirs = parameter_layout(model), parameter_layout(previous.model)
     if mine != theirs:
         differ = [a[0] for a, b in zip(mine, theirs) if a != b]
@@ -42,6 +42,12 @@ def check_same_parameters(model: Any, previous: Any) -> None:
             "init: the earlier fit is of a model with other parameters (they differ at "
             f"{', '.join(repr(n) for n in differ)}); a warm start needs the same names, shapes, bounds and "
             "transforms"
+        )
+    fitted_dim = previous._structure[0]  # (its model may have gained a parameter since the fit)
+    if fitted_dim != model.dim:
+        raise ValueError(
+            f"init: the earlier fit has {fitted_dim} unconstrained coordinates and this model {model.dim}; "
+            "a warm start needs the same parameters"
         )
 
 
