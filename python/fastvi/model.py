@@ -602,6 +602,15 @@ class Model:
         Traceback (most recent call last):
             ...
         ValueError: set_data: the new values of data container 'y' do not fit the model: ... contains nan ...
+
+        Refit on new data, starting from the earlier fit (w has a flat prior here, so its
+        posterior is Normal(mean(y), 1 / sqrt(len(y)))):
+
+        >>> fit = fv.fit(m, seed=0)
+        >>> m.set_data("y", np.array([2.0, 2.5, 3.0, 2.5]))
+        >>> refit = fv.fit(m, init=fit, seed=0)
+        >>> refit.converged, bool(abs(refit.mean()["w"] - 2.5) < 0.01), bool(abs(refit.std()["w"] - 0.5) < 0.01)
+        (True, True, True)
         """
         if isinstance(name, dict):
             if value is not None:
