@@ -24,6 +24,7 @@ from . import (
     _core,  # noqa: F401  (first: libgomp reads OMP_WAIT_POLICY when _core loads it)
     psis,
 )
+from ._data import Data
 from ._fit import Approximation, ConvergenceWarning, ImproperPosteriorWarning, PosteriorShapeWarning, fit
 from ._kernels import (
     InputSpec,
@@ -74,6 +75,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Approximation",
     "ConvergenceWarning",
+    "Data",
     "Expr",
     "FitStatus",
     "ImproperPosteriorWarning",

@@ -9,7 +9,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, Literal, Optional, Tuple
+from typing import Any, Callable, Dict, Literal, Optional, Tuple, Union
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from . import _core
 from . import psis as _psis
 from ._threads import one_blas_thread, warn_if_forked
 from ._validate import bool_setting, float_setting, int_setting, seed_setting, threads_setting
+from ._warm import warm_start
 from ._warnings import ConvergenceWarning, ImproperPosteriorWarning, PosteriorShapeWarning
 from .approximation import Approximation
 from .laplace import Laplace, coordinate_names, find_laplace, name_list
@@ -46,7 +47,7 @@ def fit(
     average: bool = True,
     precision: Optional[float] = 0.05,
     precondition: Optional[Literal["auto"]] = "auto",
-    init: Optional[Dict[str, Any]] = None,
+    init: Union[Dict[str, Any], Approximation, None] = None,
     init_scale: Optional[float] = None,
     threads: Optional[int] = None,
     progress: bool = False,
@@ -130,12 +131,18 @@ def fit(
         The mode search runs numpy's and scipy's BLAS on one thread (its calls are too small for
         threads to pay, and on a loaded machine they cost several times the fit), Python kernels
         called meanwhile included; the setting is restored afterwards.
-    init : dict of str to array_like, optional
+    init : dict of str to array_like, or Approximation, optional
         Constrained starting values by parameter name (others start at 0 in the unconstrained
-        space): the start of the mode search, or of q's mean without preconditioning.
+        space): the start of the mode search, or of q's mean without preconditioning. Or an
+        earlier fit (of this model, or of one with the same parameters; typically before
+        :meth:`Model.set_data`): a warm start, which skips the mode search and starts from that
+        fit's q, preconditioned by it as by a Laplace approximation (``precondition`` is not
+        used; ``options["precondition"]`` records ``"init"``): exactly that q for the same
+        family (low-rank: of the same rank), its mean and marginal scales otherwise.
     init_scale : float, optional
         Starting standard deviation of q, in the optimiser's coordinates (default 1 when
-        preconditioned, i.e. the Laplace approximation's scale; 0.1 otherwise).
+        preconditioned, i.e. the Laplace approximation's scale, or the earlier fit's with a warm
+        start; 0.1 otherwise).
     threads : int, optional
         OpenMP threads for large kernels (default: OMP_NUM_THREADS or all cores). The result
         does not depend on it.
@@ -167,12 +174,13 @@ def fit(
     ------
     TypeError
         If ``model`` is not a Model, an integer setting is not an int, a flag not a bool, a
-        float setting not a number, ``init`` not a dict, ``callback`` not callable (or it returns
+        float setting not a number, ``init`` not a dict or Approximation, ``callback`` not callable (or it returns
         something other than None, True or False).
     ValueError
         If the model has no parameters, or a setting is out of range or contradicts another
         (``family`` and ``method``; ``rank`` for a family other than "lowrank" or above D), or
-        ``init`` names unknown parameters or values outside their bounds.
+        ``init`` names unknown parameters or values outside their bounds, or is a fit of a model
+        with other parameters.
     ImportError
         With ``progress=True`` when tqdm is not installed.
     MemoryError
@@ -235,6 +243,18 @@ def fit(
         precision, precondition, threads, progress, callback, psis_draws,
     )  # fmt: skip
     fam = _core.Family(settings.family, model.dim, settings.rank)
+    data_seen = dict(model._data_values)  # (set_data in another thread while this fit runs)
+    if isinstance(init, Approximation):  # a warm start: the earlier q replaces the mode search
+        scale = 1.0 if init_scale is None else float_setting(init_scale, "init_scale")
+        precond, phi0 = warm_start(model, fam, init, settings.family, settings.rank, scale)
+        settings.gradient = "stl" if settings.gradient == "auto" else settings.gradient
+        settings.init_scale, settings.precondition = scale, "init"
+        opts.gradient = getattr(_core.GradientEstimator, settings.gradient)
+        result = _run(model, fam, phi0, opts, precond, settings)
+        approx = Approximation(model, fam, result, settings.record(opts))
+        approx._data_at_fit = data_seen
+        _report(approx, result, None, opts, settings.psis_draws)
+        return approx
     start = np.zeros(model.dim) if init is None else _initial_mean(model, init)
     laplace = None
     # the mode search and the factorisations of its Hessian: small BLAS calls that threads only
@@ -252,6 +272,7 @@ def fit(
     opts.gradient = getattr(_core.GradientEstimator, settings.gradient)
     result = _run(model, fam, phi0, opts, precond, settings)
     approx = Approximation(model, fam, result, settings.record(opts))
+    approx._data_at_fit = data_seen
     approx.laplace = laplace
     _report(approx, result, laplace, opts, settings.psis_draws)
     return approx
@@ -637,7 +658,7 @@ def _laplace_factor(covariance: np.ndarray, diagonal: np.ndarray, rank: int, sca
 
 def _initial_mean(model: Model, init: Dict[str, Any]) -> np.ndarray:
     if not isinstance(init, dict):
-        raise TypeError("init must be a dict mapping parameter names to values")
+        raise TypeError("init must be a dict mapping parameter names to values, or an earlier fit (an Approximation)")
     values = {}
     for p in model:
         if p.name in init:

@@ -19,6 +19,7 @@ from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 
+from ._data import Data
 from ._validate import as_data
 from .expr import Expr, _bounds_of_data, _interval, _square_interval
 
@@ -59,10 +60,10 @@ def _square_shape(what: str, shape: Tuple[int, ...]) -> int:
 
 
 def _points(x: Any) -> np.ndarray:
-    """x as an (N, D) array of points."""
+    """x as an (N, D) array of points (a data container's current values)."""
     if isinstance(x, Expr):
         raise TypeError("fv.exp_quad_cov: x must be data (the points), not an expression")
-    arr = _data("exp_quad_cov", "x", x)
+    arr = _data("exp_quad_cov", "x", x.value if isinstance(x, Data) else x)
     if arr.ndim not in (1, 2):
         raise ValueError(f"fv.exp_quad_cov: x must have shape (N,) or (N, D), got {arr.shape}")
     if arr.shape[0] < 1:
@@ -85,8 +86,9 @@ def exp_quad_cov(x: Any, alpha: Any, rho: Any) -> Union[Expr, np.ndarray]:
 
     Parameters
     ----------
-    x : array_like
-        The points (data): shape (N,) for scalars or (N, D) for D-dimensional points.
+    x : array_like or Data
+        The points (data, or a data container that ``Model.set_data`` can replace): shape (N,)
+        for scalars or (N, D) for D-dimensional points.
     alpha : Expr or float
         The marginal standard deviation, a scalar parameter or expression, or a number > 0.
     rho : Expr or float
@@ -133,6 +135,8 @@ def exp_quad_cov(x: Any, alpha: Any, rho: Any) -> Union[Expr, np.ndarray]:
     """
     points = _points(x)
     model = _model_of("exp_quad_cov", alpha, rho)
+    if model is None and isinstance(x, Data):  # a node of the container's model, to follow set_data
+        model = x._model
     for name, v in (("alpha", alpha), ("rho", rho)):
         if isinstance(v, Expr):
             if v.shape != ():
@@ -152,6 +156,12 @@ def exp_quad_cov(x: Any, alpha: Any, rho: Any) -> Union[Expr, np.ndarray]:
     label = f"exp_quad_cov(x, {a_label}, {r_label})"
     points.setflags(write=False)  # kept in the model's build log
     n = points.shape[0]
+    if isinstance(x, Data):  # recorded by name; the model reshapes its values into points
+        if x._model is not model:
+            raise ValueError(f"fv.exp_quad_cov: data container {x.name!r} belongs to another model")
+        model._build("check_data", x.name, -math.inf, math.inf, False, label)
+        block = model._build("add_exp_quad_cov", ("container", "x", x.name), a_op, r_op, label, upper)
+        return Expr(model, block, (n, n), 0.0, upper, label)
     block = model._build("add_exp_quad_cov", points, a_op, r_op, label, upper)
     return Expr(model, block, (n, n), 0.0, upper, label)
 

@@ -77,6 +77,11 @@ def as_real_array(value: Any, what: str) -> np.ndarray:
     """`value` as a float64 C-contiguous array, refusing what would be converted wrongly:
     masked arrays (the mask would be dropped), complex values (the imaginary part would be),
     strings, objects, and arrays too large for the core."""
+    if getattr(value, "_is_data_container", False):  # a fastvi.Data, where only constants are taken
+        raise TypeError(
+            f"{what}: data container {value.name!r} cannot be used here (kernel inputs, expressions and "
+            f"indices take containers); pass {value.name}.value for its current values as a constant"
+        )
     if isinstance(value, np.ma.MaskedArray):
         raise TypeError(
             f"{what} is a masked array: masks are not supported (fill or drop the masked values, "

@@ -154,7 +154,11 @@ class Approximation:
     -----
     An approximation can be pickled (with its model) and copied; ``copy.copy`` and
     ``copy.deepcopy`` both copy the model too. If a parameter or factor is added to the model after
-    the fit, sampling and moments raise RuntimeError: refit.
+    the fit, sampling and moments raise RuntimeError: refit. After ``model.set_data`` (same
+    parameters, new data) q is unchanged: sampling and moments still work, with deterministics
+    evaluated on the current data (predictions on new data), while ``run_psis`` and
+    ``importance="psis"``, which compare q with the log density of the data it was fitted to,
+    raise RuntimeError until the data is set back.
 
     Examples
     --------
@@ -208,6 +212,7 @@ class Approximation:
         # PSIS diagnostic (fit's psis_draws; None when skipped): Pareto k-hat, importance ESS, details
         self.psis: Optional[_psis.PSIS] = None
         self._structure = model._structure()  # what the model was when fitted, see _check_model
+        self._data_at_fit = dict(model._data_values)  # its data containers' values, see _check_data
 
     def _check_model(self) -> None:
         """phi describes the model as it was at fit time: a parameter added since would make the
@@ -218,6 +223,26 @@ class Approximation:
             raise RuntimeError(
                 f"the model changed after this fit (dim was {d0}, now {d1}; {p0} parameters, now "
                 f"{p1}; {f0} factors, now {f1}): refit"
+            )
+
+    def _check_data(self, what: str) -> None:
+        """q stays a distribution over the same parameters after model.set_data, so draws and
+        moments stay valid; what compares q with the log density (PSIS) must not silently use
+        data the fit never saw."""
+        now = self.model._data_values
+        changed = [
+            name
+            for name, values in getattr(self, "_data_at_fit", {}).items()
+            if now[name] is not values and not np.array_equal(now[name], values)
+        ]
+        if changed:
+            names = ("data container " if len(changed) == 1 else "data containers ") + ", ".join(
+                repr(n) for n in changed
+            )
+            raise RuntimeError(
+                f"{what} compares q with the model's log density, and the model's {names} "
+                f"changed (set_data) after this fit: refit (fv.fit(model, init=this_fit) starts from it), "
+                f"or set the data back"
             )
 
     # ---- copies and pickling ------------------------------------------------------------------
@@ -390,7 +415,8 @@ class Approximation:
         Raises
         ------
         RuntimeError
-            If the model gained a parameter or factor since the fit.
+            If the model gained a parameter or factor since the fit, or its data changed
+            (``set_data``).
 
         Warns
         -----
@@ -413,6 +439,7 @@ class Approximation:
         seed = None if seed is None else seed_setting(seed)
         threads = self.options.get("threads", 1) if threads is None else threads_setting(threads)
         self._check_model()
+        self._check_data("run_psis")
         self.psis = _psis.diagnose(self, draws, threads, seed)
         if _escalate and _psis.KHAT_GOOD < self.psis.khat <= _psis.KHAT_BAD:
             # k-hat's sd at M = 1000 is ~0.14 and it is biased low on heavy tails: near the 0.7
@@ -424,6 +451,7 @@ class Approximation:
         return self.psis
 
     def _need_psis(self, what: str) -> _psis.PSIS:
+        self._check_data(what)
         if self.psis is None:
             raise ValueError(
                 f"{what} needs the PSIS draws, and this fit has none (psis_draws=0, or the fit was "
@@ -571,7 +599,8 @@ class Approximation:
             If ``importance`` is not None or "psis", or ``"psis"`` is asked of a fit without PSIS
             draws (``psis_draws=0``: call ``run_psis()`` first).
         RuntimeError
-            If the model gained a parameter or factor since the fit.
+            If the model gained a parameter or factor since the fit; with ``"psis"``, also if
+            its data changed (``set_data``).
 
         See Also
         --------

@@ -12,6 +12,8 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
 
+from . import _data
+from ._data import Data
 from ._validate import as_data, check_size, element_count
 
 Number = Union[int, float]
@@ -165,6 +167,9 @@ class Expr:
             if other._model is not self._model:
                 raise ValueError(f"{what}: cannot combine expressions of different models")
             return other._operand(what), other.shape, (other.lower, other.upper), other._label, None
+        if isinstance(other, Data):
+            _same_model(other, self._model, what)
+            return ("container", what, other.name), other.shape, _data.sign_bounds(other.value), other.name, None
         arr = as_data(other, f"{what}: operand")
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{what}: operand contains NaN or inf")
@@ -187,6 +192,15 @@ class Expr:
         if op == "div" and not reverse:
             _check_divisor(o_data, label)
         lower, upper = bounds if bounds is not None else _interval(op, ab, bb)
+        if isinstance(other, Data):  # what this node assumes of the container, checked again by set_data
+            # its sign only where the node's bounds depend on it (b * x with an unbounded b does not)
+            unbounded = (-math.inf, math.inf)
+            relies = bounds is not None or _interval(op, *((unbounded, bb) if reverse else (ab, unbounded))) != (
+                lower,
+                upper,
+            )
+            o_lower, o_upper = o_bounds if relies else unbounded
+            self._model._build("check_data", other.name, o_lower, o_upper, op == "div" and not reverse, label)
         block = self._model._build("add_binary", op, a, b, label, lower, upper)
         return self._new(block, shape, lower, upper, label)
 
@@ -357,6 +371,12 @@ class Expr:
         return self._new(block, picked.shape, self.lower, self.upper, label)
 
     def __getitem__(self, key: Any) -> Expr:
+        if isinstance(key, Data):  # gather indices that set_data can replace
+            _same_model(key, self._model, f"{self._label}[{key.name}]")
+            label = f"{self._label}[{key.name}]"
+            picked = _data.gather_positions(key.value, self.shape, key.name, label)
+            block = self._model._build("add_gather_data", self._operand("index"), key.name, label)
+            return self._new(block, picked.shape, self.lower, self.upper, label)
         if isinstance(key, Expr):
             raise TypeError("indices must be data (integer arrays, slices), not expressions")
         flat = np.arange(self.size).reshape(self.shape)
@@ -525,6 +545,11 @@ def _pow_bounds(x: Tuple[float, float], p: Tuple[float, float], p_data: Optional
 
 
 # ---- element-wise functions ---------------------------------------------------------------------
+
+
+def _same_model(data: Data, model: Any, what: str) -> None:
+    if data._model is not model:
+        raise ValueError(f"{what}: data container {data.name!r} belongs to another model")
 
 
 def _check_divisor(data: Optional[np.ndarray], label: str) -> None:
@@ -1007,10 +1032,15 @@ def pow(x: Any, p: Any) -> Expr:
     if isinstance(x, Expr):
         if isinstance(p, Expr):
             bounds = _pow_bounds((x.lower, x.upper), (p.lower, p.upper), None)
+        elif isinstance(p, Data):
+            bounds = _pow_bounds((x.lower, x.upper), _data.sign_bounds(p.value), None)
         else:
             data = as_data(p, "'**': operand")
             bounds = _pow_bounds((x.lower, x.upper), _bounds_of_data(data), data if np.all(np.isfinite(data)) else None)
         return x._binary(p, "pow", bounds=bounds)
+    if isinstance(p, Expr) and isinstance(x, Data):
+        bounds = _pow_bounds(_data.sign_bounds(x.value), (p.lower, p.upper), None) if x.size else (-math.inf, math.inf)
+        return p._binary(x, "pow", reverse=True, bounds=bounds)
     if isinstance(p, Expr):
         base = as_data(x, "'**': operand")
         bounds = _pow_bounds(_bounds_of_data(base), (p.lower, p.upper), None) if base.size else (-math.inf, math.inf)
@@ -1373,6 +1403,9 @@ def _parts(seq: Any, what: str) -> Tuple[Any, list]:
             if p._model is not model:
                 raise ValueError(f"fv.{what}: cannot combine expressions of different models")
             parts.append((p._operand(f"part {i}"), p.shape, (p.lower, p.upper), p._label))
+        elif isinstance(p, Data):  # (_join records what it assumes of it)
+            _same_model(p, model, f"fv.{what}")
+            parts.append((("container", f"part {i}", p.name), p.shape, _data.sign_bounds(p.value), p.name))
         else:
             arr = as_data(p, f"fv.{what}: part {i}")
             if not np.all(np.isfinite(arr)):
@@ -1394,6 +1427,14 @@ def _join(seq: Any, axis: int, what: str, join: Any) -> Expr:
     lower = min(b[0] for _, _, b, _ in parts)
     upper = max(b[1] for _, _, b, _ in parts)
     label = f"{what}([{', '.join(lab for *_, lab in parts)}])"
+    for i, (op, _, (part_lower, part_upper), _) in enumerate(parts):
+        if op[0] == "container":  # checked again by set_data: finite, and its sign where the bounds rely on it
+            others = [b for j, (_, _, b, _) in enumerate(parts) if j != i]
+            # the join's bound is finite (and so relies on this part's sign) where every part's is
+            relies_lower = all(math.isfinite(b[0]) for b in [*others, (part_lower, part_upper)])
+            relies_upper = all(math.isfinite(b[1]) for b in [*others, (part_lower, part_upper)])
+            check_lower, check_upper = (0.0 if relies_lower else -math.inf), (0.0 if relies_upper else math.inf)
+            model._build("check_data", op[2], check_lower, check_upper, False, f"{label} (part {i})")
     part_flat, element_flat = part.ravel(), element.ravel()
     part_flat.setflags(write=False)
     element_flat.setflags(write=False)
@@ -1494,10 +1535,12 @@ def matmul(a: Any, b: Any) -> Expr:
         model, a_label = b._model, "X"
     else:
         raise TypeError("matmul needs an expression or parameter operand")
-    b_label = b._label if isinstance(b, Expr) else "data"
+    b_label = b._label if isinstance(b, Expr) else b.name if isinstance(b, Data) else "data"
+    if isinstance(a, Data):
+        a_label = a.name
     label = f"({a_label} @ {b_label})"
     a_name = "A" if isinstance(a, Expr) else "X"
-    b_name = "v" if np.ndim(b) == 1 or (isinstance(b, Expr) and b.ndim == 1) else "B"
+    b_name = "v" if (b.ndim if isinstance(b, (Expr, Data)) else np.ndim(b)) == 1 else "B"
     ops = []
     shapes = []
     for name, v in ((a_name, a), (b_name, b)):
@@ -1505,6 +1548,11 @@ def matmul(a: Any, b: Any) -> Expr:
             if v._model is not model:
                 raise ValueError(f"{label}: cannot combine expressions of different models")
             ops.append(v._operand(name))
+            shapes.append(v.shape)
+        elif isinstance(v, Data):
+            _same_model(v, model, label)
+            model._build("check_data", v.name, -math.inf, math.inf, False, label)  # finite
+            ops.append(("container", name, v.name))
             shapes.append(v.shape)
         else:
             arr = as_data(v, f"{a_name} @ {b_name}: {name}")
@@ -1523,7 +1571,8 @@ def matmul(a: Any, b: Any) -> Expr:
     check_size(shape, label)
     if not isinstance(a, Expr) and len(sa) == 2 and len(sb) == 1:
         # data matrix @ vector: the blocked GEMM node
-        block = model._build("add_matvec", ops[0][2], ops[1], label)
+        matrix = ops[0] if isinstance(a, Data) else ops[0][2]  # a container is recorded by name
+        block = model._build("add_matvec", matrix, ops[1], label)
         return Expr(model, block, shape, -math.inf, math.inf, label)
     block = model._build("add_matmul", ops[0], ops[1], n, k, mm, shape, label)
     return Expr(model, block, shape, -math.inf, math.inf, label)

@@ -2,9 +2,11 @@
 
 Every call that changes the C++ model goes through ``Model._build``, which also appends it to the
 model's build log (its recipe): a tuple per call, of plain values (names, shapes, bounds, arrays;
-operands as ``("block", input name, block id)`` or ``("data", input name, array)``). Replaying
+operands as ``("block", input name, block id)``, ``("data", input name, array)`` or
+``("container", input name, container name)`` for a data container, see _data.py). Replaying
 the recipe on a fresh C++ model rebuilds the same model, block ids included: that is how models
-(and the expressions and approximations that refer to them) are copied and pickled.
+(and the expressions and approximations that refer to them) are copied and pickled, and how
+``set_data`` swaps a container's values.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _data
+from ._data import Data
 from ._kernels import kernel_spec, registry_name, user_name
 from ._threads import warn_if_forked
 from ._validate import as_data, as_real_array, check_size, threads_setting
@@ -243,6 +246,8 @@ class Model:
         self._deterministics: Dict[str, Expr] = {}
         self._factors: list = []
         self._recipe: list = []  # the build log: one tuple per call that changed self._core
+        self._data: Dict[str, Data] = {}  # data containers by name (model.data)
+        self._data_values: Dict[str, np.ndarray] = {}  # their current values (read-only arrays)
 
     # ---- parameters -----------------------------------------------------------------------------
 
@@ -476,6 +481,169 @@ class Model:
     def __iter__(self) -> Iterator[Param]:
         return iter(self._params.values())
 
+    # ---- data containers ------------------------------------------------------------------------
+
+    def data(self, name: str, value: Any) -> Data:
+        """Declares a named data container: data that :meth:`set_data` can replace later.
+
+        Use the returned :class:`Data` wherever the model takes data: a kernel's variate or input
+        in :meth:`add`, an operand of expressions (``X @ beta``, ``a + b * x``, ``mu / exposure``),
+        gather indices (``alpha[group]``, integers along the first axis) and the points of
+        :func:`exp_quad_cov`. The model records
+        the container, not its values, so that ``set_data`` can refit or predict on new data
+        without building the model again (PyMC's ``pm.Data``).
+
+        Parameters
+        ----------
+        name : str
+            A non-empty name, unique among the model's data containers.
+        value : array_like
+            Real numbers (stored as a read-only float64 copy). Where it is used is where it is
+            checked (NaN, a kernel's support), as for plain arrays.
+
+        Returns
+        -------
+        Data
+            The container.
+
+        Raises
+        ------
+        TypeError
+            If ``name`` is not a non-empty str, or ``value`` is not real numbers.
+        ValueError
+            If the name is already taken by a container.
+
+        See Also
+        --------
+        set_data : Replace the values.
+
+        Examples
+        --------
+        >>> import numpy as np, fastvi as fv
+        >>> m = fv.Model()
+        >>> x = m.data("x", np.array([0.0, 1.0, 2.0]))
+        >>> y = m.data("y", np.array([0.1, 0.9, 2.2]))
+        >>> b = m.param("b")
+        >>> m.add("normal", b, loc=0.0, scale=1.0)
+        >>> m.add("normal", y, loc=b * x, scale=0.5)
+        >>> m.factors[1]
+        ("factor 1 (normal on data 'y')", 'normal')
+        >>> m.data_containers
+        {'x': Data('x', shape=(3,)), 'y': Data('y', shape=(3,))}
+        """
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"data container name must be a non-empty str, got {name!r}")
+        if name in self._data:
+            raise ValueError(f"data container {name!r}: the name is already used")
+        return self._build("declare_data", name, as_data(value, f"data container {name!r}"))
+
+    def set_data(self, name: Union[str, Dict[str, Any]], value: Any = None) -> None:
+        """Replaces the values of data containers and rebuilds the model on them.
+
+        ``model.set_data("x", new_x)`` or, for several at once, ``model.set_data({"x": new_x,
+        "y": new_y})``. The model is rebuilt from its build log with the new values, and every
+        check made when it was built runs again (NaN, a kernel's support, shapes that must
+        broadcast), with messages that name the container and the factor or expression at fault;
+        if one fails, the model is left as it was. The parameters (and :attr:`dim`) never change.
+
+        The same shape always works. A different shape (a new number of rows, say) works where
+        the model still builds consistently: kernels, element-wise arithmetic, ``X @ beta``, sums,
+        ``a[g]`` with a container ``g`` and :func:`exp_quad_cov` points follow the new shapes
+        (so ``x`` and ``y`` of a new length N together are fine, and deterministics take their
+        new shapes); what picks
+        elements at positions fixed when it was built (indexing with a constant array or slice,
+        ``fv.sum`` along an axis, ``concatenate``, ``reshape``) refuses an input whose shape
+        changed, naming it. A container used in an expression must stay finite, keep the sign of
+        its values where the expression's bounds rely on it (``sigma * exposure`` with a positive
+        ``sigma``; not ``b * x`` with an unbounded ``b``) and, as a divisor, have no zero.
+
+        A fit made before keeps q: ``sample()``, ``mean()`` and ``std()`` still work, and
+        deterministics are evaluated on the current data (how to predict on new data); what
+        needs the log density of the data it was fitted to (``run_psis``, ``importance="psis"``)
+        raises until the data is set back. Pass the old fit as ``init`` to refit from it.
+        Expressions created before a change of shape keep their old ``shape`` attribute. The
+        rebuilt model is a new C++ model: a fit running in another thread finishes on the old data.
+
+        Parameters
+        ----------
+        name : str or dict of str to array_like
+            A container's name, or a dict of names to new values.
+        value : array_like, optional
+            The new values (with a name; not with a dict).
+
+        Raises
+        ------
+        KeyError
+            If a name is not a data container of this model.
+        TypeError
+            If a value is not real numbers, or the arguments are mixed up (a dict and a value).
+        ValueError
+            If the model does not build on the new values (the message names the container).
+
+        See Also
+        --------
+        data : Declare a container.
+        fit : ``init=previous_fit`` starts from an earlier fit.
+
+        Examples
+        --------
+        >>> import numpy as np, fastvi as fv
+        >>> from scipy import stats
+        >>> m = fv.Model()
+        >>> y = m.data("y", np.array([1.0, 2.0]))
+        >>> w = m.param("w")
+        >>> m.add("normal", y, loc=w, scale=1.0)
+        >>> lp, _ = m.log_density(np.array([0.5]))
+        >>> bool(np.isclose(lp, stats.norm.logpdf([1.0, 2.0], 0.5).sum()))
+        True
+        >>> m.set_data("y", np.array([0.0, 3.0, 4.0]))        # a new length: nothing depends on it
+        >>> lp, _ = m.log_density(np.array([0.5]))
+        >>> bool(np.isclose(lp, stats.norm.logpdf([0.0, 3.0, 4.0], 0.5).sum()))
+        True
+        >>> m.set_data("y", np.array([0.0, np.nan]))     # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        ValueError: set_data: the new values of data container 'y' do not fit the model: ... contains nan ...
+
+        Refit on new data, starting from the earlier fit (w has a flat prior here, so its
+        posterior is Normal(mean(y), 1 / sqrt(len(y)))):
+
+        >>> fit = fv.fit(m, seed=0)
+        >>> m.set_data("y", np.array([2.0, 2.5, 3.0, 2.5]))
+        >>> refit = fv.fit(m, init=fit, seed=0)
+        >>> refit.converged, bool(abs(refit.mean()["w"] - 2.5) < 0.01), bool(abs(refit.std()["w"] - 0.5) < 0.01)
+        (True, True, True)
+        """
+        if isinstance(name, dict):
+            if value is not None:
+                raise TypeError("set_data takes a dict of new values, or a name and a value, not both")
+            updates = dict(name)
+        elif isinstance(name, str):
+            updates = {name: value}
+        else:
+            raise TypeError(f"set_data takes a container name or a dict of them, got {type(name).__name__}")
+        new_values = {}
+        for key, v in updates.items():
+            if key not in self._data:
+                known = ", ".join(repr(n) for n in self._data) or "none"
+                raise KeyError(f"no data container named {key!r} (this model's: {known})")
+            new_values[key] = as_data(v, f"set_data: data container {key!r}")
+        _data.rebuild(self, new_values)
+
+    @property
+    def data_containers(self) -> Dict[str, Data]:
+        """The model's data containers, in declaration order (a new dict).
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> m = fv.Model()
+        >>> _ = m.data("x", [1.0, 2.0])
+        >>> m.data_containers
+        {'x': Data('x', shape=(2,))}
+        """
+        return dict(self._data)
+
     # ---- factors --------------------------------------------------------------------------------
 
     def add(self, kernel: str, value: Any, /, *, name: Optional[str] = None, **inputs: Any) -> None:
@@ -546,6 +714,11 @@ class Model:
                 if v._model is not self:
                     raise ValueError(f"{label}: input {key!r} is {v._label!r} of another model")
                 operands.append(v._operand(key))
+                shapes.append(v.shape)
+            elif isinstance(v, Data):
+                if v._model is not self:
+                    raise ValueError(f"{label}: input {key!r} is data container {v.name!r} of another model")
+                operands.append(("container", key, v.name))
                 shapes.append(v.shape)
             else:
                 data = as_data(v, f"{label}: input {key!r}")
@@ -619,6 +792,8 @@ class Model:
     def _describe(value: Any) -> str:
         if isinstance(value, Expr):
             return value._label
+        if isinstance(value, Data):
+            return f"data {value.name!r}"
         return f"data of shape {np.shape(value)}"
 
     @property
@@ -640,7 +815,15 @@ class Model:
     def _build(self, *entry: Any) -> Any:
         """Applies one build step to the C++ model and logs it. A step that fails raises before it
         is logged, and the C++ model refuses it whole, so both stay unchanged."""
-        result = self._apply(entry)
+        try:
+            result = self._apply(entry)
+        except (ValueError, IndexError) as err:
+            used = _data.containers_in(entry)
+            if not used or "data container" in str(err):
+                raise
+            # the core names the factor and its input: say which container that input is
+            which = ", ".join(f"input {key!r} is data container {name!r}" for name, key in used.items())
+            raise type(err)(f"{err} ({which})") from None
         self._recipe.append(entry)
         return result
 
@@ -649,6 +832,19 @@ class Model:
         returns the new Param, Expr or block id."""
         op, *args = entry
         core, operand = self._core, self._decode
+        if op == "declare_data":
+            name, values = args
+            self._data[name] = Data(self, name)
+            self._data_values[name] = values
+            return self._data[name]
+        if op == "check_data":
+            name, lo, hi, nonzero, label = args
+            _data.check_values(name, self._data_values[name], lo, hi, nonzero, label)
+            return None
+        if op == "add_gather_data":
+            a, name, label = args
+            picked = _data.gather_positions(self._data_values[name], _data.operand_shape(self, a), name, label)
+            return core.add_gather(operand(a), picked.ravel().tolist(), list(picked.shape), label)
         if op == "add_param":
             name, shape, lo, hi = args
             block = core.add_param(name, list(shape), lo, hi)
@@ -711,7 +907,7 @@ class Model:
             return core.add_unary(getattr(_core.UnaryOp, name), operand(a), label, lo, hi)
         if op == "add_matvec":
             x, v, label = args
-            return core.add_matvec(x, operand(v), label)
+            return core.add_matvec(self._array(x), operand(v), label)
         if op == "add_gather":
             a, index, shape, label = args
             return core.add_gather(operand(a), index.tolist(), list(shape), label)
@@ -720,6 +916,8 @@ class Model:
             return core.add_sum(operand(a), label, lo, hi)
         if op == "add_exp_quad_cov":
             x, alpha, rho, label, hi = args
+            if isinstance(x, tuple):  # a container: its current values as points
+                x = _data.points_of(self._array(x), x[2], label)
             return core.add_exp_quad_cov(x, operand(alpha), operand(rho), label, hi)
         if op == "add_add_diag":
             k, d, label, lo, hi = args
@@ -731,13 +929,19 @@ class Model:
 
     def _decode(self, encoded: tuple) -> _core.Operand:
         """The C++ operand for a recipe operand: ("block", input, block id), ("reshaped", input,
-        block id, shape) or ("data", input, array)."""
+        block id, shape), ("data", input, array) or ("container", input, container name)."""
         kind, input_name, source = encoded[:3]
         if kind == "reshaped":
             return self._core.reshaped_operand(input_name, source, list(encoded[3]))
         if kind == "block":
             return self._core.block_operand(input_name, source)
+        if kind == "container":
+            return _core.data_operand(input_name, self._data_values[source])
         return _core.data_operand(input_name, source)
+
+    def _array(self, x: Any) -> np.ndarray:
+        """A recipe's data matrix: an array, or a ("container", input, name) reference to one."""
+        return self._data_values[x[2]] if isinstance(x, tuple) else x
 
     def _structure(self) -> Tuple[int, int, int]:
         """(dim, parameters, factors): what a fit depends on. Expressions and deterministics
@@ -746,7 +950,7 @@ class Model:
 
     # ---- copies and pickling --------------------------------------------------------------------
 
-    _OWN = ("_core", "_params", "_deterministics", "_factors", "_recipe")
+    _OWN = ("_core", "_params", "_deterministics", "_factors", "_recipe", "_data", "_data_values")
 
     _KERNEL_STEPS = ("add_factor", "add_kernel_logp")  # recipe entries (op, kernel, operands, label)
 
@@ -764,12 +968,14 @@ class Model:
         recipe = list(self._recipe)
         if by_user_name:
             recipe = [(e[0], user_name(e[1]), *e[2:]) if e[0] in self._KERNEL_STEPS else e for e in recipe]
-        return {"format": 1, "recipe": recipe, "extra": extra}
+        # format 2: the recipe may hold data containers (declare_data steps, container operands),
+        # which a fastvi that reads only format 1 would not understand; without them, format 1
+        return {"format": 2 if self._data else 1, "recipe": recipe, "extra": extra}
 
     def _restore(self, state: Dict[str, Any], rebind_kernels: bool) -> None:
         """Rebuilds the model from a _state. rebind_kernels: kernels are users' names, bound to
         their current definitions (an unpickled model); else the definitions to bind (a copy)."""
-        if state.get("format") != 1:
+        if state.get("format") not in (1, 2):
             raise ValueError(f"cannot restore a fastvi.Model from state format {state.get('format')!r}")
         self._reset()
         for entry in state["recipe"]:
