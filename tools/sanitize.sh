@@ -79,7 +79,7 @@ if [ -n "${FASTVI_SAN_LOCK:-}" ]; then
 fi
 
 core="$(ls "$venv"/lib/python3*/site-packages/fastvi/_core*.so)"
-if ! ldd "$core" | grep -q libasan; then
+if ! ldd "$core" | grep libasan >/dev/null; then  # (not grep -q: its early exit fails ldd under pipefail)
   echo "sanitize.sh: $core is not linked with libasan: the FASTVI_SANITIZE build did not take" >&2
   exit 2
 fi
