@@ -453,3 +453,33 @@ def test_no_warning_for_a_model_with_only_supported_factors(schools_fit):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         schools_fit.to_inference_data(50)
+
+
+def test_a_kernel_registered_from_python_gets_pointwise_terms():
+    name = "test_inference_data_laplace"
+    if name not in fv.kernels():
+
+        def laplace(y, loc, scale, params):
+            z = y - loc
+            lp = -np.log(2 * scale) - np.abs(z) / scale
+            return lp, {"y": -np.sign(z) / scale, "loc": np.sign(z) / scale, "scale": (np.abs(z) / scale - 1) / scale}
+
+        fv.register_kernel(name, ["y", "loc", "scale"], laplace, supports={"scale": "positive"})
+    y = np.random.default_rng(0).laplace(1.0, 2.0, size=15)
+    m = fv.Model()
+    mu, s = m.param("mu"), m.param("s", lower=0.0)
+    m.add("normal", mu, scale=10.0)
+    m.add("lognormal", s)
+    m.add(name, y, loc=mu, scale=s, name="y")
+    with pytest.warns(UserWarning, match="no predictive draws for 'y'"):
+        idata = fv.fit(m, seed=0, psis_draws=0).to_inference_data(30)
+    post = idata.posterior
+    want = stats.laplace.logpdf(y, post["mu"].values[0][:, None], post["s"].values[0][:, None])
+    np.testing.assert_allclose(idata.log_likelihood["y"].values[0], want, rtol=1e-10)
+
+
+def test_a_model_without_observed_data_has_no_observed_groups():
+    m = fv.Model()
+    m.add("normal", m.param("w"), loc=1.0)
+    idata = fv.fit(m, seed=0).to_inference_data(20)
+    assert sorted(idata.groups()) == ["approximation", "posterior", "sample_stats"]

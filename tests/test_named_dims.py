@@ -120,3 +120,27 @@ def test_copies_keep_dims_and_coords(how):
         other.coords["county"][0] = "x"
     other.add_coords({"extra": [1, 2]})
     assert "extra" not in m.coords
+
+
+def test_an_observed_factor_cannot_be_named_like_a_dimension():
+    m = fv.Model(coords={"county": COUNTIES})
+    with pytest.raises(ValueError, match="'county' is the name of a dimension"):
+        m.add("normal", np.zeros(3), loc=0.0, name="county")
+    with pytest.raises(ValueError, match="dimension 'y' has the name of a variable"):
+        m.add("normal", np.zeros(3), loc=0.0, name="y", dims="y")
+    assert m.factors == []
+
+
+def test_summary_rows_show_the_coords_labels():
+    m = fv.Model(coords={"county": COUNTIES})
+    a = m.param("a", shape=3, dims="county")
+    b = m.param("b", shape=(3, 2), dims=("county", "level"))  # "level" has no labels: indices
+    m.add("normal", a)
+    m.add("normal", b)
+    fit = fv.fit(m, seed=0)
+    rows = fv.summary(fit).rows
+    assert rows[:3] == ["a[Aitkin]", "a[Anoka]", "a[Becker]"]
+    assert rows[3:5] == ["b[Aitkin, 0]", "b[Aitkin, 1]"] and rows[-1] == "b[Becker, 1]"
+    assert fv.summary(fit.sample(10)).rows[0] == "a[0]"  # a dict of draws knows no coords
+    pytest.importorskip("pandas")
+    assert list(fit.to_dataframe(10).columns) == rows

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import psis as _psis
 from ._observed import observed_factors, pointwise_log_likelihood, predictive_draws
-from ._summary import _scalar_names
+from ._summary import _scalar_names, axis_labels
 from ._validate import int_setting, seed_setting, threads_setting
 
 _INSTALL_HINT = "pip install fastvi[arviz]"
@@ -196,10 +196,11 @@ def to_dataframe(fit: Any, n: int = 1000, seed: int = 0, importance: Optional[st
     """n draws as a pandas DataFrame (see :meth:`Approximation.to_dataframe`)."""
     pd = _require("pandas", "to_dataframe")
     draws = fit.sample(n, seed=seed, importance=importance)
+    labels = axis_labels(fit.model)
     columns: List[str] = []
     blocks: List[np.ndarray] = []
     for name, values in draws.items():
-        columns.extend(_scalar_names(name, values.shape[1:]))
+        columns.extend(_scalar_names(name, values.shape[1:], labels.get(name)))
         blocks.append(values.reshape(values.shape[0], -1))
     table = np.concatenate(blocks, axis=1) if blocks else np.empty((n, 0))
     return pd.DataFrame(table, columns=columns, index=pd.RangeIndex(table.shape[0], name="draw"))

@@ -257,14 +257,14 @@ def pointwise_log_likelihood(
     if not supported:
         return {}
     # The element-wise terms: one add_kernel_logp node per factor, on a copy of the model, whose
-    # blocks have the same ids as the original's (the copy replays its recipe).
-    scratch = copy.deepcopy(model)
-    nodes = {}
-    for f in supported:
-        if f.kernel not in _PER_ROW:
-            nodes[f.name] = scratch._build(
-                "add_kernel_logp", f.kernel, f.operands, f"pointwise log-likelihood of {f.name}"
-            )
+    # blocks have the same ids as the original's (the copy replays its recipe). Without them (GLMs
+    # only) the model's own value matrix is all that is needed.
+    elementwise = [f for f in supported if f.kernel not in _PER_ROW]
+    scratch = copy.deepcopy(model) if elementwise else model
+    nodes = {
+        f.name: scratch._build("add_kernel_logp", f.kernel, f.operands, f"pointwise log-likelihood of {f.name}")
+        for f in elementwise
+    }
     s = zeta.shape[1]
     out: Dict[str, np.ndarray] = {}
     for first, batch in _draw_batches(zeta, scratch._core.rows):

@@ -869,7 +869,8 @@ class Approximation:
 
     def to_dataframe(self, n: int = 1000, seed: int = 0, importance: Optional[str] = None) -> Any:
         """``n`` draws as a pandas DataFrame, one column per scalar (``w``, ``beta[0]``,
-        ``L[1, 0]``, as in summaries), one row per draw.
+        ``L[1, 0]``, as in summaries: an axis declared with ``dims`` shows its ``coords`` labels,
+        ``theta[Choate]``), one row per draw.
 
         Needs pandas (``pip install fastvi[arviz]`` brings it).
 

@@ -632,7 +632,9 @@ class Model:
             raise ValueError(f"{what}: dims {names!r} names {len(names)} axes, but its shape {shape} has {len(shape)}")
         if len(set(names)) != len(names):
             raise ValueError(f"{what}: dims {names!r} names an axis twice")
-        variables = {*self._params, *self._deterministics, *([name] if name else [])}
+        # a dimension named like a variable would clash with it in the InferenceData's datasets
+        observed = {label for label, _ in self._factors}
+        variables = {*self._params, *self._deterministics, *observed, *([name] if name else [])}
         lengths = self._dim_lengths()
         for axis, (dim, length) in enumerate(zip(names, shape)):
             if dim in _RESERVED_DIMS:
@@ -762,10 +764,10 @@ class Model:
         if spec.elementwise:
             _check_broadcast_size(shapes, label)
         axis_names = None
-        if dims is not None:
-            if isinstance(value, Expr):
-                raise ValueError(f"{label}: dims names the axes of observed data, but the variate is {value._label!r}")
-            axis_names = self._check_dims(label, None, shapes[0], dims)
+        if dims is not None and isinstance(value, Expr):
+            raise ValueError(f"{label}: dims names the axes of observed data, but the variate is {value._label!r}")
+        if not isinstance(value, Expr):  # observed data: a variable of the InferenceData, named `name`
+            axis_names = self._check_dims(label, name, shapes[0], dims)
         self._build("add_factor", kernel, tuple(operands), label)
         if axis_names is not None:
             self._factor_dims[index] = (axis_names, shapes[0])
