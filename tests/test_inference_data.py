@@ -251,6 +251,7 @@ def test_factors_without_pointwise_terms_are_left_out_with_a_warning():
         "no predictive draws for 'mvn' (kernel 'multi_normal'), 'censored' (kernel 'normal_lccdf')" in t
         for t in messages
     )
+    assert all(w.filename == __file__ for w in record)  # the warnings point at the caller's line
     assert set(idata.log_likelihood.data_vars) == {"censored", "plain"}
     assert set(idata.posterior_predictive.data_vars) == {"plain"}
     assert set(idata.observed_data.data_vars) == {"mvn", "censored", "plain"}
@@ -483,3 +484,12 @@ def test_a_model_without_observed_data_has_no_observed_groups():
     m.add("normal", m.param("w"), loc=1.0)
     idata = fv.fit(m, seed=0).to_inference_data(20)
     assert sorted(idata.groups()) == ["approximation", "posterior", "sample_stats"]
+
+
+def test_posterior_predictive_method_is_the_groups_draws(schools_fit):
+    pred = schools_fit.posterior_predictive(300, seed=7)
+    idata = schools_fit.to_inference_data(300, seed=7, log_likelihood=False)
+    assert set(pred) == {"y"}
+    np.testing.assert_array_equal(pred["y"], idata.posterior_predictive["y"].values[0])
+    other = schools_fit.posterior_predictive(300, seed=8)
+    assert not np.array_equal(pred["y"], other["y"])

@@ -148,11 +148,11 @@ def to_inference_data(
         )
         per_draw: List[Tuple[str, Dict[str, np.ndarray]]] = []
         if log_likelihood:
-            per_draw.append(("log_likelihood", pointwise_log_likelihood(model, zeta, factors)))
+            per_draw.append(("log_likelihood", pointwise_log_likelihood(model, zeta, factors, stacklevel=3)))
         if posterior_predictive:
             # (the observations' generator is seeded from `seed` and a constant of its own, so its
             # stream is not the draws')
-            per_draw.append(("posterior_predictive", predictive_draws(model, zeta, seed, factors)))
+            per_draw.append(("posterior_predictive", predictive_draws(model, zeta, seed, factors, stacklevel=3)))
         for group, values in per_draw:
             if values:
                 group_dims = {}

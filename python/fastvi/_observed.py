@@ -205,7 +205,11 @@ def _draw_batches(zeta: np.ndarray, rows: int) -> Iterator[Tuple[int, np.ndarray
 
 
 def pointwise_log_likelihood(
-    model: Model, zeta: np.ndarray, factors: Optional[List[ObservedFactor]] = None, warn: bool = True
+    model: Model,
+    zeta: np.ndarray,
+    factors: Optional[List[ObservedFactor]] = None,
+    warn: bool = True,
+    stacklevel: int = 1,
 ) -> Dict[str, np.ndarray]:
     """The log density of every observation of every observed factor at S draws.
 
@@ -219,6 +223,9 @@ def pointwise_log_likelihood(
         Default: ``observed_factors(model)``.
     warn : bool, default True
         Warn, naming them, about factors whose pointwise terms cannot be computed (left out).
+    stacklevel : int, default 1
+        Where the warning points: 1 at the line that called this function, one more per
+        function between the user and that line.
 
     Returns
     -------
@@ -252,7 +259,7 @@ def pointwise_log_likelihood(
             + ", ".join(f"{f.name!r} (kernel {f.kernel!r})" for f in left_out)
             + ": the kernel is not element-wise and has no per-observation form here; left out of log_likelihood",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel + 1,
         )
     if not supported:
         return {}
@@ -360,7 +367,12 @@ def _categorical_logit_glm_draw(
 
 
 def predictive_draws(
-    model: Model, zeta: np.ndarray, seed: int, factors: Optional[List[ObservedFactor]] = None, warn: bool = True
+    model: Model,
+    zeta: np.ndarray,
+    seed: int,
+    factors: Optional[List[ObservedFactor]] = None,
+    warn: bool = True,
+    stacklevel: int = 1,
 ) -> Dict[str, np.ndarray]:
     """New observations of every observed factor, one set per draw of the parameters.
 
@@ -376,6 +388,8 @@ def predictive_draws(
         Default: ``observed_factors(model)``.
     warn : bool, default True
         Warn, naming them, about factors whose kernel has no sampler here (left out).
+    stacklevel : int, default 1
+        Where the warning points (as for :func:`pointwise_log_likelihood`).
 
     Returns
     -------
@@ -404,7 +418,7 @@ def predictive_draws(
             + ", ".join(f"{f.name!r} (kernel {f.kernel!r})" for f in left_out)
             + ": the kernel has no sampler here; left out of posterior_predictive",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel + 1,
         )
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), 0x50505244])))
     s = zeta.shape[1]

@@ -867,6 +867,78 @@ class Approximation:
             threads=threads,
         )
 
+    def posterior_predictive(
+        self, n: int = 1000, seed: int = 0, importance: Optional[str] = None
+    ) -> Dict[str, np.ndarray]:
+        """New observations of every observed factor, one set per draw of ``sample(n, seed)``.
+
+        For each factor added with ``model.add(kernel, data, name=...)``, ``n`` draws of data
+        like it from the kernel at the parameters' draws: the posterior predictive distribution
+        (of q's draws, or of the PSIS-resampled ones). The same draws as the
+        ``posterior_predictive`` group of :meth:`to_inference_data` with the same arguments.
+        Kernels with a sampler: ``normal``, ``student_t``, ``cauchy``, ``logistic``,
+        ``double_exponential``, ``lognormal``, ``half_normal``, ``half_cauchy``, ``exponential``,
+        ``gamma``, ``inv_gamma``, ``chi_square``, ``weibull``, ``beta``, ``uniform``, ``pareto``,
+        ``von_mises``, ``bernoulli_logit``, ``binomial_logit``, ``beta_binomial``, ``poisson``,
+        ``poisson_log``, ``neg_binomial_2``, ``neg_binomial_2_log`` and the GLMs
+        (``normal_id_glm``, ``bernoulli_logit_glm``, ``poisson_log_glm``,
+        ``neg_binomial_2_log_glm``, ``categorical_logit_glm``).
+
+        Parameters
+        ----------
+        n : int, default 1000
+            The number of draws.
+        seed : int, default 0
+            The parameters' draws are ``sample(n, seed, importance)``; the observations come from
+            a numpy Generator seeded from it too.
+        importance : {None, "psis"}, default None
+            ``"psis"``: at PSIS-resampled draws (see :meth:`sample`).
+
+        Returns
+        -------
+        dict of str to ndarray
+            By factor name, shape ``(n,) + the observations' shape``, float64.
+
+        Raises
+        ------
+        ValueError, TypeError, RuntimeError
+            As for :meth:`sample`.
+
+        Warns
+        -----
+        UserWarning
+            Naming the observed factors whose kernel has no sampler (left out).
+
+        See Also
+        --------
+        to_inference_data
+
+        Examples
+        --------
+        w ~ Normal(0, 1), x_i ~ Normal(w, 1): the predictive of a new x is Normal(m, sqrt(1 + v))
+        for the posterior's mean m and variance v = 1 / 4.
+
+        >>> import numpy as np, fastvi as fv
+        >>> x = np.array([1.9, 2.1, 2.0])
+        >>> m = fv.Model()
+        >>> w = m.param("w")
+        >>> m.add("normal", w, loc=0.0, scale=1.0)
+        >>> m.add("normal", x, loc=w, scale=1.0, name="x")
+        >>> pred = fv.fit(m, seed=0).posterior_predictive(4000, seed=1)
+        >>> pred["x"].shape
+        (4000, 3)
+        >>> bool(abs(pred["x"].mean() - 1.5) < 0.05), bool(abs(pred["x"][:, 0].std() - np.sqrt(1.25)) < 0.05)
+        (True, True)
+        """
+        from ._inference_data import unconstrained_draws
+        from ._observed import predictive_draws
+
+        n = int_setting(n, "n", 1, 2**32)
+        seed = seed_setting(seed)
+        self._check_model()
+        zeta, _ = unconstrained_draws(self, n, seed, importance)
+        return predictive_draws(self.model, zeta, seed, stacklevel=2)
+
     def to_dataframe(self, n: int = 1000, seed: int = 0, importance: Optional[str] = None) -> Any:
         """``n`` draws as a pandas DataFrame, one column per scalar (``w``, ``beta[0]``,
         ``L[1, 0]``, as in summaries: an axis declared with ``dims`` shows its ``coords`` labels,
