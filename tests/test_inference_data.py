@@ -235,26 +235,27 @@ def test_pointwise_terms_sum_to_the_log_density():
 
 
 def test_factors_without_pointwise_terms_are_left_out_with_a_warning():
-    rng = np.random.default_rng(0)
     m = fv.Model()
     mu = m.param("mu", shape=2)
     m.add("normal", mu, loc=0.0, scale=1.0)
-    m.add("multi_normal", rng.normal(size=(5, 2)), mu=mu, Sigma=np.eye(2), name="mvn")
+    w = m.param("w", shape=2, lower=0.0)
+    m.add("lognormal", w)
+    m.add("dirichlet", np.array([[0.2, 0.8], [0.5, 0.5]]), alpha=w, name="shares")
     m.add("normal_lccdf", np.array([1.0, 2.0]), loc=mu[0], scale=1.0, name="censored")
     m.add("normal", np.array([0.1, 0.2]), loc=mu[1], scale=1.0, name="plain")
-    fit = fv.fit(m, seed=0)
+    fit = fv.fit(m, seed=0, psis_draws=0)
     with pytest.warns(UserWarning) as record:
         idata = fit.to_inference_data(50)
     messages = [str(w.message) for w in record]
-    assert any("no pointwise log-likelihood for 'mvn' (kernel 'multi_normal')" in t for t in messages)
+    assert any("no pointwise log-likelihood for 'shares' (kernel 'dirichlet')" in t for t in messages)
     assert any(
-        "no predictive draws for 'mvn' (kernel 'multi_normal'), 'censored' (kernel 'normal_lccdf')" in t
+        "no predictive draws for 'shares' (kernel 'dirichlet'), 'censored' (kernel 'normal_lccdf')" in t
         for t in messages
     )
     assert all(w.filename == __file__ for w in record)  # the warnings point at the caller's line
     assert set(idata.log_likelihood.data_vars) == {"censored", "plain"}
     assert set(idata.posterior_predictive.data_vars) == {"plain"}
-    assert set(idata.observed_data.data_vars) == {"mvn", "censored", "plain"}
+    assert set(idata.observed_data.data_vars) == {"shares", "censored", "plain"}
 
 
 def test_repeated_factor_names_are_made_unique():
@@ -493,3 +494,139 @@ def test_posterior_predictive_method_is_the_groups_draws(schools_fit):
     np.testing.assert_array_equal(pred["y"], idata.posterior_predictive["y"].values[0])
     other = schools_fit.posterior_predictive(300, seed=8)
     assert not np.array_equal(pred["y"], other["y"])
+
+
+def _multivariate_model(observed=True):
+    """The observed factors of the kernels that are not element-wise, with scipy's log density of
+    each observation as a function of the posterior draws (observed=False: the priors only)."""
+    rng = np.random.default_rng(5)
+    n = 7
+    category = rng.integers(0, 3, size=n).astype(float)
+    counts = rng.integers(0, 4, size=(n, 3)).astype(float)
+    ordinal = np.array([0.0, 1.0, 2.0, 3.0, 3.0, 0.0, 2.0])
+    rows = rng.normal(size=(n, 2))
+    m = fv.Model()
+    theta = m.param("theta", shape=3, transform="simplex")
+    logits = m.param("logits", shape=(n, 3))
+    gamma = m.param("gamma", shape=3)
+    eta = m.param("eta", shape=n)
+    cut = m.param("cut", shape=3, transform="ordered")
+    mu = m.param("mu", shape=2)
+    L = m.param("L", shape=(2, 2), transform="cholesky_cov")
+    for p in (logits, gamma, eta, cut, mu):
+        m.add("normal", p, scale=2.0)
+    if not observed:
+        return m, None
+    m.add("categorical", category, theta=theta, name="categorical")
+    m.add("categorical_logit", category, logits=logits, name="categorical_logit")
+    m.add("multinomial_logit", counts, gamma=gamma, name="multinomial_logit")
+    m.add("ordered_logistic", ordinal, eta=eta, cutpoints=cut, name="ordered_logistic")
+    m.add("ordered_probit", ordinal, eta=eta * 0.5, cutpoints=cut, name="ordered_probit")
+    m.add("multi_normal", rows, mu=mu, Sigma=np.array([[1.0, 0.3], [0.3, 2.0]]), name="multi_normal")
+    m.add("multi_normal_cholesky", rows, mu=mu, L=L, name="multi_normal_cholesky")
+    # a data factor's upper triangle is ignored, as the kernel does
+    m.add("multi_normal_cholesky", rows, mu=mu, L=np.array([[1.0, 5.0], [0.3, 1.2]]), name="cholesky_data")
+    y_index = category.astype(int)
+
+    def ordinal_lp(cdf, e, c):
+        edges = np.concatenate([[-np.inf], c, [np.inf]])
+        k = ordinal.astype(int)
+        return np.log(cdf(edges[k + 1] - e) - cdf(edges[k] - e))
+
+    def expected(d):
+        s = len(d["mu"])
+        sigma = np.array([[1.0, 0.3], [0.3, 2.0]])
+        return {
+            "categorical": np.log(d["theta"][:, y_index]),
+            "categorical_logit": np.log(special.softmax(d["logits"], axis=-1))[:, np.arange(n), y_index],
+            "multinomial_logit": np.array(
+                [stats.multinomial.logpmf(counts, counts.sum(axis=1), special.softmax(d["gamma"][i])) for i in range(s)]
+            ),
+            "ordered_logistic": np.array([ordinal_lp(special.expit, d["eta"][i], d["cut"][i]) for i in range(s)]),
+            "ordered_probit": np.array([ordinal_lp(stats.norm.cdf, 0.5 * d["eta"][i], d["cut"][i]) for i in range(s)]),
+            "multi_normal": np.array([stats.multivariate_normal.logpdf(rows, d["mu"][i], sigma) for i in range(s)]),
+            "multi_normal_cholesky": np.array(
+                [stats.multivariate_normal.logpdf(rows, d["mu"][i], d["L"][i] @ d["L"][i].T) for i in range(s)]
+            ),
+            "cholesky_data": np.array(
+                [stats.multivariate_normal.logpdf(rows, d["mu"][i], [[1.0, 0.3], [0.3, 0.09 + 1.44]]) for i in range(s)]
+            ),
+        }
+
+    return m, expected
+
+
+def test_pointwise_log_likelihood_of_multivariate_kernels_matches_scipy():
+    m, expected = _multivariate_model()
+    fit = fv.fit(m, seed=0, psis_draws=0)
+    idata = fit.to_inference_data(30, seed=2)
+    draws = {k: v.values[0] for k, v in idata.posterior.items()}
+    want = expected(draws)
+    assert set(idata.log_likelihood.data_vars) == set(want)
+    for name, values in want.items():
+        got = idata.log_likelihood[name].values[0]
+        assert got.shape == (30, 7), name
+        np.testing.assert_allclose(got, values, rtol=1e-9, err_msg=name)
+    assert set(idata.posterior_predictive.data_vars) == set(want)
+    assert idata.posterior_predictive["multinomial_logit"].shape == (1, 30, 7, 3)
+    assert idata.posterior_predictive["multi_normal"].shape == (1, 30, 7, 2)
+
+
+def test_pointwise_terms_sum_to_what_the_kernels_add_to_the_log_density():
+    """At any points, the log density with the observed factors minus the one without them is
+    the sum of the pointwise terms (the C++ kernels and this module agree)."""
+    m, _ = _multivariate_model()
+    priors, _ = _multivariate_model(observed=False)
+    zeta = np.random.default_rng(0).normal(scale=0.7, size=(m.dim, 20))
+    ll = _observed.pointwise_log_likelihood(m, zeta)
+    total = sum(v.reshape(20, -1).sum(axis=1) for v in ll.values())
+    np.testing.assert_allclose(m.log_density(zeta)[0] - priors.log_density(zeta)[0], total, rtol=1e-10)
+
+
+def test_ordinal_log_likelihood_far_in_the_tails():
+    """eta 40 past the cutpoints: P(y = 0) = F(c_0 - eta) ~ e^-40 (logistic), computed without
+    cancellation, as the kernel does."""
+    m = fv.Model()
+    eta = m.param("eta")
+    m.add("normal", eta)
+    m.add("ordered_logistic", np.array([0.0, 2.0]), eta=eta, cutpoints=np.array([-1.0, 1.0]), name="y")
+    zeta = np.array([[40.0, -40.0]])
+    ll = _observed.pointwise_log_likelihood(m, zeta)["y"]
+    want = [
+        [-np.logaddexp(0, 41.0), -np.logaddexp(0, -39.0)],  # y=0: F(-1 - 40); y=2: S(1 - 40)
+        [-np.logaddexp(0, -39.0), -np.logaddexp(0, 41.0)],
+    ]
+    np.testing.assert_allclose(ll, want, rtol=1e-12)
+    # the probit's: P(y = 2) = Phi(-41) at eta = -40, whose complement rounds to 1
+    m = fv.Model()
+    eta = m.param("eta")
+    m.add("normal", eta)
+    m.add("ordered_probit", np.array([2.0, 0.0]), eta=eta, cutpoints=np.array([-1.0, 1.0]), name="y")
+    ll = _observed.pointwise_log_likelihood(m, np.array([[-40.0]]))["y"]
+    np.testing.assert_allclose(ll[0, 0], special.log_ndtr(-41.0), rtol=1e-12)
+    assert ll[0, 1] > -1e-300  # P(y = 0) = Phi(-1 + 40): log 1 - tiny
+
+
+def test_multivariate_predictive_draws_follow_the_kernels():
+    s = 20_000
+    m = fv.Model()
+    w = m.param("w")
+    m.add("normal", w)
+    sigma = np.array([[1.0, 0.6], [0.6, 2.0]])
+    m.add("multi_normal", np.zeros((1, 2)), mu=np.array([1.0, -1.0]), Sigma=sigma, name="mvn")
+    m.add("ordered_logistic", np.array([1.0]), eta=w, cutpoints=np.array([-0.5, 0.7]), name="ord")
+    m.add("multinomial_logit", np.array([[2.0, 3.0, 5.0]]), gamma=np.array([0.0, 1.0, -1.0]), name="multi")
+    m.add("categorical", np.array([0.0]), theta=np.array([0.2, 0.5, 0.3]), name="cat")
+    pred = _observed.predictive_draws(m, _fixed_draws(m, {"w": 0.3}, s), seed=4)
+    mvn = pred["mvn"][:, 0]
+    assert np.all(np.abs(mvn.mean(axis=0) - [1.0, -1.0]) < 5 * np.sqrt(np.diag(sigma) / s))
+    assert np.all(np.abs(np.cov(mvn.T) - sigma) < 0.06)
+    p_ord = np.diff(np.concatenate([[0.0], special.expit(np.array([-0.5, 0.7]) - 0.3), [1.0]]))
+    p_cat = np.array([0.2, 0.5, 0.3])
+    for draws, p in ((pred["ord"][:, 0], p_ord), (pred["cat"][:, 0], p_cat)):
+        freq = np.bincount(draws.astype(int), minlength=3) / s
+        assert np.all(np.abs(freq - p) < 5 * np.sqrt(p * (1 - p) / s))
+    multi = pred["multi"][:, 0]
+    assert np.all(multi.sum(axis=1) == 10.0)
+    p = special.softmax([0.0, 1.0, -1.0])
+    assert np.all(np.abs(multi.mean(axis=0) - 10 * p) < 5 * np.sqrt(10 * p * (1 - p) / s))

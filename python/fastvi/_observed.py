@@ -8,12 +8,15 @@ each, at S draws of the parameters, this module computes
   evaluated in C++ by one ``add_kernel_logp`` node per factor, built on a *copy* of the model (the
   user's model keeps the nodes it had, so its later fits cost what they did); for the GLM kernels
   (one observation per row of X) it is the linear predictor in numpy and the matching element-wise
-  density (``_logp.LOGP_KERNELS``);
+  density (``_logp.LOGP_KERNELS``); for the categorical, ordinal, multinomial and multivariate
+  normal kernels, one term per observation (per row of a multinomial's or multivariate normal's
+  y), in numpy;
 - new observations drawn from the factor's kernel given each draw (``predictive_draws``), with a
   numpy Generator, for the built-in kernels that have a sampler here (``PREDICTIVE_KERNELS``).
 
-Factors whose kernel has neither (multivariate kernels, censoring terms, kernels registered from
-Python or C++ for predictions) are left out, with one warning naming them.
+Factors whose kernel has neither (``dirichlet`` and ``lkj_corr_cholesky`` on data, non-element-wise
+kernels registered from Python or C++; censoring terms and registered kernels for predictions)
+are left out, with one warning naming them.
 
 The values of a factor's inputs at a draw come from the model's value matrix (``_core.values``):
 the recipe of the factor (see ``model.py``) says which block feeds which input.
@@ -22,6 +25,7 @@ the recipe of the factor (see ``model.py``) says which block feeds which input.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -149,6 +153,13 @@ def _input_values(model: Model, factor: ObservedFactor, values: np.ndarray) -> D
     return out
 
 
+def _aligned(a: np.ndarray, ndim: int) -> np.ndarray:
+    """``a`` (a leading draw axis, then its own shape) with its own shape padded on the left with
+    axes of length 1 to ``ndim`` axes, so that it broadcasts as numpy aligns shapes: on the right."""
+    lead: Tuple[int, ...] = (a.shape[0],)
+    return a.reshape(lead + (1,) * (ndim - a.ndim + 1) + tuple(a.shape[1:]))
+
+
 def _broadcast_inputs(inputs: Dict[str, np.ndarray], names: Sequence[str], ndim: int) -> List[np.ndarray]:
     """The named inputs (leading draw axis) with their per-draw shapes aligned on the right to
     ``ndim`` axes, as numpy broadcasts an element-wise kernel's inputs: (S or 1, 1, ..., *shape)."""
@@ -162,8 +173,8 @@ def _broadcast_inputs(inputs: Dict[str, np.ndarray], names: Sequence[str], ndim:
 def _linear_predictor(inputs: Dict[str, np.ndarray]) -> np.ndarray:
     """offset + alpha + X @ beta of a GLM, shape (S, N)."""
     x, beta = inputs["X"][0], inputs["beta"]  # X is data: (N, K); beta (S or 1, K)
-    alpha = inputs["alpha"].reshape(-1, 1)
-    offset = inputs["offset"].reshape(1, -1)  # (1, 1) or (1, N)
+    alpha = _aligned(inputs["alpha"], 1)  # (S or 1, 1)
+    offset = _aligned(inputs["offset"], 1)  # (S or 1, 1) or (S or 1, N)
     return beta @ x.T + alpha + offset
 
 
@@ -191,9 +202,122 @@ def _categorical_logit_glm_log_likelihood(factor: ObservedFactor, inputs: Dict[s
     ]
 
 
+def _per_category(values: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """values (L, C) or (L, *y.shape, C), one row per category; y (categories, from 0) -> the
+    value of each y's category, shape (L, *y.shape)."""
+    lead, c = values.shape[0], values.shape[-1]
+    per_observation = np.broadcast_to(_aligned(values, y.ndim + 1), (lead, *y.shape, c))
+    index = np.broadcast_to(y.astype(np.int64)[None, ..., None], (lead, *y.shape, 1))
+    return np.take_along_axis(per_observation, index, axis=-1)[..., 0]
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    return x - special.logsumexp(x, axis=-1, keepdims=True)
+
+
+def _categorical_log_likelihood(factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return _per_category(np.log(inputs["theta"]), np.asarray(factor.value))
+
+
+def _categorical_logit_log_likelihood(factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+    return _per_category(_log_softmax(inputs["logits"]), np.asarray(factor.value))
+
+
+def _multinomial_logit_log_likelihood(factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+    """One term per row of counts y (C,) or (N, C): log(n! / prod y_c!) + sum_c y_c log softmax(gamma)_c."""
+    y = np.asarray(factor.value, dtype=np.float64)
+    gamma = _aligned(inputs["gamma"], y.ndim)
+    coefficient = special.gammaln(y.sum(axis=-1) + 1.0) - special.gammaln(y + 1.0).sum(axis=-1)
+    return coefficient + np.sum(np.where(y > 0, y * _log_softmax(gamma), 0.0), axis=-1)
+
+
+def _log1m_exp(x: np.ndarray) -> np.ndarray:
+    """log(1 - exp(x)) for x <= 0, accurate at both ends."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x > -math.log(2.0), np.log(-np.expm1(x)), np.log1p(-np.exp(x)))
+
+
+# log F and log(1 - F) of the ordinal kernels' latent noise: logistic and standard normal
+_ORDINAL_LOG_CDF: Dict[str, Tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {
+    "ordered_logistic": (lambda x: -np.logaddexp(0.0, -x), lambda x: -np.logaddexp(0.0, x)),
+    "ordered_probit": (special.log_ndtr, lambda x: special.log_ndtr(-x)),
+}
+
+
+def _ordinal_bounds(factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """(c_{y-1} - eta, c_y - eta) for each observation, shape (L, *y.shape), with c_{-1} = -inf
+    and c_{C-1} = inf: P(y) = F(upper) - F(lower)."""
+    y = np.asarray(factor.value).astype(np.int64)
+    cut = inputs["cutpoints"]  # (L, C - 1)
+    ends = np.full((cut.shape[0], 1), np.inf)
+    padded = np.concatenate([-ends, cut, ends], axis=1)  # (L, C + 1)
+    eta = _aligned(inputs["eta"], y.ndim)
+    lower = padded[:, y.ravel()].reshape((-1, *y.shape))
+    upper = padded[:, y.ravel() + 1].reshape((-1, *y.shape))
+    return lower - eta, upper - eta
+
+
+def _ordinal_log_likelihood(factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+    """log(F(b) - F(a)), from the side where it does not cancel: log F(b) + log(1 - F(a) / F(b))
+    below the median, log S(a) + log(1 - S(b) / S(a)) above it (S = 1 - F)."""
+    log_cdf, log_ccdf = _ORDINAL_LOG_CDF[factor.kernel]
+    a, b = _ordinal_bounds(factor, inputs)
+    with np.errstate(invalid="ignore"):
+        below = log_cdf(b) + _log1m_exp(log_cdf(a) - log_cdf(b))
+        above = log_ccdf(a) + _log1m_exp(log_ccdf(b) - log_ccdf(a))
+    return np.where(a > 0, above, below)
+
+
+def _cholesky_factors(factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+    """The covariance's lower Cholesky factor per draw, (L, K, K); NaN for a draw whose Sigma is
+    not positive-definite (the model's log density is NaN there too)."""
+    if factor.kernel == "multi_normal_cholesky":
+        return np.tril(inputs["L"])
+    sigma = inputs["Sigma"]
+    try:
+        return np.linalg.cholesky(sigma)
+    except np.linalg.LinAlgError:
+        out = np.full(sigma.shape, np.nan)
+        for i, matrix in enumerate(sigma):
+            try:
+                out[i] = np.linalg.cholesky(matrix)
+            except np.linalg.LinAlgError:
+                pass
+        return out
+
+
+def _multi_normal_parts(factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """(mu broadcast to (L, *y.shape), Cholesky factors (L, K, K))."""
+    y = np.asarray(factor.value, dtype=np.float64)
+    mu = _aligned(inputs["mu"], y.ndim)
+    chol = _cholesky_factors(factor, inputs)
+    lead = max(mu.shape[0], chol.shape[0])
+    return np.broadcast_to(mu, (lead, *y.shape)), np.broadcast_to(chol, (lead, *chol.shape[1:]))
+
+
+def _multi_normal_log_likelihood(factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+    """One term per row of y (K,) or (N, K)."""
+    y = np.asarray(factor.value, dtype=np.float64)
+    mu, chol = _multi_normal_parts(factor, inputs)
+    diff = (y - mu).reshape(mu.shape[0], -1, y.shape[-1])  # (L, rows, K)
+    z = np.linalg.solve(chol, np.swapaxes(diff, 1, 2))  # (L, K, rows): L^-1 (y - mu)
+    k = y.shape[-1]
+    log_det = np.log(np.abs(np.diagonal(chol, axis1=1, axis2=2))).sum(axis=1)
+    lp = -0.5 * np.sum(z * z, axis=1) - log_det[:, None] - 0.5 * k * math.log(2 * math.pi)
+    return lp.reshape((mu.shape[0], *y.shape[:-1]))
+
+
 _PER_ROW: Dict[str, Callable[[ObservedFactor, Dict[str, np.ndarray]], np.ndarray]] = {
     **{k: _glm_log_likelihood for k in _GLMS},
     "categorical_logit_glm": _categorical_logit_glm_log_likelihood,
+    "categorical": _categorical_log_likelihood,
+    "categorical_logit": _categorical_logit_log_likelihood,
+    "multinomial_logit": _multinomial_logit_log_likelihood,
+    "ordered_logistic": _ordinal_log_likelihood,
+    "ordered_probit": _ordinal_log_likelihood,
+    "multi_normal": _multi_normal_log_likelihood,
+    "multi_normal_cholesky": _multi_normal_log_likelihood,
 }
 
 
@@ -231,8 +355,10 @@ def pointwise_log_likelihood(
     -------
     dict of str to ndarray
         By factor name, shape ``(S,) + the observations' shape``: the broadcast shape of an
-        element-wise kernel's inputs, ``(N,)`` for a GLM. Summed over the observations, each is
-        the factor's log density at each draw.
+        element-wise kernel's inputs, ``(N,)`` for a GLM, y's shape for the categorical and
+        ordinal kernels, y's shape less its last axis for ``multinomial_logit``,
+        ``multi_normal`` and ``multi_normal_cholesky``. Summed over the observations, each is the
+        factor's log density at each draw.
 
     Examples
     --------
@@ -257,7 +383,7 @@ def pointwise_log_likelihood(
         warnings.warn(
             "no pointwise log-likelihood for "
             + ", ".join(f"{f.name!r} (kernel {f.kernel!r})" for f in left_out)
-            + ": the kernel is not element-wise and has no per-observation form here; left out of log_likelihood",
+            + ": the kernel has no per-observation form here; left out of log_likelihood",
             UserWarning,
             stacklevel=stacklevel + 1,
         )
@@ -366,6 +492,57 @@ def _categorical_logit_glm_draw(
     return np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1).astype(np.float64)
 
 
+# The samplers of the kernels that are not element-wise: their inputs have one entry per draw
+# (leading axis S), data included (predictive_draws broadcasts them).
+
+
+def _categories(values: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """values (S, C) or (S, *y.shape, C) -> (S, *y.shape, C): one row of categories per observation."""
+    return np.broadcast_to(_aligned(values, y.ndim + 1), (values.shape[0], *y.shape, values.shape[-1]))
+
+
+def _categorical_draw(rng: np.random.Generator, factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+    """The first category whose cumulative probability exceeds a uniform draw."""
+    cumulative = np.cumsum(_categories(inputs["theta"], np.asarray(factor.value)), axis=-1)
+    u = rng.random((*cumulative.shape[:-1], 1)) * cumulative[..., -1:]
+    return np.minimum(np.sum(cumulative <= u, axis=-1), cumulative.shape[-1] - 1).astype(np.float64)
+
+
+def _categorical_logit_draw(
+    rng: np.random.Generator, factor: ObservedFactor, inputs: Dict[str, np.ndarray]
+) -> np.ndarray:
+    logits = _categories(inputs["logits"], np.asarray(factor.value))
+    # Gumbel-max: the argmax of logits + Gumbel noise is a draw from softmax(logits)
+    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=-1).astype(np.float64)
+
+
+def _multinomial_logit_draw(
+    rng: np.random.Generator, factor: ObservedFactor, inputs: Dict[str, np.ndarray]
+) -> np.ndarray:
+    """Each row's total count (the observed row's) spread over the categories by softmax(gamma)."""
+    y = np.asarray(factor.value, dtype=np.float64)
+    gamma = _aligned(inputs["gamma"], y.ndim)
+    p = np.broadcast_to(special.softmax(gamma, axis=-1), (gamma.shape[0], *y.shape))
+    totals = np.broadcast_to(y.sum(axis=-1).astype(np.int64), p.shape[:-1])
+    return rng.multinomial(totals, p).astype(np.float64)
+
+
+def _ordinal_draw(rng: np.random.Generator, factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+    """The number of cutpoints below a latent eta + noise (logistic or standard normal)."""
+    y = np.asarray(factor.value)
+    eta = np.broadcast_to(_aligned(inputs["eta"], y.ndim), (inputs["eta"].shape[0], *y.shape))
+    noise = rng.logistic(size=eta.shape) if factor.kernel == "ordered_logistic" else rng.standard_normal(eta.shape)
+    cut = _aligned(inputs["cutpoints"], y.ndim + 1)  # (S, 1, ..., C - 1)
+    return np.sum(cut < (eta + noise)[..., None], axis=-1).astype(np.float64)
+
+
+def _multi_normal_draw(rng: np.random.Generator, factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+    """mu + L z for standard normal z, row by row."""
+    mu, chol = _multi_normal_parts(factor, inputs)
+    noise = rng.standard_normal(mu.shape).reshape(mu.shape[0], -1, mu.shape[-1])
+    return mu + np.einsum("sij,snj->sni", chol, noise).reshape(mu.shape)
+
+
 def predictive_draws(
     model: Model,
     zeta: np.ndarray,
@@ -409,7 +586,17 @@ def predictive_draws(
     ((4000, 3), 1.0)
     """
     factors = observed_factors(model) if factors is None else factors
-    per_row = {**{k: _glm_draw for k in _GLMS}, "categorical_logit_glm": _categorical_logit_glm_draw}
+    per_row: Dict[str, Callable[[np.random.Generator, ObservedFactor, Dict[str, np.ndarray]], np.ndarray]] = {
+        **{k: _glm_draw for k in _GLMS},
+        "categorical_logit_glm": _categorical_logit_glm_draw,
+        "categorical": _categorical_draw,
+        "categorical_logit": _categorical_logit_draw,
+        "multinomial_logit": _multinomial_logit_draw,
+        "ordered_logistic": _ordinal_draw,
+        "ordered_probit": _ordinal_draw,
+        "multi_normal": _multi_normal_draw,
+        "multi_normal_cholesky": _multi_normal_draw,
+    }
     supported = [f for f in factors if f.kernel in PREDICTIVE_KERNELS or f.kernel in per_row]
     left_out = [f for f in factors if f not in supported]
     if left_out and warn:
@@ -428,7 +615,10 @@ def predictive_draws(
         for f in supported:
             inputs = _input_values(model, f, values)
             if f.kernel in per_row:
-                part = per_row[f.kernel](rng, f, inputs)
+                # every input with one entry per draw, so that each draw gets its own
+                # observations even where the inputs are data
+                full = {k: np.broadcast_to(v, (batch.shape[1], *v.shape[1:])) for k, v in inputs.items()}
+                part = per_row[f.kernel](rng, f, full)
             else:
                 names, sampler = PREDICTIVE_KERNELS[f.kernel]
                 ndim = max([f.value.ndim] + [inputs[n].ndim - 1 for n in names])

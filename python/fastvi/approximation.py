@@ -785,11 +785,14 @@ class Approximation:
         - ``log_likelihood``: each observation's log density at each draw (for ``az.loo`` and
           ``az.compare``): element-wise kernels by the kernel itself, the GLMs (``normal_id_glm``,
           ``bernoulli_logit_glm``, ``poisson_log_glm``, ``neg_binomial_2_log_glm``,
-          ``categorical_logit_glm``) one term per row; factors of other kernels are left out
-          with a warning that names them;
+          ``categorical_logit_glm``) one term per row, ``categorical``, ``categorical_logit``,
+          ``ordered_logistic`` and ``ordered_probit`` one per element of y,
+          ``multinomial_logit``, ``multi_normal`` and ``multi_normal_cholesky`` one per row of y;
+          factors of other kernels (``dirichlet`` on data, kernels registered with
+          ``elementwise=False``) are left out with a warning that names them;
         - ``posterior_predictive``: new observations of each observed factor drawn from its kernel
-          at each draw (the continuous and count kernels and the GLMs above; the others are left
-          out with a warning);
+          at each draw (see :meth:`posterior_predictive` for the kernels; the others are left out
+          with a warning);
         - ``approximation``: the ELBO trace (``elbo``, ``elbo_step``) and q's mean and sd in the
           unconstrained space.
 
@@ -880,9 +883,11 @@ class Approximation:
         ``double_exponential``, ``lognormal``, ``half_normal``, ``half_cauchy``, ``exponential``,
         ``gamma``, ``inv_gamma``, ``chi_square``, ``weibull``, ``beta``, ``uniform``, ``pareto``,
         ``von_mises``, ``bernoulli_logit``, ``binomial_logit``, ``beta_binomial``, ``poisson``,
-        ``poisson_log``, ``neg_binomial_2``, ``neg_binomial_2_log`` and the GLMs
+        ``poisson_log``, ``neg_binomial_2``, ``neg_binomial_2_log``, the GLMs
         (``normal_id_glm``, ``bernoulli_logit_glm``, ``poisson_log_glm``,
-        ``neg_binomial_2_log_glm``, ``categorical_logit_glm``).
+        ``neg_binomial_2_log_glm``, ``categorical_logit_glm``), ``categorical``,
+        ``categorical_logit``, ``ordered_logistic``, ``ordered_probit``, ``multinomial_logit``
+        (each row's total count as observed), ``multi_normal`` and ``multi_normal_cholesky``.
 
         Parameters
         ----------
