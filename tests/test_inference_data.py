@@ -141,9 +141,10 @@ def test_the_users_model_is_left_unchanged(schools_fit):
 # ---- pointwise log-likelihood ------------------------------------------------------------------
 
 
-def _pointwise_model():
+def _pointwise_model(observed=True):
     """Every kind of observed factor the pointwise terms support, with scipy's density for each as
-    a function of the posterior draws (a dict of arrays with a leading draw axis)."""
+    a function of the posterior draws (a dict of arrays with a leading draw axis); observed=False:
+    the priors only."""
     rng = np.random.default_rng(1)
     n = 12
     X = rng.normal(size=(n, 3))
@@ -163,6 +164,8 @@ def _pointwise_model():
     m.add("normal", b, loc=0.0, scale=1.0)
     m.add("lognormal", s, loc=0.0, scale=0.5)
     m.add("normal", g, loc=0.0, scale=1.0)
+    if not observed:
+        return m, None
     m.add("normal", y, loc=a, scale=s, name="normal")
     m.add("student_t", y, df=4.0, loc=a, scale=s, name="student_t")
     m.add("poisson", counts, rate=s, name="poisson")
@@ -572,11 +575,12 @@ def test_pointwise_log_likelihood_of_multivariate_kernels_matches_scipy():
     assert idata.posterior_predictive["multi_normal"].shape == (1, 30, 7, 2)
 
 
-def test_pointwise_terms_sum_to_what_the_kernels_add_to_the_log_density():
+@pytest.mark.parametrize("make", [_pointwise_model, _multivariate_model])
+def test_pointwise_terms_sum_to_what_the_kernels_add_to_the_log_density(make):
     """At any points, the log density with the observed factors minus the one without them is
     the sum of the pointwise terms (the C++ kernels and this module agree)."""
-    m, _ = _multivariate_model()
-    priors, _ = _multivariate_model(observed=False)
+    m, _ = make()
+    priors, _ = make(observed=False)
     zeta = np.random.default_rng(0).normal(scale=0.7, size=(m.dim, 20))
     ll = _observed.pointwise_log_likelihood(m, zeta)
     total = sum(v.reshape(20, -1).sum(axis=1) for v in ll.values())
@@ -630,3 +634,24 @@ def test_multivariate_predictive_draws_follow_the_kernels():
     assert np.all(multi.sum(axis=1) == 10.0)
     p = special.softmax([0.0, 1.0, -1.0])
     assert np.all(np.abs(multi.mean(axis=0) - 10 * p) < 5 * np.sqrt(10 * p * (1 - p) / s))
+
+
+def test_observation_dims_in_every_group():
+    """A multinomial's counts (N, C) named ("trial", "category"): one log-likelihood term per
+    trial, new counts per trial and category."""
+    m = fv.Model(coords={"trial": ["t1", "t2"], "category": ["a", "b", "c"]})
+    gamma = m.param("gamma", shape=3, dims="category")
+    m.add("normal", gamma)
+    m.add(
+        "multinomial_logit",
+        np.array([[1.0, 2.0, 0.0], [3.0, 0.0, 1.0]]),
+        gamma=gamma,
+        name="counts",
+        dims=("trial", "category"),
+    )
+    idata = fv.fit(m, seed=0, psis_draws=0).to_inference_data(40)
+    assert idata.observed_data["counts"].dims == ("trial", "category")
+    assert idata.log_likelihood["counts"].dims == ("chain", "draw", "trial")
+    assert idata.posterior_predictive["counts"].dims == ("chain", "draw", "trial", "category")
+    assert idata.posterior_predictive["category"].values.tolist() == ["a", "b", "c"]
+    assert idata.posterior["gamma"].dims == ("chain", "draw", "category")
