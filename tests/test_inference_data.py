@@ -374,6 +374,47 @@ def test_predictive_draws_follow_the_kernel(kernel, data, inputs, dist):
     assert abs(draws.var(ddof=1) - var) < 5 * np.sqrt((fourth - var**2) / s)
 
 
+@pytest.mark.parametrize(
+    "kernel, data, inputs, dist",
+    [
+        ("cauchy", [0.0], {"loc": 1.0, "scale": 0.5}, stats.cauchy(1.0, 0.5)),
+        ("half_cauchy", [1.0], {"scale": 2.0}, stats.halfcauchy(scale=2.0)),
+        ("half_normal", [1.0], {"scale": 2.0}, stats.halfnorm(scale=2.0)),
+        ("logistic", [0.0], {"loc": 1.0, "scale": 0.5}, stats.logistic(1.0, 0.5)),
+        ("double_exponential", [0.0], {"loc": 1.0, "scale": 0.5}, stats.laplace(1.0, 0.5)),
+        ("inv_gamma", [1.0], {"shape": 3.0, "scale": 2.0}, stats.invgamma(3.0, scale=2.0)),
+        ("chi_square", [1.0], {"df": 3.0}, stats.chi2(3.0)),
+        ("uniform", [0.5], {"lower": -1.0, "upper": 2.0}, stats.uniform(-1.0, 3.0)),
+        ("pareto", [2.0], {"y_min": 1.5, "alpha": 3.0}, stats.pareto(3.0, scale=1.5)),
+        ("von_mises", [0.0], {"loc": 0.5, "kappa": 2.0}, stats.vonmises(2.0, loc=0.5)),
+        ("gamma", [1.0], {"shape": 0.5, "rate": 2.0}, stats.gamma(0.5, scale=0.5)),
+        ("student_t", [0.0], {"df": 1.5, "loc": 0.0, "scale": 1.0}, stats.t(1.5)),
+    ],
+)
+def test_continuous_predictive_draws_have_the_kernels_distribution(kernel, data, inputs, dist):
+    """The heavy-tailed and the other continuous kernels: a Kolmogorov-Smirnov test of 20,000
+    draws at fixed parameter values against scipy's distribution (a fixed seed: it cannot flake;
+    a wrong scale or location gives p-values far below the threshold)."""
+    m = fv.Model()
+    w = m.param("w")
+    m.add("normal", w)
+    m.add(kernel, np.array(data), name="y", **inputs)
+    draws = _observed.predictive_draws(m, _fixed_draws(m, {"w": 0.0}, 20_000), seed=2)["y"][:, 0]
+    assert stats.kstest(draws, dist.cdf).pvalue > 1e-3
+
+
+def test_beta_binomial_predictive_draws():
+    m = fv.Model()
+    w = m.param("w")
+    m.add("normal", w)
+    m.add("beta_binomial", np.array([2.0]), trials=10.0, a=2.0, b=3.0, name="y")
+    s = 20_000
+    draws = _observed.predictive_draws(m, _fixed_draws(m, {"w": 0.0}, s), seed=3)["y"][:, 0]
+    p = stats.betabinom(10, 2.0, 3.0).pmf(np.arange(11))
+    freq = np.bincount(draws.astype(int), minlength=11) / s
+    assert np.all(np.abs(freq - p) < 5 * np.sqrt(p * (1 - p) / s) + 1e-12)
+
+
 def test_glm_predictive_draws_follow_the_linear_predictor():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(4, 2))
