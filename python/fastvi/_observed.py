@@ -163,11 +163,7 @@ def _aligned(a: np.ndarray, ndim: int) -> np.ndarray:
 def _broadcast_inputs(inputs: Dict[str, np.ndarray], names: Sequence[str], ndim: int) -> List[np.ndarray]:
     """The named inputs (leading draw axis) with their per-draw shapes aligned on the right to
     ``ndim`` axes, as numpy broadcasts an element-wise kernel's inputs: (S or 1, 1, ..., *shape)."""
-    out = []
-    for n in names:
-        a = inputs[n]
-        out.append(a.reshape((a.shape[0],) + (1,) * (ndim - a.ndim + 1) + a.shape[1:]))
-    return out
+    return [_aligned(inputs[n], ndim) for n in names]
 
 
 def _linear_predictor(inputs: Dict[str, np.ndarray]) -> np.ndarray:
@@ -184,7 +180,7 @@ def _linear_predictor(inputs: Dict[str, np.ndarray]) -> np.ndarray:
 def _glm_log_likelihood(factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
     elementwise, extra = _GLMS[factor.kernel]
     eta = _linear_predictor(inputs)
-    others = [inputs[n].reshape(-1, 1) for n in extra]  # scalars per draw
+    others = [_aligned(inputs[n], 1) for n in extra]  # scalars per draw: (S or 1, 1)
     y = np.asarray(factor.value, dtype=np.float64)[None]
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
         return np.broadcast_to(LOGP_KERNELS[elementwise](y, eta, *others), eta.shape)
@@ -308,7 +304,9 @@ def _multi_normal_log_likelihood(factor: ObservedFactor, inputs: Dict[str, np.nd
     return lp.reshape((mu.shape[0], *y.shape[:-1]))
 
 
-_PER_ROW: Dict[str, Callable[[ObservedFactor, Dict[str, np.ndarray]], np.ndarray]] = {
+# The kernels that are not element-wise but have one log density per observation (or row), in
+# numpy from the inputs' values: factor, inputs -> (S or 1, *observations' shape).
+_PER_OBSERVATION: Dict[str, Callable[[ObservedFactor, Dict[str, np.ndarray]], np.ndarray]] = {
     **{k: _glm_log_likelihood for k in _GLMS},
     "categorical_logit_glm": _categorical_logit_glm_log_likelihood,
     "categorical": _categorical_log_likelihood,
@@ -378,7 +376,7 @@ def pointwise_log_likelihood(
     supported: List[ObservedFactor] = []
     left_out: List[ObservedFactor] = []
     for f in factors:
-        (supported if kernel_spec(f.kernel).elementwise or f.kernel in _PER_ROW else left_out).append(f)
+        (supported if kernel_spec(f.kernel).elementwise or f.kernel in _PER_OBSERVATION else left_out).append(f)
     if left_out and warn:
         warnings.warn(
             "no pointwise log-likelihood for "
@@ -392,7 +390,7 @@ def pointwise_log_likelihood(
     # The element-wise terms: one add_kernel_logp node per factor, on a copy of the model, whose
     # blocks have the same ids as the original's (the copy replays its recipe). Without them (GLMs
     # only) the model's own value matrix is all that is needed.
-    elementwise = [f for f in supported if f.kernel not in _PER_ROW]
+    elementwise = [f for f in supported if f.kernel not in _PER_OBSERVATION]
     scratch = copy.deepcopy(model) if elementwise else model
     nodes = {
         f.name: scratch._build("add_kernel_logp", f.kernel, f.operands, f"pointwise log-likelihood of {f.name}")
@@ -407,7 +405,7 @@ def pointwise_log_likelihood(
                 info = scratch._core.block(nodes[f.name])
                 part = values[info["row"] : info["row"] + info["size"]].T.reshape((batch.shape[1], *info["shape"]))
             else:
-                part = _PER_ROW[f.kernel](f, _input_values(scratch, f, values))
+                part = _PER_OBSERVATION[f.kernel](f, _input_values(scratch, f, values))
             if f.name not in out:
                 out[f.name] = np.empty((s, *part.shape[1:]))
             out[f.name][first : first + batch.shape[1]] = part
@@ -477,7 +475,7 @@ PREDICTIVE_KERNELS: Dict[str, Tuple[Tuple[str, ...], Callable[..., np.ndarray]]]
 def _glm_draw(rng: np.random.Generator, factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
     elementwise, extra = _GLMS[factor.kernel]
     eta = _linear_predictor(inputs)
-    others = [inputs[n].reshape(-1, 1) for n in extra]
+    others = [_aligned(inputs[n], 1) for n in extra]
     with np.errstate(over="ignore"):
         return PREDICTIVE_KERNELS[elementwise][1](rng, eta, *others)
 
@@ -543,6 +541,22 @@ def _multi_normal_draw(rng: np.random.Generator, factor: ObservedFactor, inputs:
     return mu + np.einsum("sij,snj->sni", chol, noise).reshape(mu.shape)
 
 
+# The samplers of the kernels that are not element-wise: rng, factor, inputs -> (S, *y.shape).
+_NON_ELEMENTWISE_SAMPLERS: Dict[
+    str, Callable[[np.random.Generator, ObservedFactor, Dict[str, np.ndarray]], np.ndarray]
+] = {
+    **{k: _glm_draw for k in _GLMS},
+    "categorical_logit_glm": _categorical_logit_glm_draw,
+    "categorical": _categorical_draw,
+    "categorical_logit": _categorical_logit_draw,
+    "multinomial_logit": _multinomial_logit_draw,
+    "ordered_logistic": _ordinal_draw,
+    "ordered_probit": _ordinal_draw,
+    "multi_normal": _multi_normal_draw,
+    "multi_normal_cholesky": _multi_normal_draw,
+}
+
+
 def predictive_draws(
     model: Model,
     zeta: np.ndarray,
@@ -586,18 +600,7 @@ def predictive_draws(
     ((4000, 3), 1.0)
     """
     factors = observed_factors(model) if factors is None else factors
-    per_row: Dict[str, Callable[[np.random.Generator, ObservedFactor, Dict[str, np.ndarray]], np.ndarray]] = {
-        **{k: _glm_draw for k in _GLMS},
-        "categorical_logit_glm": _categorical_logit_glm_draw,
-        "categorical": _categorical_draw,
-        "categorical_logit": _categorical_logit_draw,
-        "multinomial_logit": _multinomial_logit_draw,
-        "ordered_logistic": _ordinal_draw,
-        "ordered_probit": _ordinal_draw,
-        "multi_normal": _multi_normal_draw,
-        "multi_normal_cholesky": _multi_normal_draw,
-    }
-    supported = [f for f in factors if f.kernel in PREDICTIVE_KERNELS or f.kernel in per_row]
+    supported = [f for f in factors if f.kernel in PREDICTIVE_KERNELS or f.kernel in _NON_ELEMENTWISE_SAMPLERS]
     left_out = [f for f in factors if f not in supported]
     if left_out and warn:
         warnings.warn(
@@ -614,11 +617,11 @@ def predictive_draws(
         values = model._core.values(batch)
         for f in supported:
             inputs = _input_values(model, f, values)
-            if f.kernel in per_row:
+            if f.kernel in _NON_ELEMENTWISE_SAMPLERS:
                 # every input with one entry per draw, so that each draw gets its own
                 # observations even where the inputs are data
                 full = {k: np.broadcast_to(v, (batch.shape[1], *v.shape[1:])) for k, v in inputs.items()}
-                part = per_row[f.kernel](rng, f, full)
+                part = _NON_ELEMENTWISE_SAMPLERS[f.kernel](rng, f, full)
             else:
                 names, sampler = PREDICTIVE_KERNELS[f.kernel]
                 ndim = max([f.value.ndim] + [inputs[n].ndim - 1 for n in names])
