@@ -696,3 +696,14 @@ def test_observation_dims_in_every_group():
     assert idata.posterior_predictive["counts"].dims == ("chain", "draw", "trial", "category")
     assert idata.posterior_predictive["category"].values.tolist() == ["a", "b", "c"]
     assert idata.posterior["gamma"].dims == ("chain", "draw", "category")
+
+
+@pytest.mark.parametrize("family", ["meanfield", "fullrank", "lowrank"])
+def test_unconstrained_sd_is_the_covariances_diagonal(family):
+    from fastvi._inference_data import unconstrained_sd
+
+    m = fv.Model()
+    x = m.param("x", shape=4)
+    m.add("normal", x, loc=np.arange(4.0), scale=np.array([0.5, 1.0, 2.0, 3.0]))
+    fit = fv.fit(m, family=family, rank=2 if family == "lowrank" else None, seed=0, psis_draws=0)
+    np.testing.assert_allclose(unconstrained_sd(fit), np.sqrt(np.diag(fit.unconstrained_cov())), rtol=1e-12)

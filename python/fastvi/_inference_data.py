@@ -163,7 +163,7 @@ def to_inference_data(
                             group_dims[f.name] = d
                 groups[group] = _group(az, {k: v[None] for k, v in values.items()}, group_dims, coords, attrs)
     mu = fit.unconstrained_mean()
-    sd = np.sqrt(np.diag(fit.unconstrained_cov()))
+    sd = unconstrained_sd(fit)
     groups["approximation"] = xr.Dataset(
         {
             "elbo": (("window",), np.asarray(fit.elbo, dtype=np.float64)),
@@ -178,6 +178,19 @@ def to_inference_data(
         # older ArviZ versions warn about any group outside their schema ("approximation")
         warnings.filterwarnings("ignore", message=".*group is not defined in the InferenceData scheme")
         return az.InferenceData(**groups)
+
+
+def unconstrained_sd(fit: Any) -> np.ndarray:
+    """q's sd of each unconstrained coordinate, from its parameters ``phi`` (see
+    ``Approximation.phi``) without forming the D x D covariance where the family does not need it:
+    mean-field ``[mu, log sd]``, low-rank ``[mu, log d, B]`` (sd^2 = d^2 + row sums of B^2)."""
+    d = fit.model.dim
+    if fit.family == "meanfield":
+        return np.exp(fit.phi[d : 2 * d])
+    if fit.family == "lowrank":
+        b = fit.phi[2 * d :].reshape(-1, d).T  # column-major (D, rank)
+        return np.sqrt(np.exp(2.0 * fit.phi[d : 2 * d]) + np.sum(b * b, axis=1))
+    return np.sqrt(np.diag(fit.unconstrained_cov()))
 
 
 def _coordinate_names(model: Any) -> List[str]:
