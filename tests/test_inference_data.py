@@ -306,9 +306,12 @@ def test_arviz_plot_posterior(schools_fit):
     import matplotlib.pyplot as plt
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # matplotlib's notes about ArviZ's code
-        axes = az.plot_posterior(schools_fit.to_inference_data(200), var_names=["mu", "tau"])
-    assert len(np.ravel(axes)) == 2
+        warnings.simplefilter("ignore")  # matplotlib's notes about ArviZ's code; ArviZ's Pareto-k note (plot_elpd)
+        idata = schools_fit.to_inference_data(200)
+        axes = az.plot_posterior(idata, var_names=["mu", "tau"])
+        assert len(np.ravel(axes)) == 2
+        az.plot_ppc(idata, num_pp_samples=50)  # observed_data against posterior_predictive
+        az.plot_elpd({"hierarchical": idata, "again": schools_fit.to_inference_data(200, seed=1)})
     plt.close("all")
 
 
