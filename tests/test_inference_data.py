@@ -710,3 +710,14 @@ def test_unconstrained_sd_is_the_covariances_diagonal(family):
     m.add("normal", x, loc=np.arange(4.0), scale=np.array([0.5, 1.0, 2.0, 3.0]))
     fit = fv.fit(m, family=family, rank=2 if family == "lowrank" else None, seed=0, psis_draws=0)
     np.testing.assert_allclose(unconstrained_sd(fit), np.sqrt(np.diag(fit.unconstrained_cov())), rtol=1e-12)
+
+
+def test_a_pickled_fit_gives_the_same_inference_data(schools_fit):
+    import pickle
+
+    other = pickle.loads(pickle.dumps(schools_fit))
+    a, b = schools_fit.to_inference_data(100, seed=3), other.to_inference_data(100, seed=3)
+    for group in ("posterior", "sample_stats", "log_likelihood", "posterior_predictive", "observed_data"):
+        for name in getattr(a, group).data_vars:
+            np.testing.assert_array_equal(getattr(a, group)[name].values, getattr(b, group)[name].values)
+    assert b.posterior["school"].values.tolist() == SCHOOLS
