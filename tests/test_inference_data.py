@@ -721,3 +721,16 @@ def test_a_pickled_fit_gives_the_same_inference_data(schools_fit):
         for name in getattr(a, group).data_vars:
             np.testing.assert_array_equal(getattr(a, group)[name].values, getattr(b, group)[name].values)
     assert b.posterior["school"].values.tolist() == SCHOOLS
+
+
+def test_psis_draws_need_the_diagnostic():
+    m = fv.Model()
+    m.add("normal", m.param("w"))
+    m.add("normal", np.array([1.0]), loc=m.params["w"], name="y")
+    fit = fv.fit(m, seed=0, psis_draws=0)
+    with pytest.raises(ValueError, match=r"to_inference_data\(10, importance='psis'\) needs the PSIS draws"):
+        fit.to_inference_data(10, importance="psis")
+    with pytest.raises(ValueError, match=r"posterior_predictive\(10, importance='psis'\) needs the PSIS draws"):
+        fit.posterior_predictive(10, importance="psis")
+    with pytest.raises(ValueError, match="importance must be None"):
+        fit.to_inference_data(10, importance="IS")

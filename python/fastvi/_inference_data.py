@@ -47,13 +47,15 @@ def _require(module: str, what: str) -> Any:
         raise ImportError(f"{what} needs {module}, an optional dependency of fastvi: {_INSTALL_HINT}") from err
 
 
-def unconstrained_draws(fit: Any, n: int, seed: int, importance: Optional[str]) -> Tuple[np.ndarray, np.ndarray]:
+def unconstrained_draws(
+    fit: Any, n: int, seed: int, importance: Optional[str], what: str = "to_inference_data"
+) -> Tuple[np.ndarray, np.ndarray]:
     """(zeta, log q): the n unconstrained draws behind ``fit.sample(n, seed, importance)``, shape
-    (dim, n), and q's log density at each."""
+    (dim, n), and q's log density at each; ``what`` names the caller in errors."""
     if fit._importance(importance) != "psis":
         zeta, log_q = fit._family.sample(fit.phi, n, seed, log_q=True)
         return np.asfortranarray(zeta), np.asarray(log_q)
-    result = fit._need_psis(f"to_inference_data({n}, importance='psis')")
+    result = fit._need_psis(f"{what}({n}, importance='psis')")
     idx = _psis.resample(result, n, seed)  # as fit._psis_sample: the same draws, in the same order
     zeta = np.empty((fit.model.dim, n), order="F")
     log_q = np.empty(n)
@@ -106,6 +108,8 @@ def _group(
     attrs: Dict[str, Any],
     **options: Any,
 ) -> Any:
+    """One group: ArviZ's converter, given the axis names of the variables in ``data`` only (a
+    variable of the same name may have other axes in another group)."""
     return az.dict_to_dataset(
         data, attrs=attrs, coords=coords, dims={k: v for k, v in dims.items() if k in data}, **options
     )
@@ -132,7 +136,7 @@ def to_inference_data(
     zeta, log_q = unconstrained_draws(fit, n, seed, importance)
     what = "to_inference_data" + ("(importance='psis')" if importance == "psis" else "")
     draws = fit._finite(model._split_values(model._core.values(zeta).T), what)
-    coords = {dim: labels for dim, labels in model.coords.items()}
+    coords: Dict[str, Any] = dict(model.coords)
     dims = {name: list(d) for name, d in model.dims.items()}
     attrs = _fit_attrs(fit, importance)
 

@@ -941,7 +941,7 @@ class Approximation:
         n = int_setting(n, "n", 1, 2**32)
         seed = seed_setting(seed)
         self._check_model()
-        zeta, _ = unconstrained_draws(self, n, seed, importance)
+        zeta, _ = unconstrained_draws(self, n, seed, importance, "posterior_predictive")
         return predictive_draws(self.model, zeta, seed, stacklevel=2)
 
     def to_dataframe(self, n: int = 1000, seed: int = 0, importance: Optional[str] = None) -> Any:
