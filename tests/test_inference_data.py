@@ -241,18 +241,18 @@ def test_factors_without_pointwise_terms_are_left_out_with_a_warning():
     m = fv.Model()
     mu = m.param("mu", shape=2)
     m.add("normal", mu, loc=0.0, scale=1.0)
-    w = m.param("w", shape=2, lower=0.0)
-    m.add("lognormal", w)
-    m.add("dirichlet", np.array([[0.2, 0.8], [0.5, 0.5]]), alpha=w, name="shares")
+    eta = m.param("eta", lower=0.0)
+    m.add("lognormal", eta)
+    m.add("lkj_corr_cholesky", np.array([[1.0, 0.0], [0.6, 0.8]]), eta=eta, name="shares")
     m.add("normal_lccdf", np.array([1.0, 2.0]), loc=mu[0], scale=1.0, name="censored")
     m.add("normal", np.array([0.1, 0.2]), loc=mu[1], scale=1.0, name="plain")
     fit = fv.fit(m, seed=0, psis_draws=0)
     with pytest.warns(UserWarning) as record:
         idata = fit.to_inference_data(50)
     messages = [str(w.message) for w in record]
-    assert any("no pointwise log-likelihood for 'shares' (kernel 'dirichlet')" in t for t in messages)
+    assert any("no pointwise log-likelihood for 'shares' (kernel 'lkj_corr_cholesky')" in t for t in messages)
     assert any(
-        "no predictive draws for 'shares' (kernel 'dirichlet'), 'censored' (kernel 'normal_lccdf')" in t
+        "no predictive draws for 'shares' (kernel 'lkj_corr_cholesky'), 'censored' (kernel 'normal_lccdf')" in t
         for t in messages
     )
     assert all(w.filename == __file__ for w in record)  # the warnings point at the caller's line
@@ -552,6 +552,7 @@ def _multivariate_model(observed=True):
     counts = rng.integers(0, 4, size=(n, 3)).astype(float)
     ordinal = np.array([0.0, 1.0, 2.0, 3.0, 3.0, 0.0, 2.0])
     rows = rng.normal(size=(n, 2))
+    shares = rng.dirichlet([1.0, 2.0, 3.0], size=n)
     m = fv.Model()
     theta = m.param("theta", shape=3, transform="simplex")
     logits = m.param("logits", shape=(n, 3))
@@ -571,6 +572,7 @@ def _multivariate_model(observed=True):
     m.add("ordered_probit", ordinal, eta=eta * 0.5, cutpoints=cut, name="ordered_probit")
     m.add("multi_normal", rows, mu=mu, Sigma=np.array([[1.0, 0.3], [0.3, 2.0]]), name="multi_normal")
     m.add("multi_normal_cholesky", rows, mu=mu, L=L, name="multi_normal_cholesky")
+    m.add("dirichlet", shares, alpha=fv.exp(gamma), name="dirichlet")
     # a data factor's upper triangle is ignored, as the kernel does
     m.add("multi_normal_cholesky", rows, mu=mu, L=np.array([[1.0, 5.0], [0.3, 1.2]]), name="cholesky_data")
     y_index = category.astype(int)
@@ -595,6 +597,9 @@ def _multivariate_model(observed=True):
             "multi_normal_cholesky": np.array(
                 [stats.multivariate_normal.logpdf(rows, d["mu"][i], d["L"][i] @ d["L"][i].T) for i in range(s)]
             ),
+            "dirichlet": np.array(
+                [[stats.dirichlet.logpdf(x, np.exp(d["gamma"][i])) for x in shares] for i in range(s)]
+            ),
             "cholesky_data": np.array(
                 [stats.multivariate_normal.logpdf(rows, d["mu"][i], [[1.0, 0.3], [0.3, 0.09 + 1.44]]) for i in range(s)]
             ),
@@ -617,6 +622,8 @@ def test_pointwise_log_likelihood_of_multivariate_kernels_matches_scipy():
     assert set(idata.posterior_predictive.data_vars) == set(want)
     assert idata.posterior_predictive["multinomial_logit"].shape == (1, 30, 7, 3)
     assert idata.posterior_predictive["multi_normal"].shape == (1, 30, 7, 2)
+    simplexes = idata.posterior_predictive["dirichlet"].values
+    assert simplexes.shape == (1, 30, 7, 3) and np.allclose(simplexes.sum(axis=-1), 1.0)
 
 
 @pytest.mark.parametrize("make", [_pointwise_model, _multivariate_model])
@@ -665,7 +672,10 @@ def test_multivariate_predictive_draws_follow_the_kernels():
     m.add("ordered_logistic", np.array([1.0]), eta=w, cutpoints=np.array([-0.5, 0.7]), name="ord")
     m.add("multinomial_logit", np.array([[2.0, 3.0, 5.0]]), gamma=np.array([0.0, 1.0, -1.0]), name="multi")
     m.add("categorical", np.array([0.0]), theta=np.array([0.2, 0.5, 0.3]), name="cat")
+    m.add("dirichlet", np.array([0.2, 0.3, 0.5]), alpha=np.array([1.0, 2.0, 4.0]), name="dir")
     pred = _observed.predictive_draws(m, _fixed_draws(m, {"w": 0.3}, s), seed=4)
+    dirichlet = stats.dirichlet([1.0, 2.0, 4.0])
+    assert np.all(np.abs(pred["dir"].mean(axis=0) - dirichlet.mean()) < 5 * np.sqrt(dirichlet.var() / s))
     mvn = pred["mvn"][:, 0]
     assert np.all(np.abs(mvn.mean(axis=0) - [1.0, -1.0]) < 5 * np.sqrt(np.diag(sigma) / s))
     assert np.all(np.abs(np.cov(mvn.T) - sigma) < 0.06)

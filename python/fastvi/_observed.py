@@ -8,15 +8,15 @@ each, at S draws of the parameters, this module computes
   evaluated in C++ by one ``add_kernel_logp`` node per factor, built on a *copy* of the model (the
   user's model keeps the nodes it had, so its later fits cost what they did); for the GLM kernels
   (one observation per row of X) it is the linear predictor in numpy and the matching element-wise
-  density (``_logp.LOGP_KERNELS``); for the categorical, ordinal, multinomial and multivariate
-  normal kernels, one term per observation (per row of a multinomial's or multivariate normal's
-  y), in numpy;
+  density (``_logp.LOGP_KERNELS``); for the categorical, ordinal, multinomial, Dirichlet and
+  multivariate normal kernels, one term per observation (per row of a multinomial's, Dirichlet's
+  or multivariate normal's variate), in numpy;
 - new observations drawn from the factor's kernel given each draw (``predictive_draws``), with a
   numpy Generator, for the built-in kernels that have a sampler here (``PREDICTIVE_KERNELS``).
 
-Factors whose kernel has neither (``dirichlet`` and ``lkj_corr_cholesky`` on data, non-element-wise
-kernels registered from Python or C++; censoring terms and registered kernels for predictions)
-are left out, with one warning naming them.
+Factors whose kernel has neither (``lkj_corr_cholesky`` on data, non-element-wise kernels
+registered from Python or C++; censoring terms and registered kernels for predictions) are left
+out, with one warning naming them.
 
 The values of a factor's inputs at a draw come from the model's value matrix (``_core.values``):
 the recipe of the factor (see ``model.py``) says which block feeds which input.
@@ -306,6 +306,15 @@ def _multi_normal_log_likelihood(factor: ObservedFactor, inputs: Dict[str, np.nd
 
 # The kernels that are not element-wise but have one log density per observation (or row), in
 # numpy from the inputs' values: factor, inputs -> (S or 1, *observations' shape).
+def _dirichlet_log_likelihood(factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+    """One term per simplex (row of theta (K,) or (N, K))."""
+    theta = np.asarray(factor.value, dtype=np.float64)
+    alpha = _aligned(inputs["alpha"], theta.ndim)
+    normaliser = special.gammaln(alpha.sum(axis=-1)) - special.gammaln(alpha).sum(axis=-1)
+    with np.errstate(divide="ignore"):
+        return normaliser + np.sum((alpha - 1.0) * np.log(theta), axis=-1)
+
+
 _PER_OBSERVATION: Dict[str, Callable[[ObservedFactor, Dict[str, np.ndarray]], np.ndarray]] = {
     **{k: _glm_log_likelihood for k in _GLMS},
     "categorical_logit_glm": _categorical_logit_glm_log_likelihood,
@@ -316,6 +325,7 @@ _PER_OBSERVATION: Dict[str, Callable[[ObservedFactor, Dict[str, np.ndarray]], np
     "ordered_probit": _ordinal_log_likelihood,
     "multi_normal": _multi_normal_log_likelihood,
     "multi_normal_cholesky": _multi_normal_log_likelihood,
+    "dirichlet": _dirichlet_log_likelihood,
 }
 
 
@@ -354,8 +364,8 @@ def pointwise_log_likelihood(
     dict of str to ndarray
         By factor name, shape ``(S,) + the observations' shape``: the broadcast shape of an
         element-wise kernel's inputs, ``(N,)`` for a GLM, y's shape for the categorical and
-        ordinal kernels, y's shape less its last axis for ``multinomial_logit``,
-        ``multi_normal`` and ``multi_normal_cholesky``. Summed over the observations, each is the
+        ordinal kernels, the variate's shape less its last axis for ``multinomial_logit``,
+        ``dirichlet``, ``multi_normal`` and ``multi_normal_cholesky``. Summed over the observations, each is the
         factor's log density at each draw.
 
     Examples
@@ -541,6 +551,14 @@ def _multi_normal_draw(rng: np.random.Generator, factor: ObservedFactor, inputs:
     return mu + np.einsum("sij,snj->sni", chol, noise).reshape(mu.shape)
 
 
+def _dirichlet_draw(rng: np.random.Generator, factor: ObservedFactor, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+    """Independent Gamma(alpha_k) draws, normalised (numpy's dirichlet takes one alpha at a time)."""
+    theta = np.asarray(factor.value)
+    alpha = np.broadcast_to(_aligned(inputs["alpha"], theta.ndim), (inputs["alpha"].shape[0], *theta.shape))
+    g = rng.standard_gamma(alpha)
+    return g / g.sum(axis=-1, keepdims=True)
+
+
 # The samplers of the kernels that are not element-wise: rng, factor, inputs -> (S, *y.shape).
 _NON_ELEMENTWISE_SAMPLERS: Dict[
     str, Callable[[np.random.Generator, ObservedFactor, Dict[str, np.ndarray]], np.ndarray]
@@ -554,6 +572,7 @@ _NON_ELEMENTWISE_SAMPLERS: Dict[
     "ordered_probit": _ordinal_draw,
     "multi_normal": _multi_normal_draw,
     "multi_normal_cholesky": _multi_normal_draw,
+    "dirichlet": _dirichlet_draw,
 }
 
 

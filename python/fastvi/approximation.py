@@ -787,9 +787,10 @@ class Approximation:
           ``bernoulli_logit_glm``, ``poisson_log_glm``, ``neg_binomial_2_log_glm``,
           ``categorical_logit_glm``) one term per row, ``categorical``, ``categorical_logit``,
           ``ordered_logistic`` and ``ordered_probit`` one per element of y,
-          ``multinomial_logit``, ``multi_normal`` and ``multi_normal_cholesky`` one per row of y;
-          factors of other kernels (``dirichlet`` on data, kernels registered with
-          ``elementwise=False``) are left out with a warning that names them;
+          ``multinomial_logit``, ``dirichlet``, ``multi_normal`` and ``multi_normal_cholesky``
+          one per row of the variate; factors of other kernels (``lkj_corr_cholesky`` on data,
+          kernels registered with ``elementwise=False``) are left out with a warning that names
+          them;
         - ``posterior_predictive``: new observations of each observed factor drawn from its kernel
           at each draw (see :meth:`posterior_predictive` for the kernels; the others are left out
           with a warning);
@@ -887,7 +888,8 @@ class Approximation:
         (``normal_id_glm``, ``bernoulli_logit_glm``, ``poisson_log_glm``,
         ``neg_binomial_2_log_glm``, ``categorical_logit_glm``), ``categorical``,
         ``categorical_logit``, ``ordered_logistic``, ``ordered_probit``, ``multinomial_logit``
-        (each row's total count as observed), ``multi_normal`` and ``multi_normal_cholesky``.
+        (each row's total count as observed), ``dirichlet``, ``multi_normal`` and
+        ``multi_normal_cholesky``.
 
         Parameters
         ----------
