@@ -23,7 +23,11 @@ import pytest
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # doctest name -> the optional package its example needs
-OPTIONAL = {"fastvi._summary.Summary.to_dataframe": "pandas"}
+OPTIONAL = {
+    "fastvi._summary.Summary.to_dataframe": "pandas",
+    "fastvi.approximation.Approximation.to_inference_data": "arviz",
+    "fastvi.approximation.Approximation.to_dataframe": "pandas",
+}
 
 
 def _modules():

@@ -121,7 +121,8 @@ def summary(draws: Any, quantiles: Sequence[float] = (0.03, 0.97), importance: O
     draws : dict of str to array_like, or Approximation
         Arrays with a leading draw axis (at least 2 draws), as ``fit.sample(n)`` returns them;
         or a fitted approximation, from which 4,000 draws are taken with seed 0
-        (``fit.sample(4000, seed=0)``).
+        (``fit.sample(4000, seed=0)``); its rows show the labels of the model's ``coords`` for
+        the axes declared with ``dims`` (``theta[Choate]`` rather than ``theta[0]``).
     quantiles : sequence of float, default (0.03, 0.97)
         The quantiles to report, each in [0, 1]; the columns are named ``"3%"``, ``"97%"``, ...
     importance : {None, "psis"}, default None
@@ -168,8 +169,10 @@ def summary(draws: Any, quantiles: Sequence[float] = (0.03, 0.97), importance: O
     draws from q; PSIS k-hat = ... (< 0.5: q is close to the posterior), ESS = ... of 1000
     """
     notes: List[str] = []
+    labels: Dict[str, List[Optional[Sequence[Any]]]] = {}
     if hasattr(draws, "sample") and callable(draws.sample):
         notes = _psis_notes(draws, importance) if hasattr(draws, "psis") else []
+        labels = axis_labels(draws.model) if hasattr(draws, "model") else {}
         draws = draws.sample(4000, seed=0) if importance is None else draws.sample(4000, seed=0, importance=importance)
     elif importance is not None:
         raise ValueError("importance applies only to a fitted approximation, not to a dict of draws")
@@ -189,7 +192,7 @@ def summary(draws: Any, quantiles: Sequence[float] = (0.03, 0.97), importance: O
         flat = arr.reshape(arr.shape[0], -1)
         cols = [flat.mean(axis=0), flat.std(axis=0, ddof=1)] + [np.quantile(flat, q, axis=0) for q in qs]
         stats.append(np.stack(cols, axis=1))
-        rows.extend(_scalar_names(name, arr.shape[1:]))
+        rows.extend(_scalar_names(name, arr.shape[1:], labels.get(name)))
     columns = ["mean", "sd"] + [f"{100 * q:g}%" for q in qs]
     return Summary(rows, columns, np.concatenate(stats, axis=0) if stats else np.empty((0, len(columns))), notes)
 
@@ -221,7 +224,22 @@ def _psis_notes(fit: Any, importance: Optional[str]) -> List[str]:
     return notes
 
 
-def _scalar_names(name: str, shape: Tuple[int, ...]) -> List[str]:
+def axis_labels(model: Any) -> Dict[str, List[Optional[Sequence[Any]]]]:
+    """For each variable of the model declared with ``dims``, the labels of each axis from the
+    model's coords (None for an axis whose dimension has none)."""
+    coords = model.coords
+    return {name: [coords.get(d) for d in dims] for name, dims in model.dims.items()}
+
+
+def _scalar_names(
+    name: str, shape: Tuple[int, ...], labels: Optional[Sequence[Optional[Sequence[Any]]]] = None
+) -> List[str]:
+    """One name per element in C order: ``beta[0]``, ``L[1, 0]``; an axis with labels (the
+    model's coords) shows the label instead of the index, as ArviZ does: ``theta[Choate]``."""
     if not shape:
         return [name]
-    return [f"{name}[{', '.join(map(str, idx))}]" for idx in np.ndindex(*shape)]
+    per_axis: List[List[str]] = []
+    for axis, n in enumerate(shape):
+        on_axis = labels[axis] if labels is not None else None
+        per_axis.append([str(v) for v in on_axis] if on_axis is not None else [str(i) for i in range(n)])
+    return [f"{name}[{', '.join(per_axis[a][i] for a, i in enumerate(idx))}]" for idx in np.ndindex(*shape)]

@@ -797,6 +797,245 @@ class Approximation:
                 values[:, hit] = self.model._core.values(np.ascontiguousarray(zeta[:, idx[hit] - first]))
         return self._finite(self.model._split_values(values.T), f"sample({n}, importance='psis')")
 
+    # ---- ArviZ and pandas (optional dependencies, see _inference_data.py) ------------------------
+
+    def to_inference_data(
+        self,
+        n: int = 1000,
+        seed: int = 0,
+        importance: Optional[str] = None,
+        *,
+        log_likelihood: bool = True,
+        posterior_predictive: bool = True,
+        threads: Optional[int] = None,
+    ) -> Any:
+        """The fit as an ArviZ ``InferenceData``, for ``az.summary``, ``az.plot_posterior``,
+        ``az.loo``, ``az.compare``, ``az.plot_ppc`` ...
+
+        Needs ArviZ (0.17 to 0.23), xarray and pandas: ``pip install fastvi[arviz]``.
+
+        Groups:
+
+        - ``posterior``: one chain of the ``n`` draws of ``sample(n, seed, importance)`` (every
+          parameter and deterministic, constrained), with the axis names given as ``dims=``
+          and labelled by the model's ``coords``;
+        - ``sample_stats``: ``lp``, the model's log density at each draw (in the unconstrained
+          space, with the transforms' log-Jacobians, as Stan's ``lp__``), and ``log_q``, q's log
+          density there (``lp - log_q`` are the draws' log importance ratios);
+        - ``observed_data``: the data of each factor added with ``model.add(kernel, data, ...)``,
+          named by the factor's ``name=`` (give one: the default label is long) with its ``dims``;
+        - ``log_likelihood``: each observation's log density at each draw (for ``az.loo`` and
+          ``az.compare``): element-wise kernels by the kernel itself, the GLMs (``normal_id_glm``,
+          ``bernoulli_logit_glm``, ``poisson_log_glm``, ``neg_binomial_2_log_glm``,
+          ``categorical_logit_glm``) one term per row, ``categorical``, ``categorical_logit``,
+          ``ordered_logistic`` and ``ordered_probit`` one per element of y,
+          ``multinomial_logit``, ``dirichlet``, ``multi_normal`` and ``multi_normal_cholesky``
+          one per row of the variate; factors of other kernels (``lkj_corr_cholesky`` on data,
+          kernels registered with ``elementwise=False``) are left out with a warning that names
+          them;
+        - ``posterior_predictive``: new observations of each observed factor drawn from its kernel
+          at each draw (see :meth:`posterior_predictive` for the kernels; the others are left out
+          with a warning);
+        - ``approximation``: the ELBO trace (``elbo``, ``elbo_step``) and q's mean and sd in the
+          unconstrained space.
+
+        Every group carries the fit's description as attributes (``family``, ``elbo``,
+        ``converged``, ``steps``, ``status``, ``khat``, ...).
+
+        Parameters
+        ----------
+        n : int, default 1000
+            The number of draws.
+        seed : int, default 0
+            Their seed (the same draws as ``sample(n, seed)``); the predictive draws use a
+            generator seeded from it too.
+        importance : {None, "psis"}, default None
+            ``"psis"``: PSIS-resampled draws, as ``sample(n, seed, importance="psis")``.
+        log_likelihood, posterior_predictive : bool, default True
+            Whether to compute those groups.
+        threads : int, optional
+            OpenMP threads for ``lp`` (default: the fit's).
+
+        Returns
+        -------
+        arviz.InferenceData
+
+        Raises
+        ------
+        ImportError
+            If ArviZ, xarray or pandas is missing.
+        ValueError, TypeError, FloatingPointError, RuntimeError
+            As for :meth:`sample`.
+
+        Warns
+        -----
+        UserWarning
+            Naming the observed factors left out of ``log_likelihood`` or
+            ``posterior_predictive``.
+
+        See Also
+        --------
+        sample, to_dataframe
+
+        Examples
+        --------
+        >>> import numpy as np, fastvi as fv, arviz as az
+        >>> y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+        >>> schools = ["A", "B", "C", "D", "E", "F", "G", "H"]
+        >>> m = fv.Model(coords={"school": schools})
+        >>> theta = m.param("theta", shape=8, dims="school")
+        >>> m.add("normal", theta, loc=0.0, scale=10.0)
+        >>> m.add("normal", y, loc=theta, scale=15.0, name="y", dims="school")
+        >>> fit = fv.fit(m, seed=0)
+        >>> idata = fit.to_inference_data(1000, seed=1)
+        >>> idata.posterior["theta"].dims, idata.posterior["theta"].shape
+        (('chain', 'draw', 'school'), (1, 1000, 8))
+        >>> idata.posterior["theta"].sel(school="C").shape
+        (1, 1000)
+        >>> bool(np.array_equal(idata.posterior["theta"][0], fit.sample(1000, seed=1)["theta"]))
+        True
+        >>> sorted(idata.groups())     # doctest: +NORMALIZE_WHITESPACE
+        ['approximation', 'log_likelihood', 'observed_data', 'posterior', 'posterior_predictive',
+         'sample_stats']
+        >>> loo = az.loo(idata)
+        >>> bool(np.isfinite(loo.elpd_loo))
+        True
+        """
+        from ._inference_data import to_inference_data
+
+        return to_inference_data(
+            self,
+            n,
+            seed,
+            importance,
+            log_likelihood=log_likelihood,
+            posterior_predictive=posterior_predictive,
+            threads=threads,
+        )
+
+    def posterior_predictive(
+        self, n: int = 1000, seed: int = 0, importance: Optional[str] = None
+    ) -> Dict[str, np.ndarray]:
+        """New observations of every observed factor, one set per draw of ``sample(n, seed)``.
+
+        For each factor added with ``model.add(kernel, data, name=...)``, ``n`` draws of data
+        like it from the kernel at the parameters' draws: the posterior predictive distribution
+        (of q's draws, or of the PSIS-resampled ones). The same draws as the
+        ``posterior_predictive`` group of :meth:`to_inference_data` with the same arguments.
+        Kernels with a sampler: ``normal``, ``student_t``, ``cauchy``, ``logistic``,
+        ``double_exponential``, ``lognormal``, ``half_normal``, ``half_cauchy``, ``exponential``,
+        ``gamma``, ``inv_gamma``, ``chi_square``, ``weibull``, ``beta``, ``uniform``, ``pareto``,
+        ``von_mises``, ``bernoulli_logit``, ``binomial_logit``, ``beta_binomial``, ``poisson``,
+        ``poisson_log``, ``neg_binomial_2``, ``neg_binomial_2_log``, the GLMs
+        (``normal_id_glm``, ``bernoulli_logit_glm``, ``poisson_log_glm``,
+        ``neg_binomial_2_log_glm``, ``categorical_logit_glm``), ``categorical``,
+        ``categorical_logit``, ``ordered_logistic``, ``ordered_probit``, ``multinomial_logit``
+        (each row's total count as observed), ``dirichlet``, ``multi_normal`` and
+        ``multi_normal_cholesky``.
+
+        Parameters
+        ----------
+        n : int, default 1000
+            The number of draws.
+        seed : int, default 0
+            The parameters' draws are ``sample(n, seed, importance)``; the observations come from
+            a numpy Generator seeded from it too.
+        importance : {None, "psis"}, default None
+            ``"psis"``: at PSIS-resampled draws (see :meth:`sample`).
+
+        Returns
+        -------
+        dict of str to ndarray
+            By factor name, shape ``(n,) + the observations' shape``, float64.
+
+        Raises
+        ------
+        ValueError, TypeError, RuntimeError
+            As for :meth:`sample`.
+
+        Warns
+        -----
+        UserWarning
+            Naming the observed factors whose kernel has no sampler (left out).
+
+        See Also
+        --------
+        to_inference_data
+
+        Examples
+        --------
+        w ~ Normal(0, 1), x_i ~ Normal(w, 1): the predictive of a new x is Normal(m, sqrt(1 + v))
+        for the posterior's mean m and variance v = 1 / 4.
+
+        >>> import numpy as np, fastvi as fv
+        >>> x = np.array([1.9, 2.1, 2.0])
+        >>> m = fv.Model()
+        >>> w = m.param("w")
+        >>> m.add("normal", w, loc=0.0, scale=1.0)
+        >>> m.add("normal", x, loc=w, scale=1.0, name="x")
+        >>> pred = fv.fit(m, seed=0).posterior_predictive(4000, seed=1)
+        >>> pred["x"].shape
+        (4000, 3)
+        >>> bool(abs(pred["x"].mean() - 1.5) < 0.05), bool(abs(pred["x"][:, 0].std() - np.sqrt(1.25)) < 0.05)
+        (True, True)
+        """
+        from ._inference_data import unconstrained_draws
+        from ._observed import predictive_draws
+
+        n = int_setting(n, "n", 1, 2**32)
+        seed = seed_setting(seed)
+        self._check_model()
+        zeta, _ = unconstrained_draws(self, n, seed, importance, "posterior_predictive")
+        return predictive_draws(self.model, zeta, seed, stacklevel=2)
+
+    def to_dataframe(self, n: int = 1000, seed: int = 0, importance: Optional[str] = None) -> Any:
+        """``n`` draws as a pandas DataFrame, one column per scalar (``w``, ``beta[0]``,
+        ``L[1, 0]``, as in summaries: an axis declared with ``dims`` shows its ``coords`` labels,
+        ``theta[Choate]``), one row per draw.
+
+        Needs pandas (``pip install fastvi[arviz]`` brings it).
+
+        Parameters
+        ----------
+        n : int, default 1000
+            The number of draws.
+        seed : int, default 0
+            Their seed: the rows are ``sample(n, seed, importance)``.
+        importance : {None, "psis"}, default None
+            ``"psis"``: PSIS-resampled draws (see :meth:`sample`).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by draw (0 to n - 1), every parameter and deterministic in C order.
+
+        Raises
+        ------
+        ImportError
+            If pandas is missing.
+        ValueError, TypeError, FloatingPointError, RuntimeError
+            As for :meth:`sample`.
+
+        See Also
+        --------
+        sample, to_inference_data, summary
+
+        Examples
+        --------
+        >>> import numpy as np, fastvi as fv
+        >>> m = fv.Model()
+        >>> beta = m.param("beta", shape=2)
+        >>> m.add("normal", beta, loc=np.array([0.0, 1.0]), scale=1.0)
+        >>> df = fv.fit(m, seed=0).to_dataframe(500)
+        >>> df.shape, list(df.columns)
+        ((500, 2), ['beta[0]', 'beta[1]'])
+        >>> bool(abs(df["beta[1]"].mean() - 1.0) < 0.2)
+        True
+        """
+        from ._inference_data import to_dataframe
+
+        return to_dataframe(self, n, seed, importance)
+
     def __repr__(self) -> str:
         state = (
             f"converged at step {self.converged_step}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -26,6 +26,10 @@ from ._validate import as_data, as_real_array, check_size, threads_setting
 from .expr import Expr
 
 Shape = Union[int, Sequence[int]]
+Dims = Union[str, Sequence[str]]
+
+# ArviZ names the axes of every draw "chain" and "draw": a variable's own axes cannot take them.
+_RESERVED_DIMS = ("chain", "draw")
 
 
 class Param(Expr):
@@ -184,6 +188,12 @@ class Model:
     :func:`fastvi.fit`. The log density is the sum of the factors, with the log-Jacobians of the
     constraint transforms, in the unconstrained space of dimension :attr:`dim`.
 
+    Parameters
+    ----------
+    coords : mapping of str to array_like, optional
+        Labels of named dimensions (see :meth:`add_coords`): ``{"county": names}`` labels the
+        axes declared with ``dims=("county",)`` in ``fit.to_inference_data()``.
+
     Attributes
     ----------
     params : dict of str to Param
@@ -195,6 +205,10 @@ class Model:
     dim : int
         Number of unconstrained coordinates (the total size of the parameter blocks, less the
         coordinates vector transforms remove: a K-simplex has K - 1).
+    coords : dict of str to ndarray
+        Labels of the named dimensions.
+    dims : dict of str to tuple of str
+        The axis names of the parameters and deterministics declared with ``dims``.
 
     See Also
     --------
@@ -237,8 +251,10 @@ class Model:
     (1, 2)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, coords: Optional[Mapping[str, Any]] = None) -> None:
         self._reset()
+        if coords is not None:
+            self.add_coords(coords)
 
     def _reset(self) -> None:
         self._core = _core.Model()
@@ -248,6 +264,13 @@ class Model:
         self._recipe: list = []  # the build log: one tuple per call that changed self._core
         self._data: Dict[str, Data] = {}  # data containers by name (model.data)
         self._data_values: Dict[str, np.ndarray] = {}  # their current values (read-only arrays)
+        # Named dimensions live on the Python side only (the C++ model has no use for them):
+        # labels per dimension name, and the dimension names of each variable that has them.
+        # Parameters and deterministics are keyed by name, factors by their index in _factors.
+        self._coords: Dict[str, np.ndarray] = {}
+        self._var_dims: Dict[str, Tuple[str, ...]] = {}
+        # factor index -> (axis names, shape) of its observed value
+        self._factor_dims: Dict[int, Tuple[Tuple[str, ...], Tuple[int, ...]]] = {}
 
     # ---- parameters -----------------------------------------------------------------------------
 
@@ -258,6 +281,7 @@ class Model:
         lower: Optional[float] = None,
         upper: Optional[float] = None,
         transform: Optional[str] = None,
+        dims: Optional[Dims] = None,
     ) -> Param:
         """Declares a parameter block and returns a reference to use as a kernel input.
 
@@ -304,6 +328,10 @@ class Model:
         transform : str or None, default None
             A vector transform: ``"simplex"``, ``"ordered"``, ``"positive_ordered"``,
             ``"cholesky_corr"`` or ``"cholesky_cov"``; not together with ``lower`` / ``upper``.
+        dims : str or sequence of str, optional
+            A name for each axis of ``shape`` (a str for a vector), as in PyMC: the axes of the
+            parameter in ``fit.to_inference_data()``, labelled by the model's :attr:`coords`
+            where it has labels for them. Axes sharing a name must have the same length.
 
         Returns
         -------
@@ -319,7 +347,9 @@ class Model:
             If the name is already taken, a dimension is < 1, the block is too large, a bound is
             NaN, ``lower >= upper``, or the interval's width overflows; if ``transform`` is not
             one of those names, is given with ``lower`` or ``upper``, or does not fit the shape
-            (a simplex needs K >= 2, a Cholesky factor a square (K, K) shape, ...).
+            (a simplex needs K >= 2, a Cholesky factor a square (K, K) shape, ...); if ``dims``
+            does not name every axis once, or an axis's length differs from the labels in
+            :attr:`coords` or from another variable's axis of the same name.
         RuntimeError
             If the model is being fitted or evaluated in another thread.
 
@@ -335,6 +365,17 @@ class Model:
         Param('p', shape=(2, 3), lower=0, upper=1)
         >>> m.dim
         8
+
+        Named axes, labelled by the model's coords (they appear in ``fit.to_inference_data()``):
+
+        >>> m = fv.Model(coords={"county": ["Aitkin", "Anoka", "Becker"]})
+        >>> a = m.param("a", shape=3, dims="county")
+        >>> m.dims
+        {'a': ('county',)}
+        >>> m.param("b", shape=4, dims="county")
+        Traceback (most recent call last):
+            ...
+        ValueError: parameter 'b': axis 0 ('county') has length 4, but the model's coords label 'county' with 3 values
 
         Vector transforms: a 3-simplex has 2 free coordinates, a 3 x 3 correlation matrix's
         Cholesky factor 3.
@@ -360,6 +401,7 @@ class Model:
         if name in self._deterministics:
             raise ValueError(f"parameter {name!r}: the name is already used by a deterministic")
         shape = _as_shape(shape, name)
+        axis_names = self._check_dims(f"parameter {name!r}", name, shape, dims)
         if transform is not None:
             if not isinstance(transform, str):
                 raise TypeError(f"parameter {name!r}: transform must be a str or None, got {transform!r}")
@@ -373,7 +415,9 @@ class Model:
                     f"parameter {name!r}: transform={transform!r} cannot be combined with lower or upper bounds "
                     f"(the transform defines the constraint)"
                 )
-            return self._build("add_param_transform", name, shape, transform)
+            param = self._build("add_param_transform", name, shape, transform)
+            self._set_dims(name, axis_names)
+            return param
         lo = _as_bound(lower, "lower", name)
         hi = _as_bound(upper, "upper", name)
         if lo is not None and hi is not None and not lo < hi:
@@ -381,9 +425,11 @@ class Model:
         lo = -math.inf if lo is None else lo
         hi = math.inf if hi is None else hi
         _check_interval(lo, hi, name)
-        return self._build("add_param", name, shape, lo, hi)
+        param = self._build("add_param", name, shape, lo, hi)
+        self._set_dims(name, axis_names)
+        return param
 
-    def deterministic(self, name: str, expr: Expr) -> Expr:
+    def deterministic(self, name: str, expr: Expr, dims: Optional[Dims] = None) -> Expr:
         """Records ``expr`` under ``name``: its values appear in ``sample()``, ``mean()``, ``std()``
         and summaries.
 
@@ -393,6 +439,8 @@ class Model:
             A non-empty name, unique among the model's parameters and deterministics.
         expr : Expr
             An expression of this model's parameters.
+        dims : str or sequence of str, optional
+            A name for each axis of ``expr`` (as for :meth:`param`).
 
         Returns
         -------
@@ -404,7 +452,8 @@ class Model:
         TypeError
             If ``name`` is not a non-empty str, or ``expr`` is not an expression of this model.
         ValueError
-            If the name is already used.
+            If the name is already used, or ``dims`` does not fit ``expr``'s shape (see
+            :meth:`param`).
 
         See Also
         --------
@@ -427,8 +476,10 @@ class Model:
             raise ValueError(f"deterministic {name!r}: the name is already used")
         if not isinstance(expr, Expr) or expr._model is not self:
             raise TypeError(f"deterministic {name!r}: expected an expression of this model's parameters")
+        axis_names = self._check_dims(f"deterministic {name!r}", name, expr.shape, dims)
         self._build("deterministic", name, expr._block, expr.shape, expr.lower, expr.upper, expr._label)
         self._deterministics[name] = expr  # the caller's own object, rather than the replay's equal one
+        self._set_dims(name, axis_names)
         return expr
 
     @property
@@ -459,6 +510,160 @@ class Model:
         {'mu': Param('mu', shape=()), 'tau': Param('tau', shape=(), lower=0)}
         """
         return dict(self._params)
+
+    # ---- named dimensions -----------------------------------------------------------------------
+
+    @property
+    def coords(self) -> Dict[str, np.ndarray]:
+        """Labels of the named dimensions, by dimension name (a new dict of read-only arrays).
+
+        Given to the constructor (``fv.Model(coords=...)``) or to :meth:`add_coords`; they label
+        the axes that :meth:`param`, :meth:`deterministic` and :meth:`add` name with ``dims``
+        in ``fit.to_inference_data()``.
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> m = fv.Model(coords={"county": ["Aitkin", "Anoka"]})
+        >>> m.coords["county"].tolist()
+        ['Aitkin', 'Anoka']
+        """
+        return dict(self._coords)
+
+    @property
+    def dims(self) -> Dict[str, Tuple[str, ...]]:
+        """The axis names of every parameter and deterministic declared with ``dims`` (a new dict).
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> m = fv.Model()
+        >>> _ = m.param("beta", shape=(2, 3), dims=("group", "predictor"))
+        >>> _ = m.param("sigma", lower=0.0)
+        >>> m.dims
+        {'beta': ('group', 'predictor')}
+        """
+        return dict(self._var_dims)
+
+    def add_coords(self, coords: Mapping[str, Any]) -> None:
+        """Adds labels for named dimensions (PyMC's ``model.add_coords``).
+
+        Parameters
+        ----------
+        coords : mapping of str to array_like
+            For each dimension name, a 1-D sequence of labels (strings, numbers, dates), one per
+            position along that axis.
+
+        Raises
+        ------
+        TypeError
+            If a dimension name is not a non-empty str.
+        ValueError
+            If labels are not 1-D or empty; if the dimension already has different labels; if a
+            variable already declared has that axis with another length; or if the name is
+            ``"chain"`` or ``"draw"`` (ArviZ's axes of the draws).
+
+        Examples
+        --------
+        >>> import fastvi as fv
+        >>> m = fv.Model()
+        >>> theta = m.param("theta", shape=2, dims="school")
+        >>> m.add_coords({"school": ["Choate", "Deerfield"]})
+        >>> m.add_coords({"school": ["A", "B", "C"]})
+        Traceback (most recent call last):
+            ...
+        ValueError: coords: dimension 'school' already has labels ['Choate', 'Deerfield']; labels cannot change
+        """
+        if not isinstance(coords, Mapping):
+            raise TypeError(f"coords must be a mapping of dimension name to labels, got {type(coords).__name__}")
+        lengths = self._dim_lengths()
+        new: Dict[str, np.ndarray] = {}
+        for dim, labels in coords.items():
+            if not isinstance(dim, str) or not dim:
+                raise TypeError(f"coords: dimension names must be non-empty str, got {dim!r}")
+            if dim in _RESERVED_DIMS:
+                raise ValueError(f"coords: {dim!r} is reserved for the axes of the draws ('chain', 'draw')")
+            arr = np.array(labels)
+            if arr.ndim != 1 or arr.size == 0:
+                raise ValueError(
+                    f"coords: the labels of {dim!r} must be a non-empty 1-D sequence, got shape {arr.shape}"
+                )
+            old = self._coords.get(dim)
+            if old is not None:
+                if old.shape != arr.shape or not np.array_equal(old, arr):
+                    raise ValueError(
+                        f"coords: dimension {dim!r} already has labels {old.tolist()!r}; labels cannot change"
+                    )
+                continue
+            if dim in lengths and lengths[dim][0] != arr.size:
+                length, owner = lengths[dim]
+                raise ValueError(
+                    f"coords: {arr.size} labels for {dim!r}, but {owner} has that axis with length {length}"
+                )
+            arr.flags.writeable = False
+            new[dim] = arr
+        self._coords.update(new)  # all or nothing: nothing is added if one entry is refused
+
+    def _dim_lengths(self) -> Dict[str, Tuple[int, str]]:
+        """{dimension name: (length, the first variable that has it)} over every declared axis."""
+        out: Dict[str, Tuple[int, str]] = {}
+        exprs = {**self._params, **self._deterministics}
+        named = [
+            (exprs[n].shape, f"{'parameter' if n in self._params else 'deterministic'} {n!r}", d)
+            for n, d in self._var_dims.items()
+        ]
+        for index, (d, shape) in self._factor_dims.items():
+            named.append((shape, f"factor {self._factors[index][0]!r}", d))
+        for shape, owner, axis_names in named:
+            for length, dim in zip(shape, axis_names):
+                out.setdefault(dim, (length, owner))
+        return out
+
+    def _check_dims(
+        self, what: str, name: Optional[str], shape: Tuple[int, ...], dims: Optional[Dims]
+    ) -> Optional[Tuple[str, ...]]:
+        """dims as a tuple of names, checked against shape, coords and the other variables' axes
+        (before anything is built, so that a refused call leaves the model unchanged)."""
+        if name is not None and (name in self._coords or name in self._dim_lengths()):
+            raise ValueError(f"{what}: {name!r} is the name of a dimension; rename one of them")
+        if dims is None:
+            return None
+        names = (dims,) if isinstance(dims, str) else dims
+        try:
+            names = tuple(names)
+        except TypeError:
+            raise TypeError(f"{what}: dims must be a str or a sequence of str, got {dims!r}") from None
+        if not all(isinstance(d, str) and d for d in names):
+            raise TypeError(f"{what}: dims must be non-empty str, got {dims!r}")
+        if len(names) != len(shape):
+            raise ValueError(f"{what}: dims {names!r} names {len(names)} axes, but its shape {shape} has {len(shape)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{what}: dims {names!r} names an axis twice")
+        # a dimension named like a variable would clash with it in the InferenceData's datasets
+        observed = {label for label, _ in self._factors}
+        variables = {*self._params, *self._deterministics, *observed, *([name] if name else [])}
+        lengths = self._dim_lengths()
+        for axis, (dim, length) in enumerate(zip(names, shape)):
+            if dim in _RESERVED_DIMS:
+                raise ValueError(f"{what}: {dim!r} is reserved for the axes of the draws ('chain', 'draw')")
+            if dim in variables:
+                raise ValueError(f"{what}: dimension {dim!r} has the name of a variable; rename one of them")
+            labels = self._coords.get(dim)
+            if labels is not None and labels.size != length:
+                raise ValueError(
+                    f"{what}: axis {axis} ({dim!r}) has length {length}, but the model's coords label {dim!r} "
+                    f"with {labels.size} values"
+                )
+            if dim in lengths and lengths[dim][0] != length:
+                raise ValueError(
+                    f"{what}: axis {axis} ({dim!r}) has length {length}, but {lengths[dim][1]} has that axis "
+                    f"with length {lengths[dim][0]}"
+                )
+        return names
+
+    def _set_dims(self, name: str, axis_names: Optional[Tuple[str, ...]]) -> None:
+        if axis_names is not None:
+            self._var_dims[name] = axis_names
 
     @property
     def dim(self) -> int:
@@ -646,7 +851,9 @@ class Model:
 
     # ---- factors --------------------------------------------------------------------------------
 
-    def add(self, kernel: str, value: Any, /, *, name: Optional[str] = None, **inputs: Any) -> None:
+    def add(
+        self, kernel: str, value: Any, /, *, name: Optional[str] = None, dims: Optional[Dims] = None, **inputs: Any
+    ) -> None:
         """Adds the log density of the registered ``kernel`` to the model.
 
         Everything is checked here, before any fit: unknown names, shapes, NaN or inf in data,
@@ -659,7 +866,11 @@ class Model:
         value : array_like or Expr
             The variate (positional only): data, a parameter or an expression.
         name : str, optional
-            A label for the factor in messages (default: ``"factor <i> (<kernel> on <value>)"``).
+            A label for the factor in messages (default: ``"factor <i> (<kernel> on <value>)"``);
+            for observed data, the name of its variable in ``fit.to_inference_data()``.
+        dims : str or sequence of str, optional
+            Names for the axes of an observed value (data), as for :meth:`param`: the axes of
+            its ``observed_data``, ``log_likelihood`` and ``posterior_predictive`` variables.
         **inputs : array_like or Expr
             The kernel's other named inputs, each data (an array or number) or a parameter (or an
             expression); an omitted input takes the kernel's default. For an element-wise kernel
@@ -670,7 +881,8 @@ class Model:
         ValueError
             For an unknown kernel or input, shapes that do not broadcast, non-finite data, data
             outside the kernel's support, a parameter for an input that must be data, or an
-            expression of another model.
+            expression of another model; for ``dims`` given with a variate that is not data, or
+            that do not fit its shape (see :meth:`param`).
         TypeError
             If ``kernel`` is not a str, the variate is passed again by keyword, ``name`` is not a
             non-empty str, or data is not real numbers.
@@ -726,9 +938,16 @@ class Model:
                 shapes.append(data.shape)
         if spec.elementwise:
             _check_broadcast_size(shapes, label)
+        axis_names = None
+        if dims is not None and isinstance(value, Expr):
+            raise ValueError(f"{label}: dims names the axes of observed data, but the variate is {value._label!r}")
+        if not isinstance(value, Expr):  # observed data: a variable of the InferenceData, named `name`
+            axis_names = self._check_dims(label, name, shapes[0], dims)
         # the build log records the definition bound now (register_kernel(..., replace=True) may
         # point the name at another one later; this model keeps what it bound)
         self._build("add_factor", registry_name(kernel), tuple(operands), label)
+        if axis_names is not None:
+            self._factor_dims[index] = (axis_names, shapes[0])
 
     def factor(self, expr: Expr, name: Optional[str] = None) -> None:
         """Adds the sum of an expression to the log density (Stan's ``target +=``, PyMC's
@@ -950,7 +1169,18 @@ class Model:
 
     # ---- copies and pickling --------------------------------------------------------------------
 
-    _OWN = ("_core", "_params", "_deterministics", "_factors", "_recipe", "_data", "_data_values")
+    _OWN = (
+        "_core",
+        "_params",
+        "_deterministics",
+        "_factors",
+        "_recipe",
+        "_data",
+        "_data_values",
+        "_coords",
+        "_var_dims",
+        "_factor_dims",
+    )
 
     _KERNEL_STEPS = ("add_factor", "add_kernel_logp")  # recipe entries (op, kernel, operands, label)
 
@@ -968,9 +1198,12 @@ class Model:
         recipe = list(self._recipe)
         if by_user_name:
             recipe = [(e[0], user_name(e[1]), *e[2:]) if e[0] in self._KERNEL_STEPS else e for e in recipe]
+        # names of dimensions: Python-side only, so not in the recipe (a model pickled before they
+        # existed has none, which _restore accepts)
+        names = {"coords": dict(self._coords), "dims": dict(self._var_dims), "factor_dims": dict(self._factor_dims)}
         # format 2: the recipe may hold data containers (declare_data steps, container operands),
         # which a fastvi that reads only format 1 would not understand; without them, format 1
-        return {"format": 2 if self._data else 1, "recipe": recipe, "extra": extra}
+        return {"format": 2 if self._data else 1, "recipe": recipe, "extra": extra, "names": names}
 
     def _restore(self, state: Dict[str, Any], rebind_kernels: bool) -> None:
         """Rebuilds the model from a _state. rebind_kernels: kernels are users' names, bound to
@@ -984,6 +1217,12 @@ class Model:
                     entry = (entry[0], registry_name(entry[1]), *entry[2:])
                 _require_kernel(entry[1], entry[3])
             self._build(*entry)
+        names = state.get("names", {})
+        for dim, labels in names.get("coords", {}).items():
+            self._coords[dim] = np.array(labels)
+            self._coords[dim].flags.writeable = False
+        self._var_dims.update(names.get("dims", {}))
+        self._factor_dims.update(names.get("factor_dims", {}))
         self.__dict__.update(state["extra"])
 
     def __copy__(self) -> Model:
