@@ -541,6 +541,7 @@ def test_builtin_and_extension_kernels_cannot_be_replaced():
         (dict(inputs=["y", "not an identifier"]), ValueError, "identifiers"),
         (dict(inputs=["y", "lambda"]), ValueError, "identifiers"),
         (dict(inputs=["y", "name"]), ValueError, "Model.add's own keyword"),
+        (dict(inputs=["y", "dims"]), ValueError, "'dims' is Model.add's own keyword"),
         (dict(supports={"scale": "positive"}), ValueError, r"supports names unknown inputs \['scale'\]"),
         (dict(supports={"loc": "big"}), ValueError, "support of 'loc' must be one of"),
         (dict(data_only=["x"]), ValueError, "data_only names unknown inputs"),

@@ -370,8 +370,8 @@ def register_kernel(
     for i, n in enumerate(inputs):
         if not isinstance(n, str) or not n.isidentifier() or keyword.iskeyword(n):
             raise ValueError(f"register_kernel({name!r}): input names must be Python identifiers, got {n!r}")
-        if i > 0 and n == "name":
-            raise ValueError(f"register_kernel({name!r}): 'name' is Model.add's own keyword; rename that input")
+        if i > 0 and n in ("name", "dims"):
+            raise ValueError(f"register_kernel({name!r}): {n!r} is Model.add's own keyword; rename that input")
     if len(set(inputs)) != len(inputs):
         raise ValueError(f"register_kernel({name!r}): input names must be unique, got {inputs}")
 
