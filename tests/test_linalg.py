@@ -130,7 +130,7 @@ def test_cholesky_of_data_matches_numpy():
     np.testing.assert_allclose(fv.cholesky(_spd(a, 5)), np.linalg.cholesky(_spd(a, 5)), rtol=1e-14, atol=1e-15)
 
 
-@pytest.mark.parametrize("n", [1, 2, 5, 12])
+@pytest.mark.parametrize("n", [1, 2, 5, 12, 30])  # 30: rows longer than a few SIMD registers
 def test_cholesky_values_and_gradients(n):
     # K = A A^T + n I from a parameter matrix A (a symmetric construction, as covariances are)
     rng = np.random.default_rng(6 + n)
@@ -228,7 +228,7 @@ def test_multi_normal_check_kernel(params, y_shape, mu_shape):
     assert check.passed, check
 
 
-@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize("k", [1, 3, 8, 25])
 def test_multi_normal_with_a_sigma_built_from_parameters(k):
     # Sigma = A A^T + k I: lp against scipy, the gradient against finite differences through the
     # matmul node, and the same model written with multi_normal_cholesky(L=cholesky(Sigma)) agrees

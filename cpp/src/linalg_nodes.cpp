@@ -110,14 +110,10 @@ class AddDiag final : public Node {
 // NaN in all of L: the factors that read L give that draw a NaN log density, which the fit skips
 // like any other invalid draw, and its gradient is NaN too.
 //
-// Reverse pass (Murray 2016, "Differentiation of the Cholesky decomposition"): with A = L L^T,
-// dA = dL L^T + L dL^T gives L^-1 dL = Phi(L^-1 dA L^-T), Phi = the lower triangle with its
-// diagonal halved (L^-1 dL is lower triangular and the two terms are transposes of each other).
-// So lp changes by <Lbar, dL> = <L^T Lbar, Phi(L^-1 dA L^-T)> = <L^-T Phi(L^T Lbar) L^-1, dA>, as
-// Phi is self-adjoint. With X = L^-T Phi(L^T Lbar) L^-1 and dA = (dK + dK^T) / 2, the gradient
-// with respect to K is (X + X^T) / 2. Lbar counts only on L's lower triangle (the upper one is
-// constant). X is built in place in this node's own gradient rows (nothing reads them after its
-// backward pass), so the node needs no scratch.
+// Reverse pass: dense::cholesky_adjoint_in_place (Murray 2016's unblocked algorithm), in place in
+// this node's own gradient rows (nothing reads them after its backward pass), so the node needs no
+// scratch; the gradient with respect to sym(K)'s lower triangle is then split evenly between
+// K[i, j] and K[j, i].
 class Cholesky final : public Node {
  public:
   Cholesky(Operand k, Index n) : k_(std::move(k)), n_(n) { size = n * n; }
@@ -134,20 +130,9 @@ class Cholesky final : public Node {
 
   void backward(const Matrix& value, Matrix& grad) const override {
     for (Index s = 0; s < value.cols(); ++s) {
-      const double* l = value.col(s).data() + row;
-      double* b = grad.col(s).data() + row;  // Lbar, then P = Phi(L^T Lbar), then X
-      // The lower triangle of L^T Lbar in place, row i from rows k >= i (not yet overwritten):
-      // P[i, 0..i] = sum_{k >= i} L[k, i] Lbar[k, 0..i].
-      for (Index i = 0; i < n_; ++i) {
-        Eigen::Map<Eigen::VectorXd> pi(b + i * n_, i + 1);
-        pi *= l[i * n_ + i];
-        for (Index k = i + 1; k < n_; ++k) pi += l[k * n_ + i] * Eigen::Map<const Eigen::VectorXd>(b + k * n_, i + 1);
-        pi[i] *= 0.5;
-      }
-      dense::lower_sandwich_solve(l, b, n_, true);
-      double* gk = grad.col(s).data() + k_.row;
-      for (Index i = 0; i < n_; ++i)
-        for (Index j = 0; j < n_; ++j) gk[i * n_ + j] += 0.5 * (b[i * n_ + j] + b[j * n_ + i]);
+      double* b = grad.col(s).data() + row;  // Lbar, then d lp / d sym(K) (its lower triangle)
+      dense::cholesky_adjoint_in_place(value.col(s).data() + row, b, n_);
+      dense::add_symmetric_gradient(b, grad.col(s).data() + k_.row, n_);
     }
   }
 

@@ -4,7 +4,8 @@
 //   log p = -N K / 2 log(2 pi) - N sum_k log|L_kk| - 1/2 sum_n |z_n|^2
 //   d/d y_n = -w_n,   d/d mu_n = w_n,   d/d L_ij = sum_n w_ni z_nj - N [i == j] / L_ii   (i >= j)
 // (d(-|z|^2 / 2) = w^T dL z, as d(L^-1) = -L^-1 dL L^-1.) y has shape (K,) or (N, K); mu (K,),
-// shared, or y's shape. O(N K^2) per draw, in two K-element scratch vectors: no allocation.
+// shared, or y's shape. O(N K^2) per draw, in two K-element scratch vectors (and a K x K copy of a
+// parameter L that is not one block of the draw): no allocation.
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -40,46 +41,54 @@ class MultiNormalCholesky final : public Kernel {
                                       std::to_string(i) + "] = " + format_number(l_.data[i * k_ + i]));
   }
 
-  Index scratch_size(Index, int) const override { return 2 * k_; }
+  Index scratch_size(Index, int) const override { return 2 * k_ + (l_.is_param && !l_.contiguous() ? k_ * k_ : 0); }
 
   void evaluate(const Batch& b) const override {
+    using ConstRow = Eigen::Map<const Eigen::VectorXd>;
     double* z = b.scratch;
     double* w = b.scratch + k_;
+    double* copy = b.scratch + 2 * k_;  // this draw's L, for a parameter L that is not one block
     const double constant = -double(n_) * double(k_) * math::kHalfLog2Pi;
-    // L[i, j] of draw s (row-major (K, K)).
-    auto lij = [&](Index s, Index i, Index j) { return l_.value(b, i * k_ + j, s); };
+    const bool any_grad = y_.is_param || mu_.is_param || l_.is_param;
     for (Index s = 0; s < b.draws; ++s) {
+      // L of draw s, row-major (K, K): in place where it is one block, else gathered once
+      const double* l = l_.data.data();
+      if (l_.is_param && l_.contiguous()) {
+        l = b.value + s * b.ld + l_.row;
+      } else if (l_.is_param) {
+        for (Index e = 0; e < k_ * k_; ++e) copy[e] = l_.value(b, e, s);
+        l = copy;
+      }
+      double* gl = l_.is_param && l_.contiguous() ? b.grad + s * b.ld + l_.row : nullptr;
       double lp = constant;
       for (Index i = 0; i < k_; ++i) {
-        const double d = lij(s, i, i);
+        const double d = l[i * k_ + i];
         lp -= double(n_) * std::log(std::abs(d));
-        if (l_.is_param) b.grad[s * b.ld + l_.row + i * k_ + i] -= double(n_) / d;
+        if (l_.is_param) l_.add_grad(b, i * k_ + i, s, -double(n_) / d);
       }
       for (Index n = 0; n < n_; ++n) {
-        // z = L^-1 (y_n - mu_n)
-        for (Index i = 0; i < k_; ++i) {
+        for (Index i = 0; i < k_; ++i) {  // z = L^-1 (y_n - mu_n), forward substitution
           const Index e = n * k_ + i;
-          const double mu = mu_.value(b, mu_scalar_ ? 0 : mu_shared_ ? i : e, s);
-          double acc = y_.value(b, e, s) - mu;
-          for (Index j = 0; j < i; ++j) acc -= lij(s, i, j) * z[j];
-          z[i] = acc / lij(s, i, i);
+          const double r = y_.value(b, e, s) - mu_.value(b, mu_scalar_ ? 0 : mu_shared_ ? i : e, s);
+          z[i] = (r - ConstRow(l + i * k_, i).dot(ConstRow(z, i))) / l[i * k_ + i];
         }
-        double sq = 0.0;
-        for (Index i = 0; i < k_; ++i) sq += z[i] * z[i];
-        lp -= 0.5 * sq;
-        if (!(y_.is_param || mu_.is_param || l_.is_param)) continue;
-        // w = L^-T z
+        lp -= 0.5 * ConstRow(z, k_).squaredNorm();
+        if (!any_grad) continue;
+        // w = L^-T z, back substitution a column of L^T (a row of L) at a time
+        Eigen::Map<Eigen::VectorXd>(w, k_) = ConstRow(z, k_);
         for (Index i = k_ - 1; i >= 0; --i) {
-          double acc = z[i];
-          for (Index j = i + 1; j < k_; ++j) acc -= lij(s, j, i) * w[j];
-          w[i] = acc / lij(s, i, i);
+          w[i] /= l[i * k_ + i];
+          Eigen::Map<Eigen::VectorXd>(w, i) -= w[i] * ConstRow(l + i * k_, i);
         }
         for (Index i = 0; i < k_; ++i) {
           const Index e = n * k_ + i;
-          if (y_.is_param) b.grad[s * b.ld + y_.row + e] -= w[i];
-          if (mu_.is_param) b.grad[s * b.ld + mu_.row + (mu_scalar_ ? 0 : mu_shared_ ? i : e)] += w[i];
-          if (l_.is_param)
-            for (Index j = 0; j <= i; ++j) b.grad[s * b.ld + l_.row + i * k_ + j] += w[i] * z[j];
+          if (y_.is_param) y_.add_grad(b, e, s, -w[i]);
+          if (mu_.is_param) mu_.add_grad(b, mu_scalar_ ? 0 : mu_shared_ ? i : e, s, w[i]);
+          if (gl != nullptr) {
+            Eigen::Map<Eigen::VectorXd>(gl + i * k_, i + 1) += w[i] * ConstRow(z, i + 1);
+          } else if (l_.is_param) {
+            for (Index j = 0; j <= i; ++j) l_.add_grad(b, i * k_ + j, s, w[i] * z[j]);
+          }
         }
       }
       b.lp[s] += lp;
