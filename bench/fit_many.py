@@ -73,6 +73,24 @@ def load() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def cpu_seconds() -> float:
+    """This process's CPU time (run in each worker by client.run)."""
+    return time.process_time()
+
+
+def timed(run, fits: int, clients: list) -> tuple:
+    """Runs ``run()``; returns its result, fits per second of wall time and CPU ms per fit (the
+    workers' and this process's, which hosts the scheduler: the CPU the fits cost, whatever share
+    of the cores the machine's other work left them)."""
+    before = [client.run(cpu_seconds) for client in clients], time.process_time()
+    start = time.perf_counter()
+    result = run()
+    wall = time.perf_counter() - start
+    after = [client.run(cpu_seconds) for client in clients], time.process_time()
+    cpu = after[1] - before[1] + sum(a[w] - b[w] for a, b in zip(after[0], before[0]) for w in a)
+    return result, fits / wall, 1e3 * cpu / fits
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fits", type=int, default=1000)
@@ -81,56 +99,64 @@ def main() -> None:
     parser.add_argument("--no-serial", action="store_true", help="skip the serial loop")
     args = parser.parse_args()
 
+    import contextlib
+
     import distributed
 
     groups = simulate(args.fits)
     print(f"load average before: {load()}", flush=True)
-    rows = []  # (setting, fits/s of each run, start-up s)
-    reference = None
     warm_up()
-    if not args.no_serial:
-        rates = []
-        for _ in range(args.runs):
+    with contextlib.ExitStack() as stack:
+        # every cluster started (and warmed up) first; then the runs go round the settings, so
+        # that a change in the machine's load falls on all of them alike
+        settings = {} if args.no_serial else {"serial loop (this process)": (None, None)}
+        for workers in args.workers:
             start = time.perf_counter()
-            fits = serial(groups)
-            rates.append(args.fits / (time.perf_counter() - start))
-        reference = moments(fits)
-        rows.append(("serial loop (this process)", rates, None))
-        print(rows[-1], flush=True)
-    for workers in args.workers:
-        start = time.perf_counter()
-        with distributed.LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=":0",
-            scheduler_kwargs={"dashboard": False},
-        ) as cluster:
-            with distributed.Client(cluster) as client:
-                client.run(warm_up)
-                startup = time.perf_counter() - start
-                rates = []
-                for _ in range(args.runs):
-                    start = time.perf_counter()
-                    fits = fv.fit_many(build, groups, client=client, seed=0, **FIT_KWARGS)
-                    rates.append(args.fits / (time.perf_counter() - start))
-        result = moments(fits)
-        if reference is None:
-            reference = result
-        if not np.array_equal(result, reference):
-            raise SystemExit(f"{workers} worker(s): the fits differ from the first setting's")
-        rows.append((f"LocalCluster, {workers} worker{'s' if workers > 1 else ''}", rates, startup))
-        print(rows[-1], flush=True)
+            cluster = stack.enter_context(
+                distributed.LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=":0",
+                    scheduler_kwargs={"dashboard": False},
+                )
+            )
+            client = stack.enter_context(distributed.Client(cluster, set_as_default=False))
+            client.run(warm_up)
+            settings[f"LocalCluster, {workers} worker{'s' if workers > 1 else ''}"] = (
+                client,
+                time.perf_counter() - start,
+            )
+        rates: dict = {name: [] for name in settings}
+        cpu_ms: dict = {name: [] for name in settings}
+        results = {}
+        for run in range(args.runs):
+            for name, (client, _) in settings.items():
+                if client is None:
+                    fits, rate, cpu = timed(lambda: serial(groups), args.fits, [])
+                else:
+                    fits, rate, cpu = timed(
+                        lambda: fv.fit_many(build, groups, client=client, seed=0, **FIT_KWARGS), args.fits, [client]
+                    )
+                rates[name].append(rate)
+                cpu_ms[name].append(cpu)
+                results[name] = moments(fits)
+                print(f"run {run + 1}: {name}: {rate:.1f} fits/s, {cpu:.1f} CPU ms per fit", flush=True)
     print(f"load average after: {load()}\n")
+    reference = next(iter(results.values()))
+    for name, result in results.items():
+        if not np.array_equal(result, reference):
+            raise SystemExit(f"{name}: the fits differ from the first setting's")
 
-    one_worker = next((statistics.median(r) for name, r, _ in rows if name.endswith(" 1 worker")), None)
-    print("| setting | fits/s (median) | runs | vs 1 worker | cluster start-up |")
-    print("|---|---|---|---|---|")
-    for name, rates, startup in rows:
-        median = statistics.median(rates)
+    one_worker = next((statistics.median(r) for name, r in rates.items() if name.endswith(" 1 worker")), None)
+    print("| setting | fits/s (median) | runs | vs 1 worker | CPU ms per fit (median) | cluster start-up |")
+    print("|---|---|---|---|---|---|")
+    for name, (_, startup) in settings.items():
+        median = statistics.median(rates[name])
         ratio = f"{median / one_worker:.2f}x" if one_worker else "-"
-        runs = ", ".join(f"{r:.1f}" for r in rates)
-        print(f"| {name} | {median:.1f} | {runs} | {ratio} | {'-' if startup is None else f'{startup:.1f} s'} |")
+        runs = ", ".join(f"{r:.1f}" for r in rates[name])
+        start_up = "-" if startup is None else f"{startup:.1f} s"
+        print(f"| {name} | {median:.1f} | {runs} | {ratio} | {statistics.median(cpu_ms[name]):.1f} | {start_up} |")
     print("\nresults identical (means and sds) in every setting: yes")
 
 

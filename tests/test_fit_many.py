@@ -70,7 +70,8 @@ def client():
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", scheduler_kwargs={"dashboard": False}
     ) as cluster:
-        with distributed.Client(cluster) as c:
+        # not the default client: fit_many must use the client it is given
+        with distributed.Client(cluster, set_as_default=False) as c:
             yield c
 
 

@@ -293,7 +293,8 @@ def _run(
     start_of = {future.key: start for future, start in zip(futures, starts)}
     results: List[Any] = [None] * n
     try:
-        for future, chunk_results in distributed.as_completed(futures, with_results=True):
+        # loop=: this client's, not the default client's (there may be none, or another)
+        for future, chunk_results in distributed.as_completed(futures, loop=client.loop, with_results=True):
             start = start_of[future.key]
             for offset, result in enumerate(chunk_results):
                 if isinstance(result, _Failure):
