@@ -125,12 +125,18 @@ def test_nothing_to_fit():
     assert fv.fit_many(build_regression, {}) == {}
 
 
-def test_the_embedded_cluster_gives_the_same_results():
+def test_the_embedded_cluster_gives_the_same_results_and_is_shut_down():
     pytest.importorskip("distributed")
+    psutil = pytest.importorskip("psutil")  # a dependency of distributed
+    before = set(psutil.Process().children(recursive=True))
     partitions = _partitions(3, seed=5)
     fits = fv.fit_many(build_regression, partitions, seed=2, **FIT_KWARGS)
     for got, expected in zip(fits, _serial(partitions, 2, **FIT_KWARGS)):
         _assert_same_fit(got, expected)
+    # the cluster's processes (nannies and workers) have ended, or end without being told to
+    started = set(psutil.Process().children(recursive=True)) - before
+    _, alive = psutil.wait_procs(list(started), timeout=30)
+    assert alive == []
 
 
 # ---- errors --------------------------------------------------------------------------------------
