@@ -279,9 +279,8 @@ def _keys_and_data(partitions: Union[Mapping[Any, Any], Iterable[Any]]) -> Tuple
 def _check_fit_kwargs(fit_kwargs: Dict[str, Any]) -> None:
     """Refuses arguments fit() does not take here, before any cluster starts: otherwise every
     partition would fail on a worker with the same TypeError."""
-    for name in ("model", "seed"):
-        if name in fit_kwargs:
-            raise TypeError(f"fit_many passes {name!r} to fit itself; got {name}= in fit_kwargs")
+    if "model" in fit_kwargs:  # (seed= is fit_many's own argument)
+        raise TypeError("fit_many passes 'model' to fit itself; got model= in fit_kwargs")
     try:
         inspect.signature(fit).bind(None, **fit_kwargs)
     except TypeError as e:
