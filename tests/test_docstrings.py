@@ -24,6 +24,7 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 # doctest name -> the optional package its example needs
 OPTIONAL = {
+    "fastvi._many.fit_many": "distributed",
     "fastvi._summary.Summary.to_dataframe": "pandas",
     "fastvi.approximation.Approximation.to_inference_data": "arviz",
     "fastvi.approximation.Approximation.to_dataframe": "pandas",

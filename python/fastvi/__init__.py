@@ -37,6 +37,7 @@ from ._kernels import (
 )
 from ._linalg import add_diag, cholesky, exp_quad_cov
 from ._logp import logp
+from ._many import fit_many
 from ._summary import Summary, summary
 from .check import InputCheck, KernelCheck, check_kernel
 from .expr import (
@@ -97,6 +98,7 @@ __all__ = [
     "exp_quad_cov",
     "expm1",
     "fit",
+    "fit_many",
     "get_compile_flags",
     "get_include",
     "inv_logit",
