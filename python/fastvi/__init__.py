@@ -38,6 +38,7 @@ from ._kernels import (
 from ._linalg import add_diag, cholesky, exp_quad_cov
 from ._logp import logp
 from ._many import fit_many
+from ._sharded import fit_sharded
 from ._summary import Summary, summary
 from .check import InputCheck, KernelCheck, check_kernel
 from .expr import (
@@ -99,6 +100,7 @@ __all__ = [
     "expm1",
     "fit",
     "fit_many",
+    "fit_sharded",
     "get_compile_flags",
     "get_include",
     "inv_logit",
