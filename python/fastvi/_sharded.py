@@ -81,6 +81,10 @@ _PRIOR_RTOL = 1e-10
 # ---- the shards: built and evaluated on a worker (or in this process) -------------------------------
 
 
+class _Unsplittable(ValueError):
+    """A shard's model that fit_sharded cannot split into priors and likelihood."""
+
+
 @dataclass
 class _Failure:
     """A shard's build or evaluation that raised, as it travels back to the client."""
@@ -149,7 +153,7 @@ class _Shard:
         recipe = model._state(by_user_name=False)["recipe"]
         for entry in recipe:
             if entry[0] == "add_target":
-                raise ValueError(
+                raise _Unsplittable(
                     f"factor {entry[2]!r} was added with model.factor: fit_sharded cannot tell whether it is a "
                     f"prior (to count once) or a likelihood term (one per shard); write priors as "
                     f"model.add(kernel, parameter, ...) and likelihood terms as model.add(kernel, data, ...)"
@@ -608,6 +612,8 @@ def _check_shards(infos: List[Any]) -> Model:
     """Raises for a shard whose build failed or that cannot be combined with shard 0; returns shard
     0's model without its likelihood (the structure of the result)."""
     for index, info in enumerate(infos):
+        if isinstance(info, _Failure) and isinstance(info.exception, _Unsplittable):
+            raise ValueError(f"fit_sharded: shard {index}: {info.exception}")
         if isinstance(info, _Failure):
             raise RuntimeError(
                 f"fit_sharded: shard {index} failed to build: {type(info.exception).__name__}: {info.exception}\n"
