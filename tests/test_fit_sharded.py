@@ -249,7 +249,9 @@ def build_shaped_by_data(x):
 
 def test_shards_with_other_parameters_are_refused():
     x = _normal_data(10)
-    with pytest.raises(ValueError, match=r"shard 1's parameters differ from shard 0's.*'z': shape \(6,\) against \(4,\)"):
+    with pytest.raises(
+        ValueError, match=r"shard 1's parameters differ from shard 0's.*'z': shape \(6,\) against \(4,\)"
+    ):
         fv.fit_sharded(build_shaped_by_data, [x[:4], x[4:]])
 
 

@@ -648,7 +648,9 @@ def _check_shards(infos: List[Any]) -> Model:
 def _param_difference(a: List[Tuple[Any, ...]], b: List[Tuple[Any, ...]]) -> str:
     fields = ("name", "shape", "lower", "upper", "transform", "offset", "free size")
     if len(a) != len(b):
-        return f"{len(b)} parameter blocks ({', '.join(p[0] for p in b)}) against {len(a)} ({', '.join(p[0] for p in a)})"
+        return (
+            f"{len(b)} parameter blocks ({', '.join(p[0] for p in b)}) against {len(a)} ({', '.join(p[0] for p in a)})"
+        )
     for pa, pb in zip(a, b):
         for name, x, y in zip(fields, pa, pb):
             if x != y:
@@ -728,7 +730,7 @@ class _Q:
         q's parameters held fixed inside log q (zero variance when q is the posterior);
         closed form: E[grad log p * dz/dx] + the entropy's gradient."""
         D, S = eps.shape
-        mu, f = self.parts(x)
+        _, f = self.parts(x)
         if self.family == "meanfield":
             h = g_u + eps / f[:, None] if stl else g_u
             grad_omega = np.mean(h * eps, axis=1) * f + (0.0 if stl else 1.0)
@@ -833,7 +835,7 @@ def _fit(density: _ShardedDensity, settings: _Settings, n_shards: int, where: st
     return approx
 
 
-def _warn(approx: Approximation, run: "_Loop", warned: List[str], settings: _Settings) -> None:
+def _warn(approx: Approximation, run: _Loop, warned: List[str], settings: _Settings) -> None:
     for text in warned:
         warnings.warn(f"fit_sharded: {text}", ConvergenceWarning, stacklevel=4)
     if approx.n_skipped:
@@ -959,8 +961,8 @@ class _Loop:
         s = self.s
         self.window_elbo.append(float(np.mean(elbos)))
         self.window_step.append(self.step)
-        self.window_sums = (self.window_sums + [x_mean])[-2:]
-        self.window_stats = (self.window_stats + [(mu, log_sd, elbos)])[-2 * _BLOCK :]
+        self.window_sums = [*self.window_sums, x_mean][-2:]
+        self.window_stats = [*self.window_stats, (mu, log_sd, elbos)][-2 * _BLOCK :]
         if s.tol <= 0 or self.converged or len(self.window_stats) < 2 * _BLOCK:
             return
         old, new = self.window_stats[:_BLOCK], self.window_stats[_BLOCK:]
