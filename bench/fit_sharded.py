@@ -1,0 +1,145 @@
+"""One model, its rows sharded across Dask workers (issue 13, item 4): the per-step cost of
+``fv.fit_sharded``'s reduction on a LocalCluster of 2 worker processes, the per-row cost of the
+step's log density, and a paper model of 10-100 workers at N = 10^9 rows.
+
+What is timed: a step's evaluation, ``fit.options["seconds_evaluating"] / evaluations`` (sending
+zeta to every shard, the shards' log densities, the answers back and their sum in shard order),
+for fits of ``--steps`` (200) steps with ``tol=None``, ``precondition=None`` and
+``psis_draws=0``, so that every evaluation is one step. The optimiser's own work on the client
+(Adam on 2 x dim numbers) is the same in both modes and is left out.
+
+- **Overhead of the reduction**: a logistic regression (``bernoulli_logit_glm``, K = 10
+  predictors, 100 rows per shard, where the log density takes a few microseconds) in 1, 2 and 4
+  shards, on the cluster (shards round-robin on its 2 workers, one actor each) and in process (the
+  shards one after another): Dask's time per step minus the in-process time per step is the
+  overhead; its growth with the number of shards is the per-shard cost on the client.
+- **Compute**: the same model with ``--rows`` (200,000) rows in 2 shards, on the cluster (the two
+  shards at once) and in process (one after another).
+- **Per-row cost**: ``model.log_density`` of the model with ``--rows`` rows at one draw (S = 1) and
+  at 4, on one thread (median of 20 calls): what a worker's core spends per row and step.
+
+Each figure is the median of ``--runs`` (5) runs; the runs alternate the settings. All shard
+models run on one thread (``threads=1``).
+
+    python bench/fit_sharded.py                 # ~2 minutes here
+    python bench/fit_sharded.py --runs 3 --rows 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+import warnings
+
+import fastvi as fv
+import numpy as np
+
+K = 10
+SMALL_ROWS = 100
+
+
+def simulate(rows: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, K))
+    eta = 0.3 + X @ rng.normal(scale=0.5, size=K)
+    y = (rng.random(rows) < 1 / (1 + np.exp(-eta))).astype(float)
+    return X, y
+
+
+def build(data) -> fv.Model:
+    X, y = data
+    model = fv.Model()
+    alpha, beta = model.param("alpha"), model.param("beta", shape=X.shape[1])
+    model.add("normal", alpha, loc=0.0, scale=2.5)
+    model.add("normal", beta, loc=0.0, scale=2.5)
+    model.add("bernoulli_logit_glm", y, X=X, alpha=alpha, beta=beta)
+    return model
+
+
+def split(data, parts: int):
+    X, y = data
+    return list(zip(np.array_split(X, parts), np.array_split(y, parts)))
+
+
+def seconds_per_step(shards, client, steps: int) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fv.fit_sharded(
+            build, shards, client=client, steps=steps, tol=None, precondition=None, psis_draws=0, threads=1, seed=0
+        )
+    assert fit.options["evaluations"] == steps
+    return fit.options["seconds_evaluating"] / steps
+
+
+def per_row(rows: int, draws: int) -> float:
+    model = build(simulate(rows))
+    zeta = np.asfortranarray(np.random.default_rng(1).normal(scale=0.1, size=(model.dim, draws)))
+    model.log_density(zeta)
+    times = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        model.log_density(zeta, threads=1)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) / rows
+
+
+def main() -> None:
+    import distributed
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rows", type=int, default=200_000)
+    args = parser.parse_args()
+
+    settings = [("overhead", m) for m in (1, 2, 4)] + [("compute", 2)]
+    data = {
+        ("overhead", m): [(X, y) for X, y in split(simulate(SMALL_ROWS * m), m)] for m in (1, 2, 4)
+    }
+    data[("compute", 2)] = split(simulate(args.rows), 2)
+    times: dict = {(s, where): [] for s in settings for where in ("dask", "in-process")}
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", scheduler_kwargs={"dashboard": False}
+    ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        seconds_per_step(data[("overhead", 2)], client, 20)  # warm-up: imports on the workers
+        for _ in range(args.runs):
+            for s in settings:
+                times[(s, "dask")].append(seconds_per_step(data[s], client, args.steps))
+                times[(s, "in-process")].append(seconds_per_step(data[s], None, args.steps))
+    med = {key: statistics.median(v) for key, v in times.items()}
+
+    print(f"steps per run {args.steps}, median of {args.runs} runs; ms per step (evaluation: send, log densities, sum)\n")
+    print("| setting | in process | Dask, 2 workers | Dask - in process |")
+    print("|---|---:|---:|---:|")
+    for s in settings:
+        kind, m = s
+        rows = SMALL_ROWS * m if kind == "overhead" else args.rows
+        label = f"{m} shard{'s' if m > 1 else ''}, {rows:,} rows"
+        here, there = med[(s, "in-process")] * 1e3, med[(s, "dask")] * 1e3
+        print(f"| {label} | {here:.3f} | {there:.3f} | {there - here:+.3f} |")
+    print()
+    overhead = {m: med[(("overhead", m), "dask")] - med[(("overhead", m), "in-process")] for m in (1, 2, 4)}
+    # least squares a + b m over m = 1, 2, 4: the fixed part and the client's cost per shard
+    ms = np.array([1.0, 2.0, 4.0])
+    ys = np.array([overhead[1], overhead[2], overhead[4]])
+    b, a = np.polyfit(ms, ys, 1)
+    c1, c4 = per_row(args.rows, 1), per_row(args.rows, 4)
+    print(f"overhead fit: {a * 1e3:.3f} ms + {b * 1e3:.3f} ms per shard")
+    print(f"log density per row, one thread: {c1 * 1e9:.1f} ns at S = 1, {c4 * 1e9:.1f} ns at S = 4\n")
+    print("paper model, N = 10^9 rows, one shard per worker, S = 1: step = N/W x per-row cost + overhead")
+    print("| workers W | compute per step | overhead, linear a + bW | step | overhead, tree a + b log2 W | step |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for W in (10, 20, 50, 100):
+        compute = 1e9 / W * c1
+        linear = a + b * W
+        tree = a + b * math.log2(W)
+        print(
+            f"| {W} | {compute * 1e3:.0f} ms | {linear * 1e3:.1f} ms | {(compute + linear) * 1e3:.0f} ms "
+            f"| {tree * 1e3:.1f} ms | {(compute + tree) * 1e3:.0f} ms |"
+        )
+
+
+if __name__ == "__main__":
+    main()
