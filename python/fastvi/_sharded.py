@@ -22,9 +22,10 @@ shard order and takes the Adam step. What makes this trustworthy:
   any cluster equals the in-process fit (``client=None``) with the same seed, bit for bit: a
   shard's log density is the same computation wherever it runs, and the result of the C++ log
   density does not depend on its thread count.
-- **Little traffic.** A shard's model is built once, on a worker, and kept there in a Dask actor:
-  a step sends dim x draws numbers to each shard and receives draws + dim x draws back. Actor calls
-  go from the client to the worker directly, without a scheduler round trip.
+- **Little traffic.** A shard's model is built once, on a worker, and kept there in a Dask actor
+  (one per worker, holding its shards): a step sends dim x draws numbers to each worker and
+  receives draws + dim x draws per shard back. Actor calls go from the client to the worker
+  directly, without a scheduler round trip.
 
 The optimiser is fit()'s in outline (README, "How a fit runs"), run in Python on the client: the
 Laplace approximation found by L-BFGS through the shards preconditions (whitens) the problem, Adam
@@ -222,10 +223,30 @@ class _InProcess:
         self.shards = []
 
 
+class _WorkerShards:
+    """The shards one worker keeps, in one Dask actor: a step is one call per worker, whatever the
+    number of shards it holds (their log densities are computed one after another there, as they
+    would be anyway on a worker's one thread)."""
+
+    def __init__(self, build: Callable[[Any], Model], items: List[Tuple[int, Any]], threads: int):
+        self.shards = [_Shard(build, d, i, threads) for i, d in items]
+
+    def info(self) -> List[Any]:
+        return [s.info() for s in self.shards]
+
+    def evaluate(self, zeta: np.ndarray) -> List[Any]:
+        return [s.evaluate(zeta) for s in self.shards]
+
+
 class _OnDask:
-    """Each shard in a Dask actor, placed round-robin on the client's workers (sorted by address,
-    so the placement does not depend on the order the workers joined). A step calls every actor
-    before waiting for any, so the shards compute at the same time."""
+    """The shards on the client's workers, shard i on worker i mod W (workers sorted by address, so
+    the placement does not depend on the order they joined), each worker's in one actor. A step
+    calls every actor before waiting for any, so the workers compute at the same time.
+
+    Actors rather than tasks: a shard's model is built once and stays in the worker's memory, and an
+    actor call goes from the client to the worker directly (no scheduler in between). One actor per
+    worker rather than per shard: the client's cost per call (about a millisecond on the loaded
+    2-core machine, bench/README.md) is then paid per worker."""
 
     name = "dask"
 
@@ -234,41 +255,51 @@ class _OnDask:
         workers = sorted(client.scheduler_info()["workers"])
         if not workers:
             raise RuntimeError("fit_sharded: the Dask client has no workers")
+        self.groups: List[List[int]] = [list(range(w, len(data), len(workers))) for w in range(len(workers))]
+        self.groups = [g for g in self.groups if g]
         self.futures = [
             client.submit(
-                _Shard,
+                _WorkerShards,
                 build,
-                d,
-                i,
+                [(i, data[i]) for i in group],
                 threads,
                 actor=True,
-                workers=[workers[i % len(workers)]],
+                workers=[workers[group[0] % len(workers)]],
                 allow_other_workers=False,
                 pure=False,
             )
-            for i, d in enumerate(data)
+            for group in self.groups
         ]
+        self.n = len(data)
         self.actors: List[Any] = []
         try:
-            for index, future in enumerate(self.futures):
+            for group, future in zip(self.groups, self.futures):
                 try:
                     self.actors.append(future.result())
-                except Exception as e:  # e.g. the shard's data could not be unpickled on the worker
-                    raise RuntimeError(f"fit_sharded: shard {index} could not be placed on its worker: {e}") from e
+                except Exception as e:  # e.g. the shards' data could not be unpickled on the worker
+                    names = ", ".join(str(i) for i in group)
+                    raise RuntimeError(f"fit_sharded: shards {names} could not be placed on their worker: {e}") from e
         except BaseException:
             self.close()
             raise
+
+    def _in_order(self, per_actor: List[List[Any]]) -> List[Any]:
+        out: List[Any] = [None] * self.n
+        for group, results in zip(self.groups, per_actor):
+            for i, result in zip(group, results):
+                out[i] = result
+        return out
 
     def infos(self) -> List[Any]:
         # as_current: an actor binds to the current client at its first call (get_client), and this
         # one need not be the default client
         with self.client.as_current():
             calls = [a.info() for a in self.actors]
-            return [c.result() for c in calls]
+            return self._in_order([c.result() for c in calls])
 
     def evaluate(self, zeta: np.ndarray) -> List[Any]:
         calls = [a.evaluate(zeta) for a in self.actors]
-        return [c.result() for c in calls]
+        return self._in_order([c.result() for c in calls])
 
     def close(self) -> None:
         self.actors = []
@@ -391,9 +422,10 @@ def fit_sharded(
         is pickled to its worker: for large data pass something small (a file name, a row range)
         and let ``build`` load the rows on the worker.
     client : distributed.Client, optional
-        The cluster: shard ``i`` is kept by worker ``i mod W`` (workers sorted by address) in a Dask
-        actor, for the whole fit. ``None``: the shards are built and evaluated in this process, one
-        after another (the reference a cluster reproduces bit for bit; also for debugging).
+        The cluster: shard ``i`` is kept by worker ``i mod W`` (workers sorted by address), a
+        worker's shards in one Dask actor, for the whole fit; a step is one call per worker.
+        ``None``: the shards are built and evaluated in this process, one after another (the
+        reference a cluster reproduces bit for bit; also for debugging).
     family : {"meanfield", "fullrank"}, default "meanfield"
         q's family, as in :func:`fastvi.fit` (the low-rank family is not supported here).
     steps : int, default 30_000
