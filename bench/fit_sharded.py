@@ -10,9 +10,10 @@ for fits of ``--steps`` (200) steps with ``tol=None``, ``precondition=None`` and
 
 - **Overhead of the reduction**: a logistic regression (``bernoulli_logit_glm``, K = 10
   predictors, 100 rows per shard, where the log density takes a few microseconds) in 1, 2 and 4
-  shards, on the cluster (shards round-robin on its 2 workers, one actor each) and in process (the
-  shards one after another): Dask's time per step minus the in-process time per step is the
-  overhead; its growth with the number of shards is the per-shard cost on the client.
+  shards, on the cluster (shards round-robin on its 2 workers, one actor per worker: 1, 2 and 2
+  actors) and in process (the shards one after another): Dask's time per step minus the in-process
+  time per step is the overhead; from 1 to 2 workers called, its growth is the client's cost per
+  worker.
 - **Compute**: the same model with ``--rows`` (200,000) rows in 2 shards, on the cluster (the two
   shards at once) and in process (one after another).
 - **Per-row cost**: ``model.log_density`` of the model with ``--rows`` rows at one draw (S = 1) and
@@ -95,14 +96,19 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = [("overhead", m) for m in (1, 2, 4)] + [("compute", 2)]
-    data = {
-        ("overhead", m): [(X, y) for X, y in split(simulate(SMALL_ROWS * m), m)] for m in (1, 2, 4)
-    }
+    data = {("overhead", m): [(X, y) for X, y in split(simulate(SMALL_ROWS * m), m)] for m in (1, 2, 4)}
     data[("compute", 2)] = split(simulate(args.rows), 2)
     times: dict = {(s, where): [] for s in settings for where in ("dask", "in-process")}
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", scheduler_kwargs={"dashboard": False}
-    ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            scheduler_kwargs={"dashboard": False},
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
         seconds_per_step(data[("overhead", 2)], client, 20)  # warm-up: imports on the workers
         for _ in range(args.runs):
             for s in settings:
@@ -110,7 +116,9 @@ def main() -> None:
                 times[(s, "in-process")].append(seconds_per_step(data[s], None, args.steps))
     med = {key: statistics.median(v) for key, v in times.items()}
 
-    print(f"steps per run {args.steps}, median of {args.runs} runs; ms per step (evaluation: send, log densities, sum)\n")
+    print(
+        f"steps per run {args.steps}, median of {args.runs} runs; ms per step (evaluation: send, log densities, sum)\n"
+    )
     print("| setting | in process | Dask, 2 workers | Dask - in process |")
     print("|---|---:|---:|---:|")
     for s in settings:
@@ -121,15 +129,18 @@ def main() -> None:
         print(f"| {label} | {here:.3f} | {there:.3f} | {there - here:+.3f} |")
     print()
     overhead = {m: med[(("overhead", m), "dask")] - med[(("overhead", m), "in-process")] for m in (1, 2, 4)}
-    # least squares a + b m over m = 1, 2, 4: the fixed part and the client's cost per shard
-    ms = np.array([1.0, 2.0, 4.0])
-    ys = np.array([overhead[1], overhead[2], overhead[4]])
-    b, a = np.polyfit(ms, ys, 1)
+    # a step calls one actor per worker holding shards: 1 shard = 1 call, 2 shards = 2 calls (one per
+    # worker, at the same time), 4 shards = 2 calls of 2 shards each. The client's cost per worker
+    # call b: the 2-worker overhead minus the 1-worker one; the fixed part a: the rest of 1 call.
+    b = overhead[2] - overhead[1]
+    a = overhead[1] - b
     c1, c4 = per_row(args.rows, 1), per_row(args.rows, 4)
-    print(f"overhead fit: {a * 1e3:.3f} ms + {b * 1e3:.3f} ms per shard")
+    print(f"overhead model: a + b W with a = {a * 1e3:.3f} ms, b = {b * 1e3:.3f} ms per worker called")
     print(f"log density per row, one thread: {c1 * 1e9:.1f} ns at S = 1, {c4 * 1e9:.1f} ns at S = 4\n")
     print("paper model, N = 10^9 rows, one shard per worker, S = 1: step = N/W x per-row cost + overhead")
-    print("| workers W | compute per step | overhead, linear a + bW | step | overhead, tree a + b log2 W | step |")
+    print(
+        "| workers W | compute per step | overhead a + bW (as built) | step | overhead a + b log2 W (a tree) | step |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for W in (10, 20, 50, 100):
         compute = 1e9 / W * c1
@@ -138,6 +149,11 @@ def main() -> None:
         print(
             f"| {W} | {compute * 1e3:.0f} ms | {linear * 1e3:.1f} ms | {(compute + linear) * 1e3:.0f} ms "
             f"| {tree * 1e3:.1f} ms | {(compute + tree) * 1e3:.0f} ms |"
+        )
+    if b > 0:
+        best = math.sqrt(1e9 * c1 / b)
+        print(
+            f"\nas built, the step is shortest at W = sqrt(N c / b) = {best:.0f} workers: {(2 * math.sqrt(1e9 * c1 * b) + a) * 1e3:.0f} ms"
         )
 
 
