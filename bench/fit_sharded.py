@@ -64,14 +64,18 @@ def split(data, parts: int):
     return list(zip(np.array_split(X, parts), np.array_split(y, parts)))
 
 
-def seconds_per_step(shards, client, steps: int) -> float:
+def seconds_per_step(shards, client, steps: int) -> tuple:
+    """(wall seconds per step spent evaluating, the client process's CPU seconds per step over the
+    whole call: its event loop's work for the actor calls, the sums, Adam, and the set-up, which
+    main() takes out by difference with a shorter fit)."""
+    c0 = time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fv.fit_sharded(
             build, shards, client=client, steps=steps, tol=None, precondition=None, psis_draws=0, threads=1, seed=0
         )
     assert fit.options["evaluations"] == steps
-    return fit.options["seconds_evaluating"] / steps
+    return fit.options["seconds_evaluating"] / steps, (time.process_time() - c0) / steps
 
 
 def per_row(rows: int, draws: int) -> float:
@@ -99,6 +103,7 @@ def main() -> None:
     data = {("overhead", m): [(X, y) for X, y in split(simulate(SMALL_ROWS * m), m)] for m in (1, 2, 4)}
     data[("compute", 2)] = split(simulate(args.rows), 2)
     times: dict = {(s, where): [] for s in settings for where in ("dask", "in-process")}
+    cpu: dict = {(s, where): [] for s in settings for where in ("dask", "in-process")}
     with (
         distributed.LocalCluster(
             n_workers=2,
@@ -112,21 +117,29 @@ def main() -> None:
         seconds_per_step(data[("overhead", 2)], client, 20)  # warm-up: imports on the workers
         for _ in range(args.runs):
             for s in settings:
-                times[(s, "dask")].append(seconds_per_step(data[s], client, args.steps))
-                times[(s, "in-process")].append(seconds_per_step(data[s], None, args.steps))
+                for where, c in (("dask", client), ("in-process", None)):
+                    wall, used = seconds_per_step(data[s], c, args.steps)
+                    # the client's CPU per step without the set-up: against a fit of a quarter the steps
+                    _, used_short = seconds_per_step(data[s], c, args.steps // 4)
+                    times[(s, where)].append(wall)
+                    cpu[(s, where)].append(
+                        (used * args.steps - used_short * (args.steps // 4)) / (args.steps - args.steps // 4)
+                    )
     med = {key: statistics.median(v) for key, v in times.items()}
+    med_cpu = {key: statistics.median(v) for key, v in cpu.items()}
 
     print(
         f"steps per run {args.steps}, median of {args.runs} runs; ms per step (evaluation: send, log densities, sum)\n"
     )
-    print("| setting | in process | Dask, 2 workers | Dask - in process |")
-    print("|---|---:|---:|---:|")
+    print("| setting | in process | Dask, 2 workers | Dask - in process | client CPU per step, Dask |")
+    print("|---|---:|---:|---:|---:|")
     for s in settings:
         kind, m = s
         rows = SMALL_ROWS * m if kind == "overhead" else args.rows
         label = f"{m} shard{'s' if m > 1 else ''}, {rows:,} rows"
         here, there = med[(s, "in-process")] * 1e3, med[(s, "dask")] * 1e3
-        print(f"| {label} | {here:.3f} | {there:.3f} | {there - here:+.3f} |")
+        client_cpu = med_cpu[(s, "dask")] * 1e3
+        print(f"| {label} | {here:.3f} | {there:.3f} | {there - here:+.3f} | {client_cpu:.3f} |")
     print()
     overhead = {m: med[(("overhead", m), "dask")] - med[(("overhead", m), "in-process")] for m in (1, 2, 4)}
     # a step calls one actor per worker holding shards: 1 shard = 1 call, 2 shards = 2 calls (one per
