@@ -339,6 +339,24 @@ def test_unconverged_fit_says_so_and_warns():
     assert not fit.converged and "not converged" in fit.message
 
 
+def test_ctrl_c_returns_the_state_reached(monkeypatch):
+    # Ctrl-C (a KeyboardInterrupt while the client waits for the shards) at the 301st evaluation:
+    # the fit returns what it had, says so and warns; no PSIS (its draws would need the shards)
+    batch = _sharded._ShardedDensity.batch
+
+    def interrupted(self, zeta):
+        if self.evaluations == 300:
+            raise KeyboardInterrupt
+        return batch(self, zeta)
+
+    monkeypatch.setattr(_sharded._ShardedDensity, "batch", interrupted)
+    with pytest.warns(fv.ConvergenceWarning, match="interrupted at step"):
+        fit = fv.fit_sharded(build_normal, _split(_normal_data(), 2), precondition=None)
+    assert fit.interrupted and not fit.converged and fit.psis is None
+    assert fit.steps == 300 and "interrupted" in fit.message
+    assert np.isfinite(fit.mean()["w"])
+
+
 def test_the_result_refuses_run_psis_but_pickles():
     import pickle
 
