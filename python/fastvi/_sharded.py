@@ -252,7 +252,9 @@ class _OnDask:
 
     def __init__(self, client: Any, build: Callable[[Any], Model], data: Sequence[Any], threads: int):
         self.client = client
-        workers = sorted(client.scheduler_info()["workers"])
+        # nthreads(): every worker's address (scheduler_info() lists only the first 5 in some
+        # versions of distributed)
+        workers = sorted(client.nthreads())
         if not workers:
             raise RuntimeError("fit_sharded: the Dask client has no workers")
         self.groups: List[List[int]] = [list(range(w, len(data), len(workers))) for w in range(len(workers))]
@@ -554,7 +556,7 @@ def fit_sharded(
         threads = threads_setting(threads)
     if client is not None:
         _import_distributed()
-        if not (hasattr(client, "submit") and hasattr(client, "scheduler_info")):
+        if not (hasattr(client, "submit") and hasattr(client, "nthreads")):
             raise TypeError(f"client must be a distributed.Client or None, got {type(client).__name__}")
     # in process, the shards take turns and each may use every core; on a cluster, one thread each
     threads = threads if threads is not None else (_core.max_threads() if client is None else 1)
