@@ -334,6 +334,11 @@ def test_build_and_shards_are_checked():
         fv.fit_sharded(build_normal, [])
 
 
+def test_without_averaging_the_fit_stops_at_convergence():
+    fit = fv.fit_sharded(build_normal, _split(_normal_data(), 2), average=False, psis_draws=0)
+    assert fit.converged and fit.averaged_steps == 0 and fit.steps == fit.converged_step
+
+
 def test_unconverged_fit_says_so_and_warns():
     with pytest.warns(fv.ConvergenceWarning, match="did not converge"):
         fit = fv.fit_sharded(build_normal, [_normal_data()], steps=150, precondition=None, psis_draws=0)

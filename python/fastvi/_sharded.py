@@ -456,7 +456,8 @@ def fit_sharded(
     average : bool, default True
         Once converged, keep going for as many steps as convergence took (at least 1,000) and
         return the mean of those iterates (Polyak-Ruppert averaging), which removes the jitter of
-        Adam's constant step size. An unconverged fit returns the mean of its last two windows.
+        Adam's constant step size (``False``: the iterate at convergence). An unconverged fit
+        returns the mean of its last two windows' iterates.
     precondition : {"auto", None}, default "auto"
         ``"auto"``: find the mode (L-BFGS, each evaluation a round trip to the shards) and the
         Hessian there (one batched evaluation of 2 x dim points), and run Adam in the coordinates
@@ -1018,6 +1019,8 @@ class _Loop:
     def result_x(self) -> np.ndarray:
         if self.x_sum is not None and self.averaged:
             return self.x_sum / self.averaged
+        if self.converged and not self.s.average:
+            return self.q.x  # average=False: the iterate at convergence
         if self.window_sums:
             return np.mean(self.window_sums, axis=0)
         return self.q.x
