@@ -14,7 +14,7 @@ import warnings
 import fastvi as fv
 import numpy as np
 import pytest
-from fastvi import _sharded
+from fastvi import _sharded_workers
 
 # ---- models ---------------------------------------------------------------------------------------
 
@@ -191,8 +191,8 @@ def test_sharded_log_density_equals_the_whole_models():
     # at random points, the sum over 3 shards equals the unsharded model's log density and gradient:
     # counting the priors and sigma's log-Jacobian per shard would add 2 x (prior + Jacobian)
     data = _regression_data()
-    backend = _sharded._InProcess(build_regression, _split(data, 3), threads=1)
-    density = _sharded._ShardedDensity(backend, _sharded._check_shards(backend.infos()))
+    backend = _sharded_workers._InProcess(build_regression, _split(data, 3), threads=1)
+    density = _sharded_workers._ShardedDensity(backend, _sharded_workers._check_shards(backend.infos()))
     zeta = np.random.default_rng(0).normal(size=(4, 6))
     lp, grad = density.batch(zeta)
     lp_whole, grad_whole = build_regression(data).log_density(zeta)
@@ -283,17 +283,17 @@ def test_model_factor_terms_are_refused():
 
 
 def test_an_evaluation_failure_names_the_shard(monkeypatch):
-    evaluate = _sharded._Shard.evaluate
+    evaluate = _sharded_workers._Shard.evaluate
 
     def failing(self, zeta):
         if self.index == 1:
             try:
                 raise FloatingPointError("boom")
             except FloatingPointError as e:
-                return _sharded._Failure(e, "worker traceback here")
+                return _sharded_workers._Failure(e, "worker traceback here")
         return evaluate(self, zeta)
 
-    monkeypatch.setattr(_sharded._Shard, "evaluate", failing)
+    monkeypatch.setattr(_sharded_workers._Shard, "evaluate", failing)
     with pytest.raises(RuntimeError, match="shard 1 failed to evaluate its log density: FloatingPointError: boom"):
         fv.fit_sharded(build_normal, [_normal_data(), _normal_data()])
 
@@ -348,14 +348,14 @@ def test_unconverged_fit_says_so_and_warns():
 def test_ctrl_c_returns_the_state_reached(monkeypatch):
     # Ctrl-C (a KeyboardInterrupt while the client waits for the shards) at the 301st evaluation:
     # the fit returns what it had, says so and warns; no PSIS (its draws would need the shards)
-    batch = _sharded._ShardedDensity.batch
+    batch = _sharded_workers._ShardedDensity.batch
 
     def interrupted(self, zeta):
         if self.evaluations == 300:
             raise KeyboardInterrupt
         return batch(self, zeta)
 
-    monkeypatch.setattr(_sharded._ShardedDensity, "batch", interrupted)
+    monkeypatch.setattr(_sharded_workers._ShardedDensity, "batch", interrupted)
     with pytest.warns(fv.ConvergenceWarning, match="interrupted at step"):
         fit = fv.fit_sharded(build_normal, _split(_normal_data(), 2), precondition=None)
     assert fit.interrupted and not fit.converged and fit.psis is None
