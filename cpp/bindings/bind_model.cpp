@@ -23,6 +23,27 @@ Operand data_operand(const std::string& name, const DoubleArray& values) {
   return op;
 }
 
+// A data operand that refers to `values` (C-contiguous float64 or float32, e.g. a numpy.memmap)
+// instead of copying it: the core reads it in place for inputs declared in_place (a GLM's design
+// matrix) and widens it into a float64 copy for any other. The operand keeps the array alive; the
+// reference is dropped with the GIL held, whichever thread drops the operand.
+Operand view_operand(const std::string& name, const py::array& values) {
+  const bool f64 = py::isinstance<py::array_t<double>>(values), f32 = py::isinstance<py::array_t<float>>(values);
+  if (!(f64 || f32) || !(values.flags() & py::array::c_style))
+    throw py::type_error("view_operand: '" + name + "' must be a C-contiguous float64 or float32 array");
+  Operand op;
+  op.name = name;
+  op.source = "data";
+  op.shape.assign(values.shape(), values.shape() + values.ndim());
+  op.view = values.data();
+  op.view_is_float32 = f32;
+  op.view_owner = std::shared_ptr<const void>(new py::object(values), [](const py::object* o) {
+    py::gil_scoped_acquire gil;
+    delete o;
+  });
+  return op;
+}
+
 Matrix as_draws(const Eigen::Ref<const Matrix>& zeta, Index dim) {
   if (zeta.rows() != dim)
     throw std::invalid_argument("zeta must have " + std::to_string(dim) +
@@ -39,6 +60,7 @@ void bind_model(py::module_& m) {
       .def_readonly("shape", &Operand::shape)
       .def_readonly("is_param", &Operand::is_param);
   m.def("data_operand", &data_operand, py::arg("name"), py::arg("values"));
+  m.def("view_operand", &view_operand, py::arg("name"), py::arg("values"));
 
   py::enum_<BinaryOp>(m, "BinaryOp")
       .value("add", BinaryOp::Add)

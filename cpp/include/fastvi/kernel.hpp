@@ -37,6 +37,9 @@ struct InputInfo {
   // Other names accepted for this input: earlier spellings kept working after a rename (the
   // GLMs' `sigma`, now `scale` as in every other kernel). A factor stores the input by `name`.
   std::vector<std::string> aliases = {};
+  // The kernel reads this data input in place, float64 or float32 (Operand::view), instead of
+  // from a float64 copy: for large data such as a design matrix. Checked like any data input.
+  bool in_place = false;
 };
 
 class Kernel {

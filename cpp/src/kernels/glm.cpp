@@ -38,6 +38,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <stdexcept>
+#include <type_traits>
 
 #include "builtin.hpp"
 #include "fastvi/broadcast.hpp"
@@ -180,14 +181,56 @@ struct PoissonLog {
     return c;
   }
   // lp = y eta - exp(eta) (the -lgamma(y + 1) terms are a constant); r = y - exp(eta).
+  // exp by packet_math's exp_packets (Eigen's exp for double hides a division), kInterleave
+  // packets at a time; the last partial group is padded, so every element gets the same arithmetic.
   static void column(const double* y, double* eta, double* tmp, Index n, double offset, double& acc, double& rsum) {
-    ArrayMap e(eta, n), t(tmp, n);
-    const ConstArrayMap yy(y, n);
-    if (offset != 0.0) e += offset;
-    t = e.exp();
-    acc += (yy * e - t).sum();
-    e = yy - t;
-    rsum += e.sum();
+    using namespace Eigen::internal;
+    (void)tmp;
+    constexpr int M = kInterleave;
+    constexpr Index kGroup = M * kWidth;
+    const Packet off = pset1<Packet>(offset), zero = pset1<Packet>(0.0);
+    Packet acc_p = zero, rsum_p = zero;
+    auto terms = [&](const double* yy, const double* ee, Packet(&lp)[M], Packet(&r)[M]) {
+      Packet e[M], t[M];
+      for (int j = 0; j < M; ++j) e[j] = padd(ploadu<Packet>(ee + j * kWidth), off);
+      exp_packets<M>(e, t);
+      for (int j = 0; j < M; ++j) {
+        const Packet y_j = ploadu<Packet>(yy + j * kWidth);
+        lp[j] = psub(pmul(y_j, e[j]), t[j]);
+        r[j] = psub(y_j, t[j]);
+      }
+    };
+    Index i = 0;
+    for (; i + kGroup <= n; i += kGroup) {
+      Packet lp[M], r[M];
+      terms(y + i, eta + i, lp, r);
+      for (int j = 0; j < M; ++j) {
+        pstoreu(eta + i + j * kWidth, r[j]);
+        acc_p = padd(acc_p, lp[j]);
+        rsum_p = padd(rsum_p, r[j]);
+      }
+    }
+    double a = predux(acc_p), rs = predux(rsum_p);
+    if (i < n) {
+      alignas(64) double yb[kGroup] = {}, eb[kGroup] = {}, lb[kGroup], rb[kGroup];
+      for (Index j = 0; j < n - i; ++j) {
+        yb[j] = y[i + j];
+        eb[j] = eta[i + j];
+      }
+      Packet lp[M], r[M];
+      terms(yb, eb, lp, r);
+      for (int j = 0; j < M; ++j) {
+        pstore(lb + j * kWidth, lp[j]);
+        pstore(rb + j * kWidth, r[j]);
+      }
+      for (Index j = 0; j < n - i; ++j) {
+        eta[i + j] = rb[j];
+        a += lb[j];
+        rs += rb[j];
+      }
+    }
+    acc += a;
+    rsum += rs;
   }
 };
 
@@ -248,20 +291,18 @@ class Glm final : public Kernel {
                                   " (the rows of X), got shape " + format_shape(offset.shape));
     }
     y_ = std::move(y.data);
-    // Row-major N x K, as numpy laid it out, plus one packet of zeros that the row kernel's last
-    // read runs into. The row kernel also relies on X being finite (add_factor checks data
-    // inputs; this repeats it for kernels built directly).
-    x_ = std::move(x.data);
-    for (Index i = 0; i < x_.size(); ++i)
-      if (!std::isfinite(x_[i])) throw std::invalid_argument("X must be finite, got a non-finite value");
-    x_.conservativeResize(n_ * k_ + glm_rows::kWidth);
-    x_.tail(glm_rows::kWidth).setZero();
-    // Data-only parts computed once: X beta (+ alpha) for a data beta, and the log-density constants.
-    if (!beta_.is_param) {
-      xb_ = ConstRowMap(x_.data(), n_, k_) * beta_.data;
-      xb_.array() += offset_scalar_ + (alpha_.is_param ? 0.0 : alpha_.data[0]);
-      if (offset_.size() > 0) xb_ += offset_;
+    // X is row-major N x K, as numpy laid it out, read where it lies (a view of the caller's
+    // float64 or float32 array) or from this kernel's copy. The row kernel relies on X being
+    // finite (add_factor checks data inputs; this repeats it for kernels built directly).
+    if (x.has_view()) {
+      x_ = x.view;
+      x32_ = x.view_is_float32;
+      x_owner_ = std::move(x.view_owner);
+    } else {
+      x_copy_ = std::move(x.data);
+      x_ = x_copy_.data();
     }
+    x32_ ? init_x<float>() : init_x<double>();
     lp_const_ = F::constant(y_);
     if constexpr (F::kHasPhi) {
       // The distinct values of y and their counts, for the terms in y and phi alone; with phi data
@@ -387,7 +428,7 @@ class Glm final : public Kernel {
       l.per_thread = l.fused_eta + 2 * glm_rows::kMaxRows;
       l.pass_rows = glm_rows::pass_rows(k_);
     } else {
-      l.per_thread = l.blk * (l.panel + 1);
+      l.per_thread = l.blk * (l.panel + 1) + (x32_ && beta_.is_param ? l.blk * k_ : 0);
     }
     l.per_thread = round_up(l.per_thread, 8);
     return l;
@@ -422,17 +463,30 @@ class Glm final : public Kernel {
   // Rows [c * chunk_rows, ...) of chunk c into its own slot of part.
   void run_chunk(const Batch& b, const Layout& l, Index c, Eigen::Map<Matrix>& part, const double* beta_pad,
                  double* scratch) const {
-    if (l.fused) return run_chunk_fused(b, l, c, part, beta_pad, scratch);
+    if (l.fused)
+      return x32_ ? run_chunk_fused<float>(b, l, c, part, beta_pad, scratch)
+                  : run_chunk_fused<double>(b, l, c, part, beta_pad, scratch);
     const Index S = b.draws;
     auto slot = part.middleCols(c * S, S);
     slot.setZero();
-    const ConstRowMap x(x_.data(), n_, k_);
     const Index begin = c * l.chunk_rows, end = std::min(n_, begin + l.chunk_rows);
     const Index acc_row = l.part_rows - 2, rsum_row = l.part_rows - 1;
     const Index dphi_row = F::kHasPhi ? l.part_rows - 3 : acc_row;  // (unused without phi)
     double* tmp = scratch + l.blk * l.panel;
+    double* widened = tmp + l.blk;  // a float32 block of rows as doubles (blk x K)
     for (Index r0 = begin; r0 < end; r0 += l.blk) {
       const Index n = std::min(l.blk, end - r0);
+      // The block's rows as doubles: in place, or a float32 X widened once for both products.
+      const double* rows = widened;
+      if (!beta_.is_param) {
+        rows = nullptr;  // X beta is xb_
+      } else if (x32_) {
+        const float* src = static_cast<const float*>(x_) + r0 * k_;
+        for (Index i = 0; i < n * k_; ++i) widened[i] = double(src[i]);
+      } else {
+        rows = static_cast<const double*>(x_) + r0 * k_;
+      }
+      const ConstRowMap x(rows, n, k_);
       for (Index s0 = 0; s0 < S; s0 += l.panel) {
         const Index p = std::min(l.panel, S - s0);
         PanelMap eta(scratch, n, p, Eigen::OuterStride<>(l.blk));
@@ -441,9 +495,9 @@ class Glm final : public Kernel {
             const Index kt = std::min(l.tile, k_ - k0);
             const DrawMap beta(b.value + s0 * b.ld + beta_.row + k0, kt, p, Eigen::OuterStride<>(b.ld));
             if (k0 == 0)
-              eta.noalias() = x.block(r0, k0, n, kt) * beta;
+              eta.noalias() = x.middleCols(k0, kt) * beta;
             else
-              eta.noalias() += x.block(r0, k0, n, kt) * beta;
+              eta.noalias() += x.middleCols(k0, kt) * beta;
           }
         } else {
           for (Index j = 0; j < p; ++j) eta.col(j) = xb_.segment(r0, n);
@@ -457,7 +511,7 @@ class Glm final : public Kernel {
         if (beta_.is_param)
           for (Index k0 = 0; k0 < k_; k0 += l.tile) {
             const Index kt = std::min(l.tile, k_ - k0);
-            slot.block(k0, s0, kt, p).noalias() += x.block(r0, k0, n, kt).transpose() * eta;
+            slot.block(k0, s0, kt, p).noalias() += x.middleCols(k0, kt).transpose() * eta;
           }
       }
     }
@@ -465,6 +519,7 @@ class Glm final : public Kernel {
 
   // The single-pass path (beta a parameter, S <= fused_max_draws(K)): per pass of pass_rows_
   // rows, each draw forms its predictors, residuals and gradient terms while the rows are in L1.
+  template <class T>
   void run_chunk_fused(const Batch& b, const Layout& l, Index c, Eigen::Map<Matrix>& part, const double* beta_pad,
                        double* scratch) const {
     const Index S = b.draws;
@@ -478,11 +533,13 @@ class Glm final : public Kernel {
     std::fill(grad, dphi + S, 0.0);
     for (Index r0 = begin; r0 < end; r0 += l.pass_rows) {
       const Index n = std::min(l.pass_rows, end - r0);
-      const double* x = x_.data() + r0 * k_;
+      // The pass that ends X reads the copy of its last rows, padded (see tail_).
+      const T* x = r0 + n == n_ ? static_cast<const T*>(static_cast<const void*>(tail_.data())) + (r0 - tail_begin_) * k_
+                                : static_cast<const T*>(x_) + r0 * k_;
       // The next pass's rows (up to the end of X, into the next chunk if need be) are asked for
       // during this pass's first axpy, spread over its rows, so that they stream in from L3 or
       // memory while this pass computes; the hardware prefetcher alone stops short.
-      const double* next = x + n * k_;
+      const T* next = static_cast<const T*>(x_) + (r0 + n) * k_;
       const Index next_rows = std::min(n, n_ - (r0 + n));  // none after the last row of X
       for (Index s = 0; s < S; ++s) {
         glm_rows::dot_rows(x, k_, n, beta_pad + s * l.padded_k, eta);
@@ -500,7 +557,46 @@ class Glm final : public Kernel {
     }
   }
 
-  Vector y_, x_, xb_;
+  // X's checks, the padded copy of its last rows, and X beta for a data beta, for X of type T.
+  template <class T>
+  void init_x() {
+    const T* x = static_cast<const T*>(x_);
+    for (Index i = 0; i < n_ * k_; ++i)
+      if (!std::isfinite(double(x[i]))) throw std::invalid_argument("X must be finite, got a non-finite value");
+    tail_begin_ = std::max<Index>(0, n_ - glm_rows::kMaxRows);
+    const Index tail_elements = (n_ - tail_begin_) * k_;
+    const Index tail_doubles = (Index(sizeof(T)) * (tail_elements + glm_rows::kWidth) + 7) / 8;
+    tail_.assign(size_t(tail_doubles), 0.0);
+    std::copy(x + tail_begin_ * k_, x + n_ * k_, static_cast<T*>(static_cast<void*>(tail_.data())));
+    // Data-only parts computed once: X beta (+ alpha) for a data beta.
+    if (!beta_.is_param) {
+      if constexpr (std::is_same_v<T, double>) {
+        xb_ = ConstRowMap(x, n_, k_) * beta_.data;
+      } else {  // row by row: a float64 copy of X (Eigen's product with a cast) is what a float32 X avoids
+        xb_.resize(n_);
+        for (Index i = 0; i < n_; ++i) {
+          double dot = 0.0;
+          for (Index k = 0; k < k_; ++k) dot += double(x[i * k_ + k]) * beta_.data[k];
+          xb_[i] = dot;
+        }
+      }
+      xb_.array() += offset_scalar_ + (alpha_.is_param ? 0.0 : alpha_.data[0]);
+      if (offset_.size() > 0) xb_ += offset_;
+    }
+  }
+
+  // X: N x K row-major, float (x32_) or double, at x_: a view kept alive by x_owner_, or x_copy_.
+  const void* x_ = nullptr;
+  bool x32_ = false;
+  std::shared_ptr<const void> x_owner_;
+  Vector x_copy_;
+  // X's last rows (at most glm_rows::kMaxRows, from row tail_begin_) again, of X's type, then a
+  // packet of zeros: the row kernel reads each row's last packet whole, up to kWidth - 1 elements
+  // past the row, which for X's last row would be past the array. The pass with X's last row
+  // reads this copy instead (a pass has at most kMaxRows rows, so it lies wholly in it).
+  std::vector<double> tail_;
+  Index tail_begin_ = 0;
+  Vector y_, xb_;
   Vector offset_;               // a vector offset (N,), or empty
   double offset_scalar_ = 0.0;  // a scalar offset
   Index n_ = 0, k_ = 0;
@@ -516,7 +612,10 @@ KernelFactory glm_factory() {
   };
 }
 
-InputInfo x_input() { return {"X", Support::Real, true, std::nullopt, "design matrix (N, K), data"}; }
+InputInfo x_input() {
+  return {"X", Support::Real, true, std::nullopt, "design matrix (N, K), data; float32 or float64, read in place", {},
+          true};
+}
 InputInfo alpha_input() { return {"alpha", Support::Real, false, 0.0, "intercept (scalar)"}; }
 InputInfo beta_input() { return {"beta", Support::Real, false, std::nullopt, "coefficients (K,)"}; }
 InputInfo offset_input() {
