@@ -230,6 +230,8 @@ void bind_model(py::module_& m) {
       .def("add_kernel_logp", &Model::add_kernel_logp, py::arg("kernel"), py::arg("operands"), py::arg("label"),
            "Adds a node holding an element-wise kernel's log density per element (fv.logp); returns its block id.")
       .def_property_readonly("dim", &Model::dim)
+      .def_property_readonly("data_rows", &Model::data_rows,
+                             "rows N shared by the row-wise factors (the GLMs), which minibatches subsample; 0 if none")
       .def_property_readonly("rows", &Model::rows)
       .def_property_readonly("param_values", &Model::param_values)
       .def_property_readonly("num_factors", [](const Model& self) { return self.factors().size(); })
@@ -272,6 +274,33 @@ void bind_model(py::module_& m) {
           },
           py::arg("zeta"), py::arg("threads") = 1,
           "Log density (incl. log-Jacobians) and its gradient at unconstrained draws zeta (D x S).")
+      .def(
+          "log_density_rows",
+          [](const Model& self, const Eigen::Ref<const Matrix>& zeta, const std::vector<Index>& rows,
+             double row_weight, int threads) {
+            const Index n = self.data_rows();
+            if (n == 0) throw std::invalid_argument("the model has no row-wise factors");
+            if (rows.empty()) throw std::invalid_argument("rows must not be empty");
+            for (size_t i = 0; i < rows.size(); ++i)
+              if (rows[i] < 0 || rows[i] >= n || (i > 0 && rows[i] <= rows[i - 1]))
+                throw std::invalid_argument("rows must be increasing row numbers in [0, " + std::to_string(n) + ")");
+            Matrix z = as_draws(zeta, self.dim());
+            Vector lp(z.cols());
+            Matrix grad(z.rows(), z.cols());
+            {
+              py::gil_scoped_release release;
+              const auto lock = self.evaluation_lock();
+              ModelWorkspace ws;
+              self.prepare(ws, z.cols(), threads, Index(rows.size()));
+              ws.rows = rows.data();
+              ws.row_weight = row_weight;
+              self.log_density(z, ws, lp, grad, threads);
+            }
+            return py::make_tuple(lp, grad);
+          },
+          py::arg("zeta"), py::arg("rows"), py::arg("row_weight"), py::arg("threads") = 1,
+          "log_density with the row-wise factors (the GLMs) on a minibatch: `rows` (increasing), each row's "
+          "terms weighted by row_weight (for tests; fits draw their own minibatches).")
       .def(
           "log_density_constrained",
           [](const Model& self, const Eigen::Ref<const Matrix>& theta, int threads) {

@@ -1,11 +1,14 @@
 #include "fastvi/elbo.hpp"
 
+#include <algorithm>
+#include <numeric>
 #include <stdexcept>
+#include <string>
 
 namespace fastvi {
 
 ElboEstimator::ElboEstimator(const Model& model, GaussianFamily& family, Index draws, GradientEstimator gradient,
-                             const Preconditioner* preconditioner, int threads)
+                             const Preconditioner* preconditioner, int threads, Index batch_rows)
     : model_(model),
       model_lock_(model.evaluation_lock()),
       family_(family),
@@ -24,8 +27,40 @@ ElboEstimator::ElboEstimator(const Model& model, GaussianFamily& family, Index d
     u_.resize(d, draws);
     grad_u_.resize(d, draws);
   }
-  model_.prepare(ws_, draws, threads);
+  if (batch_rows < 0) throw std::invalid_argument("batch_size must be >= 1");
+  if (batch_rows > 0) {
+    const Index n = model.data_rows();
+    if (n == 0)
+      throw std::invalid_argument(
+          "batch_size: the model has no row-wise factors to subsample (the GLM kernels are; other factors are "
+          "always evaluated whole)");
+    if (batch_rows > n)
+      throw std::invalid_argument("batch_size is " + std::to_string(batch_rows) + " but the data have only " +
+                                  std::to_string(n) + " rows");
+    if (batch_rows < n) {
+      permutation_.resize(size_t(n));
+      std::iota(permutation_.begin(), permutation_.end(), Index(0));
+      batch_.resize(size_t(batch_rows));
+      swaps_.resize(size_t(batch_rows));
+    }
+  }
+  model_.prepare(ws_, draws, threads, Index(batch_.size()));
   family_.reserve(draws);
+}
+
+void ElboEstimator::draw_minibatch(std::uint64_t seed, Stream stream, std::uint64_t step) {
+  const auto n = std::uint64_t(permutation_.size());
+  const size_t b = batch_.size();
+  // The estimate's stream in the counter's top bits (i < 2^40): its minibatches are its own.
+  const std::uint64_t stream_bits = std::uint64_t(stream) << 48;
+  for (size_t i = 0; i < b; ++i) {
+    swaps_[i] = Index(i + uniform_index(n - i, seed, Stream::Minibatch, step, stream_bits | i));
+    std::swap(permutation_[i], permutation_[size_t(swaps_[i])]);
+  }
+  std::copy(permutation_.begin(), permutation_.begin() + std::ptrdiff_t(b), batch_.begin());
+  // Undo the swaps in reverse order: the permutation is the identity again, for the next draw.
+  for (size_t i = b; i-- > 0;) std::swap(permutation_[i], permutation_[size_t(swaps_[i])]);
+  std::sort(batch_.begin(), batch_.end());
 }
 
 bool ElboEstimator::estimate(const Eigen::Ref<const Vector>& phi, std::uint64_t seed, Stream stream, std::uint64_t step,
@@ -37,7 +72,12 @@ bool ElboEstimator::estimate(const Eigen::Ref<const Vector>& phi, std::uint64_t 
   } else {
     family_.draw(phi, eps_, zeta_);
   }
-  model_.prepare(ws_, draws(), threads);  // nothing to do unless threads grew
+  model_.prepare(ws_, draws(), threads, Index(batch_.size()));  // nothing to do unless threads grew
+  if (!batch_.empty()) {
+    draw_minibatch(seed, stream, step);
+    ws_.rows = batch_.data();
+    ws_.row_weight = double(permutation_.size()) / double(batch_.size());
+  }
   model_.log_density(zeta_, ws_, lp_, grad_zeta_, threads);
   const double mean_lp = lp_.mean();
   // One NaN or inf anywhere poisons the sum, so one check covers every draw and coordinate.

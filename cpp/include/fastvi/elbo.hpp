@@ -17,9 +17,12 @@ class ElboEstimator {
   // zeta = shift + C u (see precondition.hpp); phi then parameterises q(u).
   // Holds the model's evaluation lock for its lifetime (see Model::evaluation_lock): the model
   // cannot change under a running estimator, and other estimators may share it.
+  // batch_rows > 0 (and below Model::data_rows()): each estimate evaluates the model's row-wise
+  // factors on a minibatch of that many rows, a uniformly random subset drawn from (seed, step)
+  // alone (so the same for any thread count), weighted by N / batch_rows.
   ElboEstimator(const Model& model, GaussianFamily& family, Index draws,
                 GradientEstimator gradient = GradientEstimator::StickingTheLanding,
-                const Preconditioner* preconditioner = nullptr, int threads = 1);
+                const Preconditioner* preconditioner = nullptr, int threads = 1, Index batch_rows = 0);
 
   // Estimates the ELBO and its gradient (ascent direction) with respect to phi from the draws of
   // (seed, stream, step), using at most `threads` threads (more than the constructor's allocates
@@ -42,6 +45,11 @@ class ElboEstimator {
   double log_det_ = 0.0;  // log |det C|, so that the ELBO is that of q(zeta)
   Vector lp_;
   ModelWorkspace ws_;
+  // Minibatches: the rows 0..N-1, permuted in place by each draw's partial Fisher-Yates shuffle
+  // and restored after it (so that a draw depends on (seed, step) only, at O(batch) cost), and the
+  // drawn rows, sorted (the gathers then read X in order).
+  std::vector<Index> permutation_, batch_, swaps_;
+  void draw_minibatch(std::uint64_t seed, Stream stream, std::uint64_t step);
 };
 
 }  // namespace fastvi

@@ -63,6 +63,20 @@ class Kernel {
   // one itself must not let an exception escape it.) A draw outside the support is not a failure:
   // add -inf or NaN to its lp and the fit skips that step.
   virtual void evaluate(const Batch& batch) const = 0;
+
+  // Minibatches. A row-wise kernel (one term per row of its data, like the GLMs' rows of X and y)
+  // returns its number of rows N > 0 from data_rows(); a minibatch fit then passes it
+  // Batch::rows, and it adds row_weight times those rows' terms (plus, exactly, any terms that do
+  // not depend on the parameters): an unbiased estimate of its log density for row_weight =
+  // N / row_count. subsample_scratch_size is the scratch that takes, for `rows` < N rows (the
+  // caller gives the larger of it and scratch_size). Other kernels are always evaluated whole.
+  virtual Index data_rows() const { return 0; }
+  virtual Index subsample_scratch_size(Index draws, int threads, Index rows) const {
+    (void)draws;
+    (void)threads;
+    (void)rows;
+    return 0;
+  }
 };
 
 // Builds a kernel from its operands, ordered as KernelInfo::inputs (variate first). For an
