@@ -281,9 +281,8 @@ void bind_model(py::module_& m) {
             const Index n = self.data_rows();
             if (n == 0) throw std::invalid_argument("the model has no row-wise factors");
             if (rows.empty()) throw std::invalid_argument("rows must not be empty");
-            for (size_t i = 0; i < rows.size(); ++i)
-              if (rows[i] < 0 || rows[i] >= n || (i > 0 && rows[i] <= rows[i - 1]))
-                throw std::invalid_argument("rows must be increasing row numbers in [0, " + std::to_string(n) + ")");
+            for (Index r : rows)
+              if (r < 0 || r >= n) throw std::invalid_argument("rows must be row numbers in [0, " + std::to_string(n) + ")");
             Matrix z = as_draws(zeta, self.dim());
             Vector lp(z.cols());
             Matrix grad(z.rows(), z.cols());
@@ -299,7 +298,7 @@ void bind_model(py::module_& m) {
             return py::make_tuple(lp, grad);
           },
           py::arg("zeta"), py::arg("rows"), py::arg("row_weight"), py::arg("threads") = 1,
-          "log_density with the row-wise factors (the GLMs) on a minibatch: `rows` (increasing), each row's "
+          "log_density with the row-wise factors (the GLMs) on a minibatch: `rows` (repeats allowed), each row's "
           "terms weighted by row_weight (for tests; fits draw their own minibatches).")
       .def(
           "log_density_constrained",

@@ -1,7 +1,6 @@
 #include "fastvi/elbo.hpp"
 
 #include <algorithm>
-#include <numeric>
 #include <stdexcept>
 #include <string>
 
@@ -37,30 +36,10 @@ ElboEstimator::ElboEstimator(const Model& model, GaussianFamily& family, Index d
     if (batch_rows > n)
       throw std::invalid_argument("batch_size is " + std::to_string(batch_rows) + " but the data have only " +
                                   std::to_string(n) + " rows");
-    if (batch_rows < n) {
-      permutation_.resize(size_t(n));
-      std::iota(permutation_.begin(), permutation_.end(), Index(0));
-      batch_.resize(size_t(batch_rows));
-      swaps_.resize(size_t(batch_rows));
-    }
+    if (batch_rows < n) minibatch_.emplace(n, batch_rows);
   }
-  model_.prepare(ws_, draws, threads, Index(batch_.size()));
+  model_.prepare(ws_, draws, threads, minibatch_ ? minibatch_->batch() : 0);
   family_.reserve(draws);
-}
-
-void ElboEstimator::draw_minibatch(std::uint64_t seed, Stream stream, std::uint64_t step) {
-  const auto n = std::uint64_t(permutation_.size());
-  const size_t b = batch_.size();
-  // The estimate's stream in the counter's top bits (i < 2^40): its minibatches are its own.
-  const std::uint64_t stream_bits = std::uint64_t(stream) << 48;
-  for (size_t i = 0; i < b; ++i) {
-    swaps_[i] = Index(i + uniform_index(n - i, seed, Stream::Minibatch, step, stream_bits | i));
-    std::swap(permutation_[i], permutation_[size_t(swaps_[i])]);
-  }
-  std::copy(permutation_.begin(), permutation_.begin() + std::ptrdiff_t(b), batch_.begin());
-  // Undo the swaps in reverse order: the permutation is the identity again, for the next draw.
-  for (size_t i = b; i-- > 0;) std::swap(permutation_[i], permutation_[size_t(swaps_[i])]);
-  std::sort(batch_.begin(), batch_.end());
 }
 
 bool ElboEstimator::estimate(const Eigen::Ref<const Vector>& phi, std::uint64_t seed, Stream stream, std::uint64_t step,
@@ -72,11 +51,10 @@ bool ElboEstimator::estimate(const Eigen::Ref<const Vector>& phi, std::uint64_t 
   } else {
     family_.draw(phi, eps_, zeta_);
   }
-  model_.prepare(ws_, draws(), threads, Index(batch_.size()));  // nothing to do unless threads grew
-  if (!batch_.empty()) {
-    draw_minibatch(seed, stream, step);
-    ws_.rows = batch_.data();
-    ws_.row_weight = double(permutation_.size()) / double(batch_.size());
+  model_.prepare(ws_, draws(), threads, minibatch_ ? minibatch_->batch() : 0);  // nothing to do unless threads grew
+  if (minibatch_) {
+    ws_.rows = minibatch_->draw(seed, stream, step);
+    ws_.row_weight = double(minibatch_->rows()) / double(minibatch_->batch());
   }
   model_.log_density(zeta_, ws_, lp_, grad_zeta_, threads);
   const double mean_lp = lp_.mean();

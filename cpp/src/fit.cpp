@@ -102,10 +102,11 @@ struct WindowAverage {
 
 // Steps of averaging that bring a minibatch fit's subsampling noise below `precision` posterior
 // sds. A minibatch gradient with weight w = N / B has the full gradient's mean and, near the
-// optimum, a covariance of about (w - 1) H (H the likelihood's Hessian: B rows of w N F_1 each,
-// sampled without replacement); the average of M iterates then has covariance (w - 1) H^-1 / M
-// (Polyak-Ruppert, whatever the step size or Adam's scaling), i.e. (w - 1) / M squared posterior
-// sds along the likelihood's directions. So M = (w - 1) / precision^2. Unlike Monte Carlo noise
+// optimum, a covariance of about w H (H the likelihood's Hessian, N F_1: B independent rows, each
+// weighted w, each row's score with covariance F_1; (w - 1) H without replacement); the average
+// of M iterates then has covariance w H^-1 / M (Polyak-Ruppert, whatever the step size or Adam's
+// scaling), i.e. w / M squared posterior sds along the likelihood's directions (at most: a prior
+// takes its share of H^-1). So M = w / precision^2. Unlike Monte Carlo noise
 // (which STL gradients shrink to 0 at a Gaussian posterior), this does not fade at the optimum,
 // nor with more draws per step: every draw of a step sees the same rows. The total work, M B rows,
 // is about N / precision^2 (400 N at 0.05 sd) whatever B, against ~10^4 N for a full-batch fit.
@@ -114,7 +115,7 @@ static Index minibatch_averaging_steps(const Model& model, const FitOptions& opt
   const Index n = model.data_rows();
   if (opt.batch_size >= n) return 0;
   const double w = double(n) / double(opt.batch_size);
-  return Index(std::ceil((w - 1.0) / (opt.precision * opt.precision)));
+  return Index(std::ceil(w / (opt.precision * opt.precision)));
 }
 
 FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi0, const FitOptions& opt,

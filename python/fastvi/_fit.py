@@ -81,17 +81,18 @@ def fit(
         ~10 %) too small at the default lr, and ``"fullrank"`` is the better choice anyway.
     steps : int, optional
         Maximum Adam steps, over every phase: by default 30,000, and for a minibatch fit
-        30,000 + 2,000 (N / batch_size - 1) (its averaging phases are longer, see ``batch_size``).
+        30,000 + 2,000 N / batch_size (its averaging phases are longer, see ``batch_size``).
     draws : int, default 1
         Monte Carlo draws per step, evaluated as one batch.
     batch_size : int, optional
         Minibatch (stochastic) VI: each step evaluates the model's row-wise factors, the GLM
-        kernels, on ``batch_size`` of their N rows, a uniformly random subset drawn anew each step
-        from ``seed`` (the same for any thread count), and weights those rows' log likelihood by
-        N / batch_size, an unbiased estimate; every other factor (priors, element-wise terms) is
+        kernels, on ``batch_size`` of their N rows, drawn anew each step from ``seed`` (the same
+        for any thread count; independent uniform rows for batch_size <= N / 8, else a uniformly
+        random subset), and weights those rows' log likelihood by N / batch_size, an unbiased
+        estimate; every other factor (priors, element-wise terms) is
         evaluated whole. A step then costs O(batch_size x K) instead of O(N x K). The stopping
         rule and step-size refinement judge the noisier ELBO against its own noise, as they do the
-        Monte Carlo noise, and each averaging phase lasts at least (N / batch_size - 1) /
+        Monte Carlo noise, and each averaging phase lasts at least (N / batch_size) /
         precision**2 steps: the subsampling noise, unlike the Monte Carlo noise, does not fade at
         the optimum, and that many steps average it below ``precision`` posterior sds (about
         N / precision**2 rows in all, whatever the batch size). The mode search and the PSIS
@@ -378,12 +379,12 @@ def _validated_options(model, family, method, rank, steps, draws, lr, gradient, 
 
 def _default_steps(model: Model, batch_size: int) -> int:
     """steps=None: 30,000, plus for a minibatch fit room for its longer averaging phases: each at
-    least (w - 1) / 0.05**2 steps (w = N / batch_size; see FitOptions::batch_size), and up to four
-    of them (the refinement levels), with the transient before them."""
+    least w / 0.05**2 steps (w = N / batch_size; see FitOptions::batch_size), and up to four of
+    them (the refinement levels), with the transient before them."""
     if batch_size == 0:
         return 30_000
     w = model._core.data_rows / batch_size
-    return 30_000 + int(math.ceil(2_000 * (w - 1)))
+    return 30_000 + int(math.ceil(2_000 * w))
 
 
 def _batch_size_setting(model: Model, batch_size: Optional[int]) -> int:

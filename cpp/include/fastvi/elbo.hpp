@@ -2,8 +2,10 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "fastvi/family.hpp"
+#include "fastvi/minibatch.hpp"
 #include "fastvi/model.hpp"
 #include "fastvi/precondition.hpp"
 #include "fastvi/rng.hpp"
@@ -45,11 +47,7 @@ class ElboEstimator {
   double log_det_ = 0.0;  // log |det C|, so that the ELBO is that of q(zeta)
   Vector lp_;
   ModelWorkspace ws_;
-  // Minibatches: the rows 0..N-1, permuted in place by each draw's partial Fisher-Yates shuffle
-  // and restored after it (so that a draw depends on (seed, step) only, at O(batch) cost), and the
-  // drawn rows, sorted (the gathers then read X in order).
-  std::vector<Index> permutation_, batch_, swaps_;
-  void draw_minibatch(std::uint64_t seed, Stream stream, std::uint64_t step);
+  std::optional<MinibatchSampler> minibatch_;  // with batch_rows < N
 };
 
 }  // namespace fastvi

@@ -58,8 +58,8 @@ struct ModelWorkspace {
   Index subsample = 0;          // minibatch rows the scratch was sized for (0: none)
   std::uint64_t structure = 0;  // Model::structure() it was prepared for
   // The minibatch of the next evaluations (set by the caller, e.g. ElboEstimator): `subsample`
-  // sorted row numbers, each row's terms weighted by row_weight, for every row-wise factor. Null:
-  // every row.
+  // row numbers (Batch::rows), each row's terms weighted by row_weight, for every row-wise
+  // factor. Null: every row.
   const Index* rows = nullptr;
   double row_weight = 1.0;
 };

@@ -23,8 +23,8 @@ struct Batch {
   // like an Eigen heap allocation. Owned by the evaluation (one per fit or log_density call), so
   // that one kernel object can serve several threads at once.
   double* scratch = nullptr;
-  // A minibatch, for row-wise kernels only (Kernel::data_rows): row_count distinct row numbers in
-  // increasing order, whose terms count row_weight times. Null: every row, once.
+  // A minibatch, for row-wise kernels only (Kernel::data_rows): row_count row numbers (in any
+  // order; a row may repeat), whose terms count row_weight times each. Null: every row, once.
   const Index* rows = nullptr;
   Index row_count = 0;
   double row_weight = 1.0;

@@ -4,6 +4,7 @@
 // the order of evaluation, so a fit gives the same numbers with any number of threads.
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 
@@ -61,16 +62,19 @@ inline void fill_standard_normal(Eigen::Ref<Matrix> eps, std::uint64_t seed, Str
   }
 }
 
-// A uniform integer in [0, n) (n <= 2^40) for index i of (seed, stream, step): the high bits of a
-// 64-bit Philox draw times n (Lemire's method without its rejection step: the bias, under
-// n / 2^64 <= 2^-24, is far below anything a minibatch could show).
-inline std::uint64_t uniform_index(std::uint64_t n, std::uint64_t seed, Stream stream, std::uint64_t step,
-                                   std::uint64_t i) {
+// Uniform integers in [0, n0) and [0, n1) (n0, n1 <= 2^40) for index i of (seed, stream, step),
+// from the two 64-bit halves of one Philox block: the high bits of each half times its n (Lemire's
+// method without its rejection step: the bias, under n / 2^64 <= 2^-24, is far below anything a
+// minibatch could show).
+inline std::array<std::uint64_t, 2> uniform_index_pair(std::uint64_t n0, std::uint64_t n1, std::uint64_t seed,
+                                                       Stream stream, std::uint64_t step, std::uint64_t i) {
   const PhiloxBlock b = philox4x32(std::uint32_t(i), std::uint32_t(i >> 32), std::uint32_t(step),
                                    std::uint32_t(step >> 32) ^ (std::uint32_t(stream) << 28), std::uint32_t(seed),
                                    std::uint32_t(seed >> 32));
-  const std::uint64_t x = (std::uint64_t(b.v[0]) << 32) | b.v[1];
-  return std::uint64_t((static_cast<unsigned __int128>(x) * n) >> 64);
+  const std::uint64_t x0 = (std::uint64_t(b.v[0]) << 32) | b.v[1];
+  const std::uint64_t x1 = (std::uint64_t(b.v[2]) << 32) | b.v[3];
+  return {std::uint64_t((static_cast<unsigned __int128>(x0) * n0) >> 64),
+          std::uint64_t((static_cast<unsigned __int128>(x1) * n1) >> 64)};
 }
 
 }  // namespace fastvi

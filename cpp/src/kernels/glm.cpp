@@ -187,12 +187,12 @@ class Glm final : public Kernel {
 
   // A minibatch's rows gathered (gather()), then the scratch of an evaluation on that many rows.
   Index subsample_scratch_size(Index draws, int threads, Index rows) const override {
-    if (rows < 1 || rows >= n_) return 0;
+    if (rows < 1) return 0;
     return gather_size(rows) + scratch_for(layout(draws, rows, false), threads);
   }
 
   void evaluate(const Batch& b) const override {
-    if (!b.rows || b.row_count >= n_) return evaluate_rows(b, all_rows(), 1.0, b.scratch);
+    if (!b.rows) return evaluate_rows(b, all_rows(), 1.0, b.scratch);
     // A minibatch: its rows' terms, times row_weight (N / rows for an unbiased estimate), plus the
     // full data's constant terms, which need no estimate.
     evaluate_rows(b, gather(b.rows, b.row_count, b.scratch), b.row_weight, b.scratch + gather_size(b.row_count));
@@ -226,7 +226,7 @@ class Glm final : public Kernel {
     return (beta_.is_param ? round_up(rows * k_ + glm_rows::kWidth, 8) : 0) + 3 * round_up(rows, 8);
   }
 
-  // Copies the minibatch's rows (row numbers in increasing order) into out: X widened to double.
+  // Copies the minibatch's rows (in its order, repeats included) into out: X widened to double.
   Rows gather(const Index* rows, Index count, double* out) const {
     double* gx = out;
     double* gy = gx + (beta_.is_param ? round_up(count * k_ + glm_rows::kWidth, 8) : 0);
