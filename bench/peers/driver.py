@@ -129,7 +129,9 @@ def measure(args, problems, peers):
     print(f"# command: {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
     print(
         f"# {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores; "
-        f"steps={args.steps}, repeats={args.repeats} (medians), peer threads={args.peer_threads}"
+        f"steps={args.steps}, repeats={args.repeats} (medians), peer threads={args.peer_threads}, "
+        f"fastvi X {'float32' if getattr(args, 'fastvi_float32', False) else 'float64'}, "
+        f"NumPyro {'float64' if args.x64 else 'float32'}"
     )
     vers = versions()
     print("# versions: " + ", ".join(f"{k} {v}" for k, v in vers.items()), flush=True)
@@ -157,6 +159,7 @@ def measure(args, problems, peers):
                         "threads": thr or 1,
                         "budget": args.budget,
                         "x64": args.x64,
+                        "float32": getattr(args, "fastvi_float32", False),
                         "repeat": rep,
                     }
                     res = run_worker(cfg, args)

@@ -56,7 +56,7 @@ PyMC's C backend with OpenBLAS's default threads (all cores). OPENBLAS_CORETYPE 
 OPENBLAS_L2_SIZE are removed from the workers' environment (this machine sets them for old OpenBLAS
 builds; they slow the OpenBLAS in current numpy, which PyMC's dot products call); pass
 ``--keep-openblas-env`` to keep them. NumPyro runs in float32 (JAX's default; ``--x64`` for
-float64), fastvi and PyMC in float64.
+float64), fastvi and PyMC in float64 (``--fastvi-float32``: fastvi's design matrix X in float32).
 """
 
 from __future__ import annotations
@@ -98,6 +98,11 @@ def main():
         help="'all' (default): peers use every core as they do out of the box; '1': XLA and OpenBLAS single-threaded",
     )
     ap.add_argument("--x64", action="store_true", help="run NumPyro in float64 (default: JAX's float32)")
+    ap.add_argument(
+        "--fastvi-float32",
+        action="store_true",
+        help="give fastvi the design matrix as float32 (read in place; sums in float64); default float64",
+    )
     ap.add_argument(
         "--keep-openblas-env",
         action="store_true",

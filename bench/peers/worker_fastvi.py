@@ -22,6 +22,8 @@ def run(cfg, data):
     if needed not in fv.kernels():
         return {"skipped": f"this fastvi build has no {needed!r} kernel"}
 
+    X = data["X"].astype(np.float32) if cfg.get("float32") and "X" in data else data.get("X")
+
     def build():
         m = fv.Model()
         if problem == "seed":
@@ -29,7 +31,7 @@ def run(cfg, data):
             m.add("normal", w, loc=0.0, scale=1.0)
             m.add("normal", data["x"], loc=w, scale=1.0)
             return m
-        k = data["X"].shape[1]
+        k = X.shape[1]
         alpha = m.param("alpha")
         beta = m.param("beta", shape=(k,))
         m.add("normal", alpha, loc=0.0, scale=1.0)
@@ -38,11 +40,11 @@ def run(cfg, data):
             sigma = m.param("sigma", lower=0.0)
             m.add("half_normal", sigma, scale=1.0)
             if fused:
-                m.add("normal_id_glm", data["y"], X=data["X"], alpha=alpha, beta=beta, scale=sigma)
+                m.add("normal_id_glm", data["y"], X=X, alpha=alpha, beta=beta, scale=sigma)
             else:
                 m.add("normal", data["y"], loc=alpha + data["X"] @ beta, scale=sigma)
         elif fused:
-            m.add("bernoulli_logit_glm", data["y"], X=data["X"], alpha=alpha, beta=beta)
+            m.add("bernoulli_logit_glm", data["y"], X=X, alpha=alpha, beta=beta)
         else:
             m.add("bernoulli_logit", data["y"], logit=alpha + data["X"] @ beta)
         return m

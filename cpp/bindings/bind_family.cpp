@@ -96,7 +96,7 @@ void bind_family(py::module_& m) {
   m.def(
       "elbo_gradient",
       [](const Model& model, const GaussianFamily& family, const Eigen::Ref<const Vector>& phi, Index draws,
-         std::uint64_t seed, std::uint64_t step, int threads, GradientEstimator gradient) {
+         std::uint64_t seed, std::uint64_t step, int threads, GradientEstimator gradient, Index batch_size) {
         check_phi(family, phi);
         auto own = family.clone();  // its own scratch (see sample)
         Vector grad(family.num_params());
@@ -104,14 +104,14 @@ void bind_family(py::module_& m) {
         bool ok;
         {
           py::gil_scoped_release release;
-          ElboEstimator est(model, *own, draws, gradient, nullptr, threads);
+          ElboEstimator est(model, *own, draws, gradient, nullptr, threads, batch_size);
           ok = est.estimate(phi, seed, Stream::Evaluate, step, grad, elbo, threads);
         }
         if (!ok) grad.setConstant(kNaN);
         return py::make_tuple(ok ? elbo : kNaN, grad);
       },
       py::arg("model"), py::arg("family"), py::arg("phi"), py::arg("draws"), py::arg("seed"), py::arg("step"),
-      py::arg("threads") = 1, py::arg("gradient") = GradientEstimator::StickingTheLanding,
+      py::arg("threads") = 1, py::arg("gradient") = GradientEstimator::StickingTheLanding, py::arg("batch_size") = 0,
       "One reparameterised estimate of the ELBO and its gradient with respect to phi (NaN if not finite).");
 }
 

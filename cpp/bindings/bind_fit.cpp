@@ -40,6 +40,7 @@ void bind_fit(py::module_& m) {
       .def_readwrite("refine_factor", &FitOptions::refine_factor)
       .def_readwrite("refine_levels", &FitOptions::refine_levels)
       .def_readwrite("precision", &FitOptions::precision)
+      .def_readwrite("batch_size", &FitOptions::batch_size)
       .def_readwrite("seed", &FitOptions::seed)
       .def_readwrite("threads", &FitOptions::threads)
       .def_readwrite("monitor_seconds", &FitOptions::monitor_seconds)

@@ -23,6 +23,27 @@ Operand data_operand(const std::string& name, const DoubleArray& values) {
   return op;
 }
 
+// A data operand that refers to `values` (C-contiguous float64 or float32, e.g. a numpy.memmap)
+// instead of copying it: the core reads it in place for inputs declared in_place (a GLM's design
+// matrix) and widens it into a float64 copy for any other. The operand keeps the array alive; the
+// reference is dropped with the GIL held, whichever thread drops the operand.
+Operand view_operand(const std::string& name, const py::array& values) {
+  const bool f64 = py::isinstance<py::array_t<double>>(values), f32 = py::isinstance<py::array_t<float>>(values);
+  if (!(f64 || f32) || !(values.flags() & py::array::c_style))
+    throw py::type_error("view_operand: '" + name + "' must be a C-contiguous float64 or float32 array");
+  Operand op;
+  op.name = name;
+  op.source = "data";
+  op.shape.assign(values.shape(), values.shape() + values.ndim());
+  op.view = values.data();
+  op.view_is_float32 = f32;
+  op.view_owner = std::shared_ptr<const void>(new py::object(values), [](const py::object* o) {
+    py::gil_scoped_acquire gil;
+    delete o;
+  });
+  return op;
+}
+
 Matrix as_draws(const Eigen::Ref<const Matrix>& zeta, Index dim) {
   if (zeta.rows() != dim)
     throw std::invalid_argument("zeta must have " + std::to_string(dim) +
@@ -39,6 +60,7 @@ void bind_model(py::module_& m) {
       .def_readonly("shape", &Operand::shape)
       .def_readonly("is_param", &Operand::is_param);
   m.def("data_operand", &data_operand, py::arg("name"), py::arg("values"));
+  m.def("view_operand", &view_operand, py::arg("name"), py::arg("values"));
 
   py::enum_<BinaryOp>(m, "BinaryOp")
       .value("add", BinaryOp::Add)
@@ -208,6 +230,8 @@ void bind_model(py::module_& m) {
       .def("add_kernel_logp", &Model::add_kernel_logp, py::arg("kernel"), py::arg("operands"), py::arg("label"),
            "Adds a node holding an element-wise kernel's log density per element (fv.logp); returns its block id.")
       .def_property_readonly("dim", &Model::dim)
+      .def_property_readonly("data_rows", &Model::data_rows,
+                             "rows N shared by the row-wise factors (the GLMs), which minibatches subsample; 0 if none")
       .def_property_readonly("rows", &Model::rows)
       .def_property_readonly("param_values", &Model::param_values)
       .def_property_readonly("num_factors", [](const Model& self) { return self.factors().size(); })
@@ -250,6 +274,32 @@ void bind_model(py::module_& m) {
           },
           py::arg("zeta"), py::arg("threads") = 1,
           "Log density (incl. log-Jacobians) and its gradient at unconstrained draws zeta (D x S).")
+      .def(
+          "log_density_rows",
+          [](const Model& self, const Eigen::Ref<const Matrix>& zeta, const std::vector<Index>& rows,
+             double row_weight, int threads) {
+            const Index n = self.data_rows();
+            if (n == 0) throw std::invalid_argument("the model has no row-wise factors");
+            if (rows.empty()) throw std::invalid_argument("rows must not be empty");
+            for (Index r : rows)
+              if (r < 0 || r >= n) throw std::invalid_argument("rows must be row numbers in [0, " + std::to_string(n) + ")");
+            Matrix z = as_draws(zeta, self.dim());
+            Vector lp(z.cols());
+            Matrix grad(z.rows(), z.cols());
+            {
+              py::gil_scoped_release release;
+              const auto lock = self.evaluation_lock();
+              ModelWorkspace ws;
+              self.prepare(ws, z.cols(), threads, Index(rows.size()));
+              ws.rows = rows.data();
+              ws.row_weight = row_weight;
+              self.log_density(z, ws, lp, grad, threads);
+            }
+            return py::make_tuple(lp, grad);
+          },
+          py::arg("zeta"), py::arg("rows"), py::arg("row_weight"), py::arg("threads") = 1,
+          "log_density with the row-wise factors (the GLMs) on a minibatch: `rows` (repeats allowed), each row's "
+          "terms weighted by row_weight (for tests; fits draw their own minibatches).")
       .def(
           "log_density_constrained",
           [](const Model& self, const Eigen::Ref<const Matrix>& theta, int threads) {

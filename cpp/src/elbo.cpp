@@ -1,11 +1,13 @@
 #include "fastvi/elbo.hpp"
 
+#include <algorithm>
 #include <stdexcept>
+#include <string>
 
 namespace fastvi {
 
 ElboEstimator::ElboEstimator(const Model& model, GaussianFamily& family, Index draws, GradientEstimator gradient,
-                             const Preconditioner* preconditioner, int threads)
+                             const Preconditioner* preconditioner, int threads, Index batch_rows)
     : model_(model),
       model_lock_(model.evaluation_lock()),
       family_(family),
@@ -24,7 +26,19 @@ ElboEstimator::ElboEstimator(const Model& model, GaussianFamily& family, Index d
     u_.resize(d, draws);
     grad_u_.resize(d, draws);
   }
-  model_.prepare(ws_, draws, threads);
+  if (batch_rows < 0) throw std::invalid_argument("batch_size must be >= 1");
+  if (batch_rows > 0) {
+    const Index n = model.data_rows();
+    if (n == 0)
+      throw std::invalid_argument(
+          "batch_size: the model has no row-wise factors to subsample (the GLM kernels are; other factors are "
+          "always evaluated whole)");
+    if (batch_rows > n)
+      throw std::invalid_argument("batch_size is " + std::to_string(batch_rows) + " but the data have only " +
+                                  std::to_string(n) + " rows");
+    if (batch_rows < n) minibatch_.emplace(n, batch_rows);
+  }
+  model_.prepare(ws_, draws, threads, minibatch_ ? minibatch_->batch() : 0);
   family_.reserve(draws);
 }
 
@@ -37,7 +51,11 @@ bool ElboEstimator::estimate(const Eigen::Ref<const Vector>& phi, std::uint64_t 
   } else {
     family_.draw(phi, eps_, zeta_);
   }
-  model_.prepare(ws_, draws(), threads);  // nothing to do unless threads grew
+  model_.prepare(ws_, draws(), threads, minibatch_ ? minibatch_->batch() : 0);  // nothing to do unless threads grew
+  if (minibatch_) {
+    ws_.rows = minibatch_->draw(seed, stream, step);
+    ws_.row_weight = double(minibatch_->rows()) / double(minibatch_->batch());
+  }
   model_.log_density(zeta_, ws_, lp_, grad_zeta_, threads);
   const double mean_lp = lp_.mean();
   // One NaN or inf anywhere poisons the sum, so one check covers every draw and coordinate.

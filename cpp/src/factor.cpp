@@ -17,8 +17,9 @@ namespace {
 void check_support(const Operand& op, const InputInfo& info, const std::string& label, bool is_parameter) {
   const std::string where = label + ": input '" + op.name + "'";
   if (!op.is_param) {
-    for (Index i = 0; i < op.data.size(); ++i) {
-      const double x = op.data[i];
+    const Index n = op.has_view() ? op.size() : op.data.size();
+    for (Index i = 0; i < n; ++i) {
+      const double x = op.data_value(i);
       if (!std::isfinite(x))
         throw std::invalid_argument(where + " contains " + format_number(x) + " at flat index " + std::to_string(i));
       if (!in_support(info.support, x))
@@ -104,7 +105,8 @@ std::vector<Operand> Model::bind_operands(const std::string& kernel, const Kerne
     }
   }
   for (size_t i = 0; i < ordered.size(); ++i) {
-    if (!ordered[i].is_param && ordered[i].data.size() != ordered[i].size())
+    if (ordered[i].has_view() && (ordered[i].is_param || !info.inputs[i].in_place)) ordered[i].widen_view();
+    if (!ordered[i].is_param && !ordered[i].has_view() && ordered[i].data.size() != ordered[i].size())
       throw std::invalid_argument(label + ": input '" + ordered[i].name + "' has " +
                                   std::to_string(ordered[i].data.size()) + " values for shape " +
                                   format_shape(ordered[i].shape));

@@ -1,5 +1,6 @@
 #include "fastvi/model.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "fastvi/broadcast.hpp"
@@ -140,9 +141,9 @@ const ParamBlock& Model::param(const std::string& name) const {
   throw std::invalid_argument("no parameter named '" + name + "'");
 }
 
-void Model::prepare(ModelWorkspace& ws, Index draws, int threads) const {
+void Model::prepare(ModelWorkspace& ws, Index draws, int threads, Index subsample) const {
   threads = std::max(threads, 1);
-  if (ws.draws == draws && ws.threads >= threads && ws.structure == structure_ &&
+  if (ws.draws == draws && ws.threads >= threads && ws.subsample == subsample && ws.structure == structure_ &&
       ws.factor_scratch.size() == factors_.size() + 1)
     return;
   ws.theta.resize(rows(), draws);
@@ -151,13 +152,33 @@ void Model::prepare(ModelWorkspace& ws, Index draws, int threads) const {
   Index total = 0;
   for (size_t f = 0; f < factors_.size(); ++f) {
     ws.factor_scratch[f] = total;
-    total += align_up(factors_[f].impl->scratch_size(draws, threads));
+    const Kernel& k = *factors_[f].impl;
+    Index size = k.scratch_size(draws, threads);
+    if (subsample > 0 && k.data_rows() > 0) size = std::max(size, k.subsample_scratch_size(draws, threads, subsample));
+    total += align_up(size);
   }
   ws.factor_scratch.back() = total;
   ws.scratch.setZero(total);
   ws.draws = draws;
   ws.threads = threads;
+  ws.subsample = subsample;
+  ws.rows = nullptr;
   ws.structure = structure_;
+}
+
+Index Model::data_rows() const {
+  Index n = 0;
+  const Factor* first = nullptr;
+  for (const auto& f : factors_) {
+    const Index rows = f.impl->data_rows();
+    if (rows == 0) continue;
+    if (first && rows != n)
+      throw std::invalid_argument("minibatches need every row-wise factor to have the same rows, but '" + first->label +
+                                  "' has " + std::to_string(n) + " and '" + f.label + "' has " + std::to_string(rows));
+    if (!first) first = &f;
+    n = rows;
+  }
+  return n;
 }
 
 void Model::values(const Eigen::Ref<const Matrix>& zeta, Matrix& value) const {
@@ -203,6 +224,10 @@ void Model::evaluate_factors(ModelWorkspace& ws, Eigen::Ref<Vector> lp, int thre
   Batch batch{ws.theta.data(), ws.grad_theta.data(), lp.data(), ws.theta.rows(), ws.draws, usable_threads(threads)};
   for (size_t f = 0; f < factors_.size(); ++f) {
     batch.scratch = ws.scratch.data() + ws.factor_scratch[f];
+    const bool minibatch = ws.rows && factors_[f].impl->data_rows() > 0;
+    batch.rows = minibatch ? ws.rows : nullptr;
+    batch.row_count = minibatch ? ws.subsample : 0;
+    batch.row_weight = minibatch ? ws.row_weight : 1.0;
     factors_[f].impl->evaluate(batch);
   }
   for (auto n = nodes_.rbegin(); n != nodes_.rend(); ++n) (*n)->backward(ws.theta, ws.grad_theta);

@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BinaryOp', 'Family', 'FitOptions', 'FitResult', 'GradientEstimator', 'Model', 'Operand', 'Preconditioner', 'SegmentOp', 'UnaryOp', 'compile_flags', 'data_operand', 'elbo_gradient', 'extension_abi', 'fit', 'forked_serial', 'in_support', 'kernel_info', 'kernel_names', 'max_threads', 'register_python_kernel', 'support_keys']
+__all__: list[str] = ['BinaryOp', 'Family', 'FitOptions', 'FitResult', 'GradientEstimator', 'Model', 'Operand', 'Preconditioner', 'SegmentOp', 'UnaryOp', 'compile_flags', 'data_operand', 'elbo_gradient', 'extension_abi', 'fit', 'forked_serial', 'in_support', 'kernel_info', 'kernel_names', 'max_threads', 'register_python_kernel', 'support_keys', 'view_operand']
 class Operand:
     @property
     def is_param(self) -> bool:
@@ -232,12 +232,12 @@ class Model:
         ...
     def add_factor(self, kernel: str, operands: collections.abc.Sequence[Operand], label: str) -> None:
         ...
+    def add_gather(self, a: Operand, index: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], name: str) -> int:
+        ...
     def add_kernel_logp(self, kernel: str, operands: collections.abc.Sequence[Operand], label: str) -> int:
         """
         Adds a node holding an element-wise kernel's log density per element (fv.logp); returns its block id.
         """
-    def add_gather(self, a: Operand, index: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], name: str) -> int:
-        ...
     def add_matmul(self, a: Operand, b: Operand, n: typing.SupportsInt | typing.SupportsIndex, k: typing.SupportsInt | typing.SupportsIndex, m: typing.SupportsInt | typing.SupportsIndex, shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], name: str) -> int:
         ...
     def add_matvec(self, x: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], v: Operand, name: str) -> int:
@@ -274,6 +274,10 @@ class Model:
         """
         The factors' log density (no log-Jacobians) and its gradient at constrained values theta (D x S).
         """
+    def log_density_rows(self, zeta: typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, n]", "flags.f_contiguous"], rows: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], row_weight: typing.SupportsFloat | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 1) -> tuple[typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"], typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, n]"]]:
+        """
+        log_density with the row-wise factors (the GLMs) on a minibatch: `rows` (increasing), each row's terms weighted by row_weight (for tests; fits draw their own minibatches).
+        """
     def param_free(self, name: str) -> int:
         """
         The parameter's coordinates in zeta.
@@ -289,6 +293,11 @@ class Model:
     def values(self, zeta: typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, n]", "flags.f_contiguous"]) -> typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, n]"]:
         """
         The value matrix (rows x S) at unconstrained draws zeta (D x S).
+        """
+    @property
+    def data_rows(self) -> int:
+        """
+        rows N shared by the row-wise factors (the GLMs), which minibatches subsample; 0 if none
         """
     @property
     def dim(self) -> int:
@@ -426,6 +435,12 @@ class FitOptions:
         ...
     @average_draws.setter
     def average_draws(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def batch_size(self) -> int:
+        ...
+    @batch_size.setter
+    def batch_size(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     @property
     def beta1(self) -> float:
@@ -602,7 +617,7 @@ def compile_flags() -> list[str]:
     ...
 def data_operand(name: str, values: typing.Annotated[numpy.typing.ArrayLike, numpy.float64]) -> Operand:
     ...
-def elbo_gradient(model: Model, family: Family, phi: typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"], draws: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, step: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 1, gradient: GradientEstimator = ...) -> tuple[float, typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"]]:
+def elbo_gradient(model: Model, family: Family, phi: typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"], draws: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, step: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 1, gradient: GradientEstimator = ..., batch_size: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[float, typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"]]:
     """
     One reparameterised estimate of the ELBO and its gradient with respect to phi (NaN if not finite).
     """
@@ -629,5 +644,7 @@ def register_python_kernel(name: str, doc: str, inputs: list, fn: typing.Any, el
     Registers a kernel computed by a Python function (use fastvi.register_kernel).
     """
 def support_keys() -> list[str]:
+    ...
+def view_operand(name: str, values: numpy.ndarray) -> Operand:
     ...
 _extension_api: typing.Any

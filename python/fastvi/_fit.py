@@ -35,8 +35,9 @@ def fit(
     *,
     method: Optional[Literal["advi", "fullrank_advi", "meanfield", "fullrank"]] = None,
     rank: Optional[int] = None,
-    steps: int = 30_000,
+    steps: Optional[int] = None,
     draws: int = 1,
+    batch_size: Optional[int] = None,
     lr: float = 0.01,
     gradient: Literal["auto", "stl", "closed_form"] = "auto",
     seed: int = 0,
@@ -78,10 +79,25 @@ def fit(
         guides). Meant for rank well below D: near D the best (d, B) is not unique (roughly once
         rank > D - sqrt(2 D)), the averaged iterates can come out with sds several % (up to
         ~10 %) too small at the default lr, and ``"fullrank"`` is the better choice anyway.
-    steps : int, default 30_000
-        Maximum Adam steps, over every phase.
+    steps : int, optional
+        Maximum Adam steps, over every phase: by default 30,000, and for a minibatch fit
+        30,000 + 2,000 N / batch_size (its averaging phases are longer, see ``batch_size``).
     draws : int, default 1
         Monte Carlo draws per step, evaluated as one batch.
+    batch_size : int, optional
+        Minibatch (stochastic) VI: each step evaluates the model's row-wise factors, the GLM
+        kernels, on ``batch_size`` of their N rows, drawn anew each step from ``seed`` (the same
+        for any thread count; independent uniform rows for batch_size <= N / 8, else a uniformly
+        random subset), and weights those rows' log likelihood by N / batch_size, an unbiased
+        estimate; every other factor (priors, element-wise terms) is
+        evaluated whole. A step then costs O(batch_size x K) instead of O(N x K). The stopping
+        rule and step-size refinement judge the noisier ELBO against its own noise, as they do the
+        Monte Carlo noise, and each averaging phase lasts at least (N / batch_size) /
+        precision**2 steps: the subsampling noise, unlike the Monte Carlo noise, does not fade at
+        the optimum, and that many steps average it below ``precision`` posterior sds (about
+        N / precision**2 rows in all, whatever the batch size). The mode search and the PSIS
+        diagnostic use all rows. Every row-wise factor must have the same N. ``None`` (or N):
+        every row, every step.
     lr : float, default 0.01
         Adam step size.
     gradient : {"auto", "stl", "closed_form"}, default "auto"
@@ -240,7 +256,7 @@ def fit(
         raise ValueError("model has no parameters to fit: declare some with model.param")
     opts, settings = _validated_options(
         model, family, method, rank, steps, draws, lr, gradient, seed, tol, tol_abs, eval_every, patience, average,
-        precision, precondition, threads, progress, callback, psis_draws,
+        precision, precondition, threads, progress, callback, psis_draws, batch_size,
     )  # fmt: skip
     fam = _core.Family(settings.family, model.dim, settings.rank)
     data_seen = dict(model._data_values)  # (set_data in another thread while this fit runs)
@@ -298,6 +314,7 @@ class _Settings:
             "family": self.family,
             "steps": opts.steps,
             "draws": opts.draws,
+            "batch_size": opts.batch_size or None,
             "lr": opts.lr,
             "gradient": self.gradient,
             "seed": opts.seed,
@@ -316,12 +333,13 @@ class _Settings:
 
 def _validated_options(model, family, method, rank, steps, draws, lr, gradient, seed, tol, tol_abs, eval_every,
                        patience, average, precision, precondition, threads, progress, callback,
-                       psis_draws) -> Tuple[Any, _Settings]:  # fmt: skip
+                       psis_draws, batch_size=None) -> Tuple[Any, _Settings]:  # fmt: skip
     """Every setting checked (naming the argument at fault) before any work: the C++ FitOptions
     and the rest."""
     family_name = _resolve_family(family, method)
     opts = _core.FitOptions()
-    opts.steps = int_setting(steps, "steps", 1)
+    opts.batch_size = _batch_size_setting(model, batch_size)
+    opts.steps = _default_steps(model, opts.batch_size) if steps is None else int_setting(steps, "steps", 1)
     opts.draws = int_setting(draws, "draws", 1)
     opts.lr = float_setting(lr, "lr")
     if gradient not in ("auto", "stl", "closed_form"):
@@ -357,6 +375,32 @@ def _validated_options(model, family, method, rank, steps, draws, lr, gradient, 
         callback=callback,
     )
     return opts, settings
+
+
+def _default_steps(model: Model, batch_size: int) -> int:
+    """steps=None: 30,000, plus for a minibatch fit room for its longer averaging phases: each at
+    least w / 0.05**2 steps (w = N / batch_size; see FitOptions::batch_size), and up to four of
+    them (the refinement levels), with the transient before them."""
+    if batch_size == 0:
+        return 30_000
+    w = model._core.data_rows / batch_size
+    return 30_000 + int(math.ceil(2_000 * w))
+
+
+def _batch_size_setting(model: Model, batch_size: Optional[int]) -> int:
+    """FitOptions.batch_size: 0 for every row (None, or as many as there are)."""
+    if batch_size is None:
+        return 0
+    b = int_setting(batch_size, "batch_size", 1)
+    n = model._core.data_rows  # raises ValueError if two row-wise factors disagree
+    if n == 0:
+        raise ValueError(
+            "batch_size: the model has no row-wise factors to subsample; minibatches subsample the rows of "
+            "the GLM kernels (normal_id_glm, bernoulli_logit_glm, poisson_log_glm, neg_binomial_2_log_glm)"
+        )
+    if b > n:
+        raise ValueError(f"batch_size is {b} but the data have {n} rows")
+    return 0 if b == n else b
 
 
 def _interrupted_in_mode_search(model, fam, start, init_scale, settings: _Settings, opts) -> Approximation:

@@ -73,10 +73,10 @@ def check_size(shape: Sequence[int], what: str) -> None:
         )
 
 
-def as_real_array(value: Any, what: str) -> np.ndarray:
-    """`value` as a float64 C-contiguous array, refusing what would be converted wrongly:
-    masked arrays (the mask would be dropped), complex values (the imaginary part would be),
-    strings, objects, and arrays too large for the core."""
+def as_real_array(value: Any, what: str, keep_float32: bool = False) -> np.ndarray:
+    """`value` as a float64 C-contiguous array (float32 stays float32 with `keep_float32`),
+    refusing what would be converted wrongly: masked arrays (the mask would be dropped), complex
+    values (the imaginary part would be), strings, objects, and arrays too large for the core."""
     if getattr(value, "_is_data_container", False):  # a fastvi.Data, where only constants are taken
         raise TypeError(
             f"{what}: data container {value.name!r} cannot be used here (kernel inputs, expressions and "
@@ -93,14 +93,27 @@ def as_real_array(value: Any, what: str) -> np.ndarray:
     if np.iscomplexobj(arr):
         raise TypeError(f"{what} must be real, got complex values")
     check_size(arr.shape, what)  # before the conversion, which may copy a broadcast view
-    return np.asarray(arr, dtype=np.float64, order="C")  # keeps 0-d arrays 0-d
+    dtype = np.float32 if keep_float32 and arr.dtype == np.float32 else np.float64
+    return np.asarray(arr, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
 
 
-def as_data(value: Any, what: str) -> np.ndarray:
+def as_data(value: Any, what: str, factor_input: bool = False) -> np.ndarray:
     """Data for the model: a real float64 array that the model owns. A private copy is taken if
     the array shares memory with the caller's (the model's build log keeps it, and the caller may
-    overwrite theirs later); it is made read-only so that it stays what the model was built with."""
-    arr = as_real_array(value, what)
+    overwrite theirs later); it is made read-only so that it stays what the model was built with.
+
+    For a factor's input (`factor_input`), data is copied at most once and never widened: a
+    float32 array stays float32 (kernels that read an input in place, such as a GLM's design
+    matrix, then read it as float32; the others get a float64 copy in the core), and a C-contiguous
+    float32 or float64 ``numpy.memmap`` is not copied at all but referred to, so that data larger
+    than memory is read from its file as needed (the model then sees any later change to the file)."""
+    if factor_input and isinstance(value, np.memmap) and value.dtype in (np.float32, np.float64):
+        if value.flags.c_contiguous:
+            check_size(value.shape, what)
+            arr = value.view(np.ndarray)  # a read-only view of the mapping, which it keeps open
+            arr.setflags(write=False)
+            return arr
+    arr = as_real_array(value, what, keep_float32=factor_input)
     # numbers and lists are always converted into a new array; anything else may be a view
     if not isinstance(value, (numbers.Number, list, tuple)) and np.may_share_memory(arr, np.asarray(value)):
         arr = arr.copy()

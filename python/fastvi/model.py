@@ -933,7 +933,7 @@ class Model:
                 operands.append(("container", key, v.name))
                 shapes.append(v.shape)
             else:
-                data = as_data(v, f"{label}: input {key!r}")
+                data = as_data(v, f"{label}: input {key!r}", factor_input=True)
                 operands.append(("data", key, data))
                 shapes.append(data.shape)
         if spec.elementwise:
@@ -1094,7 +1094,7 @@ class Model:
             return self._deterministics[name]
         if op == "add_factor":
             kernel, operands, label = args
-            core.add_factor(kernel, [operand(o) for o in operands], label)
+            core.add_factor(kernel, [self._decode(o, view=True) for o in operands], label)
             self._factors.append((label, user_name(kernel)))
             return None
         if op == "add_kernel_logp":
@@ -1146,17 +1146,18 @@ class Model:
             return core.add_cholesky(operand(k), label)
         raise ValueError(f"unknown model build step {op!r}")
 
-    def _decode(self, encoded: tuple) -> _core.Operand:
+    def _decode(self, encoded: tuple, view: bool = False) -> _core.Operand:
         """The C++ operand for a recipe operand: ("block", input, block id), ("reshaped", input,
-        block id, shape), ("data", input, array) or ("container", input, container name)."""
+        block id, shape), ("data", input, array) or ("container", input, container name).
+        With `view` (a factor's inputs), data is passed by reference: the core reads it in place
+        where the kernel can (a GLM's X, float32 or float64) and copies it as float64 otherwise."""
         kind, input_name, source = encoded[:3]
         if kind == "reshaped":
             return self._core.reshaped_operand(input_name, source, list(encoded[3]))
         if kind == "block":
             return self._core.block_operand(input_name, source)
-        if kind == "container":
-            return _core.data_operand(input_name, self._data_values[source])
-        return _core.data_operand(input_name, source)
+        values = self._data_values[source] if kind == "container" else source
+        return (_core.view_operand if view else _core.data_operand)(input_name, values)
 
     def _array(self, x: Any) -> np.ndarray:
         """A recipe's data matrix: an array, or a ("container", input, name) reference to one."""

@@ -2,8 +2,10 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "fastvi/family.hpp"
+#include "fastvi/minibatch.hpp"
 #include "fastvi/model.hpp"
 #include "fastvi/precondition.hpp"
 #include "fastvi/rng.hpp"
@@ -17,9 +19,12 @@ class ElboEstimator {
   // zeta = shift + C u (see precondition.hpp); phi then parameterises q(u).
   // Holds the model's evaluation lock for its lifetime (see Model::evaluation_lock): the model
   // cannot change under a running estimator, and other estimators may share it.
+  // batch_rows > 0 (and below Model::data_rows()): each estimate evaluates the model's row-wise
+  // factors on a minibatch of that many rows, a uniformly random subset drawn from (seed, step)
+  // alone (so the same for any thread count), weighted by N / batch_rows.
   ElboEstimator(const Model& model, GaussianFamily& family, Index draws,
                 GradientEstimator gradient = GradientEstimator::StickingTheLanding,
-                const Preconditioner* preconditioner = nullptr, int threads = 1);
+                const Preconditioner* preconditioner = nullptr, int threads = 1, Index batch_rows = 0);
 
   // Estimates the ELBO and its gradient (ascent direction) with respect to phi from the draws of
   // (seed, stream, step), using at most `threads` threads (more than the constructor's allocates
@@ -42,6 +47,7 @@ class ElboEstimator {
   double log_det_ = 0.0;  // log |det C|, so that the ELBO is that of q(zeta)
   Vector lp_;
   ModelWorkspace ws_;
+  std::optional<MinibatchSampler> minibatch_;  // with batch_rows < N
 };
 
 }  // namespace fastvi

@@ -69,6 +69,13 @@ struct FitOptions {
   double refine_factor = 0.25;
   Index refine_levels = 3;
   double precision = 0.05;
+  // Minibatch (stochastic) VI: > 0 evaluates the row-wise factors (Model::data_rows) on this many
+  // rows per step, drawn anew each step (ElboEstimator), weighted to an unbiased estimate. The
+  // stopping rule and refinement above are unchanged (they judge the ELBO against its own noise,
+  // which the minibatch only increases); each averaging phase lasts at least (N / batch_size)
+  // / precision^2 steps, which brings the subsampling noise of the average below `precision`
+  // posterior sds (minibatch_averaging_steps in fit.cpp). 0: every row, every step.
+  Index batch_size = 0;
   std::uint64_t seed = 0;
   int threads = 1;
   double monitor_seconds = 0.25;  // the monitor is also called at least this often

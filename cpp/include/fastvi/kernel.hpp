@@ -37,6 +37,9 @@ struct InputInfo {
   // Other names accepted for this input: earlier spellings kept working after a rename (the
   // GLMs' `sigma`, now `scale` as in every other kernel). A factor stores the input by `name`.
   std::vector<std::string> aliases = {};
+  // The kernel reads this data input in place, float64 or float32 (Operand::view), instead of
+  // from a float64 copy: for large data such as a design matrix. Checked like any data input.
+  bool in_place = false;
 };
 
 class Kernel {
@@ -60,6 +63,20 @@ class Kernel {
   // one itself must not let an exception escape it.) A draw outside the support is not a failure:
   // add -inf or NaN to its lp and the fit skips that step.
   virtual void evaluate(const Batch& batch) const = 0;
+
+  // Minibatches. A row-wise kernel (one term per row of its data, like the GLMs' rows of X and y)
+  // returns its number of rows N > 0 from data_rows(); a minibatch fit then passes it
+  // Batch::rows, and it adds row_weight times those rows' terms (plus, exactly, any terms that do
+  // not depend on the parameters): an unbiased estimate of its log density for row_weight =
+  // N / row_count. subsample_scratch_size is the scratch that takes, for `rows` < N rows (the
+  // caller gives the larger of it and scratch_size). Other kernels are always evaluated whole.
+  virtual Index data_rows() const { return 0; }
+  virtual Index subsample_scratch_size(Index draws, int threads, Index rows) const {
+    (void)draws;
+    (void)threads;
+    (void)rows;
+    return 0;
+  }
 };
 
 // Builds a kernel from its operands, ordered as KernelInfo::inputs (variate first). For an

@@ -55,7 +55,13 @@ struct ModelWorkspace {
   std::vector<Index> factor_scratch;  // offset of each factor's region in `scratch`
   Index draws = -1;
   int threads = 0;
+  Index subsample = 0;          // minibatch rows the scratch was sized for (0: none)
   std::uint64_t structure = 0;  // Model::structure() it was prepared for
+  // The minibatch of the next evaluations (set by the caller, e.g. ElboEstimator): `subsample`
+  // row numbers (Batch::rows), each row's terms weighted by row_weight, for every row-wise
+  // factor. Null: every row.
+  const Index* rows = nullptr;
+  double row_weight = 1.0;
 };
 
 class Model {
@@ -94,7 +100,13 @@ class Model {
 
   // Sizes `ws` for evaluations of `draws` draws on at most `threads` threads (allocates only if
   // the sizes changed). log_density requires a workspace prepared for its draws and threads.
-  void prepare(ModelWorkspace& ws, Index draws, int threads) const;
+  // `subsample` > 0 also sizes it for minibatches of that many rows (see data_rows()).
+  void prepare(ModelWorkspace& ws, Index draws, int threads, Index subsample = 0) const;
+
+  // The number of rows N that the model's row-wise factors (Kernel::data_rows: the GLMs) share,
+  // which minibatches subsample; 0 if it has none. Throws std::invalid_argument, naming them, if
+  // two row-wise factors have different numbers of rows.
+  Index data_rows() const;
 
   // Thread safety. Evaluating (log_density, values) only reads the model; a caller that evaluates
   // holds evaluation_lock() for as long as it does (a fit: for the whole fit). Structural changes

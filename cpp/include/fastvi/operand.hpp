@@ -1,6 +1,7 @@
 // What a kernel reads: a bound input (data or parameter) and the batch of draws it lives in.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,11 @@ struct Batch {
   // like an Eigen heap allocation. Owned by the evaluation (one per fit or log_density call), so
   // that one kernel object can serve several threads at once.
   double* scratch = nullptr;
+  // A minibatch, for row-wise kernels only (Kernel::data_rows): row_count row numbers (in any
+  // order; a row may repeat), whose terms count row_weight times each. Null: every row, once.
+  const Index* rows = nullptr;
+  Index row_count = 0;
+  double row_weight = 1.0;
 };
 
 // One input of a bound factor: either data (a fixed array) or a slice of the model's rows.
@@ -34,6 +40,15 @@ struct Operand {
   std::vector<Index> shape;  // the operand's own shape (before broadcasting)
   bool is_param = false;
   Vector data;           // data values, row-major (numpy order); empty for parameters
+  // Data read where it lies instead of from a float64 copy in `data`: `view` points at size()
+  // C-contiguous values, float when view_is_float32 (else double), kept alive by view_owner (the
+  // caller's array: a numpy array or numpy.memmap). Kernels see a view only for inputs declared
+  // InputInfo::in_place (a GLM's design matrix); Model::bind_operands widens any other into `data`.
+  // A float32 design matrix thus costs half the memory and bandwidth of a float64 one, and a
+  // memory-mapped one is never loaded whole.
+  const void* view = nullptr;
+  bool view_is_float32 = false;
+  std::shared_ptr<const void> view_owner;
   Index row = 0;         // first row of a parameter operand in Batch::value
   double lower = -kInf;  // every value the operand can take lies in [lower, upper]
   double upper = kInf;
@@ -47,6 +62,21 @@ struct Operand {
     for (Index d : shape) n *= d;
     return n;
   }
+  bool has_view() const { return view != nullptr; }
+  // Element i (row-major) of a data operand, from its view or its copy.
+  double data_value(Index i) const {
+    if (!view) return data[i];
+    return view_is_float32 ? double(static_cast<const float*>(view)[i]) : static_cast<const double*>(view)[i];
+  }
+  // Copies a view into `data` as float64 and drops it (for kernels that read `data`).
+  void widen_view() {
+    if (!view) return;
+    data.resize(size());
+    for (Index i = 0; i < data.size(); ++i) data[i] = data_value(i);
+    view = nullptr;
+    view_owner.reset();
+  }
+
   Index element(Index n) const { return index_map.empty() ? n * stride : index_map[size_t(n)]; }
 
   // Value of broadcast element n in draw s.

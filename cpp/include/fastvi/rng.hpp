@@ -4,6 +4,7 @@
 // the order of evaluation, so a fit gives the same numbers with any number of threads.
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 
@@ -35,7 +36,7 @@ inline PhiloxBlock philox4x32(std::uint32_t c0, std::uint32_t c1, std::uint32_t 
 }
 
 // Streams keep the draws of different purposes (optimisation, sampling, ELBO checks) apart.
-enum class Stream : std::uint32_t { Optimise = 0, Sample = 1, Evaluate = 2 };
+enum class Stream : std::uint32_t { Optimise = 0, Sample = 1, Evaluate = 2, Minibatch = 3 };
 
 // Fills eps (rows x cols) with independent standard normals for (seed, stream, step):
 // entries (2k, j) and (2k+1, j) come from one Philox block with counter (k, j, step, stream).
@@ -59,6 +60,21 @@ inline void fill_standard_normal(Eigen::Ref<Matrix> eps, std::uint64_t seed, Str
       if (2 * k + 1 < rows) eps(2 * k + 1, j) = r * std::sin(kTwoPi * u2);
     }
   }
+}
+
+// Uniform integers in [0, n0) and [0, n1) (n0, n1 <= 2^40) for index i of (seed, stream, step),
+// from the two 64-bit halves of one Philox block: the high bits of each half times its n (Lemire's
+// method without its rejection step: the bias, under n / 2^64 <= 2^-24, is far below anything a
+// minibatch could show).
+inline std::array<std::uint64_t, 2> uniform_index_pair(std::uint64_t n0, std::uint64_t n1, std::uint64_t seed,
+                                                       Stream stream, std::uint64_t step, std::uint64_t i) {
+  const PhiloxBlock b = philox4x32(std::uint32_t(i), std::uint32_t(i >> 32), std::uint32_t(step),
+                                   std::uint32_t(step >> 32) ^ (std::uint32_t(stream) << 28), std::uint32_t(seed),
+                                   std::uint32_t(seed >> 32));
+  const std::uint64_t x0 = (std::uint64_t(b.v[0]) << 32) | b.v[1];
+  const std::uint64_t x1 = (std::uint64_t(b.v[2]) << 32) | b.v[3];
+  return {std::uint64_t((static_cast<unsigned __int128>(x0) * n0) >> 64),
+          std::uint64_t((static_cast<unsigned __int128>(x1) * n1) >> 64)};
 }
 
 }  // namespace fastvi

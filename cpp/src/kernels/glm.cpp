@@ -16,6 +16,10 @@
 // the log density, and adds X_blk^T r to the gradient of beta while the block is still in cache;
 // X is read from memory once per evaluation.
 //
+// Minibatches (Kernel::data_rows, Batch::rows): the driver gathers the batch's rows of X (widened
+// to double), y, offsets and X beta into scratch and runs on those, adding row_weight times their
+// terms and the full data's constant terms; the cost is O(batch rows x K), whatever N.
+//
 // Determinism: rows are cut into chunks by N, K and S alone (never by the thread count). Each
 // chunk sums into its own slot, whichever thread runs it, and the slots are added in chunk order
 // afterwards, so 1 thread and 2 threads give bit-identical results.
@@ -28,6 +32,8 @@
 // A family with a scalar parameter of its own (neg_binomial_2_log_glm's phi, kHasPhi) gets its
 // value per draw in its column pass and sums d lp / d phi over the rows into one more partial sum.
 //
+// The families' column passes are in glm_families.hpp and glm_neg_binomial.hpp.
+//
 // Scratch comes from the caller (scratch_size, Batch::scratch); evaluate() does not allocate and
 // keeps no state, so one kernel serves concurrent fits. The GEMMs are kept small enough for
 // Eigen to put its packing buffers on the stack (bench/cpp/alloc_check verifies this).
@@ -38,6 +44,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <stdexcept>
+#include <type_traits>
 
 #include "builtin.hpp"
 #include "fastvi/broadcast.hpp"
@@ -47,8 +54,8 @@
 #include "../gemm_blocking.hpp"
 #include "glm_rows.hpp"
 #include "glm_tuning.hpp"
+#include "glm_families.hpp"
 #include "glm_neg_binomial.hpp"
-#include "packet_math.hpp"
 
 namespace fastvi::kernels {
 namespace {
@@ -56,8 +63,6 @@ namespace {
 using ConstRowMap = Eigen::Map<const RowMatrix>;
 using DrawMap = Eigen::Map<const Matrix, 0, Eigen::OuterStride<>>;  // K x S block of Batch::value
 using PanelMap = Eigen::Map<Matrix, 0, Eigen::OuterStride<>>;
-using ArrayMap = Eigen::Map<Eigen::ArrayXd>;
-using ConstArrayMap = Eigen::Map<const Eigen::ArrayXd>;
 
 using gemm_blocking::kMaxPanel;
 using gemm_blocking::kMaxTileK;
@@ -83,113 +88,6 @@ Index fused_max_draws(Index k) {
 }
 
 Index round_up(Index x, Index m) { return (x + m - 1) / m * m; }
-
-// A family turns one column of linear predictors eta (before adding `offset`) into residuals
-// r = d lp / d eta in place, adds its log-density terms (without constants) to acc and sum(r) to
-// rsum. tmp is scratch of the same length. constant(y) is the data-only part of the log density.
-struct NormalId {
-  static constexpr bool kHasSigma = true;
-  static constexpr bool kHasPhi = false;
-  static double constant(const Vector& y) { return -double(y.size()) * math::kHalfLog2Pi; }
-  // r is the raw residual y - eta here; the driver divides by sigma^2 at the end. acc gets sum r^2.
-  static void column(const double* y, double* eta, double* tmp, Index n, double offset, double& acc, double& rsum) {
-    (void)tmp;
-    ArrayMap e(eta, n);
-    e = ConstArrayMap(y, n) - (e + offset);
-    acc += e.square().sum();
-    rsum += e.sum();
-  }
-};
-
-using simd::kWidth;
-using simd::Packet;
-constexpr int kInterleave = 4;  // packets in flight
-using packet_math::exp_packets;
-using packet_math::log1p_and_inverse;
-
-struct BernoulliLogit {
-  static constexpr bool kHasSigma = false;
-  static constexpr bool kHasPhi = false;
-  static double constant(const Vector&) { return 0.0; }
-  // lp = y eta - log1p_exp(eta), log1p_exp(eta) = max(eta, 0) + log1p(t), t = exp(-|eta|);
-  // r = y - inv_logit(eta), inv_logit(eta) = 1 / (1 + t) if eta >= 0, else t / (1 + t).
-  // One pass over the column, kInterleave packets at a time; the last partial group is padded,
-  // so every element goes through the same arithmetic.
-  static void column(const double* y, double* eta, double* tmp, Index n, double offset, double& acc, double& rsum) {
-    using namespace Eigen::internal;
-    (void)tmp;
-    constexpr int M = kInterleave;
-    constexpr Index kGroup = M * kWidth;
-    const Packet off = pset1<Packet>(offset), zero = pset1<Packet>(0.0);
-    Packet acc_p = zero, rsum_p = zero;
-    // M packets of y and eta (before the offset) to M packets of log-density terms and residuals.
-    auto terms = [&](const double* yy, const double* ee, Packet(&lp)[M], Packet(&r)[M]) {
-      Packet e[M], x[M], t[M], l[M], inv[M];
-      for (int j = 0; j < M; ++j) {
-        e[j] = padd(ploadu<Packet>(ee + j * kWidth), off);
-        x[j] = pnegate(pabs(e[j]));
-      }
-      exp_packets<M>(x, t);
-      log1p_and_inverse<M>(t, l, inv);
-      for (int j = 0; j < M; ++j) {
-        const Packet y_j = ploadu<Packet>(yy + j * kWidth);
-        lp[j] = psub(psub(pmul(y_j, e[j]), pmax(e[j], zero)), l[j]);
-        r[j] = psub(y_j, pselect(pcmp_le(zero, e[j]), inv[j], pmul(t[j], inv[j])));
-      }
-    };
-    Index i = 0;
-    for (; i + kGroup <= n; i += kGroup) {
-      Packet lp[M], r[M];
-      terms(y + i, eta + i, lp, r);
-      for (int j = 0; j < M; ++j) {
-        pstoreu(eta + i + j * kWidth, r[j]);
-        acc_p = padd(acc_p, lp[j]);
-        rsum_p = padd(rsum_p, r[j]);
-      }
-    }
-    double a = predux(acc_p), rs = predux(rsum_p);
-    if (i < n) {
-      alignas(64) double yb[kGroup] = {}, eb[kGroup] = {}, lb[kGroup], rb[kGroup];
-      for (Index j = 0; j < n - i; ++j) {
-        yb[j] = y[i + j];
-        eb[j] = eta[i + j];
-      }
-      Packet lp[M], r[M];
-      terms(yb, eb, lp, r);
-      for (int j = 0; j < M; ++j) {
-        pstore(lb + j * kWidth, lp[j]);
-        pstore(rb + j * kWidth, r[j]);
-      }
-      for (Index j = 0; j < n - i; ++j) {
-        eta[i + j] = rb[j];
-        a += lb[j];
-        rs += rb[j];
-      }
-    }
-    acc += a;
-    rsum += rs;
-  }
-};
-
-struct PoissonLog {
-  static constexpr bool kHasSigma = false;
-  static constexpr bool kHasPhi = false;
-  static double constant(const Vector& y) {
-    double c = 0.0;
-    for (Index i = 0; i < y.size(); ++i) c -= math::log_gamma(y[i] + 1.0);
-    return c;
-  }
-  // lp = y eta - exp(eta) (the -lgamma(y + 1) terms are a constant); r = y - exp(eta).
-  static void column(const double* y, double* eta, double* tmp, Index n, double offset, double& acc, double& rsum) {
-    ArrayMap e(eta, n), t(tmp, n);
-    const ConstArrayMap yy(y, n);
-    if (offset != 0.0) e += offset;
-    t = e.exp();
-    acc += (yy * e - t).sum();
-    e = yy - t;
-    rsum += e.sum();
-  }
-};
 
 // The family's column pass, with its own parameter for the families that have one.
 template <class F>
@@ -248,20 +146,18 @@ class Glm final : public Kernel {
                                   " (the rows of X), got shape " + format_shape(offset.shape));
     }
     y_ = std::move(y.data);
-    // Row-major N x K, as numpy laid it out, plus one packet of zeros that the row kernel's last
-    // read runs into. The row kernel also relies on X being finite (add_factor checks data
-    // inputs; this repeats it for kernels built directly).
-    x_ = std::move(x.data);
-    for (Index i = 0; i < x_.size(); ++i)
-      if (!std::isfinite(x_[i])) throw std::invalid_argument("X must be finite, got a non-finite value");
-    x_.conservativeResize(n_ * k_ + glm_rows::kWidth);
-    x_.tail(glm_rows::kWidth).setZero();
-    // Data-only parts computed once: X beta (+ alpha) for a data beta, and the log-density constants.
-    if (!beta_.is_param) {
-      xb_ = ConstRowMap(x_.data(), n_, k_) * beta_.data;
-      xb_.array() += offset_scalar_ + (alpha_.is_param ? 0.0 : alpha_.data[0]);
-      if (offset_.size() > 0) xb_ += offset_;
+    // X is row-major N x K, as numpy laid it out, read where it lies (a view of the caller's
+    // float64 or float32 array) or from this kernel's copy. The row kernel relies on X being
+    // finite (add_factor checks data inputs; this repeats it for kernels built directly).
+    if (x.has_view()) {
+      x_ = x.view;
+      x32_ = x.view_is_float32;
+      x_owner_ = std::move(x.view_owner);
+    } else {
+      x_copy_ = std::move(x.data);
+      x_ = x_copy_.data();
     }
+    x32_ ? init_x<float>() : init_x<double>();
     lp_const_ = F::constant(y_);
     if constexpr (F::kHasPhi) {
       // The distinct values of y and their counts, for the terms in y and phi alone; with phi data
@@ -280,27 +176,93 @@ class Glm final : public Kernel {
       y_counts_ = Eigen::Map<const Vector>(counts.data(), Index(counts.size()));
       if (!phi_.is_param) {
         double unused = 0.0;
-        F::phi_terms(phi_.data[0], y_values_, y_counts_, lp_const_, unused);
+        F::phi_terms(phi_.data[0], y_values_.data(), y_counts_.data(), y_values_.size(), lp_const_, unused);
       }
     }
   }
 
-  Index scratch_size(Index draws, int threads) const override {
-    const Layout l = layout(draws);
-    return l.shared + l.per_thread * thread_count(l, threads);
+  Index data_rows() const override { return n_; }
+
+  Index scratch_size(Index draws, int threads) const override { return scratch_for(layout(draws, n_, x32_), threads); }
+
+  // A minibatch's rows gathered (gather()), then the scratch of an evaluation on that many rows.
+  Index subsample_scratch_size(Index draws, int threads, Index rows) const override {
+    if (rows < 1) return 0;
+    return gather_size(rows) + scratch_for(layout(draws, rows, false), threads);
   }
 
   void evaluate(const Batch& b) const override {
+    if (!b.rows) return evaluate_rows(b, all_rows(), 1.0, b.scratch);
+    // A minibatch: its rows' terms, times row_weight (N / rows for an unbiased estimate), plus the
+    // full data's constant terms, which need no estimate.
+    evaluate_rows(b, gather(b.rows, b.row_count, b.scratch), b.row_weight, b.scratch + gather_size(b.row_count));
+  }
+
+ private:
+  // The rows an evaluation reads: all of X's, in place, or a minibatch's, gathered into scratch.
+  struct Rows {
+    const void* x = nullptr;  // n x K, row-major, float when x32
+    bool x32 = false;
+    const void* tail = nullptr;  // rows tail_begin.. of x again, padded for the row kernel's last read
+    Index tail_begin = 0;
+    const double* y = nullptr;
+    const double* offset = nullptr;  // a vector offset's n values, or null
+    const double* xb = nullptr;      // X beta (+ alpha and offsets) for a data beta, or null
+    Index n = 0;
+    bool subsample = false;
+  };
+
+  Rows all_rows() const {
+    return {x_,        x32_,
+            tail_.data(), tail_begin_,
+            y_.data(), offset_.size() > 0 ? offset_.data() : nullptr,
+            xb_.size() > 0 ? xb_.data() : nullptr, n_,
+            false};
+  }
+
+  // Doubles gather() writes for `rows` rows: X's rows (with a padding packet; none for a data
+  // beta, which only needs X beta), y, the offsets and X beta, each a multiple of 8 doubles.
+  Index gather_size(Index rows) const {
+    return (beta_.is_param ? round_up(rows * k_ + glm_rows::kWidth, 8) : 0) + 3 * round_up(rows, 8);
+  }
+
+  // Copies the minibatch's rows (in its order, repeats included) into out: X widened to double.
+  Rows gather(const Index* rows, Index count, double* out) const {
+    double* gx = out;
+    double* gy = gx + (beta_.is_param ? round_up(count * k_ + glm_rows::kWidth, 8) : 0);
+    double* goff = gy + round_up(count, 8);
+    double* gxb = goff + round_up(count, 8);
+    for (Index i = 0; i < count; ++i) {
+      const Index r = rows[i];
+      if (beta_.is_param) {
+        if (x32_) {
+          const float* src = static_cast<const float*>(x_) + r * k_;
+          for (Index k = 0; k < k_; ++k) gx[i * k_ + k] = double(src[k]);
+        } else {
+          const double* src = static_cast<const double*>(x_) + r * k_;
+          std::copy(src, src + k_, gx + i * k_);
+        }
+      }
+      gy[i] = y_[r];
+      if (offset_.size() > 0) goff[i] = offset_[r];
+      if (xb_.size() > 0) gxb[i] = xb_[r];
+    }
+    if (beta_.is_param) std::fill(gx + count * k_, gx + count * k_ + glm_rows::kWidth, 0.0);
+    return {gx, false, gx, 0, gy, offset_.size() > 0 ? goff : nullptr, xb_.size() > 0 ? gxb : nullptr, count, true};
+  }
+
+  // The evaluation proper, on rows R, adding weight times their terms (and the constant terms).
+  void evaluate_rows(const Batch& b, const Rows& R, double weight, double* scratch) const {
     const Index S = b.draws;
-    const Layout l = layout(S);
+    const Layout l = layout(S, R.n, R.x32);
     const int threads = thread_count(l, b.threads);
-    // The caller's scratch: the chunks' partial sums and the padded beta, then one equal share per
-    // thread, each a multiple of 8 doubles so that every thread's buffers are aligned alike.
-    Eigen::Map<Matrix> part(b.scratch, l.part_rows, l.chunks * S);
-    double* beta_pad = b.scratch + round_up(l.part_rows * l.chunks * S, 8);
-    double* thread_scratch = b.scratch + l.shared;
+    // The scratch: the chunks' partial sums and the padded beta, then one equal share per thread,
+    // each a multiple of 8 doubles so that every thread's buffers are aligned alike.
+    Eigen::Map<Matrix> part(scratch, l.part_rows, l.chunks * S);
+    double* beta_pad = scratch + round_up(l.part_rows * l.chunks * S, 8);
+    double* thread_scratch = scratch + l.shared;
     // With beta as data there is no GEMM; the exp/log per element is counted as ~8 multiply-adds.
-    const double work = double(n_) * double(S) * double(beta_.is_param ? k_ : 8);
+    const double work = double(R.n) * double(S) * double(beta_.is_param ? k_ : 8);
     const bool parallel = threads > 1 && l.chunks > 1 && work >= parallel_work();
     if (l.fused) {
       std::fill(beta_pad, beta_pad + l.padded_k * S, 0.0);
@@ -316,12 +278,13 @@ class Glm final : public Kernel {
       note_parallel_team();
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
       for (Index c = 0; c < l.chunks; ++c)
-        run_chunk(b, l, c, part, beta_pad, thread_scratch + omp_get_thread_num() * l.per_thread);
+        run_chunk(b, R, l, c, part, beta_pad, thread_scratch + omp_get_thread_num() * l.per_thread);
     } else {
-      for (Index c = 0; c < l.chunks; ++c) run_chunk(b, l, c, part, beta_pad, thread_scratch);
+      for (Index c = 0; c < l.chunks; ++c) run_chunk(b, R, l, c, part, beta_pad, thread_scratch);
     }
 
-    // Serial reduction in chunk order, then the per-draw terms.
+    // Serial reduction in chunk order, then the per-draw terms. (weight is 1 for all rows, and
+    // multiplying by it changes no bit.)
     auto total = part.leftCols(S);
     for (Index c = 1; c < l.chunks; ++c) total += part.middleCols(c * S, S);
     const Index acc_row = l.part_rows - 2, rsum_row = l.part_rows - 1, dphi_row = l.part_rows - 3;
@@ -330,30 +293,34 @@ class Glm final : public Kernel {
       if constexpr (F::kHasPhi) {
         if (phi_.is_param) {
           double lp_phi = 0.0, dphi = total(dphi_row, s);
-          F::phi_terms(b.value[s * b.ld + phi_.row], y_values_, y_counts_, lp_phi, dphi);
-          b.lp[s] += lp_phi;
-          b.grad[s * b.ld + phi_.row] += dphi;
+          const double phi_s = b.value[s * b.ld + phi_.row];
+          if (R.subsample)  // each row of the minibatch once
+            F::phi_terms(phi_s, R.y, nullptr, R.n, lp_phi, dphi);
+          else
+            F::phi_terms(phi_s, y_values_.data(), y_counts_.data(), y_values_.size(), lp_phi, dphi);
+          b.lp[s] += weight * lp_phi;
+          b.grad[s * b.ld + phi_.row] += weight * dphi;
         }
       }
       double scale = 1.0;  // d lp / d eta = scale * r
       if constexpr (F::kHasSigma) {
         const double sigma = sigma_.is_param ? b.value[s * b.ld + sigma_.row] : sigma_.data[0];
         scale = 1.0 / (sigma * sigma);
-        b.lp[s] += -0.5 * acc * scale - double(n_) * std::log(sigma) + lp_const_;
-        if (sigma_.is_param) b.grad[s * b.ld + sigma_.row] += (acc * scale - double(n_)) / sigma;
+        b.lp[s] += weight * (-0.5 * acc * scale - double(R.n) * std::log(sigma)) + lp_const_;
+        if (sigma_.is_param) b.grad[s * b.ld + sigma_.row] += weight * ((acc * scale - double(R.n)) / sigma);
       } else {
-        b.lp[s] += acc + lp_const_;
+        b.lp[s] += weight * acc + lp_const_;
       }
-      if (alpha_.is_param) b.grad[s * b.ld + alpha_.row] += scale * rsum;
+      const double weighted = weight * scale;
+      if (alpha_.is_param) b.grad[s * b.ld + alpha_.row] += weighted * rsum;
       if (beta_.is_param) {
         double* g = b.grad + s * b.ld + beta_.row;
-        for (Index k = 0; k < k_; ++k) g[k] += scale * total(k, s);
+        for (Index k = 0; k < k_; ++k) g[k] += weighted * total(k, s);
       }
     }
   }
 
- private:
-  // How the rows and the scratch are cut for S draws: a function of N, K and S alone (never of the
+  // How n rows and the scratch are cut for S draws: a function of n, K and S alone (never of the
   // thread count), so that every thread count gives the same chunks, sums and results.
   struct Layout {
     Index panel = 1, tile = 1, blk = 8, chunk_rows = 1, chunks = 1, part_rows = 2;
@@ -363,15 +330,15 @@ class Glm final : public Kernel {
     Index per_thread = 0;  // doubles per thread: eta panel and tmp column, or the fused path's buffers
   };
 
-  Layout layout(Index draws) const {
+  Layout layout(Index draws, Index n, bool x32) const {
     Layout l;
     l.panel = std::max<Index>(1, std::min(draws, kMaxPanel));
     l.tile = std::min(k_, kMaxTileK);
     // With beta data there is no backward product, and X_blk B is one column per draw.
     l.blk = beta_.is_param ? gemm_blocking::block_rows(l.tile, l.panel) : gemm_blocking::kMaxBlockRows;
-    l.blk = std::min(l.blk, round_up(n_, 8));  // a multiple of 8 keeps every scratch column 64-byte aligned
-    l.chunk_rows = round_up(std::max({kMinChunkRows, 4 * draws, (n_ + kMaxChunks - 1) / kMaxChunks}), l.blk);
-    l.chunks = (n_ + l.chunk_rows - 1) / l.chunk_rows;
+    l.blk = std::min(l.blk, round_up(n, 8));  // a multiple of 8 keeps every scratch column 64-byte aligned
+    l.chunk_rows = round_up(std::max({kMinChunkRows, 4 * draws, (n + kMaxChunks - 1) / kMaxChunks}), l.blk);
+    l.chunks = (n + l.chunk_rows - 1) / l.chunk_rows;
     l.part_rows = (beta_.is_param ? k_ : 0) + 2 + (F::kHasPhi ? 1 : 0);  // [beta], [dphi], acc, rsum
     l.fused = beta_.is_param && draws <= fused_max_draws(k_);
     l.shared = round_up(l.part_rows * l.chunks * draws, 8);
@@ -387,11 +354,13 @@ class Glm final : public Kernel {
       l.per_thread = l.fused_eta + 2 * glm_rows::kMaxRows;
       l.pass_rows = glm_rows::pass_rows(k_);
     } else {
-      l.per_thread = l.blk * (l.panel + 1);
+      l.per_thread = l.blk * (l.panel + 1) + (x32 && beta_.is_param ? l.blk * k_ : 0);
     }
     l.per_thread = round_up(l.per_thread, 8);
     return l;
   }
+
+  static Index scratch_for(const Layout& l, int threads) { return l.shared + l.per_thread * thread_count(l, threads); }
 
   // Threads worth using: at most one per chunk.
   static int thread_count(const Layout& l, int threads) {
@@ -415,24 +384,37 @@ class Glm final : public Kernel {
 
   // Adds rows [r0, r0 + n) of a vector offset to a column of predictors X beta (beta a parameter;
   // with beta data the offset is in xb_ already).
-  void add_offset(double* eta, Index r0, Index n) const {
-    if (offset_.size() > 0) Eigen::Map<Vector>(eta, n) += offset_.segment(r0, n);
+  static void add_offset(const Rows& R, double* eta, Index r0, Index n) {
+    if (R.offset) Eigen::Map<Vector>(eta, n) += Eigen::Map<const Vector>(R.offset + r0, n);
   }
 
   // Rows [c * chunk_rows, ...) of chunk c into its own slot of part.
-  void run_chunk(const Batch& b, const Layout& l, Index c, Eigen::Map<Matrix>& part, const double* beta_pad,
-                 double* scratch) const {
-    if (l.fused) return run_chunk_fused(b, l, c, part, beta_pad, scratch);
+  void run_chunk(const Batch& b, const Rows& R, const Layout& l, Index c, Eigen::Map<Matrix>& part,
+                 const double* beta_pad, double* scratch) const {
+    if (l.fused)
+      return R.x32 ? run_chunk_fused<float>(b, R, l, c, part, beta_pad, scratch)
+                   : run_chunk_fused<double>(b, R, l, c, part, beta_pad, scratch);
     const Index S = b.draws;
     auto slot = part.middleCols(c * S, S);
     slot.setZero();
-    const ConstRowMap x(x_.data(), n_, k_);
-    const Index begin = c * l.chunk_rows, end = std::min(n_, begin + l.chunk_rows);
+    const Index begin = c * l.chunk_rows, end = std::min(R.n, begin + l.chunk_rows);
     const Index acc_row = l.part_rows - 2, rsum_row = l.part_rows - 1;
     const Index dphi_row = F::kHasPhi ? l.part_rows - 3 : acc_row;  // (unused without phi)
     double* tmp = scratch + l.blk * l.panel;
+    double* widened = tmp + l.blk;  // a float32 block of rows as doubles (blk x K)
     for (Index r0 = begin; r0 < end; r0 += l.blk) {
       const Index n = std::min(l.blk, end - r0);
+      // The block's rows as doubles: in place, or a float32 X widened once for both products.
+      const double* rows = widened;
+      if (!beta_.is_param) {
+        rows = nullptr;  // X beta is xb_
+      } else if (R.x32) {
+        const float* src = static_cast<const float*>(R.x) + r0 * k_;
+        for (Index i = 0; i < n * k_; ++i) widened[i] = double(src[i]);
+      } else {
+        rows = static_cast<const double*>(R.x) + r0 * k_;
+      }
+      const ConstRowMap x(rows, n, k_);
       for (Index s0 = 0; s0 < S; s0 += l.panel) {
         const Index p = std::min(l.panel, S - s0);
         PanelMap eta(scratch, n, p, Eigen::OuterStride<>(l.blk));
@@ -441,23 +423,23 @@ class Glm final : public Kernel {
             const Index kt = std::min(l.tile, k_ - k0);
             const DrawMap beta(b.value + s0 * b.ld + beta_.row + k0, kt, p, Eigen::OuterStride<>(b.ld));
             if (k0 == 0)
-              eta.noalias() = x.block(r0, k0, n, kt) * beta;
+              eta.noalias() = x.middleCols(k0, kt) * beta;
             else
-              eta.noalias() += x.block(r0, k0, n, kt) * beta;
+              eta.noalias() += x.middleCols(k0, kt) * beta;
           }
         } else {
-          for (Index j = 0; j < p; ++j) eta.col(j) = xb_.segment(r0, n);
+          for (Index j = 0; j < p; ++j) eta.col(j) = Eigen::Map<const Vector>(R.xb + r0, n);
         }
         for (Index j = 0; j < p; ++j) {
           const Index s = s0 + j;
-          if (beta_.is_param) add_offset(scratch + j * l.blk, r0, n);
-          column<F>(y_.data() + r0, scratch + j * l.blk, tmp, n, offset(b, s), phi(b, s), slot(acc_row, s),
+          if (beta_.is_param) add_offset(R, scratch + j * l.blk, r0, n);
+          column<F>(R.y + r0, scratch + j * l.blk, tmp, n, offset(b, s), phi(b, s), slot(acc_row, s),
                     slot(rsum_row, s), slot(dphi_row, s));
         }
         if (beta_.is_param)
           for (Index k0 = 0; k0 < k_; k0 += l.tile) {
             const Index kt = std::min(l.tile, k_ - k0);
-            slot.block(k0, s0, kt, p).noalias() += x.block(r0, k0, n, kt).transpose() * eta;
+            slot.block(k0, s0, kt, p).noalias() += x.middleCols(k0, kt).transpose() * eta;
           }
       }
     }
@@ -465,10 +447,11 @@ class Glm final : public Kernel {
 
   // The single-pass path (beta a parameter, S <= fused_max_draws(K)): per pass of pass_rows_
   // rows, each draw forms its predictors, residuals and gradient terms while the rows are in L1.
-  void run_chunk_fused(const Batch& b, const Layout& l, Index c, Eigen::Map<Matrix>& part, const double* beta_pad,
-                       double* scratch) const {
+  template <class T>
+  void run_chunk_fused(const Batch& b, const Rows& R, const Layout& l, Index c, Eigen::Map<Matrix>& part,
+                       const double* beta_pad, double* scratch) const {
     const Index S = b.draws;
-    const Index begin = c * l.chunk_rows, end = std::min(n_, begin + l.chunk_rows);
+    const Index begin = c * l.chunk_rows, end = std::min(R.n, begin + l.chunk_rows);
     double* grad = scratch;               // S x padded_k
     double* acc = grad + S * l.padded_k;  // S
     double* rsum = acc + S;               // S
@@ -478,16 +461,18 @@ class Glm final : public Kernel {
     std::fill(grad, dphi + S, 0.0);
     for (Index r0 = begin; r0 < end; r0 += l.pass_rows) {
       const Index n = std::min(l.pass_rows, end - r0);
-      const double* x = x_.data() + r0 * k_;
+      // The pass that ends X reads the copy of its last rows, padded (see tail_).
+      const T* x = r0 + n == R.n ? static_cast<const T*>(R.tail) + (r0 - R.tail_begin) * k_
+                                 : static_cast<const T*>(R.x) + r0 * k_;
       // The next pass's rows (up to the end of X, into the next chunk if need be) are asked for
       // during this pass's first axpy, spread over its rows, so that they stream in from L3 or
       // memory while this pass computes; the hardware prefetcher alone stops short.
-      const double* next = x + n * k_;
-      const Index next_rows = std::min(n, n_ - (r0 + n));  // none after the last row of X
+      const T* next = static_cast<const T*>(R.x) + (r0 + n) * k_;
+      const Index next_rows = std::min(n, R.n - (r0 + n));  // none after the last row of X
       for (Index s = 0; s < S; ++s) {
         glm_rows::dot_rows(x, k_, n, beta_pad + s * l.padded_k, eta);
-        add_offset(eta, r0, n);
-        column<F>(y_.data() + r0, eta, tmp, n, offset(b, s), phi(b, s), acc[s], rsum[s], dphi[s]);
+        add_offset(R, eta, r0, n);
+        column<F>(R.y + r0, eta, tmp, n, offset(b, s), phi(b, s), acc[s], rsum[s], dphi[s]);
         glm_rows::axpy_rows(x, k_, n, eta, grad + s * l.padded_k, next, s == 0 ? next_rows : 0);
       }
     }
@@ -500,7 +485,46 @@ class Glm final : public Kernel {
     }
   }
 
-  Vector y_, x_, xb_;
+  // X's checks, the padded copy of its last rows, and X beta for a data beta, for X of type T.
+  template <class T>
+  void init_x() {
+    const T* x = static_cast<const T*>(x_);
+    for (Index i = 0; i < n_ * k_; ++i)
+      if (!std::isfinite(double(x[i]))) throw std::invalid_argument("X must be finite, got a non-finite value");
+    tail_begin_ = std::max<Index>(0, n_ - glm_rows::kMaxRows);
+    const Index tail_elements = (n_ - tail_begin_) * k_;
+    const Index tail_doubles = (Index(sizeof(T)) * (tail_elements + glm_rows::kWidth) + 7) / 8;
+    tail_.assign(size_t(tail_doubles), 0.0);
+    std::copy(x + tail_begin_ * k_, x + n_ * k_, static_cast<T*>(static_cast<void*>(tail_.data())));
+    // Data-only parts computed once: X beta (+ alpha) for a data beta.
+    if (!beta_.is_param) {
+      if constexpr (std::is_same_v<T, double>) {
+        xb_ = ConstRowMap(x, n_, k_) * beta_.data;
+      } else {  // row by row: a float64 copy of X (Eigen's product with a cast) is what a float32 X avoids
+        xb_.resize(n_);
+        for (Index i = 0; i < n_; ++i) {
+          double dot = 0.0;
+          for (Index k = 0; k < k_; ++k) dot += double(x[i * k_ + k]) * beta_.data[k];
+          xb_[i] = dot;
+        }
+      }
+      xb_.array() += offset_scalar_ + (alpha_.is_param ? 0.0 : alpha_.data[0]);
+      if (offset_.size() > 0) xb_ += offset_;
+    }
+  }
+
+  // X: N x K row-major, float (x32_) or double, at x_: a view kept alive by x_owner_, or x_copy_.
+  const void* x_ = nullptr;
+  bool x32_ = false;
+  std::shared_ptr<const void> x_owner_;
+  Vector x_copy_;
+  // X's last rows (at most glm_rows::kMaxRows, from row tail_begin_) again, of X's type, then a
+  // packet of zeros: the row kernel reads each row's last packet whole, up to kWidth - 1 elements
+  // past the row, which for X's last row would be past the array. The pass with X's last row
+  // reads this copy instead (a pass has at most kMaxRows rows, so it lies wholly in it).
+  std::vector<double> tail_;
+  Index tail_begin_ = 0;
+  Vector y_, xb_;
   Vector offset_;               // a vector offset (N,), or empty
   double offset_scalar_ = 0.0;  // a scalar offset
   Index n_ = 0, k_ = 0;
@@ -516,7 +540,10 @@ KernelFactory glm_factory() {
   };
 }
 
-InputInfo x_input() { return {"X", Support::Real, true, std::nullopt, "design matrix (N, K), data"}; }
+InputInfo x_input() {
+  return {"X", Support::Real, true, std::nullopt, "design matrix (N, K), data; float32 or float64, read in place", {},
+          true};
+}
 InputInfo alpha_input() { return {"alpha", Support::Real, false, 0.0, "intercept (scalar)"}; }
 InputInfo beta_input() { return {"beta", Support::Real, false, std::nullopt, "coefficients (K,)"}; }
 InputInfo offset_input() {
@@ -536,7 +563,7 @@ void register_glm(KernelRegistry& r) {
           {"scale", Support::Positive, false, std::nullopt, "noise standard deviation (scalar)", {"sigma"}},
           offset_input()},
          false,
-         glm_factory<NormalId>()});
+         glm_factory<glm_families::NormalId>()});
   r.add({"bernoulli_logit_glm",
          "Logistic regression: y_n ~ Bernoulli(inv_logit(offset_n + alpha + X[n] . beta)), fused over the rows of X",
          {{"y", Support::Binary, true, std::nullopt, "outcome (N,) in {0, 1}, data"},
@@ -545,7 +572,7 @@ void register_glm(KernelRegistry& r) {
           beta_input(),
           offset_input()},
          false,
-         glm_factory<BernoulliLogit>()});
+         glm_factory<glm_families::BernoulliLogit>()});
   r.add({"poisson_log_glm",
          "Poisson regression: y_n ~ Poisson(exp(offset_n + alpha + X[n] . beta)), fused over the rows of X",
          {{"y", Support::Count, true, std::nullopt, "counts (N,), data"},
@@ -554,7 +581,7 @@ void register_glm(KernelRegistry& r) {
           beta_input(),
           offset_input()},
          false,
-         glm_factory<PoissonLog>()});
+         glm_factory<glm_families::PoissonLog>()});
   r.add({"neg_binomial_2_log_glm",
          "Negative binomial regression: y_n ~ NegBinomial2(exp(offset_n + alpha + X[n] . beta), phi), fused over the "
          "rows of X",

@@ -38,12 +38,14 @@ struct NegBinomial2Log {
   }
   // sum_v count_v R(phi, v) and sum_v count_v (digamma(phi + v) - digamma(phi)) over the distinct
   // values v of y.
-  static void phi_terms(double phi, const Vector& values, const Vector& counts, double& lp, double& dphi) {
+  // (counts null: each of the n values once, as for a minibatch's rows.)
+  static void phi_terms(double phi, const double* values, const double* counts, Index n, double& lp, double& dphi) {
     const special::LogRisingOverPower rising;
     const special::DigammaDifference digamma_difference;
-    for (Index j = 0; j < values.size(); ++j) {
-      lp += counts[j] * rising(phi, values[j]);
-      dphi += counts[j] * digamma_difference(phi, values[j]);
+    for (Index j = 0; j < n; ++j) {
+      const double c = counts ? counts[j] : 1.0;
+      lp += c * rising(phi, values[j]);
+      dphi += c * digamma_difference(phi, values[j]);
     }
   }
   static void column(const double* y, double* eta, double* tmp, Index n, double offset, double phi, double& acc,

@@ -59,15 +59,36 @@ static_assert(kTileK == 8, "axpy_rows dispatches remainders of 1 to 7 packets");
 // Packets per row of K columns (the last one padded).
 inline Index packets(Index k) { return (k + kWidth - 1) / kWidth; }
 
-// Asks for the cache lines of one row of k doubles.
-inline void prefetch_row(const double* row, Index k) {
+// X is double or float (a float32 design matrix is read as it is, widened in registers: half the
+// bytes to read, and each product still exact in double). T is its element type below.
+
+// kWidth elements of X from p as a packet of doubles.
+inline Packet load_x(const double* p) { return Eigen::internal::ploadu<Packet>(p); }
+inline Packet load_x(const float* p) {
+#if defined(EIGEN_VECTORIZE_AVX512)
+  return _mm512_cvtps_pd(_mm256_loadu_ps(p));
+#elif defined(EIGEN_VECTORIZE_AVX)
+  return _mm256_cvtps_pd(_mm_loadu_ps(p));
+#elif defined(EIGEN_VECTORIZE_SSE2)
+  return _mm_cvtps_pd(_mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#else
+  alignas(64) double wide[kWidth];
+  for (Index j = 0; j < kWidth; ++j) wide[j] = double(p[j]);
+  return Eigen::internal::pload<Packet>(wide);
+#endif
+}
+
+// Asks for the cache lines of one row of k elements.
+template <class T>
+inline void prefetch_row(const T* row, Index k) {
   const char* p = reinterpret_cast<const char*>(row);
-  for (Index off = 0; off < k * Index(sizeof(double)); off += 64) __builtin_prefetch(p + off, 0, 3);
+  for (Index off = 0; off < k * Index(sizeof(T)); off += 64) __builtin_prefetch(p + off, 0, 3);
 }
 
 // eta[0, n) = x_i . beta for the n rows starting at x (row stride k). beta holds
 // packets(k) packets, zero past k.
-inline void dot_rows(const double* x, Index k, Index n, const double* beta, double* eta) {
+template <class T>
+inline void dot_rows(const T* x, Index k, Index n, const double* beta, double* eta) {
   using namespace Eigen::internal;
   const Index kp = packets(k);
   Index i = 0;
@@ -75,12 +96,11 @@ inline void dot_rows(const double* x, Index k, Index n, const double* beta, doub
     PacketBlock<Packet, int(kWidth)> acc;
     FASTVI_UNROLL
     for (Index j = 0; j < kWidth; ++j) acc.packet[j] = pset1<Packet>(0.0);
-    const double* xi = x + i * k;
+    const T* xi = x + i * k;
     for (Index p = 0; p < kp; ++p) {
       const Packet b = ploadu<Packet>(beta + p * kWidth);
       FASTVI_UNROLL
-      for (Index j = 0; j < kWidth; ++j)
-        acc.packet[j] = pmadd(ploadu<Packet>(xi + j * k + p * kWidth), b, acc.packet[j]);
+      for (Index j = 0; j < kWidth; ++j) acc.packet[j] = pmadd(load_x(xi + j * k + p * kWidth), b, acc.packet[j]);
     }
     ptranspose(acc);
     Packet sum = acc.packet[0];
@@ -88,9 +108,9 @@ inline void dot_rows(const double* x, Index k, Index n, const double* beta, doub
     pstoreu(eta + i, sum);
   }
   for (; i < n; ++i) {  // the rows of a last, partial group
-    const double* xi = x + i * k;
+    const T* xi = x + i * k;
     Packet acc = pset1<Packet>(0.0);
-    for (Index p = 0; p < kp; ++p) acc = pmadd(ploadu<Packet>(xi + p * kWidth), ploadu<Packet>(beta + p * kWidth), acc);
+    for (Index p = 0; p < kp; ++p) acc = pmadd(load_x(xi + p * kWidth), ploadu<Packet>(beta + p * kWidth), acc);
     eta[i] = predux(acc);
   }
 }
@@ -99,9 +119,8 @@ inline void dot_rows(const double* x, Index k, Index n, const double* beta, doub
 // accumulators in registers for the whole pass.
 // Each row's turn i < next_rows also asks for the cache lines of row i of the next pass
 // (next + i * k): spread over the pass, they arrive while this one computes.
-template <int T>
-inline void axpy_tile(const double* x, Index k, Index n, const double* r, double* g, const double* next,
-                      Index next_rows) {
+template <int T, class X>
+inline void axpy_tile(const X* x, Index k, Index n, const double* r, double* g, const X* next, Index next_rows) {
   using namespace Eigen::internal;
   // The loops over p are unrolled by hand (the pragma) so that acc stays in registers: left to
   // itself, GCC 12 kept it on the stack, a store and a reload around every multiply-add.
@@ -111,9 +130,9 @@ inline void axpy_tile(const double* x, Index k, Index n, const double* r, double
   for (Index i = 0; i < n; ++i) {
     if (i < next_rows) prefetch_row(next + i * k, k);
     const Packet ri = pset1<Packet>(r[i]);
-    const double* xi = x + i * k;
+    const X* xi = x + i * k;
     FASTVI_UNROLL
-    for (int p = 0; p < T; ++p) acc[p] = pmadd(ri, ploadu<Packet>(xi + p * kWidth), acc[p]);
+    for (int p = 0; p < T; ++p) acc[p] = pmadd(ri, load_x(xi + p * kWidth), acc[p]);
   }
   FASTVI_UNROLL
   for (int p = 0; p < T; ++p) pstoreu(g + p * kWidth, acc[p]);
@@ -122,37 +141,38 @@ inline void axpy_tile(const double* x, Index k, Index n, const double* r, double
 // g += sum_i r[i] x_i over the n rows starting at x (row stride k); g holds packets(k) packets,
 // whose lanes past k collect garbage (see above). Tiles of kTileK packets, then the rest.
 // The next_rows rows at `next` (those of the next pass) are prefetched during the first tile.
-inline void axpy_rows(const double* x, Index k, Index n, const double* r, double* g, const double* next = nullptr,
+template <class X>
+inline void axpy_rows(const X* x, Index k, Index n, const double* r, double* g, const X* next = nullptr,
                       Index next_rows = 0) {
   const Index kp = packets(k);
   Index p0 = 0;
   for (; p0 + kTileK <= kp; p0 += kTileK, next_rows = 0)
-    axpy_tile<kTileK>(x + p0 * kWidth, k, n, r, g + p0 * kWidth, next, next_rows);
+    axpy_tile<kTileK, X>(x + p0 * kWidth, k, n, r, g + p0 * kWidth, next, next_rows);
   x += p0 * kWidth;
   g += p0 * kWidth;
   switch (kp - p0) {
     case 0:
       break;
     case 1:
-      axpy_tile<1>(x, k, n, r, g, next, next_rows);
+      axpy_tile<1, X>(x, k, n, r, g, next, next_rows);
       break;
     case 2:
-      axpy_tile<2>(x, k, n, r, g, next, next_rows);
+      axpy_tile<2, X>(x, k, n, r, g, next, next_rows);
       break;
     case 3:
-      axpy_tile<3>(x, k, n, r, g, next, next_rows);
+      axpy_tile<3, X>(x, k, n, r, g, next, next_rows);
       break;
     case 4:
-      axpy_tile<4>(x, k, n, r, g, next, next_rows);
+      axpy_tile<4, X>(x, k, n, r, g, next, next_rows);
       break;
     case 5:
-      axpy_tile<5>(x, k, n, r, g, next, next_rows);
+      axpy_tile<5, X>(x, k, n, r, g, next, next_rows);
       break;
     case 6:
-      axpy_tile<6>(x, k, n, r, g, next, next_rows);
+      axpy_tile<6, X>(x, k, n, r, g, next, next_rows);
       break;
     default:
-      axpy_tile<7>(x, k, n, r, g, next, next_rows);
+      axpy_tile<7, X>(x, k, n, r, g, next, next_rows);
       break;
   }
 }

@@ -48,9 +48,10 @@ inline Packet scale_by_power_of_two(const Packet& p, const Packet& n) {
 #endif
 }
 
-// exp(x) for x <= 0 without a division: x = n log 2 + r with |r| <= log(2) / 2 (Cody-Waite,
-// Cephes' split of log 2), exp(r) by its Taylor polynomial of degree 13 (truncation below 5e-18),
-// times 2^n (pldexp handles underflow to subnormals and 0).
+// exp(x) without a division: x = n log 2 + r with |r| <= log(2) / 2 (Cody-Waite, Cephes' split
+// of log 2), exp(r) by its Taylor polynomial of degree 13 (truncation below 5e-18), times 2^n
+// (which underflows gradually to subnormals and 0 below x = -745, and overflows to inf above
+// x = 709.78). The logistic column calls it for x <= 0, the Poisson column for any x.
 template <int M>
 inline void exp_packets(const Packet (&x)[M], Packet (&out)[M]) {
   using namespace Eigen::internal;

@@ -1,0 +1,168 @@
+// The normal, logistic and Poisson families of the fused GLM driver (glm.cpp): each one's column
+// pass, which turns a column of linear predictors into residuals and log-density terms. The
+// negative binomial, with a parameter of its own, is in glm_neg_binomial.hpp. Only glm.cpp
+// includes this header.
+#pragma once
+
+#include <Eigen/Core>
+#include <cmath>
+
+#include "fastvi/math.hpp"
+#include "fastvi/types.hpp"
+#include "packet_math.hpp"
+
+namespace fastvi::kernels::glm_families {
+
+using ArrayMap = Eigen::Map<Eigen::ArrayXd>;
+using ConstArrayMap = Eigen::Map<const Eigen::ArrayXd>;
+using packet_math::exp_packets;
+using packet_math::log1p_and_inverse;
+using simd::kWidth;
+using simd::Packet;
+
+// A family turns one column of linear predictors eta (before adding `offset`) into residuals
+// r = d lp / d eta in place, adds its log-density terms (without constants) to acc and sum(r) to
+// rsum. tmp is scratch of the same length. constant(y) is the data-only part of the log density.
+struct NormalId {
+  static constexpr bool kHasSigma = true;
+  static constexpr bool kHasPhi = false;
+  static double constant(const Vector& y) { return -double(y.size()) * math::kHalfLog2Pi; }
+  // r is the raw residual y - eta here; the driver divides by sigma^2 at the end. acc gets sum r^2.
+  static void column(const double* y, double* eta, double* tmp, Index n, double offset, double& acc, double& rsum) {
+    (void)tmp;
+    ArrayMap e(eta, n);
+    e = ConstArrayMap(y, n) - (e + offset);
+    acc += e.square().sum();
+    rsum += e.sum();
+  }
+};
+
+constexpr int kInterleave = 4;  // packets in flight
+
+struct BernoulliLogit {
+  static constexpr bool kHasSigma = false;
+  static constexpr bool kHasPhi = false;
+  static double constant(const Vector&) { return 0.0; }
+  // lp = y eta - log1p_exp(eta), log1p_exp(eta) = max(eta, 0) + log1p(t), t = exp(-|eta|);
+  // r = y - inv_logit(eta), inv_logit(eta) = 1 / (1 + t) if eta >= 0, else t / (1 + t).
+  // One pass over the column, kInterleave packets at a time; the last partial group is padded,
+  // so every element goes through the same arithmetic.
+  static void column(const double* y, double* eta, double* tmp, Index n, double offset, double& acc, double& rsum) {
+    using namespace Eigen::internal;
+    (void)tmp;
+    constexpr int M = kInterleave;
+    constexpr Index kGroup = M * kWidth;
+    const Packet off = pset1<Packet>(offset), zero = pset1<Packet>(0.0);
+    Packet acc_p = zero, rsum_p = zero;
+    // M packets of y and eta (before the offset) to M packets of log-density terms and residuals.
+    auto terms = [&](const double* yy, const double* ee, Packet(&lp)[M], Packet(&r)[M]) {
+      Packet e[M], x[M], t[M], l[M], inv[M];
+      for (int j = 0; j < M; ++j) {
+        e[j] = padd(ploadu<Packet>(ee + j * kWidth), off);
+        x[j] = pnegate(pabs(e[j]));
+      }
+      exp_packets<M>(x, t);
+      log1p_and_inverse<M>(t, l, inv);
+      for (int j = 0; j < M; ++j) {
+        const Packet y_j = ploadu<Packet>(yy + j * kWidth);
+        lp[j] = psub(psub(pmul(y_j, e[j]), pmax(e[j], zero)), l[j]);
+        r[j] = psub(y_j, pselect(pcmp_le(zero, e[j]), inv[j], pmul(t[j], inv[j])));
+      }
+    };
+    Index i = 0;
+    for (; i + kGroup <= n; i += kGroup) {
+      Packet lp[M], r[M];
+      terms(y + i, eta + i, lp, r);
+      for (int j = 0; j < M; ++j) {
+        pstoreu(eta + i + j * kWidth, r[j]);
+        acc_p = padd(acc_p, lp[j]);
+        rsum_p = padd(rsum_p, r[j]);
+      }
+    }
+    double a = predux(acc_p), rs = predux(rsum_p);
+    if (i < n) {
+      alignas(64) double yb[kGroup] = {}, eb[kGroup] = {}, lb[kGroup], rb[kGroup];
+      for (Index j = 0; j < n - i; ++j) {
+        yb[j] = y[i + j];
+        eb[j] = eta[i + j];
+      }
+      Packet lp[M], r[M];
+      terms(yb, eb, lp, r);
+      for (int j = 0; j < M; ++j) {
+        pstore(lb + j * kWidth, lp[j]);
+        pstore(rb + j * kWidth, r[j]);
+      }
+      for (Index j = 0; j < n - i; ++j) {
+        eta[i + j] = rb[j];
+        a += lb[j];
+        rs += rb[j];
+      }
+    }
+    acc += a;
+    rsum += rs;
+  }
+};
+
+struct PoissonLog {
+  static constexpr bool kHasSigma = false;
+  static constexpr bool kHasPhi = false;
+  static double constant(const Vector& y) {
+    double c = 0.0;
+    for (Index i = 0; i < y.size(); ++i) c -= math::log_gamma(y[i] + 1.0);
+    return c;
+  }
+  // lp = y eta - exp(eta) (the -lgamma(y + 1) terms are a constant); r = y - exp(eta).
+  // exp by packet_math's exp_packets (Eigen's exp for double hides a division), kInterleave
+  // packets at a time; the last partial group is padded, so every element gets the same arithmetic.
+  static void column(const double* y, double* eta, double* tmp, Index n, double offset, double& acc, double& rsum) {
+    using namespace Eigen::internal;
+    (void)tmp;
+    constexpr int M = kInterleave;
+    constexpr Index kGroup = M * kWidth;
+    const Packet off = pset1<Packet>(offset), zero = pset1<Packet>(0.0);
+    Packet acc_p = zero, rsum_p = zero;
+    auto terms = [&](const double* yy, const double* ee, Packet(&lp)[M], Packet(&r)[M]) {
+      Packet e[M], t[M];
+      for (int j = 0; j < M; ++j) e[j] = padd(ploadu<Packet>(ee + j * kWidth), off);
+      exp_packets<M>(e, t);
+      for (int j = 0; j < M; ++j) {
+        const Packet y_j = ploadu<Packet>(yy + j * kWidth);
+        lp[j] = psub(pmul(y_j, e[j]), t[j]);
+        r[j] = psub(y_j, t[j]);
+      }
+    };
+    Index i = 0;
+    for (; i + kGroup <= n; i += kGroup) {
+      Packet lp[M], r[M];
+      terms(y + i, eta + i, lp, r);
+      for (int j = 0; j < M; ++j) {
+        pstoreu(eta + i + j * kWidth, r[j]);
+        acc_p = padd(acc_p, lp[j]);
+        rsum_p = padd(rsum_p, r[j]);
+      }
+    }
+    double a = predux(acc_p), rs = predux(rsum_p);
+    if (i < n) {
+      alignas(64) double yb[kGroup] = {}, eb[kGroup] = {}, lb[kGroup], rb[kGroup];
+      for (Index j = 0; j < n - i; ++j) {
+        yb[j] = y[i + j];
+        eb[j] = eta[i + j];
+      }
+      Packet lp[M], r[M];
+      terms(yb, eb, lp, r);
+      for (int j = 0; j < M; ++j) {
+        pstore(lb + j * kWidth, lp[j]);
+        pstore(rb + j * kWidth, r[j]);
+      }
+      for (Index j = 0; j < n - i; ++j) {
+        eta[i + j] = rb[j];
+        a += lb[j];
+        rs += rb[j];
+      }
+    }
+    acc += a;
+    rsum += rs;
+  }
+};
+
+}  // namespace fastvi::kernels::glm_families
