@@ -311,3 +311,11 @@ def test_pickling_a_fit_of_a_memmap_model_warns(monkeypatch, tmp_path):
     with pytest.warns(UserWarning, match="memory-mapped"):
         back = pickle.loads(pickle.dumps(fit))
     np.testing.assert_array_equal(back.mean()["beta"], fit.mean()["beta"])
+
+
+def test_a_dask_array_whose_chunks_are_not_its_dtype_is_refused():
+    X = da.from_array(np.ones((10, 2)), chunks=(5, 2)).map_blocks(lambda b: b, dtype=np.float32)  # holds float64
+    with pytest.raises(
+        TypeError, match=r"input 'X' is a dask.array.Array of dtype float32 whose chunks hold .* float64"
+    ):
+        _glm(np.zeros(10), X)

@@ -196,6 +196,8 @@ def _converted(piece: Any, shape: Tuple[int, ...], target: np.dtype, what: str, 
         raise TypeError(f"{what} is {kind} whose chunks hold values of dtype {arr.dtype}, not real numbers")
     if np.iscomplexobj(arr):
         raise TypeError(f"{what} must be real, got {kind} with complex values")
+    if target == np.float32 and arr.dtype != np.float32:  # Dask's dtype is what the graph says, not what it computed
+        raise TypeError(f"{what} is {kind} of dtype float32 whose chunks hold values of dtype {arr.dtype}")
     if arr.shape != shape:
         raise ValueError(f"{what}: {kind} gave rows of shape {arr.shape} where its shape says {shape}")
     return np.ascontiguousarray(arr, dtype=target)
