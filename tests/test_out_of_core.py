@@ -23,6 +23,7 @@ import pytest
 from fastvi import _spill
 from test_glm import make_data
 
+dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 
 
@@ -179,7 +180,10 @@ def test_a_200_mb_dask_array_is_never_held_in_memory():
     rss_before = _rss_anon_kb()
     tracemalloc.start()
     try:
-        m = _glm(y, X)
+        # Dask holds a chunk twice while it finishes it (its copy), one per thread at most: 2
+        # threads, as on a 2-core machine, so that the bound does not depend on the core count
+        with dask.config.set(num_workers=2):
+            m = _glm(y, X)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -319,3 +323,22 @@ def test_a_dask_array_whose_chunks_are_not_its_dtype_is_refused():
         TypeError, match=r"input 'X' is a dask.array.Array of dtype float32 whose chunks hold .* float64"
     ):
         _glm(np.zeros(10), X)
+
+
+@pytest.mark.parametrize(
+    "dtype,order,cols",
+    [(np.int16, "C", slice(None)), (np.float64, "F", slice(None)), (np.float32, "C", slice(1, 5))],
+    ids=["int16", "fortran-order", "column-slice"],
+)
+def test_a_memmap_the_core_cannot_read_in_place_is_converted_on_disk(tmp_path, dtype, order, cols):
+    X, y = make_data("bernoulli_logit_glm", 700, 6, seed=12)
+    X = np.round(X * 10).astype(dtype)
+    mm = np.memmap(tmp_path / "X.bin", dtype=dtype, mode="w+", shape=X.shape, order=order)
+    mm[:] = X
+    mm.flush()
+    source = np.memmap(tmp_path / "X.bin", dtype=dtype, mode="r", shape=X.shape, order=order)[:, cols]
+    m = _glm(y, source)
+    x = _stored_x(m)
+    assert _spill.mapped_bytes(x) > 0 and not np.shares_memory(x, source)  # a new file, not memory
+    assert x.dtype == (np.float32 if dtype == np.float32 else np.float64)
+    _assert_same_model(m, _glm(y, np.ascontiguousarray(X[:, cols], dtype=x.dtype)))

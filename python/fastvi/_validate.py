@@ -115,8 +115,17 @@ def as_data(value: Any, what: str, factor_input: bool = False) -> np.ndarray:
     float32 or float64 ``numpy.memmap`` is not copied at all but referred to, so that data larger
     than memory is read from its file as needed (the model then sees any later change to the file).
     A chunked array (Dask, Zarr, h5py, see _spill) is streamed once into a temporary file, read
-    the same way; elsewhere (not `factor_input`) it is refused, not read whole into memory."""
-    if factor_input and _spill.is_chunked(value):
+    the same way, and so is a memmap of another dtype or layout (converted to float64, or to C
+    order, on disk rather than in memory); elsewhere (not `factor_input`) chunked arrays are
+    refused, not read whole into memory."""
+    if factor_input and (
+        _spill.is_chunked(value)
+        or (
+            isinstance(value, np.memmap)
+            and value.ndim > 0
+            and not (value.dtype in (np.float32, np.float64) and value.flags.c_contiguous)
+        )
+    ):
         value = _spill.spill(value, what)
     if factor_input and isinstance(value, np.memmap) and value.dtype in (np.float32, np.float64):
         if value.flags.c_contiguous:
