@@ -12,16 +12,16 @@ The file is made with ``tempfile.TemporaryFile`` in ``FASTVI_SPILL_DIR`` if that
 variable is set, else in ``tempfile.gettempdir()`` (``TMPDIR``, ...). It has no name (Linux
 creates it with ``O_TMPFILE``, or unlinks it at once elsewhere on POSIX): the mapping holds the
 only reference to it, so its disk space is freed when the model (and any copy of it) that reads
-it is garbage-collected, or when the process ends however it ends.
+it is garbage-collected (a fit keeps its model), or when the process ends, however it ends.
 
 What is streamed: an array whose type comes from ``dask``, ``zarr`` or ``h5py``, or any other
 non-numpy array-like with ``shape``, ``dtype``, ``ndim``, ``__getitem__`` and a ``chunks``
 attribute that is not None (an ``xarray.DataArray`` backed by Dask, for instance; one backed by
 numpy has ``chunks`` None and is an ordinary in-memory array); and a factor's ``numpy.memmap`` that
 the core cannot read in place (another dtype than float32 / float64, or not C-contiguous), which
-would otherwise be converted whole in memory. Elsewhere (expressions, data
-containers, ``log_density``'s points) fastvi needs the values in memory and refuses such arrays
-instead of reading them whole behind the user's back (``_validate.as_real_array``).
+would otherwise be converted whole in memory. Elsewhere (expressions, data containers,
+``log_density``'s points) fastvi needs the values in memory and refuses chunked arrays instead of
+reading them whole behind the user's back (``_validate.as_real_array``).
 """
 
 from __future__ import annotations
