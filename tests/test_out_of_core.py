@@ -342,3 +342,19 @@ def test_a_memmap_the_core_cannot_read_in_place_is_converted_on_disk(tmp_path, d
     assert _spill.mapped_bytes(x) > 0 and not np.shares_memory(x, source)  # a new file, not memory
     assert x.dtype == (np.float32 if dtype == np.float32 else np.float64)
     _assert_same_model(m, _glm(y, np.ascontiguousarray(X[:, cols], dtype=x.dtype)))
+
+
+def test_protocol_5_pickles_mapped_data_without_a_copy_in_memory(tmp_path):
+    X = da.random.default_rng(1).standard_normal((100_000, 20), chunks=(10_000, 20))  # 16 MB
+    m = _glm(np.zeros(100_000), X)
+    for protocol, copied in ((4, True), (5, False)):
+        tracemalloc.start()
+        try:
+            with open(tmp_path / "m.pkl", "wb") as f:
+                pickle.dump(m, f, protocol=protocol)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert (peak > X.nbytes) == copied, (protocol, peak)
+    with open(tmp_path / "m.pkl", "rb") as f:
+        _assert_same_model(pickle.load(f), m)
