@@ -358,3 +358,28 @@ def test_protocol_5_pickles_mapped_data_without_a_copy_in_memory(tmp_path):
         assert (peak > X.nbytes) == copied, (protocol, peak)
     with open(tmp_path / "m.pkl", "rb") as f:
         _assert_same_model(pickle.load(f), m)
+
+
+def test_a_failed_write_names_the_input(monkeypatch, tmp_path):
+    import tempfile
+
+    real = tempfile.TemporaryFile
+
+    class Full:  # a disk that fills up while the file is written (space checked first, then taken)
+        def __init__(self, **kwargs):
+            self.f = real(dir=tmp_path)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_spill.tempfile, "TemporaryFile", Full)
+    with pytest.raises(
+        OSError, match=r"input 'X': writing a dask.array.Array to a temporary file in .* failed: No space"
+    ):
+        _glm(np.zeros(10), da.zeros((10, 2), chunks=5))
