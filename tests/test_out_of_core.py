@@ -383,3 +383,12 @@ def test_a_failed_write_names_the_input(monkeypatch, tmp_path):
         OSError, match=r"input 'X': writing a dask.array.Array to a temporary file in .* failed: No space"
     ):
         _glm(np.zeros(10), da.zeros((10, 2), chunks=5))
+
+
+def test_the_sources_own_errors_pass_through():
+    def broken(block):
+        raise OSError(5, "the remote store went away")
+
+    X = da.from_array(np.ones((10, 2)), chunks=(5, 2)).map_blocks(broken, dtype=np.float64)
+    with pytest.raises(OSError, match="^\\[Errno 5\\] the remote store went away$"):
+        _glm(np.zeros(10), X)

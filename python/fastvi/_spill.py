@@ -109,21 +109,29 @@ def spill(value: Any, what: str) -> np.ndarray:
     row_shape = shape[1:]
     blocks = row_blocks(rows, nbytes // rows, _row_chunk_bounds(value, rows))
     with tempfile.TemporaryFile(dir=directory) as f:
-        try:
-            for pieces in blocks:
-                values = _read(value, pieces)
-                for i, (start, stop) in enumerate(pieces):
-                    rows_i = _converted(values[i], (stop - start, *row_shape), target, what, kind)
-                    values[i] = None  # each piece freed once written: at most a block in memory
-                    f.write(rows_i.data.cast("B"))
-                    del rows_i
-            f.flush()
-        except OSError as err:
-            raise OSError(
-                err.errno, f"{what}: writing {kind} to a temporary file in {directory} failed: {err.strerror}"
-            ) from err
+        for pieces in blocks:
+            values = _read(value, pieces)  # (the source's own errors, OSErrors too, pass through)
+            for i, (start, stop) in enumerate(pieces):
+                rows_i = _converted(values[i], (stop - start, *row_shape), target, what, kind)
+                values[i] = None  # each piece freed once written: at most a block in memory
+                _write(f, rows_i.data.cast("B"), what, kind, directory)
+                del rows_i
+        _write(f, None, what, kind, directory)
         out = np.memmap(f, dtype=target, mode="r", shape=shape)  # its mmap keeps the file open
     return out
+
+
+def _write(f: Any, data: Optional[memoryview], what: str, kind: str, directory: str) -> None:
+    """Writes `data` to the spill file (flushes it for None), naming the input if that fails."""
+    try:
+        if data is None:
+            f.flush()
+        else:
+            f.write(data)
+    except OSError as err:
+        raise OSError(
+            err.errno, f"{what}: writing {kind} to a temporary file in {directory} failed: {err.strerror}"
+        ) from err
 
 
 def row_blocks(rows: int, row_bytes: int, bounds: Optional[Sequence[int]]) -> List[List[Tuple[int, int]]]:
