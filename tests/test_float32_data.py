@@ -16,7 +16,6 @@ import fastvi as fv
 import numpy as np
 import pytest
 from scipy import stats
-
 from test_glm import KERNELS, make_data
 
 

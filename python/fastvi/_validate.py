@@ -14,6 +14,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import _spill
+
 # The most elements fastvi accepts in one parameter block, expression or factor (2**40, about
 # 10**12: far beyond any memory, but small enough that sizes and byte counts cannot overflow
 # int64 in C++ or numpy). The C++ core checks its own limit too.
@@ -82,6 +84,11 @@ def as_real_array(value: Any, what: str, keep_float32: bool = False) -> np.ndarr
             f"{what}: data container {value.name!r} cannot be used here (kernel inputs, expressions and "
             f"indices take containers); pass {value.name}.value for its current values as a constant"
         )
+    if _spill.is_chunked(value):  # np.asarray would read it whole, unasked
+        raise TypeError(
+            f"{what} is {_spill.describe(value)}: fastvi reads such arrays out of core only as a factor's data "
+            f"(model.add's inputs); here it needs the values in memory: pass np.asarray(...) of it if it fits"
+        )
     if isinstance(value, np.ma.MaskedArray):
         raise TypeError(
             f"{what} is a masked array: masks are not supported (fill or drop the masked values, "
@@ -106,7 +113,20 @@ def as_data(value: Any, what: str, factor_input: bool = False) -> np.ndarray:
     float32 array stays float32 (kernels that read an input in place, such as a GLM's design
     matrix, then read it as float32; the others get a float64 copy in the core), and a C-contiguous
     float32 or float64 ``numpy.memmap`` is not copied at all but referred to, so that data larger
-    than memory is read from its file as needed (the model then sees any later change to the file)."""
+    than memory is read from its file as needed (the model then sees any later change to the file).
+    A chunked array (Dask, Zarr, h5py, see _spill) is streamed once into a temporary file, read
+    the same way, and so is a memmap of another dtype or layout (converted to float64, or to C
+    order, on disk rather than in memory); elsewhere (not `factor_input`) chunked arrays are
+    refused, not read whole into memory."""
+    if factor_input and (
+        _spill.is_chunked(value)
+        or (
+            isinstance(value, np.memmap)
+            and value.ndim > 0
+            and not (value.dtype in (np.float32, np.float64) and value.flags.c_contiguous)
+        )
+    ):
+        value = _spill.spill(value, what)
     if factor_input and isinstance(value, np.memmap) and value.dtype in (np.float32, np.float64):
         if value.flags.c_contiguous:
             check_size(value.shape, what)

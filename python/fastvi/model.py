@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Unio
 
 import numpy as np
 
-from . import _core, _data
+from . import _core, _data, _spill
 from ._data import Data
 from ._kernels import kernel_spec, registry_name, user_name
 from ._threads import warn_if_forked
@@ -1186,6 +1186,9 @@ class Model:
     _KERNEL_STEPS = ("add_factor", "add_kernel_logp")  # recipe entries (op, kernel, operands, label)
 
     def __getstate__(self) -> Dict[str, Any]:
+        # a pickle holds the data's values, memory-mapped data too (a file may not exist where the
+        # pickle is read, and a spilled array's file has no name): warn when that is a lot
+        _spill.warn_if_pickling_mapped(self._recipe, stacklevel=3)
         return self._state(by_user_name=True)
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
