@@ -34,9 +34,8 @@ def peak_mb() -> float:
 
 
 def child(rows: int, cols: int, case: str, path: str) -> dict:
-    import numpy as np
-
     import fastvi as fv
+    import numpy as np
 
     rng = np.random.default_rng(0)
     dtype = np.float64 if case == "float64" else np.float32

@@ -20,9 +20,8 @@ import argparse
 import time
 import warnings
 
-import numpy as np
-
 import fastvi as fv
+import numpy as np
 
 
 def build(X, y):
@@ -82,9 +81,7 @@ def main() -> None:
         dmean = np.max(np.abs(mean_b - mean_f) / sd_f)
         dsd = np.max(np.abs(sd_b / sd_f - 1))
         for label, f, t in (("full batch", full, t_full), (f"B = {args.batch}", mb, t_mb)):
-            extra = (
-                f"{dmean:.3f} | {dsd * 100:.1f} % | {t_full / t_mb:.1f}x" if f is mb else "(reference) | | 1x"
-            )
+            extra = f"{dmean:.3f} | {dsd * 100:.1f} % | {t_full / t_mb:.1f}x" if f is mb else "(reference) | | 1x"
             print(
                 f"| {seed} | {label} | {t:.2f} | {f.steps} | {1000 * t / max(f.steps, 1):.3f} | {f.converged} | {extra} |",
                 flush=True,

@@ -19,7 +19,6 @@ import fastvi as fv
 import numpy as np
 import pytest
 from fastvi import _core
-
 from test_glm import KERNELS, make_data
 
 

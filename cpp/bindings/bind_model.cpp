@@ -276,13 +276,14 @@ void bind_model(py::module_& m) {
           "Log density (incl. log-Jacobians) and its gradient at unconstrained draws zeta (D x S).")
       .def(
           "log_density_rows",
-          [](const Model& self, const Eigen::Ref<const Matrix>& zeta, const std::vector<Index>& rows,
-             double row_weight, int threads) {
+          [](const Model& self, const Eigen::Ref<const Matrix>& zeta, const std::vector<Index>& rows, double row_weight,
+             int threads) {
             const Index n = self.data_rows();
             if (n == 0) throw std::invalid_argument("the model has no row-wise factors");
             if (rows.empty()) throw std::invalid_argument("rows must not be empty");
             for (Index r : rows)
-              if (r < 0 || r >= n) throw std::invalid_argument("rows must be row numbers in [0, " + std::to_string(n) + ")");
+              if (r < 0 || r >= n)
+                throw std::invalid_argument("rows must be row numbers in [0, " + std::to_string(n) + ")");
             Matrix z = as_draws(zeta, self.dim());
             Vector lp(z.cols());
             Matrix grad(z.rows(), z.cols());

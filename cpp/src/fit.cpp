@@ -337,7 +337,8 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
                       (withdrawn > 0 ? " (" + std::to_string(withdrawn) +
                                            " earlier convergence(s) withdrawn: " + withdrawn_why + ")"
                                      : "");
-          tail_target = std::max({t + 1 - level_start, (opt.average_draws + opt.draws - 1) / opt.draws, minibatch_tail});
+          tail_target =
+              std::max({t + 1 - level_start, (opt.average_draws + opt.draws - 1) / opt.draws, minibatch_tail});
           tail_steps = 0;
           tail_sum.setZero();
           tail_trend.reset(family.dim());

@@ -384,7 +384,7 @@ def _default_steps(model: Model, batch_size: int) -> int:
     if batch_size == 0:
         return 30_000
     w = model._core.data_rows / batch_size
-    return 30_000 + int(math.ceil(2_000 * w))
+    return 30_000 + math.ceil(2_000 * w)
 
 
 def _batch_size_setting(model: Model, batch_size: Optional[int]) -> int:

@@ -36,7 +36,7 @@ namespace fastvi::extension {
 
 // Bump when Api, KernelInfo, Operand, Batch or the Kernel contract changes incompatibly.
 inline constexpr int kApiVersion = 4;  // 2: Kernel::evaluate is const, scratch comes in Batch; 3: InputInfo::aliases;
-                                      // 4: Operand views, InputInfo::in_place
+                                       // 4: Operand views, InputInfo::in_place
 inline constexpr const char* kCapsuleName = "fastvi._core._extension_api";
 
 // How this translation unit sees the types that cross the module boundary.

@@ -39,7 +39,7 @@ struct Operand {
   std::string source;        // what the user passed, for messages: a parameter name or "data"
   std::vector<Index> shape;  // the operand's own shape (before broadcasting)
   bool is_param = false;
-  Vector data;           // data values, row-major (numpy order); empty for parameters
+  Vector data;  // data values, row-major (numpy order); empty for parameters
   // Data read where it lies instead of from a float64 copy in `data`: `view` points at size()
   // C-contiguous values, float when view_is_float32 (else double), kept alive by view_owner (the
   // caller's array: a numpy array or numpy.memmap). Kernels see a view only for inputs declared

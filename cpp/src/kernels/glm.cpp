@@ -213,10 +213,14 @@ class Glm final : public Kernel {
   };
 
   Rows all_rows() const {
-    return {x_,        x32_,
-            tail_.data(), tail_begin_,
-            y_.data(), offset_.size() > 0 ? offset_.data() : nullptr,
-            xb_.size() > 0 ? xb_.data() : nullptr, n_,
+    return {x_,
+            x32_,
+            tail_.data(),
+            tail_begin_,
+            y_.data(),
+            offset_.size() > 0 ? offset_.data() : nullptr,
+            xb_.size() > 0 ? xb_.data() : nullptr,
+            n_,
             false};
   }
 
@@ -433,8 +437,8 @@ class Glm final : public Kernel {
         for (Index j = 0; j < p; ++j) {
           const Index s = s0 + j;
           if (beta_.is_param) add_offset(R, scratch + j * l.blk, r0, n);
-          column<F>(R.y + r0, scratch + j * l.blk, tmp, n, offset(b, s), phi(b, s), slot(acc_row, s),
-                    slot(rsum_row, s), slot(dphi_row, s));
+          column<F>(R.y + r0, scratch + j * l.blk, tmp, n, offset(b, s), phi(b, s), slot(acc_row, s), slot(rsum_row, s),
+                    slot(dphi_row, s));
         }
         if (beta_.is_param)
           for (Index k0 = 0; k0 < k_; k0 += l.tile) {
@@ -541,8 +545,8 @@ KernelFactory glm_factory() {
 }
 
 InputInfo x_input() {
-  return {"X", Support::Real, true, std::nullopt, "design matrix (N, K), data; float32 or float64, read in place", {},
-          true};
+  return {"X", Support::Real, true, std::nullopt, "design matrix (N, K), data; float32 or float64, read in place",
+          {},  true};
 }
 InputInfo alpha_input() { return {"alpha", Support::Real, false, 0.0, "intercept (scalar)"}; }
 InputInfo beta_input() { return {"beta", Support::Real, false, std::nullopt, "coefficients (K,)"}; }
