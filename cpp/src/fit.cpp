@@ -110,12 +110,15 @@ struct WindowAverage {
 // (which STL gradients shrink to 0 at a Gaussian posterior), this does not fade at the optimum,
 // nor with more draws per step: every draw of a step sees the same rows. The total work, M B rows,
 // is about N / precision^2 (400 N at 0.05 sd) whatever B, against ~10^4 N for a full-batch fit.
-static Index minibatch_averaging_steps(const Model& model, const FitOptions& opt) {
-  if (opt.batch_size <= 0) return 0;
+static double minibatch_weight(const Model& model, const FitOptions& opt) {
+  if (opt.batch_size <= 0) return 0.0;
   const Index n = model.data_rows();
-  if (opt.batch_size >= n) return 0;
-  const double w = double(n) / double(opt.batch_size);
-  return Index(std::ceil(w / (opt.precision * opt.precision)));
+  return opt.batch_size >= n ? 0.0 : double(n) / double(opt.batch_size);
+}
+
+static Index minibatch_averaging_steps(const Model& model, const FitOptions& opt) {
+  const double w = minibatch_weight(model, opt);
+  return w > 0 ? Index(std::ceil(w / (opt.precision * opt.precision))) : 0;
 }
 
 FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const Vector>& phi0, const FitOptions& opt,
@@ -133,6 +136,15 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   Vector tail_sum = Vector::Zero(opt.average ? family.num_params() : 0);  // after convergence
   Index tail_steps = 0, tail_target = 0;
   const Index minibatch_tail = minibatch_averaging_steps(model, opt);
+  // The same noise in the block means the stopping rule compares: the mean of a block's L steps
+  // scatters by about sqrt(w / L) posterior sds (as above, with M = L), far above the drift and
+  // rise thresholds tuned for full-batch fits, whose noise fades at the optimum. For minibatches
+  // both thresholds are raised to 3 sqrt(2) times that, so that the difference of two block means
+  // must exceed its noise (3 sds of it) to count as movement; full-batch fits are unchanged.
+  const double block_noise =
+      std::sqrt(minibatch_weight(model, opt) / double(std::max<Index>(1, opt.block * opt.eval_every)));
+  const double drift_limit = std::max(opt.max_drift, 3.0 * std::sqrt(2.0) * block_noise);
+  const double rise_threshold = std::max(kRiseThreshold, 3.0 * std::sqrt(2.0) * block_noise);
   // Iterates are averaged as represented closest to a reference iterate, the first of their
   // window or of the tail phase (GaussianFamily::align; only for families that need it). Aligning
   // each iterate with the one before it instead would let the representation drift.
@@ -275,14 +287,14 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
             window_good > 1 ? std::max(window_d2 - window_d * window_d / n_good, 0.0) / (n_good - 1) / n_good : 0.0);
         blocks.add_window_end(family, r.phi);
         if (Index(r.elbo.size()) % opt.block == 0) {
-          blocks.close_block(kRiseThreshold);
+          blocks.close_block(rise_threshold);
           if (r.converged && tail_steps > 0) tail_trend.add(blocks.block_mean(), blocks.block_log_sd());
         }
         if (++windows_since_check >= opt.block && Index(r.elbo.size()) >= 2 * opt.block) {
           windows_since_check = 0;
           const ElboCheck c = check_elbo(r.elbo, elbo_var, opt, block_windows);
           last_check = c;
-          blocks.drifting(opt.max_drift, drifting);
+          blocks.drifting(drift_limit, drifting);
           blocks.rising(kRiseBlocks, growing);
           blocks.falling(kRiseBlocks, shrinking);
           below_tol = c.settled && drifting.empty() && !blocks.scale_moving(kRiseBlocks) ? below_tol + 1 : 0;

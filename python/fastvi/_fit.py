@@ -43,7 +43,7 @@ def fit(
     seed: int = 0,
     tol: Optional[float] = 1e-5,
     tol_abs: float = 0.05,
-    eval_every: int = 100,
+    eval_every: Optional[int] = None,
     patience: int = 2,
     average: bool = True,
     precision: Optional[float] = 0.05,
@@ -81,7 +81,8 @@ def fit(
         ~10 %) too small at the default lr, and ``"fullrank"`` is the better choice anyway.
     steps : int, optional
         Maximum Adam steps, over every phase: by default 30,000, and for a minibatch fit
-        30,000 + 2,000 N / batch_size (its averaging phases are longer, see ``batch_size``).
+        30,000 + 5,000 N / batch_size (its blocks and averaging phases are longer, see
+        ``batch_size``).
     draws : int, default 1
         Monte Carlo draws per step, evaluated as one batch.
     batch_size : int, optional
@@ -92,8 +93,9 @@ def fit(
         estimate; every other factor (priors, element-wise terms) is
         evaluated whole. A step then costs O(batch_size x K) instead of O(N x K). The stopping
         rule and step-size refinement judge the noisier ELBO against its own noise, as they do the
-        Monte Carlo noise, and each averaging phase lasts at least (N / batch_size) /
-        precision**2 steps: the subsampling noise, unlike the Monte Carlo noise, does not fade at
+        Monte Carlo noise (with windows of 40 N / batch_size steps by default, and drift and scale
+        thresholds raised above the block means' subsampling noise), and each averaging phase
+        lasts at least (N / batch_size) / precision**2 steps: the subsampling noise, unlike the Monte Carlo noise, does not fade at
         the optimum, and that many steps average it below ``precision`` posterior sds (about
         N / precision**2 rows in all, whatever the batch size). The mode search and the PSIS
         diagnostic use all rows. Every row-wise factor must have the same N. ``None`` (or N):
@@ -116,9 +118,10 @@ def fit(
         more than 0.5 of q's sd per block the same way twice (or 1 sd once), no log sd changed by
         more than 0.01 the same way 3 blocks running. Adding a constant to the log density
         changes nothing in the rule. ``tol=None`` or 0 runs all ``steps``.
-    eval_every : int, default 100
+    eval_every : int, optional
         Steps per window: the ELBO is recorded (``fit.elbo``) and the callback called at the end
-        of each.
+        of each. By default 100, and 40 N / batch_size for a minibatch fit when that is more (see
+        ``batch_size``).
     patience : int, default 2
         Settled checks running that make the fit converged; the averaging phase confirms it (or
         withdraws it, if q's means or scales trend over the phase).
@@ -353,7 +356,9 @@ def _validated_options(model, family, method, rank, steps, draws, lr, gradient, 
         raise ValueError(f"tol_abs must be >= 0, got {tol_abs!r}")
     if precondition not in ("auto", None):
         raise ValueError(f"precondition must be 'auto' or None, got {precondition!r}")
-    opts.eval_every = int_setting(eval_every, "eval_every", 1)
+    opts.eval_every = _default_eval_every(model, opts.batch_size) if eval_every is None else int_setting(
+        eval_every, "eval_every", 1
+    )
     opts.patience = int_setting(patience, "patience", 1)
     opts.average = bool_setting(average, "average")
     if precision is None:
@@ -377,14 +382,25 @@ def _validated_options(model, family, method, rank, steps, draws, lr, gradient, 
     return opts, settings
 
 
+def _default_eval_every(model: Model, batch_size: int) -> int:
+    """eval_every=None: 100, and for a minibatch fit 40 w (w = N / batch_size) when that is more:
+    a block of 5 windows then averages 200 w steps, whose mean scatters by about sqrt(1 / 200) =
+    0.07 posterior sds under the subsampling noise, so that the stopping rule's drift and scale
+    thresholds (raised to 3 sqrt(2) times that noise, fit.cpp) stay near 0.3."""
+    if batch_size == 0:
+        return 100
+    return max(100, math.ceil(40 * model._core.data_rows / batch_size))
+
+
 def _default_steps(model: Model, batch_size: int) -> int:
-    """steps=None: 30,000, plus for a minibatch fit room for its longer averaging phases: each at
-    least w / 0.05**2 steps (w = N / batch_size; see FitOptions::batch_size), and up to four of
-    them (the refinement levels), with the transient before them."""
+    """steps=None: 30,000, plus for a minibatch fit room for its longer blocks (200 w steps, see
+    _default_eval_every; convergence needs at least 5) and averaging phases (each at least
+    w / 0.05**2 steps, w = N / batch_size; see FitOptions::batch_size), up to four of them (the
+    refinement levels)."""
     if batch_size == 0:
         return 30_000
     w = model._core.data_rows / batch_size
-    return 30_000 + math.ceil(2_000 * w)
+    return 30_000 + math.ceil(5_000 * w)
 
 
 def _batch_size_setting(model: Model, batch_size: Optional[int]) -> int:
