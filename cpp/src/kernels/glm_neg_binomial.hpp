@@ -8,15 +8,10 @@
 
 #include "fastvi/math.hpp"
 #include "fastvi/types.hpp"
-#include "packet_math.hpp"
+#include "glm_families.hpp"
 #include "special.hpp"
 
 namespace fastvi::kernels::glm_families {
-
-using packet_math::exp_packets;
-using packet_math::log1p_and_inverse;
-using simd::kWidth;
-using simd::Packet;
 
 // neg_binomial_2_log(y | eta, phi) per row (neg_binomial_2.cpp has the derivation), with
 // d = eta - log(phi):
@@ -25,7 +20,7 @@ using simd::Packet;
 //   dphi   = digamma(y + phi) - digamma(phi) - log1p_exp(d) + inv_logit(d) - (y / phi) inv_logit(-d)
 // R(phi, y) = log(Gamma(phi + y) / (Gamma(phi) phi^y)) and the digamma difference depend on y and
 // phi only: the driver sums them over the distinct values of y (phi_terms), once per draw, not per
-// row. The column pass does the rest, on BernoulliLogit's packet scheme: t = exp(-|d|) gives
+// row. The column pass does the rest (packet_column, glm_families.hpp), on BernoulliLogit's scheme: t = exp(-|d|) gives
 // log1p_exp(d) = max(d, 0) + log1p(t), inv_logit(d) = 1 / (1 + t) or t / (1 + t), and inv_logit(-d)
 // the other one (not 1 - inv_logit(d), which would lose the small one's digits).
 struct NegBinomial2Log {
@@ -52,67 +47,36 @@ struct NegBinomial2Log {
                      double& rsum, double& dphi) {
     using namespace Eigen::internal;
     (void)tmp;
-    constexpr int M = 4;  // packets in flight, as BernoulliLogit's
-    constexpr Index kGroup = M * kWidth;
+    constexpr int M = kInterleave;
     const Packet off = pset1<Packet>(offset), zero = pset1<Packet>(0.0), phi_p = pset1<Packet>(phi);
     const Packet log_phi = pset1<Packet>(std::log(phi)), inv_phi = pset1<Packet>(1.0 / phi);
-    Packet acc_p = zero, rsum_p = zero, dphi_p = zero;
-    // M packets of y and eta (before the offset) to M packets of lp, r and dphi terms.
-    auto terms = [&](const double* yy, const double* ee, Packet(&lp)[M], Packet(&r)[M], Packet(&dp)[M]) {
-      Packet e[M], d[M], x[M], t[M], l[M], inv[M];
-      for (int j = 0; j < M; ++j) {
-        e[j] = padd(ploadu<Packet>(ee + j * kWidth), off);
-        d[j] = psub(e[j], log_phi);
-        x[j] = pnegate(pabs(d[j]));
-      }
-      exp_packets<M>(x, t);
-      log1p_and_inverse<M>(t, l, inv);
-      for (int j = 0; j < M; ++j) {
-        const Packet y_j = ploadu<Packet>(yy + j * kWidth);
-        const Packet softplus = padd(pmax(d[j], zero), l[j]);
-        const Packet positive = pcmp_le(zero, d[j]), small = pmul(t[j], inv[j]);
-        const Packet p = pselect(positive, inv[j], small), q = pselect(positive, small, inv[j]);
-        const Packet y_phi = padd(y_j, phi_p);
-        lp[j] = psub(pmul(y_j, e[j]), pmul(y_phi, softplus));
-        r[j] = psub(y_j, pmul(y_phi, p));
-        dp[j] = psub(psub(p, softplus), pmul(pmul(y_j, inv_phi), q));
-      }
-    };
-    Index i = 0;
-    for (; i + kGroup <= n; i += kGroup) {
-      Packet lp[M], r[M], dp[M];
-      terms(y + i, eta + i, lp, r, dp);
-      for (int j = 0; j < M; ++j) {
-        pstoreu(eta + i + j * kWidth, r[j]);
-        acc_p = padd(acc_p, lp[j]);
-        rsum_p = padd(rsum_p, r[j]);
-        dphi_p = padd(dphi_p, dp[j]);
-      }
-    }
-    double a = predux(acc_p), rs = predux(rsum_p), dph = predux(dphi_p);
-    if (i < n) {
-      alignas(64) double yb[kGroup] = {}, eb[kGroup] = {}, lb[kGroup], rb[kGroup], db[kGroup];
-      for (Index j = 0; j < n - i; ++j) {
-        yb[j] = y[i + j];
-        eb[j] = eta[i + j];
-      }
-      Packet lp[M], r[M], dp[M];
-      terms(yb, eb, lp, r, dp);
-      for (int j = 0; j < M; ++j) {
-        pstore(lb + j * kWidth, lp[j]);
-        pstore(rb + j * kWidth, r[j]);
-        pstore(db + j * kWidth, dp[j]);
-      }
-      for (Index j = 0; j < n - i; ++j) {
-        eta[i + j] = rb[j];
-        a += lb[j];
-        rs += rb[j];
-        dph += db[j];
-      }
-    }
-    acc += a;
-    rsum += rs;
-    dphi += dph;
+    double sums[3] = {0.0, 0.0, 0.0};  // sum r, sum lp, sum dphi
+    packet_column<2>(
+        y, eta, n,
+        [&](const double* yy, const double* ee, Packet(&r)[M], Packet(&s)[2][M]) {
+          Packet e[M], d[M], x[M], t[M], l[M], inv[M];
+          for (int j = 0; j < M; ++j) {
+            e[j] = padd(ploadu<Packet>(ee + j * kWidth), off);
+            d[j] = psub(e[j], log_phi);
+            x[j] = pnegate(pabs(d[j]));
+          }
+          exp_packets<M>(x, t);
+          log1p_and_inverse<M>(t, l, inv);
+          for (int j = 0; j < M; ++j) {
+            const Packet y_j = ploadu<Packet>(yy + j * kWidth);
+            const Packet softplus = padd(pmax(d[j], zero), l[j]);
+            const Packet positive = pcmp_le(zero, d[j]), small = pmul(t[j], inv[j]);
+            const Packet p = pselect(positive, inv[j], small), q = pselect(positive, small, inv[j]);
+            const Packet y_phi = padd(y_j, phi_p);
+            s[0][j] = psub(pmul(y_j, e[j]), pmul(y_phi, softplus));
+            r[j] = psub(y_j, pmul(y_phi, p));
+            s[1][j] = psub(psub(p, softplus), pmul(pmul(y_j, inv_phi), q));
+          }
+        },
+        sums);
+    rsum += sums[0];
+    acc += sums[1];
+    dphi += sums[2];
   }
 };
 
