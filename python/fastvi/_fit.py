@@ -95,10 +95,11 @@ def fit(
         rule and step-size refinement judge the noisier ELBO against its own noise, as they do the
         Monte Carlo noise (with windows of 40 N / batch_size steps by default, and drift and scale
         thresholds raised above the block means' subsampling noise), and each averaging phase
-        lasts at least (N / batch_size) / precision**2 steps: the subsampling noise, unlike the Monte Carlo noise, does not fade at
-        the optimum, and that many steps average it below ``precision`` posterior sds (about
-        N / precision**2 rows in all, whatever the batch size). The mode search and the PSIS
-        diagnostic use all rows. Every row-wise factor must have the same N. ``None`` (or N):
+        lasts at least (N / batch_size) / precision**2 steps: the subsampling noise, unlike the
+        Monte Carlo noise, does not fade at the optimum, and that many steps average it below
+        ``precision`` posterior sds (about N / precision**2 rows in all, whatever the batch size).
+        The mode search and the PSIS diagnostic use all rows. Every row-wise factor must have the
+        same N. ``None`` (or N):
         every row, every step.
     lr : float, default 0.01
         Adam step size.
@@ -356,8 +357,8 @@ def _validated_options(model, family, method, rank, steps, draws, lr, gradient, 
         raise ValueError(f"tol_abs must be >= 0, got {tol_abs!r}")
     if precondition not in ("auto", None):
         raise ValueError(f"precondition must be 'auto' or None, got {precondition!r}")
-    opts.eval_every = _default_eval_every(model, opts.batch_size) if eval_every is None else int_setting(
-        eval_every, "eval_every", 1
+    opts.eval_every = (
+        _default_eval_every(model, opts.batch_size) if eval_every is None else int_setting(eval_every, "eval_every", 1)
     )
     opts.patience = int_setting(patience, "patience", 1)
     opts.average = bool_setting(average, "average")
