@@ -96,23 +96,30 @@ void bind_family(py::module_& m) {
   m.def(
       "elbo_gradient",
       [](const Model& model, const GaussianFamily& family, const Eigen::Ref<const Vector>& phi, Index draws,
-         std::uint64_t seed, std::uint64_t step, int threads, GradientEstimator gradient, Index batch_size) {
+         std::uint64_t seed, std::uint64_t step, int threads, GradientEstimator gradient, Index batch_size,
+         std::optional<Vector> reference) {
         check_phi(family, phi);
+        if (reference && (!batch_size || reference->size() != family.dim()))
+          throw py::value_error("reference: needs batch_size and a point of length " + std::to_string(family.dim()));
         auto own = family.clone();  // its own scratch (see sample)
         Vector grad(family.num_params());
         double elbo = kNaN;
         bool ok;
         {
           py::gil_scoped_release release;
-          ElboEstimator est(model, *own, draws, gradient, nullptr, threads, batch_size);
-          ok = est.estimate(phi, seed, Stream::Evaluate, step, grad, elbo, threads);
+          ElboEstimator est(model, *own, draws, gradient, nullptr, threads, batch_size, reference.has_value());
+          ok = (!reference || !est.uses_control_variate() || est.set_reference(*reference, threads)) &&
+               est.estimate(phi, seed, Stream::Evaluate, step, grad, elbo, threads);
         }
         if (!ok) grad.setConstant(kNaN);
         return py::make_tuple(ok ? elbo : kNaN, grad);
       },
       py::arg("model"), py::arg("family"), py::arg("phi"), py::arg("draws"), py::arg("seed"), py::arg("step"),
       py::arg("threads") = 1, py::arg("gradient") = GradientEstimator::StickingTheLanding, py::arg("batch_size") = 0,
-      "One reparameterised estimate of the ELBO and its gradient with respect to phi (NaN if not finite).");
+      py::arg("reference") = py::none(),
+      "One reparameterised estimate of the ELBO and its gradient with respect to phi (NaN if not finite);\n"
+      "with batch_size and `reference` (an unconstrained point), the minibatch estimate with the\n"
+      "control variate at that reference (see FitOptions.control_variate).");
 }
 
 }  // namespace fastvi::bindings

@@ -41,6 +41,7 @@ void bind_fit(py::module_& m) {
       .def_readwrite("refine_levels", &FitOptions::refine_levels)
       .def_readwrite("precision", &FitOptions::precision)
       .def_readwrite("batch_size", &FitOptions::batch_size)
+      .def_readwrite("control_variate", &FitOptions::control_variate)
       .def_readwrite("seed", &FitOptions::seed)
       .def_readwrite("threads", &FitOptions::threads)
       .def_readwrite("monitor_seconds", &FitOptions::monitor_seconds)
@@ -66,7 +67,8 @@ void bind_fit(py::module_& m) {
       .def_readonly("log_sd", &FitResult::log_sd)
       .def_readonly("refinements", &FitResult::refinements)
       .def_readonly("error_mean", &FitResult::error_mean)
-      .def_readonly("error_scale", &FitResult::error_scale);
+      .def_readonly("error_scale", &FitResult::error_scale)
+      .def_readonly("full_evaluations", &FitResult::full_evaluations);
 
   m.def(
       "fit",

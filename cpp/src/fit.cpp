@@ -110,14 +110,29 @@ struct WindowAverage {
 // (which STL gradients shrink to 0 at a Gaussian posterior), this does not fade at the optimum,
 // nor with more draws per step: every draw of a step sees the same rows. The total work, M B rows,
 // is about N / precision^2 (400 N at 0.05 sd) whatever B, against ~10^4 N for a full-batch fit.
-static double minibatch_weight(const Model& model, const FitOptions& opt) {
+//
+// With the control variate (ElboEstimator), the noise is that of the rows' change between the
+// draw z_s and the reference z~ instead: about (N/B) var_i(h_i) |z_s - z~|^2 per coordinate in
+// one dimension (h_i row i's curvature, H = N mean(h_i)), against the plain minibatch's
+// (N/B) N mean(h_i) in the same units. With |z_s - z~| of order (1 + kRecentreSds) posterior sds
+// (q's mean within kRecentreSds of z~, plus the draw's own spread) that is the plain weight
+// times (1 + kRecentreSds)^2 cv^2 / N, cv the rows' coefficient of variation of curvature:
+// w_cv = (1 + kRecentreSds)^2 cv^2 / B, taken with cv = 1. For B in the hundreds and up, that is
+// far below the Monte Carlo noise, and the fit behaves as a full-batch one. (Rows whose curvature
+// varies far more, or a log density far from quadratic over a few sds, make it larger; the
+// averaging phase's trend test and the refinement's comparison of levels measure what is left.)
+constexpr double kRecentreSds = 1.0;
+
+static double subsampling_weight(const Model& model, const FitOptions& opt) {
   if (opt.batch_size <= 0) return 0.0;
   const Index n = model.data_rows();
-  return opt.batch_size >= n ? 0.0 : double(n) / double(opt.batch_size);
+  if (opt.batch_size >= n) return 0.0;
+  if (opt.control_variate) return (1.0 + kRecentreSds) * (1.0 + kRecentreSds) / double(opt.batch_size);
+  return double(n) / double(opt.batch_size);
 }
 
 static Index minibatch_averaging_steps(const Model& model, const FitOptions& opt) {
-  const double w = minibatch_weight(model, opt);
+  const double w = subsampling_weight(model, opt);
   return w > 0 ? Index(std::ceil(w / (opt.precision * opt.precision))) : 0;
 }
 
@@ -127,7 +142,8 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   if (phi0.size() != family.num_params()) throw std::invalid_argument("initial parameters have the wrong length");
   if (!phi0.allFinite()) throw std::invalid_argument("initial parameters must be finite");
 
-  ElboEstimator estimator(model, family, opt.draws, opt.gradient, preconditioner, opt.threads, opt.batch_size);
+  ElboEstimator estimator(model, family, opt.draws, opt.gradient, preconditioner, opt.threads, opt.batch_size,
+                          opt.control_variate);
   Adam adam(family.num_params(), opt.beta1, opt.beta2, opt.adam_epsilon);
   FitResult r;
   r.phi = phi0;
@@ -142,7 +158,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   // both thresholds are raised to 3 sqrt(2) times that, so that the difference of two block means
   // must exceed its noise (3 sds of it) to count as movement; full-batch fits are unchanged.
   const double block_noise =
-      std::sqrt(minibatch_weight(model, opt) / double(std::max<Index>(1, opt.block * opt.eval_every)));
+      std::sqrt(subsampling_weight(model, opt) / double(std::max<Index>(1, opt.block * opt.eval_every)));
   const double drift_limit = std::max(opt.max_drift, 3.0 * std::sqrt(2.0) * block_noise);
   const double rise_threshold = std::max(kRiseThreshold, 3.0 * std::sqrt(2.0) * block_noise);
   // Iterates are averaged as represented closest to a reference iterate, the first of their
@@ -218,6 +234,26 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
            format_number(r.error_scale, 3);
   };
 
+  // The control variate's reference: q's mean, moved when q's mean leaves it (kRecentreSds).
+  const bool recentre = estimator.uses_control_variate();
+  Vector reference, q_log_sd;
+  auto set_reference = [&]() {
+    if (estimator.set_reference(r.phi.head(family.dim()), opt.threads)) reference = r.phi.head(family.dim());
+    ++r.full_evaluations;
+  };
+  auto reference_left_behind = [&]() {
+    if (!estimator.has_reference()) return true;
+    family.log_marginal_sd(r.phi, q_log_sd);
+    for (Index j = 0; j < family.dim(); ++j)
+      if (std::abs(r.phi(j) - reference(j)) > kRecentreSds * std::exp(q_log_sd(j))) return true;
+    return false;
+  };
+  if (recentre) {
+    reference.resize(family.dim());
+    q_log_sd.resize(family.dim());
+    set_reference();
+  }
+
   Index t = 0;
   for (; t < opt.steps && !stop; ++t) {
     double elbo = 0.0;
@@ -273,6 +309,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
     }
 
     const bool window_end = (t + 1) % opt.eval_every == 0;
+    if (window_end && recentre && reference_left_behind()) set_reference();
     if (window_end) {
       if (opt.average) window_average.close_window();
       adam.end_window();

@@ -38,6 +38,7 @@ def fit(
     steps: Optional[int] = None,
     draws: int = 1,
     batch_size: Optional[int] = None,
+    control_variate: bool = True,
     lr: float = 0.01,
     gradient: Literal["auto", "stl", "closed_form"] = "auto",
     seed: int = 0,
@@ -81,8 +82,8 @@ def fit(
         ~10 %) too small at the default lr, and ``"fullrank"`` is the better choice anyway.
     steps : int, optional
         Maximum Adam steps, over every phase: by default 30,000, and for a minibatch fit
-        30,000 + 5,000 N / batch_size (its blocks and averaging phases are longer, see
-        ``batch_size``).
+        without ``control_variate`` 30,000 + 5,000 N / batch_size (its blocks and averaging
+        phases are longer, see ``control_variate``).
     draws : int, default 1
         Monte Carlo draws per step, evaluated as one batch.
     batch_size : int, optional
@@ -90,17 +91,23 @@ def fit(
         kernels, on ``batch_size`` of their N rows, drawn anew each step from ``seed`` (the same
         for any thread count; independent uniform rows for batch_size <= N / 8, else a uniformly
         random subset), and weights those rows' log likelihood by N / batch_size, an unbiased
-        estimate; every other factor (priors, element-wise terms) is
-        evaluated whole. A step then costs O(batch_size x K) instead of O(N x K). The stopping
-        rule and step-size refinement judge the noisier ELBO against its own noise, as they do the
-        Monte Carlo noise (with windows of 40 N / batch_size steps by default, and drift and scale
-        thresholds raised above the block means' subsampling noise), and each averaging phase
-        lasts at least (N / batch_size) / precision**2 steps: the subsampling noise, unlike the
-        Monte Carlo noise, does not fade at the optimum, and that many steps average it below
-        ``precision`` posterior sds (about N / precision**2 rows in all, whatever the batch size).
-        The mode search and the PSIS diagnostic use all rows. Every row-wise factor must have the
-        same N. ``None`` (or N):
-        every row, every step.
+        estimate; every other factor (priors, element-wise terms) is evaluated whole. A step then
+        costs O(batch_size x K) instead of O(N x K). The mode search and the PSIS diagnostic use
+        all rows. Every row-wise factor must have the same N. ``None`` (or N): every row, every
+        step.
+    control_variate : bool, default True
+        With ``batch_size``: each step also evaluates its rows at a reference point (q's mean,
+        re-evaluated on all N rows whenever q's mean has moved more than 1 sd of q from it) and
+        estimates the log likelihood and its gradient as batch(draw) - batch(reference) +
+        full(reference): still unbiased, but the subsampling noise is that of the change since the
+        reference, which nearly vanishes once q is near the posterior. The fit then needs about
+        as many steps as a full-batch fit, each costing about two draws on batch_size rows, plus a
+        few full passes (``fit.full_evaluations``). False: the plain estimate, whose subsampling
+        noise does not fade at the optimum: the stopping rule then uses windows of 40 N /
+        batch_size steps by default with drift and scale thresholds raised above that noise, and
+        each averaging phase lasts at least (N / batch_size) / precision**2 steps (about N /
+        precision**2 rows in all, whatever the batch size); for data too large for even a few
+        full passes.
     lr : float, default 0.01
         Adam step size.
     gradient : {"auto", "stl", "closed_form"}, default "auto"
@@ -121,8 +128,8 @@ def fit(
         changes nothing in the rule. ``tol=None`` or 0 runs all ``steps``.
     eval_every : int, optional
         Steps per window: the ELBO is recorded (``fit.elbo``) and the callback called at the end
-        of each. By default 100, and 40 N / batch_size for a minibatch fit when that is more (see
-        ``batch_size``).
+        of each. By default 100, and 40 N / batch_size for a minibatch fit without control
+        variate when that is more (see ``control_variate``).
     patience : int, default 2
         Settled checks running that make the fit converged; the averaging phase confirms it (or
         withdraws it, if q's means or scales trend over the phase).
@@ -260,7 +267,7 @@ def fit(
         raise ValueError("model has no parameters to fit: declare some with model.param")
     opts, settings = _validated_options(
         model, family, method, rank, steps, draws, lr, gradient, seed, tol, tol_abs, eval_every, patience, average,
-        precision, precondition, threads, progress, callback, psis_draws, batch_size,
+        precision, precondition, threads, progress, callback, psis_draws, batch_size, control_variate,
     )  # fmt: skip
     fam = _core.Family(settings.family, model.dim, settings.rank)
     data_seen = dict(model._data_values)  # (set_data in another thread while this fit runs)
@@ -319,6 +326,7 @@ class _Settings:
             "steps": opts.steps,
             "draws": opts.draws,
             "batch_size": opts.batch_size or None,
+            "control_variate": opts.control_variate if opts.batch_size else None,
             "lr": opts.lr,
             "gradient": self.gradient,
             "seed": opts.seed,
@@ -337,13 +345,15 @@ class _Settings:
 
 def _validated_options(model, family, method, rank, steps, draws, lr, gradient, seed, tol, tol_abs, eval_every,
                        patience, average, precision, precondition, threads, progress, callback,
-                       psis_draws, batch_size=None) -> Tuple[Any, _Settings]:  # fmt: skip
+                       psis_draws, batch_size=None, control_variate=True) -> Tuple[Any, _Settings]:  # fmt: skip
     """Every setting checked (naming the argument at fault) before any work: the C++ FitOptions
     and the rest."""
     family_name = _resolve_family(family, method)
     opts = _core.FitOptions()
     opts.batch_size = _batch_size_setting(model, batch_size)
-    opts.steps = _default_steps(model, opts.batch_size) if steps is None else int_setting(steps, "steps", 1)
+    opts.control_variate = bool_setting(control_variate, "control_variate")
+    plain_batch = 0 if opts.control_variate else opts.batch_size  # the noisy estimate's longer defaults
+    opts.steps = _default_steps(model, plain_batch) if steps is None else int_setting(steps, "steps", 1)
     opts.draws = int_setting(draws, "draws", 1)
     opts.lr = float_setting(lr, "lr")
     if gradient not in ("auto", "stl", "closed_form"):
@@ -358,7 +368,7 @@ def _validated_options(model, family, method, rank, steps, draws, lr, gradient, 
     if precondition not in ("auto", None):
         raise ValueError(f"precondition must be 'auto' or None, got {precondition!r}")
     opts.eval_every = (
-        _default_eval_every(model, opts.batch_size) if eval_every is None else int_setting(eval_every, "eval_every", 1)
+        _default_eval_every(model, plain_batch) if eval_every is None else int_setting(eval_every, "eval_every", 1)
     )
     opts.patience = int_setting(patience, "patience", 1)
     opts.average = bool_setting(average, "average")
@@ -384,7 +394,8 @@ def _validated_options(model, family, method, rank, steps, draws, lr, gradient, 
 
 
 def _default_eval_every(model: Model, batch_size: int) -> int:
-    """eval_every=None: 100, and for a minibatch fit 40 w (w = N / batch_size) when that is more:
+    """eval_every=None: 100, and for a minibatch fit without control variate (batch_size > 0 here)
+    40 w (w = N / batch_size) when that is more:
     a block of 5 windows then averages 200 w steps, whose mean scatters by about sqrt(1 / 200) =
     0.07 posterior sds under the subsampling noise, so that the stopping rule's drift and scale
     thresholds (raised to 3 sqrt(2) times that noise, fit.cpp) stay near 0.3."""
@@ -394,7 +405,8 @@ def _default_eval_every(model: Model, batch_size: int) -> int:
 
 
 def _default_steps(model: Model, batch_size: int) -> int:
-    """steps=None: 30,000, plus for a minibatch fit room for its longer blocks (200 w steps, see
+    """steps=None: 30,000, plus for a minibatch fit without control variate (batch_size > 0 here)
+    room for its longer blocks (200 w steps, see
     _default_eval_every; convergence needs at least 5) and averaging phases (each at least
     w / 0.05**2 steps, w = N / batch_size; see FitOptions::batch_size), up to four of them (the
     refinement levels)."""

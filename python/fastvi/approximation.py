@@ -129,6 +129,9 @@ class Approximation:
         Times the ELBO fell away from its best and the fit went back there with half the step size.
     refinements : int
         Step-size refinements after the first convergence.
+    full_evaluations : int
+        A minibatch fit's evaluations on every row (its control variate's reference points); 0
+        for a full-batch fit.
     error_mean, error_scale : float or None
         The refinement's estimate of q's remaining error: the largest |mean error| in q's sds
         and the largest |log sd error| over the unconstrained coordinates; None until two step
@@ -203,6 +206,8 @@ class Approximation:
         # (largest |mean error| / q's sd and |log sd error| over the unconstrained coordinates;
         # None until two step sizes were compared): see fit()'s ``precision``.
         self.refinements: int = result.refinements
+        # a minibatch fit's evaluations on every row (control variate references)
+        self.full_evaluations: int = getattr(result, "full_evaluations", 0)
         self.error_mean: Optional[float] = None if np.isnan(result.error_mean) else float(result.error_mean)
         self.error_scale: Optional[float] = None if np.isnan(result.error_scale) else float(result.error_scale)
         self.message: str = result.message

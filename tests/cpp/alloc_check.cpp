@@ -455,13 +455,15 @@ Preconditioner make_preconditioner(Index dim, bool dense) {
   return p;
 }
 
+// batch > 0: minibatches of that many rows, with the control variate if `cv` (whose reference
+// is re-evaluated on every row inside the counted steps too).
 void check_step(const std::string& model_name, const std::string& family_name, Index draws, int threads,
-                GradientEstimator gradient, const std::string& precond) {
+                GradientEstimator gradient, const std::string& precond, Index batch = 0, bool cv = false) {
   auto model = make_model(model_name);
   auto family = make_test_family(family_name, model->dim());
   Preconditioner p;
   if (precond != "none") p = make_preconditioner(model->dim(), precond == "dense");
-  ElboEstimator estimator(*model, *family, draws, gradient, &p, threads);
+  ElboEstimator estimator(*model, *family, draws, gradient, &p, threads, batch, cv);
   Adam adam(family->num_params());
   Vector phi(family->num_params()), grad(family->num_params());
   family->initialise(phi, Vector::Zero(model->dim()), 0.2);
@@ -469,6 +471,7 @@ void check_step(const std::string& model_name, const std::string& family_name, I
   std::uint64_t step = 0;
   bool finite = true;
   auto one_step = [&] {
+    if (cv && step % 2 == 0 && !estimator.set_reference(phi.head(model->dim()), threads)) finite = false;
     const bool ok = estimator.estimate(phi, 11, Stream::Optimise, step++, grad, elbo, threads);
     if (ok)
       adam.step(phi, grad, 0.01);
@@ -484,10 +487,10 @@ void check_step(const std::string& model_name, const std::string& family_name, I
   const long allocs = g_allocs;
   const bool ok = allocs == 0 && finite;
   if (!ok) ++failures;
-  std::printf("%-4s step  %-16s %-9s S=%3ld threads=%d %-6s precond=%-5s  mallocs=%ld%s\n", ok ? "ok" : "FAIL",
-              model_name.c_str(), family_name.c_str(), long(draws), threads,
-              gradient == GradientEstimator::StickingTheLanding ? "stl" : "closed", precond.c_str(), allocs,
-              finite ? "" : " NON-FINITE");
+  std::printf("%-4s step  %-16s %-9s S=%3ld threads=%d %-6s precond=%-5s batch=%ld%s  mallocs=%ld%s\n",
+              ok ? "ok" : "FAIL", model_name.c_str(), family_name.c_str(), long(draws), threads,
+              gradient == GradientEstimator::StickingTheLanding ? "stl" : "closed", precond.c_str(), long(batch),
+              cv ? " cv" : "", allocs, finite ? "" : " NON-FINITE");
 }
 
 // ---- 3. run_fit: allocations do not grow with the number of steps ------------------------------
@@ -497,7 +500,8 @@ void check_step(const std::string& model_name, const std::string& family_name, I
 // rule's first check, every window and every check of the rule must reuse what is there. What a
 // fit allocates once at its start and end (its result, a message that says what was still moving)
 // is outside this span.
-long loop_allocations(const std::string& model_name, const std::string& family_name, Index from, Index steps) {
+long loop_allocations(const std::string& model_name, const std::string& family_name, Index from, Index steps,
+                      Index batch) {
   auto model = make_model(model_name);
   auto family = make_test_family(family_name, model->dim());
   FitOptions opt;
@@ -505,6 +509,7 @@ long loop_allocations(const std::string& model_name, const std::string& family_n
   opt.tol = 0.0;  // never converge: every run takes exactly `steps` steps
   opt.draws = 4;
   opt.threads = 2;
+  opt.batch_size = batch;  // (with the control variate: FitOptions' default)
   Vector phi0(family->num_params());
   family->initialise(phi0, Vector::Zero(model->dim()), 0.2);
   long at_from = -1, at_end = -1;
@@ -520,12 +525,12 @@ long loop_allocations(const std::string& model_name, const std::string& family_n
   return at_from < 0 || at_end < 0 ? -1 : at_end - at_from;
 }
 
-void check_fit(const std::string& model_name, const std::string& family_name) {
-  const long allocs = loop_allocations(model_name, family_name, 1500, 6000);
+void check_fit(const std::string& model_name, const std::string& family_name, Index batch = 0) {
+  const long allocs = loop_allocations(model_name, family_name, 1500, 6000, batch);
   const bool ok = allocs == 0;
   if (!ok) ++failures;
-  std::printf("%-4s fit   %-16s %-9s mallocs in the loop from step 1,500 to 6,000: %ld\n", ok ? "ok" : "FAIL",
-              model_name.c_str(), family_name.c_str(), allocs);
+  std::printf("%-4s fit   %-16s %-9s batch=%-5ld mallocs in the loop from step 1,500 to 6,000: %ld\n",
+              ok ? "ok" : "FAIL", model_name.c_str(), family_name.c_str(), long(batch), allocs);
 }
 
 }  // namespace
@@ -592,12 +597,21 @@ int main() {
       for (Index draws : {1, 8}) check_step(model, family, draws, 2, stl, "diag");
     for (Index draws : {1, 8, 40}) check_step(model, "fullrank", draws, 2, stl, "dense");
   }
+  std::printf("-- 2b. Minibatch steps, plain and with the control variate\n");
+  for (const char* model : {"logistic glm", "linreg glm", "neg-binomial glm"})
+    for (const char* family : {"meanfield", "fullrank"})
+      for (Index draws : {1, 8})
+        for (bool cv : {false, true}) {
+          check_step(model, family, draws, 2, stl, "diag", 500, cv);
+          check_step(model, family, draws, 1, stl, "none", 100, cv);
+        }
   std::printf("-- 3. run_fit\n");
   for (const char* family : {"meanfield", "fullrank", "lowrank"}) {
     check_fit("logistic glm", family);
     check_fit("expression", family);
   }
   check_fit("gp cholesky", "meanfield");
+  for (const char* family : {"meanfield", "fullrank", "lowrank"}) check_fit("logistic glm", family, 1000);
   std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "PASSED", failures);
   return failures ? 1 : 0;
 }

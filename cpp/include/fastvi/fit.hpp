@@ -76,6 +76,13 @@ struct FitOptions {
   // / precision^2 steps, which brings the subsampling noise of the average below `precision`
   // posterior sds (minibatch_averaging_steps in fit.cpp). 0: every row, every step.
   Index batch_size = 0;
+  // With a minibatch: the control variate of ElboEstimator, its reference point q's mean,
+  // re-evaluated on every row whenever q's mean has moved more than kRecentreSds of q's sds
+  // from it along some coordinate (checked at each window end). It takes the subsampling noise
+  // from that of the gradient to that of its change since the reference, so that the fit needs
+  // about as many steps as a full-batch one and the averaging phase no longer lengthens
+  // (subsampling_weight in fit.cpp).
+  bool control_variate = true;
   std::uint64_t seed = 0;
   int threads = 1;
   double monitor_seconds = 0.25;  // the monitor is also called at least this often
@@ -121,6 +128,7 @@ struct FitResult {
   // coordinates of |mean error| / q's sd and of |log sd error|.
   Index refinements = 0;
   double error_mean = kNaN, error_scale = kNaN;
+  Index full_evaluations = 0;  // a minibatch fit's full-batch evaluations (control variate references)
 };
 
 // Maximises the ELBO of `model` over `family` from phi0. Runs without touching Python. With an
