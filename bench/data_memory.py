@@ -36,6 +36,7 @@ def peak_mb() -> float:
 def child(rows: int, cols: int, case: str, path: str) -> dict:
     import fastvi as fv
     import numpy as np
+    from logistic_model import logistic_model
 
     rng = np.random.default_rng(0)
     dtype = np.float64 if case == "float64" else np.float32
@@ -52,11 +53,7 @@ def child(rows: int, cols: int, case: str, path: str) -> dict:
         del X
         X = np.memmap(path, dtype=np.float32, mode="r", shape=(rows, cols))
     before = peak_mb()
-    m = fv.Model()
-    alpha, beta = m.param("alpha"), m.param("beta", cols)
-    m.add("normal", alpha, loc=0.0, scale=1.0)
-    m.add("normal", beta, loc=0.0, scale=1.0)
-    m.add("bernoulli_logit_glm", y, X=X, alpha=alpha, beta=beta)
+    m = logistic_model(X, y, prior_scale=1.0)
     built = peak_mb()
     fv.fit(m, steps=50, tol=None, seed=0, progress=False)
     after = peak_mb()

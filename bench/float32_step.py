@@ -14,15 +14,11 @@ import time
 
 import fastvi as fv
 import numpy as np
+from logistic_model import logistic_model
 
 
 def build(X, y):
-    m = fv.Model()
-    a, b = m.param("alpha"), m.param("beta", X.shape[1])
-    m.add("normal", a, loc=0, scale=1)
-    m.add("normal", b, loc=0, scale=1)
-    m.add("bernoulli_logit_glm", y, X=X, alpha=a, beta=b)
-    return m
+    return logistic_model(X, y, prior_scale=1.0)
 
 
 def main() -> None:

@@ -22,15 +22,11 @@ import warnings
 
 import fastvi as fv
 import numpy as np
+from logistic_model import logistic_model
 
 
 def build(X, y):
-    m = fv.Model()
-    a, b = m.param("alpha"), m.param("beta", X.shape[1])
-    m.add("normal", a, loc=0.0, scale=2.0)
-    m.add("normal", b, loc=0.0, scale=2.0)
-    m.add("bernoulli_logit_glm", y, X=X, alpha=a, beta=b)
-    return m
+    return logistic_model(X, y, prior_scale=2.0)
 
 
 def moments(fit):

@@ -18,10 +18,13 @@ copied by the core as float64: 8 bytes a row), fits it, and reports:
 The fit: ``fv.fit(model, batch_size=B, precondition=None, psis_draws=0, tol=None,
 precision=None, ...)``, minibatch VI with ``--batch-size`` rows a step (``--batch-size 0``: full
 batch, every step reads all of X; ``batch_size`` needs a fastvi that has it), for exactly
-``--steps`` steps. The files are deleted at the end unless ``--keep``.
+``--steps`` steps, or with ``--converge`` to convergence (the stopping rule, ``precision`` 0.05; the
+minibatch's control variate then re-reads X at each of its full passes). The files are deleted at
+the end unless ``--keep``.
 
     python bench/out_of_core.py                                   # 12.8 GB, minibatch fit
     python bench/out_of_core.py --rows 2000000 --batch-size 0 --steps 300   # a quick check
+    python bench/out_of_core.py --converge --path /work/ooc       # 12.8 GB, to convergence
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import fastvi as fv
 import numpy as np
+from logistic_model import logistic_model
 
 ALPHA = -0.5
 BLOCK_ROWS = 250_000  # rows written at a time (50 MB of float32 at K = 50)
@@ -91,12 +95,7 @@ def write_data(x_path: Path, y_path: Path, rows: int, k: int, seed: int) -> None
 
 
 def build(X: np.ndarray, y: np.ndarray) -> fv.Model:
-    m = fv.Model()
-    alpha, beta = m.param("alpha"), m.param("beta", X.shape[1])
-    m.add("normal", alpha, loc=0.0, scale=5.0)
-    m.add("normal", beta, loc=0.0, scale=5.0)
-    m.add("bernoulli_logit_glm", y, X=X, alpha=alpha, beta=beta)
-    return m
+    return logistic_model(X, y, prior_scale=5.0)
 
 
 def main() -> None:
@@ -107,6 +106,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the files (and reuse them when their size fits)")
     parser.add_argument("--batch-size", type=int, default=10_000, help="rows a step; 0 for full batch")
     parser.add_argument("--steps", type=int, default=5_000)
+    parser.add_argument(
+        "--converge",
+        action="store_true",
+        help="fit to convergence: fv.fit's stopping rule and precision (tol, precision and steps at their defaults)",
+    )
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--family", default="meanfield", choices=["meanfield", "fullrank", "lowrank"])
     parser.add_argument("--threads", type=int, default=None)
@@ -150,6 +154,9 @@ def main() -> None:
             tol=None,
             precision=None,
         )
+        if args.converge:
+            for key in ("steps", "tol", "precision"):
+                del kwargs[key]
         if args.batch_size > 0:
             kwargs["batch_size"] = args.batch_size
         t = time.perf_counter()
@@ -158,8 +165,8 @@ def main() -> None:
         end = status("RssAnon", "RssFile", "VmHWM")
 
         print(f"\nwall time: write {t_write:.1f} s, build {t_build:.1f} s, fit {t_fit:.1f} s "
-              f"({args.steps} steps, {'full batch' if args.batch_size <= 0 else f'batch {args.batch_size:,} rows'}, "
-              f"{t_fit / args.steps * 1e3:.1f} ms a step)")  # fmt: skip
+              f"({fit.steps} steps, {'full batch' if args.batch_size <= 0 else f'batch {args.batch_size:,} rows'}, "
+              f"{t_fit / max(fit.steps, 1) * 1e3:.1f} ms a step)")  # fmt: skip
         since = "build and fit" if peak_reset else "whole run"
         print(f"memory:    peak RSS (VmHWM, {since}) {gb(end['VmHWM'])}; after the build RssAnon {gb(after_build['RssAnon'])}, "
               f"RssFile {gb(after_build['RssFile'])}; at the end RssAnon {gb(end['RssAnon'])}, RssFile {gb(end['RssFile'])}")  # fmt: skip
@@ -169,6 +176,7 @@ def main() -> None:
         est = np.concatenate([[mean["alpha"]], mean["beta"]])
         err = np.concatenate([[sd["alpha"]], sd["beta"]])
         z = (est - truth) / err
+        print(f"fit:       converged {fit.converged} ({fit.message}); {fit.full_evaluations} full passes")
         print(f"fit:       {fit.steps} steps, last ELBO estimate {fit.elbo[-1] if fit.elbo.size else float('nan'):.6g}")
         print(f"estimates: max |mean - true| {np.abs(est - truth).max():.4f}, median sd {np.median(err):.4f}, "
               f"max |z| {np.abs(z).max():.2f} over {k + 1} coefficients, mean z^2 {np.mean(z**2):.2f}")  # fmt: skip

@@ -16,3 +16,16 @@ def seed_data():
     """The textbook example: 100 draws of Normal(2, 1) with numpy seed 42."""
     np.random.seed(42)
     return np.random.normal(2.0, 1.0, size=100)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A LocalCluster of 2 worker processes (one thread each), as issue 13 asks of the Dask tests
+    (test_fit_many, test_fit_sharded), one per test module. Its client is not the default one:
+    fit_many and fit_sharded must use the client they are given."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", scheduler_kwargs={"dashboard": False}
+    ) as cluster:
+        with distributed.Client(cluster, set_as_default=False) as c:
+            yield c

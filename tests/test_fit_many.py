@@ -64,17 +64,6 @@ def _assert_same_fit(a, b):
     assert a.options["seed"] == b.options["seed"]
 
 
-@pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", scheduler_kwargs={"dashboard": False}
-    ) as cluster:
-        # not the default client: fit_many must use the client it is given
-        with distributed.Client(cluster, set_as_default=False) as c:
-            yield c
-
-
 # ---- same results as the serial loop -------------------------------------------------------------
 
 

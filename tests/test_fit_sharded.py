@@ -86,17 +86,6 @@ def _quiet(fn, *args, **kwargs):
         return fn(*args, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", scheduler_kwargs={"dashboard": False}
-    ) as cluster:
-        # not the default client: fit_sharded must use the client it is given
-        with distributed.Client(cluster, set_as_default=False) as c:
-            yield c
-
-
 # ---- (1) a conjugate model in 3 shards: the exact posterior, and fv.fit's answer --------------------
 
 # Tolerances. The posterior is Gaussian, so the Laplace approximation that preconditions the fit is

@@ -51,6 +51,34 @@ Matrix as_draws(const Eigen::Ref<const Matrix>& zeta, Index dim) {
   return zeta;
 }
 
+struct Minibatch {
+  const std::vector<Index>* rows;
+  double weight;
+};
+
+// (lp, grad) at unconstrained draws zeta (D x S), on every row or, with `batch`, with the row-wise
+// factors on its rows (ModelWorkspace::rows). Every call has its own workspace and holds the
+// model's evaluation lock: calls from several threads run at once, and the model cannot change
+// under them.
+py::tuple log_density_on_rows(const Model& self, const Eigen::Ref<const Matrix>& zeta, const Minibatch* batch,
+                              int threads) {
+  Matrix z = as_draws(zeta, self.dim());
+  Vector lp(z.cols());
+  Matrix grad(z.rows(), z.cols());
+  {
+    py::gil_scoped_release release;
+    const auto lock = self.evaluation_lock();
+    ModelWorkspace ws;
+    self.prepare(ws, z.cols(), threads, batch ? Index(batch->rows->size()) : 0);
+    if (batch) {
+      ws.rows = batch->rows->data();
+      ws.row_weight = batch->weight;
+    }
+    self.log_density(z, ws, lp, grad, threads);
+  }
+  return py::make_tuple(lp, grad);
+}
+
 }  // namespace
 
 void bind_model(py::module_& m) {
@@ -258,19 +286,7 @@ void bind_model(py::module_& m) {
       .def(
           "log_density",
           [](const Model& self, const Eigen::Ref<const Matrix>& zeta, int threads) {
-            Matrix z = as_draws(zeta, self.dim());
-            Vector lp(z.cols());
-            Matrix grad(z.rows(), z.cols());
-            {
-              // Every call has its own workspace, and holds the model's evaluation lock: calls
-              // from several threads run at once, and the model cannot change under them.
-              py::gil_scoped_release release;
-              const auto lock = self.evaluation_lock();
-              ModelWorkspace ws;
-              self.prepare(ws, z.cols(), threads);
-              self.log_density(z, ws, lp, grad, threads);
-            }
-            return py::make_tuple(lp, grad);
+            return log_density_on_rows(self, zeta, nullptr, threads);
           },
           py::arg("zeta"), py::arg("threads") = 1,
           "Log density (incl. log-Jacobians) and its gradient at unconstrained draws zeta (D x S).")
@@ -284,19 +300,8 @@ void bind_model(py::module_& m) {
             for (Index r : rows)
               if (r < 0 || r >= n)
                 throw std::invalid_argument("rows must be row numbers in [0, " + std::to_string(n) + ")");
-            Matrix z = as_draws(zeta, self.dim());
-            Vector lp(z.cols());
-            Matrix grad(z.rows(), z.cols());
-            {
-              py::gil_scoped_release release;
-              const auto lock = self.evaluation_lock();
-              ModelWorkspace ws;
-              self.prepare(ws, z.cols(), threads, Index(rows.size()));
-              ws.rows = rows.data();
-              ws.row_weight = row_weight;
-              self.log_density(z, ws, lp, grad, threads);
-            }
-            return py::make_tuple(lp, grad);
+            const Minibatch batch{&rows, row_weight};
+            return log_density_on_rows(self, zeta, &batch, threads);
           },
           py::arg("zeta"), py::arg("rows"), py::arg("row_weight"), py::arg("threads") = 1,
           "log_density with the row-wise factors (the GLMs) on a minibatch: `rows` (repeats allowed), each row's "

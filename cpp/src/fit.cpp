@@ -234,14 +234,22 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
            format_number(r.error_scale, 3);
   };
 
-  // The control variate's reference: q's mean, moved when q's mean leaves it (kRecentreSds).
+  // The control variate's reference: q's mean, moved when q's mean leaves it (kRecentreSds), but
+  // at most once per N / B steps: a full evaluation reads as many rows as N / B steps do, so the
+  // full passes at most double the rows read even while q's mean moves fast (early, from a start
+  // far from the posterior, where the reference's help matters least).
   const bool recentre = estimator.uses_control_variate();
+  const Index recentre_gap =
+      recentre ? Index(std::ceil(double(model.data_rows()) / double(std::max<Index>(1, opt.batch_size)))) : 0;
+  Index last_reference = 0;
   Vector reference, q_log_sd;
-  auto set_reference = [&]() {
+  auto set_reference = [&](Index step) {
     if (estimator.set_reference(r.phi.head(family.dim()), opt.threads)) reference = r.phi.head(family.dim());
     ++r.full_evaluations;
+    last_reference = step;
   };
-  auto reference_left_behind = [&]() {
+  auto reference_left_behind = [&](Index step) {
+    if (step - last_reference < recentre_gap) return false;
     if (!estimator.has_reference()) return true;
     family.log_marginal_sd(r.phi, q_log_sd);
     for (Index j = 0; j < family.dim(); ++j)
@@ -251,7 +259,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
   if (recentre) {
     reference.resize(family.dim());
     q_log_sd.resize(family.dim());
-    set_reference();
+    set_reference(0);
   }
 
   Index t = 0;
@@ -309,7 +317,7 @@ FitResult run_fit(Model& model, GaussianFamily& family, const Eigen::Ref<const V
     }
 
     const bool window_end = (t + 1) % opt.eval_every == 0;
-    if (window_end && recentre && reference_left_behind()) set_reference();
+    if (window_end && recentre && reference_left_behind(t + 1)) set_reference(t + 1);
     if (window_end) {
       if (opt.average) window_average.close_window();
       adam.end_window();

@@ -97,7 +97,8 @@ def fit(
         step.
     control_variate : bool, default True
         With ``batch_size``: each step also evaluates its rows at a reference point (q's mean,
-        re-evaluated on all N rows whenever q's mean has moved more than 1 sd of q from it) and
+        re-evaluated on all N rows when q's mean has moved more than 1 sd of q from it, at most
+        once per N / batch_size steps) and
         estimates the log likelihood and its gradient as batch(draw) - batch(reference) +
         full(reference): still unbiased, but the subsampling noise is that of the change since the
         reference, which nearly vanishes once q is near the posterior. The fit then needs about

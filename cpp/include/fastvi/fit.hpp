@@ -78,7 +78,8 @@ struct FitOptions {
   Index batch_size = 0;
   // With a minibatch: the control variate of ElboEstimator, its reference point q's mean,
   // re-evaluated on every row whenever q's mean has moved more than kRecentreSds of q's sds
-  // from it along some coordinate (checked at each window end). It takes the subsampling noise
+  // from it along some coordinate (checked at each window end, at most once per N / batch_size
+  // steps). It takes the subsampling noise
   // from that of the gradient to that of its change since the reference, so that the fit needs
   // about as many steps as a full-batch one and the averaging phase no longer lengthens
   // (subsampling_weight in fit.cpp).
