@@ -22,8 +22,10 @@ What each worker measures (all wall clock, ``time.perf_counter``):
   so this is what a second fit in a notebook costs. Skipped ("-") when the cold fit took longer
   than ``--budget`` seconds: the steps dominate then, and PyMC at S=32 would need minutes more.
 * ``per step``: steady state, with all compilation done:
-    - fastvi: ``fv.fit`` on an already built model, divided by the number of steps (there is no
-      compilation step in fastvi; the loop runs in C++ with the GIL released).
+    - fastvi: ``fv.fit`` on an already built model with ``psis_draws=0`` (the loop alone, as for
+      the peers: the PSIS diagnostic after the last step, ~330 ms on the logistic problem, is in
+      the end-to-end times), divided by the number of steps (there is no compilation step in
+      fastvi; the loop runs in C++ with the GIL released).
     - NumPyro: ``jax.jit`` of the same ``lax.scan`` over ``svi.update`` that ``svi.run`` runs (the
       per-step losses are collected, as ``svi.run`` does), compiled by a first call and timed on a
       second call. This is the fastest way to run NumPyro's SVI loop (faster than a Python loop of
