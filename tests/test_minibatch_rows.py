@@ -225,13 +225,13 @@ def test_minibatch_fit_of_a_poisson_regression_with_an_expression_matches():
 
 def test_minibatch_fit_is_thread_independent():
     rng = np.random.default_rng(12)
-    N = 5_000
+    N = 1_000
     y = rng.normal(size=(N, 4)) + np.arange(4)
     m = fv.Model()
     loc, z = m.param("loc", 4), m.param("z", (N, 1))
     m.add("normal", z, loc=0.0, scale=0.5)
     m.add("normal", y, loc=loc + z, scale=1.0, rows=0)
-    kw = dict(batch_size=250, draws=4, steps=200, tol=None, seed=13, psis_draws=0)
+    kw = dict(batch_size=100, draws=4, steps=200, tol=None, seed=13, psis_draws=0)
     f1, f2 = fv.fit(m, threads=1, **kw), fv.fit(m, threads=2, **kw)
     for name in ("loc", "z"):
         np.testing.assert_array_equal(f1.mean()[name], f2.mean()[name])
