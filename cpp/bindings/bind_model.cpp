@@ -254,12 +254,16 @@ void bind_model(py::module_& m) {
           },
           py::arg("input"), py::arg("block"), py::arg("shape"),
           "An operand that reads block `block` with another shape of the same size (a reshape).")
-      .def("add_factor", &Model::add_factor, py::arg("kernel"), py::arg("operands"), py::arg("label"))
+      .def("add_factor", &Model::add_factor, py::arg("kernel"), py::arg("operands"), py::arg("label"),
+           py::arg("rows") = std::nullopt,
+           "Binds a registered kernel; `rows`: the axis along which the factor is row-wise (minibatches), or None.")
       .def("add_kernel_logp", &Model::add_kernel_logp, py::arg("kernel"), py::arg("operands"), py::arg("label"),
            "Adds a node holding an element-wise kernel's log density per element (fv.logp); returns its block id.")
       .def_property_readonly("dim", &Model::dim)
-      .def_property_readonly("data_rows", &Model::data_rows,
-                             "rows N shared by the row-wise factors (the GLMs), which minibatches subsample; 0 if none")
+      .def_property_readonly(
+          "data_rows", &Model::data_rows,
+          "rows N shared by the row-wise factors (the GLMs, factors added with rows=), which minibatches "
+          "subsample; 0 if none")
       .def_property_readonly("rows", &Model::rows)
       .def_property_readonly("param_values", &Model::param_values)
       .def_property_readonly("num_factors", [](const Model& self) { return self.factors().size(); })
@@ -304,7 +308,7 @@ void bind_model(py::module_& m) {
             return log_density_on_rows(self, zeta, &batch, threads);
           },
           py::arg("zeta"), py::arg("rows"), py::arg("row_weight"), py::arg("threads") = 1,
-          "log_density with the row-wise factors (the GLMs) on a minibatch: `rows` (repeats allowed), each row's "
+          "log_density with the row-wise factors (GLMs, rows=) on a minibatch: `rows` (repeats allowed), each row's "
           "terms weighted by row_weight (for tests; fits draw their own minibatches).")
       .def(
           "log_density_constrained",

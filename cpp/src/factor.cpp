@@ -124,12 +124,30 @@ std::vector<Operand> Model::bind_operands(const std::string& kernel, const Kerne
   return ordered;
 }
 
-void Model::add_factor(const std::string& kernel, std::vector<Operand> operands, const std::string& label) {
+void Model::add_factor(const std::string& kernel, std::vector<Operand> operands, const std::string& label,
+                       std::optional<Index> rows_axis) {
   const auto lock = change_lock(label);
   const KernelInfo info = KernelRegistry::global().get(kernel);
+  if (rows_axis && !info.elementwise)
+    throw std::invalid_argument(label + ": rows: kernel '" + kernel +
+                                "' is not element-wise, so it has no rows to mark (the GLM kernels are row-wise "
+                                "already: batch_size subsamples their rows)");
   std::vector<Index> shape;
   std::vector<Operand> ordered = bind_operands(kernel, info, std::move(operands), label, shape);
   const Index size = info.elementwise ? shape_size(shape, label) : 0;
+  Index rows = 0;
+  if (rows_axis) {
+    const Index ndim = Index(shape.size());
+    const Index axis = *rows_axis < 0 ? *rows_axis + ndim : *rows_axis;
+    if (axis < 0 || axis >= ndim)
+      throw std::invalid_argument(label + ": rows=" + std::to_string(*rows_axis) + " is not an axis of the factor's " +
+                                  "shape " + format_shape(shape));
+    if (axis != 0)
+      throw std::invalid_argument(label + ": rows=" + std::to_string(*rows_axis) + " is axis " + std::to_string(axis) +
+                                  " of the factor's shape " + format_shape(shape) +
+                                  ", but only the leading axis (rows=0) is supported");
+    rows = shape[0];
+  }
   Factor f;
   f.label = label;
   f.kernel = kernel;
@@ -138,6 +156,10 @@ void Model::add_factor(const std::string& kernel, std::vector<Operand> operands,
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(label + ": " + e.what());
   }
+  if (rows > 0 && !f.impl->set_data_rows(rows))
+    throw std::invalid_argument(label + ": rows: kernel '" + kernel +
+                                "' cannot evaluate a subset of its rows with these inputs (a kernel written in "
+                                "Python never can), so it cannot be row-wise");
   factors_.push_back(std::move(f));
 }
 

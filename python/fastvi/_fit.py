@@ -91,10 +91,11 @@ def fit(
         kernels, on ``batch_size`` of their N rows, drawn anew each step from ``seed`` (the same
         for any thread count; independent uniform rows for batch_size <= N / 8, else a uniformly
         random subset), and weights those rows' log likelihood by N / batch_size, an unbiased
-        estimate; every other factor (priors, element-wise terms) is evaluated whole. A step then
-        costs O(batch_size x K) instead of O(N x K). The mode search and the PSIS diagnostic use
-        all rows. Every row-wise factor must have the same N. ``None`` (or N): every row, every
-        step.
+        estimate; every other factor (priors, element-wise terms without ``rows``) is evaluated
+        whole. A step then costs O(batch_size x K) instead of O(N x K). The mode search and the
+        PSIS diagnostic use all rows. Every row-wise factor must have the same N. An element-wise
+        factor is row-wise too if added with ``rows=0`` (:meth:`Model.add`), its N rows the
+        leading axis. ``None`` (or N): every row, every step.
     control_variate : bool, default True
         With ``batch_size``: each step also evaluates its rows at a reference point (q's mean,
         re-evaluated on all N rows when q's mean has moved more than 1 sd of q from it, at most
@@ -426,7 +427,8 @@ def _batch_size_setting(model: Model, batch_size: Optional[int]) -> int:
     if n == 0:
         raise ValueError(
             "batch_size: the model has no row-wise factors to subsample; minibatches subsample the rows of "
-            "the GLM kernels (normal_id_glm, bernoulli_logit_glm, poisson_log_glm, neg_binomial_2_log_glm)"
+            "the GLM kernels (normal_id_glm, bernoulli_logit_glm, poisson_log_glm, neg_binomial_2_log_glm) "
+            "and of element-wise factors added with rows=0 (model.add('normal', y, ..., rows=0))"
         )
     if b > n:
         raise ValueError(f"batch_size is {b} but the data have {n} rows")

@@ -113,7 +113,7 @@ def observed_factors(model: Model) -> List[ObservedFactor]:
         if entry[0] != "add_factor":
             continue
         index += 1
-        kernel, operands, label = entry[1:]
+        kernel, operands, label = entry[1:4]  # then the rows axis, if the factor has one
         operands = tuple(_data.with_values(model, op) for op in operands)  # containers: current values
         if operands[0][0] != "data":
             continue

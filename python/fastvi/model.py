@@ -852,7 +852,15 @@ class Model:
     # ---- factors --------------------------------------------------------------------------------
 
     def add(
-        self, kernel: str, value: Any, /, *, name: Optional[str] = None, dims: Optional[Dims] = None, **inputs: Any
+        self,
+        kernel: str,
+        value: Any,
+        /,
+        *,
+        name: Optional[str] = None,
+        dims: Optional[Dims] = None,
+        rows: Optional[int] = None,
+        **inputs: Any,
     ) -> None:
         """Adds the log density of the registered ``kernel`` to the model.
 
@@ -871,6 +879,14 @@ class Model:
         dims : str or sequence of str, optional
             Names for the axes of an observed value (data), as for :meth:`param`: the axes of
             its ``observed_data``, ``log_likelihood`` and ``posterior_predictive`` variables.
+        rows : int, optional
+            Marks an element-wise factor as row-wise along this axis of its broadcast shape (only
+            the leading axis, ``rows=0`` or its negative equivalent, is supported): its N rows are
+            that axis's entries, and ``fit(model, batch_size=B)`` evaluates it on B of them per
+            step, weighted by N / B, as it does the GLM kernels' rows. Inputs may vary along the
+            axis (a local latent per row, an expression ``loc`` of shape (N,)); every row-wise
+            factor of a model must have the same N. Unlike the GLMs', a minibatch's estimate
+            includes the data-only constant terms of its rows only, weighted (still unbiased).
         **inputs : array_like or Expr
             The kernel's other named inputs, each data (an array or number) or a parameter (or an
             expression); an omitted input takes the kernel's default. For an element-wise kernel
@@ -882,10 +898,11 @@ class Model:
             For an unknown kernel or input, shapes that do not broadcast, non-finite data, data
             outside the kernel's support, a parameter for an input that must be data, or an
             expression of another model; for ``dims`` given with a variate that is not data, or
-            that do not fit its shape (see :meth:`param`).
+            that do not fit its shape (see :meth:`param`); for ``rows`` on a kernel that is not
+            element-wise (the GLMs are row-wise already), or an axis that is not the leading one.
         TypeError
             If ``kernel`` is not a str, the variate is passed again by keyword, ``name`` is not a
-            non-empty str, or data is not real numbers.
+            non-empty str, ``rows`` is not an int, or data is not real numbers.
         RuntimeError
             If the model is being fitted or evaluated in another thread.
 
@@ -911,6 +928,12 @@ class Model:
         Traceback (most recent call last):
             ...
         ValueError: factor 3 (normal on data of shape (2,)): input 'y' contains nan at flat index 1
+
+        A likelihood whose rows a fit may subsample (``fit(m, batch_size=...)``):
+
+        >>> m.add("normal", np.array([1.0, 0.9, 1.3, 1.1]), loc=mu, scale=sigma, rows=0, name="y")
+        >>> m._core.data_rows
+        4
         """
         spec = kernel_spec(kernel)
         variate = spec.variate.name
@@ -918,6 +941,8 @@ class Model:
             raise TypeError(f"{kernel}: the variate {variate!r} is the first argument; do not pass it again by keyword")
         if name is not None and (not isinstance(name, str) or not name):
             raise TypeError(f"{kernel}: name must be a non-empty str or None, got {name!r}")
+        if rows is not None and (isinstance(rows, bool) or not isinstance(rows, (int, np.integer))):
+            raise TypeError(f"{kernel}: rows must be an int (an axis, e.g. rows=0) or None, got {rows!r}")
         index = len(self._factors)
         label = name if name is not None else f"factor {index} ({kernel} on {self._describe(value)})"
         operands, shapes = [], []
@@ -945,7 +970,10 @@ class Model:
             axis_names = self._check_dims(label, name, shapes[0], dims)
         # the build log records the definition bound now (register_kernel(..., replace=True) may
         # point the name at another one later; this model keeps what it bound)
-        self._build("add_factor", registry_name(kernel), tuple(operands), label)
+        # the rows axis goes at the end of the entry, and only when given: entries without it stay
+        # as older fastvi versions wrote and read them
+        rows_arg = () if rows is None else (int(rows),)
+        self._build("add_factor", registry_name(kernel), tuple(operands), label, *rows_arg)
         if axis_names is not None:
             self._factor_dims[index] = (axis_names, shapes[0])
 
@@ -1093,8 +1121,8 @@ class Model:
             self._deterministics[name] = Expr(self, block, shape, lo, hi, label)
             return self._deterministics[name]
         if op == "add_factor":
-            kernel, operands, label = args
-            core.add_factor(kernel, [self._decode(o, view=True) for o in operands], label)
+            kernel, operands, label, *rows = args  # rows: the rows axis, if given (Model.add's rows=)
+            core.add_factor(kernel, [self._decode(o, view=True) for o in operands], label, *rows)
             self._factors.append((label, user_name(kernel)))
             return None
         if op == "add_kernel_logp":
@@ -1206,13 +1234,17 @@ class Model:
         # existed has none, which _restore accepts)
         names = {"coords": dict(self._coords), "dims": dict(self._var_dims), "factor_dims": dict(self._factor_dims)}
         # format 2: the recipe may hold data containers (declare_data steps, container operands),
-        # which a fastvi that reads only format 1 would not understand; without them, format 1
-        return {"format": 2 if self._data else 1, "recipe": recipe, "extra": extra, "names": names}
+        # which a fastvi that reads only format 1 would not understand; without them, format 1.
+        # Format 3: a factor has a rows axis (add_factor entries of 5 items, Model.add's rows=).
+        fmt = 2 if self._data else 1
+        if any(e[0] == "add_factor" and len(e) > 4 for e in recipe):
+            fmt = 3
+        return {"format": fmt, "recipe": recipe, "extra": extra, "names": names}
 
     def _restore(self, state: Dict[str, Any], rebind_kernels: bool) -> None:
         """Rebuilds the model from a _state. rebind_kernels: kernels are users' names, bound to
         their current definitions (an unpickled model); else the definitions to bind (a copy)."""
-        if state.get("format") not in (1, 2):
+        if state.get("format") not in (1, 2, 3):
             raise ValueError(f"cannot restore a fastvi.Model from state format {state.get('format')!r}")
         self._reset()
         for entry in state["recipe"]:

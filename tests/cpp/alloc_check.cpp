@@ -29,6 +29,7 @@
 // and runs it, or run `ctest` in the build tree, or the executable.
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -187,6 +188,43 @@ void check_elementwise(const std::string& kernel, const char* layout, const std:
   if (!ok) ++failures;
   std::printf("%-4s %-16s %-9s S=%3ld  mallocs=%ld regions=%ld identical=%d%s\n", ok ? "ok" : "FAIL", kernel.c_str(),
               layout, long(draws), e.allocs, e.regions, int(e.identical), e.finite ? "" : " NON-FINITE");
+}
+
+// The same likelihood made row-wise along its leading axis (rows=0), evaluated on a minibatch of
+// B rows (one repeated): Model::log_density allocates nothing, opens no parallel region, and 1
+// and 2 threads agree bit for bit.
+void check_elementwise_rows(const std::string& kernel, const char* layout, const std::vector<Index>& shape,
+                            const std::vector<Index>& param_shape, Index draws) {
+  Model model;
+  bench::build_elementwise_likelihood(model, kernel, shape, param_shape, 5, Index(0));
+  const Index n = model.data_rows(), b = std::max<Index>(n / 4, 2);
+  std::vector<Index> rows(static_cast<size_t>(b));
+  for (Index i = 0; i < b; ++i) rows[size_t(i)] = (i * 7 + 3) % n;
+  rows.back() = rows.front();
+  Matrix zeta(model.dim(), draws), grad1(model.dim(), draws), grad2(model.dim(), draws);
+  std::mt19937_64 rng(7);
+  std::normal_distribution<double> normal(0.0, 0.3);
+  for (Index i = 0; i < zeta.size(); ++i) zeta.data()[i] = normal(rng);
+  Vector lp1(draws), lp2(draws);
+  ModelWorkspace ws;
+  model.prepare(ws, draws, 2, b);
+  ws.rows = rows.data();
+  ws.row_weight = double(n) / double(b);
+  model.log_density(zeta, ws, lp1, grad1, 2);  // warm-up
+  g_allocs = 0;
+  g_regions = 0;
+  g_counting = true;
+  model.log_density(zeta, ws, lp1, grad1, 1);
+  model.log_density(zeta, ws, lp2, grad2, 2);
+  g_counting = false;
+  const bool identical = std::memcmp(lp1.data(), lp2.data(), sizeof(double) * size_t(draws)) == 0 &&
+                         std::memcmp(grad1.data(), grad2.data(), sizeof(double) * size_t(grad1.size())) == 0;
+  const bool finite = lp1.allFinite() && grad1.allFinite();
+  const bool ok = g_allocs == 0 && g_regions == 0 && identical && finite;
+  if (!ok) ++failures;
+  std::printf("%-4s %-16s %-9s rows S=%3ld  mallocs=%ld regions=%ld identical=%d%s\n", ok ? "ok" : "FAIL",
+              kernel.c_str(), layout, long(draws), long(g_allocs), long(g_regions), int(identical),
+              finite ? "" : " NON-FINITE");
 }
 
 // ---- 1c. Categorical, ordinal and multivariate kernels ------------------------------------------
@@ -565,6 +603,14 @@ int main() {
       check_elementwise(kernel, "vector", {1000}, {1000}, draws);          // vectorised, vector parameters
       check_elementwise(kernel, "broadcast", {100, 10}, {100, 1}, draws);  // vectorised, gathered
       check_elementwise(kernel, "small", {3, 4}, {3, 1}, draws);           // element by element
+    }
+  std::printf("-- 1b'. Element-wise kernels on minibatches (rows=0)\n");
+  for (const std::string& kernel : bench::elementwise_kernels())
+    for (Index draws : {1, 8}) {
+      check_elementwise_rows(kernel, "scalar", {1000}, {}, draws);
+      check_elementwise_rows(kernel, "vector", {1000}, {1000}, draws);
+      check_elementwise_rows(kernel, "broadcast", {100, 30}, {100, 1}, draws);  // runs across rows
+      check_elementwise_rows(kernel, "long rows", {8, 700}, {700}, draws);      // runs within a row
     }
   std::printf("-- 1c. Categorical, ordinal and multivariate kernels\n");
   for (const char* kernel : {"categorical_logit", "ordered_logistic", "ordered_probit", "multinomial_logit",

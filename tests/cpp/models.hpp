@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -189,8 +190,10 @@ inline Vector sample_support(Support support, bool variate, Index n, std::mt1993
 // other input that can be a parameter is one (bounded to its support), of shape `param_shape`:
 // {} for scalar parameters, `shape` for vector ones, or a shape that broadcasts against it. Data-
 // only inputs other than the variate are data of shape `shape`.
+// rows_axis: the factor's rows axis (Model.add's rows=), for minibatches.
 inline void build_elementwise_likelihood(Model& m, const std::string& kernel, const std::vector<Index>& shape,
-                                         const std::vector<Index>& param_shape, std::uint64_t seed = 5) {
+                                         const std::vector<Index>& param_shape, std::uint64_t seed = 5,
+                                         std::optional<Index> rows_axis = std::nullopt) {
   const KernelInfo info = KernelRegistry::global().get(kernel);
   std::mt19937_64 rng(seed);
   Index n = 1;
@@ -212,7 +215,7 @@ inline void build_elementwise_likelihood(Model& m, const std::string& kernel, co
     m.add_param("p_" + in.name, param_shape, lower, upper);
     ops.push_back(param_operand(in.name, m, "p_" + in.name));
   }
-  m.add_factor(kernel, std::move(ops), kernel);
+  m.add_factor(kernel, std::move(ops), kernel, rows_axis);
 }
 
 // An element-wise kernel as a prior: its variate a parameter of shape `shape` (bounded to its

@@ -61,7 +61,9 @@
 //    axis is gathered into scratch and its partials scattered back; with fewer elements it is
 //    called per element with doubles;
 //  - partials and lp are added, never overwritten; evaluate allocates nothing, keeps no state,
-//    and runs on the calling thread only.
+//    and runs on the calling thread only;
+//  - a factor made row-wise along its leading axis (Model.add's rows=, set_data_rows) evaluates a
+//    minibatch (Batch::rows) on a path of its own: elementwise_rows.hpp.
 //
 // Register the distribution with register_elementwise<Dist>(registry) (built-in kernels) or, from
 // an extension module, fastvi::extension::register_kernel(elementwise_kernel_info<Dist>()).
@@ -448,9 +450,34 @@ class ElementwiseKernel : public Kernel {
     return stride_ > 0 ? Index(K + J + elementwise::kMaxKept + 1) * stride_ : 0;
   }
 
+  // The operands as bound, broadcast data expanded (for a kernel that wraps this one and builds
+  // another element-wise kernel on the same inputs).
+  const std::vector<Operand>& operands() const { return ops_; }
+
+  // Minibatches over the leading axis (Model.add's rows=; elementwise_rows.hpp).
+  Index data_rows() const override { return rows_; }
+  bool set_data_rows(Index n) override {
+    if (n < 1 || size_ % n != 0) return false;
+    rows_ = n;
+    return true;
+  }
+  Index subsample_scratch_size(Index, int, Index rows) const override {
+    return rows_ > 0 ? Index(K + J + elementwise::kMaxKept + 2) * rows_stride(rows) : 0;
+  }
+
  private:
   template <class, auto>
   friend class ElementwiseKernelRun;
+
+  // A minibatch (Batch::rows): the chosen rows' elements, gathered into runs (elementwise_rows.hpp).
+  void run_rows(const Batch& b) const;
+  template <size_t... I, size_t... D>
+  void run_rows_impl(const Batch& b, std::index_sequence<I...>, std::index_sequence<D...>) const;
+  // The scratch column stride of run_rows for minibatches of `rows` rows.
+  Index rows_stride(Index rows) const {
+    const Index run = std::min(std::max<Index>(rows, 1) * (size_ / rows_), elementwise::kChunk);
+    return (run + 7) / 8 * 8;
+  }
   using Make = std::unique_ptr<Kernel> (*)(std::vector<Operand>&&, Index);
   template <auto Run>
   static std::unique_ptr<Kernel> make(std::vector<Operand>&& ops, Index size) {
@@ -608,6 +635,7 @@ class ElementwiseKernel : public Kernel {
   double const_lp_ = 0.0;                 // the data-only terms, summed over the elements
   Index chunk_ = 0, stride_ = 0;          // run length, and the scratch column stride (a multiple of 8)
   std::array<elementwise::detail::Access, size_t(K)> access_;  // the operands, for run_elements
+  Index rows_ = 0;                                             // rows of a row-wise factor (set_data_rows), else 0
 };
 
 // The kernel whose evaluate() runs Run (run_constant, run_elements<Params> or run_chunks<Views...>
@@ -618,7 +646,14 @@ class ElementwiseKernelRun final : public ElementwiseKernel<Dist> {
   ElementwiseKernelRun(std::vector<Operand> ops, Index size) : ElementwiseKernel<Dist>(std::move(ops), size) {}
   // Not flattened itself (run_elements_impl and run_chunks_impl are): flattening this too left
   // Eigen's sums and log out of line in normal's vectorised path (40 % slower).
-  void evaluate(const Batch& b) const override { (this->*Run)(b); }
+  // A minibatch takes its own path (one layout-independent instantiation, elementwise_rows.hpp), so
+  // that the full-batch loops stay as they are.
+  void evaluate(const Batch& b) const override {
+    if (b.rows)
+      this->run_rows(b);
+    else
+      (this->*Run)(b);
+  }
 };
 
 // The registry entry of a distribution: its name, doc and input table, and a factory.
@@ -644,6 +679,8 @@ void register_elementwise(KernelRegistry& registry) {
 }
 
 }  // namespace fastvi
+
+#include "fastvi/elementwise_rows.hpp"
 
 #undef FASTVI_EW_INLINE
 #undef FASTVI_EW_FLATTEN

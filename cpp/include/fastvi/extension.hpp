@@ -35,8 +35,8 @@
 namespace fastvi::extension {
 
 // Bump when Api, KernelInfo, Operand, Batch or the Kernel contract changes incompatibly.
-inline constexpr int kApiVersion = 4;  // 2: Kernel::evaluate is const, scratch comes in Batch; 3: InputInfo::aliases;
-                                       // 4: Operand views, InputInfo::in_place
+inline constexpr int kApiVersion = 5;  // 2: Kernel::evaluate is const, scratch comes in Batch; 3: InputInfo::aliases;
+                                       // 4: Operand views, InputInfo::in_place; 5: Kernel::set_data_rows
 inline constexpr const char* kCapsuleName = "fastvi._core._extension_api";
 
 // How this translation unit sees the types that cross the module boundary.

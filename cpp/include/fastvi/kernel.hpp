@@ -77,6 +77,16 @@ class Kernel {
     (void)rows;
     return 0;
   }
+  // Makes the kernel row-wise with n rows (Model.add's rows=, called once after the factory, before
+  // any evaluation): returns false if it cannot be, as by default. An element-wise kernel
+  // (ElementwiseKernel) takes row r to be the elements [r * size / n, (r + 1) * size / n), the
+  // leading axis of its broadcast shape. Unlike the GLMs, it adds row_weight times *every* term of
+  // the chosen rows' elements, data-only constants included: an unbiased estimate of the log
+  // density too, only not exact in its constant part (which does not change the fit).
+  virtual bool set_data_rows(Index n) {
+    (void)n;
+    return false;
+  }
 };
 
 // Builds a kernel from its operands, ordered as KernelInfo::inputs (variate first). For an

@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <vector>
@@ -84,7 +85,11 @@ class Model {
   // Binds a registered kernel. `operands` are named by the kernel's input names, in any order;
   // omitted inputs take the kernel's defaults. Validates names, shapes and supports and throws
   // std::invalid_argument with a message that names the factor and input at fault.
-  void add_factor(const std::string& kernel, std::vector<Operand> operands, const std::string& label);
+  // `rows_axis` (Model.add's rows=): make the factor row-wise along that axis of its broadcast
+  // shape (negative counts from the end; only the leading axis is supported), so that minibatches
+  // subsample it (Kernel::set_data_rows, data_rows()); the kernel must be element-wise.
+  void add_factor(const std::string& kernel, std::vector<Operand> operands, const std::string& label,
+                  std::optional<Index> rows_axis = std::nullopt);
   // Adds an expression node holding an element-wise kernel's log density per element (fv.logp):
   // the operands are matched, checked and broadcast as add_factor does; returns its block id.
   Index add_kernel_logp(const std::string& kernel, std::vector<Operand> operands, const std::string& label);
@@ -103,7 +108,8 @@ class Model {
   // `subsample` > 0 also sizes it for minibatches of that many rows (see data_rows()).
   void prepare(ModelWorkspace& ws, Index draws, int threads, Index subsample = 0) const;
 
-  // The number of rows N that the model's row-wise factors (Kernel::data_rows: the GLMs) share,
+  // The number of rows N that the model's row-wise factors (Kernel::data_rows: the GLMs, and
+  // element-wise factors added with a rows axis) share,
   // which minibatches subsample; 0 if it has none. Throws std::invalid_argument, naming them, if
   // two row-wise factors have different numbers of rows.
   Index data_rows() const;

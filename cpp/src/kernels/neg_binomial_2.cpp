@@ -164,23 +164,44 @@ class CountGroups {
 
 // Dist<true> (the element-wise kernel without the phi-only terms) plus CountGroups, for a scalar
 // phi parameter.
-template <class Dist>
+template <template <bool> class Dist>
 class PhiGroupedKernel final : public Kernel {
  public:
   PhiGroupedKernel(std::vector<Operand> ops, Index size)
-      : phi_(ops[size_t(Dist::kPhi)]),
-        groups_(ops[size_t(Dist::kY)], size),
-        inner_(ElementwiseKernel<Dist>::create(std::move(ops), size)) {}
+      : phi_(ops[size_t(Dist<true>::kPhi)]),
+        groups_(ops[size_t(Dist<true>::kY)], size),
+        inner_(ElementwiseKernel<Dist<true>>::create(std::move(ops), size)),
+        size_(size) {}
   Index scratch_size(Index draws, int threads) const override { return inner_->scratch_size(draws, threads); }
   void evaluate(const Batch& b) const override {
+    if (b.rows) {
+      rows_->evaluate(b);
+      return;
+    }
     inner_->evaluate(b);
     for (Index s = 0; s < b.draws; ++s) groups_.add(phi_.scalar(b, s), b.lp[s], phi_.grad_scalar(b, s));
+  }
+
+  // Minibatches (rows=): the counts' groups are of every element, so a minibatch goes to the plain
+  // element-wise kernel (every term per element) on the same operands, made when rows= asks.
+  Index data_rows() const override { return rows_ ? rows_->data_rows() : 0; }
+  Index subsample_scratch_size(Index draws, int threads, Index rows) const override {
+    return rows_ ? rows_->subsample_scratch_size(draws, threads, rows) : 0;
+  }
+  bool set_data_rows(Index n) override {
+    const auto& inner = static_cast<const ElementwiseKernel<Dist<true>>&>(*inner_);
+    std::unique_ptr<Kernel> rows = ElementwiseKernel<Dist<false>>::create(inner.operands(), size_);
+    if (!rows->set_data_rows(n)) return false;
+    rows_ = std::move(rows);
+    return true;
   }
 
  private:
   Operand phi_;
   CountGroups groups_;
   std::unique_ptr<Kernel> inner_;
+  Index size_;
+  std::unique_ptr<Kernel> rows_;  // the plain kernel for minibatches, if the factor is row-wise
 };
 
 // The registry entry of Plain (= Grouped but with every term), whose factory picks PhiGroupedKernel
@@ -190,7 +211,7 @@ void register_grouped(KernelRegistry& r) {
   KernelInfo info = elementwise_kernel_info<Dist<false>>();
   info.factory = [](std::vector<Operand> ops, Index size) -> std::unique_ptr<Kernel> {
     const Operand& phi = ops.at(size_t(Dist<false>::kPhi));
-    if (phi.is_param && phi.is_scalar()) return std::make_unique<PhiGroupedKernel<Dist<true>>>(std::move(ops), size);
+    if (phi.is_param && phi.is_scalar()) return std::make_unique<PhiGroupedKernel<Dist>>(std::move(ops), size);
     return ElementwiseKernel<Dist<false>>::create(std::move(ops), size);
   };
   r.add(std::move(info));
