@@ -3,6 +3,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include <utility>
+
 #include "bindings.hpp"
 #include "fastvi/broadcast.hpp"
 #include "fastvi/model.hpp"
@@ -60,8 +62,8 @@ struct Minibatch {
 // factors on its rows (ModelWorkspace::rows). Every call has its own workspace and holds the
 // model's evaluation lock: calls from several threads run at once, and the model cannot change
 // under them.
-py::tuple log_density_on_rows(const Model& self, const Eigen::Ref<const Matrix>& zeta, const Minibatch* batch,
-                              int threads) {
+std::pair<Vector, Matrix> log_density_on_rows(const Model& self, const Eigen::Ref<const Matrix>& zeta,
+                                              const Minibatch* batch, int threads) {
   Matrix z = as_draws(zeta, self.dim());
   Vector lp(z.cols());
   Matrix grad(z.rows(), z.cols());
@@ -76,7 +78,7 @@ py::tuple log_density_on_rows(const Model& self, const Eigen::Ref<const Matrix>&
     }
     self.log_density(z, ws, lp, grad, threads);
   }
-  return py::make_tuple(lp, grad);
+  return {std::move(lp), std::move(grad)};
 }
 
 }  // namespace

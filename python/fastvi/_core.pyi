@@ -230,8 +230,10 @@ class Model:
         ...
     def add_exp_quad_cov(self, x: typing.Annotated[numpy.typing.ArrayLike, numpy.float64], alpha: Operand, rho: Operand, name: str, upper: typing.SupportsFloat | typing.SupportsIndex) -> int:
         ...
-    def add_factor(self, kernel: str, operands: collections.abc.Sequence[Operand], label: str) -> None:
-        ...
+    def add_factor(self, kernel: str, operands: collections.abc.Sequence[Operand], label: str, rows: typing.SupportsInt | typing.SupportsIndex | None = None) -> None:
+        """
+        Binds a registered kernel; `rows`: the axis along which the factor is row-wise (minibatches), or None.
+        """
     def add_gather(self, a: Operand, index: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], name: str) -> int:
         ...
     def add_kernel_logp(self, kernel: str, operands: collections.abc.Sequence[Operand], label: str) -> int:
@@ -276,7 +278,7 @@ class Model:
         """
     def log_density_rows(self, zeta: typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, n]", "flags.f_contiguous"], rows: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], row_weight: typing.SupportsFloat | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 1) -> tuple[typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"], typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, n]"]]:
         """
-        log_density with the row-wise factors (the GLMs) on a minibatch: `rows` (increasing), each row's terms weighted by row_weight (for tests; fits draw their own minibatches).
+        log_density with the row-wise factors (GLMs, rows=) on a minibatch: `rows` (repeats allowed), each row's terms weighted by row_weight (for tests; fits draw their own minibatches).
         """
     def param_free(self, name: str) -> int:
         """
@@ -297,7 +299,7 @@ class Model:
     @property
     def data_rows(self) -> int:
         """
-        rows N shared by the row-wise factors (the GLMs), which minibatches subsample; 0 if none
+        rows N shared by the row-wise factors (the GLMs, factors added with rows=), which minibatches subsample; 0 if none
         """
     @property
     def dim(self) -> int:
@@ -419,6 +421,7 @@ class Preconditioner:
         ...
 class FitOptions:
     average: bool
+    control_variate: bool
     gradient: GradientEstimator
     def __init__(self) -> None:
         ...
@@ -582,6 +585,9 @@ class FitResult:
     def final_lr(self) -> float:
         ...
     @property
+    def full_evaluations(self) -> int:
+        ...
+    @property
     def growing(self) -> list[int]:
         ...
     @property
@@ -617,9 +623,11 @@ def compile_flags() -> list[str]:
     ...
 def data_operand(name: str, values: typing.Annotated[numpy.typing.ArrayLike, numpy.float64]) -> Operand:
     ...
-def elbo_gradient(model: Model, family: Family, phi: typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"], draws: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, step: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 1, gradient: GradientEstimator = ..., batch_size: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple[float, typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"]]:
+def elbo_gradient(model: Model, family: Family, phi: typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"], draws: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, step: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 1, gradient: GradientEstimator = ..., batch_size: typing.SupportsInt | typing.SupportsIndex = 0, reference: typing.Annotated[numpy.typing.ArrayLike, numpy.float64, "[m, 1]"] | None = None) -> tuple[float, typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"]]:
     """
-    One reparameterised estimate of the ELBO and its gradient with respect to phi (NaN if not finite).
+    One reparameterised estimate of the ELBO and its gradient with respect to phi (NaN if not finite);
+    with batch_size and `reference` (an unconstrained point), the minibatch estimate with the
+    control variate at that reference (see FitOptions.control_variate).
     """
 def extension_abi() -> dict:
     ...
