@@ -3,11 +3,15 @@ tests/cpp/alloc_check (CMake, -DFASTVI_BUILD_TESTS=ON, no Python module, no Goog
 build/alloc-check and runs it. It counts every malloc inside the optimisation step of every family
 and kernel kind and inside run_fit's loop, and compares 1 and 2 threads bit for bit.
 
+Also the packet math and the GLM row kernel compiled for each x86-64 level (SSE2, AVX2, AVX-512:
+tests/cpp/packet_math_check.cpp), run at the levels this CPU has.
+
 The first build takes a few minutes (fastvi_core is compiled again, as a static library); later
 runs rebuild only what changed. Skipped without cmake or Eigen, except under CI (CI is set), where
 the test extra brings both."""
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -49,9 +53,8 @@ def _eigen_prefix() -> list:
         return []  # a system Eigen3 CMake package, if any
 
 
-@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
-                    reason="alloc_check replaces malloc, which the sanitizer run (tools/sanitize.sh) has replaced")  # fmt: skip
-def test_nothing_allocates_in_the_optimisation_loop():
+def _build(target: str) -> None:
+    """Configures build/alloc-check (once) and builds `target` in it."""
     cmake = _cmake()
     generator = ["-G", "Ninja"] if shutil.which("ninja") or _has_ninja_module() else []
     if not (BUILD / "CMakeCache.txt").exists():
@@ -67,16 +70,59 @@ def test_nothing_allocates_in_the_optimisation_loop():
                 _missing("no Eigen3 CMake package (pip install cmeel-eigen)")
             raise AssertionError(configure.stdout + configure.stderr)
     build = subprocess.run(
-        [cmake, "--build", str(BUILD), "--target", "alloc_check", "-j", str(os.cpu_count() or 1)],
+        [cmake, "--build", str(BUILD), "--target", target, "-j", str(os.cpu_count() or 1)],
         capture_output=True, text=True, timeout=3600,
     )  # fmt: skip
     assert build.returncode == 0, build.stdout[-5000:] + build.stderr[-5000:]
+
+
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="alloc_check replaces malloc, which the sanitizer run (tools/sanitize.sh) has replaced")  # fmt: skip
+def test_nothing_allocates_in_the_optimisation_loop():
+    _build("alloc_check")
     exe = BUILD / "tests" / "cpp" / "alloc_check"
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=1800,
                          env=dict(os.environ, OMP_NUM_THREADS="2"))  # fmt: skip
     failures = [line for line in run.stdout.splitlines() if not line.startswith("ok")]
     assert run.returncode == 0, "\n".join(failures[-50:]) + run.stderr[-3000:]
     assert "PASSED: 0 failure(s)" in run.stdout
+
+
+# The CPU flags each x86-64 level needs (the psABI's levels, as GCC's -march names them).
+_LEVEL_FLAGS = {
+    "x86-64": {"sse2"},
+    "x86-64-v3": {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe"},
+    "x86-64-v4": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
+}
+
+
+def _cpu_flags() -> set:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 levels only")
+def test_packet_math_and_row_kernel_at_every_x86_level():
+    """tests/cpp/packet_math_check.cpp, compiled for SSE2, AVX2 and AVX-512: exp, log1p and 2^n
+    against the C library, and the GLM row kernel against long-double sums, on the paths a
+    portable or an AVX2 build of fastvi takes, whatever this machine's own level."""
+    _build("packet_math_checks")
+    flags, ran, needs = _cpu_flags(), [], set()
+    for level, level_flags in _LEVEL_FLAGS.items():  # in order: each level needs the ones before
+        needs |= level_flags
+        exe = BUILD / "tests" / "cpp" / f"packet_math_check_{level}"
+        if not exe.exists() or not needs <= flags:
+            continue
+        run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, f"{level}:\n{run.stdout[-3000:]}{run.stderr[-2000:]}"
+        assert "PASSED: 0 failure(s)" in run.stdout
+        ran.append(level)
+    assert "x86-64" in ran, "the SSE2 level did not build or run"
 
 
 def _has_ninja_module() -> bool:

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <cstdint>
+#include <cstring>
 
 #include "fastvi/types.hpp"
 
@@ -38,13 +40,50 @@ inline Packet estrin(const Packet& x, const double (&c)[N]) {
   return q[0];
 }
 
-// p 2^n for integer-valued n, with gradual underflow: one vscalefpd with AVX-512; Eigen's
-// generic pldexp (a dozen integer operations) otherwise.
+// 2^m for integer-valued m in [-1022, 1023], built in the exponent field: m + 1023 + 1.5 2^52
+// holds m + 1023 in its low mantissa bits (exactly, as an integer), which a shift by 52 moves
+// into the exponent field, pushing the rest out. Two operations, and no conversion from double
+// to a 64-bit integer (which AVX2 lacks: Eigen's generic pldexp emulates it).
+inline Packet power_of_two(const Packet& m) {
+  using namespace Eigen::internal;
+  const Packet biased = padd(m, pset1<Packet>(1023.0 + 6755399441055744.0));
+#if defined(EIGEN_VECTORIZE_AVX512)
+  return _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_castpd_si512(biased), 52));
+#elif defined(EIGEN_VECTORIZE_AVX2)
+  return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(biased), 52));
+#elif defined(EIGEN_VECTORIZE_AVX)  // AVX without AVX2: no 256-bit integer shift
+  const __m256i bits = _mm256_castpd_si256(biased);
+  const __m128i lo = _mm_slli_epi64(_mm256_castsi256_si128(bits), 52);
+  const __m128i hi = _mm_slli_epi64(_mm256_extractf128_si256(bits, 1), 52);
+  return _mm256_castsi256_pd(_mm256_insertf128_si256(_mm256_castsi128_si256(lo), hi, 1));
+#elif defined(EIGEN_VECTORIZE_SSE2)
+  return _mm_castsi128_pd(_mm_slli_epi64(_mm_castpd_si128(biased), 52));
+#else
+  alignas(64) double lanes[kWidth];
+  pstore(lanes, biased);
+  for (Index j = 0; j < kWidth; ++j) {
+    std::uint64_t bits;
+    std::memcpy(&bits, &lanes[j], sizeof bits);
+    bits <<= 52;
+    std::memcpy(&lanes[j], &bits, sizeof bits);
+  }
+  return pload<Packet>(lanes);
+#endif
+}
+
+// p 2^n for integer-valued n and p in [0.5, 2] (exp's polynomial), with gradual underflow to
+// subnormals and 0 and overflow to inf: one vscalefpd with AVX-512; otherwise two factors 2^n1
+// 2^n2, n1 = floor(n / 2), each in the normal range once n is clamped to [-2044, 2046] (where
+// p 2^n is already 0 or inf), the first product exact and the second rounded once, as a single
+// scaling would be.
 inline Packet scale_by_power_of_two(const Packet& p, const Packet& n) {
 #if defined(EIGEN_VECTORIZE_AVX512)
   return _mm512_scalef_pd(p, n);
 #else
-  return Eigen::internal::pldexp(p, n);
+  using namespace Eigen::internal;
+  const Packet m = pmin(pmax(n, pset1<Packet>(-2044.0)), pset1<Packet>(2046.0));
+  const Packet m1 = pfloor(pmul(m, pset1<Packet>(0.5)));
+  return pmul(pmul(p, power_of_two(m1)), power_of_two(psub(m, m1)));
 #endif
 }
 
