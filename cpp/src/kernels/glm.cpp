@@ -328,7 +328,7 @@ class Glm final : public Kernel {
   // thread count), so that every thread count gives the same chunks, sums and results.
   struct Layout {
     Index panel = 1, tile = 1, blk = 8, chunk_rows = 1, chunks = 1, part_rows = 2;
-    bool fused = false, widen_pass = false;
+    bool fused = false;
     Index padded_k = 0, fused_eta = 0, pass_rows = 32;
     Index shared = 0;      // doubles before the per-thread shares: part, then the padded beta
     Index per_thread = 0;  // doubles per thread: eta panel and tmp column, or the fused path's buffers
@@ -357,11 +357,13 @@ class Glm final : public Kernel {
       l.fused_eta = round_up(l.padded_k * draws + 3 * draws, 8);
       l.per_thread = l.fused_eta + 2 * glm_rows::kMaxRows;
       l.pass_rows = glm_rows::pass_rows(k_);
-      // A float32 X with several draws: each pass's rows widened once into a double buffer that
-      // every draw then reads (converting in every draw's two passes cost 1.2x float64's time at
-      // S = 8); with one draw the rows are widened as they are read.
-      l.widen_pass = x32 && draws > 1;
-      if (l.widen_pass) l.per_thread += round_up(glm_rows::kMaxRows * k_ + glm_rows::kWidth, 8);
+      // A float32 X with several draws: each pass's rows widened once into a double buffer, at
+      // the padded row stride, that both products of every draw then read (converting in every
+      // product cost 1.2x float64's time at S = 8). With one draw each packet is widened as the
+      // products read it: widening the pass first, whether before the dot products or by them
+      // (storing each widened packet for the axpy), was no faster with AVX-512 and 1.1x slower
+      // with AVX2 (N = 10^4, K = 50).
+      if (x32 && draws > 1) l.per_thread += glm_rows::kMaxRows * l.padded_k;
     } else {
       l.per_thread = l.blk * (l.panel + 1) + (x32 && beta_.is_param ? l.blk * k_ : 0);
     }
@@ -479,27 +481,25 @@ class Glm final : public Kernel {
       const T* next = static_cast<const T*>(R.x) + (r0 + n) * k_;
       const Index next_rows = std::min(n, R.n - (r0 + n));  // none after the last row of X
       if constexpr (std::is_same_v<T, float>) {
-        if (l.widen_pass) {
+        if (S > 1) {
+          // Several draws: the pass's rows widened once into `wide`, at the padded row stride,
+          // which every draw's two products then read (see l.per_thread).
           double* wide = tmp + glm_rows::kMaxRows;
-          for (Index i = 0; i < n; ++i) {
-            if (i < next_rows) glm_rows::prefetch_row(next + i * k_, k_);
-            for (Index k = 0; k < k_; ++k) wide[i * k_ + k] = double(x[i * k_ + k]);
-          }
-          std::fill(wide + n * k_, wide + n * k_ + glm_rows::kWidth, 0.0);  // the last row's last packet
+          glm_rows::widen_rows(x, k_, n, wide, next, next_rows * k_);
           for (Index s = 0; s < S; ++s) {
-            glm_rows::dot_rows(static_cast<const double*>(wide), k_, n, beta_pad + s * l.padded_k, eta);
+            glm_rows::dot_rows(static_cast<const double*>(wide), k_, l.padded_k, n, beta_pad + s * l.padded_k, eta);
             add_offset(R, eta, r0, n);
             column<F>(R.y + r0, eta, tmp, n, offset(b, s), phi(b, s), acc[s], rsum[s], dphi[s]);
-            glm_rows::axpy_rows(static_cast<const double*>(wide), k_, n, eta, grad + s * l.padded_k);
+            glm_rows::axpy_rows(static_cast<const double*>(wide), k_, l.padded_k, n, eta, grad + s * l.padded_k);
           }
           continue;
         }
       }
       for (Index s = 0; s < S; ++s) {
-        glm_rows::dot_rows(x, k_, n, beta_pad + s * l.padded_k, eta);
+        glm_rows::dot_rows(x, k_, k_, n, beta_pad + s * l.padded_k, eta);
         add_offset(R, eta, r0, n);
         column<F>(R.y + r0, eta, tmp, n, offset(b, s), phi(b, s), acc[s], rsum[s], dphi[s]);
-        glm_rows::axpy_rows(x, k_, n, eta, grad + s * l.padded_k, next, s == 0 ? next_rows : 0);
+        glm_rows::axpy_rows(x, k_, k_, n, eta, grad + s * l.padded_k, next, s == 0 ? next_rows : 0);
       }
     }
     auto slot = part.middleCols(c * S, S);
