@@ -6,6 +6,7 @@
 //   seed       w ~ normal(0, 1), 100 x_i ~ normal(w, 1); mean-field (D = 1)
 //   linreg     normal_id_glm, N = 1,000, K = 10 (alpha, beta, sigma); mean-field
 //   logistic   bernoulli_logit_glm, N = 10,000 or 100,000, K = 50; mean-field; S = 1 ... 128
+//   logistic_f32  the same with X float32 (read in place), N = 10,000; S = 1, 8, 32
 //   fullrank   z (D) ~ normal(0, 1) with the full-rank family, D = 10, 100, 1,000, and the
 //              closed-form entropy gradient (fv.fit's default for it)
 //   kernel     every element-wise kernel as a likelihood: its variate N = 1,000 data, every other
@@ -34,6 +35,8 @@
 // "ratio(floor)" column: how close a step comes to what its arithmetic alone costs with X in L1.
 //   floor/rows_in_l1   the single-pass row kernel (glm_rows.hpp: dot products and axpy) on one
 //                      pass of rows (64 for K = 50) in L1, over and over (GFLOP/s at 4 K flops per row and draw);
+//   floor/rows_in_l1_f32  the same on float32 rows, widened in registers (S = 1) or widened into a
+//                      padded buffer first (glm_rows::widen_rows, S > 1);
 //   floor/logistic     the logistic column's vectorised exp, log1p and 1 / (1 + t) on 4,096
 //                      elements in L1 (ns per element).
 // floor time = 4 N K S / rate + N S ns, with the row kernel's rate for S <= glm_rows::max_draws(K)
@@ -144,13 +147,13 @@ benchmark::internal::Benchmark* add(const std::string& name, std::function<void(
 }
 
 void register_glm(const std::string& model, const std::string& kernel, Index n, Index k, Index s, int threads,
-                  StepKind kind) {
+                  StepKind kind, bool x_float32 = false) {
   add(glm_name(model, n, k, s, threads, kind), [=](benchmark::State& st) {
     Model m;
-    bench::build_glm_model(m, kernel, n, k);
+    bench::build_glm_model(m, kernel, n, k, true, 1, x_float32);
     MeanFieldGaussian family(m.dim());
     const double nks = double(n) * double(k) * double(s);
-    run_steps(st, m, family, s, threads, kind, {4.0 * nks, 8.0 * double(n) * double(k)});
+    run_steps(st, m, family, s, threads, kind, {4.0 * nks, (x_float32 ? 4.0 : 8.0) * double(n) * double(k)});
   });
 }
 
@@ -258,14 +261,46 @@ void register_rows_in_l1(Index k) {
     x.tail(kernels::glm_rows::kWidth).setZero();
     beta.head(k).setRandom();
     for (auto _ : st) {
-      kernels::glm_rows::dot_rows(x.data(), k, rows, beta.data(), eta.data());
+      kernels::glm_rows::dot_rows(x.data(), k, k, rows, beta.data(), eta.data());
       eta *= 1e-3;  // stands in for the residuals (cheap; keeps g bounded)
-      kernels::glm_rows::axpy_rows(x.data(), k, rows, eta.data(), g.data());
+      kernels::glm_rows::axpy_rows(x.data(), k, k, rows, eta.data(), g.data());
       benchmark::DoNotOptimize(g.data());
     }
     st.counters["GFLOP/s"] =
         benchmark::Counter(double(st.iterations()) * 4.0 * double(rows * k) * 1e-9, benchmark::Counter::kIsRate);
   });
+}
+
+// The same with X float32, both ways the kernel runs a float32 pass: "in_registers" (S = 1) widens
+// each packet as the products read it; "widened" (S > 1) widens the pass once into a buffer at the
+// padded row stride (glm_rows::widen_rows), then runs both products on the doubles.
+void register_rows_in_l1_float32(Index k) {
+  for (const bool widened : {false, true})
+    add(std::string("floor/rows_in_l1_f32/") + (widened ? "widened" : "in_registers") + "/K:" + std::to_string(k),
+        [=](benchmark::State& st) {
+          const Index rows = kernels::glm_rows::pass_rows(k);
+          const Index padded = kernels::glm_rows::packets(k) * kernels::glm_rows::kWidth;
+          const Vector x64 = Vector::Random(rows * k + kernels::glm_rows::kWidth);
+          std::vector<float> x(x64.data(), x64.data() + x64.size());
+          std::fill(x.end() - kernels::glm_rows::kWidth, x.end(), 0.0f);
+          Vector wide = Vector::Zero(rows * padded), beta = Vector::Zero(padded), g = Vector::Zero(padded), eta(rows);
+          beta.head(k).setRandom();
+          for (auto _ : st) {
+            if (widened) {
+              kernels::glm_rows::widen_rows(x.data(), k, rows, wide.data(), nullptr, 0);
+              kernels::glm_rows::dot_rows(wide.data(), k, padded, rows, beta.data(), eta.data());
+              eta *= 1e-3;
+              kernels::glm_rows::axpy_rows(wide.data(), k, padded, rows, eta.data(), g.data());
+            } else {
+              kernels::glm_rows::dot_rows(x.data(), k, k, rows, beta.data(), eta.data());
+              eta *= 1e-3;
+              kernels::glm_rows::axpy_rows(x.data(), k, k, rows, eta.data(), g.data());
+            }
+            benchmark::DoNotOptimize(g.data());
+          }
+          st.counters["GFLOP/s"] =
+              benchmark::Counter(double(st.iterations()) * 4.0 * double(rows * k) * 1e-9, benchmark::Counter::kIsRate);
+        });
 }
 
 void register_logistic_terms() {
@@ -425,6 +460,8 @@ int main(int argc, char** argv) {
     for (int threads : {1, 2}) {
       for (Index s : logistic_s_small) register_glm("logistic", "bernoulli_logit_glm", 10000, k, s, threads, kind);
       for (Index s : logistic_s_large) register_glm("logistic", "bernoulli_logit_glm", 100000, k, s, threads, kind);
+      // X in float32 (read in place, widened in registers or per pass), N = 10^4: issue 13's case.
+      for (Index s : {1, 8, 32}) register_glm("logistic_f32", "bernoulli_logit_glm", 10000, k, s, threads, kind, true);
     }
     for (Index d : {10, 100, 1000})
       for (Index s : {1, 8})
@@ -482,6 +519,7 @@ int main(int argc, char** argv) {
   }
   for (Index p : {1, 8, 32}) register_glm_shape_gemm(k, p);
   register_rows_in_l1(k);
+  register_rows_in_l1_float32(k);
   register_logistic_terms();
   // The serial threshold sweep: only with FASTVI_GLM_PARALLEL_WORK set (0 makes every GLM
   // evaluation with more than one chunk parallel), comparing 1 and 2 threads as the work grows.

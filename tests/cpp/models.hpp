@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
@@ -88,13 +89,22 @@ inline void simulate_glm(const std::string& kernel, Index n, Index k, std::uint6
 
 // A GLM model: alpha (scalar) and beta (K) parameters, or beta given as data (alpha stays a
 // parameter); sigma a parameter (lower 0), the input scale, for normal_id_glm.
+// x_float32: X read in place as float32 (as fastvi reads a float32 numpy array), rounded from
+// the simulated doubles.
 inline void build_glm_model(Model& m, const std::string& kernel, Index n, Index k, bool beta_param = true,
-                            std::uint64_t seed = 1) {
+                            std::uint64_t seed = 1, bool x_float32 = false) {
   Vector x, y;
   simulate_glm(kernel, n, k, seed, x, y);
   m.add_param("alpha", {}, -kInf, kInf);
   std::vector<Operand> ops = {data_operand("y", {n}, y), data_operand("X", {n, k}, x),
                               param_operand("alpha", m, "alpha")};
+  if (x_float32) {
+    auto values = std::make_shared<std::vector<float>>(x.data(), x.data() + x.size());
+    ops[1].data = Vector();
+    ops[1].view = values->data();
+    ops[1].view_is_float32 = true;
+    ops[1].view_owner = values;
+  }
   if (beta_param) {
     m.add_param("beta", {k}, -kInf, kInf);
     ops.push_back(param_operand("beta", m, "beta"));
