@@ -116,25 +116,23 @@ void check_rows(Index k, Index n, bool widen) {
     glm_rows::dot_rows(x.data(), k, k, n, beta.data(), eta.data());
     glm_rows::axpy_rows(x.data(), k, k, n, r.data(), g.data());
   }
-  const double tol = 64.0 * std::numeric_limits<double>::epsilon();
-  for (Index i = 0; i < n; ++i) {
+  // got = sum_m term(m) over m in [0, count), within 64 eps of the sum of |term| (a bound on the
+  // rounding of any order of summation), the sum taken in long double.
+  auto check_sum = [](const char* what, Index index, double got, Index count, auto term) {
     long double want = 0, scale = 0;
-    for (Index j = 0; j < k; ++j) {
-      want += (long double)x[size_t(i * k + j)] * beta[size_t(j)];
-      scale += std::fabs((long double)x[size_t(i * k + j)] * beta[size_t(j)]);
+    for (Index m = 0; m < count; ++m) {
+      const long double t = term(m);
+      want += t;
+      scale += std::fabs(t);
     }
-    if (std::fabs(eta[size_t(i)] - double(want)) > tol * double(scale))
-      fail("dot_rows", double(i), eta[size_t(i)], double(want));
-  }
-  for (Index j = 0; j < k; ++j) {
-    long double want = 0, scale = 0;
-    for (Index i = 0; i < n; ++i) {
-      want += (long double)x[size_t(i * k + j)] * r[size_t(i)];
-      scale += std::fabs((long double)x[size_t(i * k + j)] * r[size_t(i)]);
-    }
-    if (std::fabs(g[size_t(j)] - double(want)) > tol * double(scale))
-      fail("axpy_rows", double(j), g[size_t(j)], double(want));
-  }
+    if (std::fabs(got - double(want)) > 64.0 * std::numeric_limits<double>::epsilon() * double(scale))
+      fail(what, double(index), got, double(want));
+  };
+  auto xv = [&](Index i, Index j) { return (long double)x[size_t(i * k + j)]; };
+  for (Index i = 0; i < n; ++i)
+    check_sum("dot_rows", i, eta[size_t(i)], k, [&](Index j) { return xv(i, j) * beta[size_t(j)]; });
+  for (Index j = 0; j < k; ++j)
+    check_sum("axpy_rows", j, g[size_t(j)], n, [&](Index i) { return xv(i, j) * r[size_t(i)]; });
 }
 
 }  // namespace
