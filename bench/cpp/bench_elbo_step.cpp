@@ -34,7 +34,8 @@
 // The kernel's own in-cache floor, also measured in the same run ("floor/..."), for the
 // "ratio(floor)" column: how close a step comes to what its arithmetic alone costs with X in L1.
 //   floor/rows_in_l1   the single-pass row kernel (glm_rows.hpp: dot products and axpy) on one
-//                      pass of rows (64 for K = 50) in L1, over and over (GFLOP/s at 4 K flops per row and draw);
+//                      pass of rows (glm_rows::pass_rows(K): 64 for K = 50 with a 48 KiB L1d, 32 with
+//                      32 KiB) in L1, over and over (GFLOP/s at 4 K flops per row and draw);
 //   floor/rows_in_l1_f32  the same on float32 rows, widened in registers (S = 1) or widened into a
 //                      padded buffer first (glm_rows::widen_rows, S > 1);
 //   floor/logistic     the logistic column's vectorised exp, log1p and 1 / (1 + t) on 4,096
