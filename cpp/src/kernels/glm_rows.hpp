@@ -74,7 +74,7 @@ constexpr Index kMaxRows = 64;
 inline Index pass_rows(Index k) { return 64 * k * Index(sizeof(double)) * 3 <= 2 * l1_data_bytes() ? 64 : 32; }
 constexpr int kTileK = 8;  // packets of the gradient kept in registers during the axpy
 static_assert(32 % kWidth == 0, "a pass is a whole number of packet groups");
-static_assert(kTileK == 8, "axpy_rows dispatches remainders of 1 to 7 packets");
+static_assert(kTileK == 8, "axpy_rows dispatches tiles of 1 to 8 packets");
 
 // Packets per row of K columns (the last one padded).
 inline Index packets(Index k) { return (k + kWidth - 1) / kWidth; }
@@ -206,42 +206,48 @@ inline void axpy_tile(const X* x, Index k, Index ld, Index n, const double* r, d
 }
 
 // g += sum_i r[i] x_i over the n rows of k elements starting at x (row stride ld); g holds packets(k) packets,
-// whose lanes past k collect garbage (see above). Tiles of kTileK packets, then the rest.
+// whose lanes past k collect garbage (see above). As few tiles of at most kTileK packets as
+// cover the row, of sizes as equal as can be: each tile's accumulators are independent chains of
+// multiply-adds, so a short last tile (8 + 1 for 9 packets, 8 + 5 for K = 50 with AVX2) waited
+// on their latency. Every lane of g still adds the rows in order, so the tiling changes no bit.
 // The next_rows rows at `next` (those of the next pass, row stride k) are prefetched during the
 // first tile.
 template <class X>
 inline void axpy_rows(const X* x, Index k, Index ld, Index n, const double* r, double* g, const X* next = nullptr,
                       Index next_rows = 0) {
   const Index kp = packets(k);
-  Index p0 = 0;
-  for (; p0 + kTileK <= kp; p0 += kTileK, next_rows = 0)
-    axpy_tile<kTileK, X>(x + p0 * kWidth, k, ld, n, r, g + p0 * kWidth, next, next_rows);
-  x += p0 * kWidth;
-  g += p0 * kWidth;
-  switch (kp - p0) {
-    case 0:
-      break;
-    case 1:
-      axpy_tile<1, X>(x, k, ld, n, r, g, next, next_rows);
-      break;
-    case 2:
-      axpy_tile<2, X>(x, k, ld, n, r, g, next, next_rows);
-      break;
-    case 3:
-      axpy_tile<3, X>(x, k, ld, n, r, g, next, next_rows);
-      break;
-    case 4:
-      axpy_tile<4, X>(x, k, ld, n, r, g, next, next_rows);
-      break;
-    case 5:
-      axpy_tile<5, X>(x, k, ld, n, r, g, next, next_rows);
-      break;
-    case 6:
-      axpy_tile<6, X>(x, k, ld, n, r, g, next, next_rows);
-      break;
-    default:
-      axpy_tile<7, X>(x, k, ld, n, r, g, next, next_rows);
-      break;
+  const Index tiles = (kp + kTileK - 1) / kTileK;
+  for (Index t = 0, p0 = 0; t < tiles; ++t, next_rows = 0) {
+    const Index size = (kp - p0 + (tiles - t) - 1) / (tiles - t);  // the rest, shared evenly
+    const X* xt = x + p0 * kWidth;
+    double* gt = g + p0 * kWidth;
+    p0 += size;
+    switch (size) {
+      case 1:
+        axpy_tile<1, X>(xt, k, ld, n, r, gt, next, next_rows);
+        break;
+      case 2:
+        axpy_tile<2, X>(xt, k, ld, n, r, gt, next, next_rows);
+        break;
+      case 3:
+        axpy_tile<3, X>(xt, k, ld, n, r, gt, next, next_rows);
+        break;
+      case 4:
+        axpy_tile<4, X>(xt, k, ld, n, r, gt, next, next_rows);
+        break;
+      case 5:
+        axpy_tile<5, X>(xt, k, ld, n, r, gt, next, next_rows);
+        break;
+      case 6:
+        axpy_tile<6, X>(xt, k, ld, n, r, gt, next, next_rows);
+        break;
+      case 7:
+        axpy_tile<7, X>(xt, k, ld, n, r, gt, next, next_rows);
+        break;
+      default:
+        axpy_tile<kTileK, X>(xt, k, ld, n, r, gt, next, next_rows);
+        break;
+    }
   }
 }
 
