@@ -205,6 +205,16 @@ inline void axpy_tile(const X* x, Index k, Index ld, Index n, const double* r, d
   for (int p = 0; p < T; ++p) pstoreu(g + p * kWidth, acc[p]);
 }
 
+// axpy_tile<size> for a size from 1 to T known only at run time.
+template <int T, class X>
+inline void axpy_tile_of_size(Index size, const X* x, Index k, Index ld, Index n, const double* r, double* g,
+                              const X* next, Index next_rows) {
+  if constexpr (T > 1) {
+    if (size < T) return axpy_tile_of_size<T - 1, X>(size, x, k, ld, n, r, g, next, next_rows);
+  }
+  axpy_tile<T, X>(x, k, ld, n, r, g, next, next_rows);
+}
+
 // g += sum_i r[i] x_i over the n rows of k elements starting at x (row stride ld); g holds packets(k) packets,
 // whose lanes past k collect garbage (see above). As few tiles of at most kTileK packets as
 // cover the row, of sizes as equal as can be: each tile's accumulators are independent chains of
@@ -222,32 +232,7 @@ inline void axpy_rows(const X* x, Index k, Index ld, Index n, const double* r, d
     const X* xt = x + p0 * kWidth;
     double* gt = g + p0 * kWidth;
     p0 += size;
-    switch (size) {
-      case 1:
-        axpy_tile<1, X>(xt, k, ld, n, r, gt, next, next_rows);
-        break;
-      case 2:
-        axpy_tile<2, X>(xt, k, ld, n, r, gt, next, next_rows);
-        break;
-      case 3:
-        axpy_tile<3, X>(xt, k, ld, n, r, gt, next, next_rows);
-        break;
-      case 4:
-        axpy_tile<4, X>(xt, k, ld, n, r, gt, next, next_rows);
-        break;
-      case 5:
-        axpy_tile<5, X>(xt, k, ld, n, r, gt, next, next_rows);
-        break;
-      case 6:
-        axpy_tile<6, X>(xt, k, ld, n, r, gt, next, next_rows);
-        break;
-      case 7:
-        axpy_tile<7, X>(xt, k, ld, n, r, gt, next, next_rows);
-        break;
-      default:
-        axpy_tile<kTileK, X>(xt, k, ld, n, r, gt, next, next_rows);
-        break;
-    }
+    axpy_tile_of_size<kTileK, X>(size, xt, k, ld, n, r, gt, next, next_rows);
   }
 }
 
