@@ -423,11 +423,35 @@ BUILTIN = (
     "bernoulli_logit",
     "binomial_logit",
     "poisson_log",
+    "poisson",
+    "neg_binomial_2",
+    "neg_binomial_2_log",
+    "beta_binomial",
+    "logistic",
+    "double_exponential",
+    "skew_normal",
+    "von_mises",
+    "chi_square",
+    "inv_gamma",
+    "weibull",
+    "pareto",
+    "uniform",
+    "normal_lcdf",
+    "normal_lccdf",
+    "lognormal_lcdf",
+    "lognormal_lccdf",
+    "exponential_lcdf",
+    "exponential_lccdf",
+    "gamma_lcdf",
+    "gamma_lccdf",
+    "weibull_lcdf",
+    "weibull_lccdf",
     "normal_id_glm",
     "bernoulli_logit_glm",
     "poisson_log_glm",
+    "neg_binomial_2_log_glm",
 )
-GLMS = ("normal_id_glm", "bernoulli_logit_glm", "poisson_log_glm")
+GLMS = ("normal_id_glm", "bernoulli_logit_glm", "poisson_log_glm", "neg_binomial_2_log_glm")
 
 
 @st.composite
@@ -448,7 +472,7 @@ def factor_spec(draw, specs):
     if name in GLMS:
         n = draw(st.one_of(st.integers(1, 5), st.integers(1, 5), st.integers(513, 1200)))
         k = draw(st.one_of(st.integers(1, 3), st.integers(4, 20)))  # K > 8: packet remainders
-        own_shape = {"y": (n,), "X": (n, k), "alpha": (), "beta": (k,), "scale": ()}
+        own_shape = {"y": (n,), "X": (n, k), "alpha": (), "beta": (k,), "scale": (), "phi": ()}
         own_shape["offset"] = draw(st.sampled_from([(), (n,)]))  # a scalar or one value per row
     else:
         full = draw(st.lists(st.integers(0, 3), max_size=3).map(tuple))
@@ -504,7 +528,12 @@ def factor_spec(draw, specs):
                 arr[draw(st.integers(0, arr.size - 1))] = bad
             payload = {"base": arr, "layout": draw(st.sampled_from(["C", "strided", "F"]))}
         refs[inp] = ("data", payload)
-    if name == "binomial_logit" and "trials" in refs and refs["trials"][0] == "data" and fault is None:
+    if (
+        name in ("binomial_logit", "beta_binomial")
+        and "trials" in refs
+        and refs["trials"][0] == "data"
+        and fault is None
+    ):
         # make trials >= every y, keeping its dtype and layout
         y = np.asarray(materialize(refs["y"][1]), dtype=np.float64)
         top = float(y.max()) if y.size else 0.0
@@ -580,7 +609,7 @@ def kernel_specs():
     return _kernels()
 
 
-@props(max_examples=250)
+@props(max_examples=500)  # 39 kernels (and a Python one): about 12 examples each
 @given(data=st.data())
 def test_add_and_log_density(worker, kernel_specs, data):
     """Built-in kernels (and a Python one) with data in any dtype/layout and parameters with
