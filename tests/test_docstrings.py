@@ -13,6 +13,7 @@ process.
 
 import doctest
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import warnings
@@ -35,8 +36,10 @@ def _modules():
     """fastvi and its Python modules (not the compiled _core, whose docstrings come from C++)."""
     names = ["fastvi"]
     for info in pkgutil.iter_modules(fv.__path__, prefix="fastvi."):
-        module = importlib.import_module(info.name)
-        if getattr(module, "__file__", "").endswith(".py"):
+        # Python sources only, checked before importing: a portable install's other engine builds
+        # (_core_x86_64_v4, ...) must not be imported (one engine per process; fastvi/_isa.py).
+        spec = importlib.util.find_spec(info.name)
+        if spec is not None and (spec.origin or "").endswith(".py"):
             names.append(info.name)
     return sorted(names)
 

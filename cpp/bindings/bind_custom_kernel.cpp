@@ -318,11 +318,18 @@ void bind_custom_kernels(py::module_& m) {
   m.attr("_extension_api") = py::capsule(&kExtensionApi, extension::kCapsuleName);
   m.def("compile_flags", [] {
     std::vector<std::string> flags;
-#ifdef FASTVI_MARCH_NATIVE
-    flags.emplace_back("-march=native");
+#ifdef FASTVI_MARCH
+    flags.emplace_back("-march=" FASTVI_MARCH);
 #endif
     return flags;
   });
+  // The CPU level this build targets: "native", an x86-64 level such as "x86-64-v3", or
+  // "baseline" (the compiler's default target).
+#ifdef FASTVI_MARCH
+  m.attr("isa") = FASTVI_MARCH;
+#else
+  m.attr("isa") = "baseline";
+#endif
   m.def("extension_abi", [] {
     const extension::AbiFacts a = kExtensionApi.abi;
     py::dict d;

@@ -4,7 +4,16 @@
 #include "bindings.hpp"
 #include "fastvi/parallel.hpp"
 
-PYBIND11_MODULE(_core, m) {
+// FASTVI_MODULE_NAME: _core, or _core_x86_64_v3 etc. for a build for one x86-64 level (CMake's
+// FASTVI_ISA_VARIANTS), which fastvi/_isa.py loads in _core's place.
+#ifndef FASTVI_MODULE_NAME
+#define FASTVI_MODULE_NAME _core
+#endif
+
+PYBIND11_MODULE(FASTVI_MODULE_NAME, m) {
+  // Every build goes by _core's name, so that its classes' __module__ (reprs, pickles) is the same
+  // whichever build a process loaded.
+  m.attr("__name__") = "fastvi._core";
   m.doc() = "fastvi's C++ engine (private: use the fastvi package)";
   m.def(
       "max_threads", [] { return omp_get_max_threads(); },

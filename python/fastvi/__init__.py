@@ -21,11 +21,12 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import (
-    _core,  # noqa: F401  (first: libgomp reads OMP_WAIT_POLICY when _core loads it)
+    _isa,  # noqa: F401  (first: it loads the engine build for this CPU as fastvi._core; libgomp reads OMP_WAIT_POLICY then)
     psis,
 )
 from ._data import Data
 from ._fit import Approximation, ConvergenceWarning, ImproperPosteriorWarning, PosteriorShapeWarning, fit
+from ._isa import get_isa
 from ._kernels import (
     InputSpec,
     KernelSpec,
@@ -103,6 +104,7 @@ __all__ = [
     "fit_sharded",
     "get_compile_flags",
     "get_include",
+    "get_isa",
     "inv_logit",
     "kernel_spec",
     "kernels",

@@ -8,7 +8,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BinaryOp', 'Family', 'FitOptions', 'FitResult', 'GradientEstimator', 'Model', 'Operand', 'Preconditioner', 'SegmentOp', 'UnaryOp', 'compile_flags', 'data_operand', 'elbo_gradient', 'extension_abi', 'fit', 'forked_serial', 'in_support', 'kernel_info', 'kernel_names', 'max_threads', 'register_python_kernel', 'support_keys', 'view_operand']
+__all__: list[str] = ['BinaryOp', 'Family', 'FitOptions', 'FitResult', 'GradientEstimator', 'Model', 'Operand', 'Preconditioner', 'SegmentOp', 'UnaryOp', 'compile_flags', 'data_operand', 'elbo_gradient', 'extension_abi', 'fit', 'forked_serial', 'in_support', 'isa', 'kernel_info', 'kernel_names', 'max_threads', 'register_python_kernel', 'support_keys', 'view_operand']
 class Operand:
     @property
     def is_param(self) -> bool:
@@ -656,3 +656,4 @@ def support_keys() -> list[str]:
 def view_operand(name: str, values: numpy.ndarray) -> Operand:
     ...
 _extension_api: typing.Any
+isa: str

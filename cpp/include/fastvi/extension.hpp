@@ -114,7 +114,8 @@ inline const Api& api() {
     throw pybind11::import_error(
         "this fastvi extension module was not compiled like fastvi's _core, so they cannot share kernels:" + mismatch +
         "\nRebuild it against the installed fastvi, with the same compiler, Eigen and "
-        "fastvi.get_compile_flags().");
+        "fastvi.get_compile_flags(). (A portable fastvi loads the engine build for the CPU it runs on, "
+        "fastvi.get_isa(); the environment variable FASTVI_ISA picks another.)");
   cached = api;
   return *api;
 }
