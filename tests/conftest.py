@@ -1,4 +1,5 @@
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,19 @@ import pytest
 # handler makes the tests mean the same wherever the suite is started.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture(scope="session")
+def cpu_flags():
+    """The CPU flags the Linux kernel reports in /proc/cpuinfo (those the CPU and the OS support),
+    or None where there is no such file."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
 
 
 @pytest.fixture

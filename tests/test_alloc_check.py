@@ -96,23 +96,13 @@ _LEVEL_FLAGS = {
 }
 
 
-def _cpu_flags() -> set:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 levels only")
-def test_packet_math_and_row_kernel_at_every_x86_level():
+def test_packet_math_and_row_kernel_at_every_x86_level(cpu_flags):
     """tests/cpp/packet_math_check.cpp, compiled for SSE2, AVX2 and AVX-512: exp, log1p and 2^n
     against the C library, and the GLM row kernel against long-double sums, on the paths a
     portable or an AVX2 build of fastvi takes, whatever this machine's own level."""
     _build("packet_math_checks")
-    flags, ran, needs = _cpu_flags(), [], set()
+    flags, ran, needs = cpu_flags or set(), [], set()
     for level, level_flags in _LEVEL_FLAGS.items():  # in order: each level needs the ones before
         needs |= level_flags
         exe = BUILD / "tests" / "cpp" / f"packet_math_check_{level}"

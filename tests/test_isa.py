@@ -56,19 +56,9 @@ def test_choice_with_warning(installed, cpu, setting, expected, says):
     assert message is not None and "FASTVI_ISA=" in message and says in message
 
 
-def _cpuinfo_flags():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
-
-
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
-def test_cpu_level_matches_the_kernels_flags():
-    flags = _cpuinfo_flags()
+def test_cpu_level_matches_the_kernels_flags(cpu_flags):
+    flags = cpu_flags
     if flags is None:
         pytest.skip("no /proc/cpuinfo")
     from fastvi import _cpu
