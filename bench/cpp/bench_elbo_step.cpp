@@ -38,8 +38,11 @@
 //                      32 KiB) in L1, over and over (GFLOP/s at 4 K flops per row and draw);
 //   floor/rows_in_l1_f32  the same on float32 rows, widened in registers (S = 1) or widened into a
 //                      padded buffer first (glm_rows::widen_rows, S > 1);
-//   floor/logistic     the logistic column's vectorised exp, log1p and 1 / (1 + t) on 4,096
-//                      elements in L1 (ns per element).
+//   floor/logistic     the vectorised exp, log1p and 1 / (1 + t) on 4,096 elements in L1 (ns per
+//                      element): what the logistic column computed per element before it summed
+//                      its log1p terms as one log1p of a product (see glm_families.hpp);
+//   floor/logistic_column/rows:R  bernoulli_logit_glm's column pass itself on 4,096 elements in
+//                      L1, in calls of R elements (ns per element).
 // floor time = 4 N K S / rate + N S ns, with the row kernel's rate for S <= glm_rows::max_draws(K)
 // and the block-shape GEMM rate above it.
 //
@@ -62,8 +65,9 @@
 
 #include "fastvi/adam.hpp"
 #include "fastvi/elbo.hpp"
-#include "glm_rows.hpp"    // cpp/src/kernels: the row kernel, for its in-cache floor
-#include "glm_tuning.hpp"  // cpp/src/kernels: the knobs the sweeps below turn
+#include "glm_families.hpp"  // cpp/src/kernels: the logistic column, for its in-cache floor
+#include "glm_rows.hpp"      // cpp/src/kernels: the row kernel, for its in-cache floor
+#include "glm_tuning.hpp"    // cpp/src/kernels: the knobs the sweeps below turn
 #include "models.hpp"
 #include "packet_math.hpp"  // cpp/src/kernels: the logistic column's exp and log1p
 
@@ -329,6 +333,27 @@ void register_logistic_terms() {
     st.counters["ns/elem"] = benchmark::Counter(double(st.iterations()) * double(n) * 1e-9,
                                                 benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   });
+  // The bernoulli_logit_glm's whole column pass (residuals, log density and their sums) on 4,096
+  // predictors in L1, in calls of `rows` elements: 32 and 64 as the row kernel's passes make
+  // them, 4,096 as the GEMM path's blocks do.
+  for (const Index rows : {Index(32), Index(64), Index(4096)})
+    add("floor/logistic_column/rows:" + std::to_string(rows), [rows](benchmark::State& st) {
+      const Index n = 4096;
+      const Eigen::ArrayXd eta0 = 4.0 * Eigen::ArrayXd::Random(n);
+      const Eigen::VectorXd y = (Eigen::ArrayXd::Random(n) > 0.0).cast<double>();
+      Eigen::ArrayXd eta(n);
+      for (auto _ : st) {
+        eta = eta0;
+        double acc = 0.0, rsum = 0.0;
+        for (Index i = 0; i < n; i += rows)
+          kernels::glm_families::BernoulliLogit::column(y.data() + i, eta.data() + i, nullptr, rows, 0.0, acc, rsum);
+        benchmark::DoNotOptimize(acc);
+        benchmark::DoNotOptimize(rsum);
+        benchmark::DoNotOptimize(eta.data());
+      }
+      st.counters["ns/elem"] = benchmark::Counter(double(st.iterations()) * double(n) * 1e-9,
+                                                  benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+    });
 }
 
 // ---- The roofline table ----------------------------------------------------------------------
