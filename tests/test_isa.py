@@ -207,3 +207,38 @@ def test_an_installed_build_the_cpu_lacks_is_never_loaded():
         assert run.returncode == 0, run.stderr
         assert run.stdout.strip() != level
         assert f"this CPU does not run {level}" in run.stderr
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86-64 only")
+def test_a_damaged_engine_gives_way_to_the_next_one_with_a_warning(tmp_path):
+    """A copy of this fastvi whose engine for the CPU's own level is a damaged file: import fastvi
+    warns, naming that engine, and loads the next one down (the default build, unless the real
+    installation has an engine for a lower level), and a fit runs on it."""
+    from fastvi import _cpu
+
+    level = max(
+        (lvl for lvl in _isa.LEVELS if _isa.LEVELS[lvl] <= _cpu.x86_64_level()), key=_isa.LEVELS.get, default=None
+    )
+    if level is None:
+        pytest.skip("the CPU runs no x86-64 level above the baseline")
+    package = Path(fv.__file__).parent
+    copy = tmp_path / "fastvi"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    for old in copy.glob(_isa.module_name(level).split(".")[1] + ".*"):
+        old.unlink()
+    (copy / (_isa.module_name(level).split(".")[1] + suffix)).write_bytes(b"\x7fELF damaged")
+    lower = [lvl for lvl in _isa.installed_levels() if _isa.LEVELS[lvl] < _isa.LEVELS[level]]
+    expected = max(lower, key=_isa.LEVELS.get) if lower else ("baseline" if _isa.installed_levels() else fv._core.isa)
+    code = (
+        'import warnings; warnings.simplefilter("always"); import fastvi; print(fastvi.__file__)\n'
+        + textwrap.dedent(_FIT_TEXTBOOK)
+    )
+    run = _run(code, PYTHONPATH=str(tmp_path))
+    assert run.returncode == 0, run.stderr
+    where, line = run.stdout.strip().splitlines()[-2:]
+    assert Path(where).parent == copy
+    isa, converged, _, _ = line.split()
+    assert isa == expected
+    assert converged == "True"
+    assert f"the engine {_isa.module_name(level)} could not be loaded" in run.stderr

@@ -11,6 +11,9 @@ The environment variable ``FASTVI_ISA`` overrides the choice: ``baseline``, ``x8
 ``x86-64-v3`` or ``x86-64-v4`` (honoured when that build is installed and the CPU runs it;
 otherwise a RuntimeWarning, and the automatic choice), or ``auto`` (the default).
 
+An engine build that is installed but fails to import (a damaged file) is skipped with a
+RuntimeWarning naming it, for the next level down, and in the end the default build.
+
 Two rules keep this safe. The CPU's level is read by ``fastvi._cpu``, a module built for the
 baseline, before any engine module is imported: an engine built for a level the CPU lacks may
 fault while it loads. And a process loads one engine only: they register the same C++ classes
@@ -81,7 +84,27 @@ def load():  # -> the engine module
         level, message = choose(installed, _cpu_level(), request)
         if message:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
-    module = importlib.import_module(module_name(level))
+    # An engine that fails to load (a damaged or half-installed file) gives way to the next one
+    # down, with a warning that names it, rather than making fastvi unusable. Only a failure of
+    # the default build itself is raised.
+    candidates: List[Optional[str]] = [None]
+    if level is not None:
+        cpu_level = _cpu_level()
+        lower = [lvl for lvl in installed if LEVELS[lvl] < LEVELS[level] and LEVELS[lvl] <= cpu_level]
+        candidates = [level, *sorted(lower, key=LEVELS.__getitem__, reverse=True), None]
+    for candidate, following in zip(candidates, [*candidates[1:], None]):
+        try:
+            module = importlib.import_module(module_name(candidate))
+            break
+        except ImportError as error:
+            if candidate is None:
+                raise
+            warnings.warn(
+                f"fastvi: the engine {module_name(candidate)} could not be loaded ({error}); "
+                f"using {module_name(following)} instead. Reinstalling fastvi should repair it.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     sys.modules["fastvi._core"] = module
     vars(sys.modules[__package__])["_core"] = module  # the package attribute, as an import would set it
     return module
