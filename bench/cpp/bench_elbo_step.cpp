@@ -38,9 +38,8 @@
 //                      32 KiB) in L1, over and over (GFLOP/s at 4 K flops per row and draw);
 //   floor/rows_in_l1_f32  the same on float32 rows, widened in registers (S = 1) or widened into a
 //                      padded buffer first (glm_rows::widen_rows, S > 1);
-//   floor/logistic     the vectorised exp, log1p and 1 / (1 + t) on 4,096 elements in L1 (ns per
-//                      element): what the logistic column computed per element before it summed
-//                      its log1p terms as one log1p of a product (see glm_families.hpp);
+//   floor/logistic     the logistic column's vectorised exp, log1p and 1 / (1 + t) on 4,096
+//                      elements in L1 (ns per element);
 //   floor/logistic_column/rows:R  bernoulli_logit_glm's column pass itself on 4,096 elements in
 //                      L1, in calls of R elements (ns per element).
 // floor time = 4 N K S / rate + N S ns, with the row kernel's rate for S <= glm_rows::max_draws(K)

@@ -51,9 +51,9 @@ struct NegBinomial2Log {
     const Packet off = pset1<Packet>(offset), zero = pset1<Packet>(0.0), phi_p = pset1<Packet>(phi);
     const Packet log_phi = pset1<Packet>(std::log(phi)), inv_phi = pset1<Packet>(1.0 / phi);
     double sums[3] = {0.0, 0.0, 0.0};  // sum r, sum lp, sum dphi
-    packet_column<2, 0>(
+    packet_column<2>(
         y, eta, n,
-        [&](const double* yy, const double* ee, Packet(&r)[M], Packet(&s)[2][M], Packet(&)[1][M]) {
+        [&](const double* yy, const double* ee, Packet(&r)[M], Packet(&s)[2][M]) {
           Packet e[M], d[M], x[M], t[M], l[M], inv[M];
           for (int j = 0; j < M; ++j) {
             e[j] = padd(ploadu<Packet>(ee + j * kWidth), off);

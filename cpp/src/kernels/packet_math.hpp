@@ -90,12 +90,8 @@ inline Packet scale_by_power_of_two(const Packet& p, const Packet& n) {
 // exp(x) without a division: x = n log 2 + r with |r| <= log(2) / 2 (Cody-Waite, Cephes' split
 // of log 2), exp(r) by its Taylor polynomial of degree 13 (truncation below 5e-18), times 2^n
 // (which underflows gradually to subnormals and 0 below x = -745, and overflows to inf above
-// x = 709.78). The Poisson column calls it for any x.
-// kNormalRange: the caller guarantees x in [-708, 708], where exp(x) is a normal number, so that
-// 2^n is one power_of_two and a multiply (AVX2: 4 operations instead of 11 in the scaling). The
-// logistic column clamps its x = -|eta| to -708 and uses it: exp(-708) = 3e-308 in place of a
-// smaller subnormal changes its terms by less than 1e-307.
-template <int M, bool kNormalRange = false>
+// x = 709.78). The logistic column calls it for x <= 0, the Poisson column for any x.
+template <int M>
 inline void exp_packets(const Packet (&x)[M], Packet (&out)[M]) {
   using namespace Eigen::internal;
   static constexpr double kInvFactorial[14] = {1.0,
@@ -117,10 +113,7 @@ inline void exp_packets(const Packet (&x)[M], Packet (&out)[M]) {
     const Packet n = pfloor(pmadd(xc, pset1<Packet>(1.4426950408889634074), pset1<Packet>(0.5)));
     Packet r = pmadd(n, pset1<Packet>(-0.693145751953125), xc);
     r = pmadd(n, pset1<Packet>(-1.42860682030941723212e-6), r);
-    if constexpr (kNormalRange)
-      out[j] = pmul(estrin(r, kInvFactorial), power_of_two(n));
-    else
-      out[j] = scale_by_power_of_two(estrin(r, kInvFactorial), n);
+    out[j] = scale_by_power_of_two(estrin(r, kInvFactorial), n);
   }
 }
 
@@ -151,26 +144,6 @@ inline void log1p_and_inverse(const Packet (&t)[M], Packet (&log1p)[M], Packet (
   for (int j = 0; j < M; ++j)
     log1p[j] =
         padd(pand(big[j], pset1<Packet>(0.69314718055994530942)), pmul(pset1<Packet>(2.0), pmul(s[j], log1p[j])));
-}
-
-// log1p(q) for q in [0, 2^1023): for q <= 1 by log1p_and_inverse, above it as log(p), p = 1 + q
-// (the rounding of 1 + q is then an absolute error below 1.2e-16 in the result), p = m 2^k with
-// m in [1, 2) (Eigen's pfrexp, exact), log p = k log 2 + log1p(m - 1), m - 1 exact (Sterbenz),
-// k log 2 formed in two parts (Cephes' split of log 2: k times the first part is exact for
-// |k| < 2^11). Good to a few ulp. glm_families' packet_column calls it once per column.
-inline Packet log1p_nonnegative(const Packet& q) {
-  using namespace Eigen::internal;
-  const Packet one = pset1<Packet>(1.0);
-  Packet exponent;
-  const Packet half_mantissa = pfrexp(padd(one, q), exponent);  // in [0.5, 1)
-  const Packet k = psub(exponent, one);
-  const Packet small = pcmp_le(q, one);
-  const Packet t[1] = {pselect(small, q, psub(padd(half_mantissa, half_mantissa), one))};
-  Packet l[1], unused[1];
-  log1p_and_inverse<1>(t, l, unused);
-  const Packet big =
-      pmadd(k, pset1<Packet>(0.693145751953125), pmadd(k, pset1<Packet>(1.42860682030941723212e-6), l[0]));
-  return pselect(small, l[0], big);
 }
 
 }  // namespace fastvi::kernels::packet_math
