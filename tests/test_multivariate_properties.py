@@ -1,5 +1,6 @@
-"""Property-based tests (hypothesis) of the multivariate kernels over dimensions, row counts and
-scales: multi_normal_cholesky, multi_normal, dirichlet, multinomial_logit and categorical_logit.
+"""Property-based tests (hypothesis) of the multivariate and categorical kernels over dimensions,
+row counts and scales: multi_normal_cholesky, multi_normal, dirichlet, categorical,
+categorical_logit, multinomial_logit, categorical_logit_glm, ordered_logistic and ordered_probit.
 
 tests/test_properties.py fuzzes the element-wise and GLM kernels; the multivariate ones take
 vectors and matrices with constraints of their own (a Cholesky factor, a covariance, a simplex),
@@ -218,3 +219,119 @@ def test_multinomial_logit_matches_scipy(case):
         "multinomial_logit", {"y": counts, "gamma": logits}, params=["gamma"], raise_on_failure=False
     )
     assert check.passed, check
+
+
+@st.composite
+def ordinal_case(draw):
+    c = draw(st.integers(2, 6))
+    n = draw(st.integers(1, 6))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    spread = draw(st.sampled_from([0.05, 1.0, 10.0]))  # cutpoints close together, or far apart
+    cutpoints = np.cumsum(spread * rng.uniform(0.1, 1.0, size=c - 1)) + rng.normal()
+    eta = draw(st.sampled_from([1.0, 10.0, 40.0])) * rng.normal(size=n)  # 40: far into the tails
+    y = rng.integers(0, c, size=n)
+    return y, eta, cutpoints
+
+
+def _ordinal_reference(y, eta, cutpoints, log_cdf, log_sf):
+    """sum_n log P(y_n | eta_n): the first and last categories by log cdf / log sf, the middle ones
+    as log(F(c_k - eta) - F(c_{k-1} - eta)) formed on whichever tail keeps its digits."""
+    total = 0.0
+    c = len(cutpoints) + 1
+    for k, e in zip(y, eta):
+        if k == 0:
+            total += log_cdf(cutpoints[0] - e)
+        elif k == c - 1:
+            total += log_sf(cutpoints[-1] - e)
+        else:
+            hi, lo = cutpoints[k] - e, cutpoints[k - 1] - e
+            if lo > 0:  # both in the upper tail: P = sf(lo) - sf(hi)
+                a, b = log_sf(lo), log_sf(hi)
+            else:
+                a, b = log_cdf(hi), log_cdf(lo)
+            total += a + math.log1p(-math.exp(b - a))
+    return total
+
+
+ORDINAL = {
+    "ordered_logistic": (lambda x: -np.logaddexp(0.0, -x), lambda x: -np.logaddexp(0.0, x)),
+    "ordered_probit": (stats.norm.logcdf, stats.norm.logsf),
+}
+
+
+@PROPS
+@given(ordinal_case(), st.sampled_from(sorted(ORDINAL)))
+def test_ordinal_kernels_match_a_stable_reference(case, kernel):
+    y, eta, cutpoints = case
+    m = fv.Model()
+    e = m.param("eta", shape=eta.shape)
+    m.add(kernel, y, eta=e, cutpoints=cutpoints)
+    want = _ordinal_reference(y, eta, cutpoints, *ORDINAL[kernel])
+    # The middle categories' differences lose digits as the cutpoints close in (0.05 apart: the
+    # difference of two probabilities of order 1 that agree to about 2 digits)
+    assert _lp(m, eta) == pytest.approx(want, rel=1e-9, abs=1e-9)
+    if np.max(np.abs(eta)) < 30:  # beyond that, central differences of log P in the far tail are noise
+        check = fv.check_kernel(
+            kernel, {"y": y, "eta": eta, "cutpoints": cutpoints}, params=["eta"], raise_on_failure=False, rtol=1e-4
+        )
+        assert check.passed, check
+
+
+@st.composite
+def categorical_glm_case(draw):
+    n = draw(st.integers(1, 40))
+    k = draw(st.integers(1, 6))
+    c = draw(st.integers(2, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    X = rng.normal(size=(n, k)) * draw(st.sampled_from([0.1, 1.0, 10.0]))
+    beta = rng.normal(size=(k, c))
+    alpha = rng.normal(size=c)
+    y = rng.integers(0, c, size=n)
+    return y, X, alpha, beta
+
+
+@PROPS
+@given(categorical_glm_case())
+def test_categorical_logit_glm_matches_log_softmax(case):
+    y, X, alpha, beta = case
+    m = fv.Model()
+    a = m.param("alpha", shape=alpha.shape)
+    b = m.param("beta", shape=beta.shape)
+    m.add("categorical_logit_glm", y, X=X, alpha=a, beta=b)
+    logits = alpha + X @ beta
+    want = float(np.sum(special.log_softmax(logits, axis=1)[np.arange(len(y)), y]))
+    got = _lp(m, np.concatenate([alpha, beta.ravel()]))
+    assert got == pytest.approx(want, rel=1e-11, abs=1e-11 * (1 + np.abs(logits).sum()))
+    check = fv.check_kernel(
+        "categorical_logit_glm",
+        {"y": y, "X": X, "alpha": alpha, "beta": beta},
+        params=["alpha", "beta"],
+        raise_on_failure=False,
+    )
+    assert check.passed, check
+
+
+@st.composite
+def categorical_case(draw):
+    c = draw(st.integers(2, 6))
+    n = draw(st.integers(1, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    theta = rng.dirichlet(np.full(c, draw(st.sampled_from([0.2, 1.0, 5.0]))), size=n)
+    theta = np.clip(theta, 1e-10, None)
+    theta /= theta.sum(axis=1, keepdims=True)
+    y = rng.integers(0, c, size=n)
+    return y, theta
+
+
+@PROPS
+@given(categorical_case())
+def test_categorical_matches_log_theta(case):
+    y, theta = case
+    m = fv.Model()
+    m.param("unused")
+    m.add("categorical", y, theta=theta)  # theta as data
+    want = float(np.sum(np.log(theta[np.arange(len(y)), y])))
+    assert _lp(m, [0.0]) == pytest.approx(want, rel=1e-12, abs=1e-12)
+    if np.min(theta) > 1e-3:  # theta as a parameter (on the simplex's interior), by finite differences
+        check = fv.check_kernel("categorical", {"y": y, "theta": theta}, params=["theta"], raise_on_failure=False)
+        assert check.passed, check
