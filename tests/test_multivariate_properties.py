@@ -40,12 +40,16 @@ def _lp(model, z):
     return float(lp)
 
 
+def _rng(draw):
+    """A numpy generator seeded by hypothesis (so that examples shrink and replay)."""
+    return np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+
+
 @st.composite
 def cholesky_factor(draw, k):
     """A lower-triangular L with diagonal e^u, u in [-3, 3], and off-diagonal entries in [-5, 5]
     (condition numbers up to about 10^4)."""
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
+    rng = _rng(draw)
     log_diag = draw(st.floats(-3, 3))
     spread = draw(st.floats(0, 3))
     diag = np.exp(log_diag + spread * rng.uniform(-1, 1, size=k))
@@ -58,7 +62,7 @@ def gaussian_case(draw):
     k = draw(st.integers(1, 6))
     rows = draw(st.sampled_from([None, 1, 3]))
     L = draw(cholesky_factor(k))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rng = _rng(draw)
     shape = (k,) if rows is None else (rows, k)
     scale = draw(st.sampled_from([0.1, 1.0, 20.0]))
     y = scale * rng.normal(size=shape)
@@ -137,7 +141,7 @@ def test_multi_normal_cholesky_gradients(case, params):
 def dirichlet_case(draw):
     k = draw(st.integers(2, 6))
     rows = draw(st.sampled_from([None, 1, 3]))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rng = _rng(draw)
     alpha = np.exp(rng.uniform(draw(st.floats(-3, 0)), draw(st.floats(0, 4)), size=k))
     shape = (k,) if rows is None else (rows, k)
     theta = rng.dirichlet(alpha, size=None if rows is None else rows)
@@ -174,7 +178,7 @@ def test_dirichlet_gradient(case):
 def logits_case(draw):
     c = draw(st.integers(2, 6))
     rows = draw(st.integers(1, 5))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rng = _rng(draw)
     scale = draw(st.sampled_from([0.1, 1.0, 30.0]))  # 30: softmax probabilities down to e^-100
     logits = scale * rng.normal(size=(rows, c))
     return rng, logits
@@ -225,7 +229,7 @@ def test_multinomial_logit_matches_scipy(case):
 def ordinal_case(draw):
     c = draw(st.integers(2, 6))
     n = draw(st.integers(1, 6))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rng = _rng(draw)
     spread = draw(st.sampled_from([0.05, 1.0, 10.0]))  # cutpoints close together, or far apart
     cutpoints = np.cumsum(spread * rng.uniform(0.1, 1.0, size=c - 1)) + rng.normal()
     eta = draw(st.sampled_from([1.0, 10.0, 40.0])) * rng.normal(size=n)  # 40: far into the tails
@@ -282,7 +286,7 @@ def categorical_glm_case(draw):
     n = draw(st.integers(1, 40))
     k = draw(st.integers(1, 6))
     c = draw(st.integers(2, 5))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rng = _rng(draw)
     X = rng.normal(size=(n, k)) * draw(st.sampled_from([0.1, 1.0, 10.0]))
     beta = rng.normal(size=(k, c))
     alpha = rng.normal(size=c)
@@ -315,7 +319,7 @@ def test_categorical_logit_glm_matches_log_softmax(case):
 def categorical_case(draw):
     c = draw(st.integers(2, 6))
     n = draw(st.integers(1, 5))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rng = _rng(draw)
     theta = rng.dirichlet(np.full(c, draw(st.sampled_from([0.2, 1.0, 5.0]))), size=n)
     theta = np.clip(theta, 1e-10, None)
     theta /= theta.sum(axis=1, keepdims=True)
