@@ -80,8 +80,10 @@ def load():  # -> the engine module
     request = os.environ.get("FASTVI_ISA", "auto")
     installed = installed_levels()
     level: Optional[str] = None
+    cpu_level = 0
     if installed or request.strip().lower() not in (*_AUTO, "baseline"):
-        level, message = choose(installed, _cpu_level(), request)
+        cpu_level = _cpu_level()
+        level, message = choose(installed, cpu_level, request)
         if message:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
     # An engine that fails to load (a damaged or half-installed file) gives way to the next one
@@ -89,7 +91,6 @@ def load():  # -> the engine module
     # the default build itself is raised.
     candidates: List[Optional[str]] = [None]
     if level is not None:
-        cpu_level = _cpu_level()
         lower = [lvl for lvl in installed if LEVELS[lvl] < LEVELS[level] and LEVELS[lvl] <= cpu_level]
         candidates = [level, *sorted(lower, key=LEVELS.__getitem__, reverse=True), None]
     for candidate, following in zip(candidates, [*candidates[1:], None]):
