@@ -224,12 +224,13 @@ def test_a_damaged_engine_gives_way_to_the_next_one_with_a_warning(tmp_path):
     package = Path(fv.__file__).parent
     copy = tmp_path / "fastvi"
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
-    for old in copy.glob(_isa.module_name(level).split(".")[1] + ".*"):
+    stem = _isa.module_name(level).split(".")[1]
+    for old in copy.glob(stem + ".*"):
         old.unlink()
-    (copy / (_isa.module_name(level).split(".")[1] + suffix)).write_bytes(b"\x7fELF damaged")
-    lower = [lvl for lvl in _isa.installed_levels() if _isa.LEVELS[lvl] < _isa.LEVELS[level]]
-    expected = max(lower, key=_isa.LEVELS.get) if lower else ("baseline" if _isa.installed_levels() else fv._core.isa)
+    (copy / (stem + importlib.machinery.EXTENSION_SUFFIXES[0])).write_bytes(b"\x7fELF damaged")
+    installed = _isa.installed_levels()
+    lower = [lvl for lvl in installed if _isa.LEVELS[lvl] < _isa.LEVELS[level]]
+    expected = max(lower, key=_isa.LEVELS.get) if lower else ("baseline" if installed else fv._core.isa)
     code = (
         'import warnings; warnings.simplefilter("always"); import fastvi; print(fastvi.__file__)\n'
         + textwrap.dedent(_FIT_TEXTBOOK)
