@@ -81,11 +81,31 @@ def _build(target: str) -> None:
 def test_nothing_allocates_in_the_optimisation_loop():
     _build("alloc_check")
     exe = BUILD / "tests" / "cpp" / "alloc_check"
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=1800,
-                         env=dict(os.environ, OMP_NUM_THREADS="2"))  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    dgemm_library = _scipy_blas_library()
+    if dgemm_library:  # section 1': the GLM kernels through scipy's BLAS, as fastvi uses it
+        env["FASTVI_ALLOC_CHECK_DGEMM"] = dgemm_library
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=1800, env=env)
     failures = [line for line in run.stdout.splitlines() if not line.startswith("ok")]
     assert run.returncode == 0, "\n".join(failures[-50:]) + run.stderr[-3000:]
     assert "PASSED: 0 failure(s)" in run.stdout
+    if dgemm_library:
+        assert "-- 1'. GLM kernels through" in run.stdout
+
+
+def _scipy_blas_library():
+    """The shared library of scipy's own OpenBLAS (its wheels' scipy-openblas), or None (another
+    BLAS: fastvi calls it through scipy's cython_blas, which alloc_check cannot load)."""
+    import scipy.linalg  # noqa: F401  (loads it)
+    from threadpoolctl import threadpool_info
+
+    scipy_dir = os.path.dirname(os.path.dirname(scipy.linalg.__file__))
+    for lib in threadpool_info():
+        path = lib.get("filepath") or ""
+        if lib.get("internal_api") == "openblas" and os.path.basename(path).startswith("libscipy_openblas"):
+            if os.path.dirname(path).startswith(scipy_dir) and "openblas64" not in path:
+                return path
+    return None
 
 
 # The CPU flags each x86-64 level needs (the psABI's levels, as GCC's -march names them).

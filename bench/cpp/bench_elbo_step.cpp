@@ -45,9 +45,16 @@
 // floor time = 4 N K S / rate + N S ns, with the row kernel's rate for S <= glm_rows::max_draws(K)
 // and the block-shape GEMM rate above it.
 //
+// External BLAS (fastvi/blas.hpp): FASTVI_BENCH_DGEMM=<shared library>:<symbol> makes the GLM
+// kernels' GEMM path call that dgemm (as fastvi's Python package does with scipy's BLAS), e.g.
+//   FASTVI_BENCH_DGEMM=$(python -c "import scipy, glob, os; print(glob.glob(os.path.join(
+//     os.path.dirname(scipy.__file__) + '.libs', 'libscipy_openblas*.so'))[0])"):scipy_dgemm_
+// Without it the products are Eigen's, as in a C++-only build. The context line "dgemm" says which.
+//
 // OpenMP: run with OMP_WAIT_POLICY=PASSIVE, as fastvi's Python package sets it (workers sleep
 // between regions instead of spinning). If it is not set, main() sets it and re-executes itself.
 #include <benchmark/benchmark.h>
+#include <dlfcn.h>
 #include <omp.h>
 #include <unistd.h>
 
@@ -63,6 +70,7 @@
 #include <vector>
 
 #include "fastvi/adam.hpp"
+#include "fastvi/blas.hpp"
 #include "fastvi/elbo.hpp"
 #include "glm_families.hpp"  // cpp/src/kernels: the logistic column, for its in-cache floor
 #include "glm_rows.hpp"      // cpp/src/kernels: the row kernel, for its in-cache floor
@@ -464,6 +472,19 @@ int main(int argc, char** argv) {
     std::perror("execv");  // only reached if the re-execution failed
   }
   benchmark::AddCustomContext("OMP_WAIT_POLICY", std::getenv("OMP_WAIT_POLICY"));
+  if (const char* env = std::getenv("FASTVI_BENCH_DGEMM")) {
+    const std::string spec = env;
+    const auto colon = spec.rfind(':');
+    void* lib = colon == std::string::npos ? nullptr : dlopen(spec.substr(0, colon).c_str(), RTLD_NOW | RTLD_LOCAL);
+    void* fn = lib ? dlsym(lib, spec.substr(colon + 1).c_str()) : nullptr;
+    if (!fn) {
+      std::fprintf(stderr, "FASTVI_BENCH_DGEMM=%s: expected <library>:<symbol> (%s)\n", env,
+                   lib ? "no such symbol" : dlerror());
+      return 2;
+    }
+    blas::set_dgemm(reinterpret_cast<blas::Dgemm>(fn));
+  }
+  benchmark::AddCustomContext("dgemm", std::getenv("FASTVI_BENCH_DGEMM") ? std::getenv("FASTVI_BENCH_DGEMM") : "Eigen");
   // The GLM kernels' knobs, for the sweeps below (the library reads no environment variables).
   if (const char* env = std::getenv("FASTVI_GLM_PARALLEL_WORK"))
     kernels::glm_tuning::set_parallel_work(std::strtod(env, nullptr));

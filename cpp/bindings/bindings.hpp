@@ -10,5 +10,6 @@ void bind_model(pybind11::module_& m);
 void bind_family(pybind11::module_& m);
 void bind_fit(pybind11::module_& m);
 void bind_custom_kernels(pybind11::module_& m);
+void bind_blas(pybind11::module_& m);
 
 }  // namespace fastvi::bindings

@@ -25,4 +25,5 @@ PYBIND11_MODULE(FASTVI_MODULE_NAME, m) {
   fastvi::bindings::bind_family(m);
   fastvi::bindings::bind_fit(m);
   fastvi::bindings::bind_custom_kernels(m);
+  fastvi::bindings::bind_blas(m);
 }

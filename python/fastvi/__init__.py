@@ -24,6 +24,7 @@ from . import (
     _isa,  # noqa: F401  (first: it loads the engine build for this CPU as fastvi._core; libgomp reads OMP_WAIT_POLICY then)
     psis,
 )
+from ._blas import get_blas
 from ._data import Data
 from ._fit import Approximation, ConvergenceWarning, ImproperPosteriorWarning, PosteriorShapeWarning, fit
 from ._isa import get_isa
@@ -102,6 +103,7 @@ __all__ = [
     "fit",
     "fit_many",
     "fit_sharded",
+    "get_blas",
     "get_compile_flags",
     "get_include",
     "get_isa",

@@ -623,6 +623,10 @@ def compile_flags() -> list[str]:
     ...
 def data_operand(name: str, values: typing.Annotated[numpy.typing.ArrayLike, numpy.float64]) -> Operand:
     ...
+def dgemm_address() -> int:
+    """
+    The address set_dgemm last set (0: Eigen's products).
+    """
 def elbo_gradient(model: Model, family: Family, phi: typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"], draws: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, step: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex = 1, gradient: GradientEstimator = ..., batch_size: typing.SupportsInt | typing.SupportsIndex = 0, reference: typing.Annotated[numpy.typing.ArrayLike, numpy.float64, "[m, 1]"] | None = None) -> tuple[float, typing.Annotated[numpy.typing.NDArray[numpy.float64], "[m, 1]"]]:
     """
     One reparameterised estimate of the ELBO and its gradient with respect to phi (NaN if not finite);
@@ -650,6 +654,10 @@ def max_threads() -> int:
 def register_python_kernel(name: str, doc: str, inputs: list, fn: typing.Any, elementwise: bool) -> None:
     """
     Registers a kernel computed by a Python function (use fastvi.register_kernel).
+    """
+def set_dgemm(address: typing.SupportsInt | typing.SupportsIndex) -> None:
+    """
+    Kernels built from now on compute their GEMM-shaped blocks with the Fortran-interface (LP64) dgemm at this address; 0: Eigen's products.
     """
 def support_keys() -> list[str]:
     ...

@@ -18,7 +18,7 @@ from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Unio
 
 import numpy as np
 
-from . import _core, _data, _spill
+from . import _blas, _core, _data, _spill
 from ._data import Data
 from ._kernels import kernel_spec, registry_name, user_name
 from ._threads import warn_if_forked
@@ -257,6 +257,7 @@ class Model:
             self.add_coords(coords)
 
     def _reset(self) -> None:
+        _blas.ensure()  # the BLAS its GLM kernels will use, chosen once per process (_blas.py)
         self._core = _core.Model()
         self._params: Dict[str, Param] = {}
         self._deterministics: Dict[str, Expr] = {}

@@ -5,6 +5,10 @@
 //    grid of shapes (including K above the 240-column GEMM tile and S above the 32-draw panel);
 //    likewise (1b) every element-wise kernel as a likelihood with scalar, vector, broadcast and
 //    small parameters, and (1c) the categorical, ordinal, multinomial and multivariate kernels.
+// 1'. With FASTVI_ALLOC_CHECK_DGEMM=<shared library> set (tests/test_alloc_check.py passes scipy's
+//    OpenBLAS), section 1's GLM kernels again, their GEMM path calling that library's dgemm
+//    (fastvi/blas.hpp; symbol scipy_dgemm_ or dgemm_), as fastvi's Python package has them, and
+//    whole steps (section 2) of GLM and X @ beta expression models with 8 to 40 draws.
 // 2. The whole step, ElboEstimator::estimate + Adam::step, for the mean-field, full-rank and
 //    low-rank families (both gradient estimators, with and without a preconditioner, D up to
 //    1,000), on GLM models, element-wise models (normal; student_t with vector and beta with
@@ -39,6 +43,7 @@
 #include <vector>
 
 #include "fastvi/adam.hpp"
+#include "fastvi/blas.hpp"
 #include "fastvi/broadcast.hpp"
 #include "fastvi/elbo.hpp"
 #include "fastvi/fit.hpp"
@@ -573,9 +578,8 @@ void check_fit(const std::string& model_name, const std::string& family_name, In
 
 }  // namespace
 
-int main() {
-  if (!self_test()) return 1;
-  std::printf("-- 1. GLM kernels\n");
+// Section 1's vector GLM kernels over their grid of shapes.
+void check_vector_glms() {
   for (const char* kernel : {"normal_id_glm", "bernoulli_logit_glm", "poisson_log_glm", "neg_binomial_2_log_glm"}) {
     for (Index draws : {1, 3, 8, 32, 40}) {
       check(kernel, 10000, 50, draws, true);
@@ -585,6 +589,42 @@ int main() {
     check(kernel, 1000, 300, 8, true);
     check(kernel, 800, 1000, 33, true);
     check(kernel, 7, 3, 2, true);
+  }
+}
+
+// Section 1': the dgemm of the library FASTVI_ALLOC_CHECK_DGEMM names, or nullptr (reported).
+blas::Dgemm external_dgemm() {
+  const char* path = std::getenv("FASTVI_ALLOC_CHECK_DGEMM");
+  if (!path || !*path) return nullptr;
+  void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    std::printf("FAIL FASTVI_ALLOC_CHECK_DGEMM=%s: %s\n", path, dlerror());
+    ++failures;
+    return nullptr;
+  }
+  for (const char* symbol : {"scipy_dgemm_", "dgemm_"})
+    if (void* fn = dlsym(lib, symbol)) return reinterpret_cast<blas::Dgemm>(fn);
+  std::printf("FAIL FASTVI_ALLOC_CHECK_DGEMM=%s: no scipy_dgemm_ or dgemm_ in it\n", path);
+  ++failures;
+  return nullptr;
+}
+
+int main() {
+  if (!self_test()) return 1;
+  std::printf("-- 1. GLM kernels\n");
+  check_vector_glms();
+  if (blas::Dgemm dgemm = external_dgemm()) {
+    std::printf("-- 1'. GLM kernels through %s's dgemm\n", std::getenv("FASTVI_ALLOC_CHECK_DGEMM"));
+    blas::set_dgemm(dgemm);
+    check_vector_glms();
+    // Whole steps of GLM and X @ beta expression models with enough draws for the BLAS, on full
+    // data and on minibatches (gathered rows), with and without the control variate.
+    const auto stl = GradientEstimator::StickingTheLanding;
+    for (const char* model : {"logistic glm", "linreg glm", "expression", "expression big", "expression wide"})
+      for (Index draws : {8, 33, 40})
+        for (int threads : {1, 2}) check_step(model, "meanfield", draws, threads, stl, "none");
+    for (bool cv : {false, true}) check_step("logistic glm", "meanfield", 33, 2, stl, "diag", 500, cv);
+    blas::set_dgemm(nullptr);
   }
   // categorical_logit_glm: C below and above the 32-column product tile, K above the 240-column
   // tile, S across panels (32 / C draws each), beta as data.
