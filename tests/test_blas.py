@@ -11,6 +11,7 @@ import fastvi as fv
 import numpy as np
 import pytest
 from fastvi import _blas, _core
+from scipy import stats
 from test_glm import KERNELS, GlmCase
 
 SCIPY_DGEMM = _blas._scipy_dgemm()  # scipy (a dependency) always has cython_blas
@@ -140,3 +141,19 @@ def test_environment_variable_sets_the_choice():
     assert "FASTVI_BLAS='openblas-please' is not one of auto, scipy, eigen" in warned
     assert choice == _blas_in_subprocess("auto")[0]
 
+
+@pytest.mark.parametrize("which", ["blas", "eigen"])
+@pytest.mark.parametrize("n,k,S", [(50, 3, 8), (700, 300, 40), (3000, 50, 32)], ids=["small", "tiles", "panel"])
+def test_matvec_expression_matches_reference(which, n, k, S):
+    # X @ beta as an expression node (no fused kernel): the same blocks, the same BLAS choice.
+    rng = np.random.default_rng(13)
+    X, y = rng.normal(size=(n, k)) / np.sqrt(k), rng.normal(size=n)
+    with products(which):
+        m = fv.Model()
+        m.add("normal", y, loc=X @ m.param("beta", k), scale=1.5)
+    zeta = rng.normal(size=(k, S))
+    lp, grad = m.log_density(zeta)
+    eta = X @ zeta
+    np.testing.assert_allclose(lp, stats.norm.logpdf(y[:, None], eta, 1.5).sum(axis=0), rtol=1e-11)
+    r = (y[:, None] - eta) / 1.5**2
+    np.testing.assert_allclose(grad, X.T @ r, rtol=0, atol=1e-11 * (np.abs(X).T @ np.abs(r)).max())
