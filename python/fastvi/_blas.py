@@ -3,18 +3,22 @@
 For S draws at once, a GLM kernel multiplies blocks of rows of X by the draws' coefficients
 (X_blk B) and back (X_blkᵀ R). Eigen, compiled into the engine, computes them at about 70 % of a
 tuned BLAS's rate on AVX2 CPUs (bench/README.md, issue 14). scipy, a dependency, ships a tuned BLAS
-(OpenBLAS in its wheels; MKL, BLIS or Accelerate in other builds) and exports its ``dgemm`` as a C
-function pointer (``scipy.linalg.cython_blas``); fastvi hands that pointer to the engine, which
-calls it on the calling thread for one fixed block at a time. The blocks are cut by N, K and S
-alone, so results still do not depend on the number of threads.
+(OpenBLAS in its wheels) and exports its ``dgemm`` as a C function pointer
+(``scipy.linalg.cython_blas``); fastvi hands that pointer to the engine, which calls it for one
+fixed block at a time, from the thread that computes the block. The blocks are cut by N, K and S
+alone, and OpenBLAS computes a call that small on the calling thread (and splits a larger one
+only by blocks of its result), so results still do not depend on the number of threads.
 
 The choice is made once per process, before the first model is built, and a kernel keeps the BLAS
 it was built with: one model's results never change during a fit. The environment variable
 ``FASTVI_BLAS`` sets it:
 
-- ``auto`` (the default): scipy's BLAS if scipy was built with a tuned one (its
-  ``show_config`` names OpenBLAS, MKL, BLIS, Accelerate, ArmPL, NVPL or AOCL), else Eigen;
-- ``scipy``: scipy's BLAS, whichever it is;
+- ``auto`` (the default): scipy's BLAS if it is OpenBLAS (as ``scipy.show_config`` names it),
+  else Eigen. Other BLAS are not chosen automatically: whether their results depend on how many
+  threads they use, or on whether the caller is inside a parallel region (MKL's dynamic threads),
+  is not something fastvi can check;
+- ``scipy``: scipy's BLAS, whichever it is (fastvi's threads=1 and threads=2 may then differ in
+  rounding with a BLAS that threads small products differently inside parallel regions);
 - ``eigen``: Eigen's products, as a C++-only build has them.
 
 Results computed with different BLAS differ in rounding (about 1e-15 relative in a log density);
@@ -31,7 +35,8 @@ from typing import Optional
 
 from . import _core
 
-_TUNED = ("openblas", "mkl", "blis", "accelerate", "armpl", "nvpl", "aocl", "flexiblas")
+# Names in scipy.show_config's "blas" entry for which "auto" takes scipy's BLAS (see the module doc).
+_AUTO_BLAS = ("openblas",)
 _lock = threading.Lock()
 _chosen: Optional[str] = None  # None: not chosen yet; "eigen" or "scipy (<name> <version>)"
 
@@ -74,7 +79,7 @@ def _choose(request: str) -> str:
     if request == "eigen":
         return "eigen"
     name = _scipy_blas_name()
-    if request != "scipy" and not (name and any(t in name.lower() for t in _TUNED)):
+    if request != "scipy" and not (name and any(t in name.lower() for t in _AUTO_BLAS)):
         return "eigen"
     try:
         address = _scipy_dgemm()
