@@ -19,7 +19,9 @@ SCIPY_DGEMM = _blas._scipy_dgemm()  # scipy (a dependency) always has cython_bla
 
 @contextlib.contextmanager
 def products(which):
-    """Models built inside use Eigen's products ("eigen") or scipy's dgemm ("blas")."""
+    """Models built inside use Eigen's products ("eigen") or scipy's dgemm ("blas"); afterwards,
+    the process's own choice again (made first: else a later GLM would find it made but not set)."""
+    _blas.ensure()
     before = _core.dgemm_address()
     _core.set_dgemm(0 if which == "eigen" else SCIPY_DGEMM)
     try:
@@ -46,6 +48,9 @@ def test_the_choice_is_reported_and_applied():
     choice = fv.get_blas()
     assert choice == "eigen" or choice.startswith("scipy (")
     assert (_core.dgemm_address() != 0) == choice.startswith("scipy")
+    with products("eigen"):
+        assert fv.get_blas() == "eigen"  # says what models built now use
+    assert fv.get_blas() == choice and (_core.dgemm_address() != 0) == choice.startswith("scipy")
 
 
 # Shapes around the GEMM path's edges: blocks of 8 rows and up (K = 300 takes two 240-column
@@ -121,9 +126,14 @@ def _blas_in_subprocess(value):
         """
         import warnings
         warnings.simplefilter("always")
+        import numpy as np
         with warnings.catch_warnings(record=True) as caught:
             import fastvi as fv
-            fv.Model()
+            m = fv.Model()
+            m.add("normal", [0.5, 1.5], loc=m.param("mu"))
+            assert fv._blas._chosen is None  # nor is scipy imported for it (test_fit_overhead.py)
+            m.add("bernoulli_logit_glm", [0, 1], X=np.eye(2), alpha=0.0, beta=m.param("beta", 2))
+            assert fv._blas._chosen is not None  # chosen before the first GLM kernel is built
         print(fv.get_blas())
         print(fv._core.dgemm_address() != 0)
         print(" | ".join(str(w.message) for w in caught))

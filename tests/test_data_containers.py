@@ -340,12 +340,14 @@ def test_warm_start_after_set_data_lands_on_the_exact_posterior_in_fewer_steps(f
     cold = fv.fit(m, family, seed=0, precondition=None)  # a cold start without the mode search
     default = fv.fit(m, family, seed=0)  # the default cold start: mode search, then the same loop
     mean, sd = _exact(y_new)
-    # the warm and default fits within 0.01 sd of the exact posterior; the cold start without
-    # preconditioning within what precision=0.05 promises
-    for f, tolerance in ((warm, 0.01), (default, 0.01), (cold, 0.05)):
-        assert f.converged
-        np.testing.assert_allclose(f.mean()["w"], mean, atol=tolerance * sd.min())
-        np.testing.assert_allclose(f.std()["w"], sd, rtol=tolerance)
+    # Every fit within what converged promises at precision=0.05: means within 0.05 sd, log sds
+    # within 0.05. The warm and default fits' means are tighter still (0.01 sd): their error
+    # estimate's bound is on the scales, which a constant step size leaves noisier than the means
+    # (0.015 off in one log sd of the 12 on an AVX-512 CPU, 0.033 estimated).
+    for f, mean_tolerance in ((warm, 0.01), (default, 0.01), (cold, 0.05)):
+        assert f.converged and f.options["precision"] == 0.05
+        np.testing.assert_allclose(f.mean()["w"], mean, atol=mean_tolerance * sd.min())
+        assert np.abs(np.log(f.std()["w"] / sd)).max() < 0.05
     assert warm.steps < cold.steps
     assert warm.steps <= default.steps
     assert warm.laplace is None and warm.options["precondition"] == "init"

@@ -412,7 +412,8 @@ class MatVec final : public Node {
     // Through the BLAS: g_in_blk (kt x p) += X_blkᵀ g_out_blk.
     if (use_blas(draws))
       return for_each_block(draws, [&](Index r0, Index n, Index k0, Index kt, Index s0, Index p) {
-        gemm("N", kt, p, n, x_.data() + r0 * k + k0, k, g_out.data() + r0 + s0 * ld, ld, true, &g_in(k0, s0), ld);
+        blas::add_product(dgemm_, int(kt), int(p), int(n), x_.data() + r0 * k + k0, int(k), g_out.data() + r0 + s0 * ld,
+                          int(ld), &g_in(k0, s0), int(ld));
       });
     for_each_block(draws, [&](Index r0, Index n, Index k0, Index kt, Index s0, Index p) {
       g_in.block(k0, s0, kt, p).noalias() += x_.block(r0, k0, n, kt).transpose() * g_out.block(r0, s0, n, p);
@@ -445,7 +446,8 @@ class MatVec final : public Node {
   bool use_blas(Index draws) const { return dgemm_ && draws >= kMinBlasDraws && x_.cols() > 0; }
 
   // c (m x n, leading dimension ldc) [+]= op(A) b, with A the column-major view of X's rows at a
-  // (leading dimension lda = K) and op given by trans_a ("T": X_blk, "N": X_blkᵀ).
+  // (leading dimension lda = K) and op given by trans_a ("T": X_blk). (X_blkᵀ b goes through
+  // blas::add_product, which avoids OpenBLAS's allocating "N", "N" kernel.)
   void gemm(const char* trans_a, Index m, Index n, Index k, const double* a, Index lda, const double* b, Index ldb,
             bool accumulate, double* c, Index ldc) const {
     const int im = int(m), in = int(n), ik = int(k), ia = int(lda), ib = int(ldb), ic = int(ldc);

@@ -9,9 +9,9 @@ fixed block at a time, from the thread that computes the block. The blocks are c
 alone, and OpenBLAS computes a call that small on the calling thread (and splits a larger one
 only by blocks of its result), so results still do not depend on the number of threads.
 
-The choice is made once per process, before the first model is built, and a kernel keeps the BLAS
-it was built with: one model's results never change during a fit. The environment variable
-``FASTVI_BLAS`` sets it:
+The choice is made once per process, before the first GLM factor or ``X @ v`` node is built (a
+model without them does not import scipy for it), and a kernel keeps the BLAS it was built with:
+one model's results never change during a fit. The environment variable ``FASTVI_BLAS`` sets it:
 
 - ``auto`` (the default): scipy's BLAS if it is OpenBLAS (as ``scipy.show_config`` names it),
   else Eigen. Other BLAS are not chosen automatically: whether their results depend on how many
@@ -96,7 +96,7 @@ def _choose(request: str) -> str:
 
 
 def ensure() -> str:
-    """Chooses the BLAS once per process (before the first model is built) and returns the choice."""
+    """Chooses the BLAS once per process (before the first kernel that uses it is built) and returns the choice."""
     global _chosen
     if _chosen is None:
         with _lock:
@@ -118,4 +118,5 @@ def get_blas() -> str:
     >>> fv.get_blas() == "eigen" or fv.get_blas().startswith("scipy (")
     True
     """
-    return ensure()
+    chosen = ensure()
+    return chosen if _core.dgemm_address() != 0 else "eigen"

@@ -257,7 +257,6 @@ class Model:
             self.add_coords(coords)
 
     def _reset(self) -> None:
-        _blas.ensure()  # the BLAS its GLM kernels will use, chosen once per process (_blas.py)
         self._core = _core.Model()
         self._params: Dict[str, Param] = {}
         self._deterministics: Dict[str, Expr] = {}
@@ -1123,6 +1122,8 @@ class Model:
             return self._deterministics[name]
         if op == "add_factor":
             kernel, operands, label, *rows = args  # rows: the rows axis, if given (Model.add's rows=)
+            if kernel.endswith("_glm"):
+                _blas.ensure()  # the BLAS its GEMM-shaped products use (_blas.py), before it is built
             core.add_factor(kernel, [self._decode(o, view=True) for o in operands], label, *rows)
             self._factors.append((label, user_name(kernel)))
             return None
@@ -1155,6 +1156,7 @@ class Model:
             return core.add_unary(getattr(_core.UnaryOp, name), operand(a), label, lo, hi)
         if op == "add_matvec":
             x, v, label = args
+            _blas.ensure()  # as for a GLM factor: X @ v over many draws is GEMM-shaped
             return core.add_matvec(self._array(x), operand(v), label)
         if op == "add_gather":
             a, index, shape, label = args

@@ -34,4 +34,17 @@ constexpr long kSerialWork = 262144;
 void set_dgemm(Dgemm fn) noexcept;
 Dgemm current_dgemm() noexcept;
 
+// c += a b through dgemm, with a (m x k), b (k x n) and c (m x n) column-major at leading
+// dimensions lda, ldb and ldc: the "N", "N" product with beta = 1, computed without that call.
+//
+// Why: OpenBLAS's small-matrix kernel for "N", "N" on AVX-512 CPUs (0.3.30, dgemm_small_kernel_nn
+// for SkylakeX, which scipy's build runs on Zen 4 as well) calls malloc on every call whose m is
+// not a multiple of 8, and the hot loop must not allocate. Its "T", "T" kernel does not (nor do
+// "T", "N" and "N", "T"; measured over m <= 70, n <= 40, k <= 500), so this forms cᵀ's slices
+// bᵀ aᵀ with "T", "T" into a stack buffer and adds them to c transposed: kSliceRows x
+// kSliceDraws doubles (16 KiB) at a time, an extra m x n additions against the product's
+// m x n x k multiply-adds.
+void add_product(Dgemm dgemm, int m, int n, int k, const double* a, int lda, const double* b, int ldb, double* c,
+                 int ldc) noexcept;
+
 }  // namespace fastvi::blas

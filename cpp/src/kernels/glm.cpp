@@ -416,8 +416,9 @@ class Glm final : public Kernel {
   void blas_product(bool backward, Index m, Index n, Index k, const double* x, Index ldx, const double* b, Index ldb,
                     bool accumulate, double* c, Index ldc) const {
     const int im = int(m), in = int(n), ik = int(k), ilda = int(ldx), ildb = int(ldb), ildc = int(ldc);
+    if (backward) return blas::add_product(dgemm_, im, in, ik, x, ilda, b, ildb, c, ildc);  // (accumulates)
     const double one = 1.0, beta = accumulate ? 1.0 : 0.0;
-    dgemm_(backward ? "N" : "T", "N", &im, &in, &ik, &one, x, &ilda, b, &ildb, &beta, c, &ildc);
+    dgemm_("T", "N", &im, &in, &ik, &one, x, &ilda, b, &ildb, &beta, c, &ildc);
   }
 
   // Rows [c * chunk_rows, ...) of chunk c into its own slot of part.
